@@ -198,9 +198,10 @@ def scan(source, *, labels: Sequence[str] | None = None,
                                     CONVERTED if copied else WARNING))
         if labels is not None:
             counts.update(c for c in str(labels[i]).split("|") if c)
-    if labels is not None and isinstance(source, (str, os.PathLike)):
-        for name in {_class_of(p, Path(source)) for p in paths} - set(counts):
-            counts[name] = 0  # a class folder whose files were all rejected
+    if isinstance(source, (str, os.PathLike)):
+        for entry in os.scandir(source):  # class folders left with no usable file
+            if entry.is_dir() and not entry.name.startswith(".") and entry.name not in counts:
+                counts[entry.name] = 0
     weights = balanced_weights(counts)
     problems += _class_problems(counts, min_class_size, imbalance_ratio, weights)
     rejected = collections.Counter(p.kind for p in problems if p.action == SKIPPED)

@@ -1,0 +1,38 @@
+"""Shared test setup: quiet TF logs, seed everything, and a tiny image folder factory."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    # Every test starts from the same random state, so failures reproduce.
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
+
+
+def make_image_folder(root, classes=("red", "blue"), per_class=12, size=40, seed=0,
+                      fmt="png"):
+    """Write a separable colour-coded image folder: one subfolder per class."""
+    rng = np.random.default_rng(seed)
+    channel = {name: i % 3 for i, name in enumerate(classes)}
+    for name in classes:
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (size, size, 3)).astype("uint8")
+            pixels[..., channel[name]] += 180
+            Image.fromarray(pixels).save(os.path.join(root, name, f"{i}.{fmt}"))
+    return str(root)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A two-class separable folder of 40x40 PNGs (12 per class)."""
+    return make_image_folder(tmp_path / "images")

@@ -1,0 +1,21 @@
+"""transferkit: transfer learning with Keras Applications backbones, done right.
+
+    import transferkit as tk
+    model = tk.build_model("mobilenet_v2", num_classes=5, weights="imagenet")
+    result = tk.fine_tune(model, train_ds, val_ds)
+"""
+
+__version__ = "0.1.0"
+
+from transferkit.backbones import (BackboneSpec, create_backbone, get_spec, list_backbones,
+                                   register_backbone)
+from transferkit.errors import (ConfigError, DataError, TrainableChangedError,
+                                TransferkitError, UnsafeModelError, WeightsError)
+from transferkit.freezing import FreezeAudit, FreezePolicy, RecompileGuard, freeze
+from transferkit.heads import HeadConfig, build_head
+from transferkit.layers import Preprocess
+from transferkit.model import build_model, feature_extractor
+from transferkit.optimizers import make_optimizer
+from transferkit.recipe import RecipeConfig, load_recipe
+from transferkit.saving import load_model, read_metadata, save_model
+from transferkit.schedule import FineTuneResult, PhaseConfig, ScheduleConfig, fine_tune
