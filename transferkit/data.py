@@ -35,7 +35,8 @@ import tensorflow as tf
 from transferkit import imageio, tfdata
 from transferkit.augment import AugmentConfig
 from transferkit.errors import DataError
-from transferkit.scan import ScanReport, balanced_weights, scan as run_scan, walk
+from transferkit.scan import ScanReport, balanced_weights, walk, with_problems
+from transferkit.scan import scan as run_scan
 from transferkit.tfdata import dataset_from_arrays, make_dataset  # noqa: F401 (re-export)
 
 TASKS = ("multiclass", "binary", "multilabel", "regression")
@@ -125,10 +126,12 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise DataError(f"source dict keys should be 'train' plus optional 'val' and "
                         f"'test'. Received: {sorted(named)}.{hint}")
-    files = {k: list_source(v, scanned=scan) for k, v in named.items()}
+    listed = {k: list_source(v, scanned=scan) for k, v in named.items()}
+    files = {k: (paths, labels) for k, (paths, labels, _) in listed.items()}
     report = None
     if scan:
-        report = _scan_files(files, normalized_dir, workers, verbose)
+        walk_problems = [p for _, _, found in listed.values() for p in found]
+        report = _scan_files(files, walk_problems, normalized_dir, workers, verbose)
     found = sorted({c for paths, labels in files.values() for lab in labels
                     for c in _label_parts(lab, task)})
     names = _class_order(found, class_names, task, named["train"])
@@ -159,18 +162,18 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
 
 
 def list_source(src, *, scanned: bool = True):
-    """(paths, raw labels) from a class-folder tree or a CSV file; without a scan
-    (scanned=False) only files with image extensions are listed."""
+    """(paths, raw labels, listing problems) from a class-folder tree or a CSV file;
+    without a scan (scanned=False) only files with image extensions are listed."""
     path = Path(src)
     if path.is_dir():
-        files, _ = walk(path)
+        files, problems = walk(path)
         if not scanned:  # nothing will weed out non-images: trust extensions
             files = [f for f in files if Path(f).suffix.lower() in imageio.IMAGE_EXTENSIONS]
         pairs = [(f, Path(f).relative_to(path).parts) for f in files]
         pairs = [(f, parts[0]) for f, parts in pairs if len(parts) > 1]
-        return [f for f, _ in pairs], [c for _, c in pairs]
+        return [f for f, _ in pairs], [c for _, c in pairs], problems
     if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        return _read_csv(path)
+        return (*_read_csv(path), [])
     raise DataError(f"source {str(src)!r} is neither a folder of class subfolders nor "
                     "a CSV file (nor 'tfds:NAME', an (x, y) tuple or a tf.data.Dataset).")
 
@@ -216,7 +219,7 @@ def _class_order(found, class_names, task, where) -> tuple[str, ...]:
     return names
 
 
-def _scan_files(files, normalized_dir, workers, verbose) -> ScanReport:
+def _scan_files(files, walk_problems, normalized_dir, workers, verbose) -> ScanReport:
     """Scan all splits at once (duplicates across splits), then keep usable files."""
     order = [(s, p, lab) for s, (ps, labs) in files.items() for p, lab in zip(ps, labs)]
     if not order:
@@ -225,6 +228,7 @@ def _scan_files(files, normalized_dir, workers, verbose) -> ScanReport:
     report = run_scan([p for _, p, _ in order], labels=[lab for *_, lab in order],
                       splits=[s for s, *_ in order], workers=workers,
                       normalized_dir=normalized_dir)
+    report = with_problems(report, walk_problems)
     if verbose:
         print(report.summary().split("\n  [")[0])
     for split in files:

@@ -23,15 +23,27 @@ class _BackboneLRMixin:
         self.backbone_multiplier = float(backbone_multiplier)
         self.head_prefix = head_prefix
 
+    def build(self, variables):
+        super().build(variables)
+        # The TF backend hands `update_step` the raw tf.Variable (no `.path`), so the
+        # scale is looked up by the optimizer's own variable key, computed here once.
+        self._lr_scale = {
+            self._var_key(v): 1.0 if _owner(v).startswith(self.head_prefix)
+            else self.backbone_multiplier for v in variables}
+
     def update_step(self, gradient, variable, learning_rate):
-        owner = variable.path.split("/")[-2:][0]  # the layer that created the variable
-        if not owner.startswith(self.head_prefix):
-            learning_rate = learning_rate * self.backbone_multiplier
+        scale = self._lr_scale.get(self._var_key(variable), 1.0)
+        if scale != 1.0:
+            learning_rate = learning_rate * scale
         return super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):
         return {**super().get_config(), "backbone_multiplier": self.backbone_multiplier,
                 "head_prefix": self.head_prefix}
+
+
+def _owner(variable):
+    return variable.path.split("/")[-2:][0]  # the layer that created the variable
 
 
 def _discriminative(base):

@@ -14,6 +14,7 @@ normalised RGB PNG copy under `normalized_dir`, and `decode_paths` points at it.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import errno
 import hashlib
 import json
@@ -92,6 +93,13 @@ class ScanReport:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def with_problems(report: ScanReport, problems) -> ScanReport:
+    """`report` plus problems found outside it (e.g. while listing a folder)."""
+    problems = tuple(problems) + report.problems
+    rejected = collections.Counter(p.kind for p in problems if p.action == SKIPPED)
+    return dataclasses.replace(report, problems=problems, rejected=dict(rejected))
 
 
 def _counts(counts: Mapping[str, int]) -> str:
