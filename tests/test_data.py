@@ -196,3 +196,22 @@ def test_argument_errors(tmp_path):
         load_data(tmp_path, image_size=8, val_split=1.5)
     with pytest.raises(DataError, match="neither a folder"):
         load_data(tmp_path / "missing", image_size=8)
+
+
+def test_regression_csv_and_no_scan(tmp_path):
+    rows = []
+    for i in range(10):
+        Image.fromarray(_solid(i % 3)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{i / 10}|{i}")
+    (tmp_path / "targets.csv").write_text("\n".join(rows))
+    (tmp_path / "notes.txt").write_text("ignored without a scan: not an image extension")
+    splits = load_data(tmp_path / "targets.csv", image_size=8, task="regression",
+                       scan=False, val_split=0.2)
+    assert splits.counts == {"train": 8, "val": 2} and splits.scan_report is None
+    assert splits.num_classes == 2 and splits.class_names == ()
+    targets = {f.rsplit("/", 1)[1]: tuple(y) for f, y in
+               zip(splits.val_files, splits.val_labels)}
+    for name, (a, b) in targets.items():
+        assert a == pytest.approx(int(name[:-4]) / 10) and b == int(name[:-4])
+    with pytest.raises(DataError, match="no image files found"):
+        load_data(tmp_path, image_size=8, scan=False)  # images, but no class folders

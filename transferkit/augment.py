@@ -12,13 +12,12 @@ Images are float32 in 0-255 on the way in and out.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, fields
 
 import tensorflow as tf
 
-from transferkit.errors import DataError
+from transferkit.errors import DataError, suggest
 
 FLIP_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
 
@@ -55,8 +54,7 @@ class AugmentConfig:
 
     def __post_init__(self):
         if self.flip not in FLIP_MODES:
-            close = difflib.get_close_matches(str(self.flip), [m for m in FLIP_MODES if m])
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = suggest(self.flip, FLIP_MODES[1:])
             raise DataError(f"AugmentConfig: flip should be one of {FLIP_MODES}. "
                             f"Received: flip={self.flip!r}.{hint}")
         for f in fields(self):
@@ -66,9 +64,10 @@ class AugmentConfig:
                                 f"Received: {f.name}={value}")
         if self.hue > 0.5:
             raise DataError(f"AugmentConfig: hue must be in [0, 0.5]. Received: hue={self.hue}")
-        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+        scale = self.crop_scale
+        if scale is not None and not 0 < scale[0] <= scale[1] <= 1:
             raise DataError("AugmentConfig: crop_scale must be (low, high) with "
-                            f"0 < low <= high <= 1. Received: crop_scale={self.crop_scale}")
+                            f"0 < low <= high <= 1. Received: crop_scale={scale}")
 
     @property
     def mixes(self) -> bool:

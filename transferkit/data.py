@@ -23,8 +23,8 @@ sources are split by position (not stratified).
 
 from __future__ import annotations
 
+import collections
 import csv
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from transferkit import imageio, tfdata
 from transferkit.augment import AugmentConfig
-from transferkit.errors import DataError
+from transferkit.errors import DataError, suggest
 from transferkit.scan import ScanReport, balanced_weights, walk, with_problems
 from transferkit.scan import scan as run_scan
 from transferkit.tfdata import dataset_from_arrays, make_dataset  # noqa: F401 (re-export)
@@ -83,11 +83,14 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
         on file sources and skip rejected files (default True). class_weights: fill
         DataSplits.class_weight from the training split (multiclass/binary).
     deterministic: same seed -> same batches (slower parallel map).
+    shuffle_buffer: default the whole training split (paths are shuffled before
+        decoding), or 1024 decoded images with a cache or a tensor source.
+    data_dir: TFDS data folder. normalized_dir, workers: passed to `scan`.
+    verbose: print the scan's counts (default True).
     """
     if task not in TASKS:
-        close = difflib.get_close_matches(str(task), TASKS)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise DataError(f"task should be one of {TASKS}. Received: task={task!r}.{hint}")
+        raise DataError(f"The `task` argument should be one of {TASKS}. "
+                        f"Received: task={task!r}.{suggest(task, TASKS)}")
     for name, value in (("val_split", val_split), ("test_split", test_split)):
         if not 0 <= value < 1:
             raise DataError(f"{name} must be in [0, 1). Received: {name}={value}")
@@ -96,6 +99,11 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
                         f"{val_split} + {test_split}")
     if augment is True:
         augment = AugmentConfig()
+    if augment is not None and augment is not False and not isinstance(augment,
+                                                                        AugmentConfig):
+        raise DataError("The `augment` argument should be an AugmentConfig, True or "
+                        f"None. Received: augment={augment!r}")
+    augment = augment or None
     size = tfdata.as_size(image_size)
     pipe = dict(image_size=size, batch_size=batch_size, seed=seed,
                 shuffle_buffer=shuffle_buffer, deterministic=deterministic)
@@ -121,22 +129,25 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
     named = source if isinstance(source, dict) else {"train": source}
     unknown = set(named) - set(SPLIT_NAMES)
     if unknown or "train" not in named:
-        bad = sorted(unknown) or ["(missing 'train')"]
-        close = difflib.get_close_matches(str(bad[0]), SPLIT_NAMES)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise DataError(f"source dict keys should be 'train' plus optional 'val' and "
-                        f"'test'. Received: {sorted(named)}.{hint}")
+        bad = sorted(unknown)[0] if unknown else ""
+        raise DataError(f"The `source` dict should have the key 'train' and optionally "
+                        f"'val' and 'test'. Received keys: {sorted(named)}."
+                        f"{suggest(bad, SPLIT_NAMES) if bad else ''}")
     listed = {k: list_source(v, scanned=scan) for k, v in named.items()}
+    for split, (paths, _, _) in listed.items():
+        if not paths:
+            raise DataError(f"no image files found in {str(named[split])!r} ({split}); "
+                            "expected class subfolders with images, or CSV rows "
+                            "`path,label`.")
     files = {k: (paths, labels) for k, (paths, labels, _) in listed.items()}
     report = None
     if scan:
         walk_problems = [p for _, _, found in listed.values() for p in found]
-        report = _scan_files(files, walk_problems, normalized_dir, workers, verbose)
+        report = _scan_files(files, walk_problems, task, normalized_dir, workers, verbose)
     found = sorted({c for paths, labels in files.values() for lab in labels
                     for c in _label_parts(lab, task)})
     names = _class_order(found, class_names, task, named["train"])
-    strata = files["train"][1]
-    idx = stratified_split(strata, 0.0 if "val" in files else val_split,
+    idx = stratified_split(_strata(files["train"][1], task), 0.0 if "val" in files else val_split,
                            0.0 if "test" in files else test_split, seed)
     parts = {}
     for split, chosen in zip(SPLIT_NAMES, idx):
@@ -219,18 +230,17 @@ def _class_order(found, class_names, task, where) -> tuple[str, ...]:
     return names
 
 
-def _scan_files(files, walk_problems, normalized_dir, workers, verbose) -> ScanReport:
+def _scan_files(files, walk_problems, task, normalized_dir, workers,
+                verbose) -> ScanReport:
     """Scan all splits at once (duplicates across splits), then keep usable files."""
     order = [(s, p, lab) for s, (ps, labs) in files.items() for p, lab in zip(ps, labs)]
-    if not order:
-        raise DataError("no image files found in the source; expected class subfolders "
-                        "with images, or CSV rows `path,label`.")
-    report = run_scan([p for _, p, _ in order], labels=[lab for *_, lab in order],
+    classes = None if task == "regression" else [lab for *_, lab in order]
+    report = run_scan([p for _, p, _ in order], labels=classes,
                       splits=[s for s, *_ in order], workers=workers,
                       normalized_dir=normalized_dir)
     report = with_problems(report, walk_problems)
     if verbose:
-        print(report.summary().split("\n  [")[0])
+        print(report.summary(max_lines=5))
     for split in files:
         kept = [(report.decode_paths[p], lab) for s, p, lab in order
                 if s == split and p in report.decode_paths]
@@ -239,6 +249,18 @@ def _scan_files(files, walk_problems, normalized_dir, workers, verbose) -> ScanR
                             f"({report.num_files} files scanned):\n{report.summary()}")
         files[split] = ([p for p, _ in kept], [lab for _, lab in kept])
     return report
+
+
+def _strata(labels, task: str) -> list[str]:
+    """What a split stratifies on: the class; for multilabel rows their rarest label
+    (exact label sets are often unique); nothing for regression."""
+    if task == "regression":
+        return [""] * len(labels)
+    if task != "multilabel":
+        return list(labels)
+    parts = [_label_parts(lab, task) for lab in labels]
+    freq = collections.Counter(c for p in parts for c in p)
+    return [min(p, key=lambda c: (freq[c], c)) if p else "" for p in parts]
 
 
 def _cache_for(cache, split: str):

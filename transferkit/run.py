@@ -9,6 +9,10 @@ Run directory layout (a contract for the CLI, reports, resume and the tuner):
     metrics.json     final validation (and test) metrics
     model.keras      the trained model, written atomically, with class names inside
     logs/            TensorBoard logs
+    report.html      learning curves, samples, confusion matrix (PNGs in report/)
+    checkpoints/     the last K checkpoints (weights + optimizer, state JSON) for resume
+    worker-<i>/      under multi-worker, the same files from worker i (the chief
+                     writes the directory itself)
 """
 
 import dataclasses
@@ -19,7 +23,11 @@ import keras
 
 from transferkit import augment as augment_lib
 from transferkit.backbones import get_spec
+from transferkit.checkpoint import (CheckpointConfig, CheckpointManager, Checkpointer,
+                                    resume as resume_schedule, save_on_sigterm)
 from transferkit.data import load_data
+from transferkit.distribute import (local_copy, make_strategy, per_replica_batch,
+                                    precision, prepare_dataset, worker_dir)
 from transferkit.errors import check_choice
 from transferkit.model import build_model
 from transferkit.saving import save_model, write_json
@@ -71,29 +79,89 @@ def build_run_model(recipe, num_outputs):
                        trusted=recipe.trusted, backbone_kwargs=dict(recipe.backbone_kwargs))
 
 
-def train(recipe, out_dir, *, callbacks=(), verbose="auto"):
-    """Run `recipe` (a RecipeConfig) end to end and fill `out_dir`; returns RunResult."""
+def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
+          checkpoint=CheckpointConfig(), data_service=None):
+    """Run `recipe` (a RecipeConfig) end to end and fill `out_dir`; returns RunResult.
+
+    resume: continue from the newest checkpoint in `out_dir` (at its phase, epoch,
+        step, learning-rate position, trainable flags and optimizer state); starts
+        afresh when there is none. checkpoint: a CheckpointConfig (save frequency,
+        how many to keep). data_service: a tf.data service dispatcher address.
+    """
+    strategy = make_strategy(recipe.strategy)  # first: multi-worker needs a fresh runtime
+    per_replica_batch(recipe.batch_size, strategy)  # batch_size is global: check it splits
+    out_dir = worker_dir(out_dir, strategy)
     os.makedirs(out_dir, exist_ok=True)
-    write_json(os.path.join(out_dir, "config.json"), recipe.to_dict())
+    manager = CheckpointManager(os.path.join(out_dir, "checkpoints"), checkpoint.keep)
+    state = None
+    if resume:
+        manager.clean()
+        state = manager.latest()
+    if state is None:
+        write_json(os.path.join(out_dir, "config.json"), recipe.to_dict())
     size = recipe.image_size or get_spec(recipe.backbone).default_size
     data = load_run_data(recipe, image_size=size)
+    data = dataclasses.replace(
+        data, train=prepare_dataset(data.train, strategy, service=data_service),
+        val=prepare_dataset(data.val, strategy))
     class_names = list(data.class_names)
     write_json(os.path.join(out_dir, "class_names.json"), class_names)
     if data.scan_report is not None:
         data.scan_report.to_json(os.path.join(out_dir, "scan.json"))
-    model = build_run_model(recipe, data.num_classes)
+    with strategy.scope(), precision(recipe.mixed_precision):
+        model = build_run_model(recipe, data.num_classes)
     schedule = recipe.schedule_config()
-    cbs = [keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")), *callbacks]
-    result = fine_tune(model, data.train, data.val, config=schedule, callbacks=cbs,
-                       class_weight=data.class_weight, verbose=verbose)
-    history = list(result.history)
+    saver = Checkpointer(manager, model, checkpoint, history=state["history"] if state
+                         else (), global_step=state["global_step"] if state else 0)
+    cbs = [keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")), saver, *callbacks]
+    with strategy.scope(), save_on_sigterm(saver):
+        if state is not None:  # resume bypasses the feature cache: phase 1 runs live
+            print(f"resuming {out_dir} from {state['weights']}: phase {state['phase']}, "
+                  f"epoch {state['epoch']}, step {state['step']}")
+            resume_schedule(model, data.train, data.val, schedule, saver, state,
+                            callbacks=cbs[:1] + cbs[2:], class_weight=data.class_weight,
+                            verbose=verbose)
+        else:
+            head_records = []
+            if recipe.cache_features and schedule.head.epochs:
+                head_records = _cached_head_phase(recipe, model, data, schedule, cbs,
+                                                  verbose)
+                saver.history = list(head_records)
+            fine_tune(model, data.train, data.val, config=schedule, callbacks=cbs,
+                      class_weight=data.class_weight, verbose=verbose,
+                      phases=("finetune",) if head_records else ("head", "finetune"),
+                      initial_epoch=len(head_records))
+    history = saver.history
     write_json(os.path.join(out_dir, "history.json"), history)
     metrics = evaluate_splits(model, data)
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
     save_model(model, os.path.join(out_dir, "model.keras"), metadata={
         "class_names": class_names, "task": recipe.task, "backbone": recipe.backbone,
         "image_size": size})
+    from transferkit.report import write_report  # matplotlib only when a run ends
+
+    write_report(out_dir, local_copy(model), data, history)
     return RunResult(out_dir, model, tuple(history), metrics, tuple(class_names))
+
+
+def _cached_head_phase(recipe, model, data, schedule, callbacks, verbose):
+    """Phase 1 on cached backbone features (transferkit.cache); its epoch records.
+
+    With augmentation on, the cache holds `feature_views` augmented views per training
+    image (default cache.DEFAULT_VIEWS), so augmentation still counts in phase 1.
+    """
+    from transferkit import cache
+
+    augment = augment_config(recipe.augment)
+    views = getattr(recipe, "feature_views", cache.DEFAULT_VIEWS) if augment else 0
+    if verbose:
+        print(f"phase 1 on cached backbone features ({views or 'no'} augmented views "
+              f"per image; cache: {cache.cache_dir()})")
+    records, _ = cache.train_head_cached(
+        model, data, schedule, views=views, augment=augment,
+        store=cache.FeatureStore.default(), seed=recipe.seed, callbacks=callbacks,
+        class_weight=data.class_weight, verbose=verbose)
+    return list(records)
 
 
 def evaluate_splits(model, data):

@@ -30,6 +30,7 @@ from transferkit import imageio
 from transferkit.errors import DataError
 
 SKIPPED, CONVERTED, WARNING = "skipped", "converted", "warning"
+CLASS_KINDS = ("empty_class", "small_class", "imbalance")
 MAX_BYTES = 256 * 2**20  # larger files are refused before being read into memory
 
 
@@ -63,8 +64,9 @@ class ScanReport:
         """Paths left out of training."""
         return frozenset(p.path for p in self.problems if p.action == SKIPPED)
 
-    def summary(self) -> str:
-        """A few lines for humans: counts, then every skipped file with its reason."""
+    def summary(self, max_lines: int = 50) -> str:
+        """Counts, class warnings, then skipped files with reasons (up to max_lines;
+        the full list is in to_json)."""
         kept = len(self.decode_paths)
         lines = [f"Scanned {self.num_files} files in {self.seconds:.1f} s: {kept} usable, "
                  f"{sum(self.rejected.values())} skipped."]
@@ -76,9 +78,11 @@ class ScanReport:
             lines.append(f"  duplicate groups: {len(self.duplicates)}")
         if self.class_counts:
             lines.append("  classes: " + _counts(self.class_counts))
-        for p in self.problems:
-            if p.action != CONVERTED:
-                lines.append(f"  [{p.kind}] {p.path}: {p.reason}")
+        shown = [p for p in self.problems if p.kind in CLASS_KINDS]
+        shown += [p for p in self.problems if p.action == SKIPPED]
+        lines += [f"  [{p.kind}] {p.path}: {p.reason}" for p in shown[:max_lines]]
+        if len(shown) > max_lines:
+            lines.append(f"  ... and {len(shown) - max_lines} more (see to_json)")
         return "\n".join(lines)
 
     def to_json(self, path) -> None:
@@ -208,8 +212,8 @@ def scan(source, *, labels: Sequence[str] | None = None,
             counts.update(c for c in str(labels[i]).split("|") if c)
     if isinstance(source, (str, os.PathLike)):
         for entry in os.scandir(source):  # class folders left with no usable file
-            if entry.is_dir() and not entry.name.startswith(".") and entry.name not in counts:
-                counts[entry.name] = 0
+            if entry.is_dir() and not entry.name.startswith("."):
+                counts.setdefault(entry.name, 0)
     weights = balanced_weights(counts)
     problems += _class_problems(counts, min_class_size, imbalance_ratio, weights)
     rejected = collections.Counter(p.kind for p in problems if p.action == SKIPPED)

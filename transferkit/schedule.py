@@ -78,23 +78,31 @@ class FineTuneResult:
 
 
 def fine_tune(model, train, val=None, *, config=ScheduleConfig(), callbacks=(),
-              class_weight=None, verbose="auto", phases=("head", "finetune")):
+              class_weight=None, verbose="auto", phases=("head", "finetune"),
+              initial_epoch=0):
     """Run the two-phase schedule on a transferkit model; returns a `FineTuneResult`.
 
     train, val: tf.data datasets of (image, label) batches, or (x, y) numpy tuples.
         Integer class labels are one-hot encoded for multiclass heads.
     phases: which phases to run, in order (default both).
+    initial_epoch: epochs already run (e.g. phase 1 on cached features), so epoch
+        numbers continue (default 0).
     """
+    for name in phases:  # up front: a typo must not surface after a whole phase trained
+        check_choice("phases", name, ("head", "finetune"))
     task = task_of(model)
     outputs = model.output_shape[-1]
     train = as_dataset(train, task, outputs, config.batch_size, training=True)
     val = as_dataset(val, task, outputs, config.batch_size, training=False)
-    history, audits, epoch = [], {}, 0
+    history, audits, epoch = [], {}, initial_epoch
     for name in phases:
         phase = check_choice("phases", name, ("head", "finetune")) and getattr(config, name)
         if phase.epochs == 0:
             continue
         audits[name] = compile_for_phase(model, phase, config, task, train)
+        for callback in callbacks:  # e.g. checkpoint.Checkpointer records the phase
+            if hasattr(callback, "set_phase"):
+                callback.set_phase(name, epoch, phase)
         records = train_phase(model, train, val, phase, name=name, initial_epoch=epoch,
                               monitor=config.monitor if val is not None else "loss",
                               callbacks=callbacks, class_weight=class_weight,

@@ -77,6 +77,34 @@ def TinyTest(include_top=False, weights=None, input_shape=None, width=8, **_):
     return keras.Model(inputs, x, name="tiny_test")
 
 
+def CompactCNN(include_top=False, weights=None, input_shape=None, width=16,
+               bn_momentum=0.99, **_):
+    """A stride-2 stem, then four blocks of two conv-BN-ReLU layers, widths 16-32-64-128.
+
+    The source network of `transferkit demo`: small enough to pretrain on a CPU in
+    minutes and to ship (~290k parameters, 1.2 MB), with named blocks and BatchNorm, so
+    freezing by block and the BN rules apply to it as to a Keras Applications backbone.
+    bn_momentum: BatchNorm's moving-average momentum (Keras's 0.99 by default); 0.9
+        lets the moving statistics catch up within the hundred-odd steps of a short
+        from-scratch run, whose evaluation otherwise lags far behind its training.
+    """
+    _check(include_top, weights, "compact_cnn")
+    inputs = _input(input_shape, "compact_cnn")
+    x = inputs
+    for i, mult in enumerate([1, 2, 4, 8], start=1):
+        for j in (1, 2):
+            # A stride-2 stem (as in ResNet) quarters the cost of every later layer.
+            stride = 2 if (i, j) == (1, 1) else 1
+            x = layers.Conv2D(width * mult, 3, strides=stride, padding="same",
+                              use_bias=False, name=f"block{i}_conv{j}")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum,
+                                          name=f"block{i}_bn{j}")(x)
+            x = layers.ReLU(name=f"block{i}_relu{j}")(x)
+        if i < 4:  # the last block keeps its resolution for the pooling layer
+            x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
+    return keras.Model(inputs, x, name="compact_cnn")
+
+
 _BLOCKS = r"^(block\d+)_"
 register_backbone(BackboneSpec(
     name="lenet", constructor=LeNet, default_size=32, min_size=16, preprocessing="unit",
@@ -90,3 +118,7 @@ register_backbone(BackboneSpec(
     name="tiny_test", constructor=TinyTest, default_size=32, min_size=8,
     preprocessing="tf", feature_size=16, block_pattern=_BLOCKS, family="test",
     imagenet=False, tags=("test",)))
+register_backbone(BackboneSpec(
+    name="compact_cnn", constructor=CompactCNN, default_size=64, min_size=16,
+    preprocessing="tf", feature_size=128, block_pattern=_BLOCKS, family="scratch",
+    imagenet=False, tags=("scratch",)))

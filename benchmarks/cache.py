@@ -1,0 +1,127 @@
+"""Phase 1 on cached features vs recomputing the backbone: ratios from one run.
+
+    python benchmarks/cache.py               # a few minutes on 2 CPU cores
+    python benchmarks/cache.py --size 224 --per-class 100 --epochs 10   # bigger
+
+On generated JPEG folders (see end_to_end.synth_folders), MobileNetV2 alpha 1.0 with one
+seeded random init shared by every path (no ImageNet download here), phase 1 of the
+two-phase schedule (frozen backbone, same head, optimizer, batch size and epochs):
+
+  live      the backbone recomputed every epoch, augmentation `--augment` on the fly
+  cached    features extracted once without augmentation, head trained on them
+  views     `--views` augmented passes extracted once, one random view per epoch
+
+Prints the per-epoch time ratio live / cached (median of epochs 2..E, so tracing is
+left out; goal >= 30x), the ratio of whole phase-1 times over E epochs with extraction
+included, and each path's validation accuracy (of the full, merged model on images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from end_to_end import epoch_clock, shared_init, synth_folders  # noqa: E402
+
+
+def _epoch_time(clock):
+    later = clock.durations[1:] or clock.durations
+    return statistics.median(later)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=96, help="image side (default 96)")
+    parser.add_argument("--classes", type=int, default=4, choices=range(2, 7))
+    parser.add_argument("--per-class", type=int, default=60, help="train images per class")
+    parser.add_argument("--val-per-class", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=5, help="phase-1 epochs E")
+    parser.add_argument("--augment", default="light", help="preset of the live path")
+    parser.add_argument("--views", type=int, default=2, help="augmented views (0: skip)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from transferkit import cache
+    from transferkit.data import load_data
+    from transferkit.model import build_model
+    from transferkit.run import augment_config
+    from transferkit.schedule import PhaseConfig, ScheduleConfig, fine_tune
+
+    augment = augment_config(args.augment)
+    schedule = ScheduleConfig(head=PhaseConfig(epochs=args.epochs, learning_rate=1e-3,
+                                               early_stopping_patience=None),
+                              batch_size=args.batch_size)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tk_cache_") as tmp:
+        train_dir, val_dir = synth_folders(tmp, args.classes, args.per_class,
+                                           args.val_per_class, args.size, args.seed)
+        weights = shared_init(os.path.join(tmp, "init.weights.h5"), args.size, args.seed)
+
+        def load(aug):
+            return load_data({"train": train_dir, "val": val_dir}, image_size=args.size,
+                             batch_size=args.batch_size, seed=args.seed, augment=aug,
+                             verbose=False)
+
+        def model():
+            keras.utils.set_random_seed(args.seed)  # the same head init on every path
+            return build_model("mobilenet_v2", args.classes, weights=weights,
+                               image_size=args.size)
+
+        def accuracy(m, data):
+            return m.evaluate(data.val, verbose=0, return_dict=True)["accuracy"]
+
+        data = load(augment)
+        live = model()
+        start = time.perf_counter()
+        clock = epoch_clock(start)
+        fine_tune(live, data.train, data.val, config=schedule, phases=("head",),
+                  callbacks=[clock], verbose=0)
+        rows.append((f"live backbone ({args.augment} aug)", None, _epoch_time(clock),
+                     time.perf_counter() - start, accuracy(live, data)))
+
+        for views in (0, args.views) if args.views else (0,):
+            m = model()
+            start = time.perf_counter()
+            train, val = cache.split_features(m, data, views=views,
+                                              augment=augment if views else None,
+                                              seed=args.seed, batch_size=args.batch_size,
+                                              verbose=0)
+            extracted = time.perf_counter() - start
+            clock = epoch_clock(start)
+            cache.fit_head(m, train, val, config=schedule, callbacks=[clock], verbose=0,
+                           seed=args.seed)
+            label = f"cached, {views} views ({args.augment} aug)" if views else \
+                "cached, no aug"
+            rows.append((label, extracted, _epoch_time(clock),
+                         time.perf_counter() - start, accuracy(m, data)))
+
+    n_train, n_val = args.classes * args.per_class, args.classes * args.val_per_class
+    print(f"phase 1: mobilenet_v2 alpha 1.0 at {args.size} px, shared random init (no "
+          f"ImageNet), {n_train} train / {n_val} val generated JPEGs, {args.classes} "
+          f"classes, {args.epochs} epochs, batch {args.batch_size}")
+    print(f"  {'path':<28}{'extract s':>10}{'epoch s':>10}{'phase 1 s':>11}{'val acc':>9}")
+    for label, extracted, epoch, total, acc in rows:
+        ext = "-" if extracted is None else f"{extracted:.1f}"
+        print(f"  {label:<28}{ext:>10}{epoch:>10.3f}{total:>11.1f}{acc:>9.3f}")
+    live_epoch, live_total = rows[0][2], rows[0][3]
+    for label, extracted, epoch, total, _ in rows[1:]:
+        print(f"{label}: per-epoch ratio live / cached {live_epoch / epoch:.0f}x "
+              f"(goal >= 30x); over {args.epochs} epochs with extraction "
+              f"{live_total / total:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Kill harness: SIGKILL `transferkit train` at random points, `--resume`, check the run.
+
+    python benchmarks/kill_harness.py --rounds 3          # 3 runs x 4 kill points
+    python benchmarks/kill_harness.py --points phase1,save --rounds 1
+
+Each round trains the tiny_test backbone on a generated image folder in a subprocess
+and kills it, in turn, at each kill point: "phase1" (mid-epoch in phase 1),
+"boundary" (the first step of phase 2), "phase2" (mid-epoch in the last epoch) and
+"save" (inside a checkpoint write, held open by a test hook). After each kill it
+resumes with `--resume`; the last resume runs to the end. A round survives when:
+- history.json has exactly head_epochs + finetune_epochs records, numbered 1..N, with
+  the right phase each;
+- each kill lost at most one checkpoint interval (--save-every steps);
+- every checkpoint's trainable state and optimizer position match its phase;
+- every file in the run directory is readable (JSON parses, .weights.h5 and .keras
+  load).
+It prints "N/N runs survived". The test suite runs `harness` in a fast setting.
+"""
+
+import argparse
+import glob
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POINTS = ("phase1", "boundary", "phase2", "save")
+
+
+def make_images(root, per_class=16, size=32, seed=0):
+    """A two-class colour-coded image folder (red vs blue) of PNGs."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(("red", "blue")):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (size, size, 3)).astype("uint8")
+            pixels[..., 2 * c] += 180
+            Image.fromarray(pixels).save(os.path.join(root, name, f"{i}.png"))
+    return root
+
+
+def harness(root, points=POINTS, *, head_epochs=2, finetune_epochs=2, every=3, seed=0,
+            timeout=240, log=print):
+    """Kill one training run at each of `points` in turn, resume, check; returns problems.
+
+    An empty list means the run survived.
+    """
+    rng = random.Random(seed)
+    data = make_images(os.path.join(root, "images"), seed=seed)
+    run = os.path.join(root, "run")
+    progress = os.path.join(root, "progress.txt")
+    cmd = [sys.executable, "-m", "transferkit.cli", "train", "--data", data,
+           "--backbone", "tiny_test", "--weights", "none", "--image-size", "32",
+           "--batch-size", "4", "--augment", "none", "--no-cache-features",
+           "--head-epochs", str(head_epochs), "--finetune-epochs", str(finetune_epochs),
+           "--early-stopping-patience", "0", "--unfreeze", "none", "--decay", "cosine",
+           "--save-every", str(every), "--out", run]
+    problems, states, total = [], {}, head_epochs + finetune_epochs
+    for i, point in enumerate([*points, None]):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO,
+               "TRANSFERKIT_TEST_PROGRESS": progress}
+        if point == "save":
+            # hold a save open after the first checkpoint, so the kill tears a write
+            # while an older checkpoint exists
+            kept = _committed(run)
+            after = (kept[-1]["global_step"] if kept else 0) + every + 1
+            env["TRANSFERKIT_TEST_SLEEP_IN_SAVE"] = f"30@{after}"
+        args = cmd + (["--resume"] if i else [])
+        with open(os.path.join(root, f"log-{i}.txt"), "w") as out:
+            proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+            try:
+                if point is None:
+                    if proc.wait(timeout) != 0:
+                        problems.append(f"final resume exited {proc.returncode} "
+                                        f"(see log-{i}.txt)")
+                    break
+                target = rng.randint(1, 3)
+                if not _wait_for(point, proc, progress, run, total, target, timeout):
+                    problems.append(f"{point}: the kill point was never reached "
+                                    f"(exit {proc.poll()}; see log-{i}.txt)")
+                    continue
+                proc.send_signal(signal.SIGKILL)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+        done = _progress(progress)[-1][0]
+        kept = _committed(run)
+        states.update({s["global_step"]: s for s in kept})
+        resumed_from = kept[-1]["global_step"] if kept else 0
+        log(f"  killed at {point:<8} after step {done}: resumes from step {resumed_from} "
+            f"(lost {done - resumed_from})")
+        if done - resumed_from > every:
+            problems.append(f"{point}: lost {done - resumed_from} steps > every={every}")
+    states.update({s["global_step"]: s for s in _committed(run)})
+    return problems + _check_run(run, total, head_epochs, states, progress)
+
+
+def _wait_for(point, proc, progress, run, total, target, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        rows = _progress(progress)
+        last = rows[-1] if rows else None
+        if point == "save" and glob.glob(os.path.join(run, "checkpoints", ".ckpt-*.tmp*")):
+            return True
+        if last and point == "phase1" and last[1] == "head" and last[3] >= target:
+            return True
+        if last and point == "boundary" and last[1] == "finetune":
+            return True
+        if last and point == "phase2" and last[1] == "finetune" and last[2] == total - 1 \
+                and last[3] >= target:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _progress(path):
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 4:
+                    rows.append((int(parts[0]), parts[1], int(parts[2]), int(parts[3])))
+    return rows or [(0, "", 0, 0)]
+
+
+def _committed(run):
+    out = []
+    for path in sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.json"))):
+        with open(path) as f:
+            out.append(json.load(f))
+    return out
+
+
+def _check_run(run, total, head_epochs, states, progress):
+    problems = []
+    with open(os.path.join(run, "history.json")) as f:
+        history = json.load(f)
+    epochs = [r["epoch"] for r in history]
+    phases = [r["phase"] for r in history]
+    want = ["head"] * head_epochs + ["finetune"] * (total - head_epochs)
+    if epochs != list(range(1, total + 1)) or phases != want:
+        problems.append(f"history.json has epochs {epochs} / phases {phases}")
+    steps_per_epoch = max(r[3] for r in _progress(progress))
+    head_steps = head_epochs * steps_per_epoch
+    for phase in ("head", "finetune"):
+        group = [s for s in states.values() if s["phase"] == phase]
+        if len({(s["trainable_params"], s["freeze_policy"]) for s in group}) > 1:
+            problems.append(f"{phase}: trainable state differs between checkpoints")
+        for s in group:
+            expected = s["global_step"] - (head_steps if phase == "finetune" else 0)
+            if s["optimizer_iterations"] != expected:
+                problems.append(f"ckpt {s['global_step']}: optimizer at "
+                                f"{s['optimizer_iterations']}, expected {expected}")
+    head = {s["trainable_params"] for s in states.values() if s["phase"] == "head"}
+    tune = {s["trainable_params"] for s in states.values() if s["phase"] == "finetune"}
+    if head and tune and not max(head) < min(tune):
+        problems.append(f"phase 2 does not train more than phase 1: {head} vs {tune}")
+    return problems + _unreadable(run, tune)
+
+
+def _unreadable(run, tune):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.path.insert(0, REPO)
+    import h5py
+
+    from transferkit.saving import load_model
+
+    problems = []
+    for path in glob.glob(os.path.join(run, "**", "*"), recursive=True) + \
+            glob.glob(os.path.join(run, "**", ".*"), recursive=True):
+        try:
+            if path.endswith(".json"):
+                with open(path) as f:
+                    json.load(f)
+            elif path.endswith(".weights.h5"):
+                with h5py.File(path, "r") as f:
+                    f.visititems(lambda name, obj: obj[()] if isinstance(
+                        obj, h5py.Dataset) else None)
+            elif path.endswith(".keras"):
+                model = load_model(path)
+                count = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+                if tune and count not in tune:
+                    problems.append(f"{path}: {count} trainable params, phase 2 had {tune}")
+            elif os.path.basename(path).startswith(".") and ".tmp" in path:
+                problems.append(f"leftover temp file {path}")
+        except Exception as error:  # any failure to read is what we look for
+            problems.append(f"unreadable {path}: {type(error).__name__}: {error}")
+    return problems
+
+
+def main(argv=None):
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--points", default=",".join(POINTS))
+    parser.add_argument("--every", type=int, default=3)
+    parser.add_argument("--head-epochs", type=int, default=3)
+    parser.add_argument("--finetune-epochs", type=int, default=3)
+    args = parser.parse_args(argv)
+    points = args.points.split(",")
+    survived = 0
+    for round_ in range(args.rounds):
+        with tempfile.TemporaryDirectory() as root:
+            start = time.time()
+            print(f"run {round_ + 1}: kills at {', '.join(points)}")
+            problems = harness(root, points, head_epochs=args.head_epochs,
+                               finetune_epochs=args.finetune_epochs, every=args.every,
+                               seed=round_)
+            print(f"  {'survived' if not problems else 'FAILED'} in "
+                  f"{time.time() - start:.0f} s" + "".join(f"\n  - {p}" for p in problems))
+            survived += not problems
+    print(f"{survived}/{args.rounds} runs survived")
+    return 0 if survived == args.rounds else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

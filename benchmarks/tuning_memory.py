@@ -1,0 +1,105 @@
+"""Does a process's memory grow across tuning trials? RSS per trial, side by side.
+
+    python benchmarks/tuning_memory.py                    # 6 trials, a few minutes
+    python benchmarks/tuning_memory.py --trials 10 --backbone tiny_test --size 32
+
+Runs the same random search twice, each in a fresh process so neither inherits the
+other's memory:
+
+  cleared   as transferkit runs it: keras-tuner clears the Keras session (and collects
+            garbage) before building each trial's model
+  kept      the same search with that clear_session() turned into a no-op, which is
+            what keras-tuner #395 / #873 describe
+
+and prints the resident set size (Linux /proc/self/status VmRSS) after each trial, the
+growth from trial 2 to the last (trial 1 pays for one-off imports and tracing caches),
+and the ratio kept / cleared of that growth.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status (this benchmark needs Linux)")
+
+
+def measure(args):
+    """One search in this process; prints the RSS after each trial as JSON."""
+    import keras_tuner
+
+    from conftest import make_image_folder
+    from transferkit.recipe import RecipeConfig
+    from transferkit.tuning import TransferHyperModel
+    from transferkit.tuning_space import SearchSpace
+
+    if args.mode == "kept":
+        keras_tuner.src.engine.tuner.keras.backend.clear_session = lambda *a, **k: None
+    work = tempfile.mkdtemp(prefix="tk-tuning-memory-")
+    data = make_image_folder(os.path.join(work, "images"), per_class=args.per_class,
+                             size=args.size)
+    kwargs = (("alpha", 0.35),) if args.backbone.startswith("mobilenet") else ()
+    base = RecipeConfig(data=data, backbone=args.backbone, weights="none",
+                        image_size=args.size, backbone_kwargs=kwargs, batch_size=8,
+                        head_epochs=1, finetune_epochs=1, augment="none", scan=False)
+    # Wide choices so no trial repeats another's hyperparameters.
+    space = SearchSpace(head_width=(0, 16, 32, 64, 128, 256), label_smoothing=None)
+    readings = []
+
+    class Measured(keras_tuner.RandomSearch):
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            readings.append(round(rss_mib(), 1))
+
+    tuner = Measured(TransferHyperModel(base, space), objective="val_accuracy",
+                     max_trials=args.trials, directory=work, project_name="search",
+                     seed=0)
+    tuner.search(verbose=0)
+    print(json.dumps(readings))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--per-class", type=int, default=12)
+    parser.add_argument("--mode", choices=("cleared", "kept"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode:
+        return measure(args)
+    results = {}
+    for mode in ("cleared", "kept"):
+        command = [sys.executable, __file__, "--mode", mode, "--trials", str(args.trials),
+                   "--backbone", args.backbone, "--size", str(args.size),
+                   "--per-class", str(args.per_class)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{args.backbone} at {args.size} px, {args.trials} trials of 1 + 1 epochs; "
+          "RSS in MiB after each trial")
+    growth = {}
+    for mode, readings in results.items():
+        growth[mode] = readings[-1] - readings[1] if len(readings) > 1 else 0.0
+        per_trial = growth[mode] / max(1, len(readings) - 2)
+        print(f"  {mode:<8} {' '.join(f'{r:7.1f}' for r in readings)}   growth trial 2 "
+              f"-> {len(readings)}: {growth[mode]:+.1f} MiB ({per_trial:+.1f} per trial)")
+    if growth["cleared"] > 0:
+        print(f"  growth ratio kept / cleared: {growth['kept'] / growth['cleared']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

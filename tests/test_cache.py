@@ -1,0 +1,193 @@
+"""Phase 1 on cached features: keys, hits, invalidation, corruption, merge, accuracy."""
+
+import os
+
+import numpy as np
+import pytest
+from conftest import make_image_folder
+
+from transferkit import cache
+from transferkit.augment import AugmentConfig
+from transferkit.data import load_data
+from transferkit.errors import ConfigError
+from transferkit.freezing import FreezePolicy, freeze
+from transferkit.heads import HeadConfig
+from transferkit.model import build_model, feature_extractor
+from transferkit.recipe import RecipeConfig
+from transferkit.run import read_history, train
+from transferkit.schedule import PhaseConfig, ScheduleConfig, fine_tune
+
+SCHEDULE = ScheduleConfig(head=PhaseConfig(epochs=4, learning_rate=0.1,
+                                           early_stopping_patience=None),
+                          batch_size=8)
+
+
+def _model(seed=0, **kwargs):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return build_model("tiny_test", 2, weights=None, image_size=32, **kwargs)
+
+
+@pytest.fixture
+def splits(image_folder):
+    return load_data(image_folder, image_size=32, batch_size=8, seed=0, verbose=False)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts backbone passes (calls of cache.extract_features)."""
+    count = {"n": 0}
+    real = cache.extract_features
+
+    def counting(*args, **kwargs):
+        count["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "extract_features", counting)
+    return count
+
+
+def _images(n=6, size=32):
+    return np.random.default_rng(1).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+def test_merged_model_equals_backbone_then_head(splits):
+    model = _model()
+    train, val = cache.split_features(model, splits, verbose=0)
+    cache.fit_head(model, train, val, verbose=0,
+                   config=ScheduleConfig(head=PhaseConfig(epochs=1, learning_rate=0.1)))
+    x = _images()
+    run = lambda m, inputs: np.asarray(m(inputs, training=False))  # noqa: E731
+    composed = run(model.get_layer("head"), run(feature_extractor(model), x))
+    np.testing.assert_allclose(run(model, x), composed, atol=1e-6)
+    # Merging onto a bare extractor or onto another model of the same build agrees too.
+    merged = cache.merge(feature_extractor(model), model.get_layer("head"))
+    np.testing.assert_allclose(run(merged, x), composed, atol=1e-6)
+    other = _model()  # same seed: same backbone, but a fresh head
+    assert not np.allclose(run(other, x), composed, atol=1e-4)
+    merged = cache.merge(other, model.get_layer("head"))
+    assert merged is other
+    np.testing.assert_allclose(run(merged, x), composed, atol=1e-6)
+
+
+def test_second_lookup_hits_the_file_cache(splits, tmp_path, calls):
+    model = _model()
+    store = cache.FeatureStore(tmp_path / "cache")
+    first = cache.split_features(model, splits, store=store, verbose=0)
+    assert (calls["n"], store.misses, store.hits) == (2, 2, 0)
+    assert len(os.listdir(tmp_path / "cache")) == 2
+    fresh = cache.FeatureStore(tmp_path / "cache")  # a new process: files only
+    again = cache.split_features(model, splits, store=fresh, verbose=0)
+    assert (calls["n"], fresh.hits, fresh.misses) == (2, 2, 0)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.y, b.y)
+    # Phase 1 flips `trainable` flags, which must not change the key.
+    freeze(model, FreezePolicy("all"))
+    cache.split_features(model, splits, store=fresh, verbose=0)
+    assert calls["n"] == 2
+    # Different views are a different entry: a miss.
+    cache.split_features(model, splits, store=fresh, views=2, augment=AugmentConfig(),
+                         verbose=0)
+    assert calls["n"] == 4  # two augmented passes; val was a hit
+
+
+def test_keys_change_with_files_backbone_weights_and_size(tmp_path):
+    root = make_image_folder(tmp_path / "img", per_class=3)
+    files = sorted(str(p) for p in (tmp_path / "img").rglob("*.png"))
+    labels = np.eye(2)[[0] * 3 + [1] * 3]
+    data_key = lambda size=(32, 32): cache.data_fingerprint(files, labels, size)  # noqa: E731
+    base = data_key()
+    assert data_key() == base
+    assert data_key((40, 40)) != base
+    assert cache.data_fingerprint(files, labels[::-1], (32, 32)) != base
+    stat = os.stat(files[0])
+    os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    touched = data_key()
+    assert touched != base
+    make_image_folder(root, per_class=3, seed=5)  # new content in every file
+    assert data_key() not in (base, touched)
+
+    model = _model()
+    fp = cache.model_fingerprint(model)
+    assert cache.model_fingerprint(_model()) == fp  # rebuilt: same layers, same init
+    assert cache.model_fingerprint(_model(seed=1)) != fp  # random init differs per seed
+    assert cache.model_fingerprint(_model(backbone_kwargs={"width": 4})) != fp
+    assert cache.model_fingerprint(build_model("tiny_test", 2, weights=None,
+                                               image_size=40)) != fp
+    assert cache.model_fingerprint(_model(head=HeadConfig(pooling="max"))) != fp  # pooling
+    # Weights files: the same file gives the same key, another file a new one.
+    first, second = tmp_path / "a.weights.h5", tmp_path / "b.weights.h5"
+    model.get_layer("backbone").save_weights(first)
+    _model(seed=2).get_layer("backbone").save_weights(second)
+    from_first = build_model("tiny_test", 2, weights=str(first), image_size=32)
+    from_second = build_model("tiny_test", 2, weights=str(second), image_size=32)
+    assert cache.model_fingerprint(from_first) == fp
+    assert cache.model_fingerprint(from_second) != fp
+    assert cache.feature_key(fp, base) != cache.feature_key(fp, touched)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "tamper"])
+def test_corrupt_cache_file_is_recomputed(splits, tmp_path, calls, damage):
+    model = _model()
+    folder = tmp_path / "cache"
+    good, _ = cache.split_features(model, splits, store=cache.FeatureStore(folder),
+                                   verbose=0)
+    path = max((folder / f for f in os.listdir(folder)), key=os.path.getsize)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip file at all")
+    else:  # valid npz, altered features: only the checksum can tell
+        with np.load(path) as archive:
+            meta = archive["meta"]
+        np.savez(path, x=good.x + 1.0, y=good.y, meta=meta)
+    with pytest.warns(UserWarning, match="unusable"):
+        again, _ = cache.split_features(model, splits, store=cache.FeatureStore(folder),
+                                        verbose=0)
+    assert calls["n"] == 3  # train recomputed, val still a hit
+    np.testing.assert_allclose(again.x, good.x, atol=1e-6)
+    cache.split_features(model, splits, store=cache.FeatureStore(folder), verbose=0)
+    assert calls["n"] == 3  # the rewritten file is good again
+
+
+def test_views_store_augmented_passes_and_show_each_image_once(splits):
+    model = _model()
+    train, val = cache.split_features(model, splits, views=2, augment=AugmentConfig(),
+                                      verbose=0)
+    n = len(splits.train_files)
+    assert train.x.shape[:2] == (2, n) and val.x.shape[0] == 1
+    assert not np.allclose(train.x[0], train.x[1])  # augmented, so views differ
+    seen = [y for _, y in cache.feature_dataset(train, 4, training=True).unbatch()]
+    assert len(seen) == n
+    with pytest.raises(ConfigError, match="views"):
+        cache.split_features(model, splits, views=2, verbose=0)
+
+
+def test_head_on_cached_features_matches_the_live_path(splits):
+    live = _model()
+    fine_tune(live, splits.train, splits.val, config=SCHEDULE, phases=("head",),
+              verbose=0)
+    cached = _model()
+    records, audit = cache.train_head_cached(cached, splits, SCHEDULE, verbose=0)
+    assert [r["phase"] for r in records] == ["head"] * SCHEDULE.head.epochs
+    assert audit.trainable_params == cached.get_layer("head").count_params()
+    live_acc = live.evaluate(splits.val, verbose=0, return_dict=True)["accuracy"]
+    cached_acc = cached.evaluate(splits.val, verbose=0, return_dict=True)["accuracy"]
+    assert cached_acc == live_acc == 1.0
+
+
+def test_train_runs_phase_one_on_cached_features(image_folder, tmp_path, monkeypatch,
+                                                 calls):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "features"))
+    recipe = RecipeConfig(data=image_folder, backbone="tiny_test", weights="none",
+                          image_size=32, batch_size=8, head_epochs=2, finetune_epochs=1,
+                          unfreeze="last_blocks:1", augment="light")
+    train(recipe, tmp_path / "run", verbose=0)
+    history = read_history(tmp_path / "run")
+    assert [r["phase"] for r in history] == ["head", "head", "finetune"]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert {"loss", "val_accuracy", "learning_rate", "phase_epoch"} <= set(history[0])
+    assert calls["n"] == cache.DEFAULT_VIEWS + 1  # train views + val
+    assert len(os.listdir(tmp_path / "features")) == 2

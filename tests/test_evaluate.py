@@ -1,0 +1,130 @@
+"""Metrics, TTA, ensembles, calibration, Grad-CAM and the safe-mode refusal."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import make_image_folder
+from transferkit import calibrate as cal
+from transferkit import cli
+from transferkit import evaluate as ev
+from transferkit.gradcam import grad_cam
+from transferkit.model import build_model
+from transferkit.saving import load_model, save_model
+from transferkit.tta import TTAViews, ViewMean, with_tta
+
+
+def _tiny(classes=3, seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return build_model("tiny_test", classes, weights=None, image_size=32)
+
+
+def _images(n=4, size=32, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+def test_tta_flip_averages_the_image_and_its_mirror():
+    model, x = _tiny(), _images()
+    got = with_tta(model, "flip").predict(x, verbose=0)
+    manual = (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
+    assert got.shape == (4, 3)
+    np.testing.assert_allclose(got, manual, atol=1e-6)
+
+
+def test_tta_ten_crop_views_are_the_five_crops_and_their_mirrors():
+    x = _images(n=2, size=8)
+    views = TTAViews(multi_crop=True, flip=True, crop_fraction=0.5)(x).numpy()
+    assert views.shape == (20, 8, 8, 3)  # view-major: 10 views of 2 images
+    resize = lambda crop: tf.image.resize(crop, (8, 8)).numpy()  # noqa: E731
+    expected = [resize(x[:, 2:6, 2:6]), resize(x[:, :4, :4]), resize(x[:, :4, 4:]),
+                resize(x[:, 4:, :4]), resize(x[:, 4:, 4:])]
+    expected += [e[:, :, ::-1] for e in expected]
+    np.testing.assert_allclose(views, np.concatenate(expected), atol=1e-4)
+    means = ViewMean(10)(np.arange(20, dtype="float32").reshape(20, 1)).numpy()
+    np.testing.assert_allclose(means[:, 0], [9.0, 10.0])  # mean of 0,2,..,18 and 1,..,19
+
+
+def test_tta_model_survives_a_safe_mode_round_trip(tmp_path):
+    model, x = _tiny(), _images()
+    tta = with_tta(model, "ten_crop")
+    before = tta.predict(x, verbose=0)
+    path = save_model(tta, str(tmp_path / "tta.keras"))
+    after = load_model(path).predict(x, verbose=0)  # trusted=False: safe_mode on
+    assert before.shape == (4, 3)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def test_ensemble_prediction_is_the_mean_of_the_members():
+    members = [_tiny(seed=0), _tiny(seed=1)]
+    x = _images(n=5)
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.eye(3)[[0, 1, 2, 0, 1]])).batch(2)
+    probs, labels = ev.ensemble_predict(members, dataset)
+    manual = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
+    np.testing.assert_allclose(probs, manual, atol=1e-6)
+    assert labels.shape == (5, 3)
+    np.testing.assert_allclose(ev.average_probabilities([[[1, 0]], [[0, 1]]]), [[0.5, 0.5]])
+    with pytest.raises(ev.ConfigError, match="same shape"):
+        ev.average_probabilities([np.ones((2, 3)), np.ones((2, 4))])
+
+
+def test_classification_report_counts_and_top_k():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.5, 0.4, 0.1]])
+    labels = np.eye(3)[[0, 1, 1, 1]]
+    report = ev.classification_report(probs, labels, ["a", "b", "c"], top_k=(2,))
+    assert report["accuracy"] == 0.5
+    assert report["top2"] == 1.0
+    assert report["confusion_matrix"] == [[1, 0, 0], [1, 1, 1], [0, 0, 0]]
+    assert report["per_class"]["a"] == pytest.approx(
+        {"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
+    assert report["per_class"]["b"]["recall"] == pytest.approx(1 / 3)
+    assert report["per_class"]["c"]["precision"] == 0.0  # never right, no division error
+    assert list(ev.worst_predictions(probs, labels, 2)) == [1, 3]  # p(true) .3, .4
+
+
+def test_temperature_scaling_lowers_nll_of_an_over_confident_model():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(400, 4)) * 2
+    true_p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(4, p=p) for p in true_p])
+    over = cal.apply_temperature(true_p, 1 / 4)  # logits x4: deliberately over-confident
+    temperature = cal.fit_temperature(over, labels)
+    scaled = cal.apply_temperature(over, temperature)
+    assert temperature == pytest.approx(4.0, rel=0.3)
+    assert cal.nll(scaled, labels) < cal.nll(over, labels) - 0.1
+    assert cal.reliability(scaled, labels)["ece"] < cal.reliability(over, labels)["ece"]
+    np.testing.assert_array_equal(scaled.argmax(1), over.argmax(1))  # accuracy unchanged
+    layer = cal.with_temperature(_tiny(classes=4), temperature)
+    x = _images(n=2)
+    inner = layer.layers[1].predict(x, verbose=0)
+    np.testing.assert_allclose(layer.predict(x, verbose=0),
+                               cal.apply_temperature(inner, temperature), atol=1e-5)
+
+
+def test_grad_cam_heatmap_has_the_image_size_and_range():
+    heatmap = grad_cam(_tiny(), _images(n=1)[0])
+    assert heatmap.shape == (32, 32)
+    assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0
+
+
+def _lambda_model(path):
+    import keras
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Lambda(lambda t: t / 255.0, name="scale")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    return save_model(model, path, metadata={"class_names": ["blue", "red"],
+                                             "image_size": 32})
+
+
+def test_evaluate_refuses_a_lambda_model_unless_trusted(tmp_path, capsys):
+    path = _lambda_model(str(tmp_path / "lambda.keras"))
+    folder = make_image_folder(tmp_path / "images", per_class=4, size=32)
+    assert cli.main(["evaluate", path, "--data", folder]) == 2
+    err = capsys.readouterr().err
+    assert "Refusing to load" in err and "--trusted" in err and "lambda.keras" in err
+    assert cli.main(["evaluate", path, "--data", folder, "--trusted"]) == 0
+    assert "8 images: accuracy=" in capsys.readouterr().out

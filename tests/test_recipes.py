@@ -1,0 +1,125 @@
+"""Recipe scripts, the shipped source checkpoint and the shipped sample dataset."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_image_folder
+
+from transferkit.backbones import create_backbone, get_spec
+from transferkit.data import load_data
+from transferkit.errors import ConfigError
+from transferkit.freezing import freeze
+from transferkit.recipes_cli import resolve_recipe, run_recipe
+from transferkit.run import build_run_model
+from transferkit.saving import load_model, read_metadata
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+DATA = ROOT / "data"
+CHECKPOINT = DATA / "source_compact_cnn.keras"
+BACKBONE_RECIPES = ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
+                    "efficientnet_b3", "efficientnet_v2_b0", "resnet50", "resnet50_v2",
+                    "inception_v3", "inception_resnet_v2", "xception", "vgg16",
+                    "densenet121", "convnext_tiny")
+HELPERS = {"pretrain_source", "make_sample", "procedural"}
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_listed_backbone_has_a_recipe_and_nothing_else():
+    found = {p.stem for p in RECIPES.glob("*.py")} - HELPERS
+    assert found == set(BACKBONE_RECIPES)
+    table = (RECIPES / "README.md").read_text()
+    for name in BACKBONE_RECIPES:
+        assert f"`{name}`" in table  # each recipe is in the README table
+
+
+@pytest.mark.parametrize("name", BACKBONE_RECIPES)
+def test_recipe_parses_overrides_and_builds_tiny(name, tmp_path):
+    defaults = _load(name).DEFAULTS
+    spec = get_spec(defaults["backbone"])
+    assert spec.name == name and defaults["weights"] == "imagenet"
+    size = max(spec.min_size, 32)
+    recipe, args = resolve_recipe(defaults, [
+        "--data", str(tmp_path), "--weights", "none", "--image-size", str(size),
+        "--finetune-lr", "3e-5", "--out", str(tmp_path / "run")])
+    # Flags win; every other recipe default survives.
+    assert (recipe.image_size, recipe.weights, recipe.finetune_lr) == (size, "none", 3e-5)
+    assert args.out == str(tmp_path / "run")
+    for key, value in defaults.items():
+        if key not in ("image_size", "weights", "finetune_lr"):
+            assert getattr(recipe, key) == value, key
+    model = build_run_model(recipe, 3)
+    assert model.output_shape == (None, 3) and model.name == name
+    # The recipe's unfreeze depth resolves on the real layer layout: something trains,
+    # and BatchNorm (when the recipe keeps it frozen) does not.
+    audit = freeze(model, recipe.schedule_config().finetune.freeze)
+    assert 0 < audit.trainable_params < audit.total_params
+
+
+def test_recipe_rejects_unknown_keys_and_needs_data(capsys):
+    with pytest.raises(ConfigError, match="unfreeze"):
+        resolve_recipe({"backbone": "vgg16", "unfreez": "none"}, [])
+    assert run_recipe(_load("vgg16").DEFAULTS, []) == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def test_recipe_runs_two_phases_into_a_run_directory(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "images", per_class=6, size=32)
+    out = tmp_path / "run"
+    code = run_recipe(_load("efficientnet_b0").DEFAULTS, [
+        "--data", data, "--out", str(out), "--backbone", "tiny_test", "--weights",
+        "none", "--image-size", "32", "--batch-size", "8", "--head-epochs", "1",
+        "--finetune-epochs", "1", "--augment", "none"])
+    assert code == 0, capsys.readouterr().err
+    history = json.loads((out / "history.json").read_text())
+    assert [r["phase"] for r in history] == ["head", "finetune"]
+    assert (out / "model.keras").is_file()
+    assert json.loads((out / "config.json").read_text())["unfreeze"] == "top_layers:20"
+
+
+def test_source_checkpoint_loads_as_a_backbone():
+    assert CHECKPOINT.stat().st_size < 2 * 2**20
+    meta = read_metadata(CHECKPOINT)
+    assert meta["backbone"] == "compact_cnn" and meta["image_size"] == 64
+    backbone = create_backbone("compact_cnn", weights=str(CHECKPOINT),
+                               input_shape=(64, 64, 3))
+    saved = load_model(CHECKPOINT, trusted=False).get_layer("backbone")
+    for mine, theirs in zip(backbone.get_weights(), saved.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    # The source task's classes are not the sample set's.
+    assert not set(meta["class_names"]) & {p.name for p in (DATA / "sample").iterdir()}
+
+
+def test_sample_set_loads_like_user_data_and_regenerates_exactly(tmp_path):
+    splits = load_data(str(DATA / "sample"), image_size=64, batch_size=16,
+                       val_split=0.25, verbose=False)
+    assert splits.class_names == ("arrow", "cross", "crescent", "frame", "ring")
+    assert splits.counts == {"train": 150, "val": 50}
+    assert splits.scan_report.converted  # the grayscale file was normalised, not lost
+    # The shipped files are exactly what recipes/make_sample.py writes.
+    make_sample = _load("make_sample")
+    written = make_sample.write_sample(tmp_path / "sample")
+    for path in written:
+        shipped = DATA / "sample" / path.relative_to(tmp_path / "sample")
+        assert shipped.read_bytes() == path.read_bytes(), shipped
+    assert len(written) == sum(len(files) for _, _, files in os.walk(DATA / "sample"))
+
+
+@pytest.mark.slow
+def test_pretrain_source_runs_tiny(tmp_path):
+    out = tmp_path / "source.keras"
+    assert _load("pretrain_source").main(
+        ["--out", str(out), "--per-class", "4", "--epochs", "1", "--batch-size", "8",
+         "--image-size", "32"]) == 0
+    assert read_metadata(out)["backbone"] == "compact_cnn"
+    create_backbone("compact_cnn", weights=str(out), input_shape=(32, 32, 3))

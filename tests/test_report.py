@@ -1,0 +1,68 @@
+"""report.html and its PNGs: they exist, are real images, and are linked relatively."""
+
+import os
+import re
+
+import numpy as np
+from PIL import Image
+
+from conftest import make_image_folder
+from transferkit import calibrate as cal
+from transferkit.data import load_data
+from transferkit.model import build_model
+from transferkit.report import write_eval_report, write_report
+from transferkit.run import augment_config
+
+
+def _assert_real_png(path):
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.width > 50 and image.height > 50
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    assert pixels.std() > 5.0  # not a blank canvas
+
+
+def _linked_images(html_path):
+    with open(html_path) as f:
+        page = f.read()
+    sources = re.findall(r"<img src='([^']+)'", page)
+    assert sources and all(not os.path.isabs(s) for s in sources)  # opens anywhere
+    return [os.path.join(os.path.dirname(html_path), s) for s in sources]
+
+
+def test_run_report_has_every_plot(tmp_path):
+    folder = make_image_folder(tmp_path / "images", classes=("red", "blue", "green"),
+                               per_class=6, size=32)
+    data = load_data(folder, image_size=32, batch_size=8, val_split=0.34,
+                     augment=augment_config("medium"), verbose=False)
+    model = build_model("tiny_test", 3, weights=None, image_size=32)
+    history = [{"epoch": e, "phase": "head" if e <= 2 else "finetune", "loss": 1.0 / e,
+                "val_loss": 1.1 / e, "accuracy": 0.3 * e, "val_accuracy": 0.25 * e}
+               for e in (1, 2, 3)]
+    path = write_report(str(tmp_path / "run"), model, data, history)
+    images = _linked_images(path)
+    names = {os.path.basename(p) for p in images}
+    assert names == {"learning_curves.png", "augmented.png", "confusion_matrix.png",
+                     "per_class.png", "worst.png"}
+    for image in images:
+        _assert_real_png(image)
+    page = open(path).read()
+    assert "Validation: Metrics" in page and "blue" in page
+
+
+def test_eval_report_includes_the_reliability_plot(tmp_path):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet([0.3, 0.3], size=40)
+    labels = np.eye(2)[rng.integers(0, 2, 40)]
+    from transferkit.evaluate import classification_report
+
+    report = classification_report(probs, labels, ["cat", "dog"])
+    t = cal.fit_temperature(probs, labels)
+    calibration = {"temperature": t, "before": cal.reliability(probs, labels),
+                   "after": cal.reliability(cal.apply_temperature(probs, t), labels)}
+    worst = ([rng.uniform(0, 255, (32, 32, 3)) for _ in range(3)], ["a", "b", "c"])
+    path = write_eval_report(str(tmp_path / "eval"), report, worst, calibration)
+    images = _linked_images(path)
+    assert "reliability.png" in {os.path.basename(p) for p in images}
+    for image in images:
+        _assert_real_png(image)
