@@ -41,9 +41,9 @@ def _epoch_time(clock):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=96, help="image side (default 96)")
-    parser.add_argument("--classes", type=int, default=4, choices=range(2, 7))
-    parser.add_argument("--per-class", type=int, default=60, help="train images per class")
-    parser.add_argument("--val-per-class", type=int, default=20)
+    parser.add_argument("--classes", type=int, default=2, help="texture classes (2)")
+    parser.add_argument("--per-class", type=int, default=100, help="train images per class")
+    parser.add_argument("--val-per-class", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=5, help="phase-1 epochs E")
     parser.add_argument("--augment", default="light", help="preset of the live path")
@@ -67,7 +67,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="tk_cache_") as tmp:
         train_dir, val_dir = synth_folders(tmp, args.classes, args.per_class,
                                            args.val_per_class, args.size, args.seed)
-        weights = shared_init(os.path.join(tmp, "init.weights.h5"), args.size, args.seed)
+        weights = shared_init(os.path.join(tmp, "init.weights.h5"), args.size,
+                              args.classes, args.seed)
 
         def load(aug):
             return load_data({"train": train_dir, "val": val_dir}, image_size=args.size,

@@ -1,12 +1,13 @@
 """Kill harness: SIGKILL `transferkit train` at random points, `--resume`, check the run.
 
-    python benchmarks/kill_harness.py --rounds 3          # 3 runs x 4 kill points
+    python benchmarks/kill_harness.py --rounds 3          # 3 runs x 4 kills each
     python benchmarks/kill_harness.py --points phase1,save --rounds 1
 
 Each round trains the tiny_test backbone on a generated image folder in a subprocess
-and kills it, in turn, at each kill point: "phase1" (mid-epoch in phase 1),
-"boundary" (the first step of phase 2), "phase2" (mid-epoch in the last epoch) and
-"save" (inside a checkpoint write, held open by a test hook). After each kill it
+and kills it, in turn, at each kill point: "phase1" (mid-epoch in phase 1, after a
+first checkpoint), "save" (inside a checkpoint write, held open by a test hook, while
+an older checkpoint exists), "boundary" (the first step of phase 2) and "phase2"
+(mid-epoch in the last epoch). After each kill it
 resumes with `--resume`; the last resume runs to the end. A round survives when:
 - history.json has exactly head_epochs + finetune_epochs records, numbered 1..N, with
   the right phase each;
@@ -31,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POINTS = ("phase1", "boundary", "phase2", "save")
+POINTS = ("phase1", "save", "boundary", "phase2")
 
 
 def make_images(root, per_class=16, size=32, seed=0):
@@ -83,7 +84,8 @@ def harness(root, points=POINTS, *, head_epochs=2, finetune_epochs=2, every=3, s
                                         f"(see log-{i}.txt)")
                     break
                 target = rng.randint(1, 3)
-                if not _wait_for(point, proc, progress, run, total, target, timeout):
+                if not _wait_for(point, proc, progress, run, total, every + target,
+                                 timeout):
                     problems.append(f"{point}: the kill point was never reached "
                                     f"(exit {proc.poll()}; see log-{i}.txt)")
                     continue
@@ -111,12 +113,12 @@ def _wait_for(point, proc, progress, run, total, target, timeout):
         last = rows[-1] if rows else None
         if point == "save" and glob.glob(os.path.join(run, "checkpoints", ".ckpt-*.tmp*")):
             return True
-        if last and point == "phase1" and last[1] == "head" and last[3] >= target:
+        if last and point == "phase1" and last[1] == "head" and last[0] >= target:
             return True
         if last and point == "boundary" and last[1] == "finetune":
             return True
         if last and point == "phase2" and last[1] == "finetune" and last[2] == total - 1 \
-                and last[3] >= target:
+                and last[3] >= target % 5 + 1:
             return True
         time.sleep(0.02)
     return False

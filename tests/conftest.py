@@ -22,7 +22,8 @@ def make_image_folder(root, classes=("red", "blue"), per_class=12, size=40, seed
                       fmt="png"):
     """Write a separable colour-coded image folder: one subfolder per class."""
     rng = np.random.default_rng(seed)
-    channel = {name: i % 3 for i, name in enumerate(classes)}
+    named = {"red": 0, "green": 1, "blue": 2}
+    channel = {name: named.get(name, i % 3) for i, name in enumerate(classes)}
     for name in classes:
         os.makedirs(os.path.join(root, name), exist_ok=True)
         for i in range(per_class):

@@ -167,6 +167,8 @@ def test_tfds_source(tmp_path):
     one = load_data("tfds:tiny_colours:test", image_size=8, val_split=0.5,
                     data_dir=tmp_path)
     assert _assert_colour_labels(one.val, one.class_names) == 2
+    with pytest.raises(DataError, match="no split 'tset'.*Did you mean 'test'"):
+        load_data("tfds:tiny_colours:tset", image_size=8, data_dir=tmp_path)
 
 
 def test_make_dataset_eval_order_cache_and_weights(tmp_path):

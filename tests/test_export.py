@@ -67,3 +67,17 @@ def test_quantize_arguments_are_checked(tiny_run, tmp_path):
         ex.export_model(loaded, "tflite", str(tmp_path), quantize="int8")
     with pytest.raises(ConfigError, match="Did you mean 'tflite'"):
         ex.export_model(loaded, "tflit", str(tmp_path))
+
+
+def test_a_tta_model_exports_to_tflite(tiny_run, tmp_path):
+    import dataclasses
+
+    from transferkit.tta import with_tta
+
+    loaded, _ = tiny_run
+    loaded = dataclasses.replace(loaded, model=with_tta(loaded.model, "ten_crop"))
+    path = ex.export_model(loaded, "tflite", str(tmp_path / "out"), metadata={"tta": "ten_crop"})
+    x = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(ex.load_predictor(path)(x), loaded.model.predict(x, verbose=0),
+                               atol=1e-5)
+    assert json.load(open(path + ".json"))["tta"] == "ten_crop"

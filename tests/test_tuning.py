@@ -18,7 +18,7 @@ from conftest import make_image_folder
 from transferkit import cli
 from transferkit.errors import ConfigError
 from transferkit.recipe import RecipeConfig, load_recipe
-from transferkit.tuning import TransferHyperModel, load_search, tune
+from transferkit.tuning import TransferHyperModel, load_search, phase_epochs, tune
 from transferkit.tuning_space import Range, SearchSpace, declare, resolve, space_from_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,6 +86,18 @@ def test_space_resolves_to_recipes_and_rejects_unknown_names():
         space_from_dict({"head_widht": [8]})
     with pytest.raises(ConfigError, match="mobilenet"):
         SearchSpace(backbone=("mobilenet_v9",))
+
+
+def test_hyperband_epoch_spans_map_onto_the_two_phases(capsys):
+    recipe = RecipeConfig(head_epochs=2, finetune_epochs=3)
+    assert phase_epochs(recipe) == (2, 3)
+    assert phase_epochs(recipe, epochs=1) == (1, 0)  # a short first Hyperband round
+    assert phase_epochs(recipe, epochs=4, initial_epoch=1) == (1, 2)  # continued trial
+    assert phase_epochs(recipe, epochs=5, initial_epoch=3) == (0, 2)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["tune", "--help"])
+    assert stop.value.code == 0
+    assert "KERASTUNER_ORACLE_PORT" in capsys.readouterr().out
 
 
 def test_backbone_weights_change_only_in_phase_2(tiny_data):

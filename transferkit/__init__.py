@@ -7,6 +7,12 @@
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) buries real messages;
+# an explicit TF_CPP_MIN_LOG_LEVEL from the user still wins.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from transferkit.backbones import (BackboneSpec, create_backbone, get_spec, list_backbones,
                                    register_backbone)
 from transferkit.errors import (ConfigError, DataError, TrainableChangedError,

@@ -134,7 +134,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.manager, self.target, self.config = manager, target, config
         self.history, self.global_step = list(history), global_step
         self.phase, self.phase_start, self.phase_epochs, self.freeze_policy = None, 0, 0, ""
-        self.epoch, self.step, self.skipped, self.enabled = 0, 0, 0, True
+        self.epoch, self.step, self.skipped = 0, 0, 0
         self.stop_requested = False
 
     def set_phase(self, name, phase_start, phase, skipped=0):
@@ -180,8 +180,8 @@ class Checkpointer(keras.callbacks.Callback):
             self.save(phase_complete=True)
 
     def save(self, phase_complete=False):
-        if not self.enabled or self.model is not self.target:
-            return None  # another worker's copy, or the head alone on cached features
+        if self.model is not self.target:
+            return None  # phase 1 on cached features fits the head alone: nothing to resume
         optimizer = self.target.optimizer
         state = {"phase": self.phase, "phase_start_epoch": self.phase_start,
                  "epoch": self.epoch, "step": self.step, "global_step": self.global_step,

@@ -12,8 +12,9 @@ Sources:
                                separate folders or CSVs; a missing "val"/"test" is
                                carved from "train" with val_split/test_split
   "tfds:NAME" / "tfds:NAME:SPLIT"
-                               through tfds.load (data_dir=...); without SPLIT the
-                               dataset's own validation/test splits are used if any
+                               through tfds.load (data_dir=...); without SPLIT a
+                               requested val/test is the dataset's own validation/
+                               test split when it has one, else carved from train
   (x, y)                       numpy arrays; y class indices, one-/multi-hot or targets
   tf.data.Dataset              of unbatched (image, label)
 File sources are scanned first (scan=True) and rejected files skipped; splits from

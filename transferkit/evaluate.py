@@ -65,7 +65,8 @@ def model_file(path):
 def load_run(path, *, trusted=False):
     """Load a run directory or `.keras` file (safe mode unless `trusted`)."""
     file = model_file(path)
-    model = load_model(file, trusted=trusted)
+    # compile=False: scoring needs no optimizer, and its state would only be skipped.
+    model = load_model(file, trusted=trusted, compile=False)
     meta = read_metadata(file)
     folder = os.path.dirname(os.path.abspath(file))
     config = _read_json(os.path.join(folder, "config.json")) or {}
@@ -156,13 +157,17 @@ def ensemble_predict(models, dataset, verbose=False):
 
 
 def check_same_classes(members):
-    """Raise ConfigError unless every LoadedModel in `members` has the same classes."""
+    """Raise ConfigError unless all LoadedModels in `members` share classes and size."""
     first = members[0]
     for other in members[1:]:
         if tuple(other.class_names) != tuple(first.class_names):
             raise ConfigError(f"Cannot ensemble {other.path} with {first.path}: class "
                               f"names differ ({list(other.class_names)} vs "
                               f"{list(first.class_names)}).")
+        if tuple(other.image_size) != tuple(first.image_size):
+            raise ConfigError(f"Cannot ensemble {other.path} with {first.path}: image "
+                              f"sizes differ ({other.image_size} vs {first.image_size}); "
+                              "every member scores the same decoded images.")
 
 
 def classification_report(probs, labels, class_names, top_k=(1, 5)):

@@ -86,6 +86,7 @@ def _export_savedmodel(model, path, meta):
         os.makedirs(os.path.join(target, "assets"), exist_ok=True)
         _write_labels(os.path.join(target, "assets", "labels.txt"), meta["class_names"])
         write_json(os.path.join(target, "assets", "transferkit.json"), meta)
+        os.chmod(target, 0o755)
         if os.path.exists(path):
             shutil.rmtree(path)
         os.replace(target, path)
@@ -141,7 +142,7 @@ def load_predictor(path, *, trusted=False):
         saved = tf.saved_model.load(path)
         return lambda images: saved.serve(tf.constant(images, tf.float32)).numpy()
     if path.endswith(".keras"):
-        return load_model(path, trusted=trusted).predict_on_batch
+        return load_model(path, trusted=trusted, compile=False).predict_on_batch
     raise ConfigError(f"Cannot load {path}: expected a .keras file, a SavedModel folder "
                       "or a .tflite file.")
 

@@ -118,7 +118,9 @@ def recipe_from_dict(values, base=None):
             value = float(value)
         if isinstance(default, tuple) and isinstance(value, (list, dict)):
             value = tuple(value.items()) if isinstance(value, dict) else tuple(value)
-        if not isinstance(value, type(default)):
+        # bool is an int subclass: without the second test "head_epochs": true means 1.
+        if not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(
+                default, bool):
             raise ConfigError(f"Recipe key {key!r} should be a {type(default).__name__}. "
                               f"Received: {key}={value!r}")
         clean[key] = value

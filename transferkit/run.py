@@ -103,7 +103,7 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     data = load_run_data(recipe, image_size=size)
     data = dataclasses.replace(
         data, train=prepare_dataset(data.train, strategy, service=data_service),
-        val=prepare_dataset(data.val, strategy))
+        val=prepare_dataset(data.val, strategy), test=prepare_dataset(data.test, strategy))
     class_names = list(data.class_names)
     write_json(os.path.join(out_dir, "class_names.json"), class_names)
     if data.scan_report is not None:
@@ -113,13 +113,15 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     schedule = recipe.schedule_config()
     saver = Checkpointer(manager, model, checkpoint, history=state["history"] if state
                          else (), global_step=state["global_step"] if state else 0)
-    cbs = [keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")), saver, *callbacks]
+    tensorboard = keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"))
+    cbs = [tensorboard, saver, *callbacks]
     with strategy.scope(), save_on_sigterm(saver):
         if state is not None:  # resume bypasses the feature cache: phase 1 runs live
             print(f"resuming {out_dir} from {state['weights']}: phase {state['phase']}, "
                   f"epoch {state['epoch']}, step {state['step']}")
             resume_schedule(model, data.train, data.val, schedule, saver, state,
-                            callbacks=cbs[:1] + cbs[2:], class_weight=data.class_weight,
+                            callbacks=[tensorboard, *callbacks],
+                            class_weight=data.class_weight,
                             verbose=verbose)
         else:
             head_records = []

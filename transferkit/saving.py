@@ -18,6 +18,8 @@ import transferkit.optimizers  # noqa: F401
 from transferkit.errors import TransferkitError, UnsafeModelError
 
 METADATA_NAME = "transferkit.json"
+_UMASK = os.umask(0o022)  # read once at import (os.umask can only read by setting)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -34,6 +36,7 @@ def atomic_path(path):
         base, ext = base[: -len(".weights")], ".weights" + ext
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
     try:
         yield tmp
         with open(tmp, "rb") as f:

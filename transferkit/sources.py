@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit import data, tfdata
-from transferkit.errors import DataError
+from transferkit.errors import DataError, suggest
 
 
 def from_arrays(x, y, *, task, class_names, val_split, test_split, augment, cache,
@@ -81,21 +81,30 @@ def from_tfds(spec: str, *, task, data_dir, val_split, test_split, augment, cach
     if not name:
         raise DataError(f"TFDS source should be 'tfds:NAME' or 'tfds:NAME:SPLIT'. "
                         f"Received: {spec!r}")
-    info = tfds.builder(name, data_dir=data_dir).info
+    try:
+        info = tfds.builder(name, data_dir=data_dir).info
+    except tfds.core.registered.DatasetNotFoundError as exc:
+        raise DataError(f"{spec}: TFDS has no dataset {name!r}.\n{exc}") from None
+    head = base or "train"
+    if head.split("[")[0] not in info.splits:
+        raise DataError(f"{spec}: no split {head!r}; available: {sorted(info.splits)}."
+                        f"{suggest(head, list(info.splits))}")
     if not info.supervised_keys:
         raise DataError(f"{spec}: the dataset has no (image, label) supervised_keys.")
     label = info.features[info.supervised_keys[1]]
     names = tuple(label.names) if hasattr(label, "names") else ()
     own = {"val": "validation", "test": "test"}
-    wanted = {"train": base or "train"}
+    wanted = {"train": head}
     carve = {"val": val_split, "test": test_split}
-    if not base:  # the dataset's own splits win over carving
+    if not base:  # asked-for val/test come from the dataset's own splits if it has them
         for key, split in own.items():
-            if split in info.splits and (key == "val" or test_split):
+            if split in info.splits and carve[key]:
                 wanted[key], carve[key] = split, 0.0
-    total = info.splits[wanted["train"]].num_examples
+    if "[" in head and (carve["val"] or carve["test"]):
+        raise DataError(f"{spec}: a sliced split cannot be carved further; pass "
+                        "val_split=0 and test_split=0, or an unsliced SPLIT.")
+    total = info.splits[head].num_examples
     n_val, n_test = round(total * carve["val"]), round(total * carve["test"])
-    head = wanted["train"]
     if n_val:
         wanted["val"] = f"{head}[:{n_val}]"
     if n_test:

@@ -88,7 +88,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         epoch timeline: phase 1 holds epochs [0, head_epochs), phase 2 the rest, so
         a continued trial resumes in the right phase.
         """
-        if args or set(kwargs) - {"class_weight"}:
+        if args or kwargs:
             raise ConfigError("TransferHyperModel reads its data from the recipe: call "
                               "search() without data arguments. Received: "
                               f"{len(args)} positional, {sorted(kwargs)}")
@@ -98,9 +98,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             raise ConfigError("Tuning needs validation data: set `val_split` > 0 or "
                               f"`val_data`. Received: val_split={recipe.val_split}")
         schedule = recipe.schedule_config()
-        end = recipe.head_epochs + recipe.finetune_epochs if epochs is None else epochs
-        head_epochs = max(0, min(end, recipe.head_epochs) - initial_epoch)
-        finetune_epochs = max(0, end - max(initial_epoch, recipe.head_epochs))
+        head_epochs, finetune_epochs = phase_epochs(recipe, epochs, initial_epoch)
         # keras-tuner's checkpoint callback would save the head alone during cached
         # phase 1; the trial's checkpoint is written once, from the final model, below.
         checkpoints = [c for c in callbacks if isinstance(c, _SaveBestEpoch)]
@@ -144,6 +142,15 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
 
 
+def phase_epochs(recipe, epochs=None, initial_epoch=0):
+    """(phase-1, phase-2) epochs to run for the span [initial_epoch, epochs) of a trial's
+    timeline, where phase 1 is [0, head_epochs) and phase 2 follows (epochs default:
+    both phases whole)."""
+    end = recipe.head_epochs + recipe.finetune_epochs if epochs is None else epochs
+    return (max(0, min(end, recipe.head_epochs) - initial_epoch),
+            max(0, end - max(initial_epoch, recipe.head_epochs)))
+
+
 def make_objective(objective, task="multiclass"):
     """A keras-tuner Objective: "val_accuracy" (default; "val_loss" for regression),
     or "name:min" / "name:max" for a metric whose direction keras-tuner cannot infer."""
@@ -166,8 +173,11 @@ def make_tuner(kind, hypermodel, *, objective, max_trials, directory, seed=0,
     and it decides the number of trials itself)."""
     cls = TUNERS[check_choice("tuner", kind, TUNERS)]
     budget = {"max_epochs": max_epochs} if kind == "hyperband" else {"max_trials": max_trials}
-    return cls(hypermodel, objective=objective, directory=directory, project_name=PROJECT,
-               overwrite=overwrite, seed=seed, **budget)
+    try:
+        return cls(hypermodel, objective=objective, directory=directory,
+                   project_name=PROJECT, overwrite=overwrite, seed=seed, **budget)
+    except ImportError as error:  # BayesianOptimization needs scikit-learn
+        raise ConfigError(f"tuner={kind!r} cannot start: {error}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,8 +201,6 @@ def tune(base, out_dir, *, space=SearchSpace(), tuner="random", max_trials=10,
     process is the chief ("chief") or a worker of a distributed search; only the chief
     writes the settings and the report.
     """
-    if not base.data:
-        raise ConfigError("The `data` recipe setting is required to tune (`--data`).")
     worker = _is_distributed_worker()
     started = os.path.exists(os.path.join(out_dir, PROJECT, "oracle.json"))
     if not worker and started and not resume:
@@ -201,6 +209,8 @@ def tune(base, out_dir, *, space=SearchSpace(), tuner="random", max_trials=10,
     if not worker and resume and not started:
         raise ConfigError(f"Nothing to resume: no search in {out_dir} "
                           f"({os.path.join(out_dir, PROJECT, 'oracle.json')} is missing).")
+    if not base.data:
+        raise ConfigError("The `data` recipe setting is required to tune (`--data`).")
     settings = {"tuner": tuner, "max_trials": max_trials, "objective": objective,
                 "seed": seed}
     if not worker:

@@ -174,7 +174,9 @@ def resolve(values, base):
             changes[key] = int(changes[key])
     for key in ("dropout", "head_lr", "finetune_lr", "label_smoothing"):
         if key in changes:
-            changes[key] = float(changes[key])
+            # Stepped ranges accumulate float error (0.30000000000000004): keep 10
+            # significant digits, far below any effect on training.
+            changes[key] = float(f"{float(changes[key]):.10g}")
     return dataclasses.replace(base, **changes)
 
 
