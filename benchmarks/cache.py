@@ -40,7 +40,7 @@ def _epoch_time(clock):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=96, help="image side (default 96)")
+    parser.add_argument("--size", type=int, default=128, help="image side (default 128)")
     parser.add_argument("--classes", type=int, default=2, help="texture classes (2)")
     parser.add_argument("--per-class", type=int, default=100, help="train images per class")
     parser.add_argument("--val-per-class", type=int, default=40)

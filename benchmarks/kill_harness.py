@@ -71,7 +71,7 @@ def harness(root, points=POINTS, *, head_epochs=2, finetune_epochs=2, every=3, s
             # hold a save open after the first checkpoint, so the kill tears a write
             # while an older checkpoint exists
             kept = _committed(run)
-            after = (kept[-1]["global_step"] if kept else 0) + every + 1
+            after = kept[-1]["global_step"] + 1 if kept else every + 1
             env["TRANSFERKIT_TEST_SLEEP_IN_SAVE"] = f"30@{after}"
         args = cmd + (["--resume"] if i else [])
         with open(os.path.join(root, f"log-{i}.txt"), "w") as out:
@@ -83,9 +83,12 @@ def harness(root, points=POINTS, *, head_epochs=2, finetune_epochs=2, every=3, s
                         problems.append(f"final resume exited {proc.returncode} "
                                         f"(see log-{i}.txt)")
                     break
-                target = rng.randint(1, 3)
-                if not _wait_for(point, proc, progress, run, total, every + target,
-                                 timeout):
+                # phase1: a global step after the first checkpoint; phase2: a step
+                # into the last epoch; save: the first global step whose save is held
+                target = rng.randint(1, 3) + (every if point == "phase1" else 0)
+                if point == "save":
+                    target = after
+                if not _wait_for(point, proc, progress, run, total, target, timeout):
                     problems.append(f"{point}: the kill point was never reached "
                                     f"(exit {proc.poll()}; see log-{i}.txt)")
                     continue
@@ -111,14 +114,16 @@ def _wait_for(point, proc, progress, run, total, target, timeout):
     while time.time() < deadline and proc.poll() is None:
         rows = _progress(progress)
         last = rows[-1] if rows else None
-        if point == "save" and glob.glob(os.path.join(run, "checkpoints", ".ckpt-*.tmp*")):
+        if point == "save" and any(  # a held-open write: .ckpt-<step>.<random>.tmp.weights.h5
+                int(os.path.basename(p).split(".")[1][5:]) >= target for p in
+                glob.glob(os.path.join(run, "checkpoints", ".ckpt-*.tmp.weights.h5"))):
             return True
         if last and point == "phase1" and last[1] == "head" and last[0] >= target:
             return True
         if last and point == "boundary" and last[1] == "finetune":
             return True
         if last and point == "phase2" and last[1] == "finetune" and last[2] == total - 1 \
-                and last[3] >= target % 5 + 1:
+                and last[3] >= target:
             return True
         time.sleep(0.02)
     return False

@@ -3,17 +3,17 @@
     python benchmarks/tuning_memory.py                    # 6 trials, a few minutes
     python benchmarks/tuning_memory.py --trials 10 --backbone tiny_test --size 32
 
-Runs the same random search twice, each in a fresh process so neither inherits the
-other's memory:
+Runs the same random search three times, each in a fresh process so none inherits
+another's memory:
 
-  cleared   as transferkit runs it: keras-tuner clears the Keras session (and collects
-            garbage) before building each trial's model
-  kept      the same search with that clear_session() turned into a no-op, which is
-            what keras-tuner #395 / #873 describe
+  isolated  as `transferkit tune` runs it: each trial in its own child process
+            (tuning_process); the RSS is the tuner process's
+  cleared   trials in the tuner's process (`--in-process`): keras-tuner clears the Keras
+            session and collects garbage before building each trial's model
+  kept      in-process with that clear_session() made a no-op (keras-tuner #395 / #873)
 
-and prints the resident set size (Linux /proc/self/status VmRSS) after each trial, the
-growth from trial 2 to the last (trial 1 pays for one-off imports and tracing caches),
-and the ratio kept / cleared of that growth.
+and prints the resident set size (Linux /proc/self/status VmRSS) after each trial and
+the growth from trial 2 to the last (trial 1 pays for one-off imports and caches).
 """
 
 import argparse
@@ -43,8 +43,10 @@ def measure(args):
     import keras_tuner
 
     from conftest import make_image_folder
+    from transferkit.cache import FeatureStore
     from transferkit.recipe import RecipeConfig
     from transferkit.tuning import TransferHyperModel
+    from transferkit.tuning_process import IsolatedTrials
     from transferkit.tuning_space import SearchSpace
 
     if args.mode == "kept":
@@ -60,12 +62,15 @@ def measure(args):
     space = SearchSpace(head_width=(0, 16, 32, 64, 128, 256), label_smoothing=None)
     readings = []
 
-    class Measured(keras_tuner.RandomSearch):
+    bases = (IsolatedTrials,) if args.mode == "isolated" else ()
+
+    class Measured(*bases, keras_tuner.RandomSearch):
         def on_trial_end(self, trial):
             super().on_trial_end(trial)
             readings.append(round(rss_mib(), 1))
 
-    tuner = Measured(TransferHyperModel(base, space), objective="val_accuracy",
+    store = FeatureStore(os.path.join(work, "features"))
+    tuner = Measured(TransferHyperModel(base, space, store=store), objective="val_accuracy",
                      max_trials=args.trials, directory=work, project_name="search",
                      seed=0)
     tuner.search(verbose=0)
@@ -78,12 +83,13 @@ def main():
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--per-class", type=int, default=12)
-    parser.add_argument("--mode", choices=("cleared", "kept"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("isolated", "cleared", "kept"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
         return measure(args)
     results = {}
-    for mode in ("cleared", "kept"):
+    for mode in ("isolated", "cleared", "kept"):
         command = [sys.executable, __file__, "--mode", mode, "--trials", str(args.trials),
                    "--backbone", args.backbone, "--size", str(args.size),
                    "--per-class", str(args.per_class)]
@@ -97,8 +103,6 @@ def main():
         per_trial = growth[mode] / max(1, len(readings) - 2)
         print(f"  {mode:<8} {' '.join(f'{r:7.1f}' for r in readings)}   growth trial 2 "
               f"-> {len(readings)}: {growth[mode]:+.1f} MiB ({per_trial:+.1f} per trial)")
-    if growth["cleared"] > 0:
-        print(f"  growth ratio kept / cleared: {growth['kept'] / growth['cleared']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """ConvNeXtTiny recipe: the ConvNeXt paper's fine-tuning settings on the last stage.
 
-    python recipes/convnext_tiny.py --data ~/photos                  # ImageNet weights (connected)
-    python recipes/convnext_tiny.py --data ~/photos --weights my.keras   # a local checkpoint
-    python recipes/convnext_tiny.py --data ~/photos --print-config   # show the resolved settings
+    python recipes/convnext_tiny.py --data ~/photos                 # ImageNet weights
+    python recipes/convnext_tiny.py --data ~/photos --weights FILE  # local .h5 / .keras
+    python recipes/convnext_tiny.py --data ~/photos --print-config  # resolved settings
 
 Any RecipeConfig field is a flag (`--finetune-lr 3e-5`, `--image-size 160`, ...).
 Sources: see recipes/README.md.
@@ -12,7 +12,7 @@ Sources: see recipes/README.md.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # from a checkout
 
 from transferkit.recipes_cli import run_recipe  # noqa: E402
 
@@ -30,7 +30,7 @@ DEFAULTS = {
     "head_lr": 1e-3,  # Keras transfer-learning guide: Adam() default for the new top
     "finetune_epochs": 10,  # TF tutorial: fine_tune_epochs = 10
     "finetune_lr": 5e-5,  # Liu et al. 2022 app. A: fine-tuning learning rate 5e-5
-    "unfreeze": "last_blocks:4",  # stage 4 of Liu et al. (3 blocks) with its downsampling layer
+    "unfreeze": "last_blocks:4",  # Liu et al.: last stage (3 blocks) + its downsampling
     "train_batchnorm": False,  # no BatchNorm in ConvNeXt (LayerNorm); kept for uniformity
 }
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """DenseNet121 recipe: fine-tune the last dense block at the Keras guide's 1e-5.
 
-    python recipes/densenet121.py --data ~/photos                  # ImageNet weights (connected)
-    python recipes/densenet121.py --data ~/photos --weights my.keras   # a local checkpoint
-    python recipes/densenet121.py --data ~/photos --print-config   # show the resolved settings
+    python recipes/densenet121.py --data ~/photos                 # ImageNet weights
+    python recipes/densenet121.py --data ~/photos --weights FILE  # local .h5 / .keras
+    python recipes/densenet121.py --data ~/photos --print-config  # resolved settings
 
 Any RecipeConfig field is a flag (`--finetune-lr 3e-5`, `--image-size 160`, ...).
 Sources: see recipes/README.md.
@@ -12,7 +12,7 @@ Sources: see recipes/README.md.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # from a checkout
 
 from transferkit.recipes_cli import run_recipe  # noqa: E402
 
@@ -25,7 +25,7 @@ DEFAULTS = {
     "dropout": 0.2,  # Keras transfer-learning guide: Dropout(0.2)
     "head_epochs": 10,  # TF tutorial: initial_epochs = 10
     "finetune_epochs": 10,  # TF tutorial: fine_tune_epochs = 10
-    "unfreeze": "last_blocks:16",  # Huang et al. 2017 table 1: dense block 4 = conv5_block1..16
+    "unfreeze": "last_blocks:16",  # Huang et al. 2017: dense block 4 = conv5_block1..16
     "head_lr": 1e-3,  # Keras transfer-learning guide: Adam() default for the new top
     "finetune_lr": 1e-5,  # Keras transfer-learning guide: Adam(1e-5) for fine-tuning
     "train_batchnorm": False,  # Keras transfer-learning guide: BN stays in inference mode

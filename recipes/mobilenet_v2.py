@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """MobileNetV2 recipe: the TensorFlow transfer-learning tutorial, as published.
 
-    python recipes/mobilenet_v2.py --data ~/photos                  # ImageNet weights (connected)
-    python recipes/mobilenet_v2.py --data ~/photos --weights my.keras   # a local checkpoint
-    python recipes/mobilenet_v2.py --data ~/photos --print-config   # show the resolved settings
+    python recipes/mobilenet_v2.py --data ~/photos                 # ImageNet weights
+    python recipes/mobilenet_v2.py --data ~/photos --weights FILE  # local .h5 / .keras
+    python recipes/mobilenet_v2.py --data ~/photos --print-config  # resolved settings
 
 Any RecipeConfig field is a flag (`--finetune-lr 3e-5`, `--image-size 160`, ...).
 Sources: see recipes/README.md.
@@ -12,14 +12,14 @@ Sources: see recipes/README.md.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # from a checkout
 
 from transferkit.recipes_cli import run_recipe  # noqa: E402
 
 DEFAULTS = {
     "backbone": "mobilenet_v2",
     "weights": "imagenet",  # Keras Applications weights; --weights PATH for a local file
-    "image_size": 160,  # TF tutorial: IMG_SIZE = (160, 160); Keras ships 160 px ImageNet weights
+    "image_size": 160,  # TF tutorial: IMG_SIZE = (160, 160); Keras has 160 px weights
     "batch_size": 32,  # TF tutorial: BATCH_SIZE = 32
     "augment": "medium",  # TF tutorial: RandomFlip("horizontal") + RandomRotation(0.2)
     "dropout": 0.2,  # TF tutorial: Dropout(0.2) before the Dense output
@@ -27,8 +27,8 @@ DEFAULTS = {
     "head_lr": 1e-4,  # TF tutorial: base_learning_rate = 0.0001
     "finetune_epochs": 10,  # TF tutorial: fine_tune_epochs = 10
     "finetune_lr": 1e-5,  # TF tutorial: base_learning_rate / 10
-    "unfreeze": "last_blocks:6",  # TF tutorial: fine_tune_at = 100 of 154 layers = from block_11 on
-    "train_batchnorm": False,  # TF tutorial: base called with training=False (BN in inference mode)
+    "unfreeze": "last_blocks:6",  # TF tutorial: fine_tune_at = 100 (from block_11)
+    "train_batchnorm": False,  # TF tutorial: base called with training=False
 }
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """MobileNetV3Large recipe: the TF tutorial's MobileNet schedule on V3-Large.
 
-    python recipes/mobilenet_v3_large.py --data ~/photos                  # ImageNet weights (connected)
-    python recipes/mobilenet_v3_large.py --data ~/photos --weights my.keras   # a local checkpoint
-    python recipes/mobilenet_v3_large.py --data ~/photos --print-config   # show the resolved settings
+    python recipes/mobilenet_v3_large.py --data ~/photos                 # ImageNet weights
+    python recipes/mobilenet_v3_large.py --data ~/photos --weights FILE  # local .h5 / .keras
+    python recipes/mobilenet_v3_large.py --data ~/photos --print-config  # resolved settings
 
 Any RecipeConfig field is a flag (`--finetune-lr 3e-5`, `--image-size 160`, ...).
 Sources: see recipes/README.md.
@@ -12,7 +12,7 @@ Sources: see recipes/README.md.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # from a checkout
 
 from transferkit.recipes_cli import run_recipe  # noqa: E402
 
@@ -27,7 +27,7 @@ DEFAULTS = {
     "head_lr": 1e-4,  # TF tutorial: base_learning_rate = 0.0001
     "finetune_epochs": 10,  # TF tutorial: fine_tune_epochs = 10
     "finetune_lr": 1e-5,  # TF tutorial: base_learning_rate / 10
-    "unfreeze": "last_blocks:5",  # TF tutorial's share for MobileNetV2 (top ~third): expanded_conv_10 on
+    "unfreeze": "last_blocks:5",  # TF tutorial's top ~third: from expanded_conv_10
     "train_batchnorm": False,  # Keras transfer-learning guide: BN stays in inference mode
 }
 

@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # procedural.py; transferkit (checkout)
 
 import keras  # noqa: E402
 
@@ -29,7 +30,7 @@ from transferkit.saving import save_model  # noqa: E402
 from transferkit.schedule import PhaseConfig, ScheduleConfig, fine_tune  # noqa: E402
 
 BACKBONE = "compact_cnn"
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "data" / "source_compact_cnn.keras"
+DEFAULT_OUT = HERE.parent / "data" / "source_compact_cnn.keras"
 
 
 def parse_args(argv):

@@ -42,7 +42,7 @@ def render(kind, rng, size=64):
 
 
 def make_arrays(classes, per_class, seed, size=64):
-    """(images uint8 [N, size, size, 3], labels int [N]) for `classes`, class-interleaved."""
+    """(uint8 images [N, size, size, 3], int labels [N]) of `classes`, interleaved."""
     rng = np.random.default_rng(seed)
     images = np.empty((per_class * len(classes), size, size, 3), np.uint8)
     labels = np.empty(per_class * len(classes), np.int64)

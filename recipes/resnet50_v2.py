@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """ResNet50V2 recipe: fine-tune the conv5 stage at the Keras guide's 1e-5.
 
-    python recipes/resnet50_v2.py --data ~/photos                  # ImageNet weights (connected)
-    python recipes/resnet50_v2.py --data ~/photos --weights my.keras   # a local checkpoint
-    python recipes/resnet50_v2.py --data ~/photos --print-config   # show the resolved settings
+    python recipes/resnet50_v2.py --data ~/photos                 # ImageNet weights
+    python recipes/resnet50_v2.py --data ~/photos --weights FILE  # local .h5 / .keras
+    python recipes/resnet50_v2.py --data ~/photos --print-config  # resolved settings
 
 Any RecipeConfig field is a flag (`--finetune-lr 3e-5`, `--image-size 160`, ...).
 Sources: see recipes/README.md.
@@ -12,7 +12,7 @@ Sources: see recipes/README.md.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # from a checkout
 
 from transferkit.recipes_cli import run_recipe  # noqa: E402
 

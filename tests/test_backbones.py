@@ -83,10 +83,10 @@ def test_list_backbones_wildcards_and_tags():
     assert {"tiny_test", "mobilenet_v2", "efficientnet_v2_l"} <= set(list_backbones())
 
 
-@pytest.mark.parametrize("alias", ["MobileNetV2", "mobilenet_v2", "mobilenetv2",
-                                   "MOBILENET-V2"])
-def test_lookup_ignores_case_and_underscores(alias):
-    assert get_spec(alias).name == "mobilenet_v2"
+def test_lookup_ignores_case_and_underscores():
+    for alias in ("MobileNetV2", "mobilenet_v2", "mobilenetv2", "MOBILENET-V2"):
+        assert get_spec(alias).name == "mobilenet_v2", alias
+    assert get_spec("EfficientNetV2B0").name == "efficientnet_v2_b0"
 
 
 def test_duplicate_registration_raises():

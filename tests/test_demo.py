@@ -32,7 +32,8 @@ def test_demo_fast_completes_and_writes_its_report(fast_demo):
         history = json.loads((out / run / "history.json").read_text())
         assert len(history) == demo.FAST.head_epochs + demo.FAST.finetune_epochs
     phases = [r["phase"] for r in json.loads((out / "transfer/history.json").read_text())]
-    assert phases == ["head"] * demo.FAST.head_epochs + ["finetune"] * demo.FAST.finetune_epochs
+    fast = demo.FAST
+    assert phases == ["head"] * fast.head_epochs + ["finetune"] * fast.finetune_epochs
     summary = json.loads((out / "summary.json").read_text())
     assert f"{summary['transfer_val_accuracy']:.3f}" in printed
     assert f"{summary['scratch_val_accuracy']:.3f}" in printed

@@ -20,15 +20,17 @@ def test_unknown_keys_list_valid_keys_and_suggest_a_close_match():
     assert "'batch_size'" not in message.split("Valid keys:")[0]  # only the bad key
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("head_epochs", "5", "int"), ("head_lr", "1e-3", "float"), ("backbone", 3, "str"),
-    ("scan", "yes", "true or false"), ("head_epochs", True, "int"),
-])
-def test_type_errors_name_the_key_and_the_type(key, value, expected):
-    with pytest.raises(ConfigError) as info:
-        recipe_from_dict({key: value})
-    message = str(info.value)
-    assert repr(key) in message and expected in message and f"{key}={value!r}" in message
+def test_type_errors_name_the_key_and_the_type():
+    for key, value, expected in [
+        ("head_epochs", "5", "int"), ("head_lr", "1e-3", "float"), ("backbone", 3, "str"),
+        ("scan", "yes", "true or false"), ("head_epochs", True, "int"),  # bool is no int
+        ("head_lr", False, "float"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            recipe_from_dict({key: value})
+        message = str(info.value)
+        assert repr(key) in message and expected in message, message
+        assert f"{key}={value!r}" in message, message
 
 
 def test_json_friendly_values_are_converted():

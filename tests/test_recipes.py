@@ -64,10 +64,9 @@ def test_recipe_parses_its_defaults_and_overrides(name, tmp_path):
             assert getattr(recipe, key) == value, key
 
 
-# Building these at their minimum size takes 10-25 s each on a loaded 2-core machine;
+# Building these at their minimum size takes 5-25 s each on a loaded 2-core machine;
 # they run with `-m slow`. The others build in the default run.
-HEAVY = {"inception_resnet_v2", "efficientnet_b3", "densenet121", "efficientnet_v2_b0",
-         "inception_v3", "resnet50_v2"}
+HEAVY = {"inception_resnet_v2", "efficientnet_b3", "densenet121", "inception_v3"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY

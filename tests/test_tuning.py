@@ -135,7 +135,10 @@ def test_backbone_weights_change_only_in_phase_2(tiny_data):
 
 def test_search_writes_sorted_report_and_best_recipe_retrains(tiny_data, tmp_path):
     out = str(tmp_path / "sweep")
-    result = tune(_base(tiny_data), out, space=SMALL_SPACE, max_trials=2, verbose=0)
+    # In this process (process_per_trial=False); the CLI tests below run the default,
+    # one process per trial.
+    result = tune(_base(tiny_data), out, space=SMALL_SPACE, max_trials=2, verbose=0,
+                  process_per_trial=False)
     trials = _trials(out)
     assert sorted(trials) == ["0", "1"]
     assert all(t["status"] == "COMPLETED" for t in trials.values())
@@ -152,7 +155,8 @@ def test_search_writes_sorted_report_and_best_recipe_retrains(tiny_data, tmp_pat
     assert best == result.best_recipe
     assert best.unfreeze == f"last_blocks:{rows[0]['unfreeze_blocks']}"
     with pytest.raises(ConfigError, match="--resume"):
-        tune(_base(tiny_data), out, space=SMALL_SPACE, max_trials=2, verbose=0)
+        tune(_base(tiny_data), out, space=SMALL_SPACE, max_trials=2, verbose=0,
+             process_per_trial=False)
 
     run = str(tmp_path / "best")
     assert cli.main(["train", "--from-tuning", out, "--out", run, "--finetune-epochs",

@@ -49,6 +49,7 @@ def test_missing_local_weights_file_echoes_the_value(tmp_path):
     assert repr(missing) in str(info.value) and "imagenet" in str(info.value)
 
 
+@pytest.mark.filterwarnings("ignore:Skipping nested container")  # Keras, on the mismatch
 def test_mismatched_weights_file_names_the_file(tmp_path):
     path = tmp_path / "wide.weights.h5"
     create_backbone("tiny_test", input_shape=(16, 16, 3), width=4).save_weights(path)

@@ -47,6 +47,9 @@ from transferkit.tfdata import make_dataset
 
 FORMAT = 1  # bump when the file layout or the key recipe changes
 DEFAULT_VIEWS = 2  # augmented views per training image when augmentation is on
+# A head step on features takes microseconds, so Keras' per-step overhead dominates;
+# running several steps per call halves an epoch's time.
+STEPS_PER_EXECUTION = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,10 +203,16 @@ def extract_features(extractor, dataset, verbose=1):
     steps = int(dataset.cardinality())
     bar = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose,
                               unit_name="batch")
-    xs, ys = [], []
+    xs, ys, full = [], [], None
     for images, labels in dataset:
-        xs.append(np.asarray(extractor.predict_on_batch(images), dtype=np.float32))
-        ys.append(np.asarray(labels, dtype=np.float32).reshape(len(labels), -1))
+        n = len(images)
+        full = full or n
+        if n < full:  # pad the last batch: a new batch shape would trace the model again
+            images = tf.concat([images, tf.zeros([full - n, *images.shape[1:]],
+                                                 images.dtype)], axis=0)
+        out = extractor.predict_on_batch(images)[:n]
+        xs.append(np.asarray(out, dtype=np.float32))
+        ys.append(np.asarray(labels, dtype=np.float32).reshape(n, -1))
         bar.add(1)
     if not xs:
         raise DataError("extract_features: the dataset is empty.")
@@ -289,14 +298,16 @@ def fit_head(model, train, val=None, *, config=ScheduleConfig(), callbacks=(),
     head = model.get_layer("head")
     batch_size = batch_size or config.batch_size
     train_ds = feature_dataset(train, batch_size, training=True, seed=seed)
-    val_ds = None if val is None else feature_dataset(val, batch_size)
+    # Validation batches can be large (nothing is learnt from them), which saves steps.
+    val_ds = None if val is None else feature_dataset(val, max(batch_size, 1024))
     loss, metrics = loss_and_metrics(task_of(model), model.output_shape[-1],
                                      config.label_smoothing)
     steps = math.ceil(train.count / batch_size)
     head.compile(optimizer=make_optimizer(phase.optimizer,
                                           learning_rate_schedule(phase, steps),
                                           weight_decay=phase.weight_decay),
-                 loss=loss, metrics=metrics)
+                 loss=loss, metrics=metrics,
+                 steps_per_execution=STEPS_PER_EXECUTION)
     records = train_phase(head, train_ds, val_ds, phase, name="head",
                           monitor=config.monitor if val is not None else "loss",
                           callbacks=callbacks, class_weight=class_weight, verbose=verbose)

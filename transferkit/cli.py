@@ -227,6 +227,9 @@ def _add_tune(sub):
                    "val_loss for regression), or NAME:min / NAME:max")
     p.add_argument("--resume", action="store_true", help="continue the search in --out "
                    "with its saved settings (finished trials are kept)")
+    p.add_argument("--in-process", action="store_true", help="train trials in this "
+                   "process instead of one fresh process each (faster for tiny trials, "
+                   "but memory grows by tens of MiB per trial)")
     p.add_argument("--recipe", help="JSON file of recipe keys for the base recipe")
     add_recipe_flags(p, RecipeConfig, skip=("backbone",))
     p.add_argument("--backbone", help="backbone name, or comma-separated names to search "
@@ -254,7 +257,7 @@ def _run_tune(args):
         space = dc.replace(space, backbone=tuple(names))
     settings.update({k: getattr(args, k) for k in settings if getattr(args, k) is not None})
     result = tune(base, args.out, space=space, resume=args.resume, seed=base.seed,
-                  **settings)
+                  process_per_trial=not args.in_process, **settings)
     if not result.rows:  # a distributed worker: the chief writes the report
         print(f"tuner {os.environ.get('KERASTUNER_TUNER_ID', '')}: done")
         return

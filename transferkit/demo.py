@@ -17,6 +17,7 @@ Offline and in a few minutes on a CPU, on files shipped in `data/`:
 import dataclasses
 import html
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def data_candidates():
     found = [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
     # A source checkout (or an editable install) keeps data/ beside the package.
     found.append(Path(transferkit.__file__).resolve().parent.parent / "data")
+    # Where `data_files = share/transferkit/data/...` in setup.cfg would install it.
+    found.append(Path(sys.prefix) / "share" / "transferkit" / "data")
     found.append(Path.cwd() / "data")
     return found
 
@@ -88,7 +91,7 @@ def demo_recipes(data_dir, seed=0, budget=FULL):
         val_split=0.25,  # 10 validation images per class
         seed=seed, augment="light", dropout=0.2,
         # Faster BatchNorm moving averages: a frozen BN (transfer) ignores this, and a
-        # 120-step scratch run needs it, or its *evaluation* lags its training by far
+        # ~100-step scratch run needs it, or its *evaluation* lags its training by far
         # and the comparison would flatter transfer.
         backbone_kwargs=(("bn_momentum", 0.9),),
         # 1e-2 for the new head on frozen features, as in the Keras EfficientNet example.
@@ -120,7 +123,8 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
     say(f"data: {data_dir}\n1/3 scanning {transfer.data}")
     say(scan(transfer.data).summary())
     results = {}
-    for step, (name, recipe) in enumerate((("transfer", transfer), ("scratch", scratch)), 2):
+    runs = (("transfer", transfer), ("scratch", scratch))
+    for step, (name, recipe) in enumerate(runs, start=2):
         what = f"from {recipe.weights}" if name == "transfer" else "from random weights"
         say(f"{step}/3 {name}: compact_cnn {what}, "
             f"{recipe.head_epochs + recipe.finetune_epochs} epochs")
@@ -134,8 +138,8 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
     write_report(out_dir, results, transfer, result)
     say(f"\nfinal validation accuracy (seed {seed}, "
         f"{budget.head_epochs + budget.finetune_epochs} epochs each):\n"
-        f"  transfer from {CHECKPOINT}: {result.transfer_accuracy:.3f}\n"
-        f"  from scratch:                   {result.scratch_accuracy:.3f}\n"
+        f"  transfer (from {CHECKPOINT}):  {result.transfer_accuracy:.3f}\n"
+        f"  from scratch (same network, random init): {result.scratch_accuracy:.3f}\n"
         f"  margin: {result.margin:+.3f}   ({result.seconds:.0f} s)\n"
         f"report: {os.path.join(out_dir, 'report.html')}")
     return result
@@ -189,7 +193,7 @@ def plot_curves(results, boundary):
 
 
 def _html(summary, recipe):
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_cell(v)}</td></tr>"
                    for k, v in summary.items() if k != "runs")
     links = "".join(f'<li><a href="{k}/">{k}/</a> (run directory)</li>'
                     for k in summary["runs"])
@@ -203,3 +207,7 @@ def _html(summary, recipe):
             f"<b>{summary['scratch_val_accuracy']:.3f}</b>.</p>"
             f"<img src='report.png' alt='learning curves' style='max-width:100%'>"
             f"<table border=1 cellpadding=4>{rows}</table><ul>{links}</ul>\n")
+
+
+def _cell(value):
+    return f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
