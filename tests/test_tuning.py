@@ -22,9 +22,11 @@ from transferkit.tuning import TransferHyperModel, load_search, phase_epochs, tu
 from transferkit.tuning_space import Range, SearchSpace, declare, resolve, space_from_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# 1 + 1 epochs of the tiny backbone on 16 images at 32 px: seconds per trial.
+# 1 + 1 epochs of the tiny backbone on 16 images at 32 px: seconds per trial. Trials run
+# in the tuner's process here, sparing a TensorFlow import per trial.
 FLAGS = ["--backbone", "tiny_test", "--weights", "none", "--head-epochs", "1",
-         "--finetune-epochs", "1", "--batch-size", "8", "--augment", "none", "--no-scan"]
+         "--finetune-epochs", "1", "--batch-size", "8", "--augment", "none", "--no-scan",
+         "--in-process"]
 SMALL_SPACE = SearchSpace(head_width=(0, 8), head_depth=None, label_smoothing=None,
                           unfreeze_blocks=(1, 2, 3))
 
@@ -135,10 +137,8 @@ def test_backbone_weights_change_only_in_phase_2(tiny_data):
 
 def test_search_writes_sorted_report_and_best_recipe_retrains(tiny_data, tmp_path):
     out = str(tmp_path / "sweep")
-    # In this process (process_per_trial=False); the CLI tests below run the default,
-    # one process per trial.
-    result = tune(_base(tiny_data), out, space=SMALL_SPACE, max_trials=2, verbose=0,
-                  process_per_trial=False)
+    # The default: each trial in a fresh process. The CLI tests below use --in-process.
+    result = tune(_base(tiny_data), out, space=SMALL_SPACE, max_trials=2, verbose=0)
     trials = _trials(out)
     assert sorted(trials) == ["0", "1"]
     assert all(t["status"] == "COMPLETED" for t in trials.values())
@@ -190,7 +190,7 @@ def test_killed_search_resumes_to_exactly_max_trials(tiny_data, tmp_path):
     assert cut_off, "no trial was cut off midway"
 
     # The resume runs in this process: it reads nothing but the killed search's files.
-    assert cli.main(["tune", "--out", out, "--resume"]) == 0
+    assert cli.main(["tune", "--out", out, "--resume", "--in-process"]) == 0
     after = _trials(out)
     assert sorted(after) == ["0", "1", "2"]
     assert all(t["status"] == "COMPLETED" for t in after.values())

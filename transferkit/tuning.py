@@ -119,6 +119,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
                                    initial_epoch=initial_epoch + len(records),
                                    monitor=schedule.monitor, callbacks=callbacks,
                                    class_weight=data.class_weight, verbose=verbose)
+        if not finetune_epochs:  # a head-only trial: cached phase 1 compiled the head alone
+            compile_for_phase(model, schedule.head, schedule, train=data.train)
         for checkpoint in checkpoints:
             model.save_weights(checkpoint.filepath)
         final = model.evaluate(data.val, verbose=0, return_dict=True)
