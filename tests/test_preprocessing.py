@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from transferkit.backbones import get_spec
+from transferkit.backbones import get_spec, list_backbones
 from transferkit.layers import Preprocess
 from transferkit.model import build_model, feature_extractor
 from transferkit.errors import ConfigError
@@ -49,6 +49,20 @@ def test_features_equal_keras_preprocess_input_then_backbone(backbone, module, s
     features = feature_extractor(model).predict(images, verbose=0)
     assert features.shape == (2, get_spec(backbone).feature_size)
     _close(features, _reference(model, module, images))
+
+
+def test_every_keras_spec_matches_its_modules_preprocess_input():
+    # No model needed: each spec's mode against the preprocess_input of the module that
+    # defines its constructor (keras.src.applications.<family>), for the whole registry.
+    images = _raw_images(2, 8, seed=3)
+    names = list_backbones(tag="keras")
+    assert len(names) >= 40  # 20 rows + EfficientNetB0-B7, V2 (7), ConvNeXt (5)
+    for name in names:
+        spec = get_spec(name)
+        module = importlib.import_module(spec.constructor.__module__)
+        expected = module.preprocess_input(images.copy())
+        actual = keras.ops.convert_to_numpy(Preprocess(spec.preprocessing)(images))
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4, err_msg=name)
 
 
 def test_internally_normalising_backbones_get_no_second_normalisation():
