@@ -12,8 +12,10 @@ seeded random init from a weights file), same batch size and epoch budget:
                blocks with cosine decay.
   keras guide  keras.io/guides/transfer_learning: image_dataset_from_directory,
                RandomFlip + RandomRotation layers inside the model, Rescaling to
-               [-1, 1], backbone recomputed every epoch, then the whole base unfrozen at
-               1e-5 (BatchNorm kept in inference mode via training=False).
+               [-1, 1], backbone recomputed every epoch, then fine-tuning at 1e-5 with
+               BatchNorm in inference mode (training=False) of the same top two blocks
+               (default) or, with --baseline-unfreeze all, of the whole base as the
+               guide does.
 
 Prints each side's wall time (from the start, data loading included) to first reach
 the baseline's final validation accuracy, and their ratio.
@@ -168,11 +170,23 @@ def run_keras_guide(train_dir, val_dir, weights, args):
     model.fit(train_ds, validation_data=val_ds, epochs=args.head_epochs, callbacks=[clock],
               verbose=0)
     base.trainable = True
+    if args.baseline_unfreeze == "same":  # the top blocks transferkit's recipe unfreezes
+        for layer in base.layers[:first_trainable(base, args.unfreeze_blocks)]:
+            layer.trainable = False
     model.compile(optimizer=keras.optimizers.Adam(1e-5),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(train_ds, validation_data=val_ds, initial_epoch=args.head_epochs,
               epochs=args.head_epochs + args.finetune_epochs, callbacks=[clock], verbose=0)
     return clock.points, time.perf_counter() - start
+
+
+def first_trainable(base, blocks):
+    """Index of the first layer of MobileNetV2's last `blocks` blocks (as transferkit's
+    `last_blocks:K` policy counts them)."""
+    from transferkit.backbones import block_starts, get_spec
+
+    starts = block_starts([layer.name for layer in base.layers], get_spec("mobilenet_v2"))
+    return starts[max(0, len(starts) - blocks)]
 
 
 def time_to(points, target):
@@ -197,8 +211,12 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--head-epochs", type=int, default=5)
     parser.add_argument("--finetune-epochs", type=int, default=5)
+    parser.add_argument("--baseline-unfreeze", choices=("same", "all"), default="same",
+                        help="phase 2 of the guide script: 'same' top blocks as "
+                        "transferkit (default), or 'all' of the base as keras.io does")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    args.unfreeze_blocks = 2  # RecipeConfig's default unfreeze="last_blocks:2"
 
     with tempfile.TemporaryDirectory(prefix="tk_e2e_") as tmp:
         train_dir, val_dir = synth_folders(tmp, args.classes, args.per_class,
@@ -216,6 +234,8 @@ def main(argv=None):
           f"(no ImageNet), {n_train} train / {n_val} val generated JPEGs, "
           f"{args.classes} classes, {args.head_epochs} + {args.finetune_epochs} epochs, "
           f"batch {args.batch_size}")
+    print(f"  (guide phase 2 unfreezes: {args.baseline_unfreeze}; transferkit: last 2 "
+          "blocks)")
     print(f"  keras guide  total {guide_total:6.1f} s   val acc per epoch: {_curve(guide)}")
     print(f"  transferkit  total {kit_total:6.1f} s   val acc per epoch: {_curve(kit)}")
     print(f"target: the guide's final val accuracy {target:.3f}")

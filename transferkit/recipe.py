@@ -111,6 +111,8 @@ def recipe_from_dict(values, base=None):
     clean = {}
     for key, value in values.items():
         default = getattr(RecipeConfig(), key)
+        if key == "weights" and value is None:  # JSON null: no pretrained weights
+            value = "none"
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"Recipe key {key!r} should be true or false. "
                               f"Received: {key}={value!r}")
@@ -124,7 +126,12 @@ def recipe_from_dict(values, base=None):
             raise ConfigError(f"Recipe key {key!r} should be a {type(default).__name__}. "
                               f"Received: {key}={value!r}")
         clean[key] = value
-    return dataclasses.replace(base, **clean)
+    try:
+        return dataclasses.replace(base, **clean)
+    except (TypeError, ValueError) as error:  # e.g. head_units: ["a"]
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"Invalid recipe value: {error}. Received: {clean}") from None
 
 
 def load_recipe(path, base=None):
