@@ -3,6 +3,10 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Feature caches and normalised image copies go to a throwaway folder, not ~/.cache.
+import tempfile  # noqa: E402
+
+os.environ["TRANSFERKIT_CACHE"] = tempfile.mkdtemp(prefix="transferkit-test-cache-")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

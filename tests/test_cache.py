@@ -180,7 +180,7 @@ def test_head_on_cached_features_matches_the_live_path(splits):
 
 def test_train_runs_phase_one_on_cached_features(image_folder, tmp_path, monkeypatch,
                                                  calls):
-    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "features"))
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     recipe = RecipeConfig(data=image_folder, backbone="tiny_test", weights="none",
                           image_size=32, batch_size=8, head_epochs=2, finetune_epochs=1,
                           unfreeze="last_blocks:1", augment="light")
@@ -190,4 +190,14 @@ def test_train_runs_phase_one_on_cached_features(image_folder, tmp_path, monkeyp
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert {"loss", "val_accuracy", "learning_rate", "phase_epoch"} <= set(history[0])
     assert calls["n"] == cache.DEFAULT_VIEWS + 1  # train views + val
-    assert len(os.listdir(tmp_path / "features")) == 2
+    assert len(os.listdir(tmp_path / "cache" / "features")) == 2
+
+
+def test_in_memory_sources_are_extracted_but_never_written(tmp_path, calls):
+    x = _images(12)
+    y = np.array([0, 1] * 6)
+    arrays = load_data((x, y), image_size=32, batch_size=4, seed=0, verbose=False)
+    store = cache.FeatureStore(tmp_path / "cache")
+    train, val = cache.split_features(_model(), arrays, store=store, verbose=0)
+    assert train.count + val.count == 12 and calls["n"] == 2
+    assert store.hits == store.misses == 0 and not (tmp_path / "cache").exists()

@@ -123,7 +123,7 @@ def test_policy_parse_and_validation():
         FreezePolicy.parse("last_blocks:two")
     with pytest.raises(ConfigError, match=r"`kind`.*'last_block'.*'last_blocks'"):
         FreezePolicy("last_block", 2)
-    with pytest.raises(ConfigError, match="needs a int"):
+    with pytest.raises(ConfigError, match="needs a value of type int"):
         FreezePolicy("top_layers")
     with pytest.raises(ConfigError, match="fraction"):
         FreezePolicy("fraction", 1.5)

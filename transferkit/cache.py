@@ -16,7 +16,7 @@ feature extractor.
 views=0 stores one clean (unaugmented) pass; views=K stores K augmented passes and each
 epoch shows every image once, in one of its K views picked at random.
 
-Cache files are `<key>.npz` in `cache_dir()` ($TRANSFERKIT_CACHE, default
+Cache files are `<key>.npz` in `cache_dir()` ($TRANSFERKIT_CACHE/features, default
 ~/.cache/transferkit/features). The key hashes everything the features depend on: the
 feature extractor's layer configs and weights (so backbone, constructor arguments,
 weights file or random init, input size, preprocessing and pooling all count), the
@@ -65,10 +65,12 @@ class Features:
 
 
 def cache_dir(directory=None):
-    """The feature cache folder: `directory`, else $TRANSFERKIT_CACHE, else
-    ~/.cache/transferkit/features."""
-    return os.path.expanduser(directory or os.environ.get("TRANSFERKIT_CACHE")
-                              or "~/.cache/transferkit/features")
+    """The feature cache folder: `directory`, else $TRANSFERKIT_CACHE/features, else
+    ~/.cache/transferkit/features (the same root as the scan's normalised copies)."""
+    if directory:
+        return os.path.expanduser(directory)
+    root = os.environ.get("TRANSFERKIT_CACHE") or "~/.cache/transferkit"
+    return os.path.join(os.path.expanduser(root), "features")
 
 
 class FeatureStore:

@@ -45,6 +45,7 @@ class RecipeConfig:
     head_epochs: int = 5
     head_lr: float = 1e-3
     cache_features: bool = True
+    feature_views: int = 2  # augmented views cached per image (0: clean features only)
     # phase 2: fine-tuning
     finetune_epochs: int = 5
     finetune_lr: float = 1e-5
@@ -60,6 +61,8 @@ class RecipeConfig:
     # scale-out
     strategy: str = "auto"
     mixed_precision: bool = False
+    # outputs
+    report: bool = True  # report.html with plots at the end of the run
 
     def __post_init__(self):
         # Tuples, not lists, so the config stays hashable and truly frozen.

@@ -140,9 +140,10 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     save_model(model, os.path.join(out_dir, "model.keras"), metadata={
         "class_names": class_names, "task": recipe.task, "backbone": recipe.backbone,
         "image_size": size})
-    from transferkit.report import write_report  # matplotlib only when a run ends
+    if recipe.report:
+        from transferkit.report import write_report  # matplotlib only when a run ends
 
-    write_report(out_dir, local_copy(model), data, history)
+        write_report(out_dir, local_copy(model), data, history)
     return RunResult(out_dir, model, tuple(history), metrics, tuple(class_names))
 
 
@@ -155,7 +156,7 @@ def _cached_head_phase(recipe, model, data, schedule, callbacks, verbose):
     from transferkit import cache
 
     augment = augment_config(recipe.augment)
-    views = getattr(recipe, "feature_views", cache.DEFAULT_VIEWS) if augment else 0
+    views = recipe.feature_views if augment else 0
     if verbose:
         print(f"phase 1 on cached backbone features ({views or 'no'} augmented views "
               f"per image; cache: {cache.cache_dir()})")

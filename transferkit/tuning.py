@@ -133,7 +133,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         if recipe.cache_features and not initial_epoch:
             augment = augment_config(recipe.augment)
             # Same views as `run.train`, so a trial's phase 1 is the retrained run's.
-            views = getattr(recipe, "feature_views", DEFAULT_VIEWS) if augment else 0
+            views = recipe.feature_views if augment else 0
             records, _ = train_head_cached(
                 model, data, schedule, views=views,
                 augment=augment, store=self.store, seed=recipe.seed, callbacks=callbacks,
