@@ -25,3 +25,24 @@ from transferkit.optimizers import make_optimizer
 from transferkit.recipe import RecipeConfig, load_recipe
 from transferkit.saving import load_model, read_metadata, save_model
 from transferkit.schedule import FineTuneResult, PhaseConfig, ScheduleConfig, fine_tune
+from transferkit.augment import AugmentConfig
+from transferkit.data import DataSplits, load_data
+from transferkit.run import train
+from transferkit.scan import scan
+
+# Heavier corners (keras-tuner, tf.distribute, the feature cache) load on first use.
+_LAZY = {
+    "tune": "transferkit.tuning", "TransferHyperModel": "transferkit.tuning",
+    "SearchSpace": "transferkit.tuning_space", "Range": "transferkit.tuning_space",
+    "make_strategy": "transferkit.distribute", "CheckpointConfig": "transferkit.checkpoint",
+    "FeatureStore": "transferkit.cache", "train_head_cached": "transferkit.cache",
+    "merge": "transferkit.cache", "with_tta": "transferkit.tta",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'transferkit' has no attribute {name!r}")

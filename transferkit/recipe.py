@@ -139,16 +139,22 @@ def recipe_from_dict(values, base=None):
 
 def load_recipe(path, base=None):
     """Read a JSON recipe file (a flat object of RecipeConfig keys)."""
-    if not os.path.exists(path):
-        raise ConfigError(f"No recipe file at {path}.")
-    try:
-        with open(path) as f:
-            values = json.load(f)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"Recipe file {path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"Recipe file {path} should hold a JSON object of keys.")
+    values = read_json_object(path, "recipe file")
     try:
         return recipe_from_dict(values, base)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+
+
+def read_json_object(path, what):
+    """The JSON object in file `path`; ConfigError naming `what` and the path otherwise."""
+    if not os.path.exists(path):
+        raise ConfigError(f"No {what} at {path}.")
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"The {what} {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"The {what} {path} should hold a JSON object of keys.")
+    return values

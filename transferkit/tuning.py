@@ -31,7 +31,7 @@ from keras_tuner.engine.metrics_tracking import infer_metric_direction
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch as _SaveBestEpoch
 
 from transferkit.backbones import get_spec
-from transferkit.cache import DEFAULT_VIEWS, FeatureStore, train_head_cached
+from transferkit.cache import FeatureStore, train_head_cached
 from transferkit.errors import ConfigError, check_choice
 from transferkit.recipe import recipe_from_dict
 from transferkit.run import augment_config, build_run_model, load_run_data

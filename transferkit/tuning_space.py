@@ -15,11 +15,10 @@ reads, so the retrained run is exactly the best trial's recipe.
 """
 
 import dataclasses
-import json
-import os
 
 from transferkit.backbones import get_spec
 from transferkit.errors import ConfigError, check_choice, suggest
+from transferkit.recipe import read_json_object
 from transferkit.run import AUGMENT_PRESETS
 
 
@@ -192,15 +191,7 @@ def space_from_dict(values, base=SearchSpace()):
 
 def load_space(path, base=SearchSpace()):
     """Read a search space JSON file (an object of dimension names)."""
-    if not os.path.exists(path):
-        raise ConfigError(f"No search space file at {path}.")
-    try:
-        with open(path) as f:
-            values = json.load(f)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"Search space file {path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"Search space file {path} should hold a JSON object.")
+    values = read_json_object(path, "search space file")
     try:
         return space_from_dict(values, base)
     except (ConfigError, TypeError) as error:
