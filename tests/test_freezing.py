@@ -123,6 +123,9 @@ def test_policy_parse_and_validation():
         FreezePolicy.parse("last_blocks:two")
     with pytest.raises(ConfigError, match=r"`kind`.*'last_block'.*'last_blocks'"):
         FreezePolicy("last_block", 2)
+    # a misspelled kind on the command line gets the suggestion, not a type complaint
+    with pytest.raises(ConfigError, match=r"Received: kind='last_blok'.*'last_blocks'"):
+        FreezePolicy.parse("last_blok:2")
     with pytest.raises(ConfigError, match="needs a value of type int"):
         FreezePolicy("top_layers")
     with pytest.raises(ConfigError, match="fraction"):

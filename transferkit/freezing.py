@@ -56,10 +56,11 @@ class FreezePolicy:
         kind, _, value = str(text).partition(":")
         caster = {"top_layers": int, "last_blocks": int, "fraction": float}.get(kind, str)
         try:
-            return cls(kind, caster(value) if value else None)
+            value = caster(value) if value else None
         except ValueError:
             raise ConfigError(f"Cannot read freeze policy {text!r}: the value after ':' "
-                              f"should be a {caster.__name__}.") from None
+                              f"should be of type {caster.__name__}.") from None
+        return cls(kind, value)
 
     def __str__(self):
         return self.kind if self.value is None else f"{self.kind}:{self.value}"
