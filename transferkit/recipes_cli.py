@@ -19,6 +19,20 @@ from transferkit.errors import ConfigError, TransferkitError
 from transferkit.recipe import RecipeConfig, recipe_from_dict
 
 
+# The schedule of the Keras EfficientNet fine-tuning example ("Image classification via
+# fine-tuning with EfficientNet", keras.io), shared by the EfficientNet-family recipes.
+KERAS_EFFICIENTNET_EXAMPLE = {
+    "augment": "medium",  # Keras EfficientNet example: rotate, translate, flip, contrast
+    "dropout": 0.2,  # Keras EfficientNet example: top_dropout_rate = 0.2
+    "head_epochs": 25,  # Keras EfficientNet example: 25 epochs on the frozen base
+    "head_lr": 1e-2,  # Keras EfficientNet example: Adam(1e-2) for the new top
+    "finetune_epochs": 4,  # Keras EfficientNet example: 4 epochs after unfreezing
+    "finetune_lr": 1e-5,  # Keras EfficientNet example: Adam(1e-5)
+    "unfreeze": "top_layers:20",  # Keras EfficientNet example: top 20 layers ...
+    "train_batchnorm": False,  # ... except BatchNormalization, which stays frozen
+}
+
+
 def recipe_parser(defaults, prog=None, description=None):
     """The argparse parser of a recipe script, its defaults shown in the epilog."""
     shown = "\n".join(f"  {k} = {v!r}" for k, v in defaults.items())
