@@ -18,6 +18,7 @@ Run directory layout (a contract for the CLI, reports, resume and the tuner):
 import dataclasses
 import json
 import os
+import warnings
 
 import keras
 
@@ -111,6 +112,14 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     with strategy.scope(), precision(recipe.mixed_precision):
         model = build_run_model(recipe, data.num_classes)
     schedule = recipe.schedule_config()
+    if recipe.weights in ("", "none", "None") and schedule.head.epochs:
+        # A frozen random backbone gives near-constant features (MobileNetV2's pooled
+        # output is ~1e-12): phase 1 then trains a head on noise. Say so, don't refuse:
+        # a from-scratch baseline may want exactly this.
+        warnings.warn(f"weights=none with head_epochs={schedule.head.epochs}: phase 1 "
+                      "trains the head on a frozen, randomly initialised backbone. For "
+                      "training from scratch use --head-epochs 0 --unfreeze none.",
+                      stacklevel=2)
     saver = Checkpointer(manager, model, checkpoint, history=state["history"] if state
                          else (), global_step=state["global_step"] if state else 0)
     tensorboard = keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"))
