@@ -38,11 +38,9 @@ import tensorflow as tf
 
 from transferkit.errors import ConfigError, DataError
 from transferkit.freezing import FreezePolicy, freeze, mark_compiled
-from transferkit.heads import loss_and_metrics, task_of
 from transferkit.model import feature_extractor
-from transferkit.optimizers import make_optimizer
 from transferkit.saving import atomic_path
-from transferkit.schedule import ScheduleConfig, learning_rate_schedule, train_phase
+from transferkit.schedule import ScheduleConfig, phase_compile_args, train_phase
 from transferkit.tfdata import make_dataset
 
 FORMAT = 1  # bump when the file layout or the key recipe changes
@@ -302,21 +300,15 @@ def fit_head(model, train, val=None, *, config=ScheduleConfig(), callbacks=(),
     train_ds = feature_dataset(train, batch_size, training=True, seed=seed)
     # Validation batches can be large (nothing is learnt from them), which saves steps.
     val_ds = None if val is None else feature_dataset(val, max(batch_size, 1024))
-    loss, metrics = loss_and_metrics(task_of(model), model.output_shape[-1],
-                                     config.label_smoothing)
     steps = math.ceil(train.count / batch_size)
-    head.compile(optimizer=make_optimizer(phase.optimizer,
-                                          learning_rate_schedule(phase, steps),
-                                          weight_decay=phase.weight_decay),
-                 loss=loss, metrics=metrics,
+    head.compile(**phase_compile_args(model, phase, config, steps_per_epoch=steps),
                  steps_per_execution=STEPS_PER_EXECUTION)
     records = train_phase(head, train_ds, val_ds, phase, name="head",
                           monitor=config.monitor if val is not None else "loss",
                           callbacks=callbacks, class_weight=class_weight, verbose=verbose)
     # Leave the full model compiled as after a live phase 1, so evaluate() works;
     # phase 2 recompiles it with its own policy anyway.
-    model.compile(optimizer=make_optimizer(phase.optimizer, phase.learning_rate),
-                  loss=loss, metrics=metrics)
+    model.compile(**phase_compile_args(model, phase, config, steps_per_epoch=steps))
     mark_compiled(model)
     return records, audit
 

@@ -26,7 +26,7 @@ import time
 import keras
 
 from transferkit.errors import ConfigError, TransferkitError
-from transferkit.freezing import trainable_signature
+from transferkit.freezing import count_params, trainable_signature
 from transferkit.saving import atomic_path, write_json
 from transferkit.schedule import EpochRecorder, compile_for_phase, fine_tune, train_phase
 
@@ -189,7 +189,7 @@ class Checkpointer(keras.callbacks.Callback):
                  "optimizer_iterations": int(optimizer.iterations.numpy()),
                  "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
                  "freeze_policy": self.freeze_policy,
-                 "trainable_params": _count(self.target.trainable_weights),
+                 "trainable_params": count_params(self.target.trainable_weights),
                  "trainable_layers": sum(t for _, t in trainable_signature(self.target)),
                  "history": self.history, "time": time.time()}
         return self.manager.save(self.target, state)
@@ -255,10 +255,6 @@ def resume(model, train, val, schedule, checkpointer, state, *, callbacks=(),
                            initial_epoch=epoch)
         audits.update(result.audits)
     return audits
-
-
-def _count(weights):
-    return int(sum(math.prod(w.shape) for w in weights))
 
 
 def _test_sleep(global_step):

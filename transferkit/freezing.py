@@ -167,10 +167,10 @@ def _audit(model, backbone, policy, spec):
         label = _block_label(group, spec, j)
         blocks.append(BlockAudit(
             block=label, layers=len(group),
-            trainable_params=sum(_count(l.trainable_weights) for l in group),
-            total_params=sum(_count(l.weights) for l in group)))
-    return FreezeAudit(policy, tuple(blocks), _count(model.trainable_weights),
-                       _count(model.weights))
+            trainable_params=sum(count_params(l.trainable_weights) for l in group),
+            total_params=sum(count_params(l.weights) for l in group)))
+    return FreezeAudit(policy, tuple(blocks), count_params(model.trainable_weights),
+                       count_params(model.weights))
 
 
 def _block_label(group, spec, index):
@@ -181,7 +181,8 @@ def _block_label(group, spec, index):
     return "stem" if index == 0 else f"{index}:{group[0].name}"
 
 
-def _count(weights):
+def count_params(weights):
+    """Number of scalars in `weights` (no graph ops: shapes only)."""
     return int(sum(math.prod(w.shape) for w in weights))
 
 

@@ -114,16 +114,23 @@ def fine_tune(model, train, val=None, *, config=ScheduleConfig(), callbacks=(),
 
 def compile_for_phase(model, phase, config=ScheduleConfig(), task=None, train=None):
     """Freeze per `phase.freeze`, then compile with the phase's optimizer and schedule."""
-    task = task or task_of(model)
     audit = freeze(model, phase.freeze)
-    loss, metrics = loss_and_metrics(task, model.output_shape[-1], config.label_smoothing)
-    lr = learning_rate_schedule(phase, _steps(train))
-    model.compile(optimizer=make_optimizer(phase.optimizer, lr,
-                                           backbone_multiplier=phase.backbone_lr_multiplier,
-                                           weight_decay=phase.weight_decay),
-                  loss=loss, metrics=metrics)
+    model.compile(**phase_compile_args(model, phase, config, task, _steps(train)))
     mark_compiled(model)
     return audit
+
+
+def phase_compile_args(model, phase, config=ScheduleConfig(), task=None,
+                       steps_per_epoch=None):
+    """{optimizer, loss, metrics} for `phase` on transferkit `model` (its task, outputs,
+    learning-rate schedule, discriminative rate, weight decay and label smoothing)."""
+    loss, metrics = loss_and_metrics(task or task_of(model), model.output_shape[-1],
+                                     config.label_smoothing)
+    optimizer = make_optimizer(phase.optimizer,
+                               learning_rate_schedule(phase, steps_per_epoch),
+                               backbone_multiplier=phase.backbone_lr_multiplier,
+                               weight_decay=phase.weight_decay)
+    return {"optimizer": optimizer, "loss": loss, "metrics": metrics}
 
 
 def train_phase(model, train, val, phase, *, name, initial_epoch=0, monitor="val_loss",
