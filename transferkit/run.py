@@ -135,7 +135,7 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
         else:
             head_records = []
             if recipe.cache_features and schedule.head.epochs:
-                head_records = _cached_head_phase(recipe, model, data, schedule, cbs,
+                head_records = cached_head_phase(recipe, model, data, schedule, cbs,
                                                   verbose)
                 saver.history = list(head_records)
             fine_tune(model, data.train, data.val, config=schedule, callbacks=cbs,
@@ -156,22 +156,25 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     return RunResult(out_dir, model, tuple(history), metrics, tuple(class_names))
 
 
-def _cached_head_phase(recipe, model, data, schedule, callbacks, verbose):
+def cached_head_phase(recipe, model, data, schedule, callbacks, verbose, store=None):
     """Phase 1 on cached backbone features (transferkit.cache); its epoch records.
 
-    With augmentation on, the cache holds `feature_views` augmented views per training
-    image (default cache.DEFAULT_VIEWS), so augmentation still counts in phase 1.
+    With augmentation on, the cache holds `recipe.feature_views` augmented views per
+    training image, so augmentation still counts in phase 1. store: a FeatureStore
+    (default: the user's file cache); the tuner passes one shared across trials.
     """
     from transferkit import cache
+
+    store = store or cache.FeatureStore.default()
 
     augment = augment_config(recipe.augment)
     views = recipe.feature_views if augment else 0
     if verbose:
         print(f"phase 1 on cached backbone features ({views or 'no'} augmented views "
-              f"per image; cache: {cache.cache_dir()})")
+              f"per image; cache: {store.directory or 'memory'})")
     records, _ = cache.train_head_cached(
         model, data, schedule, views=views, augment=augment,
-        store=cache.FeatureStore.default(), seed=recipe.seed, callbacks=callbacks,
+        store=store, seed=recipe.seed, callbacks=callbacks,
         class_weight=data.class_weight, verbose=verbose)
     return list(records)
 

@@ -31,10 +31,10 @@ from keras_tuner.engine.metrics_tracking import infer_metric_direction
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch as _SaveBestEpoch
 
 from transferkit.backbones import get_spec
-from transferkit.cache import FeatureStore, train_head_cached
+from transferkit.cache import FeatureStore
 from transferkit.errors import ConfigError, check_choice
 from transferkit.recipe import recipe_from_dict
-from transferkit.run import augment_config, build_run_model, load_run_data
+from transferkit.run import build_run_model, cached_head_phase, load_run_data
 from transferkit.saving import write_json
 from transferkit.schedule import compile_for_phase, train_phase
 from transferkit.tuning_process import IsolatedTrials
@@ -131,14 +131,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
     def _phase1(self, model, data, recipe, schedule, callbacks, verbose, initial_epoch):
         if recipe.cache_features and not initial_epoch:
-            augment = augment_config(recipe.augment)
-            # Same views as `run.train`, so a trial's phase 1 is the retrained run's.
-            views = recipe.feature_views if augment else 0
-            records, _ = train_head_cached(
-                model, data, schedule, views=views,
-                augment=augment, store=self.store, seed=recipe.seed, callbacks=callbacks,
-                class_weight=data.class_weight, verbose=verbose)
-            return records
+            # run.train's own phase 1, so a trial's phase 1 is the retrained run's.
+            return cached_head_phase(recipe, model, data, schedule, callbacks, verbose,
+                                     store=self.store)
         compile_for_phase(model, schedule.head, schedule, train=data.train)
         return train_phase(model, data.train, data.val, schedule.head, name="head",
                            initial_epoch=initial_epoch, monitor=schedule.monitor,
