@@ -53,11 +53,11 @@ def main(argv=None):
 
     import keras
 
-    from transferkit import cache
-    from transferkit.data import load_data
-    from transferkit.model import build_model
-    from transferkit.run import augment_config
-    from transferkit.schedule import PhaseConfig, ScheduleConfig, fine_tune
+    from transferkit.training import cache
+    from transferkit.data.load import load_data
+    from transferkit.models.builder import build_model
+    from transferkit.training.run import augment_config
+    from transferkit.training.schedule import PhaseConfig, ScheduleConfig, fine_tune
 
     augment = augment_config(args.augment)
     schedule = ScheduleConfig(head=PhaseConfig(epochs=args.epochs, learning_rate=1e-3,

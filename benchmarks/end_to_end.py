@@ -92,7 +92,7 @@ def shared_init(path, size, classes=2, seed=0, calibration=64):
     """
     import keras
 
-    from transferkit.backbones import create_backbone
+    from transferkit.models.backbones import create_backbone
 
     keras.utils.set_random_seed(seed)
     backbone = create_backbone("mobilenet_v2", weights=None, input_shape=(size, size, 3))
@@ -138,8 +138,8 @@ def now():
 def run_transferkit(train_dir, val_dir, weights, args, cache_dir):
     import keras
 
-    from transferkit.recipe import RecipeConfig
-    from transferkit.run import train
+    from transferkit.training.recipe import RecipeConfig
+    from transferkit.training.run import train
 
     keras.utils.set_random_seed(args.seed)
     os.environ["TRANSFERKIT_CACHE"] = cache_dir  # a cold cache: extraction is timed
@@ -200,7 +200,7 @@ def run_keras_guide(train_dir, val_dir, weights, args):
 def first_trainable(base, blocks):
     """Index of the first layer of MobileNetV2's last `blocks` blocks (as transferkit's
     `last_blocks:K` policy counts them)."""
-    from transferkit.backbones import block_starts, get_spec
+    from transferkit.models.backbones import block_starts, get_spec
 
     starts = block_starts([layer.name for layer in base.layers], get_spec("mobilenet_v2"))
     return starts[max(0, len(starts) - blocks)]

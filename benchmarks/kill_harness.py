@@ -57,7 +57,7 @@ def harness(root, points=POINTS, *, head_epochs=2, finetune_epochs=2, every=3, s
     data = make_images(os.path.join(root, "images"), seed=seed)
     run = os.path.join(root, "run")
     progress = os.path.join(root, "progress.txt")
-    cmd = [sys.executable, "-m", "transferkit.cli", "train", "--data", data,
+    cmd = [sys.executable, "-m", "transferkit", "train", "--data", data,
            "--backbone", "tiny_test", "--weights", "none", "--image-size", "32",
            "--batch-size", "4", "--augment", "none", "--no-cache-features",
            "--head-epochs", str(head_epochs), "--finetune-epochs", str(finetune_epochs),
@@ -180,7 +180,7 @@ def _unreadable(run, tune):
     sys.path.insert(0, REPO)
     import h5py
 
-    from transferkit.saving import load_model
+    from transferkit.models.saving import load_model
 
     problems = []
     for path in glob.glob(os.path.join(run, "**", "*"), recursive=True) + \

@@ -58,8 +58,8 @@ def naive_dataset(paths, labels, size, batch, config):
     """The serial baseline: one map, no parallel calls, no prefetch."""
     import tensorflow as tf
 
-    from transferkit.augment import augment_image
-    from transferkit.tfdata import decode_image
+    from transferkit.data.augment import augment_image
+    from transferkit.data.pipeline import decode_image
 
     ds = tf.data.Dataset.from_tensor_slices((paths, labels)).shuffle(len(paths), seed=0)
     ds = ds.enumerate().map(lambda i, xy: (augment_image(
@@ -84,8 +84,8 @@ def _cpu_seconds() -> float:
 
 
 def bench_throughput(paths, labels, size, batch, rounds) -> float:
-    from transferkit.augment import AugmentConfig
-    from transferkit.tfdata import make_dataset
+    from transferkit.data.augment import AugmentConfig
+    from transferkit.data.pipeline import make_dataset
 
     config = AugmentConfig(rotation=0.05, zoom=0.1, brightness=0.1, contrast=0.1)
     tuned = make_dataset(paths, labels, image_size=size, batch_size=batch, training=True,
@@ -110,8 +110,8 @@ def bench_training(paths, labels, size, batch, steps, rounds) -> float:
     import keras
     import tensorflow as tf
 
-    from transferkit.augment import AugmentConfig
-    from transferkit.tfdata import make_dataset
+    from transferkit.data.augment import AugmentConfig
+    from transferkit.data.pipeline import make_dataset
 
     base = keras.applications.MobileNetV2(weights=None, include_top=False,
                                           input_shape=(*size, 3), pooling="avg")
@@ -148,8 +148,8 @@ def bench_training(paths, labels, size, batch, steps, rounds) -> float:
 
 def stream_child(folder: str, n: int) -> None:
     """Child process: stream n files once through the training pipeline."""
-    from transferkit.augment import AugmentConfig
-    from transferkit.tfdata import make_dataset
+    from transferkit.data.augment import AugmentConfig
+    from transferkit.data.pipeline import make_dataset
 
     paths = sorted(str(p) for p in Path(folder).glob("*/*.jpg"))[:n]
     labels = np.eye(2, dtype=np.float32)[[int(Path(p).parent.name[1]) for p in paths]]

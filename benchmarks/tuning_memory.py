@@ -43,11 +43,11 @@ def measure(args):
     import keras_tuner
 
     from conftest import make_image_folder
-    from transferkit.cache import FeatureStore
-    from transferkit.recipe import RecipeConfig
-    from transferkit.tuning import TransferHyperModel
-    from transferkit.tuning_process import IsolatedTrials
-    from transferkit.tuning_space import SearchSpace
+    from transferkit.training.cache import FeatureStore
+    from transferkit.training.recipe import RecipeConfig
+    from transferkit.tuning.tuner import TransferHyperModel
+    from transferkit.tuning.process import IsolatedTrials
+    from transferkit.tuning.space import SearchSpace
 
     if args.mode == "kept":
         keras_tuner.src.engine.tuner.keras.backend.clear_session = lambda *a, **k: None

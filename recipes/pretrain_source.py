@@ -23,11 +23,11 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]  # procedural.py; transferkit (chec
 import keras  # noqa: E402
 
 import procedural  # noqa: E402
-from transferkit.freezing import FreezePolicy  # noqa: E402
-from transferkit.heads import HeadConfig  # noqa: E402
-from transferkit.model import build_model  # noqa: E402
-from transferkit.saving import save_model  # noqa: E402
-from transferkit.schedule import PhaseConfig, ScheduleConfig, fine_tune  # noqa: E402
+from transferkit.training.freezing import FreezePolicy  # noqa: E402
+from transferkit.models.heads import HeadConfig  # noqa: E402
+from transferkit.models.builder import build_model  # noqa: E402
+from transferkit.models.saving import save_model  # noqa: E402
+from transferkit.training.schedule import PhaseConfig, ScheduleConfig, fine_tune  # noqa: E402
 
 BACKBONE = "compact_cnn"
 DEFAULT_OUT = HERE.parent / "data" / "source_compact_cnn.keras"

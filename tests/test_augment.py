@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from transferkit.augment import AugmentConfig, augment_image, mix_batch
-from transferkit.data import load_data, make_dataset
-from transferkit.errors import DataError
+from transferkit.data.augment import AugmentConfig, augment_image, mix_batch
+from transferkit.data.load import load_data, make_dataset
+from transferkit.core.errors import DataError
 
 FULL = AugmentConfig(crop_scale=(0.5, 1.0), flip="horizontal_and_vertical", rotation=0.1,
                      zoom=0.2, translation=0.1, brightness=0.2, contrast=0.3,

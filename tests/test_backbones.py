@@ -9,9 +9,9 @@ import dataclasses
 
 import pytest
 
-from transferkit.backbones import (BackboneSpec, block_starts, create_backbone, get_spec,
+from transferkit.models.backbones import (BackboneSpec, block_starts, create_backbone, get_spec,
                                    list_backbones, register_backbone)
-from transferkit.errors import ConfigError
+from transferkit.core.errors import ConfigError
 
 # The largest (slowest to build) members of each family; the rest run in CI.
 SLOW = {

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from conftest import make_image_folder
 
-from transferkit import cache
-from transferkit.augment import AugmentConfig
-from transferkit.data import load_data
-from transferkit.errors import ConfigError
-from transferkit.freezing import FreezePolicy, freeze
-from transferkit.heads import HeadConfig
-from transferkit.model import build_model, feature_extractor
-from transferkit.recipe import RecipeConfig
-from transferkit.run import read_history, train
-from transferkit.schedule import PhaseConfig, ScheduleConfig, fine_tune
+from transferkit.training import cache
+from transferkit.data.augment import AugmentConfig
+from transferkit.data.load import load_data
+from transferkit.core.errors import ConfigError
+from transferkit.training.freezing import FreezePolicy, freeze
+from transferkit.models.heads import HeadConfig
+from transferkit.models.builder import build_model, feature_extractor
+from transferkit.training.recipe import RecipeConfig
+from transferkit.training.run import read_history, train
+from transferkit.training.schedule import PhaseConfig, ScheduleConfig, fine_tune
 
 SCHEDULE = ScheduleConfig(head=PhaseConfig(epochs=4, learning_rate=0.1,
                                            early_stopping_patience=None),

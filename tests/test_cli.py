@@ -22,7 +22,7 @@ def trained(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3",
            "TRANSFERKIT_CACHE": str(root / "cache")}
     done = subprocess.run(
-        [sys.executable, "-m", "transferkit.cli", "train", "--data", folder,
+        [sys.executable, "-m", "transferkit", "train", "--data", folder,
          "--backbone", "tiny_test", "--weights", "none", "--image-size", "32",
          "--head-epochs", "2", "--finetune-epochs", "1", "--head-lr", "0.05",
          "--batch-size", "8", "--out", run],

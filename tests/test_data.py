@@ -6,9 +6,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from transferkit.data import (DataSplits, class_weight_for, encode_labels, load_data,
+from transferkit.data.load import (DataSplits, class_weight_for, encode_labels, load_data,
                               make_dataset, stratified_split)
-from transferkit.errors import DataError
+from transferkit.core.errors import DataError
 
 COLOURS = {"blue": 2, "green": 1, "red": 0}  # class -> channel that is lit
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from transferkit import cli, demo
-from transferkit.errors import DataError
+from transferkit import cli
+from transferkit.cli import demo
+from transferkit.core.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_image_folder
-from transferkit.distribute import (MULTIWORKER_FIX_CHECKED, STRATEGIES,
+from transferkit.training.distribute import (MULTIWORKER_FIX_CHECKED, STRATEGIES,
                                     keras_trainer_needs_fix, make_strategy,
                                     per_replica_batch, precision, prepare_dataset)
-from transferkit.errors import ConfigError
-from transferkit.model import build_model
-from transferkit.saving import load_model
-from transferkit.schedule import PhaseConfig, ScheduleConfig, compile_for_phase
+from transferkit.core.errors import ConfigError
+from transferkit.models.builder import build_model
+from transferkit.models.saving import load_model
+from transferkit.training.schedule import PhaseConfig, ScheduleConfig, compile_for_phase
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_FLAGS = ["--backbone", "tiny_test", "--weights", "none", "--image-size", "32",
@@ -76,8 +76,8 @@ def test_mirrored_on_two_logical_cpus_trains_all_epochs(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from transferkit.cli import main
-        from transferkit.distribute import make_strategy
+        from transferkit.cli.main import main
+        from transferkit.training.distribute import make_strategy
         print("REPLICAS", make_strategy("mirrored").num_replicas_in_sync)
         sys.exit(main(["train", "--data", {str(data)!r}, "--out", {str(out)!r},
                        "--strategy", "mirrored", *{TRAIN_FLAGS!r}]))
@@ -100,7 +100,7 @@ def test_multiworker_two_workers_end_with_identical_weights(tmp_path):
     for index in range(2):
         config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "transferkit.cli", "train", "--data", data,
+            [sys.executable, "-m", "transferkit", "train", "--data", data,
              "--out", str(out), "--strategy", "multiworker", *TRAIN_FLAGS],
             cwd=REPO, env=_env(TF_CONFIG=config), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True))

@@ -5,13 +5,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_image_folder
-from transferkit import calibrate as cal
+from transferkit.evaluation import calibrate as cal
 from transferkit import cli
-from transferkit import evaluate as ev
-from transferkit.gradcam import grad_cam
-from transferkit.model import build_model
-from transferkit.saving import load_model, save_model
-from transferkit.tta import TTAViews, ViewMean, with_tta
+from transferkit.evaluation import evaluate as ev
+from transferkit.evaluation.gradcam import grad_cam
+from transferkit.models.builder import build_model
+from transferkit.models.saving import load_model, save_model
+from transferkit.evaluation.tta import TTAViews, ViewMean, with_tta
 
 
 def _tiny(classes=3, seed=0):

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import make_image_folder
-from transferkit import export as ex
-from transferkit.errors import ConfigError
-from transferkit.evaluate import eval_data, load_run
-from transferkit.model import build_model
-from transferkit.saving import read_metadata, save_model
+from transferkit.evaluation import export as ex
+from transferkit.core.errors import ConfigError
+from transferkit.evaluation.evaluate import eval_data, load_run
+from transferkit.models.builder import build_model
+from transferkit.models.saving import read_metadata, save_model
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_quantize_arguments_are_checked(tiny_run, tmp_path):
 def test_a_tta_model_exports_to_tflite(tiny_run, tmp_path):
     import dataclasses
 
-    from transferkit.tta import with_tta
+    from transferkit.evaluation.tta import with_tta
 
     loaded, _ = tiny_run
     loaded = dataclasses.replace(loaded, model=with_tta(loaded.model, "ten_crop"))

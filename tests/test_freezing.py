@@ -5,9 +5,9 @@ import math
 import keras
 import pytest
 
-from transferkit.errors import ConfigError
-from transferkit.freezing import KINDS, FreezePolicy, freeze, trainable_signature
-from transferkit.model import build_model
+from transferkit.core.errors import ConfigError
+from transferkit.training.freezing import KINDS, FreezePolicy, freeze, trainable_signature
+from transferkit.models.builder import build_model
 
 # tiny_test backbone layers, in order (index: name):
 # 0 image | 1 block1_conv 2 block1_bn 3 block1_relu | 4 block2_conv 5 block2_bn
@@ -35,7 +35,7 @@ def model():
 
 
 def _head(**kwargs):
-    from transferkit.heads import HeadConfig
+    from transferkit.models.heads import HeadConfig
     return HeadConfig(**kwargs)
 
 

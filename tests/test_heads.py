@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import make_image_folder
-from transferkit.errors import ConfigError
-from transferkit.heads import HeadConfig, build_head, loss_and_metrics, output_units, task_of
-from transferkit.model import build_model
-from transferkit.schedule import PhaseConfig, ScheduleConfig, fine_tune
+from transferkit.core.errors import ConfigError
+from transferkit.models.heads import HeadConfig, build_head, loss_and_metrics, output_units, task_of
+from transferkit.models.builder import build_model
+from transferkit.training.schedule import PhaseConfig, ScheduleConfig, fine_tune
 
 SIZE = 16
 

@@ -10,10 +10,10 @@ import keras
 import numpy as np
 import pytest
 
-from transferkit.backbones import get_spec, list_backbones
-from transferkit.layers import Preprocess
-from transferkit.model import build_model, feature_extractor
-from transferkit.errors import ConfigError
+from transferkit.models.backbones import get_spec, list_backbones
+from transferkit.models.layers import Preprocess
+from transferkit.models.builder import build_model, feature_extractor
+from transferkit.core.errors import ConfigError
 
 # backbone, keras.applications module, image size, backbone kwargs
 CASES = [
@@ -110,7 +110,7 @@ def test_resize_accepts_other_input_sizes():
 
 
 def test_saved_model_keeps_its_preprocessing(tmp_path):
-    from transferkit.saving import load_model, save_model
+    from transferkit.models.saving import load_model, save_model
 
     model = build_model("tiny_test", 2, weights=None, image_size=16)
     path = save_model(model, str(tmp_path / "m.keras"))

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from transferkit.errors import ConfigError
-from transferkit.freezing import FreezePolicy
-from transferkit.recipe import FIELDS, RecipeConfig, load_recipe, recipe_from_dict
+from transferkit.core.errors import ConfigError
+from transferkit.training.freezing import FreezePolicy
+from transferkit.training.recipe import FIELDS, RecipeConfig, load_recipe, recipe_from_dict
 
 
 def test_unknown_keys_list_valid_keys_and_suggest_a_close_match():

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferkit import run as run_lib
-from transferkit.backbones import create_backbone, get_spec
-from transferkit.data import load_data
-from transferkit.errors import ConfigError
-from transferkit.freezing import freeze
-from transferkit.recipes_cli import resolve_recipe, run_recipe
-from transferkit.run import build_run_model
-from transferkit.saving import load_model, read_metadata
+from transferkit.training import run as run_lib
+from transferkit.models.backbones import create_backbone, get_spec
+from transferkit.data.load import load_data
+from transferkit.core.errors import ConfigError
+from transferkit.training.freezing import freeze
+from transferkit.cli.recipes import resolve_recipe, run_recipe
+from transferkit.training.run import build_run_model
+from transferkit.models.saving import load_model, read_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"

@@ -7,11 +7,11 @@ import numpy as np
 from PIL import Image
 
 from conftest import make_image_folder
-from transferkit import calibrate as cal
-from transferkit.data import load_data
-from transferkit.model import build_model
-from transferkit.report import write_eval_report, write_report
-from transferkit.run import augment_config
+from transferkit.evaluation import calibrate as cal
+from transferkit.data.load import load_data
+from transferkit.models.builder import build_model
+from transferkit.evaluation.report import write_eval_report, write_report
+from transferkit.training.run import augment_config
 
 
 def _assert_real_png(path):
@@ -54,7 +54,7 @@ def test_eval_report_includes_the_reliability_plot(tmp_path):
     rng = np.random.default_rng(0)
     probs = rng.dirichlet([0.3, 0.3], size=40)
     labels = np.eye(2)[rng.integers(0, 2, 40)]
-    from transferkit.evaluate import classification_report
+    from transferkit.evaluation.evaluate import classification_report
 
     report = classification_report(probs, labels, ["cat", "dog"])
     t = cal.fit_temperature(probs, labels)

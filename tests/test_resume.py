@@ -10,11 +10,11 @@ import keras
 import numpy as np
 import pytest
 
-from transferkit.checkpoint import (CheckpointConfig, CheckpointManager, Checkpointer,
+from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager, Checkpointer,
                                     resume, save_on_sigterm)
-from transferkit.errors import TransferkitError
-from transferkit.model import build_model
-from transferkit.schedule import PhaseConfig, ScheduleConfig, compile_for_phase, fine_tune
+from transferkit.core.errors import TransferkitError
+from transferkit.models.builder import build_model
+from transferkit.training.schedule import PhaseConfig, ScheduleConfig, compile_for_phase, fine_tune
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEDULE = ScheduleConfig(

@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from transferkit.errors import TransferkitError, UnsafeModelError
-from transferkit.heads import HeadConfig
-from transferkit.model import build_model
-from transferkit.optimizers import make_optimizer
-from transferkit.saving import atomic_path, load_model, read_metadata, save_model, write_json
+from transferkit.core.errors import TransferkitError, UnsafeModelError
+from transferkit.models.heads import HeadConfig
+from transferkit.models.builder import build_model
+from transferkit.training.optimizers import make_optimizer
+from transferkit.models.saving import atomic_path, load_model, read_metadata, save_model, write_json
 
 
 def _tiny(classes=2):

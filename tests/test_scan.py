@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from transferkit.data import load_data
-from transferkit.errors import DataError
-from transferkit.scan import scan
-from transferkit.tfdata import decode_image
+from transferkit.data.load import load_data
+from transferkit.core.errors import DataError
+from transferkit.data.scan import scan
+from transferkit.data.pipeline import decode_image
 
 RNG = np.random.default_rng(0)
 

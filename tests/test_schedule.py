@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transferkit.errors import ConfigError, TrainableChangedError
-from transferkit.freezing import FreezePolicy, RecompileGuard
-from transferkit.heads import HeadConfig
-from transferkit.model import build_model
-from transferkit.schedule import (PhaseConfig, ScheduleConfig, as_dataset,
+from transferkit.core.errors import ConfigError, TrainableChangedError
+from transferkit.training.freezing import FreezePolicy, RecompileGuard
+from transferkit.models.heads import HeadConfig
+from transferkit.models.builder import build_model
+from transferkit.training.schedule import (PhaseConfig, ScheduleConfig, as_dataset,
                                   compile_for_phase, fine_tune, learning_rate_schedule,
                                   train_phase)
 

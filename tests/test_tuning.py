@@ -16,10 +16,10 @@ import pytest
 from conftest import make_image_folder
 
 from transferkit import cli
-from transferkit.errors import ConfigError
-from transferkit.recipe import RecipeConfig, load_recipe
-from transferkit.tuning import TransferHyperModel, load_search, phase_epochs, tune
-from transferkit.tuning_space import Range, SearchSpace, declare, resolve, space_from_dict
+from transferkit.core.errors import ConfigError
+from transferkit.training.recipe import RecipeConfig, load_recipe
+from transferkit.tuning.tuner import TransferHyperModel, load_search, phase_epochs, tune
+from transferkit.tuning.space import Range, SearchSpace, declare, resolve, space_from_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 1 + 1 epochs of the tiny backbone on 16 images at 32 px: seconds per trial. Trials run
@@ -169,7 +169,7 @@ def test_killed_search_resumes_to_exactly_max_trials(tiny_data, tmp_path):
     out = str(tmp_path / "sweep")
     # The killed search runs the default, one process per trial (so the kill also
     # takes down trial 1's process); the resume trains in this process.
-    command = [sys.executable, "-m", "transferkit.cli", "tune", "--data", tiny_data,
+    command = [sys.executable, "-m", "transferkit", "tune", "--data", tiny_data,
                "--out", out, "--max-trials", "3", "--seed", "1", *FLAGS[:-1]]
     proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -206,7 +206,7 @@ def test_distributed_chief_and_two_workers_on_localhost(tiny_data, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = str(tmp_path / "sweep")
-    command = [sys.executable, "-m", "transferkit.cli", "tune", "--data", tiny_data,
+    command = [sys.executable, "-m", "transferkit", "tune", "--data", tiny_data,
                "--out", out, "--max-trials", "2", *FLAGS]
     procs = []
     try:

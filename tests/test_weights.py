@@ -15,10 +15,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from transferkit.backbones import create_backbone
-from transferkit.errors import WeightsError
-from transferkit.model import build_model
-from transferkit.saving import save_model
+from transferkit.models.backbones import create_backbone
+from transferkit.core.errors import WeightsError
+from transferkit.models.builder import build_model
+from transferkit.models.saving import save_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,8 +88,8 @@ _IMAGENET_SCRIPT = textwrap.dedent("""
     import h5py, keras, numpy as np
     import keras.src.utils.file_utils as file_utils
     from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
-    from transferkit.backbones import create_backbone, imagenet_cache_dir
-    from transferkit.errors import WeightsError
+    from transferkit.models.backbones import create_backbone, imagenet_cache_dir
+    from transferkit.core.errors import WeightsError
 
     attempts = []
     def offline(url, *args, **kwargs):

@@ -13,30 +13,30 @@ import os as _os
 # an explicit TF_CPP_MIN_LOG_LEVEL from the user still wins.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from transferkit.backbones import (BackboneSpec, create_backbone, get_spec, list_backbones,
+from transferkit.models.backbones import (BackboneSpec, create_backbone, get_spec, list_backbones,
                                    register_backbone)
-from transferkit.errors import (ConfigError, DataError, TrainableChangedError,
+from transferkit.core.errors import (ConfigError, DataError, TrainableChangedError,
                                 TransferkitError, UnsafeModelError, WeightsError)
-from transferkit.freezing import FreezeAudit, FreezePolicy, RecompileGuard, freeze
-from transferkit.heads import HeadConfig, build_head
-from transferkit.layers import Preprocess
-from transferkit.model import build_model, feature_extractor
-from transferkit.optimizers import make_optimizer
-from transferkit.recipe import RecipeConfig, load_recipe
-from transferkit.saving import load_model, read_metadata, save_model
-from transferkit.schedule import FineTuneResult, PhaseConfig, ScheduleConfig, fine_tune
-from transferkit.augment import AugmentConfig
-from transferkit.data import DataSplits, load_data
-from transferkit.run import train
-from transferkit.scan import scan
+from transferkit.training.freezing import FreezeAudit, FreezePolicy, RecompileGuard, freeze
+from transferkit.models.heads import HeadConfig, build_head
+from transferkit.models.layers import Preprocess
+from transferkit.models.builder import build_model, feature_extractor
+from transferkit.training.optimizers import make_optimizer
+from transferkit.training.recipe import RecipeConfig, load_recipe
+from transferkit.models.saving import load_model, read_metadata, save_model
+from transferkit.training.schedule import FineTuneResult, PhaseConfig, ScheduleConfig, fine_tune
+from transferkit.data.augment import AugmentConfig
+from transferkit.data.load import DataSplits, load_data
+from transferkit.training.run import train
+from transferkit.data.scan import scan
 
 # Heavier corners (keras-tuner, tf.distribute, the feature cache) load on first use.
 _LAZY = {
-    "tune": "transferkit.tuning", "TransferHyperModel": "transferkit.tuning",
-    "SearchSpace": "transferkit.tuning_space", "Range": "transferkit.tuning_space",
-    "make_strategy": "transferkit.distribute", "CheckpointConfig": "transferkit.checkpoint",
-    "FeatureStore": "transferkit.cache", "train_head_cached": "transferkit.cache",
-    "merge": "transferkit.cache", "with_tta": "transferkit.tta",
+    "tune": "transferkit.tuning.tuner", "TransferHyperModel": "transferkit.tuning.tuner",
+    "SearchSpace": "transferkit.tuning.space", "Range": "transferkit.tuning.space",
+    "make_strategy": "transferkit.training.distribute", "CheckpointConfig": "transferkit.training.checkpoint",
+    "FeatureStore": "transferkit.training.cache", "train_head_cached": "transferkit.training.cache",
+    "merge": "transferkit.training.cache", "with_tta": "transferkit.evaluation.tta",
 }
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from transferkit.cli import main
+from transferkit.cli.main import main
 
 sys.exit(main())

@@ -1,0 +1,184 @@
+"""The tf.data pipeline: decode, resize, cache, shuffle, augment, batch, prefetch.
+
+All work runs inside tf.data `map` with parallel calls under `tf.device("/CPU:0")`, so
+on a GPU machine the accelerator only runs the model, and `prefetch` has the next
+batches ready while the model steps. Images come out float32, raw RGB in 0-255.
+
+Order of stages and why:
+  cheap elements (paths or indices) -> shuffle   whole split, no pixels in memory
+  -> decode + resize (parallel map) -> cache     decoded once, before augmentation
+  -> augment (parallel map, stateless seeds) -> batch -> mixup/cutmix -> prefetch
+With a cache the shuffle moves after it (a buffer of decoded images), so each epoch
+gets a new order; the cache stores uint8.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from transferkit.data.augment import AugmentConfig, augment_image, mix_batch
+from transferkit.core.errors import DataError
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_IMAGE_BUFFER = 1024  # shuffle buffer when elements are decoded images
+
+
+def as_size(image_size) -> tuple[int, int]:
+    """(height, width) from an int or a pair; raises DataError otherwise."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size):
+        raise DataError("image_size should be a positive int or (height, width). "
+                        f"Received: image_size={image_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def decode_image(path, image_size):
+    """Read and decode one file (JPEG/PNG/GIF/BMP/WebP, first frame) to float32 RGB."""
+    with tf.device("/CPU:0"):
+        data = tf.io.read_file(path)
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return tf.image.resize(image, image_size)  # bilinear, float32, still 0-255
+
+
+def to_rgb_float(image, image_size):
+    """Any uint8/float image [H, W] / [H, W, 1|3|4] -> float32 [h, w, 3] in 0-255."""
+    with tf.device("/CPU:0"):
+        image = tf.convert_to_tensor(image)
+        if image.shape.rank == 2:
+            image = image[..., None]
+        image = tf.cast(image, tf.float32)
+        channels = image.shape[-1]
+        if channels == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        elif channels == 4:
+            image = image[..., :3]
+        elif channels != 3:
+            raise DataError(f"images must have 1, 3 or 4 channels; received shape "
+                            f"{image.shape}")
+        return tf.image.resize(image, image_size)
+
+
+def _label_array(labels, n: int) -> np.ndarray:
+    labels = np.asarray(labels, dtype=np.float32)
+    if labels.ndim == 1:
+        labels = labels[:, None]
+    if labels.ndim != 2 or len(labels) != n:
+        raise DataError(f"labels must have one row per image ({n}); received shape "
+                        f"{labels.shape}. Encode them with data.encode_labels.")
+    return labels
+
+
+def make_dataset(paths, labels, *, image_size, batch_size: int = 32,
+                 training: bool = False, augment: AugmentConfig | None = None,
+                 seed: int | None = None, cache=None, shuffle_buffer: int | None = None,
+                 deterministic: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches of (float32 [B, H, W, 3] 0-255, float32 labels) from image files.
+
+    labels: encoded targets, one row per path (see data.encode_labels).
+    training=False (default): no shuffle, no augmentation, files in the given order.
+    cache: None, "memory" or a file path prefix; holds decoded, resized images.
+    shuffle_buffer: default the whole list of paths (strings are cheap), or 1024
+        decoded images when cached. deterministic: same seed -> same batches.
+    """
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise DataError("make_dataset: paths is empty; there are no images to load.")
+    labels = _label_array(labels, len(paths))
+    size = as_size(image_size)
+    with tf.device("/CPU:0"):
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        return build(ds, lambda p, y: (decode_image(p, size), y), n=len(paths),
+                     batch_size=batch_size, training=training, augment=augment,
+                     seed=seed, cache=cache, shuffle_buffer=shuffle_buffer,
+                     deterministic=deterministic, drop_remainder=drop_remainder)
+
+
+def dataset_from_arrays(x, y, *, image_size=None, batch_size: int = 32,
+                        training: bool = False, augment: AugmentConfig | None = None,
+                        seed: int | None = None, cache=None,
+                        shuffle_buffer: int | None = None, deterministic: bool = False,
+                        drop_remainder: bool = False) -> tf.data.Dataset:
+    """Like make_dataset, from in-memory images x [N, H, W(, C)] and encoded labels y.
+
+    image_size defaults to the arrays' own size. Images stay in their dtype in
+    memory and are shuffled by index, so nothing is copied per epoch.
+    """
+    x = np.asarray(x)
+    if x.ndim not in (3, 4) or len(x) == 0:
+        raise DataError(f"x must be a non-empty array [N, H, W] or [N, H, W, C]; "
+                        f"received shape {x.shape}")
+    y = _label_array(y, len(x))
+    size = as_size(image_size or x.shape[1:3])
+    with tf.device("/CPU:0"):
+        xs, ys = tf.constant(x), tf.constant(y)
+        ds = tf.data.Dataset.range(len(x))
+
+        def prepare(i):
+            return to_rgb_float(tf.gather(xs, i), size), tf.gather(ys, i)
+
+        return build(ds, prepare, n=len(x), batch_size=batch_size, training=training,
+                     augment=augment, seed=seed, cache=cache,
+                     shuffle_buffer=shuffle_buffer, deterministic=deterministic,
+                     drop_remainder=drop_remainder)
+
+
+def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
+          augment: AugmentConfig | None, seed: int | None, cache,
+          shuffle_buffer: int | None, deterministic: bool, drop_remainder: bool,
+          cheap_elements: bool = True) -> tf.data.Dataset:
+    """Shared stages. `ds` yields elements `prepare` maps to (image, label);
+    cheap_elements=False when they are already images (then the shuffle buffer
+    defaults to DEFAULT_IMAGE_BUFFER rather than the whole split)."""
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    if cache not in (None, "memory") and not isinstance(cache, (str, os.PathLike)):
+        raise DataError(f"cache should be None, 'memory' or a file path. Received: "
+                        f"cache={cache!r}")
+    # training=False must give a fixed order (the feature cache keys on it).
+    ordered = deterministic or not training
+    with tf.device("/CPU:0"):
+        if training and cache is None:  # shuffle before decoding: no pixels buffered
+            full = n if cheap_elements and n else DEFAULT_IMAGE_BUFFER
+            ds = ds.shuffle(shuffle_buffer or full, seed=seed, reshuffle_each_iteration=True)
+        if cache is None:
+            ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+        else:
+            # uint8 in the cache: a quarter of float32's memory or disk, error < 0.5.
+            ds = ds.map(lambda *e: _to_uint8(*prepare(*e)), num_parallel_calls=AUTOTUNE,
+                        deterministic=ordered)
+            ds = ds.cache("" if cache == "memory" else os.fspath(cache))
+            if training:
+                ds = ds.shuffle(shuffle_buffer or min(n or DEFAULT_IMAGE_BUFFER,
+                                                      DEFAULT_IMAGE_BUFFER),
+                                seed=seed, reshuffle_each_iteration=True)
+            ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),
+                        num_parallel_calls=AUTOTUNE, deterministic=ordered)
+        if training and augment is not None:
+            ds = _with_seeds(ds, seed, 0).map(
+                lambda xy, s: (augment_image(xy[0], s, augment), xy[1]),
+                num_parallel_calls=AUTOTUNE, deterministic=ordered)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        if training and augment is not None and augment.mixes:
+            ds = _with_seeds(ds, seed, 1).map(
+                lambda xy, s: mix_batch(xy[0], xy[1], s, augment),
+                num_parallel_calls=AUTOTUNE, deterministic=ordered)
+        options = tf.data.Options()
+        options.deterministic = ordered
+        return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def _to_uint8(image, label):
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8), label
+
+
+def _with_seeds(ds, seed, stream: int):
+    """Zip a seed [2] onto each element: a new one per element and per epoch, the same
+    sequence for the same seed (stateless ops then make augmentation reproducible)."""
+    randoms = tf.data.Dataset.random(
+        seed=None if seed is None else seed * 2 + stream, rerandomize_each_iteration=True)
+    seeds = randoms.map(lambda r: tf.stack([r, tf.constant(stream, tf.int64)]))
+    return tf.data.Dataset.zip((ds, seeds))

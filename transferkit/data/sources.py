@@ -1,0 +1,162 @@
+"""In-memory and TFDS sources for `load_data`: numpy arrays, tf.data, "tfds:NAME"."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from transferkit.data import load as data, pipeline as tfdata
+from transferkit.core.errors import DataError, suggest
+
+
+def from_arrays(x, y, *, task, class_names, val_split, test_split, augment, cache,
+                class_weights, pipe) -> "data.DataSplits":
+    """(x, y) numpy arrays: stratified split by index, then dataset_from_arrays."""
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise DataError(f"(x, y) source: x has {len(x)} images but y has {len(y)} labels.")
+    if task in ("multiclass", "binary") and y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)  # one-hot given: back to indices
+    if task == "regression":
+        names, strata, encoded = (), np.zeros(len(y)), data.encode_labels(y, task, ())
+    elif task == "multilabel":
+        if y.ndim != 2:
+            raise DataError(f"task='multilabel' needs y as multi-hot [N, C]; received "
+                            f"shape {y.shape}")
+        names = _names(class_names, y.shape[1])
+        strata, encoded = [r.tobytes() for r in (y > 0)], (y > 0).astype(np.float32)
+    else:
+        ids = y.reshape(-1).astype(int)
+        names = _names(class_names, 2 if task == "binary" else int(ids.max()) + 1)
+        strata, encoded = ids, data.encode_labels(ids, task, names)
+    idx = data.stratified_split(strata, val_split, test_split, pipe["seed"])
+    built = {}
+    for split, chosen in zip(data.SPLIT_NAMES, idx):
+        if len(chosen):
+            built[split] = tfdata.dataset_from_arrays(
+                x[chosen], encoded[chosen], training=split == "train",
+                augment=augment if split == "train" else None,
+                cache=data._cache_for(cache, split), **pipe)
+    train_y = encoded[idx[0]]
+    return _splits(built, names, task, data.num_outputs(task, names, train_y), pipe,
+                   train_y if class_weights else None,
+                   {s: len(i) for s, i in zip(data.SPLIT_NAMES, idx) if len(i)})
+
+
+def from_dataset(ds: tf.data.Dataset, *, task, class_names, val_split, test_split,
+                 augment, cache, class_weights, pipe) -> "data.DataSplits":
+    """Unbatched (image, label) dataset, split by a seeded coin per position."""
+    if class_names is None and task in ("multiclass", "binary"):
+        labels = np.concatenate([np.reshape(b, (-1,)) for b in
+                                 ds.map(lambda _, y: y).batch(4096).as_numpy_iterator()])
+        n = 2 if task == "binary" else int(labels.max()) + 1
+        class_names = [str(i) for i in range(n)]
+    if task == "multilabel" and class_names is None:
+        class_names = [str(i) for i in range(ds.element_spec[1].shape[-1])]
+    seed = pipe["seed"]
+
+    def part(lo, hi):
+        def keep(i, _):
+            u = tf.random.stateless_uniform([], tf.stack([tf.cast(seed, tf.int64), i]))
+            return (u >= lo) & (u < hi)
+        return ds.enumerate().filter(keep).map(lambda _, xy: xy)
+
+    cut = val_split + test_split
+    parts = {"train": part(cut, 1.0)}
+    if val_split:
+        parts["val"] = part(0.0, val_split)
+    if test_split:
+        parts["test"] = part(val_split, cut)
+    return _tensor_splits(parts, class_names or (), task, augment, cache, class_weights,
+                          pipe)
+
+
+def from_tfds(spec: str, *, task, data_dir, val_split, test_split, augment, cache,
+              class_weights, pipe) -> "data.DataSplits":
+    """"tfds:NAME" or "tfds:NAME:SPLIT" through tfds.load (as_supervised)."""
+    import tensorflow_datasets as tfds  # heavy import, only when asked for
+
+    _, _, rest = spec.partition(":")
+    name, _, base = rest.partition(":")
+    if not name:
+        raise DataError(f"TFDS source should be 'tfds:NAME' or 'tfds:NAME:SPLIT'. "
+                        f"Received: {spec!r}")
+    try:
+        info = tfds.builder(name, data_dir=data_dir).info
+    except tfds.core.registered.DatasetNotFoundError as exc:
+        raise DataError(f"{spec}: TFDS has no dataset {name!r}.\n{exc}") from None
+    head = base or "train"
+    if head.split("[")[0] not in info.splits:
+        raise DataError(f"{spec}: no split {head!r}; available: {sorted(info.splits)}."
+                        f"{suggest(head, list(info.splits))}")
+    if not info.supervised_keys:
+        raise DataError(f"{spec}: the dataset has no (image, label) supervised_keys.")
+    label = info.features[info.supervised_keys[1]]
+    names = tuple(label.names) if hasattr(label, "names") else ()
+    own = {"val": "validation", "test": "test"}
+    wanted = {"train": head}
+    carve = {"val": val_split, "test": test_split}
+    if not base:  # asked-for val/test come from the dataset's own splits if it has them
+        for key, split in own.items():
+            if split in info.splits and carve[key]:
+                wanted[key], carve[key] = split, 0.0
+    if "[" in head and (carve["val"] or carve["test"]):
+        raise DataError(f"{spec}: a sliced split cannot be carved further; pass "
+                        "val_split=0 and test_split=0, or an unsliced SPLIT.")
+    total = info.splits[head].num_examples
+    n_val, n_test = round(total * carve["val"]), round(total * carve["test"])
+    if n_val:
+        wanted["val"] = f"{head}[:{n_val}]"
+    if n_test:
+        wanted["test"] = f"{head}[{n_val}:{n_val + n_test}]"
+    if n_val or n_test:
+        wanted["train"] = f"{head}[{n_val + n_test}:]"
+    keys = list(wanted)
+    loaded = tfds.load(name, split=[wanted[k] for k in keys], as_supervised=True,
+                       data_dir=data_dir, shuffle_files=False)
+    return _tensor_splits(dict(zip(keys, loaded)), names, task, augment, cache,
+                          class_weights, pipe)
+
+
+def _tensor_splits(parts, names, task, augment, cache, class_weights, pipe):
+    names = tuple(str(n) for n in names)
+    size, c = pipe["image_size"], len(names)
+
+    def encode(y):
+        if task == "multiclass" and y.shape.rank == 0:
+            return tf.one_hot(tf.cast(y, tf.int32), c)
+        y = tf.cast(y, tf.float32)
+        return y[None] if y.shape.rank == 0 else y
+
+    def prepare(image, y):
+        return tfdata.to_rgb_float(image, size), encode(y)
+
+    built = {s: tfdata.build(ds, prepare, n=None, training=s == "train",
+                             augment=augment if s == "train" else None,
+                             cache=data._cache_for(cache, s), batch_size=pipe["batch_size"],
+                             seed=pipe["seed"], shuffle_buffer=pipe["shuffle_buffer"],
+                             deterministic=pipe["deterministic"], drop_remainder=False,
+                             cheap_elements=False)
+             for s, ds in parts.items()}
+    units = built["train"].element_spec[1].shape[-1] or 1
+    train_y = None
+    if class_weights:  # from the raw training labels, before mixing
+        train_y = np.stack(list(parts["train"].map(lambda _, y: encode(y))
+                                .as_numpy_iterator()))
+    return _splits(built, names, task, int(units), pipe, train_y, None)
+
+
+def _splits(built, names, task, units, pipe, train_y, counts):
+    return data.DataSplits(
+        train=built["train"], val=built.get("val"), test=built.get("test"),
+        class_names=tuple(names), task=task, num_classes=units,
+        image_size=pipe["image_size"],
+        class_weight=None if train_y is None else data.class_weight_for(train_y, task),
+        counts=counts)
+
+
+def _names(class_names, n: int) -> tuple[str, ...]:
+    names = tuple(class_names) if class_names is not None else tuple(map(str, range(n)))
+    if len(names) != n:
+        raise DataError(f"class_names has {len(names)} entries for {n} classes: {names}")
+    return names

@@ -1,0 +1,225 @@
+"""Export to .keras, SavedModel and TFLite (fp32, fp16, int8), and check parity.
+
+    path = export_model(loaded, "tflite", "exports/", quantize="int8",
+                        representative=representative_images(loaded, "data/pets"))
+    rows = check_parity(loaded, [path], eval_data(loaded, "data/pets", split="val"))
+
+Every artifact takes raw RGB 0-255 float32 images [B, H, W, 3]: resizing and the
+backbone's preprocessing are layers inside the model, so nothing is lost on export.
+Class names travel with every artifact: `labels.txt` (one per line, output order) and
+`<artifact>.json` (class names, image size, input spec) are written beside it, inside
+a SavedModel's `assets/` too, and inside the .keras file (see saving.save_model).
+"""
+
+import os
+import shutil
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from transferkit.core.errors import ConfigError, TransferkitError, check_choice
+from transferkit.models.saving import atomic_path, load_model, save_model, write_json
+
+FORMATS = ("keras", "savedmodel", "tflite")
+QUANTIZE = ("fp16", "int8")
+INPUT_SPEC = "float32 RGB 0-255, shape [batch, height, width, 3]"
+
+
+def artifact_name(fmt, quantize=None):
+    """File or folder name of an export: model.keras, saved_model, model_int8.tflite."""
+    if fmt == "keras":
+        return "model.keras"
+    if fmt == "savedmodel":
+        return "saved_model"
+    return f"model_{quantize}.tflite" if quantize else "model.tflite"
+
+
+def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
+                 metadata=None):
+    """Write `loaded.model` (a LoadedModel) as `fmt` into `out_dir`; returns the path.
+
+    quantize: None, "fp16" or "int8" (TFLite only). representative: for int8, an
+        iterable of [1, H, W, 3] float32 images from the training split.
+    metadata: extra JSON-able keys for the artifact's metadata (e.g. {"tta": "flip"}).
+    """
+    check_choice("format", fmt, FORMATS)
+    if quantize is not None:
+        check_choice("quantize", quantize, QUANTIZE)
+        if fmt != "tflite":
+            raise ConfigError(f"The `--quantize` argument applies to --format tflite only. "
+                              f"Received: format={fmt!r}, quantize={quantize!r}")
+    if quantize == "int8" and representative is None:
+        raise ConfigError("int8 quantization needs a representative dataset from the "
+                          "training split: pass `--data DIR`.")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, artifact_name(fmt, quantize))
+    meta = {"class_names": list(loaded.class_names), "image_size": list(loaded.image_size),
+            "input": INPUT_SPEC, "format": fmt, "quantize": quantize,
+            "source": os.path.abspath(loaded.path), **(metadata or {})}
+    if fmt == "keras":
+        save_model(loaded.model, path, metadata=meta)
+    elif fmt == "savedmodel":
+        _export_savedmodel(loaded.model, path, meta)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = os.path.join(tmp, "saved_model")
+            loaded.model.export(saved, format="tf_saved_model", verbose=False)
+            content = tflite_bytes(saved, quantize, representative)
+        with atomic_path(path) as tmp_file:
+            with open(tmp_file, "wb") as f:
+                f.write(content)
+    _write_labels(os.path.join(out_dir, "labels.txt"), loaded.class_names)
+    write_json(path + ".json", meta)
+    return path
+
+
+def _export_savedmodel(model, path, meta):
+    # Export beside the target, then swap it in: a failed export never leaves a
+    # half-written folder where a good one was.
+    tmp = tempfile.mkdtemp(prefix=".saved_model.", dir=os.path.dirname(path) or ".")
+    try:
+        target = os.path.join(tmp, "model")
+        model.export(target, format="tf_saved_model", verbose=False)
+        os.makedirs(os.path.join(target, "assets"), exist_ok=True)
+        _write_labels(os.path.join(target, "assets", "labels.txt"), meta["class_names"])
+        write_json(os.path.join(target, "assets", "transferkit.json"), meta)
+        os.chmod(target, 0o755)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tflite_bytes(saved_model_dir, quantize=None, representative=None):
+    """Convert a SavedModel with the TFLite converter; inputs and outputs stay float32.
+
+    fp16 stores float16 weights; int8 quantizes weights and activations, calibrated on
+    `representative`, and keeps float I/O so every artifact takes the same images.
+    """
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        images = list(representative)
+        converter.representative_dataset = lambda: ([image] for image in images)
+    return converter.convert()
+
+
+def representative_images(loaded, data_dir, n=64):
+    """Up to `n` [1, H, W, 3] images from the training split (the run's split seed)."""
+    from transferkit.data.load import load_data, make_dataset
+
+    cfg = loaded.config
+    data = load_data(os.path.expanduser(data_dir), image_size=loaded.image_size,
+                     class_names=loaded.class_names or None, seed=cfg.get("seed", 0),
+                     val_split=cfg.get("val_split", 0.2),
+                     test_split=cfg.get("test_split", 0.0), verbose=False)
+    files = data.train_files[:n]
+    dataset = make_dataset(files, data.train_labels[:n], image_size=loaded.image_size,
+                           batch_size=1, training=False)
+    return [images.numpy() for images, _ in dataset]
+
+
+def _write_labels(path, class_names):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write("".join(f"{name}\n" for name in class_names))
+
+
+def load_predictor(path, *, trusted=False):
+    """A callable numpy images [B, H, W, 3] -> probabilities, for any artifact."""
+    path = os.fspath(path)
+    if path.endswith(".tflite"):
+        return _TFLitePredictor(path)
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
+        # Keep the loaded object alive: `serve` alone does not own the variables.
+        saved = tf.saved_model.load(path)
+        return lambda images: saved.serve(tf.constant(images, tf.float32)).numpy()
+    if path.endswith(".keras"):
+        return load_model(path, trusted=trusted, compile=False).predict_on_batch
+    raise ConfigError(f"Cannot load {path}: expected a .keras file, a SavedModel folder "
+                      "or a .tflite file.")
+
+
+class _TFLitePredictor:
+    """Runs a .tflite file batch by batch, resizing the input for each batch size."""
+
+    def __init__(self, path):
+        with warnings.catch_warnings():  # tf.lite.Interpreter's LiteRT notice
+            warnings.simplefilter("ignore")
+            self.interpreter = tf.lite.Interpreter(model_path=path)
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.batch = None
+
+    def __call__(self, images):
+        images = np.asarray(images, dtype=np.float32)
+        if self.batch != len(images):
+            self.interpreter.resize_tensor_input(self.input, images.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = len(images)
+        self.interpreter.set_tensor(self.input, images)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output).copy()
+
+
+def check_parity(loaded, artifacts, data, tolerance=0.01, trusted=False):
+    """Score the source model and every artifact on `data` (an EvalData) side by side.
+
+    Returns rows {"artifact", "accuracy", "ms_per_image", "max_prob_diff", "ok"};
+    an artifact is ok when its accuracy is within `tolerance` of the source model's.
+    """
+    candidates = [("source " + os.path.basename(loaded.path), loaded.model.predict_on_batch)]
+    candidates += [(os.path.basename(a.rstrip("/")), load_predictor(a, trusted=trusted))
+                   for a in artifacts]
+    first = next(iter(data.dataset))[0].numpy()
+    rows, reference = [], None
+    for name, predict in candidates:
+        predict(first)  # warm-up: tracing and allocation are not latency
+        probs, labels, seconds = _timed_predictions(predict, data.dataset)
+        accuracy = float(np.mean(probs.argmax(1) == labels.argmax(1)))
+        reference = probs if reference is None else reference
+        ref_accuracy = rows[0]["accuracy"] if rows else accuracy
+        rows.append({"artifact": name, "accuracy": accuracy,
+                     "ms_per_image": 1000 * seconds / max(len(probs), 1),
+                     "max_prob_diff": float(np.max(np.abs(probs - reference))),
+                     "ok": abs(accuracy - ref_accuracy) <= tolerance})
+    return rows
+
+
+def _timed_predictions(predict, dataset):
+    """(probs, labels, seconds spent in `predict` only, not in decoding the files)."""
+    probs, labels, seconds = [], [], 0.0
+    for images, y in dataset:
+        batch = images.numpy()
+        start = time.perf_counter()
+        probs.append(np.asarray(predict(batch)))
+        seconds += time.perf_counter() - start
+        labels.append(y.numpy())
+    return np.concatenate(probs), np.concatenate(labels), seconds
+
+
+def format_parity(rows, tolerance):
+    """The parity table as text."""
+    lines = [f"{'artifact':<28}{'accuracy':>10}{'ms/image':>10}{'max|dp|':>10}  "
+             f"(tolerance {tolerance})"]
+    lines += [f"{r['artifact'][:27]:<28}{r['accuracy']:>10.4f}{r['ms_per_image']:>10.2f}"
+              f"{r['max_prob_diff']:>10.4f}  {'ok' if r['ok'] else 'FAIL'}" for r in rows]
+    return "\n".join(lines)
+
+
+def raise_on_mismatch(rows, tolerance):
+    """TransferkitError naming the artifacts whose accuracy moved beyond `tolerance`."""
+    bad = [r for r in rows if not r["ok"]]
+    if bad:
+        ref = rows[0]["accuracy"]
+        raise TransferkitError(
+            "Export parity check failed: " + ", ".join(
+                f"{r['artifact']} accuracy {r['accuracy']:.4f}" for r in bad) +
+            f" vs source {ref:.4f} (allowed difference: --tolerance {tolerance}).")

@@ -1,0 +1,241 @@
+"""report.html with PNG plots: what a person looks at after a run.
+
+    write_report("runs/pets", model, data, history)        # at the end of `train`
+    write_eval_report("runs/pets/eval", report, worst=..., reliability=...)
+
+Plots go to `<out_dir>/report/*.png` and the HTML links them by relative path, so the
+folder can be copied or zipped and still opens in a browser. Figures are drawn with
+`matplotlib.figure.Figure` (Agg, no pyplot state), so this works headless and in
+threads.
+"""
+
+import html
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from transferkit.evaluation.evaluate import classification_report, predict_dataset, worst_predictions
+from transferkit.models.saving import atomic_path
+
+PLOTS = "report"  # subfolder of the run directory holding the PNGs
+
+
+def _save(fig, folder, name):
+    os.makedirs(os.path.join(folder, PLOTS), exist_ok=True)
+    path = os.path.join(folder, PLOTS, name)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a web server must read the report
+    return f"{PLOTS}/{name}"
+
+
+def plot_history(history, folder):
+    """Loss and accuracy per epoch, train and val, with the fine-tuning start marked."""
+    epochs = [r["epoch"] for r in history]
+    metrics = [m for m in ("loss", "accuracy") if any(m in r for r in history)]
+    fig = Figure(figsize=(5 * len(metrics), 3.6))
+    for i, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        for key, style in ((metric, "-o"), (f"val_{metric}", "--s")):
+            values = [r.get(key, np.nan) for r in history]
+            if not np.all(np.isnan(values)):
+                ax.plot(epochs, values, style, label=key, markersize=4)
+        starts = [r["epoch"] for a, r in zip(history, history[1:]) if r["phase"] != a["phase"]]
+        for start in starts:  # the boundary sits between the last and first epochs
+            ax.axvline(start - 0.5, color="gray", linestyle=":", label=f"start of "
+                       f"{history[epochs.index(start)]['phase']}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend(fontsize=8)
+    return _save(fig, folder, "learning_curves.png")
+
+
+def plot_confusion(matrix, class_names, folder):
+    """The confusion matrix (rows: true class), counts written in each cell."""
+    matrix = np.asarray(matrix)
+    n = len(matrix)
+    size = min(2 + 0.5 * n, 14)
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_xticks(range(n), [str(c)[:15] for c in class_names], rotation=45, ha="right")
+    ax.set_yticks(range(n), [str(c)[:15] for c in class_names])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for (row, col), value in np.ndenumerate(matrix):
+            ax.text(col, row, str(value), ha="center", va="center", fontsize=8,
+                    color="white" if value > matrix.max() / 2 else "black")
+    return _save(fig, folder, "confusion_matrix.png")
+
+
+def plot_per_class(per_class, folder):
+    """Precision and recall of each class, side by side."""
+    names = list(per_class)
+    x = np.arange(len(names))
+    fig = Figure(figsize=(max(5, 0.5 * len(names) + 2), 3.6))
+    ax = fig.add_subplot()
+    ax.bar(x - 0.2, [per_class[n]["precision"] for n in names], 0.4, label="precision")
+    ax.bar(x + 0.2, [per_class[n]["recall"] for n in names], 0.4, label="recall")
+    ax.set_xticks(x, [n[:15] for n in names], rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    return _save(fig, folder, "per_class.png")
+
+
+def plot_images(images, titles, folder, name, columns=6):
+    """A grid of raw RGB 0-255 images with a title under each."""
+    rows = max(1, -(-len(images) // columns))
+    fig = Figure(figsize=(2 * columns, 2.2 * rows))
+    for i, (image, title) in enumerate(zip(images, titles)):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ax.imshow(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
+        ax.set_title(title, fontsize=7)
+        ax.set_xticks([])  # no tick objects at all: building them dominates draw time
+        ax.set_yticks([])
+        ax.axis("off")
+    return _save(fig, folder, name)
+
+
+def plot_reliability(before, after, folder):
+    """Reliability diagram: accuracy against confidence, before and after scaling."""
+    fig = Figure(figsize=(4.5, 4.2))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect")
+    for data, label in ((before, "before"), (after, "after")):
+        if data is None:
+            continue
+        used = np.asarray(data["count"]) > 0
+        ax.plot(np.asarray(data["confidence"])[used], np.asarray(data["accuracy"])[used],
+                "-o", label=f"{label} (ECE {data['ece']:.3f})")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    return _save(fig, folder, "reliability.png")
+
+
+def write_html(folder, title, sections, name="report.html"):
+    """Write `name` in `folder`: sections are (heading, html_body) pairs."""
+    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{b}" for h, b in sections)
+    page = (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            "</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+            "img{max-width:100%}td,th{padding:2px 10px;text-align:right}</style></head>"
+            f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+    path = os.path.join(folder, name)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(page)
+        os.chmod(tmp, 0o644)
+    return path
+
+
+def _img(src, alt):
+    return f"<img src='{html.escape(src)}' alt='{html.escape(alt)}'>"
+
+
+def _table(report):
+    rows = "".join(f"<tr><th>{html.escape(n)}</th><td>{r['precision']:.3f}</td>"
+                   f"<td>{r['recall']:.3f}</td><td>{r['f1']:.3f}</td><td>{r['support']}</td>"
+                   "</tr>" for n, r in report["per_class"].items())
+    heads = ", ".join(f"{k} {report[k]:.4f}" for k in ("accuracy", "top5", "nll", "macro_f1")
+                      if k in report)
+    return (f"<p>{report['num_images']} images: {heads}</p><table><tr><th>class</th>"
+            f"<th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>{rows}</table>")
+
+
+def evaluation_sections(folder, report, worst=None, reliability=None):
+    """Report sections for one evaluation; worst: (images, titles) of the misses."""
+    sections = [("Metrics", _table(report)),
+                ("Confusion matrix", _img(plot_confusion(report["confusion_matrix"],
+                                                         report["class_names"], folder),
+                                          "confusion matrix")),
+                ("Per-class precision and recall",
+                 _img(plot_per_class(report["per_class"], folder), "per-class"))]
+    if worst and len(worst[0]):
+        sections.append(("Worst-classified images", _img(plot_images(
+            *worst, folder, "worst.png"), "worst-classified images")))
+    if reliability:
+        sections.append(("Calibration (temperature scaling)",
+                         f"<p>temperature {reliability['temperature']:.3f}</p>" + _img(
+                             plot_reliability(reliability.get("before"),
+                                              reliability.get("after"), folder),
+                             "reliability diagram")))
+    return sections
+
+
+def worst_images(dataset, probs, labels, class_names, n=12):
+    """(images, titles) of the `n` images whose true class scored lowest."""
+    order = worst_predictions(probs, labels, n)
+    wanted = {int(i): rank for rank, i in enumerate(order)}
+    images = [None] * len(order)
+    offset = 0
+    for batch, _ in dataset:  # a second, fixed-order pass picks the images out
+        for j in range(len(batch)):
+            if offset + j in wanted:
+                images[wanted[offset + j]] = batch[j].numpy()
+        offset += len(batch)
+    true, pred = np.asarray(labels).argmax(1), np.asarray(probs).argmax(1)
+    titles = [f"true {class_names[true[i]]}\npred {class_names[pred[i]]} "
+              f"{probs[i, pred[i]]:.2f}" for i in order]
+    return images, titles
+
+
+def write_eval_report(folder, report, worst=None, reliability=None, title="Evaluation"):
+    """An evaluation's report.html in `folder`."""
+    os.makedirs(folder, exist_ok=True)
+    return write_html(folder, title, evaluation_sections(folder, report, worst, reliability))
+
+
+def write_report(out_dir, model, data, history, max_samples=18):
+    """A training run's report.html: curves, samples, and the validation evaluation.
+
+    data: the run's DataSplits (its `train` batches are augmented, so the sample grid
+    shows what the model really trained on). Returns the path of report.html.
+    """
+    sections = []
+    if history:
+        sections.append(("Learning curves", _img(plot_history(history, out_dir),
+                                                 "learning curves")))
+    images, labels = _first_examples(data.train, max_samples)
+    names = list(data.class_names)
+    titles = [_label_text(y, names) for y in labels]
+    sections.append(("Augmented training samples",
+                     _img(plot_images(images, titles, out_dir, "augmented.png"),
+                          "augmented training samples")))
+    if data.val is not None and data.task in ("multiclass", "binary"):
+        probs, y = predict_dataset(model, data.val)
+        if data.task == "binary":  # one sigmoid unit -> two class columns
+            probs, y = np.hstack([1 - probs, probs]), np.hstack([1 - y, y])
+        report = classification_report(probs, y, names)
+        worst = worst_images(data.val, probs, y, names)
+        sections += [(f"Validation: {h}", b) for h, b in
+                     evaluation_sections(out_dir, report, worst)]
+    return write_html(out_dir, f"transferkit run: {os.path.basename(os.path.abspath(out_dir))}",
+                      sections)
+
+
+def _first_examples(dataset, n):
+    """The first `n` (images, labels) of a batched dataset, across batches."""
+    images, labels = [], []
+    for x, y in dataset:
+        images.extend(x.numpy()[:n - len(images)])
+        labels.extend(y.numpy()[:n - len(labels)])
+        if len(images) >= n:
+            break
+    return images, labels
+
+
+def _label_text(row, names):
+    if not names:
+        return ", ".join(f"{v:.2f}" for v in np.atleast_1d(row))
+    row = np.atleast_1d(row)
+    if len(row) == 1:  # binary
+        return names[int(row[0] > 0.5)]
+    if np.isclose(row.sum(), 1.0) and row.max() > 0.99:
+        return names[int(row.argmax())]
+    top = np.argsort(row)[::-1][:2]  # mixed or multi-hot labels
+    return " / ".join(f"{names[i]} {row[i]:.2f}" for i in top if row[i] > 0)

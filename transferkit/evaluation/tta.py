@@ -1,0 +1,110 @@
+"""Test-time augmentation as registered layers, so it survives save, load and export.
+
+    tta = with_tta(model, "ten_crop")   # 4 corners + centre, each also mirrored
+    probs = tta.predict(images)          # same input and output shapes as `model`
+
+Each image becomes V views stacked along the batch axis (`TTAViews`), the wrapped
+model scores all B*V views in one call, and `ViewMean` averages the V predictions of
+each image back to [B, C]. Both are plain Keras layers (no Lambda), so the wrapped model
+loads with `safe_mode` on and exports to SavedModel and TFLite like any other.
+
+Presets (the course notes' 10-crop is "ten_crop"):
+    "flip"       the image and its horizontal mirror               2 views
+    "five_crop"  4 corner crops and the centre crop                5 views
+    "ten_crop"   the five crops and their mirrors                 10 views
+Crops cover `crop_fraction` (default 0.875, i.e. 224 of 256) of each side and are
+resized back to the model's input size, since transferkit models have a fixed input.
+"""
+
+import keras
+from keras import ops
+
+from transferkit.core.errors import ConfigError, check_choice
+
+PRESETS = {"flip": (False, True), "five_crop": (True, False), "ten_crop": (True, True)}
+CROP_ORDER = ("center", "top_left", "top_right", "bottom_left", "bottom_right")
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class TTAViews(keras.layers.Layer):
+    """[B, H, W, C] -> [V*B, H, W, C], view-major: rows v*B..(v+1)*B-1 are view v.
+
+    multi_crop: the 5 crops of CROP_ORDER instead of the whole image (default False).
+    flip: add the horizontal mirror of every view (default True).
+    crop_fraction: side of each crop as a fraction of the image side (default 0.875).
+    """
+
+    def __init__(self, multi_crop=False, flip=True, crop_fraction=0.875, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 < crop_fraction <= 1.0:
+            raise ConfigError("The `crop_fraction` argument should be in (0, 1]. "
+                              f"Received: crop_fraction={crop_fraction}")
+        self.multi_crop, self.flip = bool(multi_crop), bool(flip)
+        self.crop_fraction = float(crop_fraction)
+
+    @property
+    def num_views(self):
+        return (5 if self.multi_crop else 1) * (2 if self.flip else 1)
+
+    def call(self, images):
+        views = self._crops(images) if self.multi_crop else [images]
+        if self.flip:
+            views += [ops.flip(v, axis=2) for v in views]
+        return ops.concatenate(views, axis=0)
+
+    def _crops(self, images):
+        height, width = images.shape[1], images.shape[2]
+        if height is None or width is None:
+            raise ConfigError("Multi-crop TTA needs a model with a fixed input size; "
+                              f"received input shape {images.shape}.")
+        ch = max(1, round(height * self.crop_fraction))
+        cw = max(1, round(width * self.crop_fraction))
+        top, left = (height - ch) // 2, (width - cw) // 2
+        corners = [(top, left), (0, 0), (0, width - cw), (height - ch, 0),
+                   (height - ch, width - cw)]
+        return [ops.image.resize(images[:, y:y + ch, x:x + cw, :], (height, width),
+                                 interpolation="bilinear") for y, x in corners]
+
+    def compute_output_shape(self, input_shape):
+        batch = None if input_shape[0] is None else input_shape[0] * self.num_views
+        return (batch, *input_shape[1:])
+
+    def get_config(self):
+        return {**super().get_config(), "multi_crop": self.multi_crop, "flip": self.flip,
+                "crop_fraction": self.crop_fraction}
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class ViewMean(keras.layers.Layer):
+    """[V*B, ...] view-major predictions -> [B, ...], the mean over the V views."""
+
+    def __init__(self, num_views, **kwargs):
+        super().__init__(**kwargs)
+        self.num_views = int(num_views)
+
+    def call(self, predictions):
+        shape = ops.shape(predictions)
+        stacked = ops.reshape(predictions, (self.num_views, -1, *shape[1:]))
+        return ops.mean(stacked, axis=0)
+
+    def compute_output_shape(self, input_shape):
+        batch = None if input_shape[0] is None else input_shape[0] // self.num_views
+        return (batch, *input_shape[1:])
+
+    def get_config(self):
+        return {**super().get_config(), "num_views": self.num_views}
+
+
+def with_tta(model, preset="flip", crop_fraction=0.875):
+    """A `keras.Model` with `model`'s input and output shapes that averages TTA views.
+
+    preset: "flip" (default), "five_crop" or "ten_crop"; see the module docstring.
+    Averaging probabilities (not logits) matches how ensembles are averaged.
+    """
+    multi_crop, flip = PRESETS[check_choice("tta", preset, PRESETS)]
+    views = TTAViews(multi_crop=multi_crop, flip=flip, crop_fraction=crop_fraction,
+                     name="tta_views")
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    outputs = ViewMean(views.num_views, name="tta_mean")(model(views(inputs)))
+    # Named after the wrapped model so `spec_of` and reports still find the backbone.
+    return keras.Model(inputs, outputs, name=model.name)

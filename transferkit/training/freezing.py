@@ -1,0 +1,229 @@
+"""Which backbone layers train: freezing policies, an audit, and the recompile guard.
+
+`freeze(model, policy)` is idempotent: it recomputes every flag from the policy, so
+applying a policy twice (or after another one) always gives the same model state.
+"""
+
+import dataclasses
+import math
+import re
+import weakref
+
+import keras
+
+from transferkit.models.backbones import block_starts, get_spec
+from transferkit.core.errors import ConfigError, TrainableChangedError, check_choice, suggest
+
+KINDS = ("all", "none", "top_layers", "from_layer", "last_blocks", "fraction", "regex")
+_BN = (keras.layers.BatchNormalization,)
+
+
+@dataclasses.dataclass(frozen=True)
+class FreezePolicy:
+    """What stays frozen in the backbone (the head always trains).
+
+    kind: "all" (phase 1), "none", "top_layers" (value: N layers from the top train),
+        "from_layer" (value: name of the first layer that trains), "last_blocks"
+        (value: K blocks, per the spec's block layout), "fraction" (value: 0-1 of layers
+        from the top), or "regex" (value: pattern; matching layers train).
+    train_batchnorm: False (default) keeps BatchNorm frozen, hence in inference mode:
+        its moving statistics came from the source data and small target batches
+        would wreck them (keras-team/keras #9214).
+    """
+
+    kind: str = "all"
+    value: object = None
+    train_batchnorm: bool = False
+
+    def __post_init__(self):
+        check_choice("kind", self.kind, KINDS)
+        needs = {"top_layers": int, "last_blocks": int, "fraction": float,
+                 "from_layer": str, "regex": str}
+        if self.kind in needs and not isinstance(self.value, needs[self.kind]):
+            raise ConfigError(
+                f"FreezePolicy(kind={self.kind!r}) needs a value of type "
+                f"{needs[self.kind].__name__}. "
+                f"Received: value={self.value!r}")
+        if self.kind == "fraction" and not 0.0 <= self.value <= 1.0:
+            raise ConfigError(f"The `value` of a 'fraction' policy should be in [0, 1]. "
+                              f"Received: value={self.value}")
+
+    @classmethod
+    def parse(cls, text):
+        """From a string: "all", "none", "last_blocks:2", "top_layers:20", "regex:^block5"."""
+        if isinstance(text, cls):
+            return text
+        kind, _, value = str(text).partition(":")
+        caster = {"top_layers": int, "last_blocks": int, "fraction": float}.get(kind, str)
+        try:
+            value = caster(value) if value else None
+        except ValueError:
+            raise ConfigError(f"Cannot read freeze policy {text!r}: the value after ':' "
+                              f"should be of type {caster.__name__}.") from None
+        return cls(kind, value)
+
+    def __str__(self):
+        return self.kind if self.value is None else f"{self.kind}:{self.value}"
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockAudit:
+    block: str
+    layers: int
+    trainable_params: int
+    total_params: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FreezeAudit:
+    """Trainable parameter counts per backbone block, and for the whole model."""
+
+    policy: FreezePolicy
+    blocks: tuple
+    trainable_params: int
+    total_params: int
+
+    def __str__(self):
+        rows = [f"freeze policy: {self.policy}",
+                f"{'block':<28}{'layers':>7}{'trainable':>14}{'total':>14}"]
+        rows += [f"{b.block:<28}{b.layers:>7}{b.trainable_params:>14,}{b.total_params:>14,}"
+                 for b in self.blocks]
+        rows.append(f"{'model':<28}{'':>7}{self.trainable_params:>14,}{self.total_params:>14,}")
+        return "\n".join(rows)
+
+
+def backbone_of(model):
+    """The nested "backbone" model of a transferkit model (or `model` itself)."""
+    names = [layer.name for layer in model.layers]
+    return model.get_layer("backbone") if "backbone" in names else model
+
+
+def freeze(model, policy=FreezePolicy(), spec=None, verbose=False):
+    """Set `trainable` on `model`'s backbone per `policy`; returns a `FreezeAudit`.
+
+    spec: the backbone spec, for "last_blocks" (default: found from the model's name).
+    Compile after freezing — `fine_tune` does — or Keras keeps the old variable set.
+    """
+    policy = FreezePolicy.parse(policy)
+    backbone = backbone_of(model)
+    model.trainable = True  # the head and everything outside the backbone train
+    layers = backbone.layers
+    names = [layer.name for layer in layers]
+    spec = _spec(model, spec, policy)
+    first = _first_trainable(policy, names, layers, spec)
+    backbone.trainable = True
+    pattern = re.compile(policy.value) if policy.kind == "regex" else None
+    for i, layer in enumerate(layers):
+        selected = bool(pattern.search(layer.name)) if pattern else i >= first
+        if isinstance(layer, _BN) and not policy.train_batchnorm:
+            selected = False
+        layer.trainable = selected
+    audit = _audit(model, backbone, policy, spec)
+    if verbose:
+        print(audit)
+    return audit
+
+
+def _spec(model, spec, policy):
+    if spec is not None:
+        return get_spec(spec)
+    try:
+        return get_spec(model.name)
+    except ConfigError:
+        if policy.kind == "last_blocks":
+            raise ConfigError(f"Cannot tell the backbone of model {model.name!r}: pass "
+                              "`spec=` (a registered backbone name) to freeze by block.") from None
+        return None
+
+
+def _first_trainable(policy, names, layers, spec):
+    n = len(layers)
+    if policy.kind == "all":
+        return n
+    if policy.kind == "none":
+        return 0
+    if policy.kind == "top_layers":
+        return max(0, n - policy.value)
+    if policy.kind == "fraction":
+        return n - int(round(policy.value * n))
+    if policy.kind == "from_layer":
+        if policy.value not in names:
+            raise ConfigError(f"No layer named {policy.value!r} in the backbone."
+                              f"{suggest(policy.value, names)}")
+        return names.index(policy.value)
+    if policy.kind == "last_blocks":
+        starts = block_starts(names, spec)
+        return n if policy.value <= 0 else starts[max(0, len(starts) - policy.value)]
+    return n  # regex: selected per layer
+
+
+def _audit(model, backbone, policy, spec):
+    layers = backbone.layers
+    starts = block_starts([l.name for l in layers], spec) if spec else [0]
+    blocks = []
+    for j, start in enumerate(starts):
+        end = starts[j + 1] if j + 1 < len(starts) else len(layers)
+        group = layers[start:end]
+        label = _block_label(group, spec, j)
+        blocks.append(BlockAudit(
+            block=label, layers=len(group),
+            trainable_params=sum(count_params(l.trainable_weights) for l in group),
+            total_params=sum(count_params(l.weights) for l in group)))
+    return FreezeAudit(policy, tuple(blocks), count_params(model.trainable_weights),
+                       count_params(model.weights))
+
+
+def _block_label(group, spec, index):
+    if spec is not None and spec.block_boundary == "start":
+        match = re.search(spec.block_pattern, group[0].name)
+        if match:
+            return match.group(1)
+    return "stem" if index == 0 else f"{index}:{group[0].name}"
+
+
+def count_params(weights):
+    """Number of scalars in `weights` (no graph ops: shapes only)."""
+    return int(sum(math.prod(w.shape) for w in weights))
+
+
+# --- the recompile guard -------------------------------------------------------------
+
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def trainable_signature(model):
+    """A hashable record of every layer's `trainable` flag, in order."""
+    return tuple((path, layer.trainable) for path, layer in _walk(model))
+
+
+def _walk(layer, prefix=""):
+    for child in getattr(layer, "layers", ()):
+        yield prefix + child.name, child
+        yield from _walk(child, f"{prefix}{child.name}/")
+
+
+def mark_compiled(model):
+    """Record `model`'s trainable flags as the ones its compiled step was built for."""
+    _COMPILED[model] = trainable_signature(model)
+
+
+def check_compiled(model):
+    """Raise TrainableChangedError if `trainable` flags changed since `mark_compiled`."""
+    before = _COMPILED.get(model)
+    if before is None:
+        return
+    now = trainable_signature(model)
+    if now != before:
+        changed = [name for (name, a), (_, b) in zip(before, now) if a != b]
+        raise TrainableChangedError(
+            f"`trainable` changed on {len(changed)} layer(s) since the model was compiled "
+            f"(e.g. {', '.join(changed[:5])}). Keras would keep training the old set of "
+            "weights (keras-team/keras #9940): call compile() again after changing "
+            "`trainable` (fine_tune does this for each phase).")
+
+
+class RecompileGuard(keras.callbacks.Callback):
+    """Callback that refuses to start `fit` if `trainable` changed since compile."""
+
+    def on_train_begin(self, logs=None):
+        check_compiled(self.model)
