@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # from a checkout
 
-from transferkit.cli.recipes import KERAS_EFFICIENTNET_EXAMPLE, run_recipe  # noqa: E402
+from transferkit.cli.recipes import KERAS_EFFICIENTNET_EXAMPLE, run_recipe
 
 DEFAULTS = {
     **KERAS_EFFICIENTNET_EXAMPLE,  # augment, dropout, epochs, rates, unfreeze top 20

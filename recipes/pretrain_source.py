@@ -23,11 +23,12 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]  # procedural.py; transferkit (chec
 import keras  # noqa: E402
 
 import procedural  # noqa: E402
-from transferkit.training.freezing import FreezePolicy  # noqa: E402
-from transferkit.models.heads import HeadConfig  # noqa: E402
-from transferkit.models.builder import build_model  # noqa: E402
-from transferkit.models.saving import save_model  # noqa: E402
-from transferkit.training.schedule import PhaseConfig, ScheduleConfig, fine_tune  # noqa: E402
+from transferkit.training.freezing import FreezePolicy
+from transferkit.models.heads import HeadConfig
+from transferkit.models.builder import build_model
+from transferkit.models.saving import save_model
+from transferkit.training.schedule import PhaseConfig, ScheduleConfig
+from transferkit.training.orchestrator import fine_tune
 
 BACKBONE = "compact_cnn"
 DEFAULT_OUT = HERE.parent / "data" / "source_compact_cnn.keras"

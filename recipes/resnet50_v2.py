@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # from a checkout
 
-from transferkit.cli.recipes import run_recipe  # noqa: E402
+from transferkit.cli.recipes import run_recipe
 
 DEFAULTS = {
     "backbone": "resnet50_v2",

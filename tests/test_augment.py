@@ -8,7 +8,8 @@ import tensorflow as tf
 from PIL import Image
 
 from transferkit.data.augment import AugmentConfig, augment_image, mix_batch
-from transferkit.data.load import load_data, make_dataset
+from transferkit.data.load import load_data
+from transferkit.data.pipeline import make_dataset
 from transferkit.core.errors import DataError
 
 FULL = AugmentConfig(crop_scale=(0.5, 1.0), flip="horizontal_and_vertical", rotation=0.1,

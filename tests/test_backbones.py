@@ -9,8 +9,8 @@ import dataclasses
 
 import pytest
 
-from transferkit.models.backbones import (BackboneSpec, block_starts, create_backbone, get_spec,
-                                   list_backbones, register_backbone)
+from transferkit.models.registry import BackboneSpec, block_starts, get_spec, list_backbones, register_backbone
+from transferkit.models.backbones import create_backbone
 from transferkit.core.errors import ConfigError
 
 # The largest (slowest to build) members of each family; the rest run in CI.

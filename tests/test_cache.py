@@ -12,14 +12,15 @@ from transferkit.data.load import load_data
 from transferkit.core.errors import ConfigError
 from transferkit.training.freezing import FreezePolicy, freeze
 from transferkit.models.heads import HeadConfig
-from transferkit.models.builder import build_model, feature_extractor
+from transferkit.models import build_model, resolve_parts
 from transferkit.training.recipe import RecipeConfig
 from transferkit.training.run import read_history, train
-from transferkit.training.schedule import PhaseConfig, ScheduleConfig, fine_tune
+from transferkit.training.schedule import PhaseConfig, ScheduleConfig
+from transferkit.training.orchestrator import fine_tune
 
 SCHEDULE = ScheduleConfig(head=PhaseConfig(epochs=4, learning_rate=0.1,
                                            early_stopping_patience=None),
-                          batch_size=8)
+                          finetune=PhaseConfig(epochs=0), batch_size=8)
 
 
 def _model(seed=0, **kwargs):
@@ -54,10 +55,11 @@ def _images(n=6, size=32):
 
 def test_merged_model_equals_backbone_then_head(splits):
     model = _model()
-    train, val = cache.split_features(model, splits, verbose=0)
-    cache.fit_head(model, train, val, verbose=0,
-                   config=ScheduleConfig(head=PhaseConfig(epochs=1, learning_rate=0.1)))
+    fine_tune(model, splits, cache=cache.FeatureCache(), verbose=0,
+              config=ScheduleConfig(head=PhaseConfig(epochs=1, learning_rate=0.1),
+                                    finetune=PhaseConfig(epochs=0)))
     x = _images()
+    feature_extractor = lambda m: resolve_parts(m).feature_extractor()  # noqa: E731
     run = lambda m, inputs: np.asarray(m(inputs, training=False))  # noqa: E731
     composed = run(model.get_layer("head"), run(feature_extractor(model), x))
     np.testing.assert_allclose(run(model, x), composed, atol=1e-6)
@@ -167,11 +169,12 @@ def test_views_store_augmented_passes_and_show_each_image_once(splits):
 
 def test_head_on_cached_features_matches_the_live_path(splits):
     live = _model()
-    fine_tune(live, splits.train, splits.val, config=SCHEDULE, phases=("head",),
-              verbose=0)
+    fine_tune(live, splits.train, splits.val, config=SCHEDULE, verbose=0)
     cached = _model()
-    records, audit = cache.train_head_cached(cached, splits, SCHEDULE, verbose=0)
-    assert [r["phase"] for r in records] == ["head"] * SCHEDULE.head.epochs
+    result = fine_tune(cached, splits, config=SCHEDULE, cache=cache.FeatureCache(),
+                       verbose=0)
+    assert [r["phase"] for r in result.history] == ["head"] * SCHEDULE.head.epochs
+    audit = result.audits["head"]
     assert audit.trainable_params == cached.get_layer("head").count_params()
     live_acc = live.evaluate(splits.val, verbose=0, return_dict=True)["accuracy"]
     cached_acc = cached.evaluate(splits.val, verbose=0, return_dict=True)["accuracy"]

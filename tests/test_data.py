@@ -6,8 +6,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from transferkit.data.load import (DataSplits, class_weight_for, encode_labels, load_data,
-                              make_dataset, stratified_split)
+from transferkit.data.splits import DataSplits, stratified_split
+from transferkit.core.errors import ConfigError
+from transferkit.core.tasks import get_task
+from transferkit.data.load import load_data
+from transferkit.data.pipeline import make_dataset
 from transferkit.core.errors import DataError
 
 COLOURS = {"blue": 2, "green": 1, "red": 0}  # class -> channel that is lit
@@ -174,15 +177,15 @@ def test_tfds_source(tmp_path):
 def test_make_dataset_eval_order_cache_and_weights(tmp_path):
     root = _class_folder(tmp_path / "d", {"red": 3, "green": 9})
     files = sorted(str(p) for p in root.glob("*/*.png"))
-    labels = encode_labels([f.split("/")[-2] for f in files], "multiclass",
-                           ("green", "red"))
+    multiclass = get_task("multiclass")
+    labels = multiclass.encode([f.split("/")[-2] for f in files], ("green", "red"))
     ds = make_dataset(files, labels, image_size=8, batch_size=5,
                       cache=str(tmp_path / "cache"))
     for _ in range(2):  # second pass reads the file cache
         got = np.concatenate([y.numpy() for _, y in ds])
         np.testing.assert_array_equal(got, labels)
     assert list(tmp_path.glob("cache*"))
-    weights = class_weight_for(labels, "multiclass")
+    weights = multiclass.class_weight(labels)
     assert weights == pytest.approx({0: 12 / 18, 1: 12 / 6})
     splits = load_data(root, image_size=8, class_weights=True, val_split=0.0,
                        normalized_dir=tmp_path / "n", verbose=False)
@@ -190,9 +193,10 @@ def test_make_dataset_eval_order_cache_and_weights(tmp_path):
 
 
 def test_argument_errors(tmp_path):
-    with pytest.raises(DataError, match="Did you mean 'multiclass'"):
+    # Arguments are checked by the same functions everywhere (one error class).
+    with pytest.raises(ConfigError, match="Did you mean 'multiclass'"):
         load_data(tmp_path, image_size=8, task="multiclas")
-    with pytest.raises(DataError, match="image_size"):
+    with pytest.raises(ConfigError, match="image_size"):
         load_data(tmp_path, image_size=(8,))
     with pytest.raises(DataError, match="val_split"):
         load_data(tmp_path, image_size=8, val_split=1.5)

@@ -17,13 +17,14 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_image_folder
-from transferkit.training.distribute import (MULTIWORKER_FIX_CHECKED, STRATEGIES,
-                                    keras_trainer_needs_fix, make_strategy,
-                                    per_replica_batch, precision, prepare_dataset)
 from transferkit.core.errors import ConfigError
+from transferkit.core.tasks import get_task
 from transferkit.models.builder import build_model
 from transferkit.models.saving import load_model
-from transferkit.training.schedule import PhaseConfig, ScheduleConfig, compile_for_phase
+from transferkit.training import distribute
+from transferkit.training.distribute import (STRATEGIES, make_strategy, per_replica_batch,
+                                             precision, prepare_dataset)
+from transferkit.training.schedule import PhaseConfig, ScheduleConfig, compile_phase
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_FLAGS = ["--backbone", "tiny_test", "--weights", "none", "--image-size", "32",
@@ -60,12 +61,21 @@ def test_multiworker_without_tf_config_is_refused(monkeypatch):
         make_strategy("multiworker")
 
 
-def test_keras_still_needs_the_multiworker_fix():
-    # Fails loudly when Keras changes: then re-check keras-team/keras #20585, and drop
-    # or update transferkit.distribute.patch_keras_for_multiworker.
-    version = ".".join(keras.__version__.split(".")[:2])
-    assert version in MULTIWORKER_FIX_CHECKED, f"Keras {keras.__version__} is unchecked"
-    assert keras_trainer_needs_fix(), "Keras' trainer changed: re-check #20585"
+def test_the_multiworker_fix_applies_only_where_keras_still_fails(monkeypatch):
+    # Decided at run time from the installed Keras, not from a version list: a Keras
+    # that fixed #20585 is used as it is (the two-worker test checks the behaviour).
+    from keras.src.backend.tensorflow import trainer
+
+    needed = distribute.multiworker_fixes_needed()
+    assert set(needed) == set(distribute.FAILING_CODE)
+    assert all(isinstance(v, bool) for v in needed.values()), needed
+    build = trainer.TensorFlowTrainer._maybe_symbolic_build
+    reduce = trainer.reduce_per_replica
+    monkeypatch.setattr(distribute, "FAILING_CODE",
+                        {k: "code no Keras has" for k in distribute.FAILING_CODE})
+    assert distribute.patch_keras_for_multiworker() == ()
+    assert trainer.TensorFlowTrainer._maybe_symbolic_build is build
+    assert trainer.reduce_per_replica is reduce
 
 
 def test_mirrored_on_two_logical_cpus_trains_all_epochs(tmp_path):
@@ -142,7 +152,8 @@ def test_tf_data_service_feeds_fit():
     assert int(fed.cardinality()) == 3  # the length survives the service
     model = build_model("tiny_test", 2, weights=None, image_size=32)
     schedule = ScheduleConfig(head=PhaseConfig(epochs=2, decay="cosine"))
-    compile_for_phase(model, schedule.head, schedule, train=fed)
+    compile_phase(model, schedule.head, schedule, get_task("multiclass"),
+                  steps_per_epoch=int(fed.cardinality()))
     history = model.fit(fed, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and int(model.optimizer.iterations) == 6
     worker.stop()

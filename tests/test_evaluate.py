@@ -5,13 +5,18 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_image_folder
-from transferkit.evaluation import calibrate as cal
 from transferkit import cli
+from transferkit.core.errors import ConfigError
+from transferkit.core.tasks import get_task
+from transferkit.evaluation import calibrate as cal
 from transferkit.evaluation import evaluate as ev
 from transferkit.evaluation.gradcam import grad_cam
 from transferkit.models.builder import build_model
 from transferkit.models.saving import load_model, save_model
 from transferkit.evaluation.tta import TTAViews, ViewMean, with_tta
+
+
+MULTICLASS = get_task("multiclass")
 
 
 def _tiny(classes=3, seed=0):
@@ -60,19 +65,19 @@ def test_ensemble_prediction_is_the_mean_of_the_members():
     members = [_tiny(seed=0), _tiny(seed=1)]
     x = _images(n=5)
     dataset = tf.data.Dataset.from_tensor_slices((x, np.eye(3)[[0, 1, 2, 0, 1]])).batch(2)
-    probs, labels = ev.ensemble_predict(members, dataset)
+    probs, labels = ev.ensemble_outputs(members, dataset, MULTICLASS)
     manual = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
     np.testing.assert_allclose(probs, manual, atol=1e-6)
     assert labels.shape == (5, 3)
-    np.testing.assert_allclose(ev.average_probabilities([[[1, 0]], [[0, 1]]]), [[0.5, 0.5]])
-    with pytest.raises(ev.ConfigError, match="same shape"):
-        ev.average_probabilities([np.ones((2, 3)), np.ones((2, 4))])
+    np.testing.assert_allclose(MULTICLASS.average([[[1, 0]], [[0, 1]]]), [[0.5, 0.5]])
+    with pytest.raises(ConfigError, match="same shape"):
+        MULTICLASS.average([np.ones((2, 3)), np.ones((2, 4))])
 
 
 def test_classification_report_counts_and_top_k():
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.5, 0.4, 0.1]])
     labels = np.eye(3)[[0, 1, 1, 1]]
-    report = ev.classification_report(probs, labels, ["a", "b", "c"], top_k=(2,))
+    report = MULTICLASS.score(probs, labels, ["a", "b", "c"], top_k=(2,))
     assert report["accuracy"] == 0.5
     assert report["top2"] == 1.0
     assert report["confusion_matrix"] == [[1, 0, 0], [1, 1, 1], [0, 0, 0]]
@@ -80,26 +85,47 @@ def test_classification_report_counts_and_top_k():
         {"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
     assert report["per_class"]["b"]["recall"] == pytest.approx(1 / 3)
     assert report["per_class"]["c"]["precision"] == 0.0  # never right, no division error
-    assert list(ev.worst_predictions(probs, labels, 2)) == [1, 3]  # p(true) .3, .4
+    assert list(ev.worst_predictions(MULTICLASS, probs, labels, 2)) == [1, 3]  # p .3, .4
 
 
 def test_temperature_scaling_lowers_nll_of_an_over_confident_model():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(400, 4)) * 2
     true_p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    labels = np.array([rng.choice(4, p=p) for p in true_p])
-    over = cal.apply_temperature(true_p, 1 / 4)  # logits x4: deliberately over-confident
-    temperature = cal.fit_temperature(over, labels)
-    scaled = cal.apply_temperature(over, temperature)
+    labels = np.eye(4)[[rng.choice(4, p=p) for p in true_p]]
+    # logits x4: deliberately over-confident
+    over = MULTICLASS.apply_temperature(true_p, 1 / 4)
+    result = cal.calibrate(MULTICLASS, over, labels, over, labels)
+    temperature = result["temperature"]
+    scaled = MULTICLASS.apply_temperature(over, temperature)
     assert temperature == pytest.approx(4.0, rel=0.3)
-    assert cal.nll(scaled, labels) < cal.nll(over, labels) - 0.1
-    assert cal.reliability(scaled, labels)["ece"] < cal.reliability(over, labels)["ece"]
+    assert result["nll_after"] == pytest.approx(MULTICLASS.nll(scaled, labels))
+    assert result["nll_after"] < result["nll_before"] - 0.1
+    assert result["after"]["ece"] < result["before"]["ece"]
     np.testing.assert_array_equal(scaled.argmax(1), over.argmax(1))  # accuracy unchanged
-    layer = cal.with_temperature(_tiny(classes=4), temperature)
+    layer = cal.with_temperature(_tiny(classes=4), temperature, MULTICLASS)
     x = _images(n=2)
     inner = layer.layers[1].predict(x, verbose=0)
     np.testing.assert_allclose(layer.predict(x, verbose=0),
-                               cal.apply_temperature(inner, temperature), atol=1e-5)
+                               MULTICLASS.apply_temperature(inner, temperature), atol=1e-5)
+
+
+def test_binary_temperature_rescales_the_sigmoid_and_keeps_the_ranking():
+    # One sigmoid unit: calibration rescales its log-odds. (A softmax over one column
+    # would output 1.0 for every image.)
+    binary = get_task("binary")
+    rng = np.random.default_rng(1)
+    logit = rng.normal(size=300) * 1.5
+    labels = (rng.uniform(size=300) < 1 / (1 + np.exp(-logit))).astype("float32")[:, None]
+    over = 1 / (1 + np.exp(-4 * logit))[:, None]  # 4x the log-odds: over-confident
+    temperature = binary.fit_temperature(over, labels)
+    assert temperature == pytest.approx(4.0, rel=0.3)
+    scaled = binary.apply_temperature(over, temperature)
+    assert binary.nll(scaled, labels) < binary.nll(over, labels)
+    order = np.argsort(over[:, 0], kind="stable")  # the ranking survives (ties allowed)
+    assert np.all(np.diff(scaled[order, 0]) >= 0)
+    layer = cal.TemperatureScale(temperature, "sigmoid")  # float32 log-odds near 1
+    np.testing.assert_allclose(layer(over.astype("float32")), scaled, atol=1e-3)
 
 
 def test_grad_cam_heatmap_has_the_image_size_and_range():

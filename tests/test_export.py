@@ -9,6 +9,7 @@ import pytest
 from conftest import make_image_folder
 from transferkit.evaluation import export as ex
 from transferkit.core.errors import ConfigError
+from transferkit.core.tasks import get_task
 from transferkit.evaluation.evaluate import eval_data, load_run
 from transferkit.models.builder import build_model
 from transferkit.models.saving import read_metadata, save_model
@@ -48,15 +49,17 @@ def test_every_format_predicts_like_the_keras_model(tiny_run, tmp_path):
     rows = ex.check_parity(loaded, [paths["savedmodel"], paths["tflite"]],
                            eval_data(loaded, folder, split="val"))
     assert [r["ok"] for r in rows] == [True, True, True]
-    assert rows[2]["max_prob_diff"] < 1e-4
-    assert "saved_model" in ex.format_parity(rows, 0.01)
+    assert rows[2]["max_abs_diff"] < 1e-4 and rows[2]["agreement"] == 1.0
+    assert "saved_model" in ex.format_parity(rows, 0.01, loaded.task)
 
 
 def test_parity_failure_names_the_artifact():
-    rows = [{"artifact": "source", "accuracy": 0.9, "ok": True},
-            {"artifact": "model_int8.tflite", "accuracy": 0.7, "ok": False}]
-    with pytest.raises(ex.TransferkitError, match="model_int8.tflite accuracy 0.7000"):
-        ex.raise_on_mismatch(rows, 0.01)
+    rows = [{"artifact": "source", "accuracy": 0.9, "agreement": 1.0, "ok": True},
+            {"artifact": "model_int8.tflite", "accuracy": 0.7, "agreement": 0.8,
+             "ok": False}]
+    with pytest.raises(ex.TransferkitError,
+                       match="model_int8.tflite accuracy 0.7000, agreement 0.800"):
+        ex.raise_on_mismatch(rows, 0.01, get_task("multiclass"))
 
 
 def test_quantize_arguments_are_checked(tiny_run, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from transferkit.core.errors import ConfigError
 from transferkit.training.freezing import KINDS, FreezePolicy, freeze, trainable_signature
-from transferkit.models.builder import build_model
+from transferkit.models import ModelParts, build_model
 
 # tiny_test backbone layers, in order (index: name):
 # 0 image | 1 block1_conv 2 block1_bn 3 block1_relu | 4 block2_conv 5 block2_bn
@@ -136,9 +136,12 @@ def test_last_blocks_needs_a_spec_when_the_model_is_not_named_after_one():
     inputs = keras.Input((8, 8, 3))
     bare = keras.Model(inputs, keras.layers.Conv2D(2, 3, name="block1_conv")(inputs),
                        name="custom")
+    with pytest.raises(ConfigError, match="no layer named 'backbone'.*ModelParts"):
+        freeze(bare, FreezePolicy("all"))  # parts are named, never guessed
+    whole = ModelParts(backbone=None)  # the model is a backbone itself
     with pytest.raises(ConfigError, match="spec="):
-        freeze(bare, FreezePolicy("last_blocks", 1))
-    audit = freeze(bare, FreezePolicy("last_blocks", 1), spec="tiny_test")
+        freeze(bare, FreezePolicy("last_blocks", 1), parts=whole)
+    audit = freeze(bare, FreezePolicy("last_blocks", 1), spec="tiny_test", parts=whole)
     assert audit.trainable_params == 2 * 27 + 2
 
 

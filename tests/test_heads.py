@@ -8,9 +8,11 @@ import pytest
 
 from conftest import make_image_folder
 from transferkit.core.errors import ConfigError
-from transferkit.models.heads import HeadConfig, build_head, loss_and_metrics, output_units, task_of
+from transferkit.core.tasks import get_task
+from transferkit.models.heads import HeadConfig, build_head, infer_task
 from transferkit.models.builder import build_model
-from transferkit.training.schedule import PhaseConfig, ScheduleConfig, fine_tune
+from transferkit.training.schedule import PhaseConfig, ScheduleConfig
+from transferkit.training.orchestrator import fine_tune
 
 SIZE = 16
 
@@ -39,7 +41,8 @@ def _task_data(task, n, seed):
 
 def _head_only(epochs, lr=3e-2):
     return ScheduleConfig(head=PhaseConfig(epochs=epochs, learning_rate=lr,
-                                           early_stopping_patience=None), batch_size=16)
+                                           early_stopping_patience=None),
+                          finetune=PhaseConfig(epochs=0), batch_size=16)
 
 
 @pytest.mark.parametrize("task", ["multiclass", "binary", "multilabel", "regression"])
@@ -48,9 +51,9 @@ def test_each_task_learns_a_separable_dataset(task):
     model = build_model("tiny_test", 3, weights=None, image_size=SIZE,
                         head=HeadConfig(task=task, dropout=0.0),
                         backbone_kwargs={"width": 32})
-    assert task_of(model) == task
+    assert infer_task(model) == task
     train, test = _task_data(task, 64, seed=1), _task_data(task, 30, seed=2)
-    result = fine_tune(model, train, config=_head_only(30), phases=("head",), verbose=0)
+    result = fine_tune(model, train, config=_head_only(30), verbose=0)
     assert len(result.history) == 30
     scores = model.evaluate(*test, return_dict=True, verbose=0)
     if task == "regression":
@@ -129,17 +132,20 @@ def test_pooling_sets_the_feature_size():
 
 
 def test_loss_metrics_and_outputs_match_the_task():
-    loss, metrics = loss_and_metrics("multiclass", 10, label_smoothing=0.1)
+    multiclass = get_task("multiclass")
+    loss = multiclass.loss(label_smoothing=0.1)
     assert isinstance(loss, keras.losses.CategoricalCrossentropy)
     assert loss.get_config()["label_smoothing"] == 0.1
-    assert [m.name for m in metrics] == ["accuracy", "top5"]
-    assert [m.name for m in loss_and_metrics("multiclass", 3)[1]] == ["accuracy"]
-    for task in ("binary", "multilabel"):
-        loss, metrics = loss_and_metrics(task, 3, label_smoothing=0.1)
-        assert isinstance(loss, keras.losses.BinaryCrossentropy)
-        assert [m.name for m in metrics] == ["accuracy", "auc"]
-    loss, metrics = loss_and_metrics("regression", 1)
-    assert isinstance(loss, keras.losses.MeanSquaredError) and metrics[0].name == "mae"
-    assert output_units("binary", 2) == 1 and output_units("multilabel", 4) == 4
+    assert [m.name for m in multiclass.metrics(10)] == ["accuracy", "top5"]
+    assert [m.name for m in multiclass.metrics(3)] == ["accuracy"]
+    for name in ("binary", "multilabel"):
+        task = get_task(name)
+        assert isinstance(task.loss(0.1), keras.losses.BinaryCrossentropy)
+        assert [m.name for m in task.metrics(3)] == ["accuracy", "auc"]
+    regression = get_task("regression")
+    assert isinstance(regression.loss(), keras.losses.MeanSquaredError)
+    assert regression.metrics(1)[0].name == "mae"
+    assert get_task("binary").output_units(2) == 1
+    assert get_task("multilabel").output_units(4) == 4
     with pytest.raises(ConfigError, match="num_classes"):
-        output_units("multiclass", None)
+        multiclass.output_units(None)

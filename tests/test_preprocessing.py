@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from transferkit.models.backbones import get_spec, list_backbones
+from transferkit.models.registry import get_spec, list_backbones
 from transferkit.models.layers import Preprocess
-from transferkit.models.builder import build_model, feature_extractor
+from transferkit.models import build_model, resolve_parts
 from transferkit.core.errors import ConfigError
 
 # backbone, keras.applications module, image size, backbone kwargs
@@ -46,7 +46,7 @@ def test_features_equal_keras_preprocess_input_then_backbone(backbone, module, s
                                                              kwargs):
     model = build_model(backbone, 3, weights=None, image_size=size, backbone_kwargs=kwargs)
     images = _raw_images(2, size)
-    features = feature_extractor(model).predict(images, verbose=0)
+    features = resolve_parts(model).feature_extractor().predict(images, verbose=0)
     assert features.shape == (2, get_spec(backbone).feature_size)
     _close(features, _reference(model, module, images))
 
@@ -99,7 +99,7 @@ def test_preprocess_layer_unit_mode_and_bad_mode():
 def test_resize_accepts_other_input_sizes():
     model = build_model("tiny_test", 2, weights=None, image_size=16, resize=True)
     assert model.input_shape == (None, None, None, 3)
-    extract = feature_extractor(model)
+    extract = resolve_parts(model).feature_extractor()
     big = _raw_images(2, 40)
     expected = keras.ops.image.resize(big, (16, 16))  # Resizing's default: bilinear
     # tiny_test uses "tf" preprocessing, which is what mobilenet_v2's preprocess_input does.

@@ -35,11 +35,11 @@ def test_type_errors_name_the_key_and_the_type():
 
 def test_json_friendly_values_are_converted():
     recipe = recipe_from_dict({"head_lr": 1, "head_units": [64, 32],
-                               "backbone_kwargs": {"alpha": 0.35}, "trusted": True})
+                               "backbone_kwargs": {"alpha": 0.35}, "scan": False})
     assert recipe.head_lr == 1.0 and isinstance(recipe.head_lr, float)
     assert recipe.head_units == (64, 32)
     assert recipe.backbone_kwargs == (("alpha", 0.35),)
-    assert recipe.trusted is True
+    assert recipe.scan is False
     hash(recipe)  # tuples all the way down: the config stays hashable
 
 
@@ -92,3 +92,10 @@ def test_load_recipe_from_json(tmp_path):
         load_recipe(str(path))
     with pytest.raises(ConfigError, match="missing.json"):
         load_recipe(str(tmp_path / "missing.json"))
+
+
+def test_trust_is_never_read_from_a_recipe():
+    # Only the person running transferkit can vouch for a model file (--trusted).
+    assert "trusted" not in dataclasses.asdict(RecipeConfig())
+    with pytest.raises(ConfigError, match="`trusted` is not a recipe key.*--trusted"):
+        recipe_from_dict({"trusted": True})

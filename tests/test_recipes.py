@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from transferkit.training import run as run_lib
-from transferkit.models.backbones import create_backbone, get_spec
+from transferkit.models.backbones import create_backbone
+from transferkit.models.registry import get_spec
 from transferkit.data.load import load_data
 from transferkit.core.errors import ConfigError
 from transferkit.training.freezing import freeze
+from transferkit.cli import recipes as recipes_cli
 from transferkit.cli.recipes import resolve_recipe, run_recipe
 from transferkit.training.run import build_run_model
 from transferkit.models.saving import load_model, read_metadata
@@ -95,15 +97,16 @@ def test_recipe_hands_the_resolved_config_to_run_train(tmp_path, monkeypatch, ca
 
     def fake_train(recipe, out_dir, **_):
         seen.update(recipe=recipe, out=out_dir)
-        return run_lib.RunResult(out_dir, None, (), {"val": {"accuracy": 0.5}}, ("a", "b"))
+        return run_lib.RunResult(out_dir, None, (), {"val": {"num_images": 4,
+                                                             "accuracy": 0.5}}, ("a", "b"))
 
-    monkeypatch.setattr(run_lib, "train", fake_train)
+    monkeypatch.setattr(recipes_cli, "train", fake_train)
     code = run_recipe(_load("efficientnet_b0").DEFAULTS, [
         "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--head-epochs", "1"])
     assert code == 0
     assert seen["out"] == str(tmp_path / "run")
     assert (seen["recipe"].unfreeze, seen["recipe"].head_epochs) == ("top_layers:20", 1)
-    assert "val: accuracy=0.5000" in capsys.readouterr().out
+    assert "val: 4 images: accuracy=0.5000" in capsys.readouterr().out
 
 
 def test_source_checkpoint_loads_as_a_backbone():

@@ -7,11 +7,12 @@ import numpy as np
 from PIL import Image
 
 from conftest import make_image_folder
+from transferkit.core.tasks import get_task
 from transferkit.evaluation import calibrate as cal
 from transferkit.data.load import load_data
 from transferkit.models.builder import build_model
 from transferkit.evaluation.report import write_eval_report, write_report
-from transferkit.training.run import augment_config
+from transferkit.data.augment import augment_config
 
 
 def _assert_real_png(path):
@@ -54,12 +55,9 @@ def test_eval_report_includes_the_reliability_plot(tmp_path):
     rng = np.random.default_rng(0)
     probs = rng.dirichlet([0.3, 0.3], size=40)
     labels = np.eye(2)[rng.integers(0, 2, 40)]
-    from transferkit.evaluation.evaluate import classification_report
-
-    report = classification_report(probs, labels, ["cat", "dog"])
-    t = cal.fit_temperature(probs, labels)
-    calibration = {"temperature": t, "before": cal.reliability(probs, labels),
-                   "after": cal.reliability(cal.apply_temperature(probs, t), labels)}
+    task = get_task("multiclass")
+    report = task.score(probs, labels, ["cat", "dog"])
+    calibration = cal.calibrate(task, probs, labels, probs, labels)
     worst = ([rng.uniform(0, 255, (32, 32, 3)) for _ in range(3)], ["a", "b", "c"])
     path = write_eval_report(str(tmp_path / "eval"), report, worst, calibration)
     images = _linked_images(path)

@@ -10,11 +10,13 @@ import keras
 import numpy as np
 import pytest
 
-from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager, Checkpointer,
-                                    resume, save_on_sigterm)
 from transferkit.core.errors import TransferkitError
+from transferkit.core.tasks import get_task
 from transferkit.models.builder import build_model
-from transferkit.training.schedule import PhaseConfig, ScheduleConfig, compile_for_phase, fine_tune
+from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
+                                             Checkpointer, save_on_sigterm)
+from transferkit.training.orchestrator import fine_tune
+from transferkit.training.schedule import PhaseConfig, ScheduleConfig, compile_phase
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEDULE = ScheduleConfig(
@@ -28,6 +30,10 @@ SHORT = ScheduleConfig(head=dataclasses.replace(SCHEDULE.head, epochs=1),
 
 def _model():
     return build_model("tiny_test", 2, weights=None, image_size=32)
+
+
+def _compile(model, phase, schedule=SCHEDULE):
+    compile_phase(model, phase, schedule, get_task("multiclass"), steps_per_epoch=4)
 
 
 def _data(n=16, nan_from=None):
@@ -67,13 +73,15 @@ def test_resume_mid_phase_one_restores_flags_optimizer_and_finishes(tmp_path):
     model = _model()
     saver = Checkpointer(manager2, model, CheckpointConfig(every_steps=3, keep=10))
     fine_tune(model, _data(), config=SCHEDULE, callbacks=[saver], verbose=0,
-              phases=("head",))
+              stop_epoch=SCHEDULE.head.epochs)
     state = next(s for s in manager2.states() if s["global_step"] == 6)  # epoch 2, step 2
     assert (state["phase"], state["epoch"], state["step"]) == ("head", 1, 2)
     fresh = _model()
     saver2 = Checkpointer(manager2, fresh, CheckpointConfig(every_steps=3, keep=10),
-                          history=state["history"], global_step=state["global_step"])
-    resume(fresh, _data(), None, SCHEDULE, saver2, state, verbose=0)
+                          history=state["history"], global_step=state["global_step"],
+                          resume=state)
+    fine_tune(fresh, _data(), config=SCHEDULE, start=manager2.position(state),
+              callbacks=[saver2], verbose=0)
     head_states = [s for s in manager2.states() if s["phase"] == "head"]
     assert {s["trainable_params"] for s in head_states} == {head_states[0]["trainable_params"]}
     final = manager2.latest()
@@ -87,7 +95,7 @@ def test_restore_refuses_an_optimizer_that_does_not_match(tmp_path):
     manager, _, _ = _checkpointed_run(tmp_path, schedule=SHORT)
     state = manager.latest()  # a phase-2 (all trainable) checkpoint
     model = _model()
-    compile_for_phase(model, SCHEDULE.head, SCHEDULE)  # phase-1 flags: fewer variables
+    _compile(model, SCHEDULE.head)  # phase-1 flags: fewer variables
     with pytest.raises(TransferkitError, match="did not restore the optimizer"):
         manager.restore(model, state)
 
@@ -111,7 +119,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint_loadable(tmp_path, monk
     manager.clean()
     assert not glob.glob(str(tmp_path / "ckpt" / ".*"))
     fresh = _model()
-    compile_for_phase(fresh, SHORT.finetune, SHORT, train=_data())
+    _compile(fresh, SHORT.finetune, SHORT)
     manager.restore(fresh, before)
     for a, b in zip(fresh.get_weights(), model.get_weights()):
         np.testing.assert_allclose(a, b)
@@ -127,7 +135,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     last = manager.latest()
     assert last["global_step"] == 2
     fresh = _model()
-    compile_for_phase(fresh, SCHEDULE.head, SCHEDULE)
+    _compile(fresh, SCHEDULE.head)
     manager.restore(fresh, last)
     assert all(np.isfinite(w).all() for w in fresh.get_weights())
 
@@ -147,6 +155,65 @@ def test_sigterm_saves_then_exits(tmp_path):
     assert exit_info.value.code == 128 + signal.SIGTERM
     state = manager.latest()
     assert (state["phase"], state["epoch"], state["step"]) == ("head", 0, 2)
+
+
+def test_a_kill_in_phase_2_then_resume_ends_with_the_best_weights_of_the_whole_phase(
+        tmp_path):
+    # Validation labels are the training labels inverted, so val_loss is best at the
+    # first fine-tuning epoch and worse after; the kill comes two epochs later. Only if
+    # the early-stopping state (best value and weights) survives the kill does the
+    # resumed run end on the same weights as the uninterrupted one.
+    schedule = ScheduleConfig(
+        head=PhaseConfig(epochs=1, learning_rate=1e-2, early_stopping_patience=None),
+        finetune=PhaseConfig(epochs=4, learning_rate=1e-2, freeze="none",
+                             early_stopping_patience=10),
+        batch_size=4)
+    rng = np.random.default_rng(0)
+    labels = np.arange(16) % 2
+    images = rng.uniform(0, 60, (16, 32, 32, 3)).astype("float32")
+    images[np.arange(16), :, :, labels] += 180  # the class is the bright channel
+    onehot = keras.utils.to_categorical(labels, 2)
+    import tensorflow as tf
+
+    train = tf.data.Dataset.from_tensor_slices((images, onehot)).batch(4)
+    val = tf.data.Dataset.from_tensor_slices((images, 1.0 - onehot)).batch(4)
+
+    class Kill(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.steps = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
+            if self.steps == 11:  # epoch 3 of 5, third batch: after the step-9 save
+                raise KeyboardInterrupt
+
+    keras.utils.set_random_seed(0)
+    whole = _model()
+    result = fine_tune(whole, train, val, config=schedule, verbose=0)
+    losses = [r["val_loss"] for r in result.history if r["phase"] == "finetune"]
+    assert int(np.argmin(losses)) == 0 and losses[-1] > losses[0]
+
+    keras.utils.set_random_seed(0)
+    killed = _model()
+    manager = CheckpointManager(tmp_path / "ckpt", keep=2)
+    saver = Checkpointer(manager, killed, CheckpointConfig(every_steps=3, keep=2))
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(killed, train, val, config=schedule, callbacks=[saver, Kill()],
+                  verbose=0)
+    state = manager.latest()
+    assert (state["phase"], state["epoch"], state["step"]) == ("finetune", 2, 1)
+    assert state["early_stopping"]["best_epoch"] == 1 and state["best_weights"]
+
+    resumed = _model()
+    saver = Checkpointer(manager, resumed, CheckpointConfig(every_steps=3, keep=2),
+                         history=state["history"], global_step=state["global_step"],
+                         resume=state)
+    fine_tune(resumed, train, val, config=schedule, start=manager.position(state),
+              callbacks=[saver], verbose=0)
+    assert [r["epoch"] for r in saver.history] == [1, 2, 3, 4, 5]
+    for a, b in zip(resumed.get_weights(), whole.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_kill_harness_fast_setting(tmp_path):

@@ -11,7 +11,8 @@ from transferkit.core.errors import TransferkitError, UnsafeModelError
 from transferkit.models.heads import HeadConfig
 from transferkit.models.builder import build_model
 from transferkit.training.optimizers import make_optimizer
-from transferkit.models.saving import atomic_path, load_model, read_metadata, save_model, write_json
+from transferkit.core.files import atomic_path, write_json
+from transferkit.models.saving import load_model, read_metadata, save_model
 
 
 def _tiny(classes=2):

@@ -10,9 +10,13 @@ from transferkit.core.errors import ConfigError, TrainableChangedError
 from transferkit.training.freezing import FreezePolicy, RecompileGuard
 from transferkit.models.heads import HeadConfig
 from transferkit.models.builder import build_model
-from transferkit.training.schedule import (PhaseConfig, ScheduleConfig, as_dataset,
-                                  compile_for_phase, fine_tune, learning_rate_schedule,
-                                  train_phase)
+from transferkit.core.tasks import get_task
+from transferkit.data.pipeline import as_batches
+from transferkit.training.orchestrator import PhaseCallback, Position, fine_tune
+from transferkit.training.schedule import (PhaseConfig, ScheduleConfig, compile_phase,
+                                           learning_rate_schedule)
+
+MULTICLASS = get_task("multiclass")
 
 
 def _colour_data(n=32, size=16, classes=2, seed=0):
@@ -48,7 +52,8 @@ def test_phase1_freezes_backbone_phase2_moves_only_unfrozen_layers():
     start, head_start = _snapshot(base), _snapshot(model.get_layer("head"))
     config = _config(unfreeze="last_blocks:1")
 
-    fine_tune(model, (x, y), (x, y), config=config, phases=("head",), verbose=0)
+    fine_tune(model, (x, y), (x, y), config=config, stop_epoch=config.head.epochs,
+              verbose=0)
     after_head = _snapshot(base)
     for path, value in start.items():  # every backbone weight, BN statistics included
         np.testing.assert_array_equal(after_head[path], value, err_msg=path)
@@ -72,7 +77,7 @@ def test_phase2_keeps_mobilenet_v2_bn_statistics():
 def _check_finetune_moves_only_unfrozen_layers(model, data, config):
     base = model.get_layer("backbone")
     before = _snapshot(base)
-    fine_tune(model, data, config=config, phases=("finetune",), verbose=0)
+    fine_tune(model, data, config=config, start=Position("finetune"), verbose=0)
     after = _snapshot(base)
     trainable = {w.path for w in base.trainable_weights}  # as the policy left them
     assert trainable and not any(("moving_" in p or "_bn/" in p) for p in trainable)
@@ -87,17 +92,15 @@ def _check_finetune_moves_only_unfrozen_layers(model, data, config):
 def test_recompile_guard_fires_when_trainable_changes_after_compile():
     model = _model()
     x, y = _colour_data(8)
-    data = as_dataset((x, y), "multiclass", 2, batch_size=8)
+    data = as_batches((x, y), MULTICLASS, 2, batch_size=8)
     phase = PhaseConfig(epochs=1, freeze="all", early_stopping_patience=None)
-    compile_for_phase(model, phase, train=data)
+    compile_phase(model, phase, ScheduleConfig(), MULTICLASS)
     model.get_layer("backbone").get_layer("block3_conv").trainable = True
     with pytest.raises(TrainableChangedError, match="block3_conv") as info:
-        train_phase(model, data, None, phase, name="head", verbose=0)
-    assert "compile()" in str(info.value)
-    with pytest.raises(TrainableChangedError):  # the callback works in a plain fit too
         model.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[RecompileGuard()])
-    compile_for_phase(model, phase, train=data)  # recompiling (re-freezing) clears it
-    assert len(train_phase(model, data, None, phase, name="head", verbose=0)) == 1
+    assert "compile()" in str(info.value)
+    compile_phase(model, phase, ScheduleConfig(), MULTICLASS)  # re-freezing clears it
+    model.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[RecompileGuard()])
     assert not model.get_layer("backbone").get_layer("block3_conv").trainable
 
 
@@ -107,7 +110,7 @@ def test_discriminative_lr_moves_the_backbone_less(optimizer):
     # Adam, scaling gradients would not do this (Adam normalises by gradient scale).
     model = _model()
     x, y = _colour_data(8)
-    data = as_dataset((x, y), "multiclass", 2, batch_size=8)
+    data = as_batches((x, y), MULTICLASS, 2, batch_size=8)
     start = model.get_weights()
     moved = {}
     for multiplier in (1.0, 0.1):
@@ -115,8 +118,8 @@ def test_discriminative_lr_moves_the_backbone_less(optimizer):
         phase = PhaseConfig(epochs=1, learning_rate=1e-2, optimizer=optimizer,
                             freeze=FreezePolicy("none"), early_stopping_patience=None,
                             backbone_lr_multiplier=multiplier)
-        compile_for_phase(model, phase, train=data)
-        train_phase(model, data, None, phase, name="finetune", verbose=0)
+        compile_phase(model, phase, ScheduleConfig(), MULTICLASS, steps_per_epoch=1)
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
         moved[multiplier] = [np.abs(a - b).sum() for a, b in zip(model.get_weights(), start)]
     paths = [w.path for w in model.weights]
     checked = 0
@@ -178,11 +181,11 @@ def test_early_stopping_restores_the_best_weights_then_epochs_run_on():
     x, y = _colour_data(16)
     seen = []
 
-    class Snapshots(keras.callbacks.Callback):
+    class Snapshots(PhaseCallback):
         def on_epoch_end(self, epoch, logs=None):
             seen.append(("epoch", epoch, logs["val_loss"], self.model.get_weights()))
 
-        def on_train_end(self, logs=None):
+        def on_phase_end(self, run):
             seen.append(("end", None, None, self.model.get_weights()))
 
     config = ScheduleConfig(
@@ -201,18 +204,18 @@ def test_early_stopping_restores_the_best_weights_then_epochs_run_on():
     assert any(not np.array_equal(a, b) for a, b in zip(restored, last))
 
 
-def test_as_dataset_accepts_arrays_and_datasets():
+def test_as_batches_accepts_arrays_and_datasets():
     x, y = _colour_data(10, size=8, classes=3)
     labels = y.argmax(1)
-    data = as_dataset((x, labels), "multiclass", 3, batch_size=4)  # ints -> one-hot
+    data = as_batches((x, labels), MULTICLASS, 3, batch_size=4)  # ints -> one-hot
     xb, yb = next(iter(data))
     assert xb.shape == (4, 8, 8, 3) and yb.dtype == tf.float32
     np.testing.assert_array_equal(yb.numpy(), y[:4])
     unbatched = tf.data.Dataset.from_tensor_slices((x, y))
-    assert next(iter(as_dataset(unbatched, "multiclass", 3, batch_size=5)))[0].shape[0] == 5
+    assert next(iter(as_batches(unbatched, MULTICLASS, 3, batch_size=5)))[0].shape[0] == 5
     with pytest.raises(ConfigError, match="different lengths"):
-        as_dataset((x, labels[:3]), "multiclass", 3)
+        as_batches((x, labels[:3]), MULTICLASS, 3)
     with pytest.raises(ConfigError, match="tf.data.Dataset"):
-        as_dataset(x, "multiclass", 3)
-    with pytest.raises(ConfigError, match="`phases`"):
-        fine_tune(_model(size=8), (x, y), phases=("head", "finetun"))
+        as_batches(x, MULTICLASS, 3)
+    with pytest.raises(ConfigError, match="`phase`"):
+        fine_tune(_model(size=8), (x, y), start=Position("finetun"))

@@ -18,7 +18,11 @@ from conftest import make_image_folder
 from transferkit import cli
 from transferkit.core.errors import ConfigError
 from transferkit.training.recipe import RecipeConfig, load_recipe
-from transferkit.tuning.tuner import TransferHyperModel, load_search, phase_epochs, tune
+from transferkit.tuning.hypermodel import TransferHyperModel
+from transferkit.models.builder import build_model
+from transferkit.training.orchestrator import fine_tune
+from transferkit.tuning.hypermodel import timeline_position
+from transferkit.tuning.tuner import load_search, tune
 from transferkit.tuning.space import Range, SearchSpace, declare, resolve, space_from_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,8 +81,10 @@ def test_space_resolves_to_recipes_and_rejects_unknown_names():
                         backbone_kwargs=(("alpha", 0.35),))
     recipe = resolve({"backbone": "lenet", "head_width": 64, "head_depth": 2,
                       "unfreeze_blocks": 3, "tuner/epochs": 4}, base)
-    # The image size follows the backbone's spec; the base backbone's kwargs stay behind.
-    assert (recipe.backbone, recipe.image_size, recipe.backbone_kwargs) == ("lenet", 32, ())
+    # The image size follows the backbone's spec (resolved where every size is); the base
+    # backbone's kwargs stay behind.
+    assert (recipe.backbone, recipe.image_size, recipe.backbone_kwargs) == ("lenet", 0, ())
+    assert recipe.input_spec().size == (32, 32)
     assert recipe.head_units == (64, 64) and recipe.unfreeze == "last_blocks:3"
     assert resolve({"head_width": 0}, base).head_units == ()
     hp = keras_tuner.HyperParameters()
@@ -91,11 +97,23 @@ def test_space_resolves_to_recipes_and_rejects_unknown_names():
 
 
 def test_hyperband_epoch_spans_map_onto_the_two_phases(capsys):
-    recipe = RecipeConfig(head_epochs=2, finetune_epochs=3)
-    assert phase_epochs(recipe) == (2, 3)
-    assert phase_epochs(recipe, epochs=1) == (1, 0)  # a short first Hyperband round
-    assert phase_epochs(recipe, epochs=4, initial_epoch=1) == (1, 2)  # continued trial
-    assert phase_epochs(recipe, epochs=5, initial_epoch=3) == (0, 2)
+    # A trial's timeline: phase 1 is epochs [0, 2), phase 2 [2, 5). Hyperband's
+    # (initial_epoch, epochs) spans run through the one orchestrator.
+    schedule = RecipeConfig(head_epochs=2, finetune_epochs=3, unfreeze="none",
+                            early_stopping_patience=0, batch_size=4).schedule_config()
+    rng = np.random.default_rng(0)
+    data = (rng.uniform(0, 255, (8, 16, 16, 3)).astype("float32"), np.arange(8) % 2)
+    model = build_model("tiny_test", 2, weights=None, image_size=16)
+    phases = {}
+    for initial, epochs in ((0, 1), (1, 4), (3, 5), (0, None)):
+        start = timeline_position(schedule, initial)
+        result = fine_tune(model, data, config=schedule, start=start, stop_epoch=epochs,
+                           verbose=0)
+        phases[initial, epochs] = [(r["epoch"], r["phase"]) for r in result.history]
+    assert phases[0, 1] == [(1, "head")]  # a short first Hyperband round
+    assert phases[1, 4] == [(2, "head"), (3, "finetune"), (4, "finetune")]  # continued
+    assert phases[3, 5] == [(4, "finetune"), (5, "finetune")]
+    assert [p for _, p in phases[0, None]] == ["head"] * 2 + ["finetune"] * 3
     with pytest.raises(SystemExit) as stop:
         cli.main(["tune", "--help"])
     assert stop.value.code == 0

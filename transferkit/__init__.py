@@ -1,11 +1,15 @@
-"""transferkit: transfer learning with Keras Applications backbones, done right.
+"""transferkit: transfer learning with Keras backbones, two-phase fine-tuning done right.
 
     import transferkit as tk
-    model = tk.build_model("mobilenet_v2", num_classes=5, weights="imagenet")
-    result = tk.fine_tune(model, train_ds, val_ds)
+    data = tk.load_data("~/photos", image_size=224, augment=tk.augment_config("light"))
+    model = tk.build_model("mobilenet_v2", data.num_classes, weights="imagenet")
+    result = tk.fine_tune(model, data)
+
+The public API is `__all__`; everything else is reachable through its subpackage
+(`transferkit.models`, `.data`, `.training`, `.evaluation`, `.tuning`, `.cli`).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 import os as _os
 
@@ -13,31 +17,32 @@ import os as _os
 # an explicit TF_CPP_MIN_LOG_LEVEL from the user still wins.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from transferkit.models.backbones import (BackboneSpec, create_backbone, get_spec, list_backbones,
-                                   register_backbone)
 from transferkit.core.errors import (ConfigError, DataError, TrainableChangedError,
-                                TransferkitError, UnsafeModelError, WeightsError)
-from transferkit.training.freezing import FreezeAudit, FreezePolicy, RecompileGuard, freeze
-from transferkit.models.heads import HeadConfig, build_head
-from transferkit.models.layers import Preprocess
-from transferkit.models.builder import build_model, feature_extractor
-from transferkit.training.optimizers import make_optimizer
-from transferkit.training.recipe import RecipeConfig, load_recipe
-from transferkit.models.saving import load_model, read_metadata, save_model
-from transferkit.training.schedule import FineTuneResult, PhaseConfig, ScheduleConfig, fine_tune
-from transferkit.data.augment import AugmentConfig
-from transferkit.data.load import DataSplits, load_data
-from transferkit.training.run import train
-from transferkit.data.scan import scan
+                                     TransferkitError, UnsafeModelError, WeightsError)
+from transferkit.core.inputs import InputSpec
+from transferkit.core.tasks import Task, get_task
+from transferkit.models import (BackboneSpec, HeadConfig, ModelParts, build_model,
+                                get_spec, list_backbones, load_model, read_metadata,
+                                register_backbone, save_model)
+from transferkit.data import AugmentConfig, DataSplits, augment_config, load_data, scan
+from transferkit.training import (FeatureCache, FineTuneResult, FreezePolicy,
+                                  PhaseConfig, Position, RecipeConfig, ScheduleConfig,
+                                  fine_tune, freeze, load_recipe, train)
+from transferkit.evaluation import export_model, load_run, predict
 
-# Heavier corners (keras-tuner, tf.distribute, the feature cache) load on first use.
-_LAZY = {
-    "tune": "transferkit.tuning.tuner", "TransferHyperModel": "transferkit.tuning.tuner",
-    "SearchSpace": "transferkit.tuning.space", "Range": "transferkit.tuning.space",
-    "make_strategy": "transferkit.training.distribute", "CheckpointConfig": "transferkit.training.checkpoint",
-    "FeatureStore": "transferkit.training.cache", "train_head_cached": "transferkit.training.cache",
-    "merge": "transferkit.training.cache", "with_tta": "transferkit.evaluation.tta",
-}
+# The tuner pulls in keras-tuner: loaded on first use.
+_LAZY = {"tune": "transferkit.tuning", "TransferHyperModel": "transferkit.tuning",
+         "SearchSpace": "transferkit.tuning"}
+
+__all__ = ["AugmentConfig", "BackboneSpec", "ConfigError", "DataError", "DataSplits",
+           "FeatureCache", "FineTuneResult", "FreezePolicy", "HeadConfig", "InputSpec",
+           "ModelParts", "PhaseConfig", "Position", "RecipeConfig", "ScheduleConfig",
+           "SearchSpace", "Task", "TrainableChangedError", "TransferHyperModel",
+           "TransferkitError", "UnsafeModelError", "WeightsError", "augment_config",
+           "build_model", "export_model", "fine_tune", "freeze", "get_spec", "get_task",
+           "list_backbones", "load_data", "load_model", "load_recipe", "load_run",
+           "predict", "read_metadata", "register_backbone", "save_model", "scan", "train",
+           "tune"]
 
 
 def __getattr__(name):

@@ -14,9 +14,10 @@ import argparse
 import json
 import sys
 
-from transferkit.cli.main import add_recipe_flags, recipe_from_args
+from transferkit.cli.train import add_recipe_flags, print_result, recipe_from_args
 from transferkit.core.errors import ConfigError, TransferkitError
 from transferkit.training.recipe import RecipeConfig, recipe_from_dict
+from transferkit.training.run import train
 
 
 # The schedule of the Keras EfficientNet fine-tuning example ("Image classification via
@@ -50,6 +51,8 @@ def recipe_parser(defaults, prog=None, description=None):
                         help=f"run directory to write (default: runs/{name})")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved recipe as JSON and exit without training")
+    parser.add_argument("--trusted", action="store_true",
+                        help="a .keras file given as --weights may run code when loaded")
     add_recipe_flags(parser, RecipeConfig, skip=("data",))
     return parser
 
@@ -80,13 +83,9 @@ def run_recipe(defaults, argv=None, prog=None):
         if not recipe.data:
             raise ConfigError("The `--data` argument is required: a folder of class "
                               "subfolders, a CSV file, or tfds:NAME. Received: no --data")
-        from transferkit.training.run import train  # heavy import (TF) only when training
-
-        result = train(recipe, args.out)
+        result = train(recipe, args.out, trusted=args.trusted)
     except TransferkitError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
-    print(f"run directory: {result.out_dir}")
-    for split, metrics in result.metrics.items():
-        print(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    print_result(result)
     return 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 
 import tensorflow as tf
 
-from transferkit.core.errors import DataError, suggest
+from transferkit.core.errors import DataError, check_choice, suggest
 
 FLIP_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
 
@@ -73,6 +73,23 @@ class AugmentConfig:
     def mixes(self) -> bool:
         """True if batches are mixed (mixup or cutmix) after batching."""
         return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+
+# Named presets for recipes, the CLI (`--augment`) and the tuner's search space.
+AUGMENT_PRESETS = {
+    "none": None,
+    "light": AugmentConfig(crop_scale=(0.8, 1.0), flip="horizontal"),
+    "medium": AugmentConfig(crop_scale=(0.6, 1.0), flip="horizontal", rotation=0.05,
+                            brightness=0.1, contrast=0.1),
+    "strong": AugmentConfig(crop_scale=(0.4, 1.0), flip="horizontal", rotation=0.1,
+                            zoom=0.1, translation=0.1, brightness=0.2, contrast=0.2,
+                            saturation=0.2, hue=0.02, mixup_alpha=0.2),
+}
+
+
+def augment_config(name):
+    """The AugmentConfig (or None) of a preset: "none", "light", "medium" or "strong"."""
+    return AUGMENT_PRESETS[check_choice("augment", name, AUGMENT_PRESETS)]
 
 
 def _seeds(seed, n: int):

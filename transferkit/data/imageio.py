@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from transferkit.core.files import atomic_path
 
 # Formats `tf.io.decode_image` reads by content (checked against TF 2.21).
 TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
@@ -147,12 +148,6 @@ def write_normalized(data: bytes, digest: str, out_dir: Path) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         img = to_rgb(Image.open(io.BytesIO(data)))
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            img.save(handle, "PNG")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        img.save(tmp, "PNG")
     return str(target)

@@ -19,20 +19,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from transferkit.core.errors import ConfigError, DataError
+from transferkit.core.inputs import parse_size
 from transferkit.data.augment import AugmentConfig, augment_image, mix_batch
-from transferkit.core.errors import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_IMAGE_BUFFER = 1024  # shuffle buffer when elements are decoded images
-
-
-def as_size(image_size) -> tuple[int, int]:
-    """(height, width) from an int or a pair; raises DataError otherwise."""
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size):
-        raise DataError("image_size should be a positive int or (height, width). "
-                        f"Received: image_size={image_size!r}")
-    return int(size[0]), int(size[1])
 
 
 def decode_image(path, image_size):
@@ -88,7 +80,7 @@ def make_dataset(paths, labels, *, image_size, batch_size: int = 32,
     if not paths:
         raise DataError("make_dataset: paths is empty; there are no images to load.")
     labels = _label_array(labels, len(paths))
-    size = as_size(image_size)
+    size = parse_size(image_size)
     with tf.device("/CPU:0"):
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
         return build(ds, lambda p, y: (decode_image(p, size), y), n=len(paths),
@@ -112,7 +104,7 @@ def dataset_from_arrays(x, y, *, image_size=None, batch_size: int = 32,
         raise DataError(f"x must be a non-empty array [N, H, W] or [N, H, W, C]; "
                         f"received shape {x.shape}")
     y = _label_array(y, len(x))
-    size = as_size(image_size or x.shape[1:3])
+    size = parse_size(image_size or tuple(x.shape[1:3]))
     with tf.device("/CPU:0"):
         xs, ys = tf.constant(x), tf.constant(y)
         ds = tf.data.Dataset.range(len(x))
@@ -182,3 +174,32 @@ def _with_seeds(ds, seed, stream: int):
         seed=None if seed is None else seed * 2 + stream, rerandomize_each_iteration=True)
     seeds = randoms.map(lambda r: tf.stack([r, tf.constant(stream, tf.int64)]))
     return tf.data.Dataset.zip((ds, seeds))
+
+
+def as_batches(data, task, units, batch_size=32, training=False, seed=0):
+    """A batched tf.data dataset of (image, float label) from a dataset or (x, y) arrays.
+
+    Integer class labels are one-hot encoded when the task's head has several units.
+    """
+    if data is None:
+        return None
+    if isinstance(data, tf.data.Dataset):
+        if len(data.element_spec[0].shape) == 3:  # unbatched examples
+            data = data.batch(batch_size)
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = (np.asarray(a) for a in data)
+        if len(x) != len(y):
+            raise ConfigError(f"x and y have different lengths: {len(x)} and {len(y)}.")
+        data = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
+        if training:
+            data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        data = data.batch(batch_size)
+    else:
+        raise ConfigError("Training data should be a tf.data.Dataset, an (x, y) tuple of "
+                          f"arrays or a DataSplits. Received: {type(data).__name__}")
+    label = data.element_spec[1]
+    if task.single_label and units > 1 and label.dtype.is_integer:
+        data = data.map(lambda x, y: (x, tf.one_hot(tf.reshape(y, [-1]), units)))
+    elif not label.dtype.is_floating:
+        data = data.map(lambda x, y: (x, tf.cast(y, tf.float32)))
+    return data.prefetch(tf.data.AUTOTUNE)

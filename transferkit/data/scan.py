@@ -17,9 +17,7 @@ import collections
 import dataclasses
 import errno
 import hashlib
-import json
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -28,6 +26,7 @@ from typing import Mapping, Sequence
 
 from transferkit.data import imageio
 from transferkit.core.errors import DataError
+from transferkit.core.files import write_json
 
 SKIPPED, CONVERTED, WARNING = "skipped", "converted", "warning"
 CLASS_KINDS = ("empty_class", "small_class", "imbalance")
@@ -86,17 +85,8 @@ class ScanReport:
         return "\n".join(lines)
 
     def to_json(self, path) -> None:
-        """Write the report as JSON atomically (temp file + os.replace)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(asdict(self), handle, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write the report as JSON atomically (temp file + rename)."""
+        write_json(path, asdict(self))
 
 
 def with_problems(report: ScanReport, problems) -> ScanReport:

@@ -1,57 +1,61 @@
-"""In-memory and TFDS sources for `load_data`: numpy arrays, tf.data, "tfds:NAME"."""
+"""In-memory and TFDS sources for `load_data`: numpy arrays, tf.data, "tfds:NAME".
+
+`task` is a `core.tasks.Task`; it encodes the labels.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from transferkit.data import load as data, pipeline as tfdata
+from transferkit.data import pipeline as tfdata
+from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratified_split
 from transferkit.core.errors import DataError, suggest
 
 
 def from_arrays(x, y, *, task, class_names, val_split, test_split, augment, cache,
-                class_weights, pipe) -> "data.DataSplits":
+                class_weights, pipe) -> DataSplits:
     """(x, y) numpy arrays: stratified split by index, then dataset_from_arrays."""
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise DataError(f"(x, y) source: x has {len(x)} images but y has {len(y)} labels.")
-    if task in ("multiclass", "binary") and y.ndim == 2 and y.shape[1] > 1:
+    if task.single_label and y.ndim == 2 and y.shape[1] > 1:
         y = y.argmax(axis=1)  # one-hot given: back to indices
-    if task == "regression":
-        names, strata, encoded = (), np.zeros(len(y)), data.encode_labels(y, task, ())
-    elif task == "multilabel":
+    if not task.has_classes:
+        names, strata, encoded = (), np.zeros(len(y)), task.encode(y, ())
+    elif not task.single_label:
         if y.ndim != 2:
-            raise DataError(f"task='multilabel' needs y as multi-hot [N, C]; received "
+            raise DataError(f"task={task.name!r} needs y as multi-hot [N, C]; received "
                             f"shape {y.shape}")
         names = _names(class_names, y.shape[1])
         strata, encoded = [r.tobytes() for r in (y > 0)], (y > 0).astype(np.float32)
     else:
         ids = y.reshape(-1).astype(int)
-        names = _names(class_names, 2 if task == "binary" else int(ids.max()) + 1)
-        strata, encoded = ids, data.encode_labels(ids, task, names)
-    idx = data.stratified_split(strata, val_split, test_split, pipe["seed"])
+        names = _names(class_names, max(task.min_classes, int(ids.max()) + 1))
+        strata, encoded = ids, task.encode(ids, names)
+    idx = stratified_split(strata, val_split, test_split, pipe["seed"])
     built = {}
-    for split, chosen in zip(data.SPLIT_NAMES, idx):
+    for split, chosen in zip(SPLIT_NAMES, idx):
         if len(chosen):
             built[split] = tfdata.dataset_from_arrays(
                 x[chosen], encoded[chosen], training=split == "train",
                 augment=augment if split == "train" else None,
-                cache=data._cache_for(cache, split), **pipe)
+                cache=cache_for(cache, split), **pipe)
     train_y = encoded[idx[0]]
-    return _splits(built, names, task, data.num_outputs(task, names, train_y), pipe,
-                   train_y if class_weights else None,
-                   {s: len(i) for s, i in zip(data.SPLIT_NAMES, idx) if len(i)})
+    return _splits(built, names, task, task.output_units(len(names) or encoded.shape[1]),
+                   pipe, train_y if class_weights else None,
+                   {s: len(i) for s, i in zip(SPLIT_NAMES, idx) if len(i)})
 
 
 def from_dataset(ds: tf.data.Dataset, *, task, class_names, val_split, test_split,
-                 augment, cache, class_weights, pipe) -> "data.DataSplits":
+                 augment, cache, class_weights, pipe) -> DataSplits:
     """Unbatched (image, label) dataset, split by a seeded coin per position."""
-    if class_names is None and task in ("multiclass", "binary"):
+    if class_names is None and task.single_label:
         labels = np.concatenate([np.reshape(b, (-1,)) for b in
                                  ds.map(lambda _, y: y).batch(4096).as_numpy_iterator()])
-        n = 2 if task == "binary" else int(labels.max()) + 1
+        n = max(task.min_classes, int(labels.max()) + 1)
         class_names = [str(i) for i in range(n)]
-    if task == "multilabel" and class_names is None:
+    if class_names is None and task.has_classes:
         class_names = [str(i) for i in range(ds.element_spec[1].shape[-1])]
     seed = pipe["seed"]
 
@@ -72,7 +76,7 @@ def from_dataset(ds: tf.data.Dataset, *, task, class_names, val_split, test_spli
 
 
 def from_tfds(spec: str, *, task, data_dir, val_split, test_split, augment, cache,
-              class_weights, pipe) -> "data.DataSplits":
+              class_weights, pipe) -> DataSplits:
     """"tfds:NAME" or "tfds:NAME:SPLIT" through tfds.load (as_supervised)."""
     import tensorflow_datasets as tfds  # heavy import, only when asked for
 
@@ -123,7 +127,7 @@ def _tensor_splits(parts, names, task, augment, cache, class_weights, pipe):
     size, c = pipe["image_size"], len(names)
 
     def encode(y):
-        if task == "multiclass" and y.shape.rank == 0:
+        if task.single_label and task.output_units(c) > 1 and y.shape.rank == 0:
             return tf.one_hot(tf.cast(y, tf.int32), c)
         y = tf.cast(y, tf.float32)
         return y[None] if y.shape.rank == 0 else y
@@ -133,7 +137,7 @@ def _tensor_splits(parts, names, task, augment, cache, class_weights, pipe):
 
     built = {s: tfdata.build(ds, prepare, n=None, training=s == "train",
                              augment=augment if s == "train" else None,
-                             cache=data._cache_for(cache, s), batch_size=pipe["batch_size"],
+                             cache=cache_for(cache, s), batch_size=pipe["batch_size"],
                              seed=pipe["seed"], shuffle_buffer=pipe["shuffle_buffer"],
                              deterministic=pipe["deterministic"], drop_remainder=False,
                              cheap_elements=False)
@@ -147,11 +151,11 @@ def _tensor_splits(parts, names, task, augment, cache, class_weights, pipe):
 
 
 def _splits(built, names, task, units, pipe, train_y, counts):
-    return data.DataSplits(
+    return DataSplits(
         train=built["train"], val=built.get("val"), test=built.get("test"),
-        class_names=tuple(names), task=task, num_classes=units,
+        class_names=tuple(names), task=task.name, num_classes=units,
         image_size=pipe["image_size"],
-        class_weight=None if train_y is None else data.class_weight_for(train_y, task),
+        class_weight=None if train_y is None else task.class_weight(train_y),
         counts=counts)
 
 

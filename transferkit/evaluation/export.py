@@ -4,6 +4,10 @@
                         representative=representative_images(loaded, "data/pets"))
     rows = check_parity(loaded, [path], eval_data(loaded, "data/pets", split="val"))
 
+Parity is the model's task's (`Task.parity`): the headline metric (accuracy, or MAE for
+regression) within the tolerance, and the artifact agreeing with the source model's
+predictions on all but that fraction of the images.
+
 Every artifact takes raw RGB 0-255 float32 images [B, H, W, 3]: resizing and the
 backbone's preprocessing are layers inside the model, so nothing is lost on export.
 Class names travel with every artifact: `labels.txt` (one per line, output order) and
@@ -21,7 +25,11 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, TransferkitError, check_choice
-from transferkit.models.saving import atomic_path, load_model, save_model, write_json
+from transferkit.core.files import atomic_path, write_json, write_text
+from transferkit.data.load import load_data
+from transferkit.data.pipeline import make_dataset
+from transferkit.data.splits import stratified_sample
+from transferkit.models.saving import load_model, save_model
 
 FORMATS = ("keras", "savedmodel", "tflite")
 QUANTIZE = ("fp16", "int8")
@@ -56,8 +64,9 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
                           "training split: pass `--data DIR`.")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, artifact_name(fmt, quantize))
-    meta = {"class_names": list(loaded.class_names), "image_size": list(loaded.image_size),
-            "input": INPUT_SPEC, "format": fmt, "quantize": quantize,
+    meta = {"class_names": list(loaded.class_names), "task": loaded.task.name,
+            "input": loaded.input.to_json(), "input_format": INPUT_SPEC,
+            "format": fmt, "quantize": quantize,
             "source": os.path.abspath(loaded.path), **(metadata or {})}
     if fmt == "keras":
         save_model(loaded.model, path, metadata=meta)
@@ -111,25 +120,24 @@ def tflite_bytes(saved_model_dir, quantize=None, representative=None):
     return converter.convert()
 
 
-def representative_images(loaded, data_dir, n=64):
-    """Up to `n` [1, H, W, 3] images from the training split (the run's split seed)."""
-    from transferkit.data.load import load_data, make_dataset
-
+def representative_images(loaded, data, n=64):
+    """Up to `n` [1, H, W, 3] images of the training split of `data` (the run's split
+    seed), drawn round-robin across classes so int8 ranges see every class."""
     cfg = loaded.config
-    data = load_data(os.path.expanduser(data_dir), image_size=loaded.image_size,
-                     class_names=loaded.class_names or None, seed=cfg.get("seed", 0),
-                     val_split=cfg.get("val_split", 0.2),
-                     test_split=cfg.get("test_split", 0.0), verbose=False)
-    files = data.train_files[:n]
-    dataset = make_dataset(files, data.train_labels[:n], image_size=loaded.image_size,
-                           batch_size=1, training=False)
+    splits = load_data(os.path.expanduser(os.fspath(data)), image_size=loaded.input,
+                       task=loaded.task, class_names=loaded.class_names or None,
+                       seed=cfg.get("seed", 0), val_split=cfg.get("val_split", 0.2),
+                       test_split=cfg.get("test_split", 0.0), verbose=False)
+    labels = splits.train_labels
+    strata = [tuple(row) for row in labels] if loaded.task.has_classes else [0] * len(labels)
+    chosen = stratified_sample(strata, n, seed=cfg.get("seed", 0))
+    dataset = make_dataset([splits.train_files[i] for i in chosen], labels[chosen],
+                           image_size=loaded.input.size, batch_size=1, training=False)
     return [images.numpy() for images, _ in dataset]
 
 
 def _write_labels(path, class_names):
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write("".join(f"{name}\n" for name in class_names))
+    write_text(path, "".join(f"{name}\n" for name in class_names))
 
 
 def load_predictor(path, *, trusted=False):
@@ -172,9 +180,11 @@ class _TFLitePredictor:
 def check_parity(loaded, artifacts, data, tolerance=0.01, trusted=False):
     """Score the source model and every artifact on `data` (an EvalData) side by side.
 
-    Returns rows {"artifact", "accuracy", "ms_per_image", "max_prob_diff", "ok"};
-    an artifact is ok when its accuracy is within `tolerance` of the source model's.
+    Returns one row per model: {"artifact", <headline metric>, "agreement",
+    "max_abs_diff", "ms_per_image", "ok"}; the source's row is first and always ok.
+    `ok` is the task's verdict (`Task.parity`) against the source's outputs.
     """
+    task = loaded.task
     candidates = [("source " + os.path.basename(loaded.path), loaded.model.predict_on_batch)]
     candidates += [(os.path.basename(a.rstrip("/")), load_predictor(a, trusted=trusted))
                    for a in artifacts]
@@ -182,14 +192,11 @@ def check_parity(loaded, artifacts, data, tolerance=0.01, trusted=False):
     rows, reference = [], None
     for name, predict in candidates:
         predict(first)  # warm-up: tracing and allocation are not latency
-        probs, labels, seconds = _timed_predictions(predict, data.dataset)
-        accuracy = float(np.mean(probs.argmax(1) == labels.argmax(1)))
-        reference = probs if reference is None else reference
-        ref_accuracy = rows[0]["accuracy"] if rows else accuracy
-        rows.append({"artifact": name, "accuracy": accuracy,
-                     "ms_per_image": 1000 * seconds / max(len(probs), 1),
-                     "max_prob_diff": float(np.max(np.abs(probs - reference))),
-                     "ok": abs(accuracy - ref_accuracy) <= tolerance})
+        outputs, labels, seconds = _timed_predictions(predict, data.dataset)
+        reference = outputs if reference is None else reference
+        row = {"artifact": name, **task.parity(reference, outputs, labels, tolerance),
+               "ms_per_image": 1000 * seconds / max(len(outputs), 1)}
+        rows.append(row)
     return rows
 
 
@@ -205,21 +212,25 @@ def _timed_predictions(predict, dataset):
     return np.concatenate(probs), np.concatenate(labels), seconds
 
 
-def format_parity(rows, tolerance):
+def format_parity(rows, tolerance, task):
     """The parity table as text."""
-    lines = [f"{'artifact':<28}{'accuracy':>10}{'ms/image':>10}{'max|dp|':>10}  "
+    metric = task.headline
+    lines = [f"{'artifact':<28}{metric:>10}{'agree':>8}{'ms/image':>10}{'max|d|':>10}  "
              f"(tolerance {tolerance})"]
-    lines += [f"{r['artifact'][:27]:<28}{r['accuracy']:>10.4f}{r['ms_per_image']:>10.2f}"
-              f"{r['max_prob_diff']:>10.4f}  {'ok' if r['ok'] else 'FAIL'}" for r in rows]
+    lines += [f"{r['artifact'][:27]:<28}{r[metric]:>10.4f}{r['agreement']:>8.3f}"
+              f"{r['ms_per_image']:>10.2f}{r['max_abs_diff']:>10.4f}  "
+              f"{'ok' if r['ok'] else 'FAIL'}" for r in rows]
     return "\n".join(lines)
 
 
-def raise_on_mismatch(rows, tolerance):
-    """TransferkitError naming the artifacts whose accuracy moved beyond `tolerance`."""
+def raise_on_mismatch(rows, tolerance, task):
+    """TransferkitError naming the artifacts that do not match the source model."""
     bad = [r for r in rows if not r["ok"]]
     if bad:
-        ref = rows[0]["accuracy"]
+        metric = task.headline
         raise TransferkitError(
             "Export parity check failed: " + ", ".join(
-                f"{r['artifact']} accuracy {r['accuracy']:.4f}" for r in bad) +
-            f" vs source {ref:.4f} (allowed difference: --tolerance {tolerance}).")
+                f"{r['artifact']} {metric} {r[metric]:.4f}, agreement {r['agreement']:.3f}"
+                for r in bad) +
+            f" vs source {metric} {rows[0][metric]:.4f} (allowed: a {metric} difference of "
+            f"--tolerance {tolerance} and agreement >= {1 - tolerance:.3f}).")

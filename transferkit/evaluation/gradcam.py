@@ -3,47 +3,41 @@
     heatmap = grad_cam(model, image)            # [H, W] in [0, 1]
     save_overlay(image, heatmap, "cam.png")
 
-It walks the transferkit layout (image -> [resize] -> preprocess -> backbone -> pool ->
-head), so it needs no layer names from inside any particular backbone: the backbone's
-output feature maps are the last convolutional maps by construction.
+The backbone's output feature maps are the last convolutional maps by construction, so
+it needs no layer name from inside any particular backbone: only the model's parts
+(`models.parts.ModelParts`, `build_model`'s layout by default).
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
 from transferkit.core.errors import ConfigError
+from transferkit.models.parts import resolve
 
 
-def _layer(model, name):
-    for layer in model.layers:
-        if layer.name == name:
-            return layer
-    return None
-
-
-def grad_cam(model, image, class_index=None):
+def grad_cam(model, image, class_index=None, parts=None):
     """A [H, W] heatmap in [0, 1] for `image` (raw RGB 0-255, [H, W, 3]).
 
-    class_index: the class to explain (default: the predicted one).
+    class_index: the output to explain (default: the largest one).
+    parts: a `ModelParts` for a model built by hand.
     """
-    backbone, pool, head = (_layer(model, n) for n in ("backbone", "pool", "head"))
-    if backbone is None or head is None:
-        raise ConfigError(f"Grad-CAM needs a transferkit model (layers 'backbone', 'pool',"
-                          f" 'head'); {model.name!r} has {[l.name for l in model.layers]}.")
+    resolved = resolve(model, parts)
+    maps_tensor = resolved.backbone_output
+    if len(maps_tensor.shape) != 4:
+        raise ConfigError(f"Grad-CAM needs feature maps; the backbone of {model.name!r} "
+                          f"outputs shape {maps_tensor.shape}.")
+    # Image -> backbone maps, and maps -> outputs, both sharing the model's layers.
+    to_maps = keras.Model(model.inputs, maps_tensor)
+    from_maps = keras.Model(maps_tensor, model.outputs)
     x = tf.convert_to_tensor(np.asarray(image, dtype=np.float32)[None])
-    for name in ("resize", "preprocess"):
-        layer = _layer(model, name)
-        x = layer(x) if layer is not None else x
-    maps = backbone(x, training=False)
-    if len(maps.shape) != 4:
-        raise ConfigError(f"Grad-CAM needs feature maps; backbone of {model.name!r} "
-                          f"outputs shape {maps.shape}.")
+    maps = to_maps(x, training=False)
     with tf.GradientTape() as tape:
         tape.watch(maps)
-        probs = head(pool(maps), training=False)
-        index = int(tf.argmax(probs[0])) if class_index is None else int(class_index)
-        score = probs[:, index]
+        out = tf.reshape(from_maps(maps, training=False), [1, -1])
+        index = int(tf.argmax(out[0])) if class_index is None else int(class_index)
+        score = out[:, index]
     grads = tape.gradient(score, maps)[0]
     weights = tf.reduce_mean(grads, axis=(0, 1))  # one weight per channel
     cam = tf.nn.relu(tf.reduce_sum(maps[0] * weights, axis=-1))

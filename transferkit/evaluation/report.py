@@ -16,8 +16,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from transferkit.evaluation.evaluate import classification_report, predict_dataset, worst_predictions
-from transferkit.models.saving import atomic_path
+from transferkit.core.files import atomic_path, write_text
+from transferkit.core.tasks import get_task
+from transferkit.evaluation.evaluate import predict_outputs, worst_predictions
 
 PLOTS = "report"  # subfolder of the run directory holding the PNGs
 
@@ -27,7 +28,6 @@ def _save(fig, folder, name):
     path = os.path.join(folder, PLOTS, name)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a web server must read the report
     return f"{PLOTS}/{name}"
 
 
@@ -126,10 +126,7 @@ def write_html(folder, title, sections, name="report.html"):
             "img{max-width:100%}td,th{padding:2px 10px;text-align:right}</style></head>"
             f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
     path = os.path.join(folder, name)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write(page)
-        os.chmod(tmp, 0o644)
+    write_text(path, page)
     return path
 
 
@@ -138,26 +135,32 @@ def _img(src, alt):
 
 
 def _table(report):
+    heads = ", ".join(f"{k} {report[k]:.4f}" for k in
+                      ("accuracy", "exact_match", "top5", "nll", "macro_f1", "mae", "rmse",
+                       "r2") if k in report)
+    text = f"<p>{report['num_images']} images: {html.escape(heads)}</p>"
+    if "per_class" not in report:
+        return text
     rows = "".join(f"<tr><th>{html.escape(n)}</th><td>{r['precision']:.3f}</td>"
                    f"<td>{r['recall']:.3f}</td><td>{r['f1']:.3f}</td><td>{r['support']}</td>"
                    "</tr>" for n, r in report["per_class"].items())
-    heads = ", ".join(f"{k} {report[k]:.4f}" for k in ("accuracy", "top5", "nll", "macro_f1")
-                      if k in report)
-    return (f"<p>{report['num_images']} images: {heads}</p><table><tr><th>class</th>"
-            f"<th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>{rows}</table>")
+    return (f"{text}<table><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th>"
+            f"<th>support</th></tr>{rows}</table>")
 
 
 def evaluation_sections(folder, report, worst=None, reliability=None):
-    """Report sections for one evaluation; worst: (images, titles) of the misses."""
-    sections = [("Metrics", _table(report)),
-                ("Confusion matrix", _img(plot_confusion(report["confusion_matrix"],
-                                                         report["class_names"], folder),
-                                          "confusion matrix")),
-                ("Per-class precision and recall",
-                 _img(plot_per_class(report["per_class"], folder), "per-class"))]
+    """Report sections for one evaluation (whichever parts its task's report has);
+    worst: (images, titles) of the worst-predicted examples."""
+    sections = [("Metrics", _table(report))]
+    if "confusion_matrix" in report:
+        sections.append(("Confusion matrix", _img(plot_confusion(
+            report["confusion_matrix"], report["class_names"], folder), "confusion matrix")))
+    if "per_class" in report:
+        sections.append(("Per-class precision and recall",
+                         _img(plot_per_class(report["per_class"], folder), "per-class")))
     if worst and len(worst[0]):
-        sections.append(("Worst-classified images", _img(plot_images(
-            *worst, folder, "worst.png"), "worst-classified images")))
+        sections.append(("Worst-predicted images", _img(plot_images(
+            *worst, folder, "worst.png"), "worst-predicted images")))
     if reliability:
         sections.append(("Calibration (temperature scaling)",
                          f"<p>temperature {reliability['temperature']:.3f}</p>" + _img(
@@ -167,9 +170,9 @@ def evaluation_sections(folder, report, worst=None, reliability=None):
     return sections
 
 
-def worst_images(dataset, probs, labels, class_names, n=12):
-    """(images, titles) of the `n` images whose true class scored lowest."""
-    order = worst_predictions(probs, labels, n)
+def worst_images(dataset, task, outputs, labels, class_names, n=12):
+    """(images, titles) of the `n` images with the highest loss under `task`."""
+    order = worst_predictions(task, outputs, labels, n)
     wanted = {int(i): rank for rank, i in enumerate(order)}
     images = [None] * len(order)
     offset = 0
@@ -178,9 +181,8 @@ def worst_images(dataset, probs, labels, class_names, n=12):
             if offset + j in wanted:
                 images[wanted[offset + j]] = batch[j].numpy()
         offset += len(batch)
-    true, pred = np.asarray(labels).argmax(1), np.asarray(probs).argmax(1)
-    titles = [f"true {class_names[true[i]]}\npred {class_names[pred[i]]} "
-              f"{probs[i, pred[i]]:.2f}" for i in order]
+    titles = [f"true {_label_text(task, labels[i], class_names)}\n"
+              f"pred {_label_text(task, outputs[i], class_names)}" for i in order]
     return images, titles
 
 
@@ -202,16 +204,15 @@ def write_report(out_dir, model, data, history, max_samples=18):
                                                  "learning curves")))
     images, labels = _first_examples(data.train, max_samples)
     names = list(data.class_names)
-    titles = [_label_text(y, names) for y in labels]
+    titles = [_label_text(get_task(data.task), y, names) for y in labels]
     sections.append(("Augmented training samples",
                      _img(plot_images(images, titles, out_dir, "augmented.png"),
                           "augmented training samples")))
-    if data.val is not None and data.task in ("multiclass", "binary"):
-        probs, y = predict_dataset(model, data.val)
-        if data.task == "binary":  # one sigmoid unit -> two class columns
-            probs, y = np.hstack([1 - probs, probs]), np.hstack([1 - y, y])
-        report = classification_report(probs, y, names)
-        worst = worst_images(data.val, probs, y, names)
+    task = get_task(data.task)
+    if data.val is not None:
+        outputs, y = predict_outputs(model, data.val)
+        report = task.score(outputs, y, names)
+        worst = worst_images(data.val, task, outputs, y, names)
         sections += [(f"Validation: {h}", b) for h, b in
                      evaluation_sections(out_dir, report, worst)]
     return write_html(out_dir, f"transferkit run: {os.path.basename(os.path.abspath(out_dir))}",
@@ -229,13 +230,16 @@ def _first_examples(dataset, n):
     return images, labels
 
 
-def _label_text(row, names):
-    if not names:
-        return ", ".join(f"{v:.2f}" for v in np.atleast_1d(row))
-    row = np.atleast_1d(row)
-    if len(row) == 1:  # binary
-        return names[int(row[0] > 0.5)]
-    if np.isclose(row.sum(), 1.0) and row.max() > 0.99:
-        return names[int(row.argmax())]
-    top = np.argsort(row)[::-1][:2]  # mixed or multi-hot labels
-    return " / ".join(f"{names[i]} {row[i]:.2f}" for i in top if row[i] > 0)
+def _label_text(task, row, names):
+    """A short caption for a label or prediction row (mixed labels show their top two)."""
+    row = np.atleast_1d(np.asarray(row, dtype=np.float64))
+    if not task.has_classes:
+        return ", ".join(f"{v:.2f}" for v in row)
+    described = task.describe(row, names, top_k=2)
+    label = described["label"]
+    if isinstance(label, list):  # multilabel
+        return " / ".join(label) or "(none)"
+    top = described["scores"]
+    if top[0]["probability"] < 0.99 and len(top) > 1:  # a soft (mixed) row
+        return " / ".join(f"{s['class']} {s['probability']:.2f}" for s in top)
+    return label

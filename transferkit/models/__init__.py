@@ -1,0 +1,21 @@
+"""Models: the backbone registry, backbones with their weights, heads, the builder.
+
+Importing this package registers every built-in backbone (Keras Applications in
+`applications`, the from-scratch and test networks in `scratch`).
+"""
+
+from transferkit.models import applications, scratch  # noqa: F401  (registration)
+from transferkit.models.backbones import create_backbone, imagenet_cache_dir
+from transferkit.models.builder import build_model, resolve_input
+from transferkit.models.heads import HeadConfig, build_head, infer_task
+from transferkit.models.layers import Preprocess
+from transferkit.models.parts import ModelParts, resolve as resolve_parts
+from transferkit.models.registry import (BackboneSpec, block_starts, get_spec,
+                                         list_backbones, register_backbone)
+from transferkit.models.saving import load_model, read_metadata, save_model
+
+__all__ = ["BackboneSpec", "HeadConfig", "ModelParts", "Preprocess", "block_starts",
+           "build_head", "build_model", "create_backbone", "get_spec",
+           "imagenet_cache_dir", "infer_task", "list_backbones", "load_model",
+           "read_metadata", "register_backbone", "resolve_input", "resolve_parts",
+           "save_model"]

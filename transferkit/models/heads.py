@@ -1,7 +1,8 @@
-"""Dense heads and the loss and metrics that go with each task.
+"""Dense heads on the pooled feature vector.
 
-A head is its own small `keras.Model` (named "head") on the pooled feature vector, so
-the same head trains on cached features and on the live backbone.
+A head is its own small `keras.Model` (named "head"), so the same head trains on cached
+features and on the live backbone. Its output layer's width and activation come from
+the task (`core.tasks`).
 """
 
 import dataclasses
@@ -10,11 +11,9 @@ import keras
 from keras import layers
 
 from transferkit.core.errors import ConfigError, check_choice
+from transferkit.core.tasks import get_task
 
-TASKS = ("multiclass", "binary", "multilabel", "regression")
 POOLINGS = ("avg", "max", "flatten")
-_OUTPUT_ACTIVATION = {"multiclass": "softmax", "binary": "sigmoid",
-                      "multilabel": "sigmoid", "regression": "linear"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +32,7 @@ class HeadConfig:
     l2: float = 0.0
 
     def __post_init__(self):
-        check_choice("task", self.task, TASKS)
+        get_task(self.task)
         check_choice("pooling", self.pooling, POOLINGS)
         object.__setattr__(self, "units", tuple(int(u) for u in self.units))
         if not 0.0 <= self.dropout < 1.0:
@@ -42,17 +41,6 @@ class HeadConfig:
             )
         if self.l2 < 0:
             raise ConfigError(f"The `l2` argument should be >= 0. Received: l2={self.l2}")
-
-
-def output_units(task, num_classes):
-    """Width of the output layer: 1 for binary, else `num_classes` (outputs)."""
-    check_choice("task", task, TASKS)
-    if task == "binary":
-        return 1
-    if not num_classes or num_classes < 1:
-        raise ConfigError(f"The `num_classes` argument should be >= 1 for task={task!r}. "
-                          f"Received: num_classes={num_classes!r}")
-    return int(num_classes)
 
 
 def pooling_layer(pooling):
@@ -79,35 +67,23 @@ def build_head(feature_size, num_outputs, config=HeadConfig()):
             x = layers.Dropout(config.dropout, name=f"head_dropout_{i}")(x)
     if config.dropout and not config.units:
         x = layers.Dropout(config.dropout, name="head_dropout")(x)
-    outputs = layers.Dense(num_outputs, activation=_OUTPUT_ACTIVATION[config.task],
+    outputs = layers.Dense(num_outputs, activation=get_task(config.task).activation,
                            kernel_regularizer=regularizer, dtype="float32",
                            name="head_predictions")(x)
     return keras.Model(inputs, outputs, name="head")
 
 
-def task_of(model):
-    """The task a transferkit model was built for, read off its output layer."""
-    head = model.get_layer("head") if any(l.name == "head" for l in model.layers) else model
-    out = head.layers[-1]
-    activation = getattr(out.activation, "__name__", "")
+def infer_task(model):
+    """The task name a model's output layer implies (softmax: multiclass, one sigmoid:
+    binary, several: multilabel, linear: regression). Saved models carry their task
+    in their metadata; this is for models that do not."""
+    out = model
+    while getattr(out, "layers", None):  # nested models: their own last layer
+        out = out.layers[-1]
+    activation = getattr(getattr(out, "activation", None), "__name__", "linear")
+    units = model.output_shape[-1]
     if activation == "softmax":
         return "multiclass"
     if activation == "sigmoid":
-        return "binary" if out.units == 1 else "multilabel"
+        return "binary" if units == 1 else "multilabel"
     return "regression"
-
-
-def loss_and_metrics(task, num_outputs, label_smoothing=0.0):
-    """(loss, metrics) matching `task`; labels are one-hot / multi-hot float vectors."""
-    check_choice("task", task, TASKS)
-    if task == "multiclass":
-        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-        if num_outputs > 5:
-            metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))
-        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing), metrics
-    if task in ("binary", "multilabel"):
-        metrics = [keras.metrics.BinaryAccuracy(name="accuracy"),
-                   keras.metrics.AUC(name="auc", multi_label=task == "multilabel",
-                                     num_labels=num_outputs if task == "multilabel" else None)]
-        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing), metrics
-    return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]

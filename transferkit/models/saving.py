@@ -1,58 +1,23 @@
 """Saving and loading models: atomic writes, safe loads, metadata that travels along.
 
 A `.keras` file is a zip; transferkit adds one more member, `transferkit.json` (class
-names, task, backbone, image size), which Keras ignores on load, so the class names
-travel inside the model file itself.
+names, task, input spec, backbone), which Keras ignores on load, so everything a
+command needs to use the model travels inside the model file itself.
+
+Custom classes (layers, optimizers) register when `transferkit` is imported, which
+happens before any module of the package runs, so every load can find them.
 """
 
-import contextlib
 import json
 import os
-import tempfile
 import zipfile
 
 import keras
 
-import transferkit.models.layers  # noqa: F401  (registers custom layers before any load)
-import transferkit.training.optimizers  # noqa: F401
 from transferkit.core.errors import TransferkitError, UnsafeModelError
+from transferkit.core.files import atomic_path
 
 METADATA_NAME = "transferkit.json"
-_UMASK = os.umask(0o022)  # read once at import (os.umask can only read by setting)
-os.umask(_UMASK)
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temp path beside `path`; on success fsync it and rename it over `path`.
-
-    A crash or kill mid-write leaves the previous file intact, never a torn one.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    base, ext = os.path.splitext(os.path.basename(path))
-    if base.endswith(".weights"):  # Keras insists on the ".weights.h5" suffix
-        base, ext = base[: -len(".weights")], ".weights" + ext
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(folder)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path, data):
-    """Write `data` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, default=str)
 
 
 def save_model(model, path, metadata=None):
@@ -73,7 +38,7 @@ def read_metadata(path):
         with zipfile.ZipFile(path) as archive:
             if METADATA_NAME in archive.namelist():
                 return json.loads(archive.read(METADATA_NAME))
-    except zipfile.BadZipFile as error:
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
         raise TransferkitError(f"{path} is not a .keras model file: {error}") from None
     return {}
 
@@ -97,17 +62,3 @@ def load_model(path, *, trusted=False, compile=True):
             "code when loaded (e.g. a Lambda layer), which Keras blocks in safe mode. "
             "Load it only if you trust whoever wrote the file: pass trusted=True "
             "(`--trusted` on the command line).") from error
-
-
-def _fsync_dir(folder):
-    # The rename itself must reach the disk, or a power cut can undo it.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -8,7 +8,7 @@ users take, and "transfer versus scratch" compares like with like.
 import keras
 from keras import layers
 
-from transferkit.models.backbones import BackboneSpec, register_backbone
+from transferkit.models.registry import BackboneSpec, register_backbone
 from transferkit.core.errors import WeightsError
 
 

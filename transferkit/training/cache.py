@@ -8,10 +8,11 @@ model: `merge` only has work to do when it is handed a separate head or a bare
 feature extractor.
 
     splits = load_data("data/pets", image_size=224, augment=AugmentConfig())
-    records, audit = train_head_cached(model, splits, views=2, augment=AugmentConfig(),
-                                       store=FeatureStore.default())
-    fine_tune(model, splits.train, splits.val, phases=("finetune",),
-              initial_epoch=len(records))
+    fine_tune(model, splits, cache=FeatureCache(views=2, augment=AugmentConfig(),
+                                                store=FeatureStore.default()))
+
+`fine_tune` (the orchestrator) runs phase 1 on the features this module extracts and
+stores; `split_features` is the part that can be called on its own.
 
 views=0 stores one clean (unaugmented) pass; views=K stores K augmented passes and each
 epoch shows every image once, in one of its K views picked at random.
@@ -28,7 +29,6 @@ a warning, never used.
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import warnings
 
@@ -37,17 +37,50 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, DataError
-from transferkit.training.freezing import FreezePolicy, freeze, mark_compiled
-from transferkit.models.builder import feature_extractor
-from transferkit.models.saving import atomic_path
-from transferkit.training.schedule import ScheduleConfig, phase_compile_args, train_phase
+from transferkit.core.files import atomic_path
 from transferkit.data.pipeline import make_dataset
+from transferkit.data.splits import DataSplits
+from transferkit.models.parts import resolve
 
 FORMAT = 1  # bump when the file layout or the key recipe changes
 DEFAULT_VIEWS = 2  # augmented views per training image when augmentation is on
-# A head step on features takes microseconds, so Keras' per-step overhead dominates;
-# several steps per call cut an epoch's time by about half (measured at 5,000 images).
-STEPS_PER_EXECUTION = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCache:
+    """Phase 1 on cached features (`fine_tune(..., cache=FeatureCache())`).
+
+    views: augmented views per training image (0: one clean pass). augment: the
+        AugmentConfig file sources are re-read with when views > 0. store: a
+        FeatureStore (default: memory only, this process). seed: of the views.
+    """
+
+    views: int = 0
+    augment: object = None
+    store: object = None
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSource:
+    """The splits to extract: datasets, and for file sources the files and labels that
+    key the cache and are re-read in a fixed order."""
+
+    train: object
+    val: object = None
+    train_files: tuple = ()
+    train_labels: object = None
+    val_files: tuple = ()
+    val_labels: object = None
+    image_size: object = None
+
+    @classmethod
+    def of(cls, data, val=None):
+        """From a DataSplits, or from (train, val) datasets."""
+        if isinstance(data, DataSplits):
+            return cls(data.train, data.val, data.train_files, data.train_labels,
+                       data.val_files, data.val_labels, data.image_size)
+        return cls(data, val)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,18 +176,18 @@ def _read(path, key):
 
 # --- keys ----------------------------------------------------------------------------
 
-def model_fingerprint(model):
-    """Hash of what maps an image to features: layer configs (names left out, since
-    Keras numbers unnamed layers per session) and every weight, BN statistics included.
+def model_fingerprint(model, parts=None):
+    """Hash of what maps an image to `model`'s head input (its feature extractor, see
+    `models.parts`): layer configs (names left out, since Keras numbers unnamed layers
+    per session) and every weight, BN statistics included.
 
     Hashing the weights themselves makes a weights file, "imagenet" and a seeded
     random init all safe: two different initialisations never share a key.
     """
-    if any(layer.name == "pool" for layer in model.layers):
-        model = feature_extractor(model)
+    extractor = resolve(model, parts).feature_extractor()
     digest = hashlib.blake2b(digest_size=20)
-    digest.update(json.dumps(_describe(model), sort_keys=True, default=str).encode())
-    for weight in model.weights:
+    digest.update(json.dumps(_describe(extractor), sort_keys=True, default=str).encode())
+    for weight in extractor.weights:
         value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
         digest.update(f"{value.dtype}{value.shape}".encode())
         digest.update(value.tobytes())
@@ -219,37 +252,39 @@ def extract_features(extractor, dataset, verbose=1):
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def split_features(model, data, *, views=0, augment=None, seed=0, batch_size=32,
-                   store=None, verbose=1):
-    """(train, val) `Features` of a `DataSplits`; val is None without a val split.
+def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
+                   batch_size=32, store=None, verbose=1):
+    """(train, val) `Features` of `data` (a DataSplits or FeatureSource) at the input of
+    `model`'s head (see `models.parts`); val is None without a val split.
 
     File splits are re-read in file order without augmentation (views=0) or K times
     with `augment` on (views=K), and cached in `store` (default: memory only) under a
     key of model and data. In-memory and TFDS splits have no file identity: their
     datasets are passed over max(1, views) times as given and never cached.
     """
-    if views < 0 or (views and augment is None):
+    source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
+    if views < 0 or (views and augment is None and source.train_files):
         raise ConfigError("The `views` argument should be 0, or >= 1 with an `augment` "
                           f"config. Received: views={views}, augment={augment!r}")
     store = store if store is not None else FeatureStore()
-    extractor, model_fp = feature_extractor(model), None
+    extractor, model_fp = resolve(model, parts).feature_extractor(), None
     out = []
     for split in ("train", "val"):
-        files, labels = getattr(data, f"{split}_files"), getattr(data, f"{split}_labels")
+        files, labels = getattr(source, f"{split}_files"), getattr(source, f"{split}_labels")
         passes = max(1, views) if split == "train" else 1
         if not files:
-            dataset = getattr(data, split)
+            dataset = getattr(source, split)
             out.append(None if dataset is None else _compute(extractor, [dataset] * passes,
                                                              verbose))
             continue
         aug = augment if split == "train" and views else None
-        model_fp = model_fp or model_fingerprint(model)
+        model_fp = model_fp or model_fingerprint(model, parts)
         key = feature_key(model_fp, data_fingerprint(
-            files, labels, data.image_size, augment=aug, views=views if aug else 0,
+            files, labels, source.image_size, augment=aug, views=views if aug else 0,
             seed=seed))
         found = store.get(key)
         if found is None:
-            datasets = [make_dataset(files, labels, image_size=data.image_size,
+            datasets = [make_dataset(files, labels, image_size=source.image_size,
                                      batch_size=batch_size, training=aug is not None,
                                      augment=aug, seed=seed * 1009 + v, deterministic=True)
                         for v in range(passes)]
@@ -264,7 +299,7 @@ def _compute(extractor, datasets, verbose):
     return Features(np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs]))
 
 
-# --- training on features and merging -------------------------------------------------
+# --- feature datasets and merging -------------------------------------------------
 
 def feature_dataset(features, batch_size=32, *, training=False, seed=0):
     """Batches of (feature, label); training: reshuffled each epoch, every image once
@@ -280,49 +315,6 @@ def feature_dataset(features, batch_size=32, *, training=False, seed=0):
             ids = tf.data.Dataset.zip((ids, picks)).map(lambda i, r: (r % views) * n + i)
     batches = ids.batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
     return batches.prefetch(tf.data.AUTOTUNE)
-
-
-def fit_head(model, train, val=None, *, config=ScheduleConfig(), callbacks=(),
-             class_weight=None, verbose="auto", seed=0, batch_size=None):
-    """Phase 1 on `Features`: train `model`'s head with phase `config.head`'s optimizer,
-    schedule, early stopping (best weights restored), loss and label smoothing.
-
-    Returns (records, audit) like one phase of `fine_tune`: records have phase "head".
-    batch_size: default `config.batch_size`, so the updates match the live phase.
-    """
-    phase = config.head
-    if phase.freeze.kind != "all":
-        raise ConfigError("Cached features need a frozen backbone in phase 1: the head "
-                          f"phase's `freeze` should be 'all'. Received: freeze={phase.freeze}")
-    audit = freeze(model, FreezePolicy("all"))
-    head = model.get_layer("head")
-    batch_size = batch_size or config.batch_size
-    train_ds = feature_dataset(train, batch_size, training=True, seed=seed)
-    # Validation batches can be large (nothing is learnt from them), which saves steps.
-    val_ds = None if val is None else feature_dataset(val, max(batch_size, 1024))
-    steps = math.ceil(train.count / batch_size)
-    head.compile(**phase_compile_args(model, phase, config, steps_per_epoch=steps),
-                 steps_per_execution=STEPS_PER_EXECUTION)
-    records = train_phase(head, train_ds, val_ds, phase, name="head",
-                          monitor=config.monitor if val is not None else "loss",
-                          callbacks=callbacks, class_weight=class_weight, verbose=verbose)
-    # Leave the full model compiled as after a live phase 1, so evaluate() works;
-    # phase 2 recompiles it with its own policy anyway.
-    model.compile(**phase_compile_args(model, phase, config, steps_per_epoch=steps))
-    mark_compiled(model)
-    return records, audit
-
-
-def train_head_cached(model, data, config=ScheduleConfig(), *, views=0, augment=None,
-                      store=None, seed=0, callbacks=(), class_weight=None,
-                      verbose="auto"):
-    """Phase 1 of `config` on cached features of `data` (a `DataSplits`); see
-    `split_features` and `fit_head`. Returns (records, audit)."""
-    bar = 1 if verbose == "auto" else int(verbose)
-    train, val = split_features(model, data, views=views, augment=augment, seed=seed,
-                                batch_size=config.batch_size, store=store, verbose=bar)
-    return fit_head(model, train, val, config=config, callbacks=callbacks,
-                    class_weight=class_weight, verbose=verbose, seed=seed)
 
 
 def merge(model, head):

@@ -1,16 +1,16 @@
-"""Crash-safe checkpoints and resume across both phases of the schedule.
+"""Crash-safe checkpoints, and the `Position` a run resumes from.
 
-A checkpoint is two files in `<run>/checkpoints/`: `ckpt-<step>.weights.h5` (model
-weights *and* optimizer variables, as Keras' `save_weights` writes them) and
-`ckpt-<step>.json`, the state: phase, epoch, step within the epoch, the optimizer's
-iteration count (which is the learning-rate schedule's position), the freeze policy,
-the trainable parameter count and the per-epoch history so far. Both are written
+A checkpoint is files in `<run>/checkpoints/`: `ckpt-<step>.weights.h5` (model weights
+*and* optimizer variables, as Keras' `save_weights` writes them), the early-stopping
+phase's best weights `best-<step>.npz` when they changed, and `ckpt-<step>.json`, the
+state: phase, epoch, step within the epoch, the optimizer's iteration count (the
+learning-rate schedule's position), the early-stopping state, the freeze policy, the
+trainable parameter count and the per-epoch history so far. Every file is written
 atomically (temp file, fsync, rename) and the JSON goes last, so it is the commit mark:
 a kill at any moment leaves the previous checkpoint whole. The last `keep` are kept.
 
-Resume rebuilds the model, freezes and compiles it for the saved phase, loads weights
-and optimizer state, finishes the interrupted epoch (skipping the batches already
-trained), then runs the rest of the schedule.
+Resume: `position(state)` says where the orchestrator restarts; the `Checkpointer`
+loads weights and optimizer once the model is frozen and compiled for that phase.
 """
 
 import contextlib
@@ -19,19 +19,19 @@ import glob
 import json
 import math
 import os
-import re
 import signal
 import time
 
 import keras
+import numpy as np
 
 from transferkit.core.errors import ConfigError, TransferkitError
+from transferkit.core.files import TEMP_MARK, atomic_path, write_json
 from transferkit.training.freezing import count_params, trainable_signature
-from transferkit.models.saving import atomic_path, write_json
-from transferkit.training.schedule import EpochRecorder, compile_for_phase, fine_tune, train_phase
+from transferkit.training.orchestrator import PhaseCallback, Position, StopperState
+from transferkit.training.schedule import PHASES
 
-FORMAT = 1
-PHASES = ("head", "finetune")
+FORMAT = 2
 # Test hooks for the kill harness: "SECONDS[@STEP]" to sleep inside weights writes (from
 # global step STEP on), so a kill can land mid-save; a file that receives the global
 # step, phase, epoch and step after every batch.
@@ -59,28 +59,36 @@ class CheckpointManager:
     def __init__(self, directory, keep=3):
         self.directory, self.keep = os.fspath(directory), keep
 
-    def save(self, model, state):
-        """Write weights + optimizer, then the state JSON; prune to the last `keep`."""
+    def _path(self, name):
+        return os.path.join(self.directory, name)
+
+    def save(self, model, state, best_file=None, best_weights=None):
+        """Write weights + optimizer, `best_weights` (a list of arrays) to `best_file`
+        if given, then the state JSON (which refers to `best_file`); prune to the last
+        `keep`. Returns the weights path."""
         name = f"ckpt-{state['global_step']:08d}"
-        weights = os.path.join(self.directory, name + ".weights.h5")
-        with atomic_path(weights) as tmp:
+        with atomic_path(self._path(name + ".weights.h5")) as tmp:
             model.save_weights(tmp)
             _test_sleep(state["global_step"])
-        write_json(os.path.join(self.directory, name + ".json"),
-                   {**state, "format": FORMAT, "weights": os.path.basename(weights)})
+        if best_weights is not None:
+            with atomic_path(self._path(best_file)) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, *best_weights)
+        files = {"weights": name + ".weights.h5", "best_weights": best_file}
+        write_json(self._path(name + ".json"), {**state, **files, "format": FORMAT})
         self.prune()
-        return weights
+        return self._path(files["weights"])
 
     def states(self):
-        """Every committed state, oldest first."""
+        """Every committed state whose files exist, oldest first."""
         out = []
-        for path in sorted(glob.glob(os.path.join(self.directory, "ckpt-*.json"))):
+        for path in sorted(glob.glob(self._path("ckpt-*.json"))):
             try:
                 with open(path) as f:
                     state = json.load(f)
             except (OSError, json.JSONDecodeError):
                 continue  # not committed (cannot happen with atomic writes; be safe)
-            if os.path.exists(os.path.join(self.directory, state.get("weights", ""))):
+            if all(os.path.exists(self._path(state[k])) for k in _files(state)):
                 out.append(state)
         return out
 
@@ -90,26 +98,58 @@ class CheckpointManager:
         return states[-1] if states else None
 
     def prune(self):
-        # The JSON goes first: a kill in between leaves an orphan weights file, never a
-        # state that points at nothing.
-        for state in self.states()[:-self.keep]:
-            for name in (re.sub(r"\.weights\.h5$", ".json", state["weights"]),
-                         state["weights"]):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(self.directory, name))
+        """Delete all but the newest `keep` checkpoints, and best-weights files no kept
+        state refers to. The JSON goes first: a kill in between leaves an orphan
+        weights file, never a state that points at nothing."""
+        states = self.states()
+        kept = {state[k] for state in states[-self.keep:] for k in _files(state)}
+        for state in states[:-self.keep]:
+            name = state["weights"].replace(".weights.h5", ".json")
+            for file in [name] + [state[k] for k in _files(state)]:
+                if file not in kept:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(self._path(file))
 
     def clean(self):
-        """Remove temp files of writes a kill interrupted, and uncommitted weights."""
-        committed = {s["weights"] for s in self.states()}
-        for path in glob.glob(os.path.join(self.directory, "*.weights.h5")) + \
-                glob.glob(os.path.join(self.directory, ".*.tmp*")):
+        """Remove temp files of writes a kill interrupted, and uncommitted files."""
+        committed = {s[k] for s in self.states() for k in _files(s)}
+        for path in (glob.glob(self._path("ckpt-*.weights.h5"))
+                     + glob.glob(self._path("best-*.npz"))
+                     + glob.glob(self._path(f".*{TEMP_MARK}*"))):
             if os.path.basename(path) not in committed:
                 os.remove(path)
 
-    def restore(self, model, state):
-        """Load weights and optimizer state into a model compiled for `state`'s phase."""
+    def position(self, state):
+        """The orchestrator `Position` that continues the run `state` records."""
+        name = state["phase"]
+        if name not in PHASES:
+            raise TransferkitError(f"Checkpoint state in {self.directory} has phase="
+                                   f"{name!r}; expected one of {PHASES}.")
+        if state["phase_complete"]:
+            following = PHASES[PHASES.index(name) + 1:]
+            if not following:
+                return None  # the schedule is done
+            return Position(following[0], state["epoch"], state["epoch"], 0)
+        stopper = state.get("early_stopping")
+        if stopper is not None:
+            weights = None
+            if state.get("best_weights"):
+                with np.load(self._path(state["best_weights"])) as archive:
+                    weights = [archive[f"arr_{i}"] for i in range(len(archive.files))]
+            stopper = StopperState(stopper["best"], stopper["best_epoch"], stopper["wait"],
+                                   weights)
+        return Position(name, state["phase_start_epoch"], state["epoch"], state["step"],
+                        stopper)
+
+    def restore(self, model, state, *, optimizer=True):
+        """Load a checkpoint's weights into `model`; with `optimizer`, also its optimizer
+        state, into a model compiled for the state's phase (checked, not assumed)."""
+        path = self._path(state["weights"])
+        if not optimizer:
+            model.load_weights(path)  # an uncompiled model: the weights alone
+            return
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(os.path.join(self.directory, state["weights"]))
+        model.load_weights(path)
         # Keras only warns when optimizer variables do not match; a silently fresh
         # optimizer would restart the learning-rate schedule, so check and refuse.
         iterations = int(model.optimizer.iterations.numpy())
@@ -121,43 +161,56 @@ class CheckpointManager:
                 f"phase {state['phase']!r} with freeze policy {state['freeze_policy']}.")
 
 
-class Checkpointer(keras.callbacks.Callback):
+def _files(state):
+    return [k for k in ("weights", "best_weights") if state.get(k)]
+
+
+class Checkpointer(PhaseCallback):
     """Saves every N steps, at epoch ends and at each phase's end; stops on NaN loss.
 
-    target: the full model to save (phase 1 on cached features fits only the head).
-    history: per-epoch records so far (given on resume).
+    target: the full model to save (phase 1 on cached features fits only the head,
+        and is saved only when it ends).
+    history: per-epoch records of the run before this process (given on resume).
+    resume: the state to restore once the model is compiled for its phase (a state
+        whose phase was complete is restored before training, weights only).
     """
 
     def __init__(self, manager, target, config=CheckpointConfig(), history=(),
-                 global_step=0):
+                 global_step=0, resume=None):
         super().__init__()
         self.manager, self.target, self.config = manager, target, config
-        self.history, self.global_step = list(history), global_step
-        self.phase, self.phase_start, self.phase_epochs, self.freeze_policy = None, 0, 0, ""
-        self.epoch, self.step, self.skipped = 0, 0, 0
+        self.prior, self.global_step, self.resume = list(history), global_step, resume
+        self.run, self.epoch, self.step, self.skip = None, 0, 0, 0
         self.stop_requested = False
+        self._best = None  # ((phase, best epoch), file) of the best weights last written
 
-    def set_phase(self, name, phase_start, phase, skipped=0):
-        """Called before each fit: phase name, its first epoch, its PhaseConfig, and
-        how many batches of the first epoch were skipped (trained before a kill)."""
-        self.phase, self.phase_start, self.phase_epochs = name, phase_start, phase.epochs
-        self.freeze_policy, self.skipped = str(phase.freeze), skipped
+    @property
+    def history(self):
+        """Every epoch record of the run, including those before a resume."""
+        return self.prior + (self.run.history if self.run else [])
+
+    def on_phase_begin(self, run):
+        self.run, self.skip = run, run.skipped
+        if self.resume is not None and run.live:
+            self.manager.restore(self.target, self.resume)
+        self.resume = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.step = epoch, self.skipped
+        # Only the first epoch of a resumed phase starts after batches trained before.
+        self.epoch, self.step = epoch, self.skip
 
     def on_train_batch_end(self, batch, logs=None):
         self.global_step += 1
-        self.step = self.skipped + batch + 1
+        self.step += 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             last = self.manager.latest()
             raise TransferkitError(
                 f"The loss became {float(loss)} at epoch {self.epoch + 1}, step "
-                f"{self.step} (phase {self.phase!r}); training stopped. The last good "
+                f"{self.step} (phase {self.run.name!r}); training stopped. The last good "
                 f"checkpoint is {last['weights'] if last else 'none'} in "
                 f"{self.manager.directory}: lower the learning rate and --resume.")
-        _test_progress(self.global_step, self.phase, self.epoch, self.step)
+        _test_progress(self.global_step, self.run.name, self.epoch, self.step)
         if self.config.every_steps and self.global_step % self.config.every_steps == 0:
             self.save()
         if self.stop_requested:
@@ -165,34 +218,39 @@ class Checkpointer(keras.callbacks.Callback):
             raise SystemExit(128 + signal.SIGTERM)
 
     def on_epoch_end(self, epoch, logs=None):
-        recorder = EpochRecorder(self.phase, self.phase_start)
-        recorder.set_model(self.model)
-        recorder.on_epoch_end(epoch, logs)
-        self.history += recorder.records
-        self.epoch, self.step, self.skipped = epoch + 1, 0, 0
+        self.epoch, self.step, self.skip = epoch + 1, 0, 0
         self.save()
 
-    def on_train_end(self, logs=None):
-        # After EarlyStopping restored the best weights; a resumed partial epoch's fit
-        # ends too, without ending the phase.
-        done = self.model.stop_training or self.epoch >= self.phase_start + self.phase_epochs
-        if done:
-            self.save(phase_complete=True)
+    def on_phase_end(self, run):
+        self.save(phase_complete=True)
 
     def save(self, phase_complete=False):
-        if self.model is not self.target:
-            return None  # phase 1 on cached features fits the head alone: nothing to resume
+        """Write a checkpoint of the target model at the current position."""
+        run = self.run
+        if not (run.live or phase_complete):
+            return None  # the head alone is training on features: nothing to resume
         optimizer = self.target.optimizer
-        state = {"phase": self.phase, "phase_start_epoch": self.phase_start,
-                 "epoch": self.epoch, "step": self.step, "global_step": self.global_step,
+        stopper = None if phase_complete or run.stopper is None else run.stopper.state()
+        best_file, best_weights = None, None
+        if stopper is not None and stopper.weights is not None:
+            key = (run.name, stopper.best_epoch)
+            if self._best is None or self._best[0] != key:  # new best: write it once
+                self._best = (key, f"best-{self.global_step:08d}.npz")
+                best_weights = stopper.weights
+            best_file = self._best[1]
+        state = {"phase": run.name, "phase_start_epoch": run.start, "epoch": self.epoch,
+                 "step": self.step, "global_step": self.global_step,
                  "phase_complete": phase_complete,
                  "optimizer_iterations": int(optimizer.iterations.numpy()),
                  "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                 "freeze_policy": self.freeze_policy,
+                 "freeze_policy": str(run.config.freeze),
                  "trainable_params": count_params(self.target.trainable_weights),
                  "trainable_layers": sum(t for _, t in trainable_signature(self.target)),
+                 "early_stopping": None if stopper is None else {
+                     "best": stopper.best, "best_epoch": stopper.best_epoch,
+                     "wait": stopper.wait},
                  "history": self.history, "time": time.time()}
-        return self.manager.save(self.target, state)
+        return self.manager.save(self.target, state, best_file, best_weights)
 
 
 @contextlib.contextmanager
@@ -214,47 +272,6 @@ def save_on_sigterm(checkpointer):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def resume(model, train, val, schedule, checkpointer, state, *, callbacks=(),
-           class_weight=None, verbose="auto"):
-    """Continue the schedule from `state` (see `CheckpointManager.latest`); returns audits.
-
-    The model must be freshly built (inside the strategy scope); its trainable flags
-    are re-applied for the saved phase before its weights and optimizer are loaded.
-    """
-    name = state["phase"]
-    if name not in PHASES:
-        raise TransferkitError(f"Checkpoint state has phase={name!r}; expected one of "
-                               f"{PHASES}.")
-    phase = getattr(schedule, name)
-    audits = {name: compile_for_phase(model, phase, schedule, train=train)}
-    checkpointer.manager.restore(model, state)
-    epoch, cbs = state["epoch"], [checkpointer, *callbacks]
-    if not state["phase_complete"]:
-        end = state["phase_start_epoch"] + phase.epochs
-        monitor = schedule.monitor if val is not None else "loss"
-        pieces = []
-        if state["step"]:  # finish the interrupted epoch without its trained batches
-            pieces.append((train.skip(state["step"]), 1, state["step"]))
-        pieces.append((train, end - epoch - len(pieces), 0))
-        for data, epochs, skipped in pieces:
-            if epochs <= 0:
-                continue
-            checkpointer.set_phase(name, state["phase_start_epoch"], phase, skipped)
-            train_phase(model, data, val, dataclasses.replace(phase, epochs=epochs),
-                        name=name, initial_epoch=epoch, monitor=monitor, callbacks=cbs,
-                        class_weight=class_weight, verbose=verbose)
-            epoch = checkpointer.epoch
-            if model.stop_training:  # early stopping ended the phase
-                break
-    rest = PHASES[PHASES.index(name) + 1:]
-    if rest:
-        result = fine_tune(model, train, val, config=schedule, callbacks=cbs,
-                           class_weight=class_weight, verbose=verbose, phases=rest,
-                           initial_epoch=epoch)
-        audits.update(result.audits)
-    return audits
 
 
 def _test_sleep(global_step):

@@ -12,13 +12,15 @@ splits each batch into `batch_size / num_replicas_in_sync` examples per replica
 scale it (and the learning rate) up to gain throughput.
 
 Keras 3.15's `fit` cannot run under `MultiWorkerMirroredStrategy` (keras-team/keras
-#20585); `patch_keras_for_multiworker` fixes exactly the two functions involved and is
-applied only by `make_strategy("multiworker")`, only for Keras versions it was checked on.
+#20585); `patch_keras_for_multiworker` fixes exactly the two functions involved, is
+applied only by `make_strategy("multiworker")`, and wraps each function only while the
+installed Keras still has the code that fails, so a Keras that fixes #20585 runs as is.
 """
 
 import contextlib
 import json
 import os
+import warnings
 
 import keras
 import tensorflow as tf
@@ -26,8 +28,12 @@ import tensorflow as tf
 from transferkit.core.errors import ConfigError, check_choice
 
 STRATEGIES = ("auto", "one", "mirrored", "multiworker", "tpu")
-# Keras versions whose trainer.py was read and found to need (and take) the fix below.
-MULTIWORKER_FIX_CHECKED = ("3.15",)
+# The code of keras/src/backend/tensorflow/trainer.py that keras-team/keras #20585 trips
+# over (read in Keras 3.15): while a function still contains it, it gets the wrapper.
+FAILING_CODE = {
+    "_maybe_symbolic_build": 'self.distribute_strategy.reduce(\n                        "MEAN"',
+    "reduce_per_replica": 'strategy.reduce("MEAN", v, axis=0)',
+}
 
 
 def make_strategy(name="auto"):
@@ -178,16 +184,24 @@ def prepare_dataset(dataset, strategy=None, *, service=None, job_name=None):
 
 # --- the Keras 3 multi-worker fix --------------------------------------------------------
 
-def keras_trainer_needs_fix():
-    """True if Keras' TF trainer still has the two code paths #20585 trips over."""
+def multiworker_fixes_needed():
+    """{function name: True if the installed Keras still has the code #20585 trips over
+    there, False if it does not, None if the function cannot be found or read}."""
     import inspect
 
     from keras.src.backend.tensorflow import trainer
 
-    build = inspect.getsource(_original("_maybe_symbolic_build", trainer.TensorFlowTrainer))
-    reduce = inspect.getsource(_original("reduce_per_replica", trainer))
-    return ('self.distribute_strategy.reduce(\n                        "MEAN"' in build
-            and 'strategy.reduce("MEAN", v, axis=0)' in reduce)
+    owners = {"_maybe_symbolic_build": trainer.TensorFlowTrainer,
+              "reduce_per_replica": trainer}
+    needed = {}
+    for name, owner in owners.items():
+        try:
+            source = inspect.getsource(_original(name, owner))
+        except (AttributeError, OSError, TypeError):
+            needed[name] = None
+            continue
+        needed[name] = FAILING_CODE[name] in source
+    return needed
 
 
 def patch_keras_for_multiworker():
@@ -200,47 +214,53 @@ def patch_keras_for_multiworker():
     - `reduce_per_replica` averages each step's scalar metrics with axis=0, which a
       scalar has not. The fix averages across replicas with axis=None, so every worker
       sees the same metrics (and early stopping decides the same on all of them).
-    Both wrappers defer to Keras unchanged outside multi-worker mode. Refuses to patch a
-    Keras version it was not checked on: re-check #20585 and the trainer first.
+    Both wrappers defer to Keras unchanged outside multi-worker mode. Each is applied
+    only while that function still has the failing code (`multiworker_fixes_needed`);
+    a Keras that changed them is used as it is, with a warning if one is missing.
+    Returns the names of the functions wrapped.
     """
     from keras.src.backend.tensorflow import trainer
 
-    if getattr(trainer.reduce_per_replica, "_transferkit_fix", False):
-        return
-    version = ".".join(keras.__version__.split(".")[:2])
-    if version not in MULTIWORKER_FIX_CHECKED or not keras_trainer_needs_fix():
-        raise ConfigError(
-            f"strategy='multiworker' carries a fix for Keras {MULTIWORKER_FIX_CHECKED} "
-            f"(keras-team/keras #20585) and Keras {keras.__version__} is installed, whose "
-            "trainer differs. Check whether that Keras still needs the fix and update "
-            "transferkit.distribute.MULTIWORKER_FIX_CHECKED, or use "
-            "TF_USE_LEGACY_KERAS=1 with tf_keras.")
-    original_build = trainer.TensorFlowTrainer._maybe_symbolic_build
-    original_reduce = trainer.reduce_per_replica
+    needed = multiworker_fixes_needed()  # read off the originals: idempotent
+    missing = sorted(name for name, need in needed.items() if need is None)
+    if missing:
+        warnings.warn(f"Keras {keras.__version__} has no {', '.join(missing)} in its "
+                      "TensorFlow trainer, so transferkit's fix for keras-team/keras "
+                      "#20585 does not apply; multi-worker training runs on Keras as is.",
+                      stacklevel=2)
+    if needed["_maybe_symbolic_build"]:
+        original_build = _original("_maybe_symbolic_build", trainer.TensorFlowTrainer)
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None and _is_multiworker(self.distribute_strategy):
-            strategy = self.distribute_strategy
-            for _, _, it in iterator:
-                data_batch = keras.tree.map_structure(
-                    lambda v: (strategy.experimental_local_results(v)[0]
-                               if isinstance(v, tf.distribute.DistributedValues) else v),
-                    next(it))
-                break
-            iterator = None
-        return original_build(self, iterator=iterator, data_batch=data_batch)
+        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+            if iterator is not None and _is_multiworker(self.distribute_strategy):
+                strategy = self.distribute_strategy
+                for _, _, it in iterator:
+                    data_batch = keras.tree.map_structure(
+                        lambda v: (strategy.experimental_local_results(v)[0]
+                                   if isinstance(v, tf.distribute.DistributedValues) else v),
+                        next(it))
+                    break
+                iterator = None
+            return original_build(self, iterator=iterator, data_batch=data_batch)
 
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and _is_multiworker(strategy):
-            return keras.tree.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original_reduce(values, strategy, reduction)
+        trainer.TensorFlowTrainer._maybe_symbolic_build = _wrapper(_maybe_symbolic_build,
+                                                                   original_build)
+    if needed["reduce_per_replica"]:
+        original_reduce = _original("reduce_per_replica", trainer)
 
-    for fixed, original in ((_maybe_symbolic_build, original_build),
-                            (reduce_per_replica, original_reduce)):
-        fixed._transferkit_fix, fixed._transferkit_original = True, original
-    trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
-    trainer.reduce_per_replica = reduce_per_replica
+        def reduce_per_replica(values, strategy, reduction):
+            if reduction in ("auto", "mean") and _is_multiworker(strategy):
+                return keras.tree.map_structure(
+                    lambda v: strategy.reduce("MEAN", v, axis=None), values)
+            return original_reduce(values, strategy, reduction)
+
+        trainer.reduce_per_replica = _wrapper(reduce_per_replica, original_reduce)
+    return tuple(name for name, need in needed.items() if need)
+
+
+def _wrapper(fixed, original):
+    fixed._transferkit_original = original  # so a second patch wraps Keras, not us
+    return fixed
 
 
 def _original(name, owner):

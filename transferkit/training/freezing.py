@@ -11,8 +11,9 @@ import weakref
 
 import keras
 
-from transferkit.models.backbones import block_starts, get_spec
 from transferkit.core.errors import ConfigError, TrainableChangedError, check_choice, suggest
+from transferkit.models.parts import resolve
+from transferkit.models.registry import block_starts, get_spec
 
 KINDS = ("all", "none", "top_layers", "from_layer", "last_blocks", "fraction", "regex")
 _BN = (keras.layers.BatchNormalization,)
@@ -44,6 +45,8 @@ class FreezePolicy:
                 f"FreezePolicy(kind={self.kind!r}) needs a value of type "
                 f"{needs[self.kind].__name__}. "
                 f"Received: value={self.value!r}")
+        if self.kind == "regex":
+            _regex(self.value)
         if self.kind == "fraction" and not 0.0 <= self.value <= 1.0:
             raise ConfigError(f"The `value` of a 'fraction' policy should be in [0, 1]. "
                               f"Received: value={self.value}")
@@ -92,27 +95,28 @@ class FreezeAudit:
         return "\n".join(rows)
 
 
-def backbone_of(model):
-    """The nested "backbone" model of a transferkit model (or `model` itself)."""
-    names = [layer.name for layer in model.layers]
-    return model.get_layer("backbone") if "backbone" in names else model
-
-
-def freeze(model, policy=FreezePolicy(), spec=None, verbose=False):
+def freeze(model, policy=FreezePolicy(), spec=None, parts=None, verbose=False):
     """Set `trainable` on `model`'s backbone per `policy`; returns a `FreezeAudit`.
 
-    spec: the backbone spec, for "last_blocks" (default: found from the model's name).
-    Compile after freezing — `fine_tune` does — or Keras keeps the old variable set.
+    parts: a `ModelParts` naming the backbone (default: `build_model`'s layout).
+    spec: the backbone spec for "last_blocks" (default: the parts' spec).
+    Everything outside the backbone (the head) trains. Compile after freezing —
+    `fine_tune` does — or Keras keeps training the old set of variables.
     """
     policy = FreezePolicy.parse(policy)
-    backbone = backbone_of(model)
+    resolved = resolve(model, parts)
+    backbone = resolved.backbone
     model.trainable = True  # the head and everything outside the backbone train
     layers = backbone.layers
     names = [layer.name for layer in layers]
-    spec = _spec(model, spec, policy)
+    spec = get_spec(spec) if spec is not None else resolved.spec
+    if spec is None and policy.kind == "last_blocks":
+        raise ConfigError(f"Cannot tell the block layout of the backbone of {model.name!r}: "
+                          "pass a registered backbone as `spec=` (or ModelParts(spec=...)) "
+                          "to freeze by block, or use another policy kind.")
     first = _first_trainable(policy, names, layers, spec)
     backbone.trainable = True
-    pattern = re.compile(policy.value) if policy.kind == "regex" else None
+    pattern = _regex(policy.value) if policy.kind == "regex" else None
     for i, layer in enumerate(layers):
         selected = bool(pattern.search(layer.name)) if pattern else i >= first
         if isinstance(layer, _BN) and not policy.train_batchnorm:
@@ -124,16 +128,12 @@ def freeze(model, policy=FreezePolicy(), spec=None, verbose=False):
     return audit
 
 
-def _spec(model, spec, policy):
-    if spec is not None:
-        return get_spec(spec)
+def _regex(text):
     try:
-        return get_spec(model.name)
-    except ConfigError:
-        if policy.kind == "last_blocks":
-            raise ConfigError(f"Cannot tell the backbone of model {model.name!r}: pass "
-                              "`spec=` (a registered backbone name) to freeze by block.") from None
-        return None
+        return re.compile(text)
+    except re.error as error:
+        raise ConfigError(f"The freeze policy 'regex:{text}' is not a valid regular "
+                          f"expression: {error}.") from None
 
 
 def _first_trainable(policy, names, layers, spec):

@@ -3,7 +3,9 @@
 Keras 3 has no per-variable learning rates and no MultiOptimizer. Scaling gradients is
 not a substitute: Adam divides by the gradient's own scale, so a 0.1x gradient moves the
 weight just as far. Instead, the learning rate itself is scaled inside `update_step`,
-for every variable outside the head, in a registered (hence saveable) subclass.
+for every variable outside the head, in a registered (hence saveable) subclass. The
+head's variables are listed by path (the orchestrator takes them from the model's
+`ModelParts`), so a model built by hand works as well as one from `build_model`.
 """
 
 import keras
@@ -12,24 +14,26 @@ from transferkit.core.errors import check_choice
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
-HEAD_PREFIX = "head_"  # every variable of transferkit's head lives under a "head_*" layer
 
 
 class _BackboneLRMixin:
-    """Multiplies the learning rate by `backbone_multiplier` for non-head variables."""
+    """Multiplies the learning rate by `backbone_multiplier` for non-head variables.
 
-    def __init__(self, *args, backbone_multiplier=1.0, head_prefix=HEAD_PREFIX, **kwargs):
+    head_paths: `variable.path` of every head variable (they keep the full rate).
+    """
+
+    def __init__(self, *args, backbone_multiplier=1.0, head_paths=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.backbone_multiplier = float(backbone_multiplier)
-        self.head_prefix = head_prefix
+        self.head_paths = tuple(head_paths)
 
     def build(self, variables):
         super().build(variables)
+        head = set(self.head_paths)
         # The TF backend hands `update_step` the raw tf.Variable (no `.path`), so the
         # scale is looked up by the optimizer's own variable key, computed here once.
-        self._lr_scale = {
-            self._var_key(v): 1.0 if _owner(v).startswith(self.head_prefix)
-            else self.backbone_multiplier for v in variables}
+        self._lr_scale = {self._var_key(v): 1.0 if v.path in head
+                          else self.backbone_multiplier for v in variables}
 
     def update_step(self, gradient, variable, learning_rate):
         scale = self._lr_scale.get(self._var_key(variable), 1.0)
@@ -39,11 +43,7 @@ class _BackboneLRMixin:
 
     def get_config(self):
         return {**super().get_config(), "backbone_multiplier": self.backbone_multiplier,
-                "head_prefix": self.head_prefix}
-
-
-def _owner(variable):
-    return variable.path.split("/")[-2:][0]  # the layer that created the variable
+                "head_paths": list(self.head_paths)}
 
 
 def _discriminative(base):
@@ -55,16 +55,18 @@ DISCRIMINATIVE = {name: _discriminative(cls) for name, cls in OPTIMIZERS.items()
 
 
 def make_optimizer(name="adam", learning_rate=1e-3, *, backbone_multiplier=1.0,
-                   weight_decay=None):
+                   weight_decay=None, head_paths=()):
     """An optimizer by name ("adam", "adamw", "sgd", "rmsprop"; default "adam").
 
     backbone_multiplier: learning rate of the backbone relative to the head (default 1.0;
-        e.g. 0.1 for discriminative fine-tuning).
+        e.g. 0.1 for discriminative fine-tuning). head_paths: paths of the variables
+        that keep the full rate (see `models.parts.Resolved.head_variables`).
     """
     check_choice("optimizer", name, OPTIMIZERS)
     kwargs = {"learning_rate": learning_rate}
     if weight_decay:
         kwargs["weight_decay"] = weight_decay
     if backbone_multiplier != 1.0:
-        return DISCRIMINATIVE[name](backbone_multiplier=backbone_multiplier, **kwargs)
+        return DISCRIMINATIVE[name](backbone_multiplier=backbone_multiplier,
+                                    head_paths=head_paths, **kwargs)
     return OPTIMIZERS[name](**kwargs)

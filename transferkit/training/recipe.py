@@ -6,12 +6,14 @@ are rejected with the list of valid ones instead of being silently ignored.
 """
 
 import dataclasses
-import json
-import os
 
 from transferkit.core.errors import ConfigError, suggest
-from transferkit.training.freezing import FreezePolicy
+from transferkit.core.files import read_json_object
+from transferkit.data.augment import augment_config
+from transferkit.models.builder import resolve_input
 from transferkit.models.heads import HeadConfig
+from transferkit.training.cache import FeatureCache
+from transferkit.training.freezing import FreezePolicy
 from transferkit.training.schedule import PhaseConfig, ScheduleConfig
 
 
@@ -33,7 +35,6 @@ class RecipeConfig:
     # model
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"  # imagenet | none | path to weights or .keras model
-    trusted: bool = False
     image_size: int = 0  # 0: the backbone's default size
     backbone_kwargs: tuple = ()  # e.g. (("alpha", 0.35),)
     pooling: str = "avg"
@@ -70,8 +71,25 @@ class RecipeConfig:
         kwargs = self.backbone_kwargs.items() if isinstance(self.backbone_kwargs, dict) \
             else self.backbone_kwargs
         object.__setattr__(self, "backbone_kwargs", tuple(tuple(kv) for kv in kwargs))
+        augment_config(self.augment)  # a known preset
         self.head_config()  # validates task, pooling, dropout, l2
         self.schedule_config()  # validates the phases and the unfreeze policy
+
+    def input_spec(self):
+        """The InputSpec of this recipe's model (its image_size, else the backbone's)."""
+        return resolve_input(self.backbone, self.image_size or None)
+
+    def weights_arg(self):
+        """`weights` as `build_model` takes it (None for "none")."""
+        return None if self.weights in ("", "none", "None") else self.weights
+
+    def feature_cache(self, store=None):
+        """The FeatureCache of phase 1, or None when `cache_features` is off."""
+        if not self.cache_features:
+            return None
+        augment = augment_config(self.augment)
+        return FeatureCache(views=self.feature_views if augment else 0, augment=augment,
+                            store=store, seed=self.seed)
 
     def head_config(self):
         return HeadConfig(task=self.task, pooling=self.pooling, units=self.head_units,
@@ -106,6 +124,10 @@ def recipe_from_dict(values, base=None):
     against the defaults so "5" for an int field is refused early, not mid-run.
     """
     base = base or RecipeConfig()
+    if "trusted" in values:
+        raise ConfigError("`trusted` is not a recipe key: only the person running "
+                          "transferkit can vouch for a model file, with --trusted on the "
+                          "command line (or trusted=True in the call), never a file.")
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         hints = "".join(suggest(k, FIELDS) for k in unknown)
@@ -144,17 +166,3 @@ def load_recipe(path, base=None):
         return recipe_from_dict(values, base)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
-
-
-def read_json_object(path, what):
-    """The JSON object in file `path`; ConfigError naming `what` and the path otherwise."""
-    if not os.path.exists(path):
-        raise ConfigError(f"No {what} at {path}.")
-    try:
-        with open(path) as f:
-            values = json.load(f)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"The {what} {path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"The {what} {path} should hold a JSON object of keys.")
-    return values

@@ -8,7 +8,8 @@ process that exits returns everything, at the price of one TensorFlow import per
 
 The parent keeps keras-tuner's oracle, trial files and checkpoints as usual; the child
 gets a JSON job (base recipe, space, the trial's hyperparameters, Hyperband's epoch span
-and warm-start checkpoint), builds and fits through `TransferHyperModel`, writes the
+and warm-start checkpoint), builds and fits through `TransferHyperModel` (in
+`tuning.trial`), writes the
 trial's checkpoint and returns the metrics as JSON. Phase-1 features are shared through
 the out directory's file-backed feature cache.
 """
@@ -59,7 +60,7 @@ def run_in_process(job, timeout=None):
         # Not a distributed tuner itself: the parent talks to the chief.
         for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
             env.pop(key, None)
-        done = subprocess.run([sys.executable, "-m", "transferkit.tuning.process", job_path,
+        done = subprocess.run([sys.executable, "-m", "transferkit.tuning.trial", job_path,
                                result_path], env=env, timeout=timeout,
                               stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
         if done.returncode != 0 or not os.path.exists(result_path):
@@ -80,32 +81,3 @@ def _die_with_parent():
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-
-
-def _trial(job_path, result_path):
-    import keras_tuner
-
-    from transferkit.training.cache import FeatureStore
-    from transferkit.training.recipe import recipe_from_dict
-    from transferkit.models.saving import write_json
-    from transferkit.tuning.tuner import TransferHyperModel
-    from transferkit.tuning.space import space_from_dict
-
-    with open(job_path) as f:
-        job = json.load(f)
-    store = FeatureStore(job["store"]) if job["store"] else None
-    hypermodel = TransferHyperModel(recipe_from_dict(job["base"]),
-                                    space_from_dict(job["space"]), store=store,
-                                    verbose=job["verbose"])
-    hp = keras_tuner.HyperParameters.from_config(job["hp"])
-    model = hypermodel.build(hp)
-    if job["warm_start"]:
-        model.load_weights(job["warm_start"])
-    result = hypermodel.fit(hp, model, epochs=job["epochs"],
-                            initial_epoch=job["initial_epoch"])
-    model.save_weights(job["checkpoint"])
-    write_json(result_path, result)
-
-
-if __name__ == "__main__":
-    _trial(*sys.argv[1:3])

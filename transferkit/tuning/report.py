@@ -13,7 +13,8 @@ import csv
 import html
 import os
 
-from transferkit.models.saving import atomic_path, write_json
+from transferkit.core.errors import ConfigError
+from transferkit.core.files import atomic_path, write_json, write_text
 from transferkit.tuning.space import resolve
 
 FIXED_COLUMNS = ("rank", "trial", "status", "objective")
@@ -48,9 +49,8 @@ def write_report(tuner, base, out_dir):
     name = tuner.oracle.objective.name
     plot_objective(rows, name, tuner.oracle.objective.direction,
                    os.path.join(out_dir, "objective.png"))
-    with atomic_path(os.path.join(out_dir, "results.html")) as tmp:
-        with open(tmp, "w") as f:
-            f.write(_html(rows, columns, name, tuner.oracle.objective.direction))
+    write_text(os.path.join(out_dir, "results.html"),
+               _html(rows, columns, name, tuner.oracle.objective.direction))
     best = None
     finished = [t for t in tuner.oracle.get_best_trials(1) if t.score is not None]
     if finished:
@@ -105,3 +105,12 @@ The best recipe is in <a href="best_recipe.json">best_recipe.json</a>.</p>
 {body}
 </table></body></html>
 """
+
+
+def best_recipe_path(out_dir):
+    """The `best_recipe.json` of a finished search in `out_dir` (ConfigError if none)."""
+    path = os.path.join(out_dir, "best_recipe.json")
+    if not os.path.exists(path):
+        raise ConfigError(f"No best_recipe.json in {out_dir}: is it the out directory "
+                          "of a finished `transferkit tune`?")
+    return path

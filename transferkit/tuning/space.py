@@ -16,10 +16,10 @@ reads, so the retrained run is exactly the best trial's recipe.
 
 import dataclasses
 
-from transferkit.models.backbones import get_spec
 from transferkit.core.errors import ConfigError, check_choice, suggest
-from transferkit.training.recipe import read_json_object
-from transferkit.training.run import AUGMENT_PRESETS
+from transferkit.core.files import read_json_object
+from transferkit.data.augment import AUGMENT_PRESETS
+from transferkit.models.registry import get_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +52,7 @@ class SearchSpace:
     head_width: hidden units of the head (0: a linear probe, then head_depth is unused).
     head_depth: number of hidden Dense layers of that width.
     unfreeze_blocks: K in phase 2's "last_blocks:K" freeze policy.
-    augment: preset names of `run.AUGMENT_PRESETS` (none, light, medium, strong).
+    augment: preset names of `data.augment.AUGMENT_PRESETS` (none, light, medium, strong).
     """
 
     backbone: object = None
@@ -155,12 +155,11 @@ def resolve(values, base):
                if k in values}
     if "backbone" in values:
         spec = get_spec(values["backbone"])
-        # The data pipeline follows the backbone: each trains at its own default size,
-        # and constructor kwargs (e.g. alpha) belong to the base recipe's backbone only.
+        # Another backbone trains at its own default size (image_size 0, resolved by
+        # RecipeConfig.input_spec like every size), and constructor kwargs (e.g. alpha)
+        # belong to the base recipe's backbone only.
         same = get_spec(base.backbone).name == spec.name
-        changes.update(backbone=spec.name,
-                       image_size=base.image_size if same and base.image_size
-                       else spec.default_size,
+        changes.update(backbone=spec.name, image_size=base.image_size if same else 0,
                        backbone_kwargs=base.backbone_kwargs if same else ())
     if "head_width" in values:
         width = int(values["head_width"])

@@ -1,11 +1,7 @@
-"""keras-tuner sweeps over the whole two-phase recipe.
+"""keras-tuner sweeps over the whole two-phase recipe: `tune`, its tuners and settings.
 
-keras-tuner cannot say "train the head, then unfreeze and fine-tune at a low rate"
-inside one trial (keras-tuner #629, #219, #1043). `TransferHyperModel` can: `build(hp)`
-builds the model a trial's recipe describes, and `fit` runs phase 1 (on cached backbone
-features wherever that is valid, shared across trials with the same backbone and input
-size) and then phase 2, and reports the validation metrics at the end of the last phase
-that ran. RandomSearch, BayesianOptimization and Hyperband are keras-tuner's own;
+`TransferHyperModel` (`tuning.hypermodel`) makes one trial the whole two-phase recipe
+and reports the validation metrics at the end of the last phase that ran. RandomSearch, BayesianOptimization and Hyperband are keras-tuner's own;
 resuming and chief/worker distribution are keras-tuner's own state and environment.
 Each trial trains in a fresh process by default (`tuning_process`), so memory stays
 flat over long sweeps.
@@ -21,134 +17,24 @@ report of `tuning_report`: results.csv, results.html, objective.png, best_recipe
 """
 
 import dataclasses
-import json
 import os
 
-import keras
 import keras_tuner
 from keras_tuner.engine.metrics_tracking import infer_metric_direction
-# keras-tuner's checkpoint callback has no public name; it is recognised to set it aside.
-from keras_tuner.src.engine.tuner_utils import SaveBestEpoch as _SaveBestEpoch
 
-from transferkit.models.backbones import get_spec
-from transferkit.training.cache import FeatureStore
 from transferkit.core.errors import ConfigError, check_choice
+from transferkit.core.files import read_json_object, write_json
+from transferkit.training.cache import FeatureStore
 from transferkit.training.recipe import recipe_from_dict
-from transferkit.training.run import build_run_model, cached_head_phase, load_run_data
-from transferkit.models.saving import write_json
-from transferkit.training.schedule import compile_for_phase, train_phase
+from transferkit.tuning.hypermodel import TransferHyperModel
 from transferkit.tuning.process import IsolatedTrials
 from transferkit.tuning.report import write_report
-from transferkit.tuning.space import SearchSpace, declare, resolve, space_from_dict
+from transferkit.tuning.space import SearchSpace, space_from_dict
 
 TUNERS = {"random": keras_tuner.RandomSearch,
           "bayesian": keras_tuner.BayesianOptimization,
           "hyperband": keras_tuner.Hyperband}
 PROJECT = "search"  # keras-tuner's project folder inside the out directory
-
-
-class TransferHyperModel(keras_tuner.HyperModel):
-    """Builds and trains one trial of the two-phase recipe.
-
-    base: the RecipeConfig every trial starts from (data, task, weights, ...).
-    space: the `SearchSpace` (default: head, dropout, learning rates, unfreeze depth).
-    store: a `cache.FeatureStore` for phase-1 features (default: in memory, this
-        process); None with `base.cache_features` False turns caching off.
-    """
-
-    def __init__(self, base, space=SearchSpace(), *, store=None, verbose=0):
-        super().__init__(name="transferkit")
-        self.base, self.space, self.verbose = base, space, verbose
-        self.store = store if store is not None else FeatureStore()
-        self._data = {}  # loaded splits by (image size, augment): trials share them
-
-    def recipe(self, hp):
-        """The RecipeConfig of the trial whose hyperparameters are `hp`."""
-        return resolve(declare(hp, self.space), self.base)
-
-    def data(self, recipe):
-        """The `DataSplits` of `recipe`, loaded once per (image size, augmentation)."""
-        size = recipe.image_size or get_spec(recipe.backbone).default_size
-        key = (size, recipe.augment)
-        if key not in self._data:
-            self._data[key] = load_run_data(recipe, image_size=size, verbose=False)
-        return self._data[key]
-
-    def build(self, hp):
-        recipe = self.recipe(hp)
-        data = self.data(recipe)
-        # The same seed gives trials on one backbone the same initial weights, so with
-        # weights=none their frozen features (and cache keys) match too.
-        keras.utils.set_random_seed(recipe.seed)
-        return build_run_model(recipe, data.num_classes)
-
-    def fit(self, hp, model, *args, callbacks=(), epochs=None, initial_epoch=0,
-            verbose=None, **kwargs):
-        """Phase 1 then phase 2 on the trial's recipe; returns {"val_<metric>": value}
-        of the model at the end (keras-tuner's objective reads it).
-
-        epochs, initial_epoch: set by Hyperband. They are positions on the trial's
-        epoch timeline: phase 1 holds epochs [0, head_epochs), phase 2 the rest, so
-        a continued trial resumes in the right phase.
-        """
-        if args or kwargs:
-            raise ConfigError("TransferHyperModel reads its data from the recipe: call "
-                              "search() without data arguments. Received: "
-                              f"{len(args)} positional, {sorted(kwargs)}")
-        recipe, verbose = self.recipe(hp), self.verbose if verbose is None else verbose
-        data = self.data(recipe)
-        if data.val is None:
-            raise ConfigError("Tuning needs validation data: set `val_split` > 0 or "
-                              f"`val_data`. Received: val_split={recipe.val_split}")
-        schedule = recipe.schedule_config()
-        head_epochs, finetune_epochs = phase_epochs(recipe, epochs, initial_epoch)
-        # keras-tuner's checkpoint callback would save the head alone during cached
-        # phase 1; the trial's checkpoint is written once, from the final model, below.
-        checkpoints = [c for c in callbacks if isinstance(c, _SaveBestEpoch)]
-        callbacks = [c for c in callbacks if not isinstance(c, _SaveBestEpoch)]
-        records = []
-        if head_epochs:
-            schedule = dataclasses.replace(schedule, head=dataclasses.replace(
-                schedule.head, epochs=head_epochs))
-            records += self._phase1(model, data, recipe, schedule, callbacks, verbose,
-                                    initial_epoch)
-        if finetune_epochs:
-            phase = dataclasses.replace(schedule.finetune, epochs=finetune_epochs)
-            compile_for_phase(model, phase, schedule, train=data.train)
-            records += train_phase(model, data.train, data.val, phase, name="finetune",
-                                   initial_epoch=initial_epoch + len(records),
-                                   monitor=schedule.monitor, callbacks=callbacks,
-                                   class_weight=data.class_weight, verbose=verbose)
-        if not finetune_epochs:  # a head-only trial: cached phase 1 compiled the head alone
-            compile_for_phase(model, schedule.head, schedule, train=data.train)
-        for checkpoint in checkpoints:
-            model.save_weights(checkpoint.filepath)
-        final = model.evaluate(data.val, verbose=0, return_dict=True)
-        result = {f"val_{k}": float(v) for k, v in final.items()}
-        if records:
-            result["loss"] = float(records[-1].get("loss", result["val_loss"]))
-        return result
-
-    def _phase1(self, model, data, recipe, schedule, callbacks, verbose, initial_epoch):
-        if recipe.cache_features and not initial_epoch:
-            # run.train's own phase 1, so a trial's phase 1 is the retrained run's.
-            return cached_head_phase(recipe, model, data, schedule, callbacks, verbose,
-                                     store=self.store)
-        compile_for_phase(model, schedule.head, schedule, train=data.train)
-        return train_phase(model, data.train, data.val, schedule.head, name="head",
-                           initial_epoch=initial_epoch, monitor=schedule.monitor,
-                           callbacks=callbacks, class_weight=data.class_weight,
-                           verbose=verbose)
-
-
-
-def phase_epochs(recipe, epochs=None, initial_epoch=0):
-    """(phase-1, phase-2) epochs to run for the span [initial_epoch, epochs) of a trial's
-    timeline, where phase 1 is [0, head_epochs) and phase 2 follows (epochs default:
-    both phases whole)."""
-    end = recipe.head_epochs + recipe.finetune_epochs if epochs is None else epochs
-    return (max(0, min(end, recipe.head_epochs) - initial_epoch),
-            max(0, end - max(initial_epoch, recipe.head_epochs)))
 
 
 def make_objective(objective, task="multiclass"):
@@ -250,21 +136,10 @@ def load_search(out_dir):
         if not os.path.exists(path):
             raise ConfigError(f"{out_dir} is not a transferkit tuning directory: "
                               f"{path} is missing.")
-    loaded = {}
-    for name, path in paths.items():
-        with open(path) as f:
-            loaded[name] = json.load(f)
+    loaded = {name: read_json_object(path, f"tuning {name} file")
+              for name, path in paths.items()}
     return (recipe_from_dict(loaded["base_recipe"]), space_from_dict(loaded["space"]),
             loaded["search"])
-
-
-def best_recipe_path(out_dir):
-    """The `best_recipe.json` of a finished search in `out_dir` (ConfigError if none)."""
-    path = os.path.join(out_dir, "best_recipe.json")
-    if not os.path.exists(path):
-        raise ConfigError(f"No best_recipe.json in {out_dir}: is it the out directory "
-                          "of a finished `transferkit tune`?")
-    return path
 
 
 def _is_distributed_worker():

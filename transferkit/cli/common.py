@@ -1,0 +1,34 @@
+"""What the commands share: the subparser factory and the MODEL argument."""
+
+import argparse
+import dataclasses
+
+from transferkit.evaluation.evaluate import load_run
+from transferkit.evaluation.tta import PRESETS, with_tta
+
+
+def command(sub, name, help, epilog=None):
+    """A subcommand parser whose description is its help and whose epilog keeps its
+    line breaks (every command lists examples there)."""
+    return sub.add_parser(name, help=help, description=help, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_model_args(p, tta=True):
+    """MODEL, --trusted and (optionally) --tta."""
+    p.add_argument("model", metavar="MODEL", help="run directory or .keras file")
+    p.add_argument("--trusted", action="store_true",
+                   help="allow models whose loading runs Python code (Lambda layers); "
+                   "only for files from people you trust")
+    if tta:
+        p.add_argument("--tta", nargs="?", const="flip", choices=sorted(PRESETS),
+                       help="test-time augmentation (bare --tta: flip; ten_crop is the "
+                       "course notes' 10-crop)")
+
+
+def loaded_model(path, args):
+    """The LoadedModel of `path` (safe mode unless --trusted), TTA-wrapped if --tta."""
+    loaded = load_run(path, trusted=args.trusted)
+    if getattr(args, "tta", None):
+        loaded = dataclasses.replace(loaded, model=with_tta(loaded.model, args.tta))
+    return loaded

@@ -1,0 +1,85 @@
+"""`transferkit evaluate`: score a model (or an ensemble) on a folder or CSV, with
+optional TTA and temperature calibration, through the model's task."""
+
+import os
+
+from transferkit.cli.common import add_model_args, command, loaded_model
+from transferkit.core.files import write_json
+from transferkit.evaluation import calibrate as cal
+from transferkit.evaluation import evaluate as ev
+from transferkit.evaluation.report import worst_images, write_eval_report
+from transferkit.models.saving import read_metadata, save_model
+
+EPILOG = """examples:
+  transferkit evaluate runs/pets --data data/pets --split val
+  transferkit evaluate runs/pets --data data/test --tta ten_crop --out runs/pets/eval
+  transferkit evaluate runs/a --ensemble runs/b runs/c --data data/test
+  transferkit evaluate runs/pets --data data/pets --split test --calibrate --out eval/
+  transferkit evaluate downloaded.keras --data data/test --trusted   # runs its code!
+"""
+
+
+def register(sub):
+    p = command(sub, "evaluate", "Score a model (or an ensemble) on labelled images: "
+                "accuracy, top-k, per-class metrics, confusion matrix (or MAE/RMSE for "
+                "regression).", EPILOG)
+    add_model_args(p)
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="folder of class subfolders, or a CSV of path,label rows")
+    p.add_argument("--split", default="all", choices=ev.SPLITS,
+                   help="all images (default), or the run's own val/test split of DIR")
+    p.add_argument("--ensemble", nargs="+", default=(), metavar="RUN",
+                   help="more run directories or .keras files; outputs are averaged")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit a temperature on the run's val split of DIR and report "
+                   "NLL/ECE before and after; with --out, also a reliability plot "
+                   "and calibrated.keras (the model plus its temperature layer)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", metavar="DIR", help="write evaluation.json and report.html here")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    members = [loaded_model(path, args) for path in (args.model, *args.ensemble)]
+    ev.check_same_classes(members)
+    first, task = members[0], members[0].task
+    data = ev.eval_data(first, args.data, split=args.split, batch_size=args.batch_size)
+    outputs, labels = ev.ensemble_outputs([m.model for m in members], data.dataset, task,
+                                          verbose=True)
+    report = task.score(outputs, labels, data.class_names)
+    if len(members) > 1:
+        print(f"ensemble of {len(members)} models (mean of outputs)")
+    print(ev.format_report(report))
+    calibration = None
+    if args.calibrate:
+        calibration = _calibrate(members, args, outputs, labels)
+        report["calibration"] = calibration
+    if args.out:
+        write_json(os.path.join(args.out, "evaluation.json"), report)
+        worst = worst_images(data.dataset, task, outputs, labels, data.class_names)
+        path = write_eval_report(args.out, report, worst, calibration,
+                                 title=f"Evaluation of {args.model} on {args.data}")
+        print(f"report: {path}")
+
+
+def _calibrate(members, args, outputs, labels):
+    task = members[0].task
+    task.check_calibratable()  # before the second pass over the val split
+    fit_outputs, fit_labels = outputs, labels
+    if args.split != "val":
+        val = ev.eval_data(members[0], args.data, split="val", batch_size=args.batch_size)
+        fit_outputs, fit_labels = ev.ensemble_outputs([m.model for m in members],
+                                                      val.dataset, task)
+    result = {**cal.calibrate(task, fit_outputs, fit_labels, outputs, labels),
+              "fitted_on": "val"}
+    if args.out and len(members) == 1:  # an ensemble is not one model to save
+        path = os.path.join(args.out, "calibrated.keras")
+        save_model(cal.with_temperature(members[0].model, result["temperature"], task), path,
+                   metadata={**read_metadata(members[0].path),
+                             "temperature": result["temperature"]})
+        result["model"] = path
+    same = " (fitted on these same images)" if args.split == "val" else ""
+    print(f"temperature {result['temperature']:.3f}{same}: NLL {result['nll_before']:.4f} "
+          f"-> {result['nll_after']:.4f}, ECE {result['before']['ece']:.4f} -> "
+          f"{result['after']['ece']:.4f}")
+    return result

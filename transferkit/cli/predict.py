@@ -1,0 +1,53 @@
+"""`transferkit predict`: what a model says about image files, decoded as in training."""
+
+import json
+import os
+
+from transferkit.cli.common import add_model_args, command, loaded_model
+from transferkit.data.files import image_dataset
+from transferkit.evaluation.evaluate import load_run, predict
+from transferkit.evaluation.gradcam import grad_cam, save_overlay
+
+EPILOG = """examples:
+  transferkit predict runs/pets cat.jpg dog.png
+  transferkit predict runs/pets/model.keras photos/*.jpg --top-k 3 --tta
+  transferkit predict runs/pets cat.jpg --gradcam cams/
+"""
+
+
+def register(sub):
+    p = command(sub, "predict", "Print the top classes and probabilities of images (or "
+                "the predicted values, for regression).", EPILOG)
+    add_model_args(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--top-k", type=int, default=3, help="classes to print (default 3)")
+    p.add_argument("--gradcam", metavar="DIR", help="write Grad-CAM overlays here")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    loaded = loaded_model(args.model, args)
+    rows = predict(loaded, args.images, top_k=args.top_k)
+    for row in rows:
+        if args.json:
+            print(json.dumps(row))
+        else:
+            scores = ", ".join(f"{s['class']} {s['probability']:.3f}" if isinstance(s, dict)
+                               else f"{s:.4f}" for s in row["scores"])
+            print(f"{row['image']}: {scores}")
+    if args.gradcam:
+        _gradcam(args, loaded, rows)
+
+
+def _gradcam(args, loaded, rows):
+    # Grad-CAM walks the model's parts, which the TTA wrapper hides: use the plain model.
+    model = load_run(args.model, trusted=args.trusted).model if args.tta else loaded.model
+    dataset, _ = image_dataset(args.images, loaded.input.size, batch_size=1)
+    os.makedirs(args.gradcam, exist_ok=True)
+    for i, ((image, _), path) in enumerate(zip(dataset, args.images)):
+        image = image.numpy()[0]
+        heatmap = grad_cam(model, image)
+        # The index keeps red/0.png and blue/0.png from overwriting each other.
+        name = f"{i:03d}_{os.path.splitext(os.path.basename(path))[0]}_gradcam.png"
+        print(f"Grad-CAM: {save_overlay(image, heatmap, os.path.join(args.gradcam, name))}")

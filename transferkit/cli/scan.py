@@ -1,0 +1,32 @@
+"""`transferkit scan`: the data health scan of a folder, on its own."""
+
+import os
+
+from transferkit.cli.common import command
+from transferkit.core.errors import DataError
+from transferkit.data.scan import scan
+
+EPILOG = """examples:
+  transferkit scan data/pets
+  transferkit scan ~/photos --json scan.json
+"""
+
+
+def register(sub):
+    p = command(sub, "scan", "Check an image folder: unreadable, odd and duplicate "
+                "files, class counts.", EPILOG)
+    p.add_argument("data", metavar="DIR", help="folder of class subfolders")
+    p.add_argument("--json", help="also write the report as JSON to this file")
+    p.add_argument("--workers", type=int, help="decoding threads (default: automatic)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    folder = os.path.expanduser(args.data)
+    if not os.path.isdir(folder):
+        raise DataError(f"The DIR argument {folder} is not a folder of class subfolders.")
+    report = scan(folder, workers=args.workers)
+    print(report.summary())
+    if args.json:
+        report.to_json(args.json)
+        print(f"report: {args.json}")

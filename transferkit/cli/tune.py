@@ -1,0 +1,85 @@
+"""`transferkit tune`: keras-tuner sweeps over the two-phase recipe."""
+
+import dataclasses
+import os
+
+from transferkit.cli.common import command
+from transferkit.cli.train import add_recipe_flags, recipe_from_args
+from transferkit.core.errors import TransferkitError
+from transferkit.training.recipe import RecipeConfig
+
+EPILOG_TUNE = """examples:
+  transferkit tune --data data/sample --backbone mobilenet_v2 --max-trials 20 \\
+      --out sweeps/sample
+  transferkit tune --data data/sample --backbone mobilenet_v2,efficientnet_b0 \\
+      --tuner bayesian --space space.json --max-trials 30 --out sweeps/two
+  transferkit tune --out sweeps/sample --resume          # continue an interrupted search
+  transferkit train --from-tuning sweeps/sample --out runs/best
+
+--backbone A,B searches over backbones, each at its own default input size. --space is
+a JSON object of dimensions (null: the recipe's value; a value: fixed; a list: choices;
+{"min": 1e-5, "max": 1e-3, "log": true}: a range), e.g.
+  {"head_width": [0, 256], "finetune_lr": {"min": 1e-6, "max": 1e-4, "log": true},
+   "unfreeze_blocks": [1, 2, 4], "augment": ["none", "light"], "head_epochs": 3}
+
+Distributed: run the same command in every process, with KERASTUNER_TUNER_ID=chief on
+one and tuner0, tuner1, ... on the others, and KERASTUNER_ORACLE_IP and
+KERASTUNER_ORACLE_PORT set to the chief's address everywhere.
+"""
+
+
+def register(sub):
+    p = command(sub, "tune", "Search hyperparameters of the whole two-phase recipe with "
+                 "keras-tuner; write a results table and the best recipe.", EPILOG_TUNE)
+    p.add_argument("--out", required=True, help="tuning directory to write")
+    p.add_argument("--max-trials", type=int, help="trials to run (default 10; Hyperband "
+                   "decides its own number)")
+    p.add_argument("--tuner", choices=("random", "bayesian", "hyperband"),
+                   help="keras-tuner search algorithm (default random)")
+    p.add_argument("--space", metavar="FILE", help="JSON search space (see below)")
+    p.add_argument("--objective", help="metric to optimise: val_accuracy (default; "
+                   "val_loss for regression), or NAME:min / NAME:max")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out "
+                   "with its saved settings (finished trials are kept)")
+    p.add_argument("--in-process", action="store_true", help="train trials in this "
+                   "process instead of one fresh process each (faster for tiny trials, "
+                   "but memory grows by tens of MiB per trial)")
+    p.add_argument("--recipe", help="JSON file of recipe keys for the base recipe")
+    add_recipe_flags(p, RecipeConfig, skip=("backbone",))
+    p.add_argument("--backbone", help="backbone name, or comma-separated names to search "
+                   "over (default: the recipe's)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    # keras-tuner loads only when a search runs.
+    from transferkit.tuning.space import SearchSpace, load_space
+    from transferkit.tuning.tuner import load_search, tune
+
+    settings = {"tuner": "random", "max_trials": 10, "objective": None}
+    base, space = None, SearchSpace()
+    if args.resume and os.path.exists(os.path.join(args.out, "search.json")):
+        base, space, saved = load_search(args.out)
+        settings.update({k: v for k, v in saved.items() if k in settings})
+    names = [n.strip() for n in (args.backbone or "").split(",") if n.strip()]
+    base = recipe_from_args(args, base)
+    if names:
+        base = dataclasses.replace(base, backbone=names[0])
+    space = load_space(args.space, space) if args.space else space
+    if len(names) > 1:
+        space = dataclasses.replace(space, backbone=tuple(names))
+    settings.update({k: getattr(args, k) for k in settings if getattr(args, k) is not None})
+    result = tune(base, args.out, space=space, resume=args.resume, seed=base.seed,
+                  process_per_trial=not args.in_process, **settings)
+    if not result.rows:  # a distributed worker: the chief writes the report
+        print(f"tuner {os.environ.get('KERASTUNER_TUNER_ID', '')}: done")
+        return
+    for row in result.rows[:5]:
+        print(f"#{row['rank']} trial {row['trial']} ({row['status']}): {row['objective']}")
+    if result.best_recipe is None:
+        raise TransferkitError(f"No trial finished: see {args.out}/results.csv and the "
+                               "trial.json files under it for their errors.")
+    print(f"results: {os.path.join(args.out, 'results.html')}\n"
+          f"retrain the best: transferkit train --from-tuning {args.out} --out RUN_DIR")
+
+

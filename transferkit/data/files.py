@@ -1,0 +1,151 @@
+"""File sources: folders of class subfolders and CSV files, scanned, split and batched.
+
+Also `image_dataset`, the one way a list of image files becomes model input outside
+training (prediction, evaluation), through the same scan and decoder training uses.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from transferkit.core.errors import DataError, suggest
+from transferkit.data import imageio
+from transferkit.data.pipeline import make_dataset
+from transferkit.data.scan import ScanReport, walk, with_problems
+from transferkit.data.scan import scan as run_scan
+from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratified_split
+
+
+def from_files(source, *, task, class_names, val_split, test_split, augment, cache,
+               class_weights, scan, normalized_dir, workers, verbose, pipe) -> DataSplits:
+    """A folder/CSV source, or a {"train": ..., "val": ..., "test": ...} dict of them."""
+    named = source if isinstance(source, dict) else {"train": source}
+    unknown = set(named) - set(SPLIT_NAMES)
+    if unknown or "train" not in named:
+        bad = sorted(unknown)[0] if unknown else ""
+        raise DataError(f"The `source` dict should have the key 'train' and optionally "
+                        f"'val' and 'test'. Received keys: {sorted(named)}."
+                        f"{suggest(bad, SPLIT_NAMES) if bad else ''}")
+    listed = {k: list_source(v, scanned=scan) for k, v in named.items()}
+    for split, (paths, _, _) in listed.items():
+        if not paths:
+            raise DataError(f"no image files found in {str(named[split])!r} ({split}); "
+                            "expected class subfolders with images, or CSV rows "
+                            "`path,label`.")
+    files = {k: (paths, labels) for k, (paths, labels, _) in listed.items()}
+    report = None
+    if scan:
+        walk_problems = [p for _, _, found in listed.values() for p in found]
+        report = _scan_files(files, walk_problems, task, normalized_dir, workers, verbose)
+    found = {c for _, labels in files.values() for lab in labels for c in task.label_parts(lab)}
+    names = task.class_names(found, class_names, where=named["train"])
+    idx = stratified_split(task.stratum(files["train"][1]),
+                           0.0 if "val" in files else val_split,
+                           0.0 if "test" in files else test_split, pipe["seed"])
+    parts = {}
+    for split, chosen in zip(SPLIT_NAMES, idx):
+        if split != "train" and split in files:
+            paths, labels = files[split]
+        else:
+            paths = [files["train"][0][i] for i in chosen]
+            labels = [files["train"][1][i] for i in chosen]
+        if paths:
+            parts[split] = (paths, task.encode(labels, names))
+    built = {s: make_dataset(p, y, training=s == "train", cache=cache_for(cache, s),
+                             augment=augment if s == "train" else None, **pipe)
+             for s, (p, y) in parts.items()}
+    train_y = parts["train"][1]
+    return DataSplits(
+        train=built["train"], val=built.get("val"), test=built.get("test"),
+        class_names=names, task=task.name,
+        num_classes=task.output_units(len(names) or train_y.shape[1]),
+        image_size=pipe["image_size"],
+        class_weight=task.class_weight(train_y) if class_weights else None,
+        **{f"{s}_files": tuple(parts[s][0]) for s in parts},
+        **{f"{s}_labels": parts[s][1] for s in parts},
+        scan_report=report, counts={s: len(p[0]) for s, p in parts.items()})
+
+
+def image_dataset(paths, image_size, *, batch_size=32, normalized_dir=None, workers=None):
+    """(dataset of (images, dummy labels) in `paths` order, scan report) for files to
+    predict on: scanned and decoded exactly as training decodes them (EXIF rotation,
+    CMYK, 16-bit, palette and alpha normalised), so a model sees the same pixels.
+
+    A file the scan rejects raises DataError naming it and the reason.
+    """
+    paths = [os.fspath(p) for p in paths]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise DataError(f"The image {path} is not a file.")
+    report = run_scan(paths, normalized_dir=normalized_dir, workers=workers)
+    rejected = [p for p in report.problems if p.path in report.skipped
+                and p.kind != "duplicate"]
+    if rejected:
+        raise DataError("Cannot use these images: " + "; ".join(
+            f"{p.path}: {p.reason}" for p in rejected))
+    # Duplicates are fine here: every given file gets its prediction.
+    decode = [report.decode_paths.get(p) or _first_copy(report, p) for p in paths]
+    dataset = make_dataset(decode, [[0.0]] * len(decode), image_size=image_size,
+                           batch_size=batch_size, training=False)
+    return dataset, report
+
+
+def _first_copy(report, path):
+    for group in report.duplicates:
+        if path in group:
+            return report.decode_paths[group[0]]
+    raise DataError(f"The image {path} was not scanned.")
+
+
+def list_source(src, *, scanned: bool = True):
+    """(paths, raw labels, listing problems) from a class-folder tree or a CSV file;
+    without a scan (scanned=False) only files with image extensions are listed."""
+    path = Path(src)
+    if path.is_dir():
+        files, problems = walk(path)
+        if not scanned:  # nothing will weed out non-images: trust extensions
+            files = [f for f in files if Path(f).suffix.lower() in imageio.IMAGE_EXTENSIONS]
+        pairs = [(f, Path(f).relative_to(path).parts) for f in files]
+        pairs = [(f, parts[0]) for f, parts in pairs if len(parts) > 1]
+        return [f for f, _ in pairs], [c for _, c in pairs], problems
+    if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return (*_read_csv(path), [])
+    raise DataError(f"source {str(src)!r} is neither a folder of class subfolders nor "
+                    "a CSV file (nor 'tfds:NAME', an (x, y) tuple or a tf.data.Dataset).")
+
+
+def _read_csv(path: Path):
+    with open(path, newline="") as handle:
+        rows = [r for r in csv.reader(handle, delimiter="\t" if path.suffix == ".tsv"
+                                      else ",") if r and any(c.strip() for c in r)]
+    if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+        rows = rows[1:]  # header row
+    bad = [i for i, r in enumerate(rows) if len(r) < 2 or not r[0].strip()]
+    if bad:
+        raise DataError(f"{path}: row {bad[0] + 1} should be `path,label`; received "
+                        f"{rows[bad[0]]!r}")
+    paths = [str((path.parent / r[0].strip()).resolve(strict=False)) for r in rows]
+    return paths, ["|".join(c.strip() for c in r[1:]).strip("|") for r in rows]
+
+
+def _scan_files(files, walk_problems, task, normalized_dir, workers,
+                verbose) -> ScanReport:
+    """Scan all splits at once (duplicates across splits), then keep usable files."""
+    order = [(s, p, lab) for s, (ps, labs) in files.items() for p, lab in zip(ps, labs)]
+    classes = [lab for *_, lab in order] if task.has_classes else None
+    report = run_scan([p for _, p, _ in order], labels=classes,
+                      splits=[s for s, *_ in order], workers=workers,
+                      normalized_dir=normalized_dir)
+    report = with_problems(report, walk_problems)
+    if verbose:
+        print(report.summary(max_lines=5))
+    for split in files:
+        kept = [(report.decode_paths[p], lab) for s, p, lab in order
+                if s == split and p in report.decode_paths]
+        if not kept:
+            raise DataError(f"no usable images in the {split!r} source after the scan "
+                            f"({report.num_files} files scanned):\n{report.summary()}")
+        files[split] = ([p for p, _ in kept], [lab for _, lab in kept])
+    return report

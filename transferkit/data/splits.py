@@ -1,0 +1,82 @@
+"""`DataSplits`, what `load_data` returns, and the seeded stratified split."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from transferkit.data.scan import ScanReport
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """What load_data returns. `*_files` are the files the pipeline decodes (a scan may
+    swap in normalised copies) with `*_labels` the matching encoded rows, so
+    `make_dataset(s.train_files, s.train_labels, training=False)` replays a split in
+    a fixed order; both are empty/None for in-memory and TFDS sources."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None
+    test: tf.data.Dataset | None
+    class_names: tuple[str, ...]
+    task: str
+    num_classes: int  # output units: C, 1 for binary, k for regression
+    image_size: tuple[int, int]
+    class_weight: dict[int, float] | None = None
+    train_files: tuple[str, ...] = ()
+    val_files: tuple[str, ...] = ()
+    test_files: tuple[str, ...] = ()
+    train_labels: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+    scan_report: ScanReport | None = None
+    counts: dict[str, int] | None = None  # images per split, when known
+
+
+def stratified_split(strata, val_split: float, test_split: float, seed: int):
+    """(train, val, test) index arrays: per stratum, shuffle with the seed and cut.
+
+    Same inputs, same split; no index appears twice; every stratum with at least one
+    item keeps one in train.
+    """
+    strata = np.asarray(list(strata), dtype=object)
+    rng = np.random.default_rng(seed)
+    out = ([], [], [])
+    for value in sorted(set(strata.tolist()), key=str):
+        members = rng.permutation(np.flatnonzero(strata == value))
+        n = len(members)
+        n_val = min(int(round(n * val_split)), max(n - 1, 0))
+        n_test = min(int(round(n * test_split)), max(n - 1 - n_val, 0))
+        out[1].extend(members[:n_val])
+        out[2].extend(members[n_val:n_val + n_test])
+        out[0].extend(members[n_val + n_test:])
+    return tuple(np.sort(np.asarray(o, dtype=np.int64)) for o in out)
+
+
+def stratified_sample(strata, n: int, seed: int = 0):
+    """Up to `n` indices drawn round-robin across strata (each shuffled by `seed`), so
+    every class is represented however the items are ordered. Strata are any hashable
+    values (class names, label tuples)."""
+    groups = {}
+    for i, stratum in enumerate(strata):
+        groups.setdefault(stratum, []).append(i)
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation(groups[key])) for key in sorted(groups, key=repr)]
+    picked = []
+    while len(picked) < n and any(queues):
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(int(queue.pop(0)))
+    return np.asarray(sorted(picked), dtype=np.int64)
+
+
+def cache_for(cache, split: str):
+    """The `cache` argument of one split's pipeline (one cache file per split)."""
+    if cache is None or cache == "memory":
+        return cache
+    return f"{os.fspath(cache)}.{split}"

@@ -1,0 +1,305 @@
+"""The two-phase loop: the one place that trains. Every entry point calls `fine_tune`.
+
+The Python API, `transferkit train`, `--resume`, the tuner's trials, the demo and the
+benchmarks all run this loop, so they cannot drift apart. For each phase it
+
+1. freezes the model per the phase's policy, *then* compiles it (a `trainable` change
+   without a recompile is silently ignored by Keras; `RecompileGuard` checks it);
+2. trains with Keras's own `fit`: phase 1 on cached backbone features when a
+   `FeatureCache` is given and the phase starts from its beginning, else live;
+3. tracks early stopping in a `PhaseStopper` whose state (best value, best epoch,
+   patience, best weights) survives the several `fit` calls of a resumed phase and is
+   what a checkpoint stores, so a resumed run ends with the same best weights as an
+   uninterrupted one; at the phase's end the best weights are restored.
+
+It can start anywhere (`Position`: phase, epoch, step and stopper state) and stop at
+any epoch (`stop_epoch`, for a tuner's epoch budget). Epoch numbers run on across
+phases, and each epoch's record says which phase it belongs to.
+"""
+
+import dataclasses
+import math
+
+import keras
+
+from transferkit.core.errors import ConfigError, check_choice
+from transferkit.core.tasks import get_task
+from transferkit.data.pipeline import as_batches
+from transferkit.data.splits import DataSplits
+from transferkit.models.heads import infer_task
+from transferkit.models.parts import resolve
+from transferkit.training import cache as cache_lib
+from transferkit.training.freezing import RecompileGuard, freeze, mark_compiled
+from transferkit.training.schedule import PHASES, ScheduleConfig, compile_args, compile_phase
+
+# A head step on features takes microseconds, so Keras' per-step overhead dominates;
+# several steps per call cut an epoch's time by about half (measured at 5,000 images).
+FEATURE_STEPS_PER_EXECUTION = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class StopperState:
+    """Early stopping of a phase in progress: the best monitored value, its epoch, the
+    epochs waited since, and the weights of the best epoch (a list of arrays)."""
+
+    best: object = None
+    best_epoch: int = 0
+    wait: int = 0
+    weights: object = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where training (re)starts: `phase`, which began at global epoch `phase_start`,
+    continues at global epoch `epoch` after `step` batches of it; `stopper` carries
+    that phase's early-stopping state. Default: the very beginning."""
+
+    phase: str = "head"
+    phase_start: int = 0
+    epoch: int = 0
+    step: int = 0
+    stopper: StopperState = None
+
+    def __post_init__(self):
+        check_choice("phase", self.phase, PHASES)
+        if not 0 <= self.phase_start <= self.epoch or self.step < 0:
+            raise ConfigError(f"A Position needs 0 <= phase_start <= epoch and step >= 0. "
+                              f"Received: {self}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuneResult:
+    """What `fine_tune` returns: per-epoch records (each with its "phase") and the
+    freeze audit of each phase that ran."""
+
+    history: tuple
+    audits: dict
+
+    def metric(self, name, phase=None):
+        """The values of metric `name` over epochs, optionally of one phase."""
+        return [r[name] for r in self.history if name in r and phase in (None, r["phase"])]
+
+
+@dataclasses.dataclass
+class PhaseRun:
+    """A phase while it runs, as `PhaseCallback`s see it (runtime state, not config).
+
+    live: the full model trains (False: the head alone, on cached features).
+    skipped: batches of the first epoch trained before a resume.
+    history: every record of this `fine_tune` call so far (this phase's included).
+    """
+
+    name: str
+    config: object
+    start: int
+    end: int
+    live: bool
+    skipped: int
+    stopper: object
+    history: list
+
+
+class PhaseCallback(keras.callbacks.Callback):
+    """A Keras callback that also hears when each phase begins (after the model is
+    frozen and compiled for it) and when it ends (after its best weights are back)."""
+
+    def on_phase_begin(self, run):
+        pass
+
+    def on_phase_end(self, run):
+        pass
+
+
+class PhaseStopper(keras.callbacks.EarlyStopping):
+    """Keras's EarlyStopping, with state that lasts across the fits of one phase.
+
+    Keras resets its state at every `fit` and restores the best weights at the end of
+    each; a resumed phase is several fits, so here the state is set once (fresh, or from
+    a checkpoint's `StopperState`) and the best weights come back when the phase ends.
+    """
+
+    def __init__(self, monitor, patience, state=None):
+        super().__init__(monitor=monitor, patience=patience, restore_best_weights=True)
+        state = state or StopperState()
+        self.best, self.best_epoch, self.wait = state.best, state.best_epoch, state.wait
+        self.best_weights = None if state.weights is None else list(state.weights)
+
+    def on_train_begin(self, logs=None):
+        self.stopped_epoch = 0  # the rest of the state belongs to the phase, not the fit
+
+    def on_train_end(self, logs=None):
+        pass  # `restore_best` runs when the phase ends, not when one fit does
+
+    def restore_best(self, model):
+        if self.best_weights is not None:
+            model.set_weights(self.best_weights)
+
+    def state(self):
+        return StopperState(None if self.best is None else float(self.best),
+                            int(self.best_epoch), int(self.wait), self.best_weights)
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Appends one record per epoch to `history`: epoch (1-based, global), phase,
+    phase_epoch, learning_rate and the epoch's metrics."""
+
+    def __init__(self, phase, phase_start, history):
+        super().__init__()
+        self.phase, self.phase_start, self.history = phase, phase_start, history
+
+    def on_epoch_end(self, epoch, logs=None):
+        lr = self.model.optimizer.learning_rate
+        record = {"epoch": epoch + 1, "phase": self.phase,
+                  "phase_epoch": epoch + 1 - self.phase_start,
+                  "learning_rate": float(keras.ops.convert_to_numpy(lr))}
+        record.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
+        self.history.append(record)
+
+
+def fine_tune(model, train, val=None, *, config=ScheduleConfig(), parts=None, task=None,
+              cache=None, start=Position(), stop_epoch=None, callbacks=(),
+              class_weight=None, verbose="auto"):
+    """Run the two-phase schedule on `model`; returns a `FineTuneResult`.
+
+    train: a `DataSplits` (its val split and class weights are used unless given), a
+        tf.data dataset of (image, label) batches, or an (x, y) tuple of arrays;
+        integer class labels are one-hot encoded for multi-unit heads.
+    val: validation data of the same kinds (default: the DataSplits' val split).
+    config: a `ScheduleConfig` (both phases, label smoothing, monitor, batch size).
+    parts: a `ModelParts` naming the backbone and the head's input (default:
+        `build_model`'s layout), for models built by hand.
+    task: the task name or `Task` (default: the DataSplits' task, else read off the
+        model's output layer).
+    cache: a `FeatureCache` to run phase 1 on cached backbone features (default None:
+        live); used when phase 1 starts from its beginning with the backbone frozen.
+    start: the `Position` to start from (default: the beginning).
+    stop_epoch: stop before this global epoch (default: at the end of the schedule).
+    callbacks: Keras callbacks for every fit; `PhaseCallback`s also hear phases.
+    """
+    splits = train if isinstance(train, DataSplits) else None
+    if splits is not None:
+        train, val = splits.train, splits.val if val is None else val
+        class_weight = splits.class_weight if class_weight is None else class_weight
+    task = get_task(task or (splits.task if splits else infer_task(model)))
+    resolved = resolve(model, parts)  # fails early, naming a missing part
+    units = model.output_shape[-1]
+    train = as_batches(train, task, units, config.batch_size, training=True)
+    val = as_batches(val, task, units, config.batch_size)
+    loop = _Loop(model, parts, resolved, task, config, train, val, list(callbacks),
+                 class_weight, verbose, cache, splits)
+    return loop.run(start, stop_epoch)
+
+
+class _Loop:
+    """One call of `fine_tune`: its inputs, and the history and audits it collects."""
+
+    def __init__(self, model, parts, resolved, task, config, train, val, callbacks,
+                 class_weight, verbose, cache, splits):
+        self.model, self.parts, self.resolved, self.task = model, parts, resolved, task
+        self.config, self.train, self.val = config, train, val
+        self.callbacks, self.class_weight, self.verbose = callbacks, class_weight, verbose
+        self.cache, self.splits = cache, splits
+        self.monitor = config.monitor if val is not None else "loss"
+        self.history, self.audits = [], {}
+
+    def run(self, start, stop_epoch):
+        epoch = start.epoch
+        for name in PHASES[PHASES.index(start.phase):]:
+            phase = self.config.phase(name)
+            resumed = name == start.phase
+            first = start.phase_start if resumed else epoch
+            end = first + phase.epochs
+            last = end if stop_epoch is None else min(end, stop_epoch)
+            if epoch >= last:
+                if stop_epoch is not None and stop_epoch < end:
+                    break  # the budget ends inside this phase
+                continue
+            skipped = start.step if resumed and epoch == start.epoch else 0
+            state = start.stopper if resumed else None
+            epoch, finished = self._phase(name, phase, first, end, epoch, last, skipped,
+                                          state)
+            if not finished:
+                break
+        return FineTuneResult(tuple(self.history), self.audits)
+
+    def _phase(self, name, phase, first, end, epoch, last, skipped, state):
+        """Train phase `name` over epochs [epoch, last); returns (next epoch, whether
+        the phase finished: reached its end or stopped early)."""
+        stopper = None
+        if phase.early_stopping_patience is not None:
+            stopper = PhaseStopper(self.monitor, phase.early_stopping_patience, state)
+        cached = (self.cache is not None and name == "head" and epoch == first
+                  and not skipped and phase.freeze.kind == "all")
+        fit_model, train, val = (self._cached_head(phase) if cached
+                                 else self._live(name, phase))
+        run = PhaseRun(name, phase, first, end, not cached, skipped, stopper, self.history)
+        for callback in self._phase_callbacks():
+            callback.on_phase_begin(run)
+        cbs = [RecompileGuard(), EpochRecorder(name, first, self.history)]
+        cbs += [stopper] if stopper else []
+        pieces = [(train.skip(skipped), epoch + 1)] if skipped else []
+        pieces.append((train, last))
+        for data, until in pieces:
+            if epoch >= until:
+                continue
+            fit_model.fit(data, validation_data=val, epochs=until, initial_epoch=epoch,
+                          callbacks=cbs + self.callbacks, class_weight=self.class_weight,
+                          shuffle=False,  # datasets arrive shuffled by the pipeline
+                          verbose=self.verbose)
+            epoch = self.history[-1]["epoch"] if self.history else epoch
+            if fit_model.stop_training:
+                break
+        finished = fit_model.stop_training or epoch >= end
+        if finished and stopper is not None:
+            stopper.restore_best(fit_model)
+        if cached:
+            # Leave the full model compiled as after a live phase, so evaluate() works.
+            self._compile_live(phase, _steps(self.train))
+        if finished:
+            for callback in self._phase_callbacks():
+                callback.on_phase_end(run)
+        return epoch, finished
+
+    def _live(self, name, phase):
+        self.audits[name] = self._compile_live(phase, _steps(self.train))
+        return self.model, self.train, self.val
+
+    def _compile_live(self, phase, steps):
+        return compile_phase(self.model, phase, self.config, self.task, parts=self.parts,
+                             steps_per_epoch=steps)
+
+    def _cached_head(self, phase):
+        """Phase 1 on cached features: the head sub-model and its feature datasets."""
+        self.audits["head"] = freeze(self.model, phase.freeze, parts=self.parts)
+        options = self.cache
+        source = cache_lib.FeatureSource.of(self.splits if self.splits is not None
+                                            else self.train, None if self.splits
+                                            else self.val)
+        bar = 1 if self.verbose == "auto" else int(self.verbose)
+        train_f, val_f = cache_lib.split_features(
+            self.model, source, parts=self.parts, views=options.views,
+            augment=options.augment, seed=options.seed, batch_size=self.config.batch_size,
+            store=options.store, verbose=bar)
+        head = self.resolved.head()
+        batch = self.config.batch_size
+        train = cache_lib.feature_dataset(train_f, batch, training=True, seed=options.seed)
+        # Validation batches can be large (nothing is learnt from them): fewer steps.
+        val = None if val_f is None else cache_lib.feature_dataset(val_f, max(batch, 1024))
+        head_paths = [v.path for v in head.weights]
+        head.compile(**compile_args(phase, self.config, self.task, self.model.output_shape[-1],
+                                    math.ceil(train_f.count / batch), head_paths),
+                     steps_per_execution=FEATURE_STEPS_PER_EXECUTION)
+        mark_compiled(head)
+        if self.verbose:
+            print(f"phase 1 on cached backbone features ({options.views or 'no'} augmented "
+                  f"views per image; cache: {getattr(options.store, 'directory', None) or 'memory'})")
+        return head, train, val
+
+    def _phase_callbacks(self):
+        return [c for c in self.callbacks if isinstance(c, PhaseCallback)]
+
+
+def _steps(dataset):
+    n = int(dataset.cardinality()) if dataset is not None else -1
+    return n if n > 0 else None
+
