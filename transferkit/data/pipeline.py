@@ -60,7 +60,7 @@ def _label_array(labels, n: int) -> np.ndarray:
         labels = labels[:, None]
     if labels.ndim != 2 or len(labels) != n:
         raise DataError(f"labels must have one row per image ({n}); received shape "
-                        f"{labels.shape}. Encode them with data.encode_labels.")
+                        f"{labels.shape}. Encode them with the task (core.tasks.Task.encode).")
     return labels
 
 
@@ -70,7 +70,7 @@ def make_dataset(paths, labels, *, image_size, batch_size: int = 32,
                  deterministic: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
     """Batches of (float32 [B, H, W, 3] 0-255, float32 labels) from image files.
 
-    labels: encoded targets, one row per path (see data.encode_labels).
+    labels: encoded targets, one row per path (see core.tasks.Task.encode).
     training=False (default): no shuffle, no augmentation, files in the given order.
     cache: None, "memory" or a file path prefix; holds decoded, resized images.
     shuffle_buffer: default the whole list of paths (strings are cheap), or 1024

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from transferkit.data import pipeline as tfdata
+from transferkit.data import pipeline
 from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratified_split
 from transferkit.core.errors import DataError, suggest
 
@@ -37,7 +37,7 @@ def from_arrays(x, y, *, task, class_names, val_split, test_split, augment, cach
     built = {}
     for split, chosen in zip(SPLIT_NAMES, idx):
         if len(chosen):
-            built[split] = tfdata.dataset_from_arrays(
+            built[split] = pipeline.dataset_from_arrays(
                 x[chosen], encoded[chosen], training=split == "train",
                 augment=augment if split == "train" else None,
                 cache=cache_for(cache, split), **pipe)
@@ -133,9 +133,9 @@ def _tensor_splits(parts, names, task, augment, cache, class_weights, pipe):
         return y[None] if y.shape.rank == 0 else y
 
     def prepare(image, y):
-        return tfdata.to_rgb_float(image, size), encode(y)
+        return pipeline.to_rgb_float(image, size), encode(y)
 
-    built = {s: tfdata.build(ds, prepare, n=None, training=s == "train",
+    built = {s: pipeline.build(ds, prepare, n=None, training=s == "train",
                              augment=augment if s == "train" else None,
                              cache=cache_for(cache, s), batch_size=pipe["batch_size"],
                              seed=pipe["seed"], shuffle_buffer=pipe["shuffle_buffer"],

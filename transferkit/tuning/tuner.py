@@ -3,7 +3,7 @@
 `TransferHyperModel` (`tuning.hypermodel`) makes one trial the whole two-phase recipe
 and reports the validation metrics at the end of the last phase that ran. RandomSearch, BayesianOptimization and Hyperband are keras-tuner's own;
 resuming and chief/worker distribution are keras-tuner's own state and environment.
-Each trial trains in a fresh process by default (`tuning_process`), so memory stays
+Each trial trains in a fresh process by default (`tuning.process`), so memory stays
 flat over long sweeps.
 
     space = SearchSpace(backbone=("mobilenet_v2", "efficientnet_b0"))
@@ -13,7 +13,7 @@ flat over long sweeps.
 
 Out directory: search/ (keras-tuner's project: oracle.json, trial_*/), features/ (the
 feature cache), base_recipe.json, space.json, search.json, and after the search the
-report of `tuning_report`: results.csv, results.html, objective.png, best_recipe.json.
+report of `tuning.report`: results.csv, results.html, objective.png, best_recipe.json.
 """
 
 import dataclasses
@@ -58,7 +58,7 @@ def make_tuner(kind, hypermodel, *, objective, max_trials, directory, seed=0,
     Hyperband ("hyperband": `max_epochs` is the longest trial, both phases together,
     and it decides the number of trials itself).
 
-    process_per_trial: run each trial in a fresh process (`tuning_process`) so memory
+    process_per_trial: run each trial in a fresh process (`tuning.process`) so memory
         cannot grow across trials (default False here; `tune` turns it on).
     """
     cls = TUNERS[check_choice("tuner", kind, TUNERS)]

@@ -1,0 +1,96 @@
+"""The tree shows the architecture: subpackages in layers, no import cycles (imports
+inside functions count), and a small public API."""
+
+import ast
+import os
+
+import transferkit
+
+ROOT = os.path.dirname(os.path.abspath(transferkit.__file__))
+# Lower layers never import higher ones; a subpackage may import its own layer.
+LAYERS = {"core": 0, "models": 1, "data": 1, "evaluation": 2, "training": 3,
+          "tuning": 4, "cli": 5}
+
+
+def _modules():
+    for folder, _, files in os.walk(ROOT):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, os.path.dirname(ROOT))[:-3].replace(os.sep, ".")
+                yield rel.removesuffix(".__init__"), path
+
+
+def _imports(module, path):
+    """transferkit modules imported anywhere in `path` (functions included)."""
+    is_package = path.endswith("__init__.py")
+    out = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("transferkit"))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = module.split(".")[: len(module.split(".")) - node.level
+                                         + (1 if is_package else 0)]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            if base.startswith("transferkit"):
+                out.add(base)
+                out.update(f"{base}.{a.name}" for a in node.names)
+    return out
+
+
+def _graph():
+    modules = dict(_modules())
+    edges = {}
+    for module, path in modules.items():
+        targets = set()
+        for name in _imports(module, path):
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != module and not module.startswith(name + "."):
+                targets.add(name)
+        edges[module] = targets
+    return edges
+
+
+def test_no_import_cycles():
+    edges = _graph()
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for target in edges[node]:
+            if state.get(target) == "open":
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target, stack + [target])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, cycles
+
+
+def test_lower_layers_never_import_higher_ones():
+    wrong = []
+    for module, targets in _graph().items():
+        layer = module.split(".")[1] if module.count(".") else None
+        for target in targets:
+            other = target.split(".")[1] if target.count(".") else None
+            if layer in LAYERS and other in LAYERS and LAYERS[other] > LAYERS[layer]:
+                wrong.append(f"{module} -> {target}")
+    assert not wrong, wrong
+
+
+def test_every_module_sits_in_a_subpackage():
+    loose = [m for m in dict(_modules()) if m.count(".") == 1
+             and m.split(".")[1] not in LAYERS and m.split(".")[1] != "__main__"]
+    assert not loose, loose
+
+
+def test_the_public_api_is_small_and_complete():
+    assert len(transferkit.__all__) <= 50
+    for name in transferkit.__all__:
+        assert getattr(transferkit, name) is not None, name
