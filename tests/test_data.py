@@ -221,3 +221,17 @@ def test_regression_csv_and_no_scan(tmp_path):
         assert a == pytest.approx(int(name[:-4]) / 10) and b == int(name[:-4])
     with pytest.raises(DataError, match="no image files found"):
         load_data(tmp_path, image_size=8, scan=False)  # images, but no class folders
+
+
+def test_stratified_sample_draws_every_class_however_files_are_ordered():
+    # int8 calibration used to take the first 64 files: with files sorted by class,
+    # that was one class. The sample goes round-robin across strata instead.
+    from transferkit.data.splits import stratified_sample
+
+    strata = ["a"] * 100 + ["b"] * 100 + [("c", 1)] * 3
+    picked = stratified_sample(strata, 9, seed=0)
+    assert len(picked) == 9 and len(set(picked.tolist())) == 9
+    assert sorted({str(strata[i]) for i in picked}) == ["('c', 1)", "a", "b"]
+    assert [strata[i] for i in picked].count(("c", 1)) == 3
+    np.testing.assert_array_equal(picked, stratified_sample(strata, 9, seed=0))
+    assert len(stratified_sample(strata, 500)) == len(strata)

@@ -1,5 +1,7 @@
 """Metrics, TTA, ensembles, calibration, Grad-CAM and the safe-mode refusal."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -154,3 +156,38 @@ def test_evaluate_refuses_a_lambda_model_unless_trusted(tmp_path, capsys):
     assert "Refusing to load" in err and "--trusted" in err and "lambda.keras" in err
     assert cli.main(["evaluate", path, "--data", folder, "--trusted"]) == 0
     assert "8 images: accuracy=" in capsys.readouterr().out
+
+
+def test_predict_decodes_files_exactly_as_training_does(tmp_path):
+    # An EXIF-rotated JPEG: TensorFlow's decoder ignores the rotation, the scan applies
+    # it. Training and prediction must both see the rotated pixels.
+    from PIL import Image
+
+    from transferkit.data.files import image_dataset
+    from transferkit.data.load import load_data
+    from transferkit.evaluation.evaluate import predict
+
+    folder = make_image_folder(tmp_path / "images", per_class=3, size=32)
+    pixels = np.zeros((32, 48, 3), "uint8")
+    pixels[:, :24, 0] = 255  # left half red, right half blue: rotation shows
+    pixels[:, 24:, 2] = 255
+    odd = os.path.join(folder, "red", "rotated.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(pixels).save(odd, exif=exif.tobytes(), quality=95)
+    splits = load_data(folder, image_size=32, val_split=0.0, batch_size=64, verbose=False)
+    trained = next(iter(splits.train))[0].numpy()  # shuffled: find the image by value
+    dataset, _ = image_dataset([odd], (32, 32))
+    predicted = next(iter(dataset))[0].numpy()[0]
+    assert any(np.allclose(predicted, t, atol=1.0) for t in trained)
+    naive = tf.image.resize(tf.io.decode_image(open(odd, "rb").read(), channels=3),
+                            (32, 32)).numpy()
+    assert not np.allclose(predicted, naive, atol=20)
+    model = _tiny(classes=2)
+    path = save_model(model, str(tmp_path / "m.keras"),
+                      metadata={"class_names": ["blue", "red"], "task": "multiclass",
+                                "input": {"height": 32, "width": 32}})
+    row = predict(path, [odd])[0]
+    expected = model.predict(predicted[None], verbose=0)[0]
+    got = {s["class"]: s["probability"] for s in row["scores"]}
+    assert got["red"] == pytest.approx(float(expected[1]), abs=1e-5)
