@@ -29,6 +29,9 @@ class BackboneSpec:
     block_pattern: regex over layer names; with block_boundary="start", group(1) names the
         block a layer opens, with "end" a full match closes a block.
     imagenet: whether `weights="imagenet"` can be loaded.
+    offline_weights: None (ImageNet weights come through Keras's download cache) or a
+        callable returning a short note on offline ImageNet weights ("offline", or the
+        pip command that makes them so), shown by `transferkit backbones`.
     """
 
     name: str
@@ -43,6 +46,7 @@ class BackboneSpec:
     imagenet: bool = True
     kwargs: tuple = ()
     tags: tuple = ()
+    offline_weights: Callable[[], str] | None = None
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:
