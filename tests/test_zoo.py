@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from transferkit import cli
-from transferkit.core.errors import WeightsError
+from transferkit.core.errors import ConfigError, UnsafeModelError, WeightsError
 from transferkit.models import (Preprocess, block_starts, build_model, create_backbone,
-                                get_spec, list_backbones, lite_weights)
+                                get_spec, list_backbones, lite_weights, register_backbone)
 from transferkit.models.efficientnet_lite import efficientnet_lite
 from transferkit.training.freezing import FreezePolicy, freeze
 
@@ -224,3 +224,103 @@ def test_backbones_command_lists_lite_with_offline_weights(capsys):
     assert lines[LITE0].split()[-1] == lite_weights.status(LITE0)
     assert lines["efficientnet_lite4"].split()[-1] == "none"
     assert lines["efficientnet_b0"].split()[-1] == "download"
+
+
+# --- your own model as a backbone ------------------------------------------------------
+
+@pytest.fixture
+def registry_copy(monkeypatch):
+    """Backbones registered by a test vanish after it."""
+    from transferkit.models import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_SOURCES", dict(registry._SOURCES))
+
+
+def _tiny_model(size=16, name="my_net"):
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", name="c2")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def _backbone_weights(model):
+    return [w.copy() for w in model.get_layer("backbone").get_weights()]
+
+
+def test_keras_model_registers_as_backbone_with_its_own_weights(registry_copy):
+    mine = _tiny_model()
+    spec = register_backbone(mine)
+    assert (spec.name, spec.default_size, spec.min_size, spec.feature_size) == (
+        "my_net", 16, 16, 6)
+    assert get_spec("My_Net") is spec
+    model = build_model("my_net", 3, image_size=16)  # default weights: the model's own
+    for got, own in zip(_backbone_weights(model), mine.get_weights()):
+        np.testing.assert_array_equal(got, own)
+    assert model.get_layer("backbone") is not mine  # a copy: training it leaves yours be
+    fresh = build_model("my_net", 3, weights=None, image_size=16)
+    assert not np.array_equal(_backbone_weights(fresh)[0], mine.get_weights()[0])
+    # Every layer is a block: last_blocks:1 trains c2 only.
+    freeze(model, FreezePolicy("last_blocks", 1))
+    assert [l.name for l in model.get_layer("backbone").layers if l.trainable] == ["c2"]
+    with pytest.raises(ConfigError, match="already registered"):
+        register_backbone(_tiny_model())
+    with pytest.raises(ConfigError, match="16x16"):
+        build_model("my_net", 3, image_size=32)
+
+
+def test_callable_registers_with_given_layout(registry_copy):
+    def small_net(input_shape=None):
+        inputs = keras.Input(input_shape or (None, None, 3))
+        x = keras.layers.Conv2D(5, 3, name="stage1_conv")(inputs)
+        x = keras.layers.Conv2D(5, 3, name="stage2_conv")(x)
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(x))
+
+    spec = register_backbone(small_net, block_pattern=r"^(stage\d+)_",
+                             preprocessing="unit", default_size=24, min_size=16)
+    assert (spec.name, spec.default_size, spec.feature_size) == ("small_net", 24, 5)
+    model = build_model("small_net", 2, weights=None, image_size=20)
+    assert model.get_layer("backbone").input_shape == (None, 20, 20, 3)
+    assert model.predict(np.zeros((1, 20, 20, 3)), verbose=0).shape == (1, 2)
+    with pytest.raises(ConfigError, match="keras.Model"):
+        register_backbone(lambda: "not a model", name="broken")
+    wide = keras.Input((8, 12, 3))
+    with pytest.raises(ConfigError, match="square RGB"):
+        register_backbone(keras.Model(wide, keras.layers.Conv2D(2, 3)(wide)))
+
+
+def test_saved_model_as_backbone_from_the_cli(registry_copy, tmp_path, capsys):
+    from conftest import make_image_folder
+
+    path = str(tmp_path / "mine.keras")
+    mine = _tiny_model(size=16, name="whatever")
+    mine.save(path)
+    folder = make_image_folder(tmp_path / "images", per_class=6, size=16)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", folder, "--backbone", path, "--head-epochs", "1",
+                     "--finetune-epochs", "0", "--batch-size", "4", "--no-report",
+                     "--no-cache-features", "--out", str(out)]) == 0
+    trained = keras.saving.load_model(out / "model.keras")
+    assert trained.name == "mine" and trained.input_shape == (None, 16, 16, 3)
+    # Phase 1 trains the head only: the backbone is the saved model, weights and all.
+    for got, own in zip(_backbone_weights(trained), mine.get_weights()):
+        np.testing.assert_array_equal(got, own)
+    assert cli.main(["train", "--data", folder, "--backbone", str(tmp_path / "no.keras"),
+                     "--out", str(tmp_path / "r2")]) == 2
+    assert "no.keras" in capsys.readouterr().err
+
+
+def test_backbone_file_loads_in_safe_mode_unless_trusted(registry_copy, tmp_path):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    path = str(tmp_path / "lambda_net.keras")
+    keras.Model(inputs, keras.layers.Conv2D(3, 3, name="c")(x)).save(path)
+    with pytest.raises(UnsafeModelError, match="lambda_net.keras"):
+        get_spec(path)
+    spec = register_backbone(path, trusted=True)
+    assert get_spec(path) is spec and spec.name == "lambda_net"
+    backbone = create_backbone(path, weights="imagenet", input_shape=(16, 16, 3))
+    assert backbone.output_shape == (None, 14, 14, 3)
+    with pytest.raises(WeightsError, match="safe mode"):  # cloning re-reads the config
+        create_backbone(path, weights=None, input_shape=(16, 16, 3))
