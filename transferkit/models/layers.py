@@ -43,3 +43,15 @@ class Preprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class ClassToken(keras.layers.Layer):
+    """(batch, tokens, dim) -> (batch, dim): a transformer's class token (the first),
+    which ViT-style backbones train to summarise the image."""
+
+    def call(self, inputs):
+        return inputs[:, 0, :]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])

@@ -68,6 +68,13 @@ class BackboneSpec:
 
 _REGISTRY: dict = {}
 _SOURCES: dict = {}  # registry key -> real path of the .keras file it was made from
+_RESOLVERS: dict = {}  # name prefix ("hub:") -> function(name) -> BackboneSpec
+
+
+def register_resolver(prefix, resolve):
+    """Let names starting with `prefix` (e.g. "hub:") resolve through `resolve(name)`,
+    which returns a BackboneSpec; `get_spec` registers it on first use."""
+    _RESOLVERS[prefix] = resolve
 
 
 def _key(name):
@@ -201,6 +208,12 @@ def get_spec(name):
     a saved `.keras` model registers that model (in safe mode) on first use."""
     if isinstance(name, BackboneSpec):
         return name
+    for prefix, resolve in _RESOLVERS.items():
+        if isinstance(name, str) and name.startswith(prefix):
+            spec = resolve(name)
+            if _REGISTRY.get(_key(spec.name)) is not spec:
+                register_backbone(spec)
+            return spec
     if is_model_file(name):
         source = os.path.realpath(os.fspath(name))
         known = [key for key, path in _SOURCES.items() if path == source]
