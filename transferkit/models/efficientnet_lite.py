@@ -133,8 +133,8 @@ def efficientnet_lite(variant, include_top=False, weights=None, input_shape=None
     if weights == "imagenet":
         # The converter builds the same graph at the default size: weights do not
         # depend on the input size.
-        model.load_weights(lite_weights.imagenet_weights(
-            variant, include_top, lambda: efficientnet_lite(variant, include_top=include_top)))
+        build = lambda: efficientnet_lite(variant, include_top=include_top)  # noqa: E731
+        model.load_weights(lite_weights.imagenet_weights(variant, include_top, build))
     return model
 
 
