@@ -92,3 +92,29 @@ def test_hub_needs_keras_hub_and_a_preset(monkeypatch):
                         lambda name, *a: None if name == "keras_hub" else real(name, *a))
     with pytest.raises(ConfigError, match=r"transferkit\[hub\]"):
         get_spec("hub:not_loaded_yet_preset")
+
+
+@needs_hub
+def test_cnn_preset_takes_any_size_and_reloads(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    from transferkit.models import registry, save_model
+
+    folder = str(tmp_path / "tiny_resnet")
+    keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2],
+        block_type="basic_block").save_to_preset(folder)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    keras_hub.layers.ResNetImageConverter(image_size=(32, 32), scale=list(1 / (255 * std)),
+                                          offset=list(-mean / std)).save_to_preset(folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+        spec = get_spec(f"hub:{folder}")
+        assert (spec.default_size, spec.min_size, spec.preprocessing) == (32, 32, "torch")
+        model = build_model(f"hub:{folder}", 3, image_size=48)  # any size: a CNN
+        backbone = model.get_layer("backbone")
+        assert len(backbone.layers) > 10  # its own layers, each a block
+        x = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+        save_model(model, tmp_path / "m.keras")
+        np.testing.assert_allclose(load_model(tmp_path / "m.keras").predict(x, verbose=0),
+                                   model.predict(x, verbose=0), atol=1e-5)
