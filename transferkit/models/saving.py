@@ -8,6 +8,8 @@ Custom classes (layers, optimizers) register when `transferkit` is imported, whi
 happens before any module of the package runs, so every load can find them.
 """
 
+import importlib
+import importlib.util
 import json
 import os
 import zipfile
@@ -52,6 +54,7 @@ def load_model(path, *, trusted=False, compile=True):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise TransferkitError(f"No model file at {path}.")
+    _import_layer_packages(path)
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=not trusted)
     except ValueError as error:
@@ -62,3 +65,16 @@ def load_model(path, *, trusted=False, compile=True):
             "code when loaded (e.g. a Lambda layer), which Keras blocks in safe mode. "
             "Load it only if you trust whoever wrote the file: pass trusted=True "
             "(`--trusted` on the command line).") from error
+
+
+def _import_layer_packages(path):
+    # A model on a KerasHub backbone names KerasHub's registered layer classes; they
+    # exist once keras_hub is imported (an import, not code from the file: safe mode
+    # still decides what the file may do).
+    try:
+        with zipfile.ZipFile(path) as archive:
+            uses_hub = b'"keras_hub' in archive.read("config.json")
+    except (zipfile.BadZipFile, KeyError, OSError):
+        return
+    if uses_hub and importlib.util.find_spec("keras_hub") is not None:
+        importlib.import_module("keras_hub")

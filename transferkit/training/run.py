@@ -28,6 +28,7 @@ from transferkit.data.augment import augment_config
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import evaluate_splits
 from transferkit.models.builder import build_model
+from transferkit.models.registry import is_model_file, register_backbone
 from transferkit.models.saving import save_model
 from transferkit.training.cache import FeatureStore
 from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
@@ -82,9 +83,12 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
         step, learning-rate position, trainable flags, optimizer and early-stopping
         state); starts afresh when there is none. checkpoint: a CheckpointConfig (save
         frequency, how many to keep). data_service: a tf.data service dispatcher
-        address. trusted: the `weights` file may run code when loaded (see
-        `models.saving.load_model`).
+        address. trusted: the `weights` or `backbone` .keras file may run code when
+        loaded (see `models.saving.load_model`).
     """
+    if trusted and is_model_file(recipe.backbone):
+        # Before anything looks the backbone file up (which loads it in safe mode).
+        register_backbone(recipe.backbone, trusted=True)
     strategy = make_strategy(recipe.strategy)  # first: multi-worker needs a fresh runtime
     per_replica_batch(recipe.batch_size, strategy)  # batch_size is global: check it splits
     out_dir = worker_dir(out_dir, strategy)
