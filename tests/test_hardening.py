@@ -1,0 +1,266 @@
+"""Hardening (issue 11): run ownership, resume that survives damage, an error for every
+bad input, no silent overwrite, what the scan accepts training decodes, reports for any
+class name, no leak between splits."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from conftest import make_image_folder
+from transferkit import cli
+from transferkit.core.errors import ConfigError, TransferkitError
+from transferkit.models.builder import build_model
+from transferkit.training.checkpoint import CheckpointManager, Checkpointer, save_on_sigterm
+from transferkit.training.recipe import RecipeConfig
+from transferkit.training.run import claim_run, train
+
+TINY = dict(backbone="tiny_test", weights="none", image_size=16, batch_size=4,
+            head_epochs=1, finetune_epochs=1, augment="none", report=False,
+            cache_features=False, early_stopping_patience=0)
+
+
+def _save(manager, model, step, **extra):
+    state = {"phase": "head", "phase_start_epoch": 0, "epoch": step, "step": 0,
+             "global_step": step, "phase_complete": False, "optimizer_iterations": 0,
+             "history": [], **extra}
+    return manager.save(model, state)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return build_model("tiny_test", 2, weights=None, image_size=16)
+
+
+# 1. Run ownership ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A finished tiny run (its images folder is its own: one test adds a class)."""
+    root = tmp_path_factory.mktemp("hardening")
+    folder = make_image_folder(root / "images", per_class=4, size=16)
+    run = str(root / "run")
+    train(RecipeConfig(data=folder, **TINY), run, verbose=0)
+    return run, folder
+
+
+def test_a_new_run_into_a_run_directory_is_refused_unless_resume_or_overwrite(
+        trained_run, tmp_path):
+    run, folder = trained_run
+    recipe = RecipeConfig(data=folder, **TINY)
+    run_id = json.load(open(os.path.join(run, "run.json")))["run_id"]
+    states = CheckpointManager(os.path.join(run, "checkpoints")).states()
+    assert states and all(s["run_id"] == run_id for s in states)
+    with pytest.raises(ConfigError, match="already holds a run.*--resume.*--overwrite"):
+        train(recipe, run, verbose=0)
+    # A resume may not change what the run means, and says which key it refused.
+    with pytest.raises(ConfigError, match="'batch_size'.*batch_size=4.*batch_size=2"):
+        train(RecipeConfig(data=folder, **{**TINY, "batch_size": 2}), run, resume=True)
+    # A harmless change is allowed and recorded in config.json and run.json.
+    train(RecipeConfig(data=folder, **{**TINY, "report": True}), run, resume=True,
+          verbose=0)
+    assert json.load(open(os.path.join(run, "config.json")))["report"] is True
+    assert json.load(open(os.path.join(run, "run.json")))["resumes"][-1]["changed"] == {
+        "report": True}
+    assert json.load(open(os.path.join(run, "run.json")))["run_id"] == run_id
+
+
+def test_overwrite_starts_a_new_run_and_deletes_only_the_runs_files(tmp_path, tiny_model):
+    run = tmp_path / "run"
+    run_id, _ = claim_run(str(run), RecipeConfig(**TINY))
+    _save(CheckpointManager(run / "checkpoints", run_id=run_id), tiny_model, 1)
+    (run / "report").mkdir()
+    (run / "report" / "worst.png").write_text("old plot")
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        claim_run(str(run), RecipeConfig(**TINY))
+    new_id, _ = claim_run(str(run), RecipeConfig(**TINY), overwrite=True)
+    assert new_id != run_id
+    assert sorted(os.listdir(run)) == ["notes.txt", "run.json"]
+
+
+def test_resume_never_loads_another_runs_checkpoint(tmp_path, tiny_model):
+    folder = tmp_path / "ckpt"
+    ours, theirs = CheckpointManager(folder, run_id="ours"), CheckpointManager(
+        folder, run_id="theirs")
+    _save(ours, tiny_model, 1)
+    _save(theirs, tiny_model, 9)  # a higher step, as an old run's would be
+    assert ours.latest()["global_step"] == 1 and theirs.latest()["global_step"] == 9
+    assert CheckpointManager(folder, run_id="new").latest() is None
+
+
+def test_claim_run_refuses_resume_and_overwrite_together_and_a_file_as_out(tmp_path):
+    recipe = RecipeConfig(**TINY)
+    with pytest.raises(ConfigError, match="either `--resume`.*or `--overwrite`"):
+        train(recipe, str(tmp_path / "r"), resume=True, overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="should be a directory"):
+        claim_run(str(tmp_path / "file"), recipe)
+
+
+def test_overwrite_leaves_a_folder_that_is_not_a_run_alone(tmp_path):
+    for name in ("logs", "report"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "keep.txt").write_text("mine")
+    claim_run(str(tmp_path), RecipeConfig(**TINY), overwrite=True)
+    assert (tmp_path / "logs" / "keep.txt").exists()
+    assert (tmp_path / "report" / "keep.txt").exists()
+
+
+# 2. Resume that survives damage ----------------------------------------------------
+
+def test_a_torn_or_altered_newest_checkpoint_falls_back_to_the_previous(tmp_path,
+                                                                       tiny_model):
+    manager = CheckpointManager(tmp_path, keep=5, run_id="r")
+    for step in (1, 2, 3):
+        _save(manager, tiny_model, step)
+    newest = tmp_path / "ckpt-00000003.weights.h5"
+    newest.write_bytes(newest.read_bytes()[:100])  # torn
+    with pytest.warns(UserWarning, match="ckpt-00000003.json is damaged"):
+        assert manager.latest()["global_step"] == 2
+    data = bytearray((tmp_path / "ckpt-00000002.weights.h5").read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    (tmp_path / "ckpt-00000002.weights.h5").write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="checksum"):
+        assert manager.latest()["global_step"] == 1
+    (tmp_path / "ckpt-00000001.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert manager.latest() is None
+
+
+def test_checkpoint_paths_are_confined_and_only_its_own_files_are_deleted(tmp_path,
+                                                                         tiny_model):
+    outside = tmp_path / "precious.weights.h5"
+    outside.write_text("user data")
+    folder = tmp_path / "ckpt"
+    manager = CheckpointManager(folder, keep=1, run_id="r")
+    _save(manager, tiny_model, 1)
+    # A state pointing outside the folder is refused, never loaded or deleted.
+    evil = json.load(open(folder / "ckpt-00000001.json"))
+    evil.update(global_step=5, weights="../precious.weights.h5")
+    (folder / "ckpt-00000005.json").write_text(json.dumps(evil))
+    (folder / "other.weights.h5").write_text("not the manager's")
+    (folder / ".ckpt-00000007.abc.tmp.weights.h5").write_text("torn temp")
+    (folder / "ckpt-00000008.weights.h5").write_text("uncommitted")
+    with pytest.warns(UserWarning, match="not a checkpoint file name"):
+        assert manager.latest()["global_step"] == 1
+    manager.clean()
+    _save(manager, tiny_model, 2)  # prunes step 1 (keep=1)
+    assert outside.read_text() == "user data"
+    assert sorted(os.listdir(folder)) == ["ckpt-00000002.json", "ckpt-00000002.weights.h5",
+                                          "ckpt-00000005.json", "other.weights.h5"]
+
+
+def test_temp_files_a_kill_left_in_the_run_folder_are_cleaned(tmp_path):
+    (tmp_path / ".model.x1y2.tmp.keras").write_text("torn")
+    (tmp_path / ".config.abc.tmp.json").write_text("torn")
+    (tmp_path / ".mine.tmp.keras").write_text("not ours")
+    claim_run(str(tmp_path), RecipeConfig(**TINY))
+    assert sorted(os.listdir(tmp_path)) == [".mine.tmp.keras", "run.json"]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_save_then_exit(tmp_path, signum, code):
+    import keras
+    import tensorflow as tf
+
+    from transferkit.training.orchestrator import fine_tune
+    from transferkit.training.schedule import PhaseConfig, ScheduleConfig
+
+    model = build_model("tiny_test", 2, weights=None, image_size=16)
+    manager = CheckpointManager(tmp_path, run_id="r")
+    saver = Checkpointer(manager, model)
+
+    class Kill(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                os.kill(os.getpid(), signum)
+
+    x = np.zeros((16, 16, 16, 3), "float32")
+    y = keras.utils.to_categorical(np.arange(16) % 2, 2)
+    schedule = ScheduleConfig(head=PhaseConfig(epochs=2, early_stopping_patience=None),
+                              finetune=PhaseConfig(epochs=0), batch_size=4)
+    with save_on_sigterm(saver), pytest.raises(SystemExit) as exit_info:
+        fine_tune(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(4),
+                  config=schedule, callbacks=[saver, Kill()], verbose=0)
+    assert exit_info.value.code == code
+    assert manager.latest()["global_step"] == 2  # saved at the batch end after the signal
+    assert signal.getsignal(signum) is not None  # the handlers were put back
+
+
+# 3. An error for every bad input ---------------------------------------------------
+
+@pytest.mark.parametrize("flags, names", [
+    (["--backbone", "nope_net"], "nope_net"),
+    (["--image-size", "4"], "image_size=4"),
+    (["--unfreeze", "regex:["], "regex:["),
+    (["--unfreeze", "blah"], "blah"),
+    (["--weights", "/nonexistent/w.h5"], "/nonexistent/w.h5"),
+    (["--data", "/nonexistent/photos"], "/nonexistent/photos"),
+    (["--recipe", "/nonexistent/r.json"], "/nonexistent/r.json"),
+])
+def test_bad_train_arguments_exit_2_naming_the_value_before_any_work(tmp_path, capsys,
+                                                                      flags, names):
+    folder = make_image_folder(tmp_path / "images", per_class=2, size=16)
+    args = ["train", "--data", folder, "--backbone", "tiny_test", "--weights", "none",
+            "--out", str(tmp_path / "run"), *flags]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert names in err and "Traceback" not in err and err.count("\n") == 1
+    assert not os.path.exists(tmp_path / "run")  # refused before touching --out
+
+
+def test_a_corrupt_model_file_exits_2_naming_it_and_debug_shows_the_traceback(tmp_path,
+                                                                            capsys):
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(b"PK\x03\x04 this is no zip")
+    folder = make_image_folder(tmp_path / "images", per_class=2, size=16)
+    assert cli.main(["evaluate", str(bad), "--data", folder]) == 2
+    assert str(bad) in capsys.readouterr().err
+    with pytest.raises(TransferkitError):
+        cli.main(["--debug", "evaluate", str(bad), "--data", folder])
+    with pytest.raises(TransferkitError):
+        cli.main(["evaluate", str(bad), "--data", folder, "--debug"])
+
+
+def test_unexpected_errors_are_one_message_exit_1(monkeypatch, capsys):
+    from transferkit.cli import backbones
+
+    def boom(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(backbones, "run", boom)  # register() binds it at parse time
+    assert cli.main(["backbones"]) == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: boom" in err and "--debug" in err and "Traceback" not in err
+    with pytest.raises(RuntimeError):
+        cli.main(["--debug", "backbones"])
+
+
+# 7. No silent overwrite ------------------------------------------------------------
+
+def test_export_and_evaluate_refuse_to_write_into_a_run_directory(trained_run, tmp_path,
+                                                                  capsys):
+    run, folder = trained_run
+    before = open(os.path.join(run, "model.keras"), "rb").read()
+    assert cli.main(["export", run, "--format", "keras", "--out", run]) == 2
+    assert "run directory" in capsys.readouterr().err
+    assert cli.main(["evaluate", run, "--data", folder, "--out", run]) == 2
+    assert "run directory" in capsys.readouterr().err
+    # The model file itself, as a .keras MODEL beside which --out would write.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model.keras").write_bytes(before)
+    assert cli.main(["export", str(alone / "model.keras"), "--format", "keras",
+                     "--out", str(alone)]) == 2
+    assert "MODEL file" in capsys.readouterr().err
+    assert open(os.path.join(run, "model.keras"), "rb").read() == before
+
+
+def test_resume_refuses_other_classes(trained_run):
+    run, folder = trained_run  # the last test on this run: it changes the images
+    os.rename(os.path.join(folder, "red"), os.path.join(folder, "green"))
+    with pytest.raises(ConfigError, match="cannot change the classes"):
+        train(RecipeConfig(data=folder, **TINY), run, resume=True, verbose=0)
