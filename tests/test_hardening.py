@@ -264,3 +264,88 @@ def test_resume_refuses_other_classes(trained_run):
     os.rename(os.path.join(folder, "red"), os.path.join(folder, "green"))
     with pytest.raises(ConfigError, match="cannot change the classes"):
         train(RecipeConfig(data=folder, **TINY), run, resume=True, verbose=0)
+
+
+# 4. What the scan accepts, training decodes ----------------------------------------
+
+def _hostile_folder(root):
+    """A two-class folder with a FIFO, a link to /dev/zero, a link leaving the folder,
+    an ICO (a format Pillow knows but is not allowed to parse) and a text file .jpg."""
+    folder = make_image_folder(root / "data", per_class=3, size=16)
+    outside = make_image_folder(root / "outside", classes=("red",), per_class=1, size=16,
+                                seed=1)
+    os.mkfifo(os.path.join(folder, "red", "pipe.jpg"))
+    os.symlink("/dev/zero", os.path.join(folder, "red", "zero.png"))
+    os.symlink(os.path.join(outside, "red", "0.png"), os.path.join(folder, "blue", "x.png"))
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(os.path.join(folder, "blue", "icon.ico"))
+    with open(os.path.join(folder, "blue", "notes.jpg"), "w") as f:
+        f.write("not an image")
+    return folder
+
+
+def test_the_scan_skips_special_files_outside_links_and_unallowed_formats(tmp_path):
+    from transferkit.data.scan import scan
+
+    folder = _hostile_folder(tmp_path)
+    report = scan(folder, normalized_dir=tmp_path / "norm")
+    kinds = {os.path.basename(p.path): p.kind for p in report.problems if p.path}
+    assert kinds["pipe.jpg"] == "not_regular" and "FIFO" in str(report.problems)
+    assert kinds["zero.png"] == "outside_link" and kinds["x.png"] == "outside_link"
+    assert kinds["icon.ico"] == "not_image" and kinds["notes.jpg"] == "not_image"
+    assert len(report.decode_paths) == 6
+    followed = scan(folder, normalized_dir=tmp_path / "norm", follow_links=True)
+    kinds = {os.path.basename(p.path): p.kind for p in followed.problems if p.path}
+    assert kinds["zero.png"] == "not_regular"  # a device: refused, not read forever
+    assert len(followed.decode_paths) == 7  # the outside image, when asked
+
+
+def test_a_file_tf_cannot_decode_is_normalised_by_the_scan(tmp_path, monkeypatch):
+    import importlib
+
+    from transferkit.data.pipeline import decode_image
+
+    scan_module = importlib.import_module("transferkit.data.scan")  # not data.scan()
+
+    folder = make_image_folder(tmp_path / "data", per_class=2, size=16)
+    odd = os.path.join(folder, "red", "0.png")
+    odd_bytes = open(odd, "rb").read()
+    real = scan_module.tf_decodes
+    # Stands in for a file Pillow reads and TF refuses (which varies by TF build).
+    monkeypatch.setattr(scan_module, "tf_decodes",
+                        lambda data: data != odd_bytes and real(data))
+    report = scan_module.scan(folder, normalized_dir=tmp_path / "norm")
+    assert report.decode_paths[odd] != odd and "tf_undecodable" in report.converted
+    assert decode_image(report.decode_paths[odd], (16, 16)).shape == (16, 16, 3)
+
+
+def test_training_batches_survive_a_file_that_fails_to_decode(tmp_path):
+    from transferkit.data.pipeline import make_dataset
+
+    folder = make_image_folder(tmp_path / "data", per_class=4, size=16)
+    paths = sorted(str(p) for p in (tmp_path / "data").glob("*/*.png"))[:7]
+    with open(paths[3], "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n broken after the scan")
+    labels = np.eye(2)[[0] * 4 + [1] * 3]
+    ds = make_dataset(paths, labels, image_size=16, batch_size=3, training=True, seed=0)
+    assert int(ds.cardinality()) == 3  # 7 files in batches of 3
+    for _ in range(2):  # each epoch keeps its 3 batches: 6 good files, topped up
+        sizes = [int(x.shape[0]) for x, _ in ds]
+        assert len(sizes) == 3 and sizes[:2] == [3, 3]
+    assert folder
+
+
+def test_no_scan_lists_only_files_tf_decodes_and_names_the_others(tmp_path, capsys):
+    from transferkit.data.load import load_data
+
+    folder = make_image_folder(tmp_path / "data", per_class=4, size=16)
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(os.path.join(folder, "red", "scan.tiff"))
+    with open(os.path.join(folder, "blue", "text.jpg"), "w") as f:
+        f.write("hello")
+    data = load_data(folder, image_size=16, batch_size=4, scan=False, val_split=0.0)
+    out = capsys.readouterr().out
+    assert "scan.tiff" in out and "text.jpg" in out and "skipped 2 of 10" in out
+    assert len(data.train_files) == 8

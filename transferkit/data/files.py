@@ -13,7 +13,7 @@ from pathlib import Path
 from transferkit.core.errors import DataError, suggest
 from transferkit.data import imageio
 from transferkit.data.pipeline import make_dataset
-from transferkit.data.scan import ScanReport, walk, with_problems
+from transferkit.data.scan import ScanReport, read_regular_file, walk, with_problems
 from transferkit.data.scan import scan as run_scan
 from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratified_split
 
@@ -36,6 +36,9 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
                             "`path,label`.")
     files = {k: (paths, labels) for k, (paths, labels, _) in listed.items()}
     report = None
+    if not scan:
+        files = {k: _quick_check(k, paths, labels, named[k], verbose)
+                 for k, (paths, labels) in files.items()}
     if scan:
         walk_problems = [p for _, _, found in listed.values() for p in found]
         report = _scan_files(files, walk_problems, task, normalized_dir, workers, verbose)
@@ -128,6 +131,29 @@ def _read_csv(path: Path):
                         f"{rows[bad[0]]!r}")
     paths = [str((path.parent / r[0].strip()).resolve(strict=False)) for r in rows]
     return paths, ["|".join(c.strip() for c in r[1:]).strip("|") for r in rows]
+
+
+def _quick_check(split, paths, labels, source, verbose):
+    """Without a scan: keep regular files whose first bytes are a format TF decodes
+    (a few bytes read per file); name and count the others."""
+    kept, skipped = [], []
+    for path, label in zip(paths, labels):
+        try:
+            head = read_regular_file(path, 16, head=True)
+        except OSError as exc:
+            skipped.append(f"{path}: {exc.strerror or exc}")
+            continue
+        if imageio.tf_format_by_magic(head):
+            kept.append((path, label))
+        else:
+            skipped.append(f"{path}: not a JPEG, PNG, GIF, BMP or WebP file")
+    if skipped and verbose:
+        print(f"--no-scan: skipped {len(skipped)} of {len(paths)} files ({split}):\n  "
+              + "\n  ".join(skipped[:20]) + ("\n  ..." if len(skipped) > 20 else ""))
+    if not kept:
+        raise DataError(f"no usable images in {str(source)!r} ({split}) without a scan: "
+                        f"{len(skipped)} files skipped, e.g. {skipped[:1]}")
+    return [p for p, _ in kept], [lab for _, lab in kept]
 
 
 def _scan_files(files, walk_problems, task, normalized_dir, workers,
