@@ -371,3 +371,35 @@ def test_reports_render_and_escape_any_class_name(tmp_path):
     assert "猫 кот ψ" in page
     for name in ("confusion_matrix.png", "per_class.png", "worst.png", "augmented.png"):
         assert os.path.getsize(tmp_path / "run" / "report" / name) > 1000
+
+
+# 6. No leak between splits ---------------------------------------------------------
+
+def test_the_same_file_in_two_splits_is_refused_or_removed_from_the_later(tmp_path,
+                                                                          capsys):
+    import shutil
+
+    from transferkit.core.errors import DataError
+    from transferkit.data.load import load_data
+
+    folder = make_image_folder(tmp_path / "train", per_class=4, size=16)
+    with pytest.raises(DataError, match="val source.*only files of the train source"):
+        load_data({"train": folder, "val": folder}, image_size=16, scan=False)
+    # Rows naming the same file in both CSVs (one spelled through a link): removed.
+    os.symlink(folder, tmp_path / "alias")
+    rows = [f"{c}/{i}.png,{c}" for c in ("red", "blue") for i in range(4)]
+    (tmp_path / "train.csv").write_text("\n".join(f"train/{r}" for r in rows[:6]))
+    (tmp_path / "val.csv").write_text("\n".join(f"alias/{r}" for r in rows[5:]))
+    for scan in (False, True):
+        data = load_data({"train": str(tmp_path / "train.csv"),
+                          "val": str(tmp_path / "val.csv")}, image_size=16, scan=scan)
+        assert "1 file(s) of the val source are also in the train source" in \
+            capsys.readouterr().out
+        assert len(data.train_files) == 6 and len(data.val_files) == 2
+    # The same content under another name: the scan removes the later copy.
+    val = make_image_folder(tmp_path / "val", per_class=2, size=16, seed=5)
+    shutil.copy(os.path.join(folder, "red", "0.png"), os.path.join(val, "red", "copy.png"))
+    data = load_data({"train": folder, "val": val}, image_size=16)
+    assert "copy.png" not in " ".join(data.val_files) and len(data.val_files) == 4
+    assert any(p.kind == "duplicate" and "split 'train'" in p.reason
+               for p in data.scan_report.problems)

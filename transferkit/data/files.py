@@ -35,6 +35,7 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
                             "expected class subfolders with images, or CSV rows "
                             "`path,label`.")
     files = {k: (paths, labels) for k, (paths, labels, _) in listed.items()}
+    files = _without_shared_paths(files, named, verbose)
     report = None
     if not scan:
         files = {k: _quick_check(k, paths, labels, named[k], verbose)
@@ -131,6 +132,37 @@ def _read_csv(path: Path):
                         f"{rows[bad[0]]!r}")
     paths = [str((path.parent / r[0].strip()).resolve(strict=False)) for r in rows]
     return paths, ["|".join(c.strip() for c in r[1:]).strip("|") for r in rows]
+
+
+def _without_shared_paths(files, named, verbose):
+    """Remove from each later split the files an earlier split already has (the same
+    file by real path: one folder given twice, a row in two CSVs), and say so. The
+    scan finds copies with the same content the same way (its "duplicate" problems)."""
+    seen, out = {}, {}
+    for split in SPLIT_NAMES:
+        if split not in files:
+            continue
+        paths, labels = files[split]
+        kept, dropped = [], []
+        for path, label in zip(paths, labels):
+            real = os.path.realpath(path)
+            if seen.get(real, split) != split:
+                dropped.append(path)
+            else:
+                seen[real] = split
+                kept.append((path, label))
+        if dropped:
+            first = seen[os.path.realpath(dropped[0])]
+            if not kept:
+                raise DataError(f"The {split} source {str(named[split])!r} holds only files "
+                                f"of the {first} source ({len(dropped)} files, e.g. "
+                                f"{dropped[0]}): they would leak between the splits.")
+            if verbose:
+                print(f"{len(dropped)} file(s) of the {split} source are also in the "
+                      f"{first} source, removed from {split} (no leak between splits), "
+                      f"e.g. {dropped[0]}")
+        out[split] = ([p for p, _ in kept], [lab for _, lab in kept])
+    return out
 
 
 def _quick_check(split, paths, labels, source, verbose):
