@@ -403,3 +403,13 @@ def test_the_same_file_in_two_splits_is_refused_or_removed_from_the_later(tmp_pa
     assert "copy.png" not in " ".join(data.val_files) and len(data.val_files) == 4
     assert any(p.kind == "duplicate" and "split 'train'" in p.reason
                for p in data.scan_report.problems)
+
+
+def test_resume_accepts_the_same_data_spelled_another_way(trained_run, monkeypatch):
+    run, folder = trained_run
+    monkeypatch.chdir(os.path.dirname(folder))
+    _, changed = claim_run(run, RecipeConfig(data=os.path.basename(folder), **TINY),
+                           resume=True)
+    assert "data" not in changed
+    foreign = CheckpointManager(os.path.join(run, "checkpoints"), run_id="someone else")
+    assert foreign.latest() is None and foreign.others() > 0

@@ -9,6 +9,8 @@ message; `--debug` shows the traceback instead)."""
 import argparse
 import sys
 
+import tensorflow as tf
+
 from transferkit.cli import (backbones, demo, evaluate, export, predict, scan, train,
                              tune)
 from transferkit.core.errors import TransferkitError
@@ -41,6 +43,12 @@ def main(argv=None):
             raise
         where = f" {error.filename}" if error.filename else ""
         print(f"{prefix}{where}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except tf.errors.OpError as error:  # e.g. a file changed on disk since the scan
+        if args.debug:
+            raise
+        print(f"{prefix} TensorFlow could not process an input: "
+              f"{error.message.strip().splitlines()[0]}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - the boundary: one message, not a traceback
         if args.debug:

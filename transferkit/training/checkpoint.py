@@ -126,6 +126,11 @@ class CheckpointManager:
             out.append((state, _problem(self.directory, state)))
         return out
 
+    def others(self):
+        """How many states in the folder belong to another run (or to no run id)."""
+        own = {s["name"] for s, _ in self._read_states()}
+        return sum(s["name"] not in own for s, _ in self._read_states(any_run=True))
+
     def states(self):
         """Every usable state of this run, oldest first (sizes checked, not checksums)."""
         return [state for state, problem in self._read_states() if problem is None]

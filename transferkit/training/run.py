@@ -124,6 +124,10 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
                                 run_id=run_id)
     manager.clean()  # temp files and uncommitted weights a kill left behind
     state = manager.latest() if resume else None
+    if resume and state is None and manager.others():
+        warnings.warn(f"{manager.directory} holds {manager.others()} checkpoint(s) of "
+                      "another run (or from before runs had ids): not loaded; the run "
+                      "starts from the beginning.", stacklevel=2)
     write_json(os.path.join(out_dir, "config.json"), recipe.to_dict())
     if changed:
         print(f"resuming with changed settings (recorded in config.json): "
@@ -229,7 +233,7 @@ def claim_run(out_dir, recipe, *, resume=False, overwrite=False):
     if resume and os.path.exists(os.path.join(out_dir, "config.json")):
         saved = recipe_from_dict(read_json_object(os.path.join(out_dir, "config.json"),
                                                   "run config"))
-        changed = [k for k in FIELDS if getattr(saved, k) != getattr(recipe, k)]
+        changed = [k for k in FIELDS if not _same(getattr(saved, k), getattr(recipe, k))]
         meaning = [k for k in changed if k not in RESUME_HARMLESS]
         if meaning:
             key = meaning[0]
@@ -246,6 +250,14 @@ def claim_run(out_dir, recipe, *, resume=False, overwrite=False):
             k: getattr(recipe, k) for k in changed}})
     write_json(path, info)
     return info["run_id"], changed
+
+
+def _same(saved, given):
+    # A path spelled another way (relative, through a link) is the same setting.
+    if saved == given:
+        return True
+    return (isinstance(saved, str) and isinstance(given, str) and os.path.exists(saved)
+            and os.path.exists(given) and os.path.realpath(saved) == os.path.realpath(given))
 
 
 def is_run_dir(path):
