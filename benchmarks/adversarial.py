@@ -239,6 +239,20 @@ def inputs(root, f):
         ("predict a folder", ["predict", run, data], None),
         ("predict top-k 0", ["predict", run, f["outside"], "--top-k", "0"], None),
         ("scan a file", ["scan", f["notes"]], None),
+        ("scan --json onto a folder", ["scan", data, "--json", data], None),
+        ("image size 100000", train_args(data, new("r1"), "--image-size", "100000"), None),
+        ("--out below a file", train_args(data, os.path.join(f["notes"], "run")), None),
+        ("--out a device", train_args(data, "/dev/null"), None),
+        ("head units not numbers", train_args(data, new("r1"), "--head-units", "a,b"),
+         None),
+        ("predict top-k -3", ["predict", run, f["outside"], "--top-k", "-3"], None),
+        ("predict --gradcam onto a file", ["predict", run, f["outside"], "--gradcam",
+                                           f["notes"]], None),
+        ("evaluate batch size 0", ["evaluate", run, "--data", data, "--batch-size", "0"],
+         None),
+        ("tune resume of nothing", ["tune", "--out", new("nosweep"), "--resume"], None),
+        ("tune unknown backbone", ["tune", "--data", data, "--backbone", "nope",
+                                   "--max-trials", "1", "--out", new("t1")], None),
     ]
 
 

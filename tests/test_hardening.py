@@ -239,6 +239,40 @@ def test_unexpected_errors_are_one_message_exit_1(monkeypatch, capsys):
         cli.main(["--debug", "backbones"])
 
 
+def test_tensorflow_input_errors_and_ctrl_c_outside_training(monkeypatch, capsys):
+    import tensorflow as tf
+
+    from transferkit.cli import backbones
+
+    def bad_file(args):
+        raise tf.errors.InvalidArgumentError(None, None, "Unknown image file format.\nmore")
+
+    monkeypatch.setattr(backbones, "run", bad_file)
+    assert cli.main(["backbones"]) == 2
+    assert "could not process an input: Unknown image file format." in \
+        capsys.readouterr().err
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backbones, "run", interrupted)
+    assert cli.main(["backbones"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_predict_refuses_special_files_without_reading_them(tmp_path):
+    from transferkit.core.errors import DataError
+    from transferkit.data.files import image_dataset
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="pipe.png"):
+        image_dataset([str(fifo)], (16, 16))
+    os.symlink("/dev/zero", tmp_path / "zero.png")
+    with pytest.raises(DataError, match="zero.png"):
+        image_dataset([str(tmp_path / "zero.png")], (16, 16))
+
+
 # 7. No silent overwrite ------------------------------------------------------------
 
 def test_export_and_evaluate_refuse_to_write_into_a_run_directory(trained_run, tmp_path,

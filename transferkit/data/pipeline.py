@@ -103,11 +103,10 @@ def make_dataset(paths, labels, *, image_size, batch_size: int = 32,
                    seed=seed, cache=cache, shuffle_buffer=shuffle_buffer,
                    deterministic=deterministic, drop_remainder=drop_remainder,
                    skip_errors=training)
-        if training:
-            steps = len(paths) // batch_size if drop_remainder else -(-len(paths)
-                                                                     // batch_size)
-            ds = ds.repeat().take(max(steps, 1)).apply(
-                tf.data.experimental.assert_cardinality(max(steps, 1)))
+        steps = len(paths) // batch_size if drop_remainder else -(-len(paths) // batch_size)
+        if training and steps > 0:
+            ds = ds.repeat().take(steps).apply(
+                tf.data.experimental.assert_cardinality(steps))
         return ds
 
 

@@ -47,7 +47,8 @@ STATE_NAME = re.compile(r"ckpt-\d{8}\.json")
 FILE_NAMES = {"weights": re.compile(r"ckpt-\d{8}\.weights\.h5"),
               "best_weights": re.compile(r"best-\d{8}\.npz")}
 # atomic_path's temp files for those names: ".<base>.<random>.tmp<ext>"
-TEMP_NAME = re.compile(r"\.(ckpt|best)-\d{8}(\.weights)?\.[^/]*\.tmp[.a-z0-9]*")
+TEMP_NAME = re.compile(rf"\.(ckpt|best)-\d{{8}}(\.weights)?\.[^/]*"
+                       rf"{re.escape(TEMP_MARK)}[.a-z0-9]*")
 # Test hooks for the kill harness: "SECONDS[@STEP]" to sleep inside weights writes (from
 # global step STEP on), so a kill can land mid-save; a file that receives the global
 # step, phase, epoch and step after every batch.
