@@ -34,11 +34,13 @@ import hashlib
 import io
 import json
 import os
+import queue
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -329,7 +331,7 @@ def main(argv=None):
         precious = snapshot([files["data"], files["outside"], files["notes"]])
         run_model = os.path.join(root, "run", "model.keras")
         if args.smoke:
-            results, loadable = _worker(cases, env, root, args.timeout * len(cases))
+            results, loadable = _worker(cases, env, root, args.timeout)
         else:
             results = []
             for name, argv_, prepare in cases:
@@ -358,24 +360,52 @@ def main(argv=None):
 
 
 def _worker(cases, env, root, timeout):
-    """(results, model loadable) of all cases run by one worker process."""
+    """(results, model loadable) of the cases run by worker processes: one for all of
+    them, and when a case kills its worker (a crash), a new one for the cases after."""
+    results, loadable = [], False
+    while cases:
+        rows, loadable, died = _worker_once(cases, env, root, timeout)
+        results += rows
+        cases = cases[len(rows):]
+        if cases:  # the next case killed or hung the worker: count it, go on without
+            results.append({"name": cases[0][0], "code": died[0], "traceback": TRACEBACK
+                            in died[1], "stderr": died[1][-400:], "seconds": 0.0})
+            cases = cases[1:]
+    return results, loadable
+
+
+def _worker_once(cases, env, root, timeout):
+    """Run `cases` in one worker until it ends, dies, or one case takes longer than
+    `timeout` seconds (then it is killed: a hang)."""
     spec = os.path.join(root, "cases.json")
     with open(spec, "w") as fh:
         json.dump({"root": root, "cases": cases}, fh)
-    try:
-        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", spec],
-                              env=env, cwd=REPO, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
-        stdout, stderr, code = done.stdout, done.stderr, done.returncode
-    except subprocess.TimeoutExpired as expired:
-        stdout, stderr, code = expired.stdout or "", "hang", "timeout"
-        stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
-    rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    loadable = any(r.get("model_loadable") for r in rows)
-    rows = [r for r in rows if "name" in r]
-    rows += [{"name": n, "code": f"died ({code})", "traceback": TRACEBACK in stderr,
-              "stderr": stderr[-400:], "seconds": 0.0} for n, *_ in cases[len(rows):]]
-    return rows, loadable
+    errors = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", spec],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=errors,
+                            stdin=subprocess.DEVNULL, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout] +
+                     [lines.put(None)], daemon=True).start()
+    rows, loadable, code = [], False, None
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            proc.kill()
+            code = "timeout"
+            break
+        if line is None:
+            break
+        if line.startswith("{"):
+            row = json.loads(line)
+            loadable = loadable or bool(row.get("model_loadable"))
+            rows += [row] if "name" in row else []
+    proc.wait()
+    errors.seek(0)
+    stderr = errors.read() if code is None else "hang"
+    errors.close()
+    return rows, loadable, (code or f"died ({proc.returncode})", stderr)
 
 
 def _subprocess(name, argv, env, timeout):
