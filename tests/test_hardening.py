@@ -190,6 +190,14 @@ def test_ctrl_c_and_sigterm_save_then_exit(tmp_path, signum, code):
     assert signal.getsignal(signum) is not None  # the handlers were put back
 
 
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    saver = Checkpointer(CheckpointManager(tmp_path), None)
+    with pytest.raises(KeyboardInterrupt), save_on_sigterm(saver):
+        os.kill(os.getpid(), signal.SIGINT)  # the first asks for a save at a batch end
+        assert saver.stop_requested == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGINT)
+
+
 # 3. An error for every bad input ---------------------------------------------------
 
 @pytest.mark.parametrize("flags, names", [

@@ -384,6 +384,9 @@ def save_on_sigterm(checkpointer):
         if signum == signal.SIGINT and checkpointer.stop_requested:
             raise KeyboardInterrupt  # asked twice: stop now (the last checkpoint stands)
         checkpointer.stop_requested = signum
+        if signum == signal.SIGINT:
+            print("\nstopping at the end of this batch, after a checkpoint (Ctrl-C again "
+                  "to stop now)", file=sys.stderr, flush=True)
 
     previous = {}
     try:
