@@ -341,6 +341,8 @@ def test_the_scan_skips_special_files_outside_links_and_unallowed_formats(tmp_pa
     kinds = {os.path.basename(p.path): p.kind for p in followed.problems if p.path}
     assert kinds["zero.png"] == "not_regular"  # a device: refused, not read forever
     assert len(followed.decode_paths) == 7  # the outside image, when asked
+    assert cli.main(["scan", folder, "--follow-links"]) == 0
+    assert cli.main(["scan", folder, "--workers", "0"]) == 2
 
 
 def test_a_file_tf_cannot_decode_is_normalised_by_the_scan(tmp_path, monkeypatch):
