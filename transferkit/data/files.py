@@ -40,7 +40,7 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
     if not scan:
         files = {k: _quick_check(k, paths, labels, named[k], verbose)
                  for k, (paths, labels) in files.items()}
-    if scan:
+    else:
         walk_problems = [p for _, _, found in listed.values() for p in found]
         report = _scan_files(files, walk_problems, task, normalized_dir, workers, verbose)
     found = {c for _, labels in files.values() for lab in labels for c in task.label_parts(lab)}
