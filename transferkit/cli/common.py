@@ -2,16 +2,23 @@
 
 import argparse
 import dataclasses
+import os
 
-from transferkit.evaluation.evaluate import load_run
+from transferkit.core.errors import ConfigError
+from transferkit.evaluation.evaluate import load_run, model_file
 from transferkit.evaluation.tta import PRESETS, with_tta
+from transferkit.training.run import is_run_dir
 
 
 def command(sub, name, help, epilog=None):
     """A subcommand parser whose description is its help and whose epilog keeps its
     line breaks (every command lists examples there)."""
-    return sub.add_parser(name, help=help, description=help, epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sub.add_parser(name, help=help, description=help, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Also after the command name; SUPPRESS keeps a `--debug` given before it.
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error instead of one message")
+    return parser
 
 
 def add_model_args(p, tta=True):
@@ -32,3 +39,20 @@ def loaded_model(path, args):
     if getattr(args, "tta", None):
         loaded = dataclasses.replace(loaded, model=with_tta(loaded.model, args.tta))
     return loaded
+
+
+def check_out(out, model, writes, suggestion="exports"):
+    """Refuse an `--out` folder where the command would replace a run's files (`writes`,
+    e.g. ("model.keras",)) or the MODEL file itself: never a silent overwrite."""
+    if not out:
+        return
+    if is_run_dir(out):
+        raise ConfigError(f"The `--out` argument {out} is a run directory: writing there "
+                          f"would replace the run's {' and '.join(writes)}. Choose another "
+                          f"folder, e.g. --out {os.path.join(out, suggestion)}.")
+    source = model_file(model)
+    for name in writes:
+        target = os.path.join(out, name)
+        if os.path.exists(target) and os.path.samefile(target, source):
+            raise ConfigError(f"The `--out` argument {out} would overwrite the MODEL file "
+                              f"{source} itself. Choose another folder.")

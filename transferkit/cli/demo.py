@@ -149,8 +149,9 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
         say(f"{step}/{steps} {name}: {recipe.backbone} {what}, "
             f"{recipe.head_epochs + recipe.finetune_epochs} epochs")
         keras.utils.set_random_seed(seed)  # same init stream for both runs
+        # overwrite: these two runs are the demo's own; running it again replaces them.
         results[name] = train(recipe, os.path.join(out_dir, name),
-                              verbose=2 if verbose else 0)
+                              verbose=2 if verbose else 0, overwrite=True)
         keras.backend.clear_session()
     accuracy = {k: r.metrics["val"]["accuracy"] for k, r in results.items()}
     result = DemoResult(str(out_dir), accuracy["transfer"], accuracy["scratch"],

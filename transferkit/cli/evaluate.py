@@ -3,7 +3,7 @@ optional TTA and temperature calibration, through the model's task."""
 
 import os
 
-from transferkit.cli.common import add_model_args, command, loaded_model
+from transferkit.cli.common import add_model_args, check_out, command, loaded_model
 from transferkit.core.files import write_json
 from transferkit.evaluation import calibrate as cal
 from transferkit.evaluation import evaluate as ev
@@ -40,6 +40,7 @@ def register(sub):
 
 
 def run(args):
+    check_out(args.out, args.model, ("report.html", "calibrated.keras"), "eval")
     members = [loaded_model(path, args) for path in (args.model, *args.ensemble)]
     ev.check_same_classes(members)
     first, task = members[0], members[0].task

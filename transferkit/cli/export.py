@@ -3,7 +3,7 @@ check judged by the model's task."""
 
 import os
 
-from transferkit.cli.common import add_model_args, command, loaded_model
+from transferkit.cli.common import add_model_args, check_out, command, loaded_model
 from transferkit.core.errors import ConfigError
 from transferkit.evaluation import export as ex
 from transferkit.evaluation.evaluate import SPLITS, eval_data
@@ -42,6 +42,7 @@ def register(sub):
 def run(args):
     if args.check and not args.data:
         raise ConfigError("`--check` needs `--data DIR` to evaluate the artifacts on.")
+    check_out(args.out, args.model, ("model.keras",))
     loaded = loaded_model(args.model, args)
     representative = None
     if args.quantize == "int8" and args.data:

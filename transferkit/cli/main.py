@@ -1,9 +1,15 @@
 """The `transferkit` command line: `main` parses, dispatches, and turns errors into
 one message and exit code 2. Each command lives in its own module with a
-`register(subparsers)` and a `run(args)`."""
+`register(subparsers)` and a `run(args)`.
+
+Exit codes: 0 success, 2 a bad argument or file (one message naming it), 130 Ctrl-C,
+143 SIGTERM (training saves a checkpoint first), 1 an unexpected error (a bug: one
+message; `--debug` shows the traceback instead)."""
 
 import argparse
 import sys
+
+import tensorflow as tf
 
 from transferkit.cli import (backbones, demo, evaluate, export, predict, scan, train,
                              tune)
@@ -19,17 +25,46 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    prefix = f"transferkit {args.command}: error:"
     try:
         return args.func(args) or 0
     except TransferkitError as error:
-        print(f"transferkit {args.command}: error: {error}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"{prefix} {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"transferkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as error:  # a file or folder the person named: say which, and why
+        if args.debug:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(f"{prefix}{where}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except tf.errors.OpError as error:  # e.g. a file changed on disk since the scan
+        if args.debug:
+            raise
+        print(f"{prefix} TensorFlow could not process an input: "
+              f"{error.message.strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 - the boundary: one message, not a traceback
+        if args.debug:
+            raise
+        print(f"{prefix} unexpected {type(error).__name__}: {error}\n(this is likely a "
+              "bug in transferkit; run again with --debug for the traceback and report "
+              "it)", file=sys.stderr)
+        return 1
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="transferkit", description="Transfer learning with Keras backbones, "
         "two-phase fine-tuning done right.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)

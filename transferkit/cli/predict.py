@@ -4,6 +4,7 @@ import json
 import os
 
 from transferkit.cli.common import add_model_args, command, loaded_model
+from transferkit.core.errors import ConfigError
 from transferkit.data.files import image_dataset
 from transferkit.evaluation.evaluate import load_run, predict
 from transferkit.evaluation.gradcam import grad_cam, save_overlay
@@ -27,6 +28,9 @@ def register(sub):
 
 
 def run(args):
+    if args.top_k < 1:
+        raise ConfigError(f"The `--top-k` argument should be at least 1. Received: "
+                          f"--top-k {args.top_k}")
     loaded = loaded_model(args.model, args)
     rows = predict(loaded, args.images, top_k=args.top_k)
     for row in rows:

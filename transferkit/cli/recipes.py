@@ -53,6 +53,9 @@ def recipe_parser(defaults, prog=None, description=None):
                         help="print the resolved recipe as JSON and exit without training")
     parser.add_argument("--trusted", action="store_true",
                         help="a .keras file given as --weights may run code when loaded")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (`transferkit train "
+                        "--resume` continues one)")
     add_recipe_flags(parser, RecipeConfig, skip=("data",))
     return parser
 
@@ -83,7 +86,7 @@ def run_recipe(defaults, argv=None, prog=None):
         if not recipe.data:
             raise ConfigError("The `--data` argument is required: a folder of class "
                               "subfolders, a CSV file, or tfds:NAME. Received: no --data")
-        result = train(recipe, args.out, trusted=args.trusted)
+        result = train(recipe, args.out, trusted=args.trusted, overwrite=args.overwrite)
     except TransferkitError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2

@@ -18,6 +18,8 @@ def register(sub):
     p.add_argument("data", metavar="DIR", help="folder of class subfolders")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--workers", type=int, help="decoding threads (default: automatic)")
+    p.add_argument("--follow-links", action="store_true",
+                   help="also read files that symbolic links outside DIR point at")
     p.set_defaults(func=run)
 
 
@@ -25,7 +27,10 @@ def run(args):
     folder = os.path.expanduser(args.data)
     if not os.path.isdir(folder):
         raise DataError(f"The DIR argument {folder} is not a folder of class subfolders.")
-    report = scan(folder, workers=args.workers)
+    if args.workers is not None and args.workers < 1:
+        raise DataError(f"The `--workers` argument should be at least 1. Received: "
+                        f"--workers {args.workers}")
+    report = scan(folder, workers=args.workers, follow_links=args.follow_links)
     print(report.summary())
     if args.json:
         report.to_json(args.json)

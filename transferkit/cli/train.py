@@ -35,8 +35,12 @@ def register(sub):
                    "(its best_recipe.json; flags override it)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its newest checkpoint (its "
-                   "config.json is the recipe; flags override it)")
+                   help="continue the run in --out from its newest intact checkpoint "
+                   "(its config.json is the recipe; only report, strategy and "
+                   "cache-features may be changed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its model, checkpoints and "
+                   "reports are deleted)")
     p.add_argument("--save-every", type=int, default=0, metavar="STEPS",
                    help="also checkpoint every STEPS optimizer steps (default: epoch ends)")
     p.add_argument("--keep-checkpoints", type=int, default=3, metavar="K",
@@ -102,7 +106,10 @@ def _number(text):
 def run(args):
     base = from_tuning(args)
     if args.resume and os.path.exists(os.path.join(args.out, "config.json")):
-        base = load_recipe(os.path.join(args.out, "config.json"))
+        # The run's own recipe; a --recipe or --from-tuning given too is applied over
+        # it, so `train` can refuse what it would change.
+        saved = load_recipe(os.path.join(args.out, "config.json"))
+        base = base or (load_recipe(args.recipe, saved) if args.recipe else saved)
     recipe = recipe_from_args(args, base)
     check_choice("strategy", recipe.strategy, STRATEGIES)
     if not recipe.data:
@@ -110,7 +117,7 @@ def run(args):
                           "subfolders, a CSV file, or tfds:NAME.")
     result = train(recipe, args.out, resume=args.resume, data_service=args.data_service,
                    checkpoint=CheckpointConfig(args.save_every, args.keep_checkpoints),
-                   trusted=args.trusted)
+                   trusted=args.trusted, overwrite=args.overwrite)
     print_result(result)
 
 

@@ -33,7 +33,10 @@ def atomic_path(path):
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as error:  # e.g. `path` is a folder: name it, not the temp file
+            raise OSError(error.errno, error.strerror, path) from None
         _fsync_dir(folder)
     finally:
         if os.path.exists(tmp):

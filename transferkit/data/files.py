@@ -13,7 +13,7 @@ from pathlib import Path
 from transferkit.core.errors import DataError, suggest
 from transferkit.data import imageio
 from transferkit.data.pipeline import make_dataset
-from transferkit.data.scan import ScanReport, walk, with_problems
+from transferkit.data.scan import ScanReport, read_regular_file, walk, with_problems
 from transferkit.data.scan import scan as run_scan
 from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratified_split
 
@@ -35,8 +35,12 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
                             "expected class subfolders with images, or CSV rows "
                             "`path,label`.")
     files = {k: (paths, labels) for k, (paths, labels, _) in listed.items()}
+    files = _without_shared_paths(files, named, verbose)
     report = None
-    if scan:
+    if not scan:
+        files = {k: _quick_check(k, paths, labels, named[k], verbose)
+                 for k, (paths, labels) in files.items()}
+    else:
         walk_problems = [p for _, _, found in listed.values() for p in found]
         report = _scan_files(files, walk_problems, task, normalized_dir, workers, verbose)
     found = {c for _, labels in files.values() for lab in labels for c in task.label_parts(lab)}
@@ -128,6 +132,60 @@ def _read_csv(path: Path):
                         f"{rows[bad[0]]!r}")
     paths = [str((path.parent / r[0].strip()).resolve(strict=False)) for r in rows]
     return paths, ["|".join(c.strip() for c in r[1:]).strip("|") for r in rows]
+
+
+def _without_shared_paths(files, named, verbose):
+    """Remove from each later split the files an earlier split already has (the same
+    file by real path: one folder given twice, a row in two CSVs), and say so. The
+    scan finds copies with the same content the same way (its "duplicate" problems)."""
+    seen, out = {}, {}
+    for split in SPLIT_NAMES:
+        if split not in files:
+            continue
+        paths, labels = files[split]
+        kept, dropped = [], []
+        for path, label in zip(paths, labels):
+            real = os.path.realpath(path)
+            if seen.get(real, split) != split:
+                dropped.append(path)
+            else:
+                seen[real] = split
+                kept.append((path, label))
+        if dropped:
+            first = seen[os.path.realpath(dropped[0])]
+            if not kept:
+                raise DataError(f"The {split} source {str(named[split])!r} holds only files "
+                                f"of the {first} source ({len(dropped)} files, e.g. "
+                                f"{dropped[0]}): they would leak between the splits.")
+            if verbose:
+                print(f"{len(dropped)} file(s) of the {split} source are also in the "
+                      f"{first} source, removed from {split} (no leak between splits), "
+                      f"e.g. {dropped[0]}")
+        out[split] = ([p for p, _ in kept], [lab for _, lab in kept])
+    return out
+
+
+def _quick_check(split, paths, labels, source, verbose):
+    """Without a scan: keep regular files whose first bytes are a format TF decodes
+    (a few bytes read per file); name and count the others."""
+    kept, skipped = [], []
+    for path, label in zip(paths, labels):
+        try:
+            head = read_regular_file(path, 16, head=True)
+        except OSError as exc:
+            skipped.append(f"{path}: {exc.strerror or exc}")
+            continue
+        if imageio.tf_format_by_magic(head):
+            kept.append((path, label))
+        else:
+            skipped.append(f"{path}: not a JPEG, PNG, GIF, BMP or WebP file")
+    if skipped and verbose:
+        print(f"--no-scan: skipped {len(skipped)} of {len(paths)} files ({split}):\n  "
+              + "\n  ".join(skipped[:20]) + ("\n  ..." if len(skipped) > 20 else ""))
+    if not kept:
+        raise DataError(f"no usable images in {str(source)!r} ({split}) without a scan: "
+                        f"{len(skipped)} files skipped, e.g. {skipped[:1]}")
+    return [p for p, _ in kept], [lab for _, lab in kept]
 
 
 def _scan_files(files, walk_problems, task, normalized_dir, workers,

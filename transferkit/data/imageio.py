@@ -29,6 +29,18 @@ EXTENSION_FORMATS = {
 }
 IMAGE_EXTENSIONS = frozenset(EXTENSION_FORMATS)
 
+# The only formats Pillow is asked to open: common raster formats with no external
+# helpers (EPS would start Ghostscript) and no exotic, rarely exercised parsers.
+# MPO is how Pillow names the JPEGs many phone cameras write.
+ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+
+
+def _open(data: bytes) -> Image.Image:
+    """Pillow's open, limited to ALLOWED_FORMATS."""
+    Image.init()  # registers every plugin (MPO is not among the preinit ones); once
+    return Image.open(io.BytesIO(data),
+                      formats=[f for f in ALLOWED_FORMATS if f in Image.OPEN])
+
 # Modes that `decode_image(channels=3)` turns into correct RGB on its own.
 _PLAIN_MODES = frozenset({"RGB", "L"})
 _ORIENTATION_TAG = 0x0112
@@ -68,9 +80,10 @@ def inspect_image(data: bytes, path: str, *, max_pixels: int, min_side: int) -> 
     if not data:
         raise ImageRejected("empty", "file is empty (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = _open(data)
     except UnidentifiedImageError:
-        raise ImageRejected("not_image", "not an image Pillow can identify") from None
+        raise ImageRejected("not_image", "not an image in an allowed format "
+                            f"({', '.join(ALLOWED_FORMATS)})") from None
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_large", str(exc)) from None
     except Exception as exc:  # malformed headers raise many types
@@ -118,6 +131,16 @@ def _traits(img: Image.Image, path: str) -> tuple[str, ...]:
     return tuple(traits)
 
 
+# Magic bytes of the formats `tf.io.decode_image` reads, for listing without a scan.
+_TF_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+
+
+def tf_format_by_magic(head: bytes) -> bool:
+    """Whether the first bytes of a file are those of a format TF decodes (JPEG, PNG,
+    GIF, BMP, WebP): the cheap check of `--no-scan` listings."""
+    return head.startswith(_TF_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
 def needs_copy(traits: tuple[str, ...]) -> bool:
     """True if TF would decode the file wrongly; plain grayscale is fine as is."""
     return any(t != "grayscale" for t in traits)
@@ -147,7 +170,7 @@ def write_normalized(data: bytes, digest: str, out_dir: Path) -> str:
         return str(target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        img = to_rgb(Image.open(io.BytesIO(data)))
+        img = to_rgb(_open(data))
     with atomic_path(target) as tmp:
         img.save(tmp, "PNG")
     return str(target)

@@ -36,6 +36,16 @@ def decode_image(path, image_size):
         return tf.image.resize(image, image_size)  # bilinear, float32, still 0-255
 
 
+def tf_decodes(data: bytes) -> bool:
+    """Whether the pipeline's decoder accepts these file bytes (eagerly, on the CPU)."""
+    try:
+        with tf.device("/CPU:0"):
+            tf.io.decode_image(data, channels=3, expand_animations=False)
+        return True
+    except (tf.errors.OpError, ValueError):
+        return False
+
+
 def to_rgb_float(image, image_size):
     """Any uint8/float image [H, W] / [H, W, 1|3|4] -> float32 [h, w, 3] in 0-255."""
     with tf.device("/CPU:0"):
@@ -75,6 +85,11 @@ def make_dataset(paths, labels, *, image_size, batch_size: int = 32,
     cache: None, "memory" or a file path prefix; holds decoded, resized images.
     shuffle_buffer: default the whole list of paths (strings are cheap), or 1024
         decoded images when cached. deterministic: same seed -> same batches.
+
+    With training=True a file that fails to read or decode (changed since the scan, or
+    listed without one) is skipped, not fatal: an epoch never dies on one file; the
+    epoch keeps its number of batches (the learning-rate schedule and resume count on
+    it) by topping up the last batches from the start of the next pass.
     """
     paths = [os.fspath(p) for p in paths]
     if not paths:
@@ -83,10 +98,16 @@ def make_dataset(paths, labels, *, image_size, batch_size: int = 32,
     size = parse_size(image_size)
     with tf.device("/CPU:0"):
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-        return build(ds, lambda p, y: (decode_image(p, size), y), n=len(paths),
-                     batch_size=batch_size, training=training, augment=augment,
-                     seed=seed, cache=cache, shuffle_buffer=shuffle_buffer,
-                     deterministic=deterministic, drop_remainder=drop_remainder)
+        ds = build(ds, lambda p, y: (decode_image(p, size), y), n=len(paths),
+                   batch_size=batch_size, training=training, augment=augment,
+                   seed=seed, cache=cache, shuffle_buffer=shuffle_buffer,
+                   deterministic=deterministic, drop_remainder=drop_remainder,
+                   skip_errors=training)
+        steps = len(paths) // batch_size if drop_remainder else -(-len(paths) // batch_size)
+        if training and steps > 0:
+            ds = ds.repeat().take(steps).apply(
+                tf.data.experimental.assert_cardinality(steps))
+        return ds
 
 
 def dataset_from_arrays(x, y, *, image_size=None, batch_size: int = 32,
@@ -121,10 +142,11 @@ def dataset_from_arrays(x, y, *, image_size=None, batch_size: int = 32,
 def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
           augment: AugmentConfig | None, seed: int | None, cache,
           shuffle_buffer: int | None, deterministic: bool, drop_remainder: bool,
-          cheap_elements: bool = True) -> tf.data.Dataset:
+          cheap_elements: bool = True, skip_errors: bool = False) -> tf.data.Dataset:
     """Shared stages. `ds` yields elements `prepare` maps to (image, label);
     cheap_elements=False when they are already images (then the shuffle buffer
-    defaults to DEFAULT_IMAGE_BUFFER rather than the whole split)."""
+    defaults to DEFAULT_IMAGE_BUFFER rather than the whole split). skip_errors: drop
+    elements `prepare` fails on (logged by TF) instead of failing the iteration."""
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     if cache not in (None, "memory") and not isinstance(cache, (str, os.PathLike)):
@@ -138,10 +160,12 @@ def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
             ds = ds.shuffle(shuffle_buffer or full, seed=seed, reshuffle_each_iteration=True)
         if cache is None:
             ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+            ds = ds.ignore_errors(log_warning=True) if skip_errors else ds
         else:
             # uint8 in the cache: a quarter of float32's memory or disk, error < 0.5.
             ds = ds.map(lambda *e: _to_uint8(*prepare(*e)), num_parallel_calls=AUTOTUNE,
                         deterministic=ordered)
+            ds = ds.ignore_errors(log_warning=True) if skip_errors else ds
             ds = ds.cache("" if cache == "memory" else os.fspath(cache))
             if training:
                 ds = ds.shuffle(shuffle_buffer or min(n or DEFAULT_IMAGE_BUFFER,

@@ -4,11 +4,18 @@
     print(report.summary())
     report.to_json("runs/x/scan.json")
 
-Rejected files (corrupt, not images, too large, unreadable, symlink loops, duplicate
-copies) are listed in `report.problems` with path and reason and left out of
-`report.decode_paths`. Odd-but-valid files (CMYK, 16-bit, alpha, palette, grayscale,
-animated, EXIF-rotated, wrong extension) are kept; those TF would decode wrongly get a
-normalised RGB PNG copy under `normalized_dir`, and `decode_paths` points at it.
+Rejected files (corrupt, not images, too large, unreadable, symlink loops, links
+leaving the folder, FIFOs/sockets/devices, duplicate copies) are listed in
+`report.problems` with path and reason and left out of `report.decode_paths`.
+Odd-but-valid files (CMYK, 16-bit, alpha, palette, grayscale, animated, EXIF-rotated,
+wrong extension, or simply refused by TF's decoder) are kept; those TF would decode
+wrongly or not at all get a normalised RGB PNG copy under `normalized_dir`, and
+`decode_paths` points at it: every file the scan accepts decodes in the pipeline.
+
+Hostile files: only regular files are opened (non-blocking, so a FIFO cannot hang the
+scan), at most MAX_BYTES are read (a link to /dev/zero is refused, not read forever),
+Pillow only parses `imageio.ALLOWED_FORMATS`, and the pixel limit is checked on the
+header, so memory stays below workers x (MAX_BYTES + max_pixels x 4 bytes).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import dataclasses
 import errno
 import hashlib
 import os
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -25,6 +33,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from transferkit.data import imageio
+from transferkit.data.pipeline import tf_decodes
 from transferkit.core.errors import DataError
 from transferkit.core.files import write_json
 
@@ -100,9 +109,16 @@ def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
 
-def walk(root) -> tuple[list[str], list[Problem]]:
-    """Sorted non-hidden files under `root`, following links but never looping."""
+def walk(root, *, follow_links: bool = False) -> tuple[list[str], list[Problem]]:
+    """Sorted non-hidden files under `root`, never looping; links whose target lies
+    outside `root` are reported and skipped unless `follow_links` (default False), so
+    a linked folder cannot pull in the whole disk."""
     files, problems, seen = [], [], set()
+    top = os.path.realpath(root)
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
     def visit(folder: str) -> None:
         try:
@@ -121,6 +137,12 @@ def walk(root) -> tuple[list[str], list[Problem]]:
                 continue  # .DS_Store, ._foo, .ipynb_checkpoints: not data
             try:
                 is_dir = entry.is_dir()  # follows links; ELOOP raises here
+                if entry.is_symlink() and not follow_links and not inside(entry.path):
+                    problems.append(Problem(entry.path, "outside_link", "symbolic link "
+                                            f"to {os.path.realpath(entry.path)}, outside "
+                                            f"{top} (follow_links=True to use it)",
+                                            SKIPPED))
+                    continue
             except OSError as exc:
                 problems.append(_os_problem(entry.path, exc))
                 continue
@@ -133,7 +155,45 @@ def walk(root) -> tuple[list[str], list[Problem]]:
     return files, problems
 
 
+def read_regular_file(path: str, limit: int = MAX_BYTES, head: bool = False) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes (with
+    `head`: its first `limit` bytes); raises OSError otherwise. Opened non-blocking
+    and checked on the open descriptor, so a FIFO, socket or device is refused
+    without blocking or reading it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+                    else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
+            raise NotRegularFile(path, f"a {kind}, not a regular file")
+        data = handle.read(limit if head else limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(path, f"more than {limit} bytes")
+    return data
+
+
+class NotRegularFile(OSError):
+    """A FIFO, socket or device where an image file was expected."""
+
+    def __init__(self, path, reason):
+        super().__init__(reason)
+        self.filename, self.strerror = path, reason
+
+
+class FileTooLarge(OSError):
+    """A file over the byte limit (refused before it is read into memory)."""
+
+    def __init__(self, path, reason):
+        super().__init__(reason)
+        self.filename, self.strerror = path, reason
+
+
 def _os_problem(path: str, exc: OSError) -> Problem:
+    if isinstance(exc, NotRegularFile):
+        return Problem(path, "not_regular", exc.strerror, SKIPPED)
+    if isinstance(exc, FileTooLarge):
+        return Problem(path, "too_large", exc.strerror, SKIPPED)
     if exc.errno == errno.ELOOP:
         return Problem(path, "symlink_loop", "symbolic link loop", SKIPPED)
     return Problem(path, "unreadable", f"{exc.strerror or exc}", SKIPPED)
@@ -143,7 +203,7 @@ def scan(source, *, labels: Sequence[str] | None = None,
          splits: Sequence[str] | None = None, workers: int | None = None,
          normalized_dir=None, max_pixels: int = imageio.MAX_PIXELS,
          min_side: int = 8, min_class_size: int = 5,
-         imbalance_ratio: float = 3.0) -> ScanReport:
+         imbalance_ratio: float = 3.0, follow_links: bool = False) -> ScanReport:
     """Scan a folder of class subfolders, or a list of files.
 
     source: folder path, or a sequence of file paths (then `labels` optionally gives
@@ -155,6 +215,7 @@ def scan(source, *, labels: Sequence[str] | None = None,
     max_pixels: larger images are refused from their header (default Pillow's limit,
         ~89 M). min_side: smaller images are refused (default 8).
     min_class_size / imbalance_ratio: thresholds for class warnings (5, 3.0).
+    follow_links: use links whose target is outside the folder (default False).
     """
     start = time.perf_counter()
     problems: list[Problem] = []
@@ -163,7 +224,7 @@ def scan(source, *, labels: Sequence[str] | None = None,
         if not root.is_dir():
             raise DataError(f"scan: source={str(source)!r} is not a folder; pass a "
                             "folder of class subfolders or a list of files.")
-        paths, problems = walk(root)
+        paths, problems = walk(root, follow_links=follow_links)
         labels = [_class_of(p, root) for p in paths]
     else:
         paths = [os.fspath(p) for p in source]
@@ -223,12 +284,7 @@ def _class_of(path: str, root: Path) -> str:
 def _check(path: str, out_dir: Path, max_pixels: int, min_side: int):
     """(digest, decode path, traits, None) for a usable file, else (.., Problem)."""
     try:
-        size = os.stat(path).st_size
-        if size > MAX_BYTES:
-            return None, None, (), Problem(path, "too_large", f"{size} bytes exceeds "
-                                           f"{MAX_BYTES} bytes", SKIPPED)
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_regular_file(path)
     except OSError as exc:
         return None, None, (), _os_problem(path, exc)
     try:
@@ -237,6 +293,10 @@ def _check(path: str, out_dir: Path, max_pixels: int, min_side: int):
         return None, None, (), Problem(path, exc.kind, exc.reason, SKIPPED)
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     target = path
+    if not imageio.needs_copy(found.traits) and not tf_decodes(data):
+        # Pillow reads it, TF's decoder does not (e.g. an RLE BMP): a copy, like the
+        # other odd files, or it would end a training epoch.
+        found = dataclasses.replace(found, traits=found.traits + ("tf_undecodable",))
     if imageio.needs_copy(found.traits):
         target = imageio.write_normalized(data, digest, out_dir)
     return digest, target, found.traits, None

@@ -31,6 +31,12 @@ def _save(fig, folder, name):
     return f"{PLOTS}/{name}"
 
 
+def _plain(text):
+    """`text` shown as written: a `$` would start matplotlib math text, and a class
+    name like "$5 bill" would then fail to draw (or draw as math)."""
+    return str(text).replace("$", r"\$")
+
+
 def plot_history(history, folder):
     """Loss and accuracy per epoch, train and val, with the fine-tuning start marked."""
     epochs = [r["epoch"] for r in history]
@@ -62,8 +68,9 @@ def plot_confusion(matrix, class_names, folder):
     ax = fig.add_subplot()
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    ax.set_xticks(range(n), [str(c)[:15] for c in class_names], rotation=45, ha="right")
-    ax.set_yticks(range(n), [str(c)[:15] for c in class_names])
+    ax.set_xticks(range(n), [_plain(str(c)[:15]) for c in class_names], rotation=45,
+                  ha="right")
+    ax.set_yticks(range(n), [_plain(str(c)[:15]) for c in class_names])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if n <= 30:
@@ -81,7 +88,7 @@ def plot_per_class(per_class, folder):
     ax = fig.add_subplot()
     ax.bar(x - 0.2, [per_class[n]["precision"] for n in names], 0.4, label="precision")
     ax.bar(x + 0.2, [per_class[n]["recall"] for n in names], 0.4, label="recall")
-    ax.set_xticks(x, [n[:15] for n in names], rotation=45, ha="right")
+    ax.set_xticks(x, [_plain(n[:15]) for n in names], rotation=45, ha="right")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
     return _save(fig, folder, "per_class.png")
@@ -94,7 +101,7 @@ def plot_images(images, titles, folder, name, columns=6):
     for i, (image, title) in enumerate(zip(images, titles)):
         ax = fig.add_subplot(rows, columns, i + 1)
         ax.imshow(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
-        ax.set_title(title, fontsize=7)
+        ax.set_title(_plain(title), fontsize=7)
         ax.set_xticks([])  # no tick objects at all: building them dominates draw time
         ax.set_yticks([])
         ax.axis("off")

@@ -88,13 +88,19 @@ def _build_imagenet(spec, input_shape, kwargs):
         ) from error
 
 
-def _load_local_weights(model, spec, path, trusted):
-    if not os.path.exists(path):
+def check_weights_path(path):
+    """Raise WeightsError unless `path` (a `weights` value other than None/"imagenet")
+    is an existing file: callers check it before any slow work."""
+    if not os.path.isfile(path):
         raise WeightsError(
             "The `weights` argument should be either None, 'imagenet', or the path to a "
             "weights file (.weights.h5, .h5) or a saved model (.keras) to be loaded. "
             f"Received: weights={path!r} (no such file)"
         )
+
+
+def _load_local_weights(model, spec, path, trusted):
+    check_weights_path(path)
     if path.endswith(".keras"):
         source = _backbone_of_saved_model(path, trusted)
         try:

@@ -21,15 +21,19 @@ from transferkit.models.layers import Preprocess
 from transferkit.models.registry import get_spec
 
 
+# Larger inputs are surely a typo (one batch would not fit in memory), refused up front.
+MAX_IMAGE_SIDE = 4096
+
+
 def resolve_input(backbone, image_size=None):
     """The `InputSpec` a model on `backbone` takes: `image_size` (an int or
     (height, width); None or 0: the spec's default size), checked against the spec's
     minimum size. Every entry point resolves the input size here, once."""
     spec = get_spec(backbone)
     height, width = parse_size(image_size or spec.default_size)
-    if min(height, width) < spec.min_size:
-        raise ConfigError(f"Backbone {spec.name!r} needs images of at least "
-                          f"{spec.min_size}x{spec.min_size} pixels. Received: "
+    if min(height, width) < spec.min_size or max(height, width) > MAX_IMAGE_SIDE:
+        raise ConfigError(f"Backbone {spec.name!r} takes images of {spec.min_size} to "
+                          f"{MAX_IMAGE_SIDE} pixels a side. Received: "
                           f"image_size={image_size!r}")
     return InputSpec(height, width, 3)
 

@@ -52,14 +52,18 @@ def load_model(path, *, trusted=False, compile=True):
     with an explanation: loading it would run code written by whoever made the file.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise TransferkitError(f"No model file at {path}.")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for these
+        raise TransferkitError(f"{path} is not a .keras model file (not a zip archive).")
     _import_layer_packages(path)
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=not trusted)
-    except ValueError as error:
-        if trusted or "safe_mode" not in str(error):
-            raise
+    except Exception as error:  # noqa: BLE001 - any failure to read a model names it
+        if trusted or "safe_mode" not in str(error) or not isinstance(error, ValueError):
+            # Chained, so `--debug` still shows where Keras failed.
+            raise TransferkitError(f"Cannot load the model file {path}: "
+                                   f"{type(error).__name__}: {error}") from error
         raise UnsafeModelError(
             f"Refusing to load {path}: it contains a layer that runs arbitrary Python "
             "code when loaded (e.g. a Lambda layer), which Keras blocks in safe mode. "

@@ -9,18 +9,27 @@ trainable parameter count and the per-epoch history so far. Every file is writte
 atomically (temp file, fsync, rename) and the JSON goes last, so it is the commit mark:
 a kill at any moment leaves the previous checkpoint whole. The last `keep` are kept.
 
+Ownership and damage: each state carries its run's id (a manager made with `run_id`
+sees only that run's checkpoints) and the size and SHA-256 of the files it refers to;
+`latest()` skips (and reports) a state whose files are missing, torn or altered and
+falls back to the previous one. File names in a state must be names this module makes,
+so a state never points outside the folder, and only such names are ever deleted.
+
 Resume: `position(state)` says where the orchestrator restarts; the `Checkpointer`
 loads weights and optimizer once the model is frozen and compiled for that phase.
 """
 
 import contextlib
 import dataclasses
-import glob
+import hashlib
 import json
 import math
 import os
+import re
 import signal
+import sys
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -31,7 +40,15 @@ from transferkit.training.freezing import count_params, trainable_signature
 from transferkit.training.orchestrator import PhaseCallback, Position, StopperState
 from transferkit.training.schedule import PHASES
 
-FORMAT = 2
+FORMAT = 3
+# The only names the manager writes, reads and deletes (a state naming anything else
+# is refused: its paths would leave the folder or hit files the manager never made).
+STATE_NAME = re.compile(r"ckpt-\d{8}\.json")
+FILE_NAMES = {"weights": re.compile(r"ckpt-\d{8}\.weights\.h5"),
+              "best_weights": re.compile(r"best-\d{8}\.npz")}
+# atomic_path's temp files for those names: ".<base>.<random>.tmp<ext>"
+TEMP_NAME = re.compile(rf"\.(ckpt|best)-\d{{8}}(\.weights)?\.[^/]*"
+                       rf"{re.escape(TEMP_MARK)}[.a-z0-9]*")
 # Test hooks for the kill harness: "SECONDS[@STEP]" to sleep inside weights writes (from
 # global step STEP on), so a kill can land mid-save; a file that receives the global
 # step, phase, epoch and step after every batch.
@@ -54,18 +71,23 @@ class CheckpointConfig:
 
 
 class CheckpointManager:
-    """Writes, lists, prunes and restores the checkpoints of one directory."""
+    """Writes, lists, prunes and restores the checkpoints of one directory.
 
-    def __init__(self, directory, keep=3):
-        self.directory, self.keep = os.fspath(directory), keep
+    run_id: the run these checkpoints belong to; states of other runs (or of none) are
+        invisible to `states`, `latest` and `prune` (None: any run's, for tests).
+    """
+
+    def __init__(self, directory, keep=3, run_id=None):
+        self.directory, self.keep, self.run_id = os.fspath(directory), keep, run_id
 
     def _path(self, name):
         return os.path.join(self.directory, name)
 
     def save(self, model, state, best_file=None, best_weights=None):
         """Write weights + optimizer, `best_weights` (a list of arrays) to `best_file`
-        if given, then the state JSON (which refers to `best_file`); prune to the last
-        `keep`. Returns the weights path."""
+        if given, then the state JSON (which refers to `best_file` and records the
+        files' sizes and checksums); prune to the last `keep`. Returns the weights
+        path."""
         name = f"ckpt-{state['global_step']:08d}"
         with atomic_path(self._path(name + ".weights.h5")) as tmp:
             model.save_weights(tmp)
@@ -75,27 +97,56 @@ class CheckpointManager:
                 with open(tmp, "wb") as f:
                     np.savez(f, *best_weights)
         files = {"weights": name + ".weights.h5", "best_weights": best_file}
-        write_json(self._path(name + ".json"), {**state, **files, "format": FORMAT})
+        digests = {files[k]: _digest(self._path(files[k])) for k in files if files[k]}
+        write_json(self._path(name + ".json"), {**state, **files, "files": digests,
+                                                "run_id": self.run_id, "format": FORMAT})
         self.prune()
         return self._path(files["weights"])
 
-    def states(self):
-        """Every committed state whose files exist, oldest first."""
+    def _read_states(self, any_run=False):
+        """(state, problem) for every state JSON, oldest first; problem is None for a
+        usable state (own run, names this module makes, files present, sizes match)."""
+        try:
+            names = sorted(n for n in os.listdir(self.directory) if STATE_NAME.fullmatch(n))
+        except FileNotFoundError:
+            return []
         out = []
-        for path in sorted(glob.glob(self._path("ckpt-*.json"))):
+        for name in names:
             try:
-                with open(path) as f:
+                with open(self._path(name)) as f:
                     state = json.load(f)
-            except (OSError, json.JSONDecodeError):
-                continue  # not committed (cannot happen with atomic writes; be safe)
-            if all(os.path.exists(self._path(state[k])) for k in _files(state)):
-                out.append(state)
+            except (OSError, ValueError) as error:
+                out.append(({"name": name}, f"unreadable ({error})"))
+                continue
+            if not isinstance(state, dict):
+                out.append(({"name": name}, "not a checkpoint state"))
+                continue
+            state["name"] = name
+            if not any_run and self.run_id is not None and state.get("run_id") != self.run_id:
+                continue  # another run's checkpoint: not ours to load or prune
+            out.append((state, _problem(self.directory, state)))
         return out
 
+    def others(self):
+        """How many states in the folder belong to another run (or to no run id)."""
+        own = {s["name"] for s, _ in self._read_states()}
+        return sum(s["name"] not in own for s, _ in self._read_states(any_run=True))
+
+    def states(self):
+        """Every usable state of this run, oldest first (sizes checked, not checksums)."""
+        return [state for state, problem in self._read_states() if problem is None]
+
     def latest(self):
-        """The newest committed state, or None."""
-        states = self.states()
-        return states[-1] if states else None
+        """The newest state of this run whose files are whole (checksums verified), or
+        None. Newer states that are damaged are reported (a warning) and skipped."""
+        for state, problem in reversed(self._read_states()):
+            if problem is None:
+                problem = _verify(self.directory, state)
+            if problem is None:
+                return state
+            warnings.warn(f"Checkpoint {self._path(state['name'])} is damaged ({problem}); "
+                          "falling back to the previous one.", stacklevel=2)
+        return None
 
     def prune(self):
         """Delete all but the newest `keep` checkpoints, and best-weights files no kept
@@ -104,20 +155,39 @@ class CheckpointManager:
         states = self.states()
         kept = {state[k] for state in states[-self.keep:] for k in _files(state)}
         for state in states[:-self.keep]:
-            name = state["weights"].replace(".weights.h5", ".json")
-            for file in [name] + [state[k] for k in _files(state)]:
+            for file in [state["name"]] + [state[k] for k in _files(state)]:
                 if file not in kept:
                     with contextlib.suppress(FileNotFoundError):
                         os.remove(self._path(file))
 
     def clean(self):
-        """Remove temp files of writes a kill interrupted, and uncommitted files."""
-        committed = {s[k] for s in self.states() for k in _files(s)}
-        for path in (glob.glob(self._path("ckpt-*.weights.h5"))
-                     + glob.glob(self._path("best-*.npz"))
-                     + glob.glob(self._path(f".*{TEMP_MARK}*"))):
-            if os.path.basename(path) not in committed:
-                os.remove(path)
+        """Remove temp files of writes a kill interrupted, and weights no state (of any
+        run) refers to. Only names this module makes are touched."""
+        committed = {s[k] for s, _ in self._read_states(any_run=True) for k in _files(s)
+                     if FILE_NAMES[k].fullmatch(str(s[k]))}
+        for name in self._own_names():
+            if TEMP_NAME.fullmatch(name) or (not STATE_NAME.fullmatch(name)
+                                             and name not in committed):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self._path(name))
+
+    def clear(self):
+        """Delete every checkpoint file this module could have written (any run's), and
+        the folder if that leaves it empty: for `train(..., overwrite=True)`."""
+        for name in self._own_names():
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._path(name))
+        with contextlib.suppress(OSError):
+            os.rmdir(self.directory)
+
+    def _own_names(self):
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        patterns = (STATE_NAME, TEMP_NAME, *FILE_NAMES.values())
+        return [n for n in names if any(p.fullmatch(n) for p in patterns)
+                and os.path.isfile(self._path(n)) and not os.path.islink(self._path(n))]
 
     def position(self, state):
         """The orchestrator `Position` that continues the run `state` records."""
@@ -146,10 +216,10 @@ class CheckpointManager:
         state, into a model compiled for the state's phase (checked, not assumed)."""
         path = self._path(state["weights"])
         if not optimizer:
-            model.load_weights(path)  # an uncompiled model: the weights alone
+            _load_weights(model, path)  # an uncompiled model: the weights alone
             return
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(path)
+        _load_weights(model, path)
         # Keras only warns when optimizer variables do not match; a silently fresh
         # optimizer would restart the learning-rate schedule, so check and refuse.
         iterations = int(model.optimizer.iterations.numpy())
@@ -163,6 +233,49 @@ class CheckpointManager:
 
 def _files(state):
     return [k for k in ("weights", "best_weights") if state.get(k)]
+
+
+def _digest(path):
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return {"size": os.path.getsize(path), "sha256": sha.hexdigest()}
+
+
+def _problem(directory, state):
+    """Why `state` cannot be used without reading its files (None: it can)."""
+    for key in ("phase", "epoch", "step", "global_step", "phase_complete", "weights"):
+        if key not in state:
+            return f"no {key!r}"
+    for key in _files(state):
+        name = state[key]
+        if not (isinstance(name, str) and FILE_NAMES[key].fullmatch(name)):
+            return f"{key}={name!r} is not a checkpoint file name"
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            return f"{name} is missing"
+        expected = (state.get("files") or {}).get(name)
+        if expected and os.path.getsize(path) != expected.get("size"):
+            return f"{name} has {os.path.getsize(path)} bytes, {expected.get('size')} saved"
+    return None
+
+
+def _verify(directory, state):
+    """Why the files of `state` differ from what was saved (None: they are whole)."""
+    for key in _files(state):
+        name = state[key]
+        expected = (state.get("files") or {}).get(name)
+        if expected and _digest(os.path.join(directory, name)) != expected:
+            return f"{name} changed since it was saved (checksum)"
+    return None
+
+
+def _load_weights(model, path):
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise TransferkitError(f"Cannot load checkpoint weights {path}: {error}") from None
 
 
 class Checkpointer(PhaseCallback):
@@ -181,7 +294,7 @@ class Checkpointer(PhaseCallback):
         self.manager, self.target, self.config = manager, target, config
         self.prior, self.global_step, self.resume = list(history), global_step, resume
         self.run, self.epoch, self.step, self.skip = None, 0, 0, 0
-        self.stop_requested = False
+        self.stop_requested = False  # or the number of the signal that asked to stop
         self._best = None  # ((phase, best epoch), file) of the best weights last written
 
     @property
@@ -214,8 +327,14 @@ class Checkpointer(PhaseCallback):
         if self.config.every_steps and self.global_step % self.config.every_steps == 0:
             self.save()
         if self.stop_requested:
-            self.save()
-            raise SystemExit(128 + signal.SIGTERM)
+            path = self.save()
+            signum = self.stop_requested
+            signum = signal.SIGTERM if isinstance(signum, bool) else signum
+            saved = f"checkpoint {path}" if path else "no checkpoint (phase 1 on cached " \
+                "features saves at its end)"
+            print(f"stopped by {signal.Signals(signum).name}: {saved}; continue with "
+                  "--resume", file=sys.stderr)
+            raise SystemExit(128 + signum)
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch, self.step, self.skip = epoch + 1, 0, 0
@@ -255,23 +374,31 @@ class Checkpointer(PhaseCallback):
 
 @contextlib.contextmanager
 def save_on_sigterm(checkpointer):
-    """While inside, SIGTERM saves a checkpoint at the next batch end, then exits 143.
+    """While inside, SIGTERM or Ctrl-C (SIGINT) saves a checkpoint at the next batch end,
+    then exits 128 + the signal (143, 130). A second Ctrl-C interrupts at once.
 
     A flag, not a save in the handler: the handler can fire mid-step, when the weights
     are half updated. Outside the main thread signals cannot be caught; then a no-op.
     """
     def handler(signum, frame):
-        checkpointer.stop_requested = True
+        if signum == signal.SIGINT and checkpointer.stop_requested:
+            raise KeyboardInterrupt  # asked twice: stop now (the last checkpoint stands)
+        checkpointer.stop_requested = signum
+        if signum == signal.SIGINT:
+            print("\nstopping at the end of this batch, after a checkpoint (Ctrl-C again "
+                  "to stop now)", file=sys.stderr, flush=True)
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handler)
     except ValueError:
-        yield
-        return
+        pass  # not the main thread
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _test_sleep(global_step):

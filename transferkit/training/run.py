@@ -2,6 +2,8 @@
 
 Run directory layout (a contract for the CLI, reports, resume and the tuner):
 
+    run.json         the run's identity (run_id, which every checkpoint carries) and
+                     a record of each resume and the settings changed at it
     config.json      the resolved RecipeConfig
     class_names.json the class order the model's outputs follow
     scan.json        the data health scan (rejected and converted files)
@@ -18,15 +20,21 @@ Run directory layout (a contract for the CLI, reports, resume and the tuner):
 
 import dataclasses
 import os
+import re
+import shutil
+import time
+import uuid
 import warnings
 
 import keras
 
-from transferkit.core.files import read_json, write_json
+from transferkit.core.errors import ConfigError
+from transferkit.core.files import TEMP_MARK, read_json, read_json_object, write_json
 from transferkit.core.tasks import get_task
 from transferkit.data.augment import augment_config
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import evaluate_splits
+from transferkit.models.backbones import check_weights_path
 from transferkit.models.builder import build_model
 from transferkit.models.registry import is_model_file, register_backbone
 from transferkit.models.saving import save_model
@@ -36,6 +44,18 @@ from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager
 from transferkit.training.distribute import (local_copy, make_strategy, per_replica_batch,
                                              precision, prepare_dataset, worker_dir)
 from transferkit.training.orchestrator import Position, fine_tune
+from transferkit.training.recipe import FIELDS, recipe_from_dict
+
+RUN_FILE = "run.json"
+# What `train` writes into a run directory: the only names it ever deletes (on
+# overwrite, and the temp files a kill left behind).
+RUN_FILES = ("run.json", "config.json", "class_names.json", "scan.json", "history.json",
+             "metrics.json", "model.keras", "report.html")
+RUN_DIRS = ("logs", "report")
+# Recipe keys a resume may change: they do not alter what the run trains on or how.
+# Any other change (data, task, classes, batch size, epochs, image size, backbone,
+# weights, learning rates, ...) would make the checkpoints mean something else.
+RESUME_HARMLESS = ("report", "strategy", "cache_features")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,35 +96,53 @@ def model_metadata(recipe, class_names):
 
 
 def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
-          checkpoint=CheckpointConfig(), data_service=None, trusted=False):
+          checkpoint=CheckpointConfig(), data_service=None, trusted=False,
+          overwrite=False):
     """Run `recipe` (a RecipeConfig) end to end and fill `out_dir`; returns RunResult.
 
-    resume: continue from the newest checkpoint in `out_dir` (at its phase, epoch,
+    A directory that already holds a run is refused unless `resume` or `overwrite`.
+    resume: continue that run from its newest intact checkpoint (at its phase, epoch,
         step, learning-rate position, trainable flags, optimizer and early-stopping
-        state); starts afresh when there is none. checkpoint: a CheckpointConfig (save
-        frequency, how many to keep). data_service: a tf.data service dispatcher
+        state); starts afresh when there is none. Only RESUME_HARMLESS keys of the
+        recipe may differ from the run's config.json. overwrite: delete the run's files
+        (only those `train` writes) and start a new run. checkpoint: a CheckpointConfig
+        (save frequency, how many to keep). data_service: a tf.data service dispatcher
         address. trusted: the `weights` or `backbone` .keras file may run code when
         loaded (see `models.saving.load_model`).
     """
+    if resume and overwrite:
+        raise ConfigError("Give either `--resume` (continue the run) or `--overwrite` "
+                          "(replace it), not both.")
     if trusted and is_model_file(recipe.backbone):
         # Before anything looks the backbone file up (which loads it in safe mode).
         register_backbone(recipe.backbone, trusted=True)
+    # Before any slow work, and before touching out_dir: the backbone name, the image
+    # size range, and the data and weights paths.
+    recipe.input_spec()
+    check_recipe_paths(recipe)
     strategy = make_strategy(recipe.strategy)  # first: multi-worker needs a fresh runtime
     per_replica_batch(recipe.batch_size, strategy)  # batch_size is global: check it splits
     out_dir = worker_dir(out_dir, strategy)
-    os.makedirs(out_dir, exist_ok=True)
-    manager = CheckpointManager(os.path.join(out_dir, "checkpoints"), checkpoint.keep)
-    state = None
-    if resume:
-        manager.clean()
-        state = manager.latest()
-    if state is None:
-        write_json(os.path.join(out_dir, "config.json"), recipe.to_dict())
+    run_id, changed = claim_run(out_dir, recipe, resume=resume, overwrite=overwrite)
+    manager = CheckpointManager(os.path.join(out_dir, "checkpoints"), checkpoint.keep,
+                                run_id=run_id)
+    manager.clean()  # temp files and uncommitted weights a kill left behind
+    state = manager.latest() if resume else None
+    if resume and state is None and manager.others():
+        warnings.warn(f"{manager.directory} holds {manager.others()} checkpoint(s) of "
+                      "another run (or from before runs had ids): not loaded; the run "
+                      "starts from the beginning.", stacklevel=2)
+    write_json(os.path.join(out_dir, "config.json"), recipe.to_dict())
+    if changed:
+        print(f"resuming with changed settings (recorded in config.json): "
+              f"{', '.join(changed)}")
     data = load_run_data(recipe)
     data = dataclasses.replace(
         data, train=prepare_dataset(data.train, strategy, service=data_service),
         val=prepare_dataset(data.val, strategy), test=prepare_dataset(data.test, strategy))
     class_names = list(data.class_names)
+    if state is not None:
+        check_same_classes(out_dir, class_names)
     write_json(os.path.join(out_dir, "class_names.json"), class_names)
     if data.scan_report is not None:
         data.scan_report.to_json(os.path.join(out_dir, "scan.json"))
@@ -151,6 +189,120 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
 
         write_report(out_dir, local_copy(model), data, history)
     return RunResult(out_dir, model, tuple(history), metrics, tuple(class_names))
+
+
+def check_recipe_paths(recipe):
+    """Raise ConfigError/WeightsError if the recipe's data or weights file is missing."""
+    for key in ("data", "val_data"):
+        path = getattr(recipe, key)
+        if path and not path.startswith("tfds:") and not os.path.exists(path):
+            raise ConfigError(f"The `{key}` argument should be a folder of class "
+                              f"subfolders, a CSV file or tfds:NAME. Received: "
+                              f"{key}={path!r} (no such file or folder)")
+    weights = recipe.weights_arg()
+    if weights is not None and weights != "imagenet":
+        check_weights_path(weights)
+
+
+def holds_run(out_dir):
+    """Whether `out_dir` holds a run with something to lose: a model or a checkpoint
+    (a run stopped before either, e.g. by a data error, can simply be started again)."""
+    if os.path.lexists(os.path.join(out_dir, "model.keras")):
+        return True
+    folder = os.path.join(out_dir, "checkpoints")
+    return os.path.isdir(folder) and any(name.endswith(".json")
+                                         for name in os.listdir(folder))
+
+
+def claim_run(out_dir, recipe, *, resume=False, overwrite=False):
+    """Make `out_dir` this run's directory; returns (run_id, keys changed at resume).
+
+    Refuses a directory holding a run unless `resume` (then only RESUME_HARMLESS keys
+    may differ from its config.json) or `overwrite` (then its files are deleted)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"The `--out` argument should be a directory. Received: "
+                          f"out={out_dir} (a file)")
+    if holds_run(out_dir) and not (resume or overwrite):
+        raise ConfigError(
+            f"{out_dir} already holds a run. Pass --resume to continue it, --overwrite "
+            "to replace it (resume=True / overwrite=True in the API), or choose another "
+            "--out.")
+    if not resume:  # a new run: nothing of an earlier one may survive into it
+        remove_run(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    _remove_temp_files(out_dir)
+    path = os.path.join(out_dir, RUN_FILE)
+    info = read_json(path, "run file") if resume else None
+    changed = []
+    if resume and os.path.exists(os.path.join(out_dir, "config.json")):
+        saved = recipe_from_dict(read_json_object(os.path.join(out_dir, "config.json"),
+                                                  "run config"))
+        changed = [k for k in FIELDS if not _same(getattr(saved, k), getattr(recipe, k))]
+        meaning = [k for k in changed if k not in RESUME_HARMLESS]
+        if meaning:
+            key = meaning[0]
+            raise ConfigError(
+                f"--resume cannot change {', '.join(repr(k) for k in meaning)}: the run "
+                f"in {out_dir} was made with {key}={getattr(saved, key)!r}, given "
+                f"{key}={getattr(recipe, key)!r}. Changing it would make the checkpoints "
+                f"mean something else; start a new run (another --out, or --overwrite). "
+                f"Keys a resume may change: {', '.join(RESUME_HARMLESS)}.")
+    if not isinstance(info, dict) or not isinstance(info.get("run_id"), str):
+        info = {"run_id": uuid.uuid4().hex, "created": time.time(), "resumes": []}
+    if resume:
+        info.setdefault("resumes", []).append({"time": time.time(), "changed": {
+            k: getattr(recipe, k) for k in changed}})
+    write_json(path, info)
+    return info["run_id"], changed
+
+
+def _same(saved, given):
+    # A path spelled another way (relative, through a link) is the same setting.
+    if saved == given:
+        return True
+    return (isinstance(saved, str) and isinstance(given, str) and os.path.exists(saved)
+            and os.path.exists(given) and os.path.realpath(saved) == os.path.realpath(given))
+
+
+def is_run_dir(path):
+    """Whether `path` is a run directory (`train` wrote it), for commands that must not
+    write their own model.keras or report.html over a run's."""
+    return os.path.isfile(os.path.join(path, RUN_FILE)) or holds_run(path) and all(
+        os.path.isfile(os.path.join(path, n)) for n in ("config.json", "class_names.json"))
+
+
+def check_same_classes(out_dir, class_names):
+    """Refuse a resume whose data has other classes (or another order) than the run."""
+    saved = read_json(os.path.join(out_dir, "class_names.json"), "class names file")
+    if saved is not None and list(saved) != list(class_names):
+        raise ConfigError(f"--resume cannot change the classes: the run in {out_dir} has "
+                          f"{saved}, the data now gives {list(class_names)}.")
+
+
+def remove_run(out_dir):
+    """Delete what `train` wrote into `out_dir` (and nothing else); a no-op unless the
+    folder holds a run or its run.json, so `--out` at a folder of other things is safe."""
+    if not (os.path.isfile(os.path.join(out_dir, RUN_FILE)) or holds_run(out_dir)):
+        return
+    for name in RUN_FILES:
+        path = os.path.join(out_dir, name)
+        if os.path.isfile(path) or os.path.islink(path):
+            os.remove(path)
+    for name in RUN_DIRS:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+    CheckpointManager(os.path.join(out_dir, "checkpoints")).clear()
+
+
+def _remove_temp_files(out_dir):
+    # atomic_path's temp names for the run files: ".<base>.<random>.tmp<ext>"
+    bases = "|".join(re.escape(os.path.splitext(n)[0]) for n in RUN_FILES)
+    pattern = re.compile(rf"\.({bases})\.[^/]*{re.escape(TEMP_MARK)}\.[a-z]+")
+    for name in os.listdir(out_dir):
+        path = os.path.join(out_dir, name)
+        if pattern.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
 
 
 def read_history(out_dir):
