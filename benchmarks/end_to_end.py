@@ -2,14 +2,15 @@
 
     python benchmarks/end_to_end.py              # ~7 min on 2 idle CPU cores
     python benchmarks/end_to_end.py --size 128 --per-class 200 --head-epochs 5  # ~2 min
+    python benchmarks/end_to_end.py --smoke      # tiny sizes: the code paths, not figures
 
 Same generated JPEG folders (train/ and val/), same backbone (MobileNetV2, alpha 1.0),
 same fixed random initialisation (no ImageNet download here, so both sides load one
 seeded random init from a weights file), same batch size and epoch budget:
 
-  transferkit  `run.train` with the default recipe: scanned, parallel tf.data pipeline,
-               phase 1 on cached features (2 augmented views), phase 2 on the top two
-               blocks with cosine decay.
+  transferkit  `transferkit.train` with the default recipe: scanned, parallel tf.data
+               pipeline, phase 1 on cached features (2 augmented views), phase 2 on
+               the top two blocks with cosine decay.
   keras guide  keras.io/guides/transfer_learning: image_dataset_from_directory,
                RandomFlip + RandomRotation layers inside the model, Rescaling to
                [-1, 1], backbone recomputed every epoch, then fine-tuning at 1e-5 with
@@ -28,7 +29,8 @@ can end on a dip that its 1e-5 fine-tuning never leaves, so "first epoch >= the 
 epoch's value" rewards whoever gets a lucky epoch early. The smoothed-final and the
 original raw-final ratios are printed too, for reference, each also in CPU seconds of
 this process (both sides run one after the other; CPU time is less sensitive to other
-jobs on a shared machine).
+jobs on a shared machine). Exits 1 when transferkit never reaches the headline target
+(not with --smoke, whose few images make accuracies noise).
 """
 
 from __future__ import annotations
@@ -200,7 +202,7 @@ def run_keras_guide(train_dir, val_dir, weights, args):
 def first_trainable(base, blocks):
     """Index of the first layer of MobileNetV2's last `blocks` blocks (as transferkit's
     `last_blocks:K` policy counts them)."""
-    from transferkit.models.backbones import block_starts, get_spec
+    from transferkit.models import block_starts, get_spec
 
     starts = block_starts([layer.name for layer in base.layers], get_spec("mobilenet_v2"))
     return starts[max(0, len(starts) - blocks)]
@@ -237,6 +239,25 @@ def _curve(points):
                     for s, logs, _ in points)
 
 
+# --smoke: the same two runs on a handful of small images, for the test suite.
+SMOKE = dict(size=32, per_class=8, val_per_class=8, batch_size=8, head_epochs=2,
+             finetune_epochs=1)
+
+
+def parse_smoke_args(parser, argv, smoke, what="a tiny run through the same code paths, "
+                     "in seconds (its figures mean nothing)"):
+    """Add `--smoke` (help: `what`) to `parser` and parse `argv`; with --smoke the
+    `smoke` values replace the defaults (flags given on the command line still win)."""
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in smoke.items())
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"{what}: {flags}, unless given")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        parser.set_defaults(**smoke)
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=160, help="image side (default 160)")
@@ -258,7 +279,7 @@ def main(argv=None):
                         help="the guide's best (default) or final smoothed value")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write both curves (seconds, logs) here")
-    args = parser.parse_args(argv)
+    args = parse_smoke_args(parser, argv, SMOKE)
     if args.smooth < 1:
         parser.error(f"--smooth should be >= 1. Received: {args.smooth}")
     load_before = os.getloadavg()[0]
@@ -300,7 +321,7 @@ def main(argv=None):
             best = max(v for _, v in smoothed(kit, window))
             print(f"  guide {t_guide:.1f} s; transferkit does not reach it (best "
                   f"{best:.3f}); ratio: n/a")
-            status = status or int(n == 0)
+            status = status or int(n == 0 and not args.smoke)  # smoke: paths, not goals
             continue
         _, c_guide, c_kit = compare(guide, kit, window, target, clock=2)
         print(f"  wall: guide {t_guide:.1f} s / transferkit {t_kit:.1f} s = "

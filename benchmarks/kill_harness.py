@@ -2,6 +2,7 @@
 
     python benchmarks/kill_harness.py --rounds 3          # 3 runs x 4 kills each
     python benchmarks/kill_harness.py --points phase1,save --rounds 1
+    python benchmarks/kill_harness.py --smoke             # 1 run x 4 kills, 2 + 2 epochs
 
 Each round trains the tiny_test backbone on a generated image folder in a subprocess
 and kills it, in turn, at each kill point: "phase1" (mid-epoch in phase 1, after a
@@ -15,7 +16,8 @@ resumes with `--resume`; the last resume runs to the end. A round survives when:
 - every checkpoint's trainable state and optimizer position match its phase;
 - every file in the run directory is readable (JSON parses, .weights.h5 and .keras
   load).
-It prints "N/N runs survived". The test suite runs `harness` in a fast setting.
+It prints "N/N runs survived" and exits 1 unless all did. The test suite runs `harness`
+in a fast setting (tests/test_resume.py) and the script with --smoke (marked slow).
 """
 
 import argparse
@@ -31,8 +33,12 @@ import time
 import numpy as np
 from PIL import Image
 
+from end_to_end import parse_smoke_args
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POINTS = ("phase1", "save", "boundary", "phase2")
+# --smoke: one run through every kill point, on the 2 + 2 epochs `harness` defaults to.
+SMOKE = dict(rounds=1, head_epochs=2, finetune_epochs=2)
 
 
 def make_images(root, per_class=16, size=32, seed=0):
@@ -209,12 +215,14 @@ def main(argv=None):
     import tempfile
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--points", default=",".join(POINTS))
-    parser.add_argument("--every", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="training runs (3)")
+    parser.add_argument("--points", default=",".join(POINTS),
+                        help=f"kill points, in order (default {','.join(POINTS)})")
+    parser.add_argument("--every", type=int, default=3,
+                        help="checkpoint every N steps (--save-every, default 3)")
     parser.add_argument("--head-epochs", type=int, default=3)
     parser.add_argument("--finetune-epochs", type=int, default=3)
-    args = parser.parse_args(argv)
+    args = parse_smoke_args(parser, argv, SMOKE, "one short run through every kill point")
     points = args.points.split(",")
     survived = 0
     for round_ in range(args.rounds):

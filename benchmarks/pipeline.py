@@ -1,7 +1,7 @@
 """Input-pipeline benchmark: ratios measured side by side in one run.
 
-    python benchmarks/pipeline.py            # ~4 min on 2 CPU cores
-    python benchmarks/pipeline.py --quick    # smaller, for a smoke test
+    python benchmarks/pipeline.py            # ~1.5 min on 2 CPU cores
+    python benchmarks/pipeline.py --smoke    # tiny sizes: the code paths, not figures
 
 (a) tuned pipeline images/s / naive pipeline images/s (sequential map, no prefetch),
     same decode + resize + augmentation work, on generated JPEGs.
@@ -175,26 +175,38 @@ def bench_memory(folder: Path, sizes) -> None:
           f"{rows[-1][3] / rows[0][3]:.3f}")
 
 
-def main() -> None:
+# What each run measures: JPEGs of side `side` for (a) and (b), trained on at `size`
+# px; (c) streams folders of each `stream` count of 32 px JPEGs.
+FULL = dict(n_jpeg=480, side=256, size=160, batch=32, steps=10, rounds=4,
+            stream=(2500, 5000, 10000))
+SMOKE = dict(n_jpeg=16, side=64, size=32, batch=8, steps=2, rounds=1, stream=(50, 100))
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, smoke test")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny run through the same code paths, in seconds (its "
+                        "figures mean nothing): {n_jpeg} JPEGs of {side} px trained on at "
+                        "{size} px, batch {batch}, {steps} steps, {rounds} round, streams "
+                        "of {stream[0]} and {stream[1]} JPEGs".format(**SMOKE))
     parser.add_argument("--stream", nargs=2, metavar=("DIR", "N"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.stream:
         return stream_child(args.stream[0], int(args.stream[1]))
-    n_jpeg, steps, rounds = (96, 4, 1) if args.quick else (480, 10, 4)
-    sizes = (500, 1000) if args.quick else (2500, 5000, 10000)
+    run = SMOKE if args.smoke else FULL
+    n_jpeg, side, size, sizes = run["n_jpeg"], run["side"], run["size"], run["stream"]
     print(f"CPU cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        paths = make_jpegs(tmp / "jpeg", n_jpeg, side=256)
+        paths = make_jpegs(tmp / "jpeg", n_jpeg, side=side)
         labels = np.eye(2, dtype=np.float32)[np.arange(n_jpeg) % 2]
         make_jpegs(tmp / "small", sizes[-1], side=32, seed=1)
-        print(f"generated {n_jpeg} 256px + {sizes[-1]} 32px JPEGs in "
+        print(f"generated {n_jpeg} {side}px + {sizes[-1]} 32px JPEGs in "
               f"{time.perf_counter() - t0:.0f} s")
-        bench_throughput(paths, labels, (160, 160), 32, rounds)
-        bench_training(paths, labels, (160, 160), 32, steps, rounds)
+        bench_throughput(paths, labels, (size, size), run["batch"], run["rounds"])
+        bench_training(paths, labels, (size, size), run["batch"], run["steps"],
+                       run["rounds"])
         bench_memory(tmp / "small", sizes)
     print("On 2 cores the pipeline and the model share the same cores: every decode/"
           "augment cycle is taken from the model's matmuls, so (b) is bounded by the "
@@ -203,4 +215,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

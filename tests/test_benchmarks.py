@@ -1,0 +1,60 @@
+"""Each benchmark script runs end to end with --smoke and prints its side-by-side ratios.
+
+Smoke runs use a handful of tiny images, so their figures mean nothing: only that every
+code path of the full run still works and still prints its lines is checked here.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUMBER = r"[\d.]+"
+
+# script -> patterns its output must contain
+EXPECTED = {
+    "cache.py": [
+        rf"cached, no aug: per-epoch ratio live / cached {NUMBER}x .* over 2 epochs with "
+        rf"extraction {NUMBER}x",
+        rf"cached, 2 views \(light aug\): per-epoch ratio live / cached {NUMBER}x",
+    ],
+    "end_to_end.py": [
+        rf"keras guide  total +{NUMBER} s   val acc per epoch: ",
+        rf"transferkit  total +{NUMBER} s   val acc per epoch: ",
+        # a few noisy val images may leave the headline target out of reach: n/a then
+        rf"headline: target = the guide's best .*\n  (wall: guide {NUMBER} s / "
+        rf"transferkit {NUMBER} s = {NUMBER}x.*CPU s .*= {NUMBER}x|guide {NUMBER} s; "
+        r"transferkit does not reach it .* ratio: n/a)",
+    ],
+    "kill_harness.py": [r"killed at save .*\n", r"1/1 runs survived"],
+    "pipeline.py": [
+        rf"\(a\) pipeline throughput: tuned {NUMBER} img/s, naive {NUMBER} img/s, ratio "
+        rf"{NUMBER}x",
+        rf"\(b\) frozen MobileNetV2 .* ratio {NUMBER}",
+        rf"peak at 100 / peak at 50 images: {NUMBER}",
+    ],
+    "tuning_memory.py": [
+        rf"  {mode} +({NUMBER} +)+growth trial 2 -> 2: [+-]{NUMBER} MiB"
+        for mode in ("isolated", "cleared", "kept")
+    ],
+}
+# kill_harness --smoke starts five `transferkit train` processes (~30 s); the default
+# run still covers `harness` through tests/test_resume.py::test_kill_harness_fast_setting.
+SLOW = {"kill_harness.py"}
+
+
+@pytest.mark.parametrize("script", [
+    pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else [])
+    for name in EXPECTED])
+def test_benchmark_smoke(script, tmp_path):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "TRANSFERKIT_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, os.path.join("benchmarks", script), "--smoke"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    for pattern in EXPECTED[script]:
+        assert re.search(pattern, done.stdout), f"no match for {pattern!r} in:\n{output}"
