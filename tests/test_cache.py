@@ -204,3 +204,15 @@ def test_in_memory_sources_are_extracted_but_never_written(tmp_path, calls):
     train, val = cache.split_features(_model(), arrays, store=store, verbose=0)
     assert train.count + val.count == 12 and calls["n"] == 2
     assert store.hits == store.misses == 0 and not (tmp_path / "cache").exists()
+
+
+def test_an_explicit_val_replaces_the_splits_own_in_cached_phase_one(splits):
+    # fine_tune(model, splits, val=other): phase 1 on cached features must validate on
+    # `other` like the live path does, not on the splits' own validation files.
+    other = (_images(3), np.eye(2, dtype="float32")[[0, 1, 0]])
+    model = _model()
+    result = fine_tune(model, splits, other, config=SCHEDULE, cache=cache.FeatureCache(),
+                       verbose=0)
+    assert len(result.history) == SCHEDULE.head.epochs
+    scores = model.evaluate(*other, verbose=0, return_dict=True)  # no best-restore here
+    assert result.history[-1]["val_loss"] == pytest.approx(scores["loss"], rel=1e-4)

@@ -177,14 +177,18 @@ def fine_tune(model, train, val=None, *, config=ScheduleConfig(), parts=None, ta
     callbacks: Keras callbacks for every fit; `PhaseCallback`s also hear phases.
     """
     splits = train if isinstance(train, DataSplits) else None
+    own_val = val is None
     if splits is not None:
-        train, val = splits.train, splits.val if val is None else val
+        train, val = splits.train, splits.val if own_val else val
         class_weight = splits.class_weight if class_weight is None else class_weight
     task = get_task(task or (splits.task if splits else infer_task(model)))
     resolved = resolve(model, parts)  # fails early, naming a missing part
     units = model.output_shape[-1]
     train = as_batches(train, task, units, config.batch_size, training=True)
     val = as_batches(val, task, units, config.batch_size)
+    if splits is not None and not own_val:
+        # An explicit val replaces the splits' own everywhere, the feature cache included.
+        splits = dataclasses.replace(splits, val=val, val_files=(), val_labels=None)
     loop = _Loop(model, parts, resolved, task, config, train, val, list(callbacks),
                  class_weight, verbose, cache, splits)
     return loop.run(start, stop_epoch)
@@ -273,8 +277,7 @@ class _Loop:
         self.audits["head"] = freeze(self.model, phase.freeze, parts=self.parts)
         options = self.cache
         source = cache_lib.FeatureSource.of(self.splits if self.splits is not None
-                                            else self.train, None if self.splits
-                                            else self.val)
+                                            else self.train, self.val)
         bar = 1 if self.verbose == "auto" else int(self.verbose)
         train_f, val_f = cache_lib.split_features(
             self.model, source, parts=self.parts, views=options.views,
