@@ -227,7 +227,7 @@ class Checkpointer(PhaseCallback):
     def save(self, phase_complete=False):
         """Write a checkpoint of the target model at the current position."""
         run = self.run
-        if not (run.live or phase_complete):
+        if not (run.live or run.boundary or phase_complete):
             return None  # the head alone is training on features: nothing to resume
         optimizer = self.target.optimizer
         stopper = None if phase_complete or run.stopper is None else run.stopper.state()

@@ -130,10 +130,12 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     with strategy.scope(), save_on_sigterm(saver):
         if start is not None:
             # A resumed run trains phase 1 live: its cached features would not know
-            # where the interrupted run stood.
-            fine_tune(model, data, config=schedule, task=recipe.task,
-                      cache=recipe.feature_cache(FeatureStore.default()) if state is None
-                      else None,
+            # where the interrupted run stood. Phase 2 may use the boundary cache when
+            # it starts afresh (the orchestrator decides; mid-phase it runs live).
+            cache = recipe.feature_cache(FeatureStore.default())
+            if state is not None and cache is not None:
+                cache = dataclasses.replace(cache, head=False)
+            fine_tune(model, data, config=schedule, task=recipe.task, cache=cache,
                       start=start, callbacks=[tensorboard, saver, *callbacks],
                       verbose=verbose)
     history = saver.history
