@@ -5,11 +5,11 @@ one message and exit code 2. Each command lives in its own module with a
 import argparse
 import sys
 
-from transferkit.cli import (backbones, demo, evaluate, export, predict, scan, train,
-                             tune)
+from transferkit.cli import (backbones, demo, evaluate, export, lr_find, predict, scan,
+                             train, tune)
 from transferkit.core.errors import TransferkitError
 
-COMMANDS = (backbones, scan, train, evaluate, predict, export, tune, demo)
+COMMANDS = (backbones, scan, train, lr_find, evaluate, predict, export, tune, demo)
 
 
 def main(argv=None):

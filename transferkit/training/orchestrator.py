@@ -187,6 +187,13 @@ def fine_tune(model, train, val=None, *, config=ScheduleConfig(), parts=None, ta
     stop_epoch: stop before this global epoch (default: at the end of the schedule).
     callbacks: Keras callbacks for every fit; `PhaseCallback`s also hear phases.
     """
+    loop = _make_loop(model, train, val, config, parts, task, cache, callbacks,
+                      class_weight, verbose)
+    return loop.run(start, stop_epoch)
+
+
+def _make_loop(model, train, val, config, parts, task, cache, callbacks, class_weight,
+               verbose):
     splits = train if isinstance(train, DataSplits) else None
     if splits is not None:
         train, val = splits.train, splits.val if val is None else val
@@ -196,9 +203,18 @@ def fine_tune(model, train, val=None, *, config=ScheduleConfig(), parts=None, ta
     units = model.output_shape[-1]
     train = as_batches(train, task, units, config.batch_size, training=True)
     val = as_batches(val, task, units, config.batch_size)
-    loop = _Loop(model, parts, resolved, task, config, train, val, list(callbacks),
+    return _Loop(model, parts, resolved, task, config, train, val, list(callbacks),
                  class_weight, verbose, cache, splits)
-    return loop.run(start, stop_epoch)
+
+
+def prepare_phase(model, train, val=None, *, phase="finetune", config=ScheduleConfig(),
+                  parts=None, task=None, cache=None, verbose="auto"):
+    """Freeze and compile `model` for `phase` as `fine_tune` would at the phase's start;
+    returns (model to fit, train batches, val batches, mode, Task) with mode
+    "features", "boundary" or "live" (see `_Loop.runner`). Arguments as for `fine_tune`. For tools
+    that step through a phase themselves, like the learning-rate finder."""
+    loop = _make_loop(model, train, val, config, parts, task, cache, (), None, verbose)
+    return (*loop.runner(phase, config.phase(phase)), loop.task)
 
 
 class _Loop:
@@ -239,25 +255,10 @@ class _Loop:
         stopper = None
         if phase.early_stopping_patience is not None:
             stopper = PhaseStopper(self.monitor, phase.early_stopping_patience, state)
-        cache = self.cache
-        cached = (cache is not None and cache.head and name == "head" and epoch == first
-                  and not skipped and phase.freeze.kind == "all")
-        # Only from the phase's start: a resumed phase's model gets its checkpointed
-        # weights after this point, so activations computed here could come from a
-        # bottom that differs from the checkpoint's. A resumed phase 2 runs live from
-        # the exact checkpoint (full model and optimizer, as boundary runs save them).
-        above = None
-        if (cache is not None and cache.boundary and name == "finetune" and epoch == first
-                and not skipped and phase.freeze.kind != "all"):
-            above = self._boundary(phase)
-        if cached:
-            fit_model, train, val = self._cached_head(phase)
-        elif above is not None:
-            fit_model, train, val = above
-        else:
-            fit_model, train, val = self._live(name, phase)
-        run = PhaseRun(name, phase, first, end, not cached and above is None, skipped,
-                       stopper, self.history, boundary=above is not None)
+        fit_model, train, val, mode = self.runner(name, phase, fresh=epoch == first
+                                                  and not skipped)
+        run = PhaseRun(name, phase, first, end, mode == "live", skipped, stopper,
+                       self.history, boundary=mode == "boundary")
         for callback in self._phase_callbacks():
             callback.on_phase_begin(run)
         cbs = [RecompileGuard(), EpochRecorder(name, first, self.history)]
@@ -277,13 +278,32 @@ class _Loop:
         finished = fit_model.stop_training or epoch >= end
         if finished and stopper is not None:
             stopper.restore_best(fit_model)
-        if cached:
+        if mode == "features":
             # Leave the full model compiled as after a live phase, so evaluate() works.
             self._compile_live(phase, _steps(self.train))
         if finished:
             for callback in self._phase_callbacks():
                 callback.on_phase_end(run)
         return epoch, finished
+
+    def runner(self, name, phase, fresh=True):
+        """(model to fit, train, val, mode) for phase `name`, frozen and compiled; mode
+        is "features" (phase 1 on cached features), "boundary" (phase 2 on boundary
+        activations) or "live". fresh: the phase starts at its beginning."""
+        cache = self.cache
+        if (cache is not None and cache.head and name == "head" and fresh
+                and phase.freeze.kind == "all"):
+            return (*self._cached_head(phase), "features")
+        # Only from the phase's start: a resumed phase's model gets its checkpointed
+        # weights after this point, so activations computed here could come from a
+        # bottom that differs from the checkpoint's. A resumed phase 2 runs live from
+        # the exact checkpoint (full model and optimizer, as boundary runs save them).
+        if (cache is not None and cache.boundary and name == "finetune" and fresh
+                and phase.freeze.kind != "all"):
+            above = self._boundary(phase)
+            if above is not None:
+                return (*above, "boundary")
+        return (*self._live(name, phase), "live")
 
     def _live(self, name, phase):
         self.audits[name] = self._compile_live(phase, _steps(self.train))
