@@ -71,3 +71,31 @@ def test_cli_lr_find_writes_the_finding_and_the_plot(image_folder, tmp_path, cap
     assert os.path.getsize(tmp_path / "lr_find.png") > 0
     assert main(common + ["--min-lr", "2", "--max-lr", "1", "--out", str(tmp_path)]) == 2
     assert "min_lr=2.0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_with_auto_rates_uses_and_records_the_suggestions(image_folder, tmp_path,
+                                                                monkeypatch):
+    from transferkit.training.recipe import RecipeConfig, load_recipe
+    from transferkit.training.run import read_history, train
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    recipe = RecipeConfig(data=image_folder, backbone="tiny_test", weights="none",
+                          image_size=32, batch_size=8, head_epochs=2, finetune_epochs=2,
+                          unfreeze="last_blocks:1", augment="none", decay="constant",
+                          early_stopping_patience=0, report=False, head_lr_auto=True,
+                          finetune_lr_auto=True)
+    with pytest.warns(UserWarning, match="weights=none"):
+        train(recipe, tmp_path / "run", verbose=0)
+    found = {phase: json.loads((tmp_path / "run" / f"lr_find_{phase}.json").read_text())
+             for phase in ("head", "finetune")}
+    assert found["head"]["mode"] == "features" and found["finetune"]["mode"] == "boundary"
+    saved = load_recipe(tmp_path / "run" / "config.json")
+    assert not (saved.head_lr_auto or saved.finetune_lr_auto)  # a resume keeps the rates
+    assert saved.head_lr == found["head"]["suggestion"]
+    assert saved.finetune_lr == found["finetune"]["suggestion"]
+    history = read_history(tmp_path / "run")
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    for record in history:
+        assert record["learning_rate"] == pytest.approx(
+            found[record["phase"]]["suggestion"], rel=1e-6)

@@ -184,6 +184,12 @@ class Checkpointer(PhaseCallback):
         self.stop_requested = False
         self._best = None  # ((phase, best epoch), file) of the best weights last written
 
+    def finish_call(self):
+        """Keep the epochs of the `fine_tune` call that just ended in `history`, when
+        another call continues the same run (each call collects its own records)."""
+        if self.run is not None:
+            self.prior, self.run = self.history, None
+
     @property
     def history(self):
         """Every epoch record of the run, including those before a resume."""

@@ -64,6 +64,12 @@ class LRFinding:
         axes.legend()
         return figure
 
+    def save(self, out_dir, name="lr_find"):
+        """Write `<name>.json` and `<name>.png` into `out_dir`; returns the PNG's path."""
+        os.makedirs(out_dir, exist_ok=True)
+        write_json(os.path.join(out_dir, f"{name}.json"), self.to_json())
+        return self.save_plot(os.path.join(out_dir, f"{name}.png"))
+
     def save_plot(self, path):
         """Write `figure()` to `path` (PNG, SVG... by extension), atomically."""
         with atomic_path(path) as tmp:
@@ -147,31 +153,3 @@ def suggest_rate(rates, smoothed):
         reason += "; the loss was still falling at the last rate tried: try a larger max_lr"
     return suggestion, reason
 
-
-def find_lr_for_recipe(recipe, out_dir, *, phase="finetune", min_lr=1e-7, max_lr=1.0,
-                       steps=100, trusted=False, verbose="auto"):
-    """The range test of `recipe`'s `phase`, written to `out_dir` (lr_find.json,
-    lr_find.png); returns the `LRFinding`. For "finetune", phase 1 runs first (on cached
-    features when the recipe caches them: seconds), as the rate is phase 2's from there.
-    trusted: as for `run.train`."""
-    # run.py builds the data and model exactly as `train` does; imported here so that
-    # the finder's API does not pull in checkpointing and distribution.
-    from transferkit.training.cache import FeatureStore
-    from transferkit.training.orchestrator import fine_tune
-    from transferkit.training.run import build_run_model, load_run_data
-
-    check_choice("phase", phase, PHASES)
-    data = load_run_data(recipe, verbose=bool(verbose))
-    model = build_run_model(recipe, data.num_classes, trusted=trusted)
-    schedule = recipe.schedule_config()
-    cache = recipe.feature_cache(FeatureStore.default())
-    if phase == "finetune" and schedule.head.epochs:
-        fine_tune(model, data, config=schedule, task=recipe.task, cache=cache,
-                  stop_epoch=schedule.head.epochs, verbose=verbose)
-    finding = find_lr(model, data, phase=phase, config=schedule, task=recipe.task,
-                      cache=cache, min_lr=min_lr, max_lr=max_lr, steps=steps,
-                      verbose=verbose)
-    os.makedirs(out_dir, exist_ok=True)
-    write_json(os.path.join(out_dir, "lr_find.json"), finding.to_json())
-    finding.save_plot(os.path.join(out_dir, "lr_find.png"))
-    return finding

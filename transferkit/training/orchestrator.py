@@ -211,8 +211,8 @@ def prepare_phase(model, train, val=None, *, phase="finetune", config=ScheduleCo
                   parts=None, task=None, cache=None, verbose="auto"):
     """Freeze and compile `model` for `phase` as `fine_tune` would at the phase's start;
     returns (model to fit, train batches, val batches, mode, Task) with mode
-    "features", "boundary" or "live" (see `_Loop.runner`). Arguments as for `fine_tune`. For tools
-    that step through a phase themselves, like the learning-rate finder."""
+    "features", "boundary" or "live" (see `_Loop.runner`). Arguments as for
+    `fine_tune`. For tools that step through a phase themselves (the LR finder)."""
     loop = _make_loop(model, train, val, config, parts, task, cache, (), None, verbose)
     return (*loop.runner(phase, config.phase(phase)), loop.task)
 

@@ -45,11 +45,13 @@ class RecipeConfig:
     # phase 1: head on the frozen backbone
     head_epochs: int = 5
     head_lr: float = 1e-3
+    head_lr_auto: bool = False  # run the LR range test first and use its suggestion
     cache_features: bool = True
     feature_views: int = 2  # augmented views cached per image (0: clean features only)
     # phase 2: fine-tuning
     finetune_epochs: int = 5
     finetune_lr: float = 1e-5
+    finetune_lr_auto: bool = False  # range test after phase 1; its suggestion for phase 2
     unfreeze: str = "last_blocks:2"
     train_batchnorm: bool = False
     backbone_lr_multiplier: float = 1.0
