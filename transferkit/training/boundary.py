@@ -48,21 +48,22 @@ def find_cut(model, parts=None):
     weights. Layers outside the backbone (the head) always train and lie above it.
     """
     backbone = resolve(model, parts).backbone
-    layers = backbone.layers
-    first = next((i for i, layer in enumerate(layers) if layer.trainable_weights), None)
+    # Operations, not just layers: a functional graph can hold bare ops (ConvNeXt's).
+    layers = backbone.operations
+    first = next((i for i, layer in enumerate(layers)
+                  if getattr(layer, "trainable_weights", None)), None)
     if first is None:
         return None, "the whole backbone is frozen (phase 1's feature cache applies)"
-    where, producers = {id(layer): i for i, layer in enumerate(layers)}, {}
+    where = {id(layer): i for i, layer in enumerate(layers)}
     edges = []  # (producer index, consumer index, tensor) inside the backbone's graph
     for nodes in backbone._nodes_by_depth.values():
         for node in nodes:
             consumer = where.get(id(node.operation))
-            if consumer is None:
-                return None, f"layer {node.operation.name!r} is not one of the backbone's"
-            for tensor in node.input_tensors:
-                producer = where[id(tensor._keras_history.operation)]
-                producers[id(tensor)] = producer
-                edges.append((producer, consumer, tensor))
+            producers = [where.get(id(t._keras_history.operation))
+                         for t in node.input_tensors]
+            if consumer is None or None in producers:
+                return None, f"the graph around {node.operation.name!r} is not the backbone's"
+            edges += zip(producers, [consumer] * len(producers), node.input_tensors)
     outputs = backbone.outputs
     for split in range(first, 1, -1):  # layers [0, split) stay below the cut
         crossing = {id(t): t for p, c, t in edges if p < split <= c}
