@@ -87,6 +87,23 @@ def test_top_on_boundary_activations_computes_the_model_and_shares_its_variables
         [id(v) for v in model.trainable_variables]
 
 
+def test_boundary_key_changes_with_the_bottom_and_the_cut_not_with_the_top():
+    model = _model()
+    freeze(model, "last_blocks:1")
+    cut, _ = find_cut(model)
+    key = cache.boundary_fingerprint(model, cut)
+    backbone = model.get_layer("backbone")
+    top = backbone.get_layer("block3_conv").kernel
+    top.assign(top * 2)  # above the cut: the activations are the same
+    assert cache.boundary_fingerprint(model, cut) == key
+    freeze(model, "last_blocks:2")
+    assert cache.boundary_fingerprint(model, find_cut(model)[0]) != key
+    bottom = backbone.get_layer("block1_conv").kernel
+    bottom.assign(bottom * 2)
+    freeze(model, "last_blocks:1")
+    assert cache.boundary_fingerprint(model, cut) != key
+
+
 def test_a_step_on_boundary_activations_equals_a_live_step():
     phase = SCHEDULE.finetune
     task = get_task("multiclass")
@@ -195,6 +212,7 @@ def test_checkpoints_in_a_boundary_phase_resume_live_to_the_same_weights(splits,
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:weights=none")  # a random tiny backbone, on purpose
 def test_train_uses_the_boundary_cache_unless_turned_off(image_folder, tmp_path,
                                                          monkeypatch, capsys):
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
@@ -202,8 +220,7 @@ def test_train_uses_the_boundary_cache_unless_turned_off(image_folder, tmp_path,
                           image_size=32, batch_size=8, head_epochs=1, finetune_epochs=2,
                           unfreeze="last_blocks:1", augment="light", feature_views=2,
                           report=False)
-    with pytest.warns(UserWarning, match="weights=none"):
-        train(recipe, tmp_path / "run", verbose=1)
+    train(recipe, tmp_path / "run", verbose=1)
     assert "phase 2 on cached activations" in capsys.readouterr().out
     assert [r["phase"] for r in read_history(tmp_path / "run")] == ["head", "finetune",
                                                                     "finetune"]
@@ -211,6 +228,5 @@ def test_train_uses_the_boundary_cache_unless_turned_off(image_folder, tmp_path,
     assert sum(f.endswith(".boundary.json") for f in files) == 2  # train views, val
     assert os.path.exists(tmp_path / "run" / "model.keras")
     off = dataclasses.replace(recipe, boundary_cache=False)
-    with pytest.warns(UserWarning, match="weights=none"):
-        train(off, tmp_path / "run2", verbose=1)
+    train(off, tmp_path / "run2", verbose=1)
     assert "phase 2 on cached activations" not in capsys.readouterr().out

@@ -83,13 +83,17 @@ def _backbone_input(resolved):
     return resolved.backbone._inbound_nodes[0].input_tensors[0]
 
 
-def boundary_extractor(model, cut, parts=None):
-    """A model from the raw image to [the head's features, the cut's activations]."""
+def boundary_extractor(model, cut, parts=None, features=True):
+    """A model from the raw image to [the head's features, the cut's activations]
+    (features=False: to the activations alone, the frozen bottom)."""
     resolved = resolve(model, parts)
     backbone = resolved.backbone
     image = keras.Input(model.input_shape[1:], name="image")
     below = _backbone_input(resolved)
     x = image if below is model.inputs[0] else keras.Model(model.inputs, below)(image)
+    if not features:
+        return keras.Model(image, keras.Model(backbone.inputs, cut.tensor, name="bottom")(x),
+                           name="bottom_extractor")
     activations, output = keras.Model(backbone.inputs, [cut.tensor, backbone.outputs[0]],
                                       name="bottom")(x)
     features = output if resolved.features is resolved.backbone_output else keras.Model(

@@ -414,7 +414,8 @@ def _compute(extractor, datasets, verbose, boundary_out=None):
 def boundary_fingerprint(model, cut, parts=None):
     """Hash of what maps an image to the activations at `cut` (configs and weights of
     everything below it), and of the cut itself."""
-    return _fingerprint(boundary_extractor(model, cut, parts), f"boundary:{cut.layer}:")
+    return _fingerprint(boundary_extractor(model, cut, parts, features=False),
+                        f"boundary:{cut.layer}:")
 
 
 def boundary_bytes(source, cut, views):
@@ -470,6 +471,14 @@ def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=
     return tuple(out)
 
 
+def _pick_view(views, n):
+    @tf.autograph.experimental.do_not_convert
+    def pick(i, r):
+        return (r % views) * n + i
+
+    return pick
+
+
 class _Collector:
     """A stand-in for a [views, N, ...] array when N is not known in advance: collects
     the batches written to each view."""
@@ -497,7 +506,7 @@ def mapped_dataset(features, batch_size=32, *, training=False, seed=0):
         ids = ids.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         if views > 1:
             picks = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-            ids = tf.data.Dataset.zip((ids, picks)).map(lambda i, r: (r % views) * n + i)
+            ids = tf.data.Dataset.zip((ids, picks)).map(_pick_view(views, n))
 
     def read(i):
         order = np.argsort(i)  # memory maps read fastest in file order
@@ -505,6 +514,8 @@ def mapped_dataset(features, batch_size=32, *, training=False, seed=0):
         out[order] = x[i[order]]
         return out
 
+    # Plain graph code: autograph has nothing to convert and misreads these closures.
+    @tf.autograph.experimental.do_not_convert
     def load(i):
         batch = tf.numpy_function(read, [i], tf.float32, stateful=False)
         batch.set_shape((None, *shape))

@@ -82,7 +82,8 @@ def find_lr(model, data, val=None, *, phase="head", config=ScheduleConfig(), par
             verbose="auto"):
     """Run the range test for `phase` ("head" or "finetune") of `model`; returns an
     `LRFinding`. The model should be where that phase starts (for "finetune": after
-    phase 1). Its weights are restored afterwards; it is left compiled for the phase.
+    phase 1). Its weights are restored afterwards, its compiled optimizer is not
+    (`fine_tune` compiles every phase anew).
 
     data, val, config, parts, task, cache: as for `fine_tune` (a `FeatureCache` makes
         phase 1 run on cached features and, with boundary=True, phase 2 on the boundary
