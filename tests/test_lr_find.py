@@ -99,3 +99,12 @@ def test_train_with_auto_rates_uses_and_records_the_suggestions(image_folder, tm
     for record in history:
         assert record["learning_rate"] == pytest.approx(
             found[record["phase"]]["suggestion"], rel=1e-6)
+
+
+def test_tune_refuses_auto_rates_it_would_silently_override(tmp_path):
+    from transferkit.core.errors import ConfigError
+    from transferkit.training.recipe import RecipeConfig
+    from transferkit.tuning.tuner import tune
+
+    with pytest.raises(ConfigError, match="finetune_lr_auto=True"):
+        tune(RecipeConfig(data="data", finetune_lr_auto=True), tmp_path / "sweep")
