@@ -230,3 +230,29 @@ def test_train_uses_the_boundary_cache_unless_turned_off(image_folder, tmp_path,
     off = dataclasses.replace(recipe, boundary_cache=False)
     train(off, tmp_path / "run2", verbose=1)
     assert "phase 2 on cached activations" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:weights=none")
+def test_train_resume_after_a_kill_in_a_boundary_phase(image_folder, tmp_path, monkeypatch,
+                                                       capsys):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    recipe = RecipeConfig(data=image_folder, backbone="tiny_test", weights="none",
+                          image_size=32, batch_size=8, head_epochs=1, finetune_epochs=3,
+                          unfreeze="last_blocks:1", augment="none", report=False,
+                          early_stopping_patience=0)
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:  # the second epoch of phase 2, on boundary activations
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, tmp_path / "run", callbacks=[Kill()], verbose=1)
+    assert "phase 2 on cached activations" in capsys.readouterr().out
+    state = CheckpointManager(tmp_path / "run" / "checkpoints").latest()
+    assert (state["phase"], state["epoch"], state["phase_complete"]) == ("finetune", 2, False)
+    result = train(recipe, tmp_path / "run", resume=True, verbose=0)
+    assert [(r["epoch"], r["phase"]) for r in read_history(tmp_path / "run")] == [
+        (1, "head"), (2, "finetune"), (3, "finetune"), (4, "finetune")]
+    assert "val" in result.metrics and os.path.exists(tmp_path / "run" / "model.keras")
