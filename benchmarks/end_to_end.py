@@ -349,7 +349,7 @@ def main(argv=None):
               f"{t_guide / t_kit:.1f}x{' (goal >= 5x)' if n == 0 else ''};  "
               f"CPU s of this process (less sensitive to other load): "
               f"{c_guide:.0f} / {c_kit:.0f} = {c_guide / c_kit:.1f}x")
-    return status
+    return 0 if args.smoke else status  # a smoke run checks that it runs, not the goal
 
 
 if __name__ == "__main__":

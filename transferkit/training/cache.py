@@ -24,6 +24,12 @@ weights file or random init, input size, preprocessing and pooling all count), t
 image files (path, size, mtime) with their labels, and the augmentation, views and seed.
 A file that fails to load, or whose key, shape or checksum disagrees, is recomputed with
 a warning, never used.
+
+Phase 2's boundary activations (see `training.boundary`) live beside them as
+`<key>.boundary.x.npy` (float16, read through a memory map), `.y.npy` and `.json` (the
+commit mark, written last), keyed by the frozen bottom's layers and weights, the cut and
+the same data identity; `split_features(..., boundary=cut)` stores them in phase 1's
+pass, `split_boundary` finds or computes them, `mapped_dataset` reads them in batches.
 """
 
 import contextlib

@@ -347,10 +347,19 @@ class _Loop:
             return None
         freeze(self.model, finetune.freeze, parts=self.parts)
         cut, _ = find_cut(self.model, self.parts)
-        if cut is None or cache_lib.boundary_bytes(self._source(), cut, self.cache.views) \
-                > self.cache.boundary_max_gb * 2**30:
+        if cut is None:
             return None
+        needed = cache_lib.boundary_bytes(self._source(), cut, self.cache.views)
+        if needed > self.cache.boundary_max_gb * 2**30:
+            return None
+        if self.verbose:
+            print(f"boundary cache (captured with the features): {self._describe(cut, needed)}")
         return cut
+
+    @staticmethod
+    def _describe(cut, needed):
+        return (f"activations of {cut.layer!r} {cut.shape}, {cut.bytes_per_image() / 1024:.1f} "
+                f"KiB per image and view, about {needed / 2**30:.3f} GB in all")
 
     def _boundary(self, phase):
         """Phase 2 on boundary activations: (top model, datasets), or None (live) when
@@ -364,9 +373,7 @@ class _Loop:
         source = self._source()
         needed = cache_lib.boundary_bytes(source, cut, options.views)
         if self.verbose:
-            print(f"boundary cache: activations of {cut.layer!r} {cut.shape}, "
-                  f"{cut.bytes_per_image() / 1024:.1f} KiB per image and view, about "
-                  f"{needed / 2**30:.3f} GB in all")
+            print(f"boundary cache: {self._describe(cut, needed)}")
         if needed > options.boundary_max_gb * 2**30:
             return self._no_boundary(f"the activations need about {needed / 2**30:.2f} GB, "
                                      f"above boundary_max_gb={options.boundary_max_gb}")

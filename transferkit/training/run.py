@@ -34,6 +34,7 @@ from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager
                                              Checkpointer, save_on_sigterm)
 from transferkit.training.distribute import (local_copy, make_strategy, per_replica_batch,
                                              precision, prepare_dataset, worker_dir)
+from transferkit.training.lr_find import find_lr
 from transferkit.training.orchestrator import Position, fine_tune
 
 
@@ -172,9 +173,6 @@ def _auto_rate(recipe, phase, model, data, schedule, out_dir, start, run):
     starts_now = start.phase == phase and start.epoch == start.phase_start and not start.step
     if not (getattr(recipe, f"{phase}_lr_auto") and settings.epochs and starts_now):
         return recipe, schedule
-    # Imported here: the finder's plot needs matplotlib, which only this path uses.
-    from transferkit.training.lr_find import find_lr
-
     finding = find_lr(model, data, phase=phase, config=schedule, task=run["task"],
                       cache=run["cache"], verbose=run["verbose"])
     finding.save(out_dir, f"lr_find_{phase}")
