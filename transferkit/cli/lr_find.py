@@ -6,7 +6,7 @@ from transferkit.cli.common import command
 from transferkit.cli.train import add_recipe_flags, recipe_from_args
 from transferkit.core.errors import ConfigError
 from transferkit.training.cache import FeatureStore
-from transferkit.training.lr_find import find_lr
+from transferkit.training.lr_find import check_range, find_lr
 from transferkit.training.orchestrator import fine_tune
 from transferkit.training.recipe import RecipeConfig
 from transferkit.training.run import build_run_model, load_run_data
@@ -39,6 +39,7 @@ def register(sub):
 
 
 def run(args):
+    check_range(args.phase, args.min_lr, args.max_lr, args.steps)  # before any work
     recipe = recipe_from_args(args)
     if not recipe.data:
         raise ConfigError("The `--data` argument is required: a folder of class "

@@ -90,11 +90,7 @@ def find_lr(model, data, val=None, *, phase="head", config=ScheduleConfig(), par
         cache). min_lr, max_lr: the range (1e-7 to 1). steps: at most this many steps
         (100), fewer if the loss diverges. beta: the smoothing factor (0.98).
     """
-    check_choice("phase", phase, PHASES)
-    if not 0 < min_lr < max_lr or steps < 5 or not 0 <= beta < 1:
-        raise ConfigError("find_lr needs 0 < min_lr < max_lr, steps >= 5 and 0 <= beta < 1. "
-                          f"Received: min_lr={min_lr}, max_lr={max_lr}, steps={steps}, "
-                          f"beta={beta}")
+    check_range(phase, min_lr, max_lr, steps, beta)
     saved = model.get_weights()
     fit_model, train, _, mode, task = prepare_phase(
         model, data, val, phase=phase, config=config, parts=parts, task=task, cache=cache,
@@ -135,6 +131,15 @@ def find_lr(model, data, val=None, *, phase="head", config=ScheduleConfig(), par
         print(reason)
     return LRFinding(phase, mode, tuple(rates), tuple(losses), tuple(smoothed), suggestion,
                      reason)
+
+
+def check_range(phase="head", min_lr=1e-7, max_lr=1.0, steps=100, beta=0.98):
+    """Raise ConfigError unless the range test's settings make sense (before any work)."""
+    check_choice("phase", phase, PHASES)
+    if not 0 < min_lr < max_lr or steps < 5 or not 0 <= beta < 1:
+        raise ConfigError("find_lr needs 0 < min_lr < max_lr, steps >= 5 and 0 <= beta < 1. "
+                          f"Received: min_lr={min_lr}, max_lr={max_lr}, steps={steps}, "
+                          f"beta={beta}")
 
 
 def suggest_rate(rates, smoothed):
