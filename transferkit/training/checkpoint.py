@@ -169,7 +169,8 @@ class Checkpointer(PhaseCallback):
     """Saves every N steps, at epoch ends and at each phase's end; stops on NaN loss.
 
     target: the full model to save (phase 1 on cached features fits only the head,
-        and is saved only when it ends).
+        and is saved only when it ends; phase 2 on boundary activations trains the
+        full model's own variables with its optimizer, and is saved as usual).
     history: per-epoch records of the run before this process (given on resume).
     resume: the state to restore once the model is compiled for its phase (a state
         whose phase was complete is restored before training, weights only).
