@@ -193,7 +193,7 @@ def test_train_runs_phase_one_on_cached_features(image_folder, tmp_path, monkeyp
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert {"loss", "val_accuracy", "learning_rate", "phase_epoch"} <= set(history[0])
     assert calls["n"] == cache.DEFAULT_VIEWS + 1  # train views + val
-    assert len(os.listdir(tmp_path / "cache" / "features")) == 2
+    assert sum(f.endswith(".npz") for f in os.listdir(tmp_path / "cache" / "features")) == 2
 
 
 def test_in_memory_sources_are_extracted_but_never_written(tmp_path, calls):

@@ -11,11 +11,11 @@ import sys
 
 import tensorflow as tf
 
-from transferkit.cli import (backbones, demo, evaluate, export, predict, scan, train,
-                             tune)
+from transferkit.cli import (backbones, demo, evaluate, export, lr_find, predict, scan,
+                             train, tune)
 from transferkit.core.errors import TransferkitError
 
-COMMANDS = (backbones, scan, train, evaluate, predict, export, tune, demo)
+COMMANDS = (backbones, scan, train, lr_find, evaluate, predict, export, tune, demo)
 
 
 def main(argv=None):

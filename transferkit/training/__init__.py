@@ -1,5 +1,5 @@
-"""Training: freezing, optimizers, the two-phase orchestrator, the feature cache,
-checkpoints, tf.distribute strategies, recipes and runs.
+"""Training: freezing, optimizers, the two-phase orchestrator, the feature and boundary
+caches, the LR finder, checkpoints, tf.distribute strategies, recipes and runs.
 
 `orchestrator.fine_tune` is the one training loop; `run.train` wraps it for a run
 directory, and the tuner, the demo and the benchmarks call one of the two.
@@ -8,6 +8,7 @@ directory, and the tuner, the demo and the benchmarks call one of the two.
 from transferkit.training.cache import FeatureCache, FeatureStore
 from transferkit.training.checkpoint import CheckpointConfig
 from transferkit.training.freezing import FreezeAudit, FreezePolicy, RecompileGuard, freeze
+from transferkit.training.lr_find import LRFinding, find_lr
 from transferkit.training.optimizers import make_optimizer
 from transferkit.training.orchestrator import (FineTuneResult, PhaseCallback, Position,
                                                fine_tune)
@@ -16,6 +17,7 @@ from transferkit.training.run import RunResult, train
 from transferkit.training.schedule import PhaseConfig, ScheduleConfig
 
 __all__ = ["CheckpointConfig", "FeatureCache", "FeatureStore", "FineTuneResult",
-           "FreezeAudit", "FreezePolicy", "PhaseCallback", "PhaseConfig", "Position",
-           "RecipeConfig", "RecompileGuard", "RunResult", "ScheduleConfig", "fine_tune",
-           "freeze", "load_recipe", "make_optimizer", "recipe_from_dict", "train"]
+           "FreezeAudit", "FreezePolicy", "LRFinding", "PhaseCallback", "PhaseConfig",
+           "Position", "RecipeConfig", "RecompileGuard", "RunResult", "ScheduleConfig",
+           "find_lr", "fine_tune", "freeze", "load_recipe", "make_optimizer",
+           "recipe_from_dict", "train"]

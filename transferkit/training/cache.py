@@ -24,8 +24,15 @@ weights file or random init, input size, preprocessing and pooling all count), t
 image files (path, size, mtime) with their labels, and the augmentation, views and seed.
 A file that fails to load, or whose key, shape or checksum disagrees, is recomputed with
 a warning, never used.
+
+Phase 2's boundary activations (see `training.boundary`) live beside them as
+`<key>.boundary.x.npy` (float16, read through a memory map), `.y.npy` and `.json` (the
+commit mark, written last), keyed by the frozen bottom's layers and weights, the cut and
+the same data identity; `split_features(..., boundary=cut)` stores them in phase 1's
+pass, `split_boundary` finds or computes them, `mapped_dataset` reads them in batches.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -37,10 +44,11 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, DataError
-from transferkit.core.files import atomic_path
+from transferkit.core.files import atomic_path, write_json
 from transferkit.data.pipeline import make_dataset
 from transferkit.data.splits import DataSplits
 from transferkit.models.parts import resolve
+from transferkit.training.boundary import boundary_extractor
 
 FORMAT = 1  # bump when the file layout or the key recipe changes
 DEFAULT_VIEWS = 2  # augmented views per training image when augmentation is on
@@ -59,6 +67,12 @@ class FeatureCache:
     augment: object = None
     store: object = None
     seed: int = 0
+    # Phase 2 on cached boundary activations (see `training.boundary`): `boundary`
+    # turns it on, `boundary_max_gb` caps its storage (above it phase 2 runs live), and
+    # `head=False` leaves phase 1 live while phase 2 still uses the boundary cache.
+    head: bool = True
+    boundary: bool = False
+    boundary_max_gb: float = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +158,59 @@ class FeatureStore:
         if self.directory is not None:
             _write(self.path(key), key, features)
 
+    # Boundary activations are large: float16 .npy files read through a memory map, a
+    # JSON file written last as the commit mark (no checksum: it would read them all).
+    def _mapped_paths(self, key):
+        base = os.path.join(self.directory, f"{key}.boundary")
+        return base + ".x.npy", base + ".y.npy", base + ".json"
+
+    def get_mapped(self, key):
+        """The memory-mapped boundary `Features` under `key`, or None."""
+        found = self._memory.get(("mapped", key))
+        if found is None and self.directory is not None:
+            x_path, y_path, meta_path = self._mapped_paths(key)
+            if os.path.exists(meta_path):
+                try:
+                    with open(meta_path) as f:
+                        meta = json.load(f)
+                    found = Features(np.load(x_path, mmap_mode="r"), np.load(y_path))
+                    if (meta.get("format"), meta.get("key")) != (FORMAT, key) or \
+                            list(found.x.shape) != meta["x_shape"]:
+                        raise ValueError("it was written for another key, format or shape")
+                except Exception as error:  # noqa: BLE001 - any damage means recompute
+                    warnings.warn(f"Boundary cache file {meta_path} is unusable ({error}); "
+                                  "recomputing it.", stacklevel=2)
+                    found = None
+        self.hits, self.misses = self.hits + (found is not None), self.misses + (found is None)
+        return found
+
+    @contextlib.contextmanager
+    def mapped_writer(self, key, shape):
+        """Yields (x float16 array of `shape`, y array to fill with [views, N, C]
+        labels); committed when the block ends without error."""
+        labels = {}
+
+        class Labels:  # y's width is known only after extraction
+            def __setitem__(self, index, value):
+                labels["y"] = np.asarray(value, np.float32)
+
+        if self.directory is None:
+            x = np.empty(shape, np.float16)
+            yield x, Labels()
+            self._memory[("mapped", key)] = Features(x, labels["y"])
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        x_path, y_path, meta_path = self._mapped_paths(key)
+        with atomic_path(x_path) as tmp:
+            x = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+            yield x, Labels()
+            x.flush()
+            del x
+        with atomic_path(y_path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, labels["y"])
+        write_json(meta_path, {"format": FORMAT, "key": key, "x_shape": list(shape)})
+
 
 def _checksum(features):
     digest = hashlib.blake2b(digest_size=16)
@@ -184,8 +251,12 @@ def model_fingerprint(model, parts=None):
     Hashing the weights themselves makes a weights file, "imagenet" and a seeded
     random init all safe: two different initialisations never share a key.
     """
-    extractor = resolve(model, parts).feature_extractor()
+    return _fingerprint(resolve(model, parts).feature_extractor())
+
+
+def _fingerprint(extractor, extra=""):
     digest = hashlib.blake2b(digest_size=20)
+    digest.update(extra.encode())
     digest.update(json.dumps(_describe(extractor), sort_keys=True, default=str).encode())
     for weight in extractor.weights:
         value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
@@ -228,11 +299,15 @@ def feature_key(model_fp, data_fp):
 
 # --- extraction ----------------------------------------------------------------------
 
-def extract_features(extractor, dataset, verbose=1):
+def extract_features(extractor, dataset, verbose=1, sink=None):
     """(features [N, D], labels [N, C]) from one pass of `extractor` over a dataset of
     (image, label) batches, with Keras' progress bar. The model runs wherever TF places
     it (the GPU when there is one); labels are kept from the same pass, so shuffled or
-    mixed batches stay aligned."""
+    mixed batches stay aligned.
+
+    sink: for a two-output extractor (features, boundary activations), called with each
+    batch of the second output, so large activations are written out as they come.
+    """
     steps = int(dataset.cardinality())
     bar = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose,
                               unit_name="batch")
@@ -243,8 +318,11 @@ def extract_features(extractor, dataset, verbose=1):
         if n < full:  # pad the last batch: a new batch shape would trace the model again
             images = tf.concat([images, tf.zeros([full - n, *images.shape[1:]],
                                                  images.dtype)], axis=0)
-        out = extractor.predict_on_batch(images)[:n]
-        xs.append(np.asarray(out, dtype=np.float32))
+        out = extractor.predict_on_batch(images)
+        if sink is not None:
+            out, activations = out
+            sink(np.asarray(activations[:n]))
+        xs.append(np.asarray(out[:n], dtype=np.float32))
         ys.append(np.asarray(labels, dtype=np.float32).reshape(n, -1))
         bar.add(1)
     if not xs:
@@ -253,7 +331,7 @@ def extract_features(extractor, dataset, verbose=1):
 
 
 def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
-                   batch_size=32, store=None, verbose=1):
+                   batch_size=32, store=None, verbose=1, boundary=None):
     """(train, val) `Features` of `data` (a DataSplits or FeatureSource) at the input of
     `model`'s head (see `models.parts`); val is None without a val split.
 
@@ -261,6 +339,9 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
     with `augment` on (views=K), and cached in `store` (default: memory only) under a
     key of model and data. In-memory and TFDS splits have no file identity: their
     datasets are passed over max(1, views) times as given and never cached.
+
+    boundary: a `boundary.Cut`; the same passes also store the activations at the cut
+    in `store` (file splits only), where `split_boundary` finds them in phase 2.
     """
     source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
     if views < 0 or (views and augment is None and source.train_files):
@@ -268,7 +349,7 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
                           f"config. Received: views={views}, augment={augment!r}")
     store = store if store is not None else FeatureStore()
     extractor, model_fp = resolve(model, parts).feature_extractor(), None
-    out = []
+    out, boundary_fp = [], None
     for split in ("train", "val"):
         files, labels = getattr(source, f"{split}_files"), getattr(source, f"{split}_labels")
         passes = max(1, views) if split == "train" else 1
@@ -283,20 +364,170 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
             files, labels, source.image_size, augment=aug, views=views if aug else 0,
             seed=seed))
         found = store.get(key)
-        if found is None:
-            datasets = [make_dataset(files, labels, image_size=source.image_size,
-                                     batch_size=batch_size, training=aug is not None,
-                                     augment=aug, seed=seed * 1009 + v, deterministic=True)
-                        for v in range(passes)]
-            found = _compute(extractor, datasets, verbose)
+        if boundary is not None and boundary_fp is None:
+            boundary_fp = boundary_fingerprint(model, boundary, parts)
+        boundary_key = None if boundary is None else feature_key(
+            boundary_fp, _data_fp(source, split, aug, views, seed))
+        needs_boundary = boundary_key is not None and store.get_mapped(boundary_key) is None
+        if found is None or needs_boundary:
+            datasets = _file_passes(source, split, aug, passes, batch_size, seed)
+            if needs_boundary:  # one extractor, two outputs: no extra backbone pass
+                two = boundary_extractor(model, boundary, parts)
+                shape = (passes, len(files), *boundary.shape)
+                with store.mapped_writer(boundary_key, shape) as (xb, yb):
+                    found = _compute(two, datasets, verbose, xb)
+                    yb[...] = found.y
+            else:
+                found = _compute(extractor, datasets, verbose)
             store.put(key, found)
         out.append(found)
     return tuple(out)
 
 
-def _compute(extractor, datasets, verbose):
-    pairs = [extract_features(extractor, d, verbose) for d in datasets]
+def _data_fp(source, split, aug, views, seed):
+    return data_fingerprint(getattr(source, f"{split}_files"),
+                            getattr(source, f"{split}_labels"), source.image_size,
+                            augment=aug, views=views if aug else 0, seed=seed)
+
+
+def _file_passes(source, split, aug, passes, batch_size, seed):
+    """The datasets of a file split's passes: in file order, augmented when `aug`."""
+    files, labels = getattr(source, f"{split}_files"), getattr(source, f"{split}_labels")
+    return [make_dataset(files, labels, image_size=source.image_size, batch_size=batch_size,
+                         training=aug is not None, augment=aug, seed=seed * 1009 + v,
+                         deterministic=True)
+            for v in range(passes)]
+
+
+def _compute(extractor, datasets, verbose, boundary_out=None):
+    """Features [views, N, D] of each dataset; with `boundary_out` (an array
+    [views, N, ...]), a two-output extractor's activations are written into it."""
+    pairs = []
+    for v, dataset in enumerate(datasets):
+        sink = None
+        if boundary_out is not None:
+            offset = [0]
+
+            def sink(batch, v=v, offset=offset):
+                boundary_out[v, offset[0]:offset[0] + len(batch)] = batch
+                offset[0] += len(batch)
+        pairs.append(extract_features(extractor, dataset, verbose, sink=sink))
     return Features(np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs]))
+
+
+# --- boundary activations (phase 2 above a frozen bottom) --------------------------
+
+def boundary_fingerprint(model, cut, parts=None):
+    """Hash of what maps an image to the activations at `cut` (configs and weights of
+    everything below it), and of the cut itself."""
+    return _fingerprint(boundary_extractor(model, cut, parts, features=False),
+                        f"boundary:{cut.layer}:")
+
+
+def boundary_bytes(source, cut, views):
+    """Estimated float16 storage of a FeatureSource's boundary activations: max(1, views)
+    per training image, one per validation image (uncounted datasets: by batches)."""
+    total = 0
+    for split, passes in (("train", max(1, views)), ("val", 1)):
+        files, dataset = getattr(source, f"{split}_files"), getattr(source, split)
+        if files:
+            count = len(files)
+        elif dataset is None:
+            count = 0
+        else:
+            batches = int(dataset.cardinality())
+            spec = dataset.element_spec[0]
+            count = max(batches, 0) * (spec.shape[0] or 32)
+        total += passes * count * cut.bytes_per_image()
+    return total
+
+
+def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=0,
+                   batch_size=32, store=None, verbose=1):
+    """(train, val) `Features` of the activations at `cut`: x [views, N, *cut.shape] in
+    float16 (memory-mapped when `store` has a directory), as `split_features` reads
+    images (views, augmentation, file order); val is None without a val split. File
+    splits are looked up in `store` first (phase 1 may have stored them)."""
+    source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
+    store = store if store is not None else FeatureStore()
+    two, model_fp, out = boundary_extractor(model, cut, parts), None, []
+    for split in ("train", "val"):
+        files = getattr(source, f"{split}_files")
+        passes = max(1, views) if split == "train" else 1
+        aug = augment if split == "train" and views else None
+        if not files:
+            dataset = getattr(source, split)
+            if dataset is None:
+                out.append(None)
+                continue
+            parts_x = []
+            features = _compute(two, [dataset] * passes, verbose, _Collector(parts_x))
+            x = np.stack([np.concatenate(p) for p in parts_x]).astype(np.float16)
+            out.append(Features(x, features.y))
+            continue
+        model_fp = model_fp or boundary_fingerprint(model, cut, parts)
+        key = feature_key(model_fp, _data_fp(source, split, aug, views, seed))
+        found = store.get_mapped(key)
+        if found is None:
+            with store.mapped_writer(key, (passes, len(files), *cut.shape)) as (x, y):
+                y[...] = _compute(two, _file_passes(source, split, aug, passes, batch_size,
+                                                    seed), verbose, x).y
+            found = store.get_mapped(key)
+        out.append(found)
+    return tuple(out)
+
+
+def _pick_view(views, n):
+    @tf.autograph.experimental.do_not_convert
+    def pick(i, r):
+        return (r % views) * n + i
+
+    return pick
+
+
+class _Collector:
+    """A stand-in for a [views, N, ...] array when N is not known in advance: collects
+    the batches written to each view."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __setitem__(self, index, batch):
+        view = index[0]
+        while len(self.parts) <= view:
+            self.parts.append([])
+        self.parts[view].append(np.asarray(batch, dtype=np.float16))
+
+
+def mapped_dataset(features, batch_size=32, *, training=False, seed=0):
+    """Batches of (activations as float32, label) from (memory-mapped) `Features`, read
+    batch by batch; training: shuffled and one view per image per epoch, as
+    `feature_dataset`."""
+    views, n = features.x.shape[:2]
+    shape = features.x.shape[2:]
+    x = features.x.reshape(views * n, *shape)  # a view of the map, not a copy
+    y = tf.constant(features.y.reshape(views * n, -1))
+    ids = tf.data.Dataset.range(n)
+    if training:
+        ids = ids.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        if views > 1:
+            picks = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            ids = tf.data.Dataset.zip((ids, picks)).map(_pick_view(views, n))
+
+    def read(i):
+        order = np.argsort(i)  # memory maps read fastest in file order
+        out = np.empty((len(i), *shape), np.float32)
+        out[order] = x[i[order]]
+        return out
+
+    # Plain graph code: autograph has nothing to convert and misreads these closures.
+    @tf.autograph.experimental.do_not_convert
+    def load(i):
+        batch = tf.numpy_function(read, [i], tf.float32, stateful=False)
+        batch.set_shape((None, *shape))
+        return batch, tf.gather(y, i)
+
+    return ids.batch(batch_size).map(load).prefetch(tf.data.AUTOTUNE)
 
 
 # --- feature datasets and merging -------------------------------------------------

@@ -282,7 +282,8 @@ class Checkpointer(PhaseCallback):
     """Saves every N steps, at epoch ends and at each phase's end; stops on NaN loss.
 
     target: the full model to save (phase 1 on cached features fits only the head,
-        and is saved only when it ends).
+        and is saved only when it ends; phase 2 on boundary activations trains the
+        full model's own variables with its optimizer, and is saved as usual).
     history: per-epoch records of the run before this process (given on resume).
     resume: the state to restore once the model is compiled for its phase (a state
         whose phase was complete is restored before training, weights only).
@@ -296,6 +297,12 @@ class Checkpointer(PhaseCallback):
         self.run, self.epoch, self.step, self.skip = None, 0, 0, 0
         self.stop_requested = False  # or the number of the signal that asked to stop
         self._best = None  # ((phase, best epoch), file) of the best weights last written
+
+    def finish_call(self):
+        """Keep the epochs of the `fine_tune` call that just ended in `history`, when
+        another call continues the same run (each call collects its own records)."""
+        if self.run is not None:
+            self.prior, self.run = self.history, None
 
     @property
     def history(self):
@@ -346,7 +353,7 @@ class Checkpointer(PhaseCallback):
     def save(self, phase_complete=False):
         """Write a checkpoint of the target model at the current position."""
         run = self.run
-        if not (run.live or phase_complete):
+        if not (run.live or run.boundary or phase_complete):
             return None  # the head alone is training on features: nothing to resume
         optimizer = self.target.optimizer
         stopper = None if phase_complete or run.stopper is None else run.stopper.state()

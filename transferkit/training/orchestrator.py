@@ -5,8 +5,11 @@ benchmarks all run this loop, so they cannot drift apart. For each phase it
 
 1. freezes the model per the phase's policy, *then* compiles it (a `trainable` change
    without a recompile is silently ignored by Keras; `RecompileGuard` checks it);
-2. trains with Keras's own `fit`: phase 1 on cached backbone features when a
-   `FeatureCache` is given and the phase starts from its beginning, else live;
+2. trains with Keras's own `fit`, with one of three runners: live (the full model on
+   images); phase 1 on cached backbone features when a `FeatureCache` is given and the
+   phase starts from its beginning; phase 2 on cached activations at the freeze
+   boundary (`FeatureCache(boundary=True)`, see `training.boundary`): the top above the
+   frozen bottom trains, sharing the full model's variables and optimizer;
 3. tracks early stopping in a `PhaseStopper` whose state (best value, best epoch,
    patience, best weights) survives the several `fit` calls of a resumed phase and is
    what a checkpoint stores, so a resumed run ends with the same best weights as an
@@ -29,6 +32,7 @@ from transferkit.data.splits import DataSplits
 from transferkit.models.heads import infer_task
 from transferkit.models.parts import resolve
 from transferkit.training import cache as cache_lib
+from transferkit.training.boundary import find_cut, top_model
 from transferkit.training.freezing import RecompileGuard, freeze, mark_compiled
 from transferkit.training.schedule import PHASES, ScheduleConfig, compile_args, compile_phase
 
@@ -84,9 +88,12 @@ class FineTuneResult:
 class PhaseRun:
     """A phase while it runs, as `PhaseCallback`s see it (runtime state, not config).
 
-    live: the full model trains (False: the head alone, on cached features).
+    live: the full model trains (False: the head alone, on cached features, or the
+        top on boundary activations).
     skipped: batches of the first epoch trained before a resume.
     history: every record of this `fine_tune` call so far (this phase's included).
+    boundary: the top trains on boundary activations; the full model's variables and
+        optimizer are the ones training, so checkpoints of the full model are exact.
     """
 
     name: str
@@ -97,6 +104,7 @@ class PhaseRun:
     skipped: int
     stopper: object
     history: list
+    boundary: bool = False
 
 
 class PhaseCallback(keras.callbacks.Callback):
@@ -172,10 +180,20 @@ def fine_tune(model, train, val=None, *, config=ScheduleConfig(), parts=None, ta
         model's output layer).
     cache: a `FeatureCache` to run phase 1 on cached backbone features (default None:
         live); used when phase 1 starts from its beginning with the backbone frozen.
+        With `boundary=True`, phase 2 runs on cached activations at the freeze
+        boundary when it starts at an epoch's beginning and the graph has a cut (else
+        live, saying why).
     start: the `Position` to start from (default: the beginning).
     stop_epoch: stop before this global epoch (default: at the end of the schedule).
     callbacks: Keras callbacks for every fit; `PhaseCallback`s also hear phases.
     """
+    loop = _make_loop(model, train, val, config, parts, task, cache, callbacks,
+                      class_weight, verbose)
+    return loop.run(start, stop_epoch)
+
+
+def _make_loop(model, train, val, config, parts, task, cache, callbacks, class_weight,
+               verbose):
     splits = train if isinstance(train, DataSplits) else None
     own_val = val is None
     if splits is not None:
@@ -189,9 +207,18 @@ def fine_tune(model, train, val=None, *, config=ScheduleConfig(), parts=None, ta
     if splits is not None and not own_val:
         # An explicit val replaces the splits' own everywhere, the feature cache included.
         splits = dataclasses.replace(splits, val=val, val_files=(), val_labels=None)
-    loop = _Loop(model, parts, resolved, task, config, train, val, list(callbacks),
+    return _Loop(model, parts, resolved, task, config, train, val, list(callbacks),
                  class_weight, verbose, cache, splits)
-    return loop.run(start, stop_epoch)
+
+
+def prepare_phase(model, train, val=None, *, phase="finetune", config=ScheduleConfig(),
+                  parts=None, task=None, cache=None, verbose="auto"):
+    """Freeze and compile `model` for `phase` as `fine_tune` would at the phase's start;
+    returns (model to fit, train batches, val batches, mode, Task) with mode
+    "features", "boundary" or "live" (see `_Loop.runner`). Arguments as for
+    `fine_tune`. For tools that step through a phase themselves (the LR finder)."""
+    loop = _make_loop(model, train, val, config, parts, task, cache, (), None, verbose)
+    return (*loop.runner(phase, config.phase(phase)), loop.task)
 
 
 class _Loop:
@@ -232,11 +259,10 @@ class _Loop:
         stopper = None
         if phase.early_stopping_patience is not None:
             stopper = PhaseStopper(self.monitor, phase.early_stopping_patience, state)
-        cached = (self.cache is not None and name == "head" and epoch == first
-                  and not skipped and phase.freeze.kind == "all")
-        fit_model, train, val = (self._cached_head(phase) if cached
-                                 else self._live(name, phase))
-        run = PhaseRun(name, phase, first, end, not cached, skipped, stopper, self.history)
+        fit_model, train, val, mode = self.runner(name, phase, fresh=epoch == first
+                                                  and not skipped)
+        run = PhaseRun(name, phase, first, end, mode == "live", skipped, stopper,
+                       self.history, boundary=mode == "boundary")
         for callback in self._phase_callbacks():
             callback.on_phase_begin(run)
         cbs = [RecompileGuard(), EpochRecorder(name, first, self.history)]
@@ -256,13 +282,32 @@ class _Loop:
         finished = fit_model.stop_training or epoch >= end
         if finished and stopper is not None:
             stopper.restore_best(fit_model)
-        if cached:
+        if mode == "features":
             # Leave the full model compiled as after a live phase, so evaluate() works.
             self._compile_live(phase, _steps(self.train))
         if finished:
             for callback in self._phase_callbacks():
                 callback.on_phase_end(run)
         return epoch, finished
+
+    def runner(self, name, phase, fresh=True):
+        """(model to fit, train, val, mode) for phase `name`, frozen and compiled; mode
+        is "features" (phase 1 on cached features), "boundary" (phase 2 on boundary
+        activations) or "live". fresh: the phase starts at its beginning."""
+        cache = self.cache
+        if (cache is not None and cache.head and name == "head" and fresh
+                and phase.freeze.kind == "all"):
+            return (*self._cached_head(phase), "features")
+        # Only from the phase's start: a resumed phase's model gets its checkpointed
+        # weights after this point, so activations computed here could come from a
+        # bottom that differs from the checkpoint's. A resumed phase 2 runs live from
+        # the exact checkpoint (full model and optimizer, as boundary runs save them).
+        if (cache is not None and cache.boundary and name == "finetune" and fresh
+                and phase.freeze.kind != "all"):
+            above = self._boundary(phase)
+            if above is not None:
+                return (*above, "boundary")
+        return (*self._live(name, phase), "live")
 
     def _live(self, name, phase):
         self.audits[name] = self._compile_live(phase, _steps(self.train))
@@ -274,15 +319,15 @@ class _Loop:
 
     def _cached_head(self, phase):
         """Phase 1 on cached features: the head sub-model and its feature datasets."""
-        self.audits["head"] = freeze(self.model, phase.freeze, parts=self.parts)
         options = self.cache
-        source = cache_lib.FeatureSource.of(self.splits if self.splits is not None
-                                            else self.train, self.val)
+        planned = self._planned_cut()
+        self.audits["head"] = freeze(self.model, phase.freeze, parts=self.parts)
+        source = self._source()
         bar = 1 if self.verbose == "auto" else int(self.verbose)
         train_f, val_f = cache_lib.split_features(
             self.model, source, parts=self.parts, views=options.views,
             augment=options.augment, seed=options.seed, batch_size=self.config.batch_size,
-            store=options.store, verbose=bar)
+            store=options.store, verbose=bar, boundary=planned)
         head = self.resolved.head()
         batch = self.config.batch_size
         train = cache_lib.feature_dataset(train_f, batch, training=True, seed=options.seed)
@@ -297,6 +342,76 @@ class _Loop:
             print(f"phase 1 on cached backbone features ({options.views or 'no'} augmented "
                   f"views per image; cache: {getattr(options.store, 'directory', None) or 'memory'})")
         return head, train, val
+
+    def _planned_cut(self):
+        """The cut phase 2 will train above, so phase 1's pass can store its activations
+        too (None: no boundary cache, no cut, or over the cap, which phase 2 reports)."""
+        finetune = self.config.finetune
+        if not self.cache.boundary or not finetune.epochs or finetune.freeze.kind == "all":
+            return None
+        freeze(self.model, finetune.freeze, parts=self.parts)
+        cut, _ = find_cut(self.model, self.parts)
+        if cut is None:
+            return None
+        needed = cache_lib.boundary_bytes(self._source(), cut, self.cache.views)
+        if needed > self.cache.boundary_max_gb * 2**30:
+            return None
+        if self.verbose:
+            print(f"boundary cache (captured with the features): {self._describe(cut, needed)}")
+        return cut
+
+    @staticmethod
+    def _describe(cut, needed):
+        return (f"activations of {cut.layer!r} {cut.shape}, {cut.bytes_per_image() / 1024:.1f} "
+                f"KiB per image and view, about {needed / 2**30:.3f} GB in all")
+
+    def _boundary(self, phase):
+        """Phase 2 on boundary activations: (top model, datasets), or None (live) when
+        the graph has no cut, the top cannot share the optimizer, or the cache would
+        exceed its cap; the reason is printed."""
+        options, batch = self.cache, self.config.batch_size
+        freeze(self.model, phase.freeze, parts=self.parts)
+        cut, reason = find_cut(self.model, self.parts)
+        if cut is None:
+            return self._no_boundary(reason)
+        source = self._source()
+        needed = cache_lib.boundary_bytes(source, cut, options.views)
+        if self.verbose:
+            print(f"boundary cache: {self._describe(cut, needed)}")
+        if needed > options.boundary_max_gb * 2**30:
+            return self._no_boundary(f"the activations need about {needed / 2**30:.2f} GB, "
+                                     f"above boundary_max_gb={options.boundary_max_gb}")
+        top = top_model(self.model, cut, self.parts)
+        if [id(v) for v in top.trainable_variables] != \
+                [id(v) for v in self.model.trainable_variables]:
+            return self._no_boundary("the top's trainable variables are not the model's")
+        train_b, val_b = cache_lib.split_boundary(
+            self.model, source, cut, parts=self.parts, views=options.views,
+            augment=options.augment, seed=options.seed, batch_size=batch,
+            store=options.store, verbose=1 if self.verbose == "auto" else int(self.verbose))
+        steps = math.ceil(train_b.count / batch)
+        self.audits["finetune"] = self._compile_live(phase, steps)
+        # The top compiles with the full model's optimizer: one set of variables, one
+        # optimizer state, so checkpoints of the full model capture this phase exactly.
+        args = compile_args(phase, self.config, self.task, self.model.output_shape[-1],
+                            steps)
+        top.compile(**{**args, "optimizer": self.model.optimizer})
+        mark_compiled(top)
+        train = cache_lib.mapped_dataset(train_b, batch, training=True, seed=options.seed)
+        val = None if val_b is None else cache_lib.mapped_dataset(val_b, batch)
+        if self.verbose:
+            print(f"phase 2 on cached activations of {cut.layer!r} (first trainable layer "
+                  f"{cut.first_trainable!r})")
+        return top, train, val
+
+    def _no_boundary(self, reason):
+        if self.verbose:
+            print(f"phase 2 runs live, not on the boundary cache: {reason}.")
+        return None
+
+    def _source(self):
+        return cache_lib.FeatureSource.of(self.splits if self.splits is not None
+                                          else self.train, self.val)
 
     def _phase_callbacks(self):
         return [c for c in self.callbacks if isinstance(c, PhaseCallback)]

@@ -45,11 +45,13 @@ class RecipeConfig:
     # phase 1: head on the frozen backbone
     head_epochs: int = 5
     head_lr: float = 1e-3
+    head_lr_auto: bool = False  # run the LR range test first and use its suggestion
     cache_features: bool = True
     feature_views: int = 2  # augmented views cached per image (0: clean features only)
     # phase 2: fine-tuning
     finetune_epochs: int = 5
     finetune_lr: float = 1e-5
+    finetune_lr_auto: bool = False  # range test after phase 1; its suggestion for phase 2
     unfreeze: str = "last_blocks:2"
     train_batchnorm: bool = False
     backbone_lr_multiplier: float = 1.0
@@ -59,6 +61,10 @@ class RecipeConfig:
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     early_stopping_patience: int = 3
+    # Phase 2 on activations cached at the freeze boundary (training.boundary); above
+    # the cap (GB of float16 activations) phase 2 runs live and says so.
+    boundary_cache: bool = True
+    boundary_cache_max_gb: float = 2.0
     # scale-out
     strategy: str = "auto"
     mixed_precision: bool = False
@@ -74,6 +80,9 @@ class RecipeConfig:
         augment_config(self.augment)  # a known preset
         self.head_config()  # validates task, pooling, dropout, l2
         self.schedule_config()  # validates the phases and the unfreeze policy
+        if self.boundary_cache_max_gb < 0:
+            raise ConfigError("The `boundary_cache_max_gb` setting should be >= 0 (GB). "
+                              f"Received: boundary_cache_max_gb={self.boundary_cache_max_gb}")
 
     def input_spec(self):
         """The InputSpec of this recipe's model (its image_size, else the backbone's)."""
@@ -84,12 +93,15 @@ class RecipeConfig:
         return None if self.weights in ("", "none", "None") else self.weights
 
     def feature_cache(self, store=None):
-        """The FeatureCache of phase 1, or None when `cache_features` is off."""
-        if not self.cache_features:
+        """The FeatureCache of phase 1 (`cache_features`) and phase 2 (`boundary_cache`),
+        or None when both are off."""
+        if not (self.cache_features or self.boundary_cache):
             return None
         augment = augment_config(self.augment)
         return FeatureCache(views=self.feature_views if augment else 0, augment=augment,
-                            store=store, seed=self.seed)
+                            store=store, seed=self.seed, head=self.cache_features,
+                            boundary=self.boundary_cache,
+                            boundary_max_gb=self.boundary_cache_max_gb)
 
     def head_config(self):
         return HeadConfig(task=self.task, pooling=self.pooling, units=self.head_units,

@@ -43,6 +43,7 @@ from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager
                                              Checkpointer, save_on_sigterm)
 from transferkit.training.distribute import (local_copy, make_strategy, per_replica_batch,
                                              precision, prepare_dataset, worker_dir)
+from transferkit.training.lr_find import find_lr
 from transferkit.training.orchestrator import Position, fine_tune
 from transferkit.training.recipe import FIELDS, recipe_from_dict
 
@@ -172,12 +173,27 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     with strategy.scope(), save_on_sigterm(saver):
         if start is not None:
             # A resumed run trains phase 1 live: its cached features would not know
-            # where the interrupted run stood.
-            fine_tune(model, data, config=schedule, task=recipe.task,
-                      cache=recipe.feature_cache(FeatureStore.default()) if state is None
-                      else None,
-                      start=start, callbacks=[tensorboard, saver, *callbacks],
-                      verbose=verbose)
+            # where the interrupted run stood. Phase 2 may use the boundary cache when
+            # it starts afresh (the orchestrator decides; mid-phase it runs live).
+            cache = recipe.feature_cache(FeatureStore.default())
+            if state is not None and cache is not None:
+                cache = dataclasses.replace(cache, head=False)
+            run = dict(task=recipe.task, cache=cache,
+                       callbacks=[tensorboard, saver, *callbacks], verbose=verbose)
+            recipe, schedule = _auto_rate(recipe, "head", model, data, schedule, out_dir,
+                                          start, run)
+            if recipe.finetune_lr_auto and start.phase == "head" and schedule.finetune.epochs:
+                # Phase 1 alone first (it may stop early), then phase 2's rate is found
+                # from where phase 1 left the model.
+                head_only = dataclasses.replace(
+                    schedule, finetune=dataclasses.replace(schedule.finetune, epochs=0))
+                result = fine_tune(model, data, config=head_only, start=start, **run)
+                done = result.history[-1]["epoch"] if result.history else start.epoch
+                start = Position("finetune", done, done)
+                saver.finish_call()  # the next fine_tune call continues its history
+            recipe, schedule = _auto_rate(recipe, "finetune", model, data, schedule,
+                                          out_dir, start, run)
+            fine_tune(model, data, config=schedule, start=start, **run)
     history = saver.history
     write_json(os.path.join(out_dir, "history.json"), history)
     metrics = evaluate_splits(local_copy(model), data, get_task(recipe.task))
@@ -303,6 +319,24 @@ def _remove_temp_files(out_dir):
         path = os.path.join(out_dir, name)
         if pattern.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
             os.remove(path)
+
+
+def _auto_rate(recipe, phase, model, data, schedule, out_dir, start, run):
+    """With `<phase>_lr_auto`, when `phase` is about to start from its beginning: run
+    the LR range test, take its suggestion, and record it in config.json (auto off), so
+    a resumed run keeps the same rate. Returns (recipe, schedule)."""
+    settings = schedule.phase(phase)
+    starts_now = start.phase == phase and start.epoch == start.phase_start and not start.step
+    if not (getattr(recipe, f"{phase}_lr_auto") and settings.epochs and starts_now):
+        return recipe, schedule
+    finding = find_lr(model, data, phase=phase, config=schedule, task=run["task"],
+                      cache=run["cache"], verbose=run["verbose"])
+    finding.save(out_dir, f"lr_find_{phase}")
+    print(f"{phase} learning rate: {finding.reason}")
+    recipe = dataclasses.replace(recipe, **{f"{phase}_lr": finding.suggestion,
+                                            f"{phase}_lr_auto": False})
+    write_json(os.path.join(out_dir, "config.json"), recipe.to_dict())
+    return recipe, recipe.schedule_config()
 
 
 def read_history(out_dir):

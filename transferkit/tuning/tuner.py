@@ -108,6 +108,13 @@ def tune(base, out_dir, *, space=SearchSpace(), tuner="random", max_trials=10,
                           f"({os.path.join(out_dir, PROJECT, 'oracle.json')} is missing).")
     if not base.data:
         raise ConfigError("The `data` recipe setting is required to tune (`--data`).")
+    if base.head_lr_auto or base.finetune_lr_auto:
+        # Each trial would run its own range test and silently replace the rates the
+        # search is choosing; search the rates instead (or run `transferkit lr-find`).
+        raise ConfigError("head_lr_auto / finetune_lr_auto are not supported by tune: "
+                          "search head_lr and finetune_lr in the space instead. Received: "
+                          f"head_lr_auto={base.head_lr_auto}, "
+                          f"finetune_lr_auto={base.finetune_lr_auto}")
     settings = {"tuner": tuner, "max_trials": max_trials, "objective": objective,
                 "seed": seed}
     if not worker:

@@ -1,0 +1,110 @@
+"""The learning-rate range test: on cached features, on the boundary cache, the CLI."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from transferkit.cli.main import main
+from transferkit.data.load import load_data
+from transferkit.models import build_model
+from transferkit.training.cache import FeatureCache
+from transferkit.training.lr_find import find_lr, suggest_rate
+from transferkit.training.schedule import PhaseConfig, ScheduleConfig
+
+SCHEDULE = ScheduleConfig(finetune=PhaseConfig(freeze="last_blocks:1"), batch_size=8)
+
+
+@pytest.fixture
+def splits(image_folder):
+    return load_data(image_folder, image_size=32, batch_size=8, seed=0, verbose=False)
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    return build_model("tiny_test", 2, weights=None, image_size=32)
+
+
+def test_suggestion_is_a_tenth_of_the_rate_at_the_smoothed_minimum():
+    rates = np.geomspace(1e-6, 1.0, 61)
+    # Flat, then falling fastest around 1e-3, lowest at 1e-1, then diverging.
+    losses = 1.0 - 0.8 / (1 + np.exp(-3 * (np.log10(rates) + 3))) \
+        + np.where(rates > 0.1, 10 * (rates - 0.1), 0.0)
+    rate, reason = suggest_rate(list(rates), list(losses))
+    best = rates[int(np.argmin(losses))]
+    assert rate == pytest.approx(best / 10)
+    assert f"{rate:.2g}" in reason and "falls fastest at 0.001" in reason
+
+
+def test_range_test_on_cached_features_and_on_the_boundary_cache(splits, tmp_path):
+    model = _model()
+    before = model.get_weights()
+    head = find_lr(model, splits, phase="head", config=SCHEDULE, cache=FeatureCache(),
+                   steps=30, verbose=0)
+    assert head.mode == "features" and len(head.rates) == len(head.losses) >= 3
+    np.testing.assert_allclose(np.diff(np.log(head.rates)),
+                               np.log(1e7) / 29, rtol=1e-6)  # min_lr to max_lr in 30 steps
+    best = head.rates[int(np.argmin(head.smoothed))]
+    assert head.suggestion == pytest.approx(best / 10)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)  # the test leaves the model as it found it
+    path = head.save_plot(tmp_path / "lr.png")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    finetune = find_lr(model, splits, phase="finetune", config=SCHEDULE,
+                       cache=FeatureCache(boundary=True), steps=20, verbose=0)
+    assert finetune.mode == "boundary" and finetune.phase == "finetune"
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_cli_lr_find_writes_the_finding_and_the_plot(image_folder, tmp_path, capsys):
+    common = ["lr-find", "--data", image_folder, "--backbone", "tiny_test", "--weights",
+              "none", "--image-size", "32", "--batch-size", "8", "--no-report"]
+    code = main(common + ["--phase", "head", "--steps", "15", "--out", str(tmp_path)])
+    assert code == 0
+    assert "suggested learning rate" in capsys.readouterr().out
+    finding = json.loads((tmp_path / "lr_find.json").read_text())
+    assert finding["phase"] == "head" and finding["mode"] == "features"
+    assert os.path.getsize(tmp_path / "lr_find.png") > 0
+    assert main(common + ["--min-lr", "2", "--max-lr", "1", "--out", str(tmp_path)]) == 2
+    assert "min_lr=2.0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:weights=none")  # a random tiny backbone, on purpose
+def test_train_with_auto_rates_uses_and_records_the_suggestions(image_folder, tmp_path,
+                                                                monkeypatch):
+    from transferkit.training.recipe import RecipeConfig, load_recipe
+    from transferkit.training.run import read_history, train
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    recipe = RecipeConfig(data=image_folder, backbone="tiny_test", weights="none",
+                          image_size=32, batch_size=8, head_epochs=2, finetune_epochs=2,
+                          unfreeze="last_blocks:1", augment="none", decay="constant",
+                          early_stopping_patience=0, report=False, head_lr_auto=True,
+                          finetune_lr_auto=True)
+    train(recipe, tmp_path / "run", verbose=0)
+    found = {phase: json.loads((tmp_path / "run" / f"lr_find_{phase}.json").read_text())
+             for phase in ("head", "finetune")}
+    assert found["head"]["mode"] == "features" and found["finetune"]["mode"] == "boundary"
+    saved = load_recipe(tmp_path / "run" / "config.json")
+    assert not (saved.head_lr_auto or saved.finetune_lr_auto)  # a resume keeps the rates
+    assert saved.head_lr == found["head"]["suggestion"]
+    assert saved.finetune_lr == found["finetune"]["suggestion"]
+    history = read_history(tmp_path / "run")
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    for record in history:
+        assert record["learning_rate"] == pytest.approx(
+            found[record["phase"]]["suggestion"], rel=1e-6)
+
+
+def test_tune_refuses_auto_rates_it_would_silently_override(tmp_path):
+    from transferkit.core.errors import ConfigError
+    from transferkit.training.recipe import RecipeConfig
+    from transferkit.tuning.tuner import tune
+
+    with pytest.raises(ConfigError, match="finetune_lr_auto=True"):
+        tune(RecipeConfig(data="data", finetune_lr_auto=True), tmp_path / "sweep")

@@ -1,0 +1,161 @@
+"""The learning-rate range test (Smith 2015; fastai's `lr_find`): pick a phase's rate.
+
+For a few dozen steps the learning rate grows exponentially from `min_lr` to `max_lr`
+while the training loss is recorded; the loss is smoothed (an exponential moving
+average with bias correction), the test stops once it diverges (4x the best smoothed
+loss), and the suggestion is one order of magnitude below the rate at the smoothed
+loss's minimum, where the loss still falls steadily rather than at the edge of
+divergence. The phase runs as `fine_tune` would run it: phase 1 on cached features,
+phase 2 on the boundary cache when there is one, else live, so the test of phase 1 takes
+seconds. The model's weights are put back afterwards.
+
+    splits = load_data("data/pets", image_size=160)
+    finding = find_lr(model, splits, phase="head", cache=FeatureCache())
+    print(finding.reason); finding.save_plot("lr.png")
+"""
+
+import dataclasses
+import math
+import os
+
+import keras
+import numpy as np
+
+from transferkit.core.errors import ConfigError, check_choice
+from transferkit.core.files import atomic_path, write_json
+from transferkit.models.parts import resolve
+from transferkit.training.optimizers import make_optimizer
+from transferkit.training.orchestrator import prepare_phase
+from transferkit.training.schedule import PHASES, ScheduleConfig
+
+DIVERGED = 4.0  # stop when the smoothed loss exceeds this multiple of its best
+
+
+@dataclasses.dataclass(frozen=True)
+class LRFinding:
+    """The range test's record: rates and raw and smoothed losses per step, the
+    suggested rate and why, the phase, and how it ran ("features", "boundary", "live")."""
+
+    phase: str
+    mode: str
+    rates: tuple
+    losses: tuple
+    smoothed: tuple
+    suggestion: float
+    reason: str
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+    def figure(self):
+        """A matplotlib Figure of loss against rate (log scale), the suggestion marked."""
+        from matplotlib.figure import Figure  # no pyplot: no global state, no display
+
+        figure = Figure(figsize=(6, 4), layout="constrained")
+        axes = figure.subplots()
+        axes.plot(self.rates, self.losses, color="0.75", label="loss")
+        axes.plot(self.rates, self.smoothed, label="smoothed loss")
+        axes.axvline(self.suggestion, color="C3", linestyle="--",
+                     label=f"suggested {self.suggestion:.2g}")
+        axes.set(xscale="log", xlabel="learning rate", ylabel="training loss",
+                 title=f"learning-rate range test, phase {self.phase!r} ({self.mode})")
+        top = max(self.smoothed[: max(1, int(np.argmin(self.smoothed)) + 1)]) * 1.5
+        axes.set_ylim(min(self.losses) * 0.9, max(top, min(self.losses) * 1.1))
+        axes.legend()
+        return figure
+
+    def save(self, out_dir, name="lr_find"):
+        """Write `<name>.json` and `<name>.png` into `out_dir`; returns the PNG's path."""
+        os.makedirs(out_dir, exist_ok=True)
+        write_json(os.path.join(out_dir, f"{name}.json"), self.to_json())
+        return self.save_plot(os.path.join(out_dir, f"{name}.png"))
+
+    def save_plot(self, path):
+        """Write `figure()` to `path` (PNG, SVG... by extension), atomically."""
+        with atomic_path(path) as tmp:
+            self.figure().savefig(tmp, format=str(path).rsplit(".", 1)[-1], dpi=100)
+        return path
+
+
+def find_lr(model, data, val=None, *, phase="head", config=ScheduleConfig(), parts=None,
+            task=None, cache=None, min_lr=1e-7, max_lr=1.0, steps=100, beta=0.98,
+            verbose="auto"):
+    """Run the range test for `phase` ("head" or "finetune") of `model`; returns an
+    `LRFinding`. The model should be where that phase starts (for "finetune": after
+    phase 1). Its weights are restored afterwards, its compiled optimizer is not
+    (`fine_tune` compiles every phase anew).
+
+    data, val, config, parts, task, cache: as for `fine_tune` (a `FeatureCache` makes
+        phase 1 run on cached features and, with boundary=True, phase 2 on the boundary
+        cache). min_lr, max_lr: the range (1e-7 to 1). steps: at most this many steps
+        (100), fewer if the loss diverges. beta: the smoothing factor (0.98).
+    """
+    check_range(phase, min_lr, max_lr, steps, beta)
+    saved = model.get_weights()
+    fit_model, train, _, mode, task = prepare_phase(
+        model, data, val, phase=phase, config=config, parts=parts, task=task, cache=cache,
+        verbose=verbose)
+    settings = config.phase(phase)
+    growth = (max_lr / min_lr) ** (1.0 / (steps - 1))
+    rate = keras.optimizers.schedules.ExponentialDecay(min_lr, decay_steps=1,
+                                                       decay_rate=growth)
+    head_paths = [v.path for v in resolve(model, parts).head_variables()]
+    # Same optimizer family, weight decay and discriminative rate as the phase, so the
+    # rate found is the one the phase's `learning_rate` means.
+    optimizer = make_optimizer(settings.optimizer, rate,
+                               backbone_multiplier=settings.backbone_lr_multiplier,
+                               weight_decay=settings.weight_decay, head_paths=head_paths)
+    fit_model.compile(optimizer=optimizer, loss=task.loss(config.label_smoothing))
+    rates, losses, smoothed, average = [], [], [], 0.0
+    try:
+        batches = iter(train.repeat())
+        for step in range(steps):
+            x, y = next(batches)
+            rates.append(min_lr * growth ** step)
+            loss = float(fit_model.train_on_batch(x, y, return_dict=True)["loss"])
+            if not math.isfinite(loss):
+                break
+            average = beta * average + (1 - beta) * loss
+            losses.append(loss)
+            smoothed.append(average / (1 - beta ** (step + 1)))
+            if smoothed[-1] > DIVERGED * min(smoothed):
+                break
+    finally:
+        model.set_weights(saved)
+    rates = rates[: len(losses)]
+    if len(losses) < 3:
+        raise ConfigError(f"The range test diverged within {len(losses)} steps from "
+                          f"min_lr={min_lr}: try a smaller min_lr.")
+    suggestion, reason = suggest_rate(rates, smoothed)
+    if verbose:
+        print(reason)
+    return LRFinding(phase, mode, tuple(rates), tuple(losses), tuple(smoothed), suggestion,
+                     reason)
+
+
+def check_range(phase="head", min_lr=1e-7, max_lr=1.0, steps=100, beta=0.98):
+    """Raise ConfigError unless the range test's settings make sense (before any work)."""
+    check_choice("phase", phase, PHASES)
+    if not 0 < min_lr < max_lr or steps < 5 or not 0 <= beta < 1:
+        raise ConfigError("find_lr needs 0 < min_lr < max_lr, steps >= 5 and 0 <= beta < 1. "
+                          f"Received: min_lr={min_lr}, max_lr={max_lr}, steps={steps}, "
+                          f"beta={beta}")
+
+
+def suggest_rate(rates, smoothed):
+    """(rate, reason): a tenth of the rate at the smoothed loss's minimum, where the
+    loss falls steadily but is not yet near its divergence."""
+    best = int(np.argmin(smoothed))
+    suggestion = rates[best] / 10
+    slopes = np.gradient(np.asarray(smoothed), np.log10(rates))
+    # The first steps' smoothed values are dominated by the bias correction: skip them.
+    skip = min(best, len(smoothed) // 10)
+    steepest = skip + int(np.argmin(slopes[skip: best + 1]))
+    reason = (f"suggested learning rate {suggestion:.2g}: a tenth of {rates[best]:.2g}, "
+              f"where the smoothed loss is lowest ({smoothed[best]:.4g}, from "
+              f"{smoothed[0]:.4g} at {rates[0]:.2g}); it falls fastest at "
+              f"{rates[steepest]:.2g}")
+    if best == len(smoothed) - 1:
+        reason += "; the loss was still falling at the last rate tried: try a larger max_lr"
+    return suggestion, reason
+
