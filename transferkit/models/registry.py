@@ -29,6 +29,9 @@ class BackboneSpec:
     block_pattern: regex over layer names; with block_boundary="start", group(1) names the
         block a layer opens, with "end" a full match closes a block.
     imagenet: whether `weights="imagenet"` can be loaded.
+    skips: layer names whose outputs a segmentation decoder joins (U-Net skip
+        connections), shallow to deep, at strides 2 to 32 below the backbone's output
+        (); empty: the backbone has no segmentation decoder yet.
     """
 
     name: str
@@ -43,6 +46,7 @@ class BackboneSpec:
     imagenet: bool = True
     kwargs: tuple = ()
     tags: tuple = ()
+    skips: tuple = ()
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:

@@ -8,6 +8,7 @@ are rejected with the list of valid ones instead of being silently ignored.
 import dataclasses
 
 from transferkit.core.errors import ConfigError, suggest
+from transferkit.core.tasks import get_task
 from transferkit.core.files import read_json_object
 from transferkit.data.augment import augment_config
 from transferkit.models.builder import resolve_input
@@ -59,6 +60,9 @@ class RecipeConfig:
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     early_stopping_patience: int = 3
+    # segmentation (tasks with a choice of loss and a decoder)
+    segmentation_loss: str = "crossentropy"  # crossentropy | dice | both
+    decoder_width: int = 32  # U-Net decoder filters at the shallowest skip (doubling)
     # scale-out
     strategy: str = "auto"
     mixed_precision: bool = False
@@ -74,6 +78,15 @@ class RecipeConfig:
         augment_config(self.augment)  # a known preset
         self.head_config()  # validates task, pooling, dropout, l2
         self.schedule_config()  # validates the phases and the unfreeze policy
+        self.task_config()  # validates the loss choice
+        if self.decoder_width < 1:
+            raise ConfigError(f"decoder_width should be >= 1. Received: "
+                              f"decoder_width={self.decoder_width}")
+
+    def task_config(self):
+        """The `Task` this recipe trains (with its loss choice, for tasks that have one)."""
+        task = get_task(self.task)
+        return task.with_loss(self.segmentation_loss) if task.losses else task
 
     def input_spec(self):
         """The InputSpec of this recipe's model (its image_size, else the backbone's)."""
@@ -85,7 +98,7 @@ class RecipeConfig:
 
     def feature_cache(self, store=None):
         """The FeatureCache of phase 1, or None when `cache_features` is off."""
-        if not self.cache_features:
+        if not self.cache_features or not get_task(self.task).caches_features:
             return None
         augment = augment_config(self.augment)
         return FeatureCache(views=self.feature_views if augment else 0, augment=augment,

@@ -29,6 +29,7 @@ from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import evaluate_splits
 from transferkit.models.builder import build_model
 from transferkit.models.saving import save_model
+from transferkit.models.segmentation import build_segmenter
 from transferkit.training.cache import FeatureStore
 from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
                                              Checkpointer, save_on_sigterm)
@@ -63,6 +64,12 @@ def build_run_model(recipe, num_outputs, *, trusted=False):
 
     trusted: load a `.keras` weights file without safe mode (only from the caller,
         never from a recipe file)."""
+    if get_task(recipe.task).dense:  # per-pixel outputs: a U-Net decoder, not a head
+        return build_segmenter(recipe.backbone, num_outputs, weights=recipe.weights_arg(),
+                               image_size=recipe.input_spec(),
+                               decoder_width=recipe.decoder_width, task=recipe.task,
+                               trusted=trusted,
+                               backbone_kwargs=dict(recipe.backbone_kwargs))
     return build_model(recipe.backbone, num_outputs, weights=recipe.weights_arg(),
                        image_size=recipe.input_spec(), head=recipe.head_config(),
                        trusted=trusted, backbone_kwargs=dict(recipe.backbone_kwargs))
@@ -131,7 +138,7 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
         if start is not None:
             # A resumed run trains phase 1 live: its cached features would not know
             # where the interrupted run stood.
-            fine_tune(model, data, config=schedule, task=recipe.task,
+            fine_tune(model, data, config=schedule, task=recipe.task_config(),
                       cache=recipe.feature_cache(FeatureStore.default()) if state is None
                       else None,
                       start=start, callbacks=[tensorboard, saver, *callbacks],
