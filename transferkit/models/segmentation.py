@@ -70,7 +70,9 @@ def build_segmenter(backbone, num_classes, *, weights="imagenet", image_size=Non
         for j in (1, 2):
             x = layers.Conv2D(decoder_width * 2 ** stage, 3, padding="same",
                               use_bias=False, name=f"decoder{stage}_conv{j}")(x)
-            x = layers.BatchNormalization(name=f"decoder{stage}_bn{j}")(x)
+            # momentum 0.9: the decoder starts from scratch on small sets, and its
+            # moving statistics must catch up within a few hundred steps.
+            x = layers.BatchNormalization(momentum=0.9, name=f"decoder{stage}_bn{j}")(x)
             x = layers.ReLU(name=f"decoder{stage}_relu{j}")(x)
     x = _up(x, size.height, size.width, decoder_width, "decoder_out_up", size)
     # float32 output so mixed precision never rounds the softmax (as in build_head).
