@@ -327,3 +327,62 @@ def test_phase_one_runs_live_for_segmentation():
     assert recipe.task_config().loss_name == "crossentropy"
     dice = RecipeConfig(task="segmentation", backbone="tiny_test", segmentation_loss="dice")
     assert dice.task_config().loss_name == "dice"
+
+
+# --- shipped recipe, sample and demo -------------------------------------------------
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(f"script_{name}",
+                                                  ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_unet_recipe_resolves_and_builds_tiny(tmp_path):
+    from transferkit.cli.recipes import resolve_recipe
+    from transferkit.training.run import build_run_model
+
+    defaults = _load_script("unet_mobilenet_v2").DEFAULTS
+    recipe, _ = resolve_recipe(defaults, ["--data", str(tmp_path), "--weights", "none",
+                                          "--image-size", "64", "--decoder-width", "8",
+                                          "--backbone-kwargs", "alpha=0.35"])
+    assert (recipe.task, recipe.backbone, recipe.batch_size) == ("segmentation",
+                                                                 "mobilenet_v2", 64)
+    model = build_run_model(recipe, 3)
+    assert model.output_shape == (None, 64, 64, 3)
+    audit = freeze(model, recipe.schedule_config().finetune.freeze)
+    assert 0 < audit.trainable_params < audit.total_params
+
+
+def test_shipped_sample_regenerates_byte_for_byte(tmp_path):
+    shipped = ROOT / "data" / "segmentation"
+    _load_script("make_segmentation_sample").write_sample(tmp_path / "again")
+    files = sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file())
+    assert len(files) == 121  # 60 images, 60 masks, classes.txt
+    for rel in files:
+        assert (tmp_path / "again" / rel).read_bytes() == (shipped / rel).read_bytes(), rel
+    splits = load_data(str(shipped), image_size=64, task="segmentation", verbose=False)
+    assert splits.class_names == ("background", "arrow", "cross", "ring")
+    assert not splits.scan_report.problems
+
+
+def test_demo_recipes_differ_only_in_their_start():
+    from transferkit.cli import demo
+
+    transfer, scratch = demo.demo_recipes(ROOT / "data", task="segmentation")
+    assert transfer.task == scratch.task == "segmentation"
+    assert transfer.data.endswith("segmentation") and transfer.data == scratch.data
+    assert (transfer.head_epochs + transfer.finetune_epochs
+            == scratch.head_epochs + scratch.finetune_epochs)
+    assert transfer.weights.endswith(demo.CHECKPOINT) and scratch.weights == "none"
+
+
+@pytest.mark.slow
+def test_demo_segmentation_transfer_beats_scratch_on_miou(tmp_path):
+    code, printed = _cli("demo", "--task", "segmentation", "--fast", "--out", tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert code == 0 and f"{summary['transfer_val_miou']:.3f}" in printed
+    # Measured at seed 0: 0.33 vs 0.19 (fast), 0.47 vs 0.24 (full); 0.05 leaves room
+    # for CPU nondeterminism.
+    assert summary["transfer_val_miou"] >= summary["scratch_val_miou"] + 0.05
