@@ -386,3 +386,24 @@ def test_demo_segmentation_transfer_beats_scratch_on_miou(tmp_path):
     # Measured at seed 0: 0.33 vs 0.19 (fast), 0.47 vs 0.24 (full); 0.05 leaves room
     # for CPU nondeterminism.
     assert summary["transfer_val_miou"] >= summary["scratch_val_miou"] + 0.05
+
+
+@pytest.mark.slow  # two trials: ~20 s on a loaded machine
+def test_tuner_searches_decoder_width_on_val_miou(tmp_path):
+    from transferkit.tuning.space import SearchSpace
+    from transferkit.tuning.tuner import make_objective, tune
+
+    objective = make_objective(None, "segmentation")
+    assert (objective.name, objective.direction) == ("val_miou", "max")
+    data = make_seg_folder(tmp_path / "d", count=8)
+    base = RecipeConfig(data=data, task="segmentation", backbone="tiny_test",
+                        weights="none", image_size=32, batch_size=4, head_epochs=1,
+                        finetune_epochs=0, augment="none", scan=False, report=False)
+    space = SearchSpace(head_width=None, head_depth=None, dropout=None, head_lr=None,
+                        finetune_lr=None, unfreeze_blocks=None, label_smoothing=None,
+                        decoder_width=(4, 8))
+    result = tune(base, str(tmp_path / "sweep"), space=space, max_trials=2, verbose=0,
+                  process_per_trial=False)
+    assert result.best_recipe.decoder_width in (4, 8)
+    rows = (tmp_path / "sweep" / "results.csv").read_text().splitlines()
+    assert "decoder_width" in rows[0] and len(rows) == 3
