@@ -101,19 +101,37 @@ def test_losses_match_their_definitions():
         SEG.with_loss("focal")
 
 
-def test_calibration_tta_and_class_weights_are_refused_with_reasons(tmp_path):
+def test_calibration_is_refused_with_a_reason():
     with pytest.raises(ConfigError, match="classification"):
         SEG.fit_temperature(np.ones((1, 2, 2, 2)) / 2, np.ones((1, 2, 2, 2)))
-    with pytest.raises(DataError, match="class_weight"):
-        load_data(make_seg_folder(tmp_path / "d", count=4), image_size=32,
-                  task="segmentation", class_weights=True, verbose=False)
+
+
+def test_class_weights_come_from_pixel_counts_and_weigh_the_loss(tmp_path):
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    m = np.zeros((4, 8, 8), np.uint8)
+    m[:, :2, :2] = 1  # class 1: 16 of 256 pixels; class 2 absent
+    splits = load_data((x, m), image_size=8, task="segmentation", val_split=0.0,
+                       class_names=("bg", "rare", "none"), class_weights=True)
+    # "balanced": 256 / (2 present classes x count); an absent class gets 1.0
+    assert splits.class_weight == pytest.approx({0: 256 / 480, 1: 8.0, 2: 1.0})
+    task, keras_weights = SEG.apply_class_weight(splits.class_weight)
+    assert keras_weights is None  # Keras's per-example class_weight is not used
+    y = SEG.encode(m[:1], ("bg", "rare", "none"))
+    p = np.full(y.shape, 1 / 3, "float32")
+    # Uniform predictions: each pixel's CE is log 3, scaled by its class's weight.
+    expected = np.log(3) * np.where(m[0] == 1, 8.0, 256 / 480).mean()
+    assert float(task.loss()(y, p)) == pytest.approx(expected, rel=1e-5)
+    folder = load_data(make_seg_folder(tmp_path / "d", count=4), image_size=32,
+                       task="segmentation", val_split=0.0, class_weights=True,
+                       verbose=False)
+    assert set(folder.class_weight) == {0, 1, 2}
 
 
 # --- the decoder ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("backbone,size,kwargs", [
     ("tiny_test", 32, {}), ("tiny_test", (32, 48), {}), ("compact_cnn", 64, {}),
-    ("mobilenet_v2", 64, {"alpha": 0.35})])
+    pytest.param("mobilenet_v2", 64, {"alpha": 0.35}, marks=pytest.mark.slow)])
 def test_decoder_output_has_the_input_resolution(backbone, size, kwargs):
     model = build_segmenter(backbone, 3, weights=None, image_size=size,
                             backbone_kwargs=kwargs)
@@ -279,7 +297,7 @@ def tiny_run(tmp_path_factory):
                          "--backbone", "tiny_test", "--weights", "none", "--image-size", 32,
                          "--batch-size", 4, "--head-epochs", 1, "--finetune-epochs", 1,
                          "--segmentation-loss", "both", "--decoder-width", 8,
-                         "--no-report", "--out", root / "run")
+                         "--class-weights", "--no-report", "--out", root / "run")
     return code, printed, root, data
 
 

@@ -109,6 +109,11 @@ class Task:
                               f"task={self.name!r}. Received: num_classes={num_classes!r}")
         return int(num_classes)
 
+    def apply_class_weight(self, class_weight):
+        """(task, Keras `class_weight`) to train with `class_weight` ({index: weight} or
+        None): by default this task and the weights for Keras's `fit`."""
+        return self, class_weight
+
     def class_weight(self, labels):
         """Keras `class_weight` from encoded training labels (sklearn's "balanced")."""
         raise DataError(f"class_weights=True needs task 'multiclass' or 'binary' (Keras "
@@ -441,31 +446,52 @@ class SegmentationLoss(keras.losses.Loss):
     output channel is a sigmoid: binary cross-entropy and the Dice of that channel.
     """
 
-    def __init__(self, mode="crossentropy", label_smoothing=0.0, name="segmentation_loss",
-                 **kwargs):
+    def __init__(self, mode="crossentropy", label_smoothing=0.0, class_weights=None,
+                 name="segmentation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.mode = check_choice("loss", mode, Segmentation.losses)
         self.label_smoothing = float(label_smoothing)
+        # Per-class weights (rare classes count more): each pixel's cross-entropy is
+        # scaled by its true class's weight, and the Dice mean over classes weighted.
+        self.class_weights = None if class_weights is None else [
+            float(w) for w in class_weights]
 
     def call(self, y_true, y_pred):
         ops = keras.ops
         y_true = ops.cast(y_true, y_pred.dtype)
+        weights = None if self.class_weights is None else ops.convert_to_tensor(
+            self.class_weights, dtype=y_pred.dtype)
         per_pixel = 0.0
         if self.mode in ("crossentropy", "both"):
             fn = (keras.losses.binary_crossentropy if y_pred.shape[-1] == 1
                   else keras.losses.categorical_crossentropy)
             per_pixel = fn(y_true, y_pred, label_smoothing=self.label_smoothing)
+            if weights is not None:
+                per_pixel = per_pixel * self._pixel_weights(y_true, weights)
             per_pixel = ops.mean(per_pixel, axis=(1, 2))  # [B]
         if self.mode in ("dice", "both"):
             inter = ops.sum(y_true * y_pred, axis=(0, 1, 2))
             total = ops.sum(y_true + y_pred, axis=(0, 1, 2))
-            dice = 1.0 - ops.mean((2.0 * inter + 1.0) / (total + 1.0))
+            dice = (2.0 * inter + 1.0) / (total + 1.0)
+            if weights is not None and y_pred.shape[-1] > 1:
+                dice = 1.0 - ops.sum(dice * weights) / ops.sum(weights)
+            else:
+                dice = 1.0 - ops.mean(dice)
             per_pixel = per_pixel + dice * ops.ones_like(y_pred[:, 0, 0, 0])
         return per_pixel
 
+    @staticmethod
+    def _pixel_weights(y_true, weights):
+        """Each pixel's weight: its true class's ([B, H, W])."""
+        ops = keras.ops
+        if y_true.shape[-1] == 1:  # one sigmoid channel: classes 0 and 1
+            return weights[0] + (weights[1] - weights[0]) * y_true[..., 0]
+        return ops.sum(y_true * weights, axis=-1)
+
     def get_config(self):
         return {**super().get_config(), "mode": self.mode,
-                "label_smoothing": self.label_smoothing}
+                "label_smoothing": self.label_smoothing,
+                "class_weights": self.class_weights}
 
 
 class Segmentation(Task):
@@ -480,12 +506,33 @@ class Segmentation(Task):
     caches_features = False
     losses = ("crossentropy", "dice", "both")
 
-    def __init__(self, loss="crossentropy"):
+    def __init__(self, loss="crossentropy", class_weights=None):
         self.loss_name = check_choice("loss", loss, self.losses)
+        self.class_weights = None if class_weights is None else tuple(class_weights)
 
     def with_loss(self, loss):
         """This task with loss `loss` ("crossentropy", "dice" or "both")."""
-        return self if loss == self.loss_name else Segmentation(loss)
+        return self if loss == self.loss_name else Segmentation(loss, self.class_weights)
+
+    def apply_class_weight(self, class_weight):
+        """Keras's `class_weight` weighs whole examples and refuses [H, W] targets: the
+        weights go into this task's loss instead (see `SegmentationLoss`)."""
+        if not class_weight:
+            return self, None
+        weights = [float(class_weight.get(i, 1.0)) for i in range(max(class_weight) + 1)]
+        return Segmentation(self.loss_name, weights), None
+
+    def class_weight(self, labels):
+        """{class: weight} from training masks' pixel counts (sklearn's "balanced":
+        total / (classes present x count); classes absent get 1.0). labels: one-hot
+        masks [N, H, W, C], or {class: pixel count}."""
+        counts = labels if isinstance(labels, dict) else {
+            i: int(c) for i, c in enumerate(self.probabilities(labels).reshape(
+                -1, self.probabilities(labels[:1]).shape[-1]).sum(axis=0))}
+        present = {i: c for i, c in counts.items() if c > 0}
+        total = sum(present.values())
+        return {i: (total / (len(present) * c) if c > 0 else 1.0)
+                for i, c in sorted(counts.items())}
 
     def output_activation(self, units):
         return "sigmoid" if units == 1 else "softmax"
@@ -530,7 +577,7 @@ class Segmentation(Task):
         return [""] * len(raw_labels)
 
     def loss(self, label_smoothing=0.0):
-        return SegmentationLoss(self.loss_name, label_smoothing)
+        return SegmentationLoss(self.loss_name, label_smoothing, self.class_weights)
 
     def metrics(self, units):
         if units == 1:

@@ -213,13 +213,14 @@ def encode_mask(mask, units):
 
 def from_masks(source, *, task, class_names, val_split, test_split, augment, cache,
                class_weights, scan, normalized_dir, workers, verbose, pipe) -> DataSplits:
-    """A folder, CSV or (x, masks) segmentation source, split at random by `seed`."""
-    if class_weights:
-        task.class_weight(None)  # raises: Keras class_weight needs per-example labels
+    """A folder, CSV or (x, masks) segmentation source, split at random by `seed`.
+
+    class_weights: weigh classes by their pixel counts in the training masks
+    (`Task.class_weight`), for rare classes."""
     if isinstance(source, tuple) and len(source) == 2:
         return _from_arrays(*source, task=task, class_names=class_names,
                             val_split=val_split, test_split=test_split, augment=augment,
-                            pipe=pipe)
+                            class_weights=class_weights, pipe=pipe)
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(f"task={task.name!r} reads a folder with images/ and masks/, a "
                         f"CSV of image,mask rows or (x, masks) arrays. Received: "
@@ -250,16 +251,22 @@ def from_masks(source, *, task, class_names, val_split, test_split, augment, cac
             built[split] = pair_dataset(*parts[split], units, training=split == "train",
                                         augment=augment if split == "train" else None,
                                         **pipe)
+    weights = None
+    if class_weights:
+        counts = sum(np.bincount(read_mask(m).ravel(), minlength=max(len(names), 2))
+                     for m in parts["train"][1])
+        weights = task.class_weight(dict(enumerate(counts.tolist())))
     return DataSplits(
         train=built["train"], val=built.get("val"), test=built.get("test"),
         class_names=tuple(names), task=task.name, num_classes=len(names),
-        image_size=pipe["image_size"],
+        image_size=pipe["image_size"], class_weight=weights,
         **{f"{s}_files": tuple(p[0]) for s, p in parts.items()},
         **{f"{s}_labels": np.asarray(p[1], dtype=object) for s, p in parts.items()},
         scan_report=report, counts={s: len(p[0]) for s, p in parts.items()})
 
 
-def _from_arrays(x, masks, *, task, class_names, val_split, test_split, augment, pipe):
+def _from_arrays(x, masks, *, task, class_names, val_split, test_split, augment,
+                 class_weights, pipe):
     x, masks = np.asarray(x), np.asarray(masks)
     if len(x) != len(masks) or x.shape[1:3] != masks.shape[1:3]:
         raise DataError(f"(x, masks) source: x has shape {x.shape} but masks {masks.shape};"
@@ -278,8 +285,12 @@ def _from_arrays(x, masks, *, task, class_names, val_split, test_split, augment,
     built = {s: array_dataset(x[i], masks[i], units, training=s == "train",
                               augment=augment if s == "train" else None, **pipe)
              for s, i in zip(SPLIT_NAMES, idx) if len(i)}
+    weights = None
+    if class_weights:
+        counts = np.bincount(masks[idx[0]].ravel(), minlength=limit)
+        weights = task.class_weight(dict(enumerate(counts.tolist())))
     return DataSplits(
         train=built["train"], val=built.get("val"), test=built.get("test"),
         class_names=tuple(names), task=task.name, num_classes=len(names),
-        image_size=pipe["image_size"],
+        image_size=pipe["image_size"], class_weight=weights,
         counts={s: len(i) for s, i in zip(SPLIT_NAMES, idx) if len(i)})

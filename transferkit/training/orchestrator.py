@@ -181,6 +181,8 @@ def fine_tune(model, train, val=None, *, config=ScheduleConfig(), parts=None, ta
         train, val = splits.train, splits.val if val is None else val
         class_weight = splits.class_weight if class_weight is None else class_weight
     task = get_task(task or (splits.task if splits else infer_task(model)))
+    # Keras applies class_weight per example; a dense task weighs pixels in its loss.
+    task, class_weight = task.apply_class_weight(class_weight)
     resolved = resolve(model, parts)  # fails early, naming a missing part
     units = model.output_shape[-1]
     train = as_batches(train, task, units, config.batch_size, training=True)
