@@ -425,3 +425,12 @@ def test_tuner_searches_decoder_width_on_val_miou(tmp_path):
     assert result.best_recipe.decoder_width in (4, 8)
     rows = (tmp_path / "sweep" / "results.csv").read_text().splitlines()
     assert "decoder_width" in rows[0] and len(rows) == 3
+
+
+def test_scan_command_checks_masks(tmp_path):
+    root = Path(make_seg_folder(tmp_path / "d", count=4))
+    os.remove(root / "masks" / "01.png")
+    code, printed = _cli("scan", root, "--task", "segmentation", "--json", tmp_path / "s.json")
+    assert code == 0 and "missing_mask" in printed
+    kinds = [p["kind"] for p in json.loads((tmp_path / "s.json").read_text())["problems"]]
+    assert kinds == ["missing_mask"]

@@ -4,11 +4,14 @@ import os
 
 from transferkit.cli.common import command
 from transferkit.core.errors import DataError
+from transferkit.core.tasks import TASKS, get_task
+from transferkit.data.masks import list_pairs, scan_pairs
 from transferkit.data.scan import scan
 
 EPILOG = """examples:
   transferkit scan data/pets
   transferkit scan ~/photos --json scan.json
+  transferkit scan data/segmentation --task segmentation   # images/ + masks/
 """
 
 
@@ -18,6 +21,9 @@ def register(sub):
     p.add_argument("data", metavar="DIR", help="folder of class subfolders")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--workers", type=int, help="decoding threads (default: automatic)")
+    p.add_argument("--task", default="multiclass", choices=sorted(TASKS),
+                   help="segmentation: DIR holds images/ and masks/, and every mask is "
+                   "checked too (missing, extra, size, class range)")
     p.set_defaults(func=run)
 
 
@@ -25,7 +31,12 @@ def run(args):
     folder = os.path.expanduser(args.data)
     if not os.path.isdir(folder):
         raise DataError(f"The DIR argument {folder} is not a folder of class subfolders.")
-    report = scan(folder, workers=args.workers)
+    if get_task(args.task).dense:  # images paired with masks
+        images, masks, names, problems = list_pairs(folder)
+        report = scan_pairs(images, masks, problems, len(names) if names else None,
+                            workers=args.workers)[0]
+    else:
+        report = scan(folder, workers=args.workers)
     print(report.summary())
     if args.json:
         report.to_json(args.json)
