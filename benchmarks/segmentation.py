@@ -83,7 +83,8 @@ def main(argv=None):
             print(f"  seed {seed}: transfer {transfer:.3f}, scratch {scratch:.3f}: "
                   f"ratio transfer / scratch {ratio:.2f}x")
     print(f"mIoU ratio transfer / scratch (mean of {len(ratios)} seed(s)): "
-          f"{sum(ratios) / len(ratios):.2f}x")
+          f"{sum(ratios) / len(ratios):.2f}x"
+          f"{' (smoke: 1 epoch, a wiring check, not a measurement)' if args.smoke else ''}")
     return 0
 
 
