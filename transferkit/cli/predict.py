@@ -3,16 +3,20 @@
 import json
 import os
 
+import numpy as np
+
 from transferkit.cli.common import add_model_args, command, loaded_model
 from transferkit.core.errors import ConfigError
 from transferkit.data.files import image_dataset
 from transferkit.evaluation.evaluate import load_run, predict
 from transferkit.evaluation.gradcam import grad_cam, save_overlay
+from transferkit.evaluation.masks import write_masks
 
 EPILOG = """examples:
   transferkit predict runs/pets cat.jpg dog.png
   transferkit predict runs/pets/model.keras photos/*.jpg --top-k 3 --tta
   transferkit predict runs/pets cat.jpg --gradcam cams/
+  transferkit predict runs/shapes photo.png --out masks/    # segmentation: mask PNGs
 """
 
 
@@ -24,6 +28,8 @@ def register(sub):
     p.add_argument("--top-k", type=int, default=3, help="classes to print (default 3)")
     p.add_argument("--gradcam", metavar="DIR", help="write Grad-CAM overlays here")
     p.add_argument("--json", action="store_true", help="print JSON lines instead")
+    p.add_argument("--out", metavar="DIR", help="segmentation: write each image's "
+                   "predicted mask (class-index palette PNG) and an overlay here")
     p.set_defaults(func=run)
 
 
@@ -32,6 +38,9 @@ def run(args):
         raise ConfigError(f"The `--top-k` argument should be at least 1. Received: "
                           f"--top-k {args.top_k}")
     loaded = loaded_model(args.model, args)
+    if args.out and not loaded.task.dense:
+        raise ConfigError(f"--out writes predicted masks, which task={loaded.task.name!r} "
+                          "does not have; use --json for its predictions.")
     rows = predict(loaded, args.images, top_k=args.top_k)
     for row in rows:
         if args.json:
@@ -42,6 +51,19 @@ def run(args):
             print(f"{row['image']}: {scores}")
     if args.gradcam:
         _gradcam(args, loaded, rows)
+    if args.out:
+        _masks(args, loaded)
+
+
+def _masks(args, loaded):
+    dataset, _ = image_dataset(args.images, loaded.input.size)
+    images, outputs = [], []
+    for batch, _ in dataset:
+        images.extend(batch.numpy())
+        outputs.append(loaded.model.predict_on_batch(batch.numpy()))
+    written = write_masks(loaded.task, np.concatenate(outputs), images, args.images,
+                          args.out)
+    print(f"masks: {len(written)} mask PNGs and overlays in {args.out}")
 
 
 def _gradcam(args, loaded, rows):

@@ -119,7 +119,42 @@ def augment_image(image, seed, config: AugmentConfig):
         return tf.ensure_shape(image, (height, width, 3))
 
 
-def _affine(image, seed, config: AugmentConfig):
+def augment_pair(image, mask, seed, config: AugmentConfig):
+    """Augment an image and its mask [H, W, 1] of class indices alike: the same crop,
+    flips, rotation, zoom and shift (nearest neighbour for the mask, so its values stay
+    class indices), colour on the image only. The image gets exactly what
+    `augment_image` would give it with this seed. Batch mixing does not apply here."""
+    with tf.device("/CPU:0"):
+        height, width = image.shape[0], image.shape[1]
+        dtype = mask.dtype
+        mask = tf.cast(mask, tf.float32)
+        s = _seeds(seed, 8)
+        if config.crop_scale is not None:
+            begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+                tf.shape(image), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=s[0],
+                min_object_covered=0.0, area_range=config.crop_scale,
+                aspect_ratio_range=config.crop_ratio, use_image_if_no_bounding_boxes=True)
+            image = tf.image.resize(tf.slice(image, begin, size), (height, width))
+            # begin is [y, x, 0] and size [h, w, -1]: the same window of the mask.
+            mask = tf.image.resize(tf.slice(mask, begin, size), (height, width),
+                                   method="nearest")
+        # Stateless flips decide from the seed alone: one seed, the same flip for both.
+        if config.flip in ("horizontal", "horizontal_and_vertical"):
+            image = tf.image.stateless_random_flip_left_right(image, s[1])
+            mask = tf.image.stateless_random_flip_left_right(mask, s[1])
+        if config.flip in ("vertical", "horizontal_and_vertical"):
+            image = tf.image.stateless_random_flip_up_down(image, s[2])
+            mask = tf.image.stateless_random_flip_up_down(mask, s[2])
+        if config.rotation or config.zoom or config.translation:
+            image = _affine(image, s[3], config)
+            mask = _affine(mask, s[3], config, interpolation="NEAREST")
+        if config.brightness or config.contrast or config.saturation or config.hue:
+            image = _color(image / 255.0, s[4:8], config) * 255.0
+        return (tf.ensure_shape(image, (height, width, 3)),
+                tf.ensure_shape(tf.cast(mask, dtype), (height, width, 1)))
+
+
+def _affine(image, seed, config: AugmentConfig, interpolation="BILINEAR"):
     """Rotation, zoom and translation as one projective transform (reflect fill)."""
     u = tf.random.stateless_uniform([4], seed, -1.0, 1.0)
     angle = u[0] * config.rotation * 2 * math.pi
@@ -135,7 +170,7 @@ def _affine(image, seed, config: AugmentConfig):
                           b0, b1, cy - b0 * cx - b1 * cy - dy, 0.0, 0.0])
     out = tf.raw_ops.ImageProjectiveTransformV3(
         images=image[None], transforms=transform[None], output_shape=tf.shape(image)[:2],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+        fill_value=0.0, interpolation=interpolation, fill_mode="REFLECT")
     return out[0]
 
 

@@ -22,6 +22,7 @@ from transferkit.core.inputs import InputSpec
 from transferkit.core.tasks import get_task
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
+from transferkit.data.masks import pair_dataset
 from transferkit.data.pipeline import make_dataset
 from transferkit.models.heads import infer_task
 from transferkit.models.saving import load_model, read_metadata
@@ -126,8 +127,12 @@ def eval_data(loaded, data, *, split="all", batch_size=32, val_split=None, seed=
     if not files:
         raise DataError(f"{data}: the {split!r} split is empty (val_split={val_split},"
                         f" test_split={test_split}); use --split all.")
-    dataset = make_dataset(files, labels, image_size=loaded.input.size,
-                           batch_size=batch_size, training=False)
+    if loaded.task.dense:  # labels are the split's mask files
+        dataset = pair_dataset(files, labels, loaded.model.output_shape[-1],
+                               image_size=loaded.input.size, batch_size=batch_size)
+    else:
+        dataset = make_dataset(files, labels, image_size=loaded.input.size,
+                               batch_size=batch_size, training=False)
     return EvalData(dataset, tuple(files), labels, tuple(splits.class_names))
 
 
@@ -201,10 +206,15 @@ def worst_predictions(task, outputs, labels, n=16):
 def format_report(report, top=20):
     """A few lines for the terminal: headline metrics, then per-class rows."""
     heads = [f"{k}={report[k]:.4f}" for k in
-             ("accuracy", "exact_match", "top5", "nll", "macro_f1", "mae", "rmse", "r2")
-             if k in report]
+             ("accuracy", "exact_match", "top5", "nll", "macro_f1", "mae", "rmse", "r2",
+              "pixel_accuracy", "miou") if k in report]
     lines = [f"{report['num_images']} images: " + ", ".join(heads)]
-    if "per_class" in report:
+    first = next(iter(report.get("per_class", {}).values()), {})
+    if "iou" in first:  # segmentation: IoU and pixel support per class
+        lines.append(f"{'class':<20}{'iou':>10}{'pixels':>12}")
+        for name, row in list(report["per_class"].items())[:top]:
+            lines.append(f"{name[:19]:<20}{row['iou']:>10.3f}{row['support']:>12d}")
+    elif "per_class" in report:
         lines.append(f"{'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
         for name, row in list(report["per_class"].items())[:top]:
             lines.append(f"{name[:19]:<20}{row['precision']:>10.3f}{row['recall']:>10.3f}"

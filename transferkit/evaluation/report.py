@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from transferkit.core.files import atomic_path, write_text
 from transferkit.core.tasks import get_task
 from transferkit.evaluation.evaluate import predict_outputs, worst_predictions
+from transferkit.evaluation.masks import overlay
 
 PLOTS = "report"  # subfolder of the run directory holding the PNGs
 
@@ -81,17 +82,28 @@ def plot_confusion(matrix, class_names, folder):
 
 
 def plot_per_class(per_class, folder):
-    """Precision and recall of each class, side by side."""
+    """Each class's scores side by side (precision and recall; IoU for segmentation)."""
     names = list(per_class)
+    keys = _score_keys(per_class)
     x = np.arange(len(names))
+    width = 0.8 / max(len(keys), 1)
     fig = Figure(figsize=(max(5, 0.5 * len(names) + 2), 3.6))
     ax = fig.add_subplot()
-    ax.bar(x - 0.2, [per_class[n]["precision"] for n in names], 0.4, label="precision")
-    ax.bar(x + 0.2, [per_class[n]["recall"] for n in names], 0.4, label="recall")
+    for k, key in enumerate(keys):
+        ax.bar(x + (k - (len(keys) - 1) / 2) * width, [per_class[n][key] for n in names],
+               width, label=key)
     ax.set_xticks(x, [_plain(n[:15]) for n in names], rotation=45, ha="right")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
     return _save(fig, folder, "per_class.png")
+
+
+def _score_keys(per_class):
+    """The per-class columns to plot: precision and recall, else every score (IoU)."""
+    first = next(iter(per_class.values()), {})
+    if "precision" in first:
+        return ["precision", "recall"]
+    return [k for k in first if k != "support"]
 
 
 def plot_images(images, titles, folder, name, columns=6):
@@ -144,15 +156,17 @@ def _img(src, alt):
 def _table(report):
     heads = ", ".join(f"{k} {report[k]:.4f}" for k in
                       ("accuracy", "exact_match", "top5", "nll", "macro_f1", "mae", "rmse",
-                       "r2") if k in report)
+                       "r2", "pixel_accuracy", "miou") if k in report)
     text = f"<p>{report['num_images']} images: {html.escape(heads)}</p>"
     if "per_class" not in report:
         return text
-    rows = "".join(f"<tr><th>{html.escape(n)}</th><td>{r['precision']:.3f}</td>"
-                   f"<td>{r['recall']:.3f}</td><td>{r['f1']:.3f}</td><td>{r['support']}</td>"
-                   "</tr>" for n, r in report["per_class"].items())
-    return (f"{text}<table><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th>"
-            f"<th>support</th></tr>{rows}</table>")
+    first = next(iter(report["per_class"].values()), {})
+    keys = [k for k in first if k != "support"] + ["support"]
+    rows = "".join(f"<tr><th>{html.escape(n)}</th>" + "".join(
+        f"<td>{r[k]}</td>" if k == "support" else f"<td>{r[k]:.3f}</td>" for k in keys)
+        + "</tr>" for n, r in report["per_class"].items())
+    header = "".join(f"<th>{k}</th>" for k in keys)
+    return f"{text}<table><tr><th>class</th>{header}</tr>{rows}</table>"
 
 
 def evaluation_sections(folder, report, worst=None, reliability=None):
@@ -190,6 +204,10 @@ def worst_images(dataset, task, outputs, labels, class_names, n=12):
         offset += len(batch)
     titles = [f"true {_label_text(task, labels[i], class_names)}\n"
               f"pred {_label_text(task, outputs[i], class_names)}" for i in order]
+    if task.dense:  # show the predicted mask on each image
+        num = task.probabilities(outputs[:1]).shape[-1]
+        images = [overlay(image, mask, num) for image, mask in
+                  zip(images, task.predicted(outputs[order]))]
     return images, titles
 
 
@@ -212,6 +230,10 @@ def write_report(out_dir, model, data, history, max_samples=18):
     images, labels = _first_examples(data.train, max_samples)
     names = list(data.class_names)
     titles = [_label_text(get_task(data.task), y, names) for y in labels]
+    if get_task(data.task).dense and images:  # the (augmented) true mask on each image
+        task = get_task(data.task)
+        images = [overlay(x, m, len(names)) for x, m in
+                  zip(images, task.predicted(np.asarray(labels)))]
     sections.append(("Augmented training samples",
                      _img(plot_images(images, titles, out_dir, "augmented.png"),
                           "augmented training samples")))
@@ -240,6 +262,8 @@ def _first_examples(dataset, n):
 def _label_text(task, row, names):
     """A short caption for a label or prediction row (mixed labels show their top two)."""
     row = np.atleast_1d(np.asarray(row, dtype=np.float64))
+    if task.dense:  # a mask: the classes it holds
+        return " / ".join(task.describe(row, names, top_k=3)["label"])
     if not task.has_classes:
         return ", ".join(f"{v:.2f}" for v in row)
     described = task.describe(row, names, top_k=2)

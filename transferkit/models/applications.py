@@ -59,12 +59,23 @@ for _v, _feat in [("Tiny", 768), ("Small", 768), ("Base", 1024), ("Large", 1536)
     _ROWS.append((f"convnext_{_v.lower()}", getattr(_A, f"ConvNeXt{_v}"), 224, 32,
                   "none", _feat, _CONVNEXT, "convnext"))
 
+# U-Net skips at strides 2, 4, 8, 16 (the backbone's output is at 32), read off the
+# built models: the last activation at each resolution (MobileNetV2's are the TF
+# segmentation tutorial's, tensorflow.org/tutorials/images/segmentation).
+_SKIPS = {
+    "mobilenet_v2": ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu",
+                     "block_13_expand_relu"),
+    "resnet50": ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out"),
+    "efficientnet_b0": ("block2a_expand_activation", "block3a_expand_activation",
+                        "block4a_expand_activation", "block6a_expand_activation"),
+}
 _END_MARKED = {"inception", "inception_resnet", "nasnet"}
 for _name, _ctor, _size, _min, _prep, _feat, _blocks, _family in _ROWS:
     register_backbone(BackboneSpec(
         name=_name, constructor=_ctor, default_size=_size, min_size=_min,
         preprocessing=_prep, feature_size=_feat, block_pattern=_blocks, family=_family,
         block_boundary="end" if _family in _END_MARKED else "start", tags=("keras",),
+        skips=_SKIPS.get(_name, ()),
     ))
 
 

@@ -37,6 +37,9 @@ class BackboneSpec:
     offline_weights: None (ImageNet weights come through Keras's download cache) or a
         callable returning a short note on offline ImageNet weights ("offline", or the
         pip command that makes them so), shown by `transferkit backbones`.
+    skips: layer names whose outputs a segmentation decoder joins (U-Net skip
+        connections), shallow to deep, at strides 2 to 32 below the backbone's output
+        (); empty: the backbone has no segmentation decoder yet.
     """
 
     name: str
@@ -52,6 +55,7 @@ class BackboneSpec:
     kwargs: tuple = ()
     tags: tuple = ()
     offline_weights: Callable[[], str] | None = None
+    skips: tuple = ()
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:

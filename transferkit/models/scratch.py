@@ -117,8 +117,9 @@ register_backbone(BackboneSpec(
 register_backbone(BackboneSpec(
     name="tiny_test", constructor=TinyTest, default_size=32, min_size=8,
     preprocessing="tf", feature_size=16, block_pattern=_BLOCKS, family="test",
-    imagenet=False, tags=("test",)))
+    imagenet=False, tags=("test",), skips=("block2_relu",)))
 register_backbone(BackboneSpec(
     name="compact_cnn", constructor=CompactCNN, default_size=64, min_size=16,
     preprocessing="tf", feature_size=128, block_pattern=_BLOCKS, family="scratch",
-    imagenet=False, tags=("scratch",)))
+    imagenet=False, tags=("scratch",),
+    skips=("block1_relu2", "block2_relu2", "block3_relu2")))

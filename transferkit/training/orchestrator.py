@@ -200,6 +200,8 @@ def _make_loop(model, train, val, config, parts, task, cache, callbacks, class_w
         train, val = splits.train, splits.val if own_val else val
         class_weight = splits.class_weight if class_weight is None else class_weight
     task = get_task(task or (splits.task if splits else infer_task(model)))
+    # Keras applies class_weight per example; a dense task weighs pixels in its loss.
+    task, class_weight = task.apply_class_weight(class_weight)
     resolved = resolve(model, parts)  # fails early, naming a missing part
     units = model.output_shape[-1]
     train = as_batches(train, task, units, config.batch_size, training=True)

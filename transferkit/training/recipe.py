@@ -8,6 +8,7 @@ are rejected with the list of valid ones instead of being silently ignored.
 import dataclasses
 
 from transferkit.core.errors import ConfigError, suggest
+from transferkit.core.tasks import get_task
 from transferkit.core.files import read_json_object
 from transferkit.data.augment import augment_config
 from transferkit.models.builder import resolve_input
@@ -65,6 +66,9 @@ class RecipeConfig:
     # the cap (GB of float16 activations) phase 2 runs live and says so.
     boundary_cache: bool = True
     boundary_cache_max_gb: float = 2.0
+    # segmentation (tasks with a choice of loss and a decoder)
+    segmentation_loss: str = "crossentropy"  # crossentropy | dice | both
+    decoder_width: int = 32  # U-Net decoder filters at the shallowest skip (doubling)
     # scale-out
     strategy: str = "auto"
     mixed_precision: bool = False
@@ -83,6 +87,15 @@ class RecipeConfig:
         if self.boundary_cache_max_gb < 0:
             raise ConfigError("The `boundary_cache_max_gb` setting should be >= 0 (GB). "
                               f"Received: boundary_cache_max_gb={self.boundary_cache_max_gb}")
+        self.task_config()  # validates the loss choice
+        if self.decoder_width < 1:
+            raise ConfigError(f"decoder_width should be >= 1. Received: "
+                              f"decoder_width={self.decoder_width}")
+
+    def task_config(self):
+        """The `Task` this recipe trains (with its loss choice, for tasks that have one)."""
+        task = get_task(self.task)
+        return task.with_loss(self.segmentation_loss) if task.losses else task
 
     def input_spec(self):
         """The InputSpec of this recipe's model (its image_size, else the backbone's)."""
@@ -94,8 +107,10 @@ class RecipeConfig:
 
     def feature_cache(self, store=None):
         """The FeatureCache of phase 1 (`cache_features`) and phase 2 (`boundary_cache`),
-        or None when both are off."""
-        if not (self.cache_features or self.boundary_cache):
+        or None when both are off or the task cannot train on cached tensors (e.g.
+        segmentation, whose decoder reads several encoder layers)."""
+        if not (self.cache_features or self.boundary_cache) or \
+                not get_task(self.task).caches_features:
             return None
         augment = augment_config(self.augment)
         return FeatureCache(views=self.feature_views if augment else 0, augment=augment,

@@ -38,6 +38,7 @@ from transferkit.models.backbones import check_weights_path
 from transferkit.models.builder import build_model
 from transferkit.models.registry import is_model_file, register_backbone
 from transferkit.models.saving import save_model
+from transferkit.models.segmentation import build_segmenter
 from transferkit.training.cache import FeatureStore
 from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
                                              Checkpointer, save_on_sigterm)
@@ -85,6 +86,12 @@ def build_run_model(recipe, num_outputs, *, trusted=False):
 
     trusted: load a `.keras` weights file without safe mode (only from the caller,
         never from a recipe file)."""
+    if get_task(recipe.task).dense:  # per-pixel outputs: a U-Net decoder, not a head
+        return build_segmenter(recipe.backbone, num_outputs, weights=recipe.weights_arg(),
+                               image_size=recipe.input_spec(),
+                               decoder_width=recipe.decoder_width, task=recipe.task,
+                               trusted=trusted,
+                               backbone_kwargs=dict(recipe.backbone_kwargs))
     return build_model(recipe.backbone, num_outputs, weights=recipe.weights_arg(),
                        image_size=recipe.input_spec(), head=recipe.head_config(),
                        trusted=trusted, backbone_kwargs=dict(recipe.backbone_kwargs))
@@ -178,7 +185,7 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
             cache = recipe.feature_cache(FeatureStore.default())
             if state is not None and cache is not None:
                 cache = dataclasses.replace(cache, head=False)
-            run = dict(task=recipe.task, cache=cache,
+            run = dict(task=recipe.task_config(), cache=cache,
                        callbacks=[tensorboard, saver, *callbacks], verbose=verbose)
             recipe, schedule = _auto_rate(recipe, "head", model, data, schedule, out_dir,
                                           start, run)

@@ -74,7 +74,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         # phase 1; the trial's checkpoint is written once, from the final model, below.
         checkpoints = [c for c in callbacks if _is_trial_checkpoint(c)]
         callbacks = [c for c in callbacks if not _is_trial_checkpoint(c)]
-        result = fine_tune(model, data, config=schedule, task=recipe.task,
+        result = fine_tune(model, data, config=schedule, task=recipe.task_config(),
                            cache=recipe.feature_cache(self.store),
                            start=timeline_position(schedule, initial_epoch),
                            stop_epoch=epochs, callbacks=callbacks, verbose=verbose)

@@ -53,6 +53,8 @@ class SearchSpace:
     head_depth: number of hidden Dense layers of that width.
     unfreeze_blocks: K in phase 2's "last_blocks:K" freeze policy.
     augment: preset names of `data.augment.AUGMENT_PRESETS` (none, light, medium, strong).
+    decoder_width: a segmentation decoder's filters at its shallowest stage (None: the
+        recipe's); for segmentation set the head dimensions to null, no head is built.
     """
 
     backbone: object = None
@@ -66,6 +68,7 @@ class SearchSpace:
     finetune_epochs: object = None
     augment: object = None
     label_smoothing: object = (0.0, 0.1)
+    decoder_width: object = None
 
     def __post_init__(self):
         for name in DIMENSIONS:
@@ -151,8 +154,8 @@ def resolve(values, base):
                           f"{''.join(suggest(k, DIMENSIONS) for k in unknown)} "
                           f"Valid names: {', '.join(DIMENSIONS)}")
     changes = {k: values[k] for k in ("dropout", "head_lr", "finetune_lr", "head_epochs",
-                                      "finetune_epochs", "augment", "label_smoothing")
-               if k in values}
+                                      "finetune_epochs", "augment", "label_smoothing",
+                                      "decoder_width") if k in values}
     if "backbone" in values:
         spec = get_spec(values["backbone"])
         # Another backbone trains at its own default size (image_size 0, resolved by
@@ -167,7 +170,7 @@ def resolve(values, base):
         changes["head_units"] = (width,) * depth if width else ()
     if "unfreeze_blocks" in values:
         changes["unfreeze"] = f"last_blocks:{int(values['unfreeze_blocks'])}"
-    for key in ("head_epochs", "finetune_epochs", "unfreeze_blocks"):
+    for key in ("head_epochs", "finetune_epochs", "unfreeze_blocks", "decoder_width"):
         if key in changes:
             changes[key] = int(changes[key])
     for key in ("dropout", "head_lr", "finetune_lr", "label_smoothing"):

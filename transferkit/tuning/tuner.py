@@ -24,6 +24,7 @@ from keras_tuner.engine.metrics_tracking import infer_metric_direction
 
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.files import read_json_object, write_json
+from transferkit.core.tasks import get_task
 from transferkit.training.cache import FeatureStore
 from transferkit.training.recipe import recipe_from_dict
 from transferkit.tuning.hypermodel import TransferHyperModel
@@ -38,9 +39,12 @@ PROJECT = "search"  # keras-tuner's project folder inside the out directory
 
 
 def make_objective(objective, task="multiclass"):
-    """A keras-tuner Objective: "val_accuracy" (default; "val_loss" for regression),
-    or "name:min" / "name:max" for a metric whose direction keras-tuner cannot infer."""
-    objective = objective or ("val_loss" if task == "regression" else "val_accuracy")
+    """A keras-tuner Objective: by default the task's headline metric on validation
+    ("val_accuracy"; "val_miou" for segmentation; "val_loss" for regression), or
+    "name:min" / "name:max" for a metric whose direction keras-tuner cannot infer."""
+    task = get_task(task)
+    if not objective:  # the headline's direction is the task's, not keras-tuner's guess
+        objective = f"val_{task.headline}:max" if task.higher_is_better else "val_loss"
     name, _, direction = objective.partition(":")
     if direction:
         return keras_tuner.Objective(name, check_choice("objective direction", direction,
