@@ -28,7 +28,13 @@ EXPECTED = {
         rf"headline: target = the guide's best .*\n  (wall: guide {NUMBER} s / "
         rf"transferkit {NUMBER} s = {NUMBER}x.*CPU s .*= {NUMBER}x|guide {NUMBER} s; "
         r"transferkit does not reach it .* ratio: n/a)",
+        rf"phase 2 per epoch .*: live {NUMBER} s / boundary-cached {NUMBER} s = "
+        rf"{NUMBER}x",
+        rf"boundary cache: {NUMBER} MiB on disk .* peak RSS",
     ],
+    "adversarial.py": [r"\d+ inputs tried, 0 crashes, 0 tracebacks, 0 files lost"],
+    "segmentation.py": [rf"mIoU ratio transfer / scratch \(mean of 1 seed\(s\)\): "
+                        rf"{NUMBER}x"],
     "kill_harness.py": [r"killed at save .*\n", r"1/1 runs survived"],
     "pipeline.py": [
         rf"\(a\) pipeline throughput: tuned {NUMBER} img/s, naive {NUMBER} img/s, ratio "
@@ -41,14 +47,17 @@ EXPECTED = {
         for mode in ("isolated", "cleared", "kept")
     ],
 }
-# kill_harness --smoke starts five `transferkit train` processes (~30 s); the default
-# run still covers `harness` through tests/test_resume.py::test_kill_harness_fast_setting.
-SLOW = {"kill_harness.py"}
 
 
-@pytest.mark.parametrize("script", [
-    pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else [])
-    for name in EXPECTED])
+def test_every_benchmark_has_a_smoke_run_here():
+    scripts = {n for n in os.listdir(os.path.join(REPO, "benchmarks")) if n.endswith(".py")}
+    assert scripts == set(EXPECTED), scripts ^ set(EXPECTED)
+
+
+# 20-40 s each: marked slow to keep the default run short; CI runs `-m slow` too, so
+# every benchmark's smoke run is checked on every landing.
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_benchmark_smoke(script, tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3",
            "TRANSFERKIT_CACHE": str(tmp_path / "cache")}
