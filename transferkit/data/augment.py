@@ -97,16 +97,22 @@ def _seeds(seed, n: int):
     return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=n)
 
 
+def _crop_window(image, seed, config):
+    """(begin, size) of a random resized crop's window, the same for the same seed."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+        min_object_covered=0.0, area_range=config.crop_scale,
+        aspect_ratio_range=config.crop_ratio, use_image_if_no_bounding_boxes=True)
+    return begin, size
+
+
 def augment_image(image, seed, config: AugmentConfig):
     """Augment one float32 [H, W, 3] image (0-255); same seed, same result."""
     with tf.device("/CPU:0"):
         height, width = image.shape[0], image.shape[1]
         s = _seeds(seed, 8)
         if config.crop_scale is not None:
-            begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-                tf.shape(image), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=s[0],
-                min_object_covered=0.0, area_range=config.crop_scale,
-                aspect_ratio_range=config.crop_ratio, use_image_if_no_bounding_boxes=True)
+            begin, size = _crop_window(image, s[0], config)
             image = tf.image.resize(tf.slice(image, begin, size), (height, width))
         if config.flip in ("horizontal", "horizontal_and_vertical"):
             image = tf.image.stateless_random_flip_left_right(image, s[1])
@@ -130,10 +136,7 @@ def augment_pair(image, mask, seed, config: AugmentConfig):
         mask = tf.cast(mask, tf.float32)
         s = _seeds(seed, 8)
         if config.crop_scale is not None:
-            begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-                tf.shape(image), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=s[0],
-                min_object_covered=0.0, area_range=config.crop_scale,
-                aspect_ratio_range=config.crop_ratio, use_image_if_no_bounding_boxes=True)
+            begin, size = _crop_window(image, s[0], config)
             image = tf.image.resize(tf.slice(image, begin, size), (height, width))
             # begin is [y, x, 0] and size [h, w, -1]: the same window of the mask.
             mask = tf.image.resize(tf.slice(mask, begin, size), (height, width),

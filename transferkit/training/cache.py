@@ -477,6 +477,18 @@ def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=
     return tuple(out)
 
 
+def _epoch_ids(views, n, training, seed):
+    """Row ids into [views * n] stored rows for one epoch: in order, or (training) every
+    image once in a fresh order, each in one of its views drawn at random."""
+    ids = tf.data.Dataset.range(n)
+    if training:
+        ids = ids.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        if views > 1:
+            picks = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            ids = tf.data.Dataset.zip((ids, picks)).map(_pick_view(views, n))
+    return ids
+
+
 def _pick_view(views, n):
     @tf.autograph.experimental.do_not_convert
     def pick(i, r):
@@ -507,12 +519,7 @@ def mapped_dataset(features, batch_size=32, *, training=False, seed=0):
     shape = features.x.shape[2:]
     x = features.x.reshape(views * n, *shape)  # a view of the map, not a copy
     y = tf.constant(features.y.reshape(views * n, -1))
-    ids = tf.data.Dataset.range(n)
-    if training:
-        ids = ids.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        if views > 1:
-            picks = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-            ids = tf.data.Dataset.zip((ids, picks)).map(_pick_view(views, n))
+    ids = _epoch_ids(views, n, training, seed)
 
     def read(i):
         order = np.argsort(i)  # memory maps read fastest in file order
@@ -538,12 +545,7 @@ def feature_dataset(features, batch_size=32, *, training=False, seed=0):
     views, n = features.x.shape[:2]
     x = tf.constant(features.x.reshape(views * n, -1))
     y = tf.constant(features.y.reshape(views * n, -1))
-    ids = tf.data.Dataset.range(n)
-    if training:
-        ids = ids.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        if views > 1:
-            picks = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-            ids = tf.data.Dataset.zip((ids, picks)).map(lambda i, r: (r % views) * n + i)
+    ids = _epoch_ids(views, n, training, seed)
     batches = ids.batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
     return batches.prefetch(tf.data.AUTOTUNE)
 
