@@ -42,3 +42,27 @@ def make_image_folder(root, classes=("red", "blue"), per_class=12, size=40, seed
 def image_folder(tmp_path):
     """A two-class separable folder of 40x40 PNGs (12 per class)."""
     return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture
+def splits(image_folder):
+    """`load_data` of `image_folder` at 32 px, batches of 8."""
+    from transferkit.data.load import load_data
+
+    return load_data(image_folder, image_size=32, batch_size=8, seed=0, verbose=False)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts passes of a backbone over a dataset (calls of cache.extract_features)."""
+    from transferkit.training import cache
+
+    count = {"n": 0}
+    real = cache.extract_features
+
+    def counting(*args, **kwargs):
+        count["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "extract_features", counting)
+    return count

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from transferkit.core.tasks import get_task
-from transferkit.data.load import load_data
 from transferkit.models import build_model
 from transferkit.models.heads import HeadConfig
 from transferkit.training import cache
@@ -31,25 +30,6 @@ def _model(seed=0, dropout=0.2):
     keras.utils.set_random_seed(seed)
     return build_model("tiny_test", 2, weights=None, image_size=32,
                        head=HeadConfig(dropout=dropout))
-
-
-@pytest.fixture
-def splits(image_folder):
-    return load_data(image_folder, image_size=32, batch_size=8, seed=0, verbose=False)
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """Counts passes of a backbone over a dataset (calls of cache.extract_features)."""
-    count = {"n": 0}
-    real = cache.extract_features
-
-    def counting(*args, **kwargs):
-        count["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(cache, "extract_features", counting)
-    return count
 
 
 def test_cut_is_below_the_first_trainable_layer_and_below_residual_blocks():

@@ -30,25 +30,6 @@ def _model(seed=0, **kwargs):
     return build_model("tiny_test", 2, weights=None, image_size=32, **kwargs)
 
 
-@pytest.fixture
-def splits(image_folder):
-    return load_data(image_folder, image_size=32, batch_size=8, seed=0, verbose=False)
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """Counts backbone passes (calls of cache.extract_features)."""
-    count = {"n": 0}
-    real = cache.extract_features
-
-    def counting(*args, **kwargs):
-        count["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(cache, "extract_features", counting)
-    return count
-
-
 def _images(n=6, size=32):
     return np.random.default_rng(1).uniform(0, 255, (n, size, size, 3)).astype("float32")
 
