@@ -216,6 +216,9 @@ def test_a_kill_in_phase_2_then_resume_ends_with_the_best_weights_of_the_whole_p
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+# ~20 s of subprocess training: slow (CI runs `-m slow` on every landing), like the
+# harness's own --smoke run in tests/test_benchmarks.py.
+@pytest.mark.slow
 def test_kill_harness_fast_setting(tmp_path):
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     from kill_harness import harness

@@ -219,6 +219,7 @@ def test_killed_search_resumes_to_exactly_max_trials(tiny_data, tmp_path):
     assert settings["max_trials"] == 3 and base.backbone == "tiny_test"
 
 
+@pytest.mark.slow  # three tuner processes, ~30 s; CI runs `-m slow` on every landing
 def test_distributed_chief_and_two_workers_on_localhost(tiny_data, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
