@@ -1,6 +1,7 @@
 """Segmentation: the task, the U-Net decoder, image/mask data and the commands."""
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import json
@@ -20,8 +21,9 @@ from transferkit.data import masks as mask_data
 from transferkit.data.augment import AugmentConfig, augment_image, augment_pair
 from transferkit.data.load import load_data
 from transferkit.models.parts import resolve
-from transferkit.models.registry import get_spec
-from transferkit.models.segmentation import build_segmenter, segmentation_backbones
+from transferkit.models.backbones import create_backbone
+from transferkit.models.registry import get_spec, list_backbones, spec_from_model
+from transferkit.models.segmentation import build_segmenter, skip_layers
 from transferkit.training.freezing import FreezePolicy, freeze
 from transferkit.training.recipe import RecipeConfig
 
@@ -141,27 +143,52 @@ def test_decoder_output_has_the_input_resolution(backbone, size, kwargs):
     np.testing.assert_allclose(out.sum(axis=-1), 1.0, rtol=1e-5)  # softmax per pixel
 
 
-# Keras Applications build in seconds each on a loaded machine: one in the default run.
-QUICK = [n for n in segmentation_backbones()
-         if "keras" not in get_spec(n).tags or n == "mobilenet_v2"]
+# Keras Applications build in seconds each on a loaded machine: a few fast ones in the
+# default run, the whole registry in the slow set (timm-style).
+QUICK = ("tiny_test", "compact_cnn", "lenet", "alexnet", "vgg16", "mobilenet_v2")
+
+
+def _registry_params():
+    return [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)
+            for n in list_backbones()]
+
+
+@pytest.mark.parametrize("name", _registry_params())
+def test_every_registered_backbone_gets_a_segmenter_or_a_reason(name):
+    spec = get_spec(name)
+    size = max(64, -(-spec.min_size // 32) * 32)
+    probe = create_backbone(spec, weights=None, input_shape=(size, size, 3))
+    if len(probe.output.shape) != 4:  # e.g. LeNet's dense features: no map to decode
+        with pytest.raises(ConfigError, match=f"Backbone {name!r} outputs"):
+            build_segmenter(name, 3, weights=None, image_size=size)
+        return
+    model = build_segmenter(name, 3, weights=None, image_size=size, decoder_width=4)
+    assert model.output_shape == (None, size, size, 3)
+    skips = model.get_layer("backbone").outputs[1:]
+    assert skips, name  # every convolutional backbone joins at least one skip
+    sides = [t.shape[1] for t in skips]  # deepest first, each at least twice as wide
+    assert all(b * b >= 2 * a * a for a, b in zip([probe.output.shape[1]] + sides, sides))
 
 
 @pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in segmentation_backbones()])
-def test_every_skip_layer_exists_at_a_halving_stride(name):
-    _check_skips(get_spec(name))
+                                  for n in list_backbones() if get_spec(n).skips])
+def test_skips_read_off_the_graph_match_the_hand_picked_ones(name):
+    spec = get_spec(name)
+    base = create_backbone(spec, weights=None, input_shape=(64, 64, 3))
+    assert skip_layers(dataclasses.replace(spec, skips=()), base) == spec.skips
 
 
-def _check_skips(spec):
-    size = 64
-    kwargs = {"alpha": 0.35} if spec.name.startswith("mobilenet") else {}
-    base = spec.constructor(include_top=False, weights=None, input_shape=(size, size, 3),
-                            **kwargs)
-    sides = [base.get_layer(n).output.shape[1] for n in spec.skips]
-    sides.append(base.output.shape[1])
-    # Shallow to deep, each skip at half the previous resolution, from stride 2 on.
-    assert sides[0] == size // 2
-    assert all(a == 2 * b for a, b in zip(sides, sides[1:]))
+def test_derived_skips_stay_on_the_main_path_of_a_custom_backbone():
+    inputs = keras.Input((32, 32, 3))
+    stem = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(inputs)
+    inner = keras.layers.Conv2D(8, 3, padding="same", name="inner")(stem)
+    joined = keras.layers.Add(name="joined")([stem, inner])  # a residual block at 16 px
+    pad = keras.layers.ZeroPadding2D(1, name="pad")(joined)  # 18 px: not a resolution
+    deep = keras.layers.Conv2D(8, 3, strides=2, name="deep")(pad)  # 8 px
+    out = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="out")(deep)
+    spec = spec_from_model(keras.Model(inputs, out, name="custom_res"))
+    base = spec.constructor(include_top=False, weights=None, input_shape=(32, 32, 3))
+    assert skip_layers(spec, base) == ("joined", "deep")
 
 
 def test_parts_freezing_and_bn_follow_the_classification_contract():
@@ -178,14 +205,11 @@ def test_parts_freezing_and_bn_follow_the_classification_contract():
     assert bns and not any(la.trainable for la in bns)  # BN stays frozen
 
 
-def test_image_size_not_divisible_by_the_output_stride_is_explained():
-    with pytest.raises(ConfigError, match="multiple of 32"):
-        build_segmenter("compact_cnn", 2, weights=None, image_size=40)
-
-
-def test_a_backbone_without_skips_names_the_ones_with():
-    with pytest.raises(ConfigError, match="tiny_test"):
-        build_segmenter("lenet", 2, weights=None, image_size=32)
+def test_maps_not_an_integer_factor_apart_are_bridged_by_resizing():
+    # 40 px on compact_cnn: maps of 20, 10, 5 and 2 px; 2 -> 5 is no integer factor.
+    model = build_segmenter("compact_cnn", 2, weights=None, image_size=40)
+    assert model.output_shape == (None, 40, 40, 2)
+    assert model.get_layer("decoder2_up_resize")  # the 2 -> 5 step
 
 
 # --- data ----------------------------------------------------------------------------
