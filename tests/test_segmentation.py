@@ -12,11 +12,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from transferkit import cli
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.tasks import SegmentationLoss, get_task
+from transferkit.data import mask_tensors
 from transferkit.data import masks as mask_data
 from transferkit.data.augment import AugmentConfig, augment_image, augment_pair
 from transferkit.data.load import load_data
@@ -302,6 +304,98 @@ def test_csv_and_array_sources(tmp_path):
     assert sorted(np.unique(np.argmax(y, -1))) == [0, 1, 2]
     with pytest.raises(DataError, match="mask"):
         load_data((x, m[:, :16]), image_size=32, task="segmentation")
+
+
+def _arrays(n=8, size=32):
+    pairs = [_pair(size, seed) for seed in range(n)]
+    x = np.stack([np.clip(p[0].numpy(), 0, 255).astype(np.uint8) for p in pairs])
+    return x, np.stack([p[1].numpy()[..., 0] for p in pairs])
+
+
+def _aligned(dataset):
+    """Pairs seen, after checking each pixel's colour names its mask's class."""
+    n = 0
+    for x, y in dataset:
+        read_back = np.abs(x.numpy()[..., None, :] - COLOURS).sum(-1).argmin(-1)
+        assert (read_back == np.argmax(y, -1)).mean() > 0.95
+        np.testing.assert_array_equal(tf.reduce_sum(y, -1), 1.0)  # exact one-hot
+        n += len(x)
+    return n
+
+
+def test_tf_data_source_of_image_mask_pairs(tmp_path):
+    x, m = _arrays(8)
+    ds = tf.data.Dataset.from_tensor_slices((x, m))
+    splits = load_data(ds, image_size=32, task="segmentation", val_split=0.25,
+                       batch_size=4, class_weights=True)
+    assert splits.class_names == ("0", "1", "2") and set(splits.class_weight) == {0, 1, 2}
+    assert sum(splits.counts.values()) == 8 and set(splits.counts) == {"train", "val"}
+    assert _aligned(splits.train) + _aligned(splits.val) == 8
+    augmented = load_data(ds, image_size=32, task="segmentation", val_split=0.0,
+                          augment=AugmentConfig(crop_scale=None, flip="horizontal"))
+    assert _aligned(augmented.train) == 8  # the mask flips with its image
+
+
+def test_tensor_sources_check_mask_size_and_class_range():
+    x, m = _arrays(4)
+    small = tf.data.Dataset.from_tensor_slices((x, m[:, :16, :16]))
+    with pytest.raises(DataError, match="pair 0: the mask is 16x16 but the image is 32x32"):
+        load_data(small, image_size=32, task="segmentation")
+    with pytest.raises(DataError, match="class index 2 but class_names has 2 entries"):
+        load_data(tf.data.Dataset.from_tensor_slices((x, m)), image_size=32,
+                  task="segmentation", class_names=("bg", "red"))
+    with pytest.raises(DataError, match="pairs"):
+        load_data(tf.data.Dataset.from_tensor_slices(x), image_size=32, task="segmentation")
+
+
+class TinySegShapes(tfds.core.GeneratorBasedBuilder):
+    """Images with a `segmentation_mask` feature (as oxford_iiit_pet has), written to a
+    temp data_dir: TFDS's real loader, offline."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(None, None, 3)),
+            "segmentation_mask": tfds.features.Image(shape=(None, None, 1)),
+            "label": tfds.features.ClassLabel(names=["one", "two"])}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(8), "test": self._generate_examples(4)}
+
+    def _generate_examples(self, n):
+        x, m = _arrays(n)
+        for i in range(n):
+            yield i, {"image": x[i], "segmentation_mask": m[i][..., None], "label": i % 2}
+
+
+def test_tfds_source_finds_or_takes_the_image_and_mask_features(tmp_path):
+    TinySegShapes(data_dir=tmp_path).download_and_prepare()
+    splits = load_data("tfds:tiny_seg_shapes", image_size=32, batch_size=4,
+                       task="segmentation", val_split=0.25, test_split=0.1,
+                       data_dir=tmp_path)
+    assert splits.class_names == ("0", "1", "2")
+    assert splits.counts == {"train": 6, "val": 2, "test": 4}  # val carved, own test
+    assert sum(_aligned(getattr(splits, k)) for k in ("train", "val", "test")) == 12
+    named = load_data("tfds:tiny_seg_shapes:test:image,segmentation_mask", image_size=32,
+                      task="segmentation", val_split=0.0, data_dir=tmp_path)
+    assert named.counts == {"train": 4}
+    with pytest.raises(DataError, match="no feature 'mask'.*segmentation_mask"):
+        load_data("tfds:tiny_seg_shapes::image,mask", image_size=32, task="segmentation",
+                  data_dir=tmp_path)
+    with pytest.raises(DataError, match="supervised_keys"):  # classification: no keys
+        load_data("tfds:tiny_seg_shapes::image,label", image_size=32, data_dir=tmp_path)
+
+
+def test_tfds_features_that_do_not_say_which_is_the_mask_are_listed():
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(None, None, 3)),
+        "trimap": tfds.features.Image(shape=(None, None, 1)),
+        "parts": tfds.features.Image(shape=(None, None, 1))})
+    with pytest.raises(DataError, match="trimap.*parts.*'tfds:NAME:SPLIT:IMAGE,MASK'"):
+        mask_tensors.feature_keys(features, "", "tfds:x")
+    assert mask_tensors.feature_keys(features, "image,parts", "tfds:x") == ("image",
+                                                                            "parts")
 
 
 # --- commands ------------------------------------------------------------------------

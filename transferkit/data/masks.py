@@ -5,6 +5,8 @@ Sources (what `load_data` takes when the task is dense, e.g. task="segmentation"
                  (cat.jpg <-> cat.png); optional `dir/classes.txt`, one class name a line
   "pairs.csv"    rows `image,mask`, paths relative to the CSV's folder; optional header
   (x, masks)     numpy arrays [N, H, W(, C)] and [N, H, W] of class indices
+  tf.data.Dataset of (image, mask) pairs, "tfds:NAME[:SPLIT[:IMAGE,MASK]]"
+                 (in `data.mask_tensors`)
 Masks are PNGs of class indices: 8-bit grey ("L") or palette ("P") images, whose
 palette *indices* are the classes (Pillow reads them; TF's decoder would expand the
 palette to colours). Images are decoded by the training decoder; masks are resized
@@ -164,7 +166,7 @@ def pair_dataset(images, masks, units, *, image_size, batch_size=32, training=Fa
     with tf.device("/CPU:0"):
         ds = tf.data.Dataset.from_tensor_slices(([os.fspath(p) for p in images],
                                                  [os.fspath(m) for m in masks]))
-        return _build(ds, prepare, len(images), units, batch_size, training, augment, seed,
+        return build_pairs(ds, prepare, len(images), units, batch_size, training, augment, seed,
                       shuffle_buffer, deterministic)
 
 
@@ -181,12 +183,16 @@ def array_dataset(x, masks, units, *, image_size=None, batch_size=32, training=F
             mask = tf.image.resize(tf.gather(ms, i), size, method="nearest")
             return to_rgb_float(tf.gather(xs, i), size), mask
 
-        return _build(tf.data.Dataset.range(len(x)), prepare, len(x), units, batch_size,
+        return build_pairs(tf.data.Dataset.range(len(x)), prepare, len(x), units, batch_size,
                       training, augment, seed, shuffle_buffer, deterministic)
 
 
-def _build(ds, prepare, n, units, batch_size, training, augment, seed, shuffle_buffer,
-           deterministic):
+def build_pairs(ds, prepare, n, units, batch_size, training, augment, seed,
+                shuffle_buffer, deterministic):
+    """Batches of (image, one-hot mask) from `ds` of cheap elements (paths, indices,
+    or pairs) that `prepare` turns into (float32 image, uint8 mask [H, W, 1]) at the
+    model's size; the training split is shuffled (buffer shuffle_buffer or n) and
+    augmented with its mask."""
     ordered = deterministic or not training
     if training:  # shuffle the cheap elements (paths, indices) before decoding
         ds = ds.shuffle(shuffle_buffer or n, seed=seed, reshuffle_each_iteration=True)
@@ -223,7 +229,8 @@ def from_masks(source, *, task, class_names, val_split, test_split, augment, cac
                             class_weights=class_weights, pipe=pipe)
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(f"task={task.name!r} reads a folder with images/ and masks/, a "
-                        f"CSV of image,mask rows or (x, masks) arrays. Received: "
+                        f"CSV of image,mask rows, (x, masks) arrays, a tf.data.Dataset of "
+                        f"(image, mask) pairs or 'tfds:NAME'. Received: "
                         f"{type(source).__name__}")
     images, masks, listed_names, problems = list_pairs(source)
     if not images:

@@ -1,5 +1,8 @@
 """In-memory and TFDS sources for `load_data`: numpy arrays, tf.data, "tfds:NAME".
 
+`position_parts` and `tfds_parts` split a dataset for every task (segmentation's
+tensor sources in `data.mask_tensors` use them too).
+
 `task` is a `core.tasks.Task`; it encodes the labels.
 """
 
@@ -57,8 +60,14 @@ def from_dataset(ds: tf.data.Dataset, *, task, class_names, val_split, test_spli
         class_names = [str(i) for i in range(n)]
     if class_names is None and task.has_classes:
         class_names = [str(i) for i in range(ds.element_spec[1].shape[-1])]
-    seed = pipe["seed"]
+    parts = position_parts(ds, val_split, test_split, pipe["seed"])
+    return _tensor_splits(parts, class_names or (), task, augment, cache, class_weights,
+                          pipe)
 
+
+def position_parts(ds: tf.data.Dataset, val_split, test_split, seed):
+    """{"train"/"val"/"test": dataset}: each element goes to a split by a coin seeded
+    with (seed, position), so the same seed gives the same split."""
     def part(lo, hi):
         def keep(i, _):
             u = tf.random.stateless_uniform([], tf.stack([tf.cast(seed, tf.int64), i]))
@@ -71,20 +80,48 @@ def from_dataset(ds: tf.data.Dataset, *, task, class_names, val_split, test_spli
         parts["val"] = part(0.0, val_split)
     if test_split:
         parts["test"] = part(val_split, cut)
-    return _tensor_splits(parts, class_names or (), task, augment, cache, class_weights,
-                          pipe)
+    return parts
 
 
 def from_tfds(spec: str, *, task, data_dir, val_split, test_split, augment, cache,
               class_weights, pipe) -> DataSplits:
     """"tfds:NAME" or "tfds:NAME:SPLIT" through tfds.load (as_supervised)."""
+    name, _, keys = parse_tfds(spec)
+    if keys:
+        raise DataError(f"{spec}: feature keys (a third ':' field) pick a segmentation "
+                        "dataset's image and mask; a classification source reads the "
+                        "dataset's supervised_keys: use 'tfds:NAME' or 'tfds:NAME:SPLIT'.")
+    info, loaded = tfds_parts(spec, data_dir=data_dir, val_split=val_split,
+                              test_split=test_split, as_supervised=True)
+    label = info.features[info.supervised_keys[1]]
+    names = tuple(label.names) if hasattr(label, "names") else ()
+    return _tensor_splits(loaded, names, task, augment, cache, class_weights, pipe)
+
+
+def parse_tfds(spec: str):
+    """"tfds:NAME[:SPLIT[:KEYS]]" -> (NAME, SPLIT or "", KEYS or "")."""
+    _, _, rest = spec.partition(":")
+    name, _, split = rest.partition(":")
+    head, sep, keys = split.rpartition(":")  # SPLIT may be sliced: "train[:50%]"
+    if sep and "," in keys and not set("[]") & set(keys):
+        split = head
+    else:
+        keys = ""
+    if not name or (keys and keys.count(",") != 1):
+        raise DataError(f"TFDS source should be 'tfds:NAME', 'tfds:NAME:SPLIT' or, for "
+                        f"segmentation, 'tfds:NAME:SPLIT:IMAGE,MASK' (SPLIT may be "
+                        f"empty). Received: {spec!r}")
+    return name, split, keys
+
+
+def tfds_parts(spec: str, *, data_dir, val_split, test_split, as_supervised):
+    """(DatasetInfo, {"train"/"val"/"test": dataset}) of a "tfds:NAME[:SPLIT]" source.
+
+    Without SPLIT a requested val/test is the dataset's own validation/test split when
+    it has one, else carved by position from train (as with SPLIT)."""
     import tensorflow_datasets as tfds  # heavy import, only when asked for
 
-    _, _, rest = spec.partition(":")
-    name, _, base = rest.partition(":")
-    if not name:
-        raise DataError(f"TFDS source should be 'tfds:NAME' or 'tfds:NAME:SPLIT'. "
-                        f"Received: {spec!r}")
+    name, base, _ = parse_tfds(spec)
     try:
         info = tfds.builder(name, data_dir=data_dir).info
     except tfds.core.registered.DatasetNotFoundError as exc:
@@ -93,10 +130,8 @@ def from_tfds(spec: str, *, task, data_dir, val_split, test_split, augment, cach
     if head.split("[")[0] not in info.splits:
         raise DataError(f"{spec}: no split {head!r}; available: {sorted(info.splits)}."
                         f"{suggest(head, list(info.splits))}")
-    if not info.supervised_keys:
+    if as_supervised and not info.supervised_keys:
         raise DataError(f"{spec}: the dataset has no (image, label) supervised_keys.")
-    label = info.features[info.supervised_keys[1]]
-    names = tuple(label.names) if hasattr(label, "names") else ()
     own = {"val": "validation", "test": "test"}
     wanted = {"train": head}
     carve = {"val": val_split, "test": test_split}
@@ -116,10 +151,9 @@ def from_tfds(spec: str, *, task, data_dir, val_split, test_split, augment, cach
     if n_val or n_test:
         wanted["train"] = f"{head}[{n_val + n_test}:]"
     keys = list(wanted)
-    loaded = tfds.load(name, split=[wanted[k] for k in keys], as_supervised=True,
+    loaded = tfds.load(name, split=[wanted[k] for k in keys], as_supervised=as_supervised,
                        data_dir=data_dir, shuffle_files=False)
-    return _tensor_splits(dict(zip(keys, loaded)), names, task, augment, cache,
-                          class_weights, pipe)
+    return info, dict(zip(keys, loaded))
 
 
 def _tensor_splits(parts, names, task, augment, cache, class_weights, pipe):
