@@ -449,11 +449,29 @@ def test_evaluate_predict_and_export_check_on_the_run(tiny_run):
     assert code == 0 and "miou" in printed and "ok" in printed
 
 
-def test_commands_refuse_what_segmentation_does_not_support(tiny_run, capsys):
+def test_flip_tta_on_the_run_and_crops_refused(tiny_run, capsys):
     _, _, root, data = tiny_run
     image = os.path.join(data, "images", "00.png")
-    assert cli.main(["predict", str(root / "run"), image, "--tta"]) == 2
-    assert "--tta" in capsys.readouterr().err
+    assert cli.main(["predict", str(root / "run"), image, "--tta", "ten_crop"]) == 2
+    assert "--tta flip" in capsys.readouterr().err
+    code, _ = _cli("predict", root / "run", image, "--tta", "--out", root / "pred_tta")
+    assert code == 0 and (root / "pred_tta" / "000_00_mask.png").is_file()
+
+
+def test_flip_tta_mirrors_the_mirrored_prediction_back():
+    from transferkit.evaluation.tta import with_tta
+
+    model = build_segmenter("tiny_test", 3, weights=None, image_size=32, decoder_width=4)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    mirrored = model.predict(x[:, :, ::-1], verbose=0)[:, :, ::-1]
+    expected = (model.predict(x, verbose=0) + mirrored) / 2
+    tta = with_tta(model, "flip")
+    np.testing.assert_allclose(tta.predict(x, verbose=0), expected, atol=1e-5)
+    # A mirrored image gets exactly the mirrored prediction: the mean is symmetric.
+    np.testing.assert_allclose(tta.predict(x[:, :, ::-1], verbose=0)[:, :, ::-1],
+                               tta.predict(x, verbose=0), atol=1e-5)
+    with pytest.raises(ConfigError, match="tta='flip'"):
+        with_tta(model, "five_crop")
 
 
 def test_phase_one_runs_live_for_segmentation():

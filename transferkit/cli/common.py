@@ -37,11 +37,6 @@ def loaded_model(path, args):
     """The LoadedModel of `path` (safe mode unless --trusted), TTA-wrapped if --tta."""
     loaded = load_run(path, trusted=args.trusted)
     if getattr(args, "tta", None):
-        if loaded.task.dense:
-            raise ConfigError(f"--tta averages the outputs of flipped and cropped views; "
-                              f"the per-pixel outputs of task={loaded.task.name!r} would "
-                              "each need mapping back first, which transferkit does not "
-                              f"do. Received: --tta {args.tta}; drop --tta.")
         loaded = dataclasses.replace(loaded, model=with_tta(loaded.model, args.tta))
     return loaded
 

@@ -14,6 +14,9 @@ Presets (the course notes' 10-crop is "ten_crop"):
     "ten_crop"   the five crops and their mirrors                 10 views
 Crops cover `crop_fraction` (default 0.875, i.e. 224 of 256) of each side and are
 resized back to the model's input size, since transferkit models have a fixed input.
+Per-pixel outputs ([B, H, W, C], segmentation) take "flip" only: the mirrored view's
+prediction is mirrored back before the mean, so pixels agree; a crop's would not map
+back onto the whole image.
 """
 
 import keras
@@ -76,15 +79,22 @@ class TTAViews(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="transferkit")
 class ViewMean(keras.layers.Layer):
-    """[V*B, ...] view-major predictions -> [B, ...], the mean over the V views."""
+    """[V*B, ...] view-major predictions -> [B, ...], the mean over the V views.
 
-    def __init__(self, num_views, **kwargs):
+    unflip: the last V/2 views are mirrors (TTAViews with flip) whose [B, H, W, C]
+        predictions are mirrored back before the mean (default False).
+    """
+
+    def __init__(self, num_views, unflip=False, **kwargs):
         super().__init__(**kwargs)
-        self.num_views = int(num_views)
+        self.num_views, self.unflip = int(num_views), bool(unflip)
 
     def call(self, predictions):
         shape = ops.shape(predictions)
         stacked = ops.reshape(predictions, (self.num_views, -1, *shape[1:]))
+        if self.unflip:  # [V, B, H, W, C]: width is axis 3
+            half = self.num_views // 2
+            stacked = ops.concatenate([stacked[:half], ops.flip(stacked[half:], axis=3)])
         return ops.mean(stacked, axis=0)
 
     def compute_output_shape(self, input_shape):
@@ -92,19 +102,28 @@ class ViewMean(keras.layers.Layer):
         return (batch, *input_shape[1:])
 
     def get_config(self):
-        return {**super().get_config(), "num_views": self.num_views}
+        return {**super().get_config(), "num_views": self.num_views,
+                "unflip": self.unflip}
 
 
 def with_tta(model, preset="flip", crop_fraction=0.875):
     """A `keras.Model` with `model`'s input and output shapes that averages TTA views.
 
     preset: "flip" (default), "five_crop" or "ten_crop"; see the module docstring.
+    A model with per-pixel outputs [B, H, W, C] takes "flip" only.
     Averaging probabilities (not logits) matches how ensembles are averaged.
     """
     multi_crop, flip = PRESETS[check_choice("tta", preset, PRESETS)]
+    dense = len(model.output_shape) == 4
+    if dense and multi_crop:
+        raise ConfigError(f"TTA {preset!r} crops the image, and a crop's per-pixel "
+                          f"outputs {model.output_shape} do not map back onto the whole "
+                          "image; per-pixel models take tta='flip' (--tta flip). "
+                          f"Received: tta={preset!r}")
     views = TTAViews(multi_crop=multi_crop, flip=flip, crop_fraction=crop_fraction,
                      name="tta_views")
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    outputs = ViewMean(views.num_views, name="tta_mean")(model(views(inputs)))
+    outputs = ViewMean(views.num_views, unflip=dense, name="tta_mean")(
+        model(views(inputs)))
     # Named after the wrapped model so `spec_of` and reports still find the backbone.
     return keras.Model(inputs, outputs, name=model.name)
