@@ -20,7 +20,7 @@ from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.tasks import SegmentationLoss, get_task
 from transferkit.data import mask_tensors
 from transferkit.data import masks as mask_data
-from transferkit.data.augment import AugmentConfig, augment_image, augment_pair
+from transferkit.data.augment import AugmentConfig, augment_image, augment_pair, mix_batch
 from transferkit.data.load import load_data
 from transferkit.models.parts import resolve
 from transferkit.models.backbones import create_backbone
@@ -346,6 +346,29 @@ def test_tensor_sources_check_mask_size_and_class_range():
                   task="segmentation", class_names=("bg", "red"))
     with pytest.raises(DataError, match="pairs"):
         load_data(tf.data.Dataset.from_tensor_slices(x), image_size=32, task="segmentation")
+
+
+def test_cutmix_pastes_the_same_box_into_the_mask_and_mixup_is_refused():
+    x, m = _arrays(8)
+    config = AugmentConfig(crop_scale=None, flip=None, cutmix_alpha=1.0)
+    mixed = load_data((x, m), image_size=32, task="segmentation", val_split=0.0,
+                      batch_size=8, augment=config, seed=3)
+    assert _aligned(mixed.train) == 8  # every pasted pixel keeps its own class
+    # Two plain images, classes 1 and 2: wherever a box is pasted, image and mask agree.
+    masks = np.stack([np.full((16, 16), 1), np.full((16, 16), 2)])
+    images, labels = COLOURS[masks].astype("float32"), SEG.encode(masks, ("a", "b", "c"))
+    pasted = 0
+    for k in range(6):
+        out, y = mix_batch(tf.constant(images), tf.constant(labels),
+                           tf.constant([k, 1], tf.int64), config)
+        read_back = np.abs(out.numpy()[..., None, :] - COLOURS).sum(-1).argmin(-1)
+        np.testing.assert_array_equal(read_back, np.argmax(y, -1))
+        np.testing.assert_array_equal(tf.reduce_sum(y, -1), 1.0)
+        pasted += sum(len(np.unique(r)) == 2 for r in read_back)
+    assert pasted  # some seeds pasted a box part-way into an image
+    with pytest.raises(DataError, match="mixup_alpha=0.2: mixup blends"):
+        load_data((x, m), image_size=32, task="segmentation",
+                  augment=AugmentConfig(mixup_alpha=0.2))
 
 
 class TinySegShapes(tfds.core.GeneratorBasedBuilder):

@@ -204,8 +204,11 @@ def mix_batch(images, labels, seed, config: AugmentConfig):
     """Mixup or cutmix a batch with a shuffled copy of itself; labels mixed alike.
 
     One-hot labels stay distributions (mass 1); multi-hot and regression targets are
-    mixed with the same weights.
+    mixed with the same weights. Per-pixel labels [B, H, W, C] (masks) take cutmix
+    only: the box pasted into the image is pasted into the mask, which stays exact.
     """
+    if len(labels.shape) == 4 and config.mixup_alpha > 0:
+        raise DataError(mixup_refusal(config))
     with tf.device("/CPU:0"):
         s = _seeds(seed, 3)
         n = tf.shape(images)[0]
@@ -220,6 +223,14 @@ def mix_batch(images, labels, seed, config: AugmentConfig):
             mixed = cut if config.mixup_alpha == 0 else tf.cond(
                 use_cutmix, lambda: cut, lambda: mixed)
         return mixed
+
+
+def mixup_refusal(config):
+    """Why masks refuse mixup (the message DataError carries)."""
+    return (f"mixup_alpha={config.mixup_alpha}: mixup blends two whole images, so each "
+            "pixel would belong to two masks' classes at once; segmentation takes "
+            "cutmix_alpha (the same box pasted into image and mask) or an augment preset "
+            "without mixup ('none', 'light', 'medium').")
 
 
 def _mixup(images, labels, partner, seed, alpha):
@@ -248,7 +259,10 @@ def _cutmix(images, labels, partner, seed, alpha):
     inside = ((ys >= y0[:, None, None]) & (ys < y1[:, None, None])
               & (xs >= x0[:, None, None]) & (xs < x1[:, None, None]))
     mask = tf.cast(inside, images.dtype)[..., None]
-    pasted = tf.reduce_mean(mask, axis=[1, 2, 3])  # actual fraction from the partner
     out = images * (1 - mask) + tf.gather(images, partner) * mask
+    if len(labels.shape) == 4:  # per-pixel labels: the same box, pasted
+        box = tf.cast(mask, labels.dtype)
+        return out, labels * (1 - box) + tf.gather(labels, partner) * box
+    pasted = tf.reduce_mean(mask, axis=[1, 2, 3])  # actual fraction from the partner
     ll = tf.reshape(pasted, [-1] + [1] * (len(labels.shape) - 1))
     return out, (1 - ll) * labels + ll * tf.gather(labels, partner)

@@ -26,8 +26,8 @@ from PIL import Image
 from transferkit.core.errors import DataError
 from transferkit.core.inputs import parse_size
 from transferkit.data import imageio
-from transferkit.data.augment import augment_pair
-from transferkit.data.pipeline import AUTOTUNE, decode_image, to_rgb_float
+from transferkit.data.augment import augment_pair, mix_batch, mixup_refusal
+from transferkit.data.pipeline import AUTOTUNE, decode_image, to_rgb_float, with_seeds
 from transferkit.data.scan import SKIPPED, WARNING, Problem, with_problems
 from transferkit.data.scan import scan as run_scan
 from transferkit.data.splits import SPLIT_NAMES, DataSplits, stratified_split
@@ -191,9 +191,11 @@ def build_pairs(ds, prepare, n, units, batch_size, training, augment, seed,
                 shuffle_buffer, deterministic):
     """Batches of (image, one-hot mask) from `ds` of cheap elements (paths, indices,
     or pairs) that `prepare` turns into (float32 image, uint8 mask [H, W, 1]) at the
-    model's size; the training split is shuffled (buffer shuffle_buffer or n) and
-    augmented with its mask."""
+    model's size; the training split is shuffled (buffer shuffle_buffer or n),
+    augmented with its mask and cutmixed (mixup: DataError)."""
     ordered = deterministic or not training
+    if training and augment is not None and augment.mixup_alpha > 0:
+        raise DataError(mixup_refusal(augment))
     if training:  # shuffle the cheap elements (paths, indices) before decoding
         ds = ds.shuffle(shuffle_buffer or n, seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=ordered)
@@ -204,10 +206,13 @@ def build_pairs(ds, prepare, n, units, batch_size, training, augment, seed,
             lambda xy, s: augment_pair(xy[0], xy[1], s, augment),
             num_parallel_calls=AUTOTUNE, deterministic=ordered)
     ds = ds.map(lambda image, mask: (image, encode_mask(mask, units)),
-                num_parallel_calls=AUTOTUNE, deterministic=ordered)
+                num_parallel_calls=AUTOTUNE, deterministic=ordered).batch(batch_size)
+    if training and augment is not None and augment.mixes:  # cutmix: box into the mask
+        ds = with_seeds(ds, seed, 1).map(lambda xy, s: mix_batch(xy[0], xy[1], s, augment),
+                                         num_parallel_calls=AUTOTUNE, deterministic=ordered)
     options = tf.data.Options()
     options.deterministic = ordered
-    return ds.batch(batch_size).with_options(options).prefetch(AUTOTUNE)
+    return ds.with_options(options).prefetch(AUTOTUNE)
 
 
 def encode_mask(mask, units):

@@ -174,12 +174,12 @@ def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
             ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),
                         num_parallel_calls=AUTOTUNE, deterministic=ordered)
         if training and augment is not None:
-            ds = _with_seeds(ds, seed, 0).map(
+            ds = with_seeds(ds, seed, 0).map(
                 lambda xy, s: (augment_image(xy[0], s, augment), xy[1]),
                 num_parallel_calls=AUTOTUNE, deterministic=ordered)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         if training and augment is not None and augment.mixes:
-            ds = _with_seeds(ds, seed, 1).map(
+            ds = with_seeds(ds, seed, 1).map(
                 lambda xy, s: mix_batch(xy[0], xy[1], s, augment),
                 num_parallel_calls=AUTOTUNE, deterministic=ordered)
         options = tf.data.Options()
@@ -191,7 +191,7 @@ def _to_uint8(image, label):
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8), label
 
 
-def _with_seeds(ds, seed, stream: int):
+def with_seeds(ds, seed, stream: int):
     """Zip a seed [2] onto each element: a new one per element and per epoch, the same
     sequence for the same seed (stateless ops then make augmentation reproducible)."""
     randoms = tf.data.Dataset.random(
