@@ -6,8 +6,9 @@ so whatever KerasHub can load, a Kaggle handle or a folder saved with `save_to_p
 works here. transferkit's in-model `Preprocess` takes the converter's place: the mode is
 the one whose output equals the converter's on probe images (checked, not assumed), and
 the input size is the converter's. A transformer's token sequence becomes a feature
-vector by its class token (`ClassToken`); its transformer blocks are the blocks
-`last_blocks:K` unfreezes and layer-wise LR decay counts (`models.blocks`). Needs `pip install 'transferkit[hub]'`.
+vector by its class token (`ClassToken`); its transformer blocks, found inside it, are
+the blocks `last_blocks:K` unfreezes and layer-wise LR decay counts (`models.blocks`).
+Needs `pip install 'transferkit[hub]'`.
 """
 
 import importlib.util
