@@ -49,8 +49,8 @@ class PhaseConfig:
         check_choice("decay", self.decay, DECAYS)
         if not 0.0 < self.layer_lr_decay <= 1.0:
             raise ConfigError("The `layer_lr_decay` setting should be in (0, 1] (1.0: off; "
-                              "0.65-0.9 is usual for ViT fine-tuning). Received: "
-                              f"layer_lr_decay={self.layer_lr_decay}")
+                              "below 1, each block down from the top learns that much "
+                              f"slower). Received: layer_lr_decay={self.layer_lr_decay}")
         if self.epochs < 0 or self.learning_rate <= 0:
             raise ConfigError("A phase needs epochs >= 0 and learning_rate > 0. Received: "
                               f"epochs={self.epochs}, learning_rate={self.learning_rate}")
