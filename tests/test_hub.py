@@ -215,3 +215,20 @@ def test_layer_lr_decay_survives_get_config_and_a_saved_model(preset, tmp_path):
     save_model(model, tmp_path / "m.keras")
     loaded = load_model(tmp_path / "m.keras").optimizer
     assert (loaded.layer_lr_decay, loaded.depths) == (0.7, optimizer.depths)
+
+
+@needs_hub
+def test_block_layout_is_found_by_structure_not_by_names():
+    import dataclasses
+
+    keras_hub = pytest.importorskip("keras_hub")
+    deit = keras_hub.models.DeiTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=3,
+                                         num_heads=2, hidden_dim=16, intermediate_dim=32)
+    spec = dataclasses.replace(get_spec("tiny_test"), nested_blocks=True)
+    layout = block_layout(deit, spec)
+    assert layout.nested and len(layout.labels) - 1 == deit.num_layers == 3
+    # Every variable is in exactly one unit, so freezing by unit misses none.
+    paths = [v.path for unit in layout.units for v in unit.weights]
+    assert sorted(paths) == sorted(v.path for v in deit.weights)
+    # Without nested_blocks the spec's pattern applies to the top-level layers, as before.
+    assert not block_layout(deit, get_spec("tiny_test")).nested
