@@ -6,7 +6,8 @@ import keras
 import pytest
 
 from transferkit.core.errors import ConfigError
-from transferkit.training.freezing import KINDS, FreezePolicy, freeze, trainable_signature
+from transferkit.training.freezing import (KINDS, FreezePolicy, freeze, layer_depths,
+                                          trainable_signature)
 from transferkit.models import ModelParts, build_model
 
 # tiny_test backbone layers, in order (index: name):
@@ -155,3 +156,15 @@ def test_last_blocks_on_a_keras_backbone():
     assert "Conv_1" in trainable and "Conv_1_bn" not in trainable
     first = layers.index("block_15_expand")
     assert all(not l.startswith("block_15") for l in layers[:first])
+
+
+def test_layer_depths_count_blocks_from_the_top(model):
+    # The depths layer-wise LR decay uses: any backbone with a block layout, CNNs too.
+    depths = layer_depths(model)
+    assert {path.split("/")[0]: d for path, d in depths.items()} == {
+        "block1_conv": 2, "block1_bn": 2, "block2_conv": 1, "block2_bn": 1,
+        "block3_conv": 0, "block3_bn": 0}
+    assert not any(path.startswith("head") for path in depths)
+    bare = keras.Model(model.inputs, model.outputs)
+    with pytest.raises(ConfigError, match="layer_lr_decay"):
+        layer_depths(bare, parts=ModelParts(backbone="backbone", features=None))

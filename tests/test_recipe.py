@@ -62,7 +62,8 @@ def test_recipe_builds_head_and_schedule_configs():
     recipe = recipe_from_dict({"task": "binary", "head_units": [8], "head_epochs": 2,
                                "finetune_lr": 2e-5, "unfreeze": "regex:^block5",
                                "train_batchnorm": True, "backbone_lr_multiplier": 0.1,
-                               "early_stopping_patience": 0, "warmup_epochs": 1})
+                               "early_stopping_patience": 0, "warmup_epochs": 1,
+                               "layer_lr_decay": 0.75})
     head = recipe.head_config()
     assert (head.task, head.units) == ("binary", (8,))
     schedule = recipe.schedule_config()
@@ -72,6 +73,16 @@ def test_recipe_builds_head_and_schedule_configs():
     assert schedule.finetune.backbone_lr_multiplier == 0.1
     assert schedule.finetune.early_stopping_patience is None  # 0 turns it off
     assert schedule.finetune.warmup_epochs == 1
+    assert schedule.finetune.layer_lr_decay == 0.75 and schedule.head.layer_lr_decay == 1.0
+    # config.json is `to_dict`: a resumed run reads the decay back.
+    assert recipe_from_dict(recipe.to_dict()).layer_lr_decay == 0.75
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, 1.5])
+def test_layer_lr_decay_outside_0_1_is_refused_naming_it(value):
+    with pytest.raises(ConfigError, match=rf"`layer_lr_decay`.*\(0, 1\].*"
+                                          rf"layer_lr_decay={value}"):
+        recipe_from_dict({"layer_lr_decay": value})
 
 
 def test_load_recipe_from_json(tmp_path):

@@ -100,6 +100,25 @@ def test_restore_refuses_an_optimizer_that_does_not_match(tmp_path):
         manager.restore(model, state)
 
 
+def test_resume_restores_a_layer_lr_decay_optimizer_with_the_same_rates(tmp_path):
+    decayed = dataclasses.replace(SHORT, finetune=dataclasses.replace(
+        SHORT.finetune, freeze="last_blocks:2", layer_lr_decay=0.5))
+    manager, model, _ = _checkpointed_run(tmp_path, schedule=decayed)
+    state = manager.latest()  # end of phase 2: weights and the decayed optimizer
+    fresh = _model()
+    _compile(fresh, decayed.finetune, decayed)  # what --resume does, from config.json
+    manager.restore(fresh, state)
+    old, new = model.optimizer, fresh.optimizer
+    assert new.layer_lr_decay == 0.5 and new.depths == old.depths
+    rates = [{v.path: m.optimizer._lr_scale[m.optimizer._var_key(v)]
+              for v in m.trainable_variables} for m in (model, fresh)]
+    assert rates[0] == rates[1]
+    # block 2 at half the rate; block 3 and the head at the full rate
+    assert {p.split("/")[0]: r for p, r in rates[1].items()} == {
+        "block2_conv": 0.5, "block3_conv": 1.0, "head_predictions": 1.0}
+    assert int(new.iterations.numpy()) == state["optimizer_iterations"]
+
+
 def test_interrupted_save_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
     manager, model, saver = _checkpointed_run(tmp_path, schedule=SHORT)
     before = manager.latest()

@@ -87,6 +87,7 @@ def test_space_resolves_to_recipes_and_rejects_unknown_names():
     assert recipe.input_spec().size == (32, 32)
     assert recipe.head_units == (64, 64) and recipe.unfreeze == "last_blocks:3"
     assert resolve({"head_width": 0}, base).head_units == ()
+    assert resolve({"layer_lr_decay": 0.75}, base).layer_lr_decay == 0.75
     hp = keras_tuner.HyperParameters()
     values = declare(hp, SearchSpace(head_width=(0,)))
     assert "head_depth" not in values  # depth is meaningless for a linear probe

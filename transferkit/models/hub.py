@@ -6,7 +6,9 @@ so whatever KerasHub can load, a Kaggle handle or a folder saved with `save_to_p
 works here. transferkit's in-model `Preprocess` takes the converter's place: the mode is
 the one whose output equals the converter's on probe images (checked, not assumed), and
 the input size is the converter's. A transformer's token sequence becomes a feature
-vector by its class token (`ClassToken`). Needs `pip install 'transferkit[hub]'`.
+vector by its class token (`ClassToken`); its transformer blocks, found inside it, are
+the blocks `last_blocks:K` unfreezes and layer-wise LR decay counts (`models.blocks`).
+Needs `pip install 'transferkit[hub]'`.
 """
 
 import importlib.util
@@ -71,8 +73,9 @@ def _make_spec(preset):
         min_size=int(size[0]) if fixed else 32,
         preprocessing=preprocessing_mode(converter, int(size[0])),
         feature_size=int(features.shape[-1]),
-        # Every top-level layer its own block (a transformer's backbone is one of them).
-        block_pattern=r"^(.+)$", family="keras_hub", imagenet=True,
+        # A transformer's blocks are found inside it (models.blocks); a CNN's layers
+        # are each a block.
+        block_pattern=r"^(.+)$", nested_blocks=True, family="keras_hub", imagenet=True,
         offline_weights=lambda: "preset", tags=("hub",))
 
 

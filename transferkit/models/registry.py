@@ -33,6 +33,9 @@ class BackboneSpec:
         "unit" (to [0, 1]) or "none" (the network normalises internally).
     block_pattern: regex over layer names; with block_boundary="start", group(1) names the
         block a layer opens, with "end" a full match closes a block.
+    nested_blocks: True: the blocks are the repeated stack of nested layers found inside
+        the backbone (a transformer's blocks, see `models.blocks`), when it has one;
+        `block_pattern` applies otherwise. Default False.
     imagenet: whether `weights="imagenet"` can be loaded.
     offline_weights: None (ImageNet weights come through Keras's download cache) or a
         callable returning a short note on offline ImageNet weights ("offline", or the
@@ -56,6 +59,7 @@ class BackboneSpec:
     tags: tuple = ()
     offline_weights: Callable[[], str] | None = None
     skips: tuple = ()
+    nested_blocks: bool = False
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:

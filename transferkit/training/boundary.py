@@ -7,7 +7,8 @@ backbone that every trainable layer depends on the input through; `find_cut` loo
 it right below the first layer with trainable weights and, when a skip connection
 crosses there (a residual block), moves it down to the nearest point no edge crosses
 (the frozen layers between the cut and the first trainable one then simply run, frozen,
-in the top). A graph without such a point has no cut: phase 2 runs live.
+in the top). A graph without such a point has no cut: phase 2 runs live. Nor can a cut
+fall inside a nested layer (a KerasHub transformer's frozen lower blocks): live too.
 
 `top_model` is the sub-network from the cut to the model's output; it shares its layers
 (and so its variables) with the model, so training it trains the model, and the model
@@ -21,6 +22,7 @@ import math
 
 import keras
 
+from transferkit.models.blocks import sublayers
 from transferkit.models.parts import resolve
 
 
@@ -74,8 +76,14 @@ def find_cut(model, parts=None):
             below = layers[where[id(tensor._keras_history.operation)]]
             return Cut(below.name, where[id(below)], tuple(tensor.shape[1:]),
                        layers[first].name, tensor), ""
+    layer = layers[first]
+    if len(layer.trainable_weights) < len(layer.weights) and sublayers(layer):
+        # e.g. a KerasHub transformer with its lower blocks frozen: the frozen part is
+        # inside one nested layer of the graph, and the cut is a tensor of the graph.
+        return None, (f"the frozen layers are inside {layer.name!r}, a nested layer the "
+                      "boundary cache cannot cut inside")
     return None, (f"no single tensor separates the frozen layers from "
-                  f"{layers[first].name!r} (the first trainable one) and those above it")
+                  f"{layer.name!r} (the first trainable one) and those above it")
 
 
 def _backbone_input(resolved):

@@ -13,7 +13,8 @@ import keras
 
 from transferkit.core.errors import ConfigError, TrainableChangedError, check_choice, suggest
 from transferkit.models.parts import resolve
-from transferkit.models.registry import block_starts, get_spec
+from transferkit.models.blocks import block_layout, descendants, sublayers
+from transferkit.models.registry import get_spec
 
 KINDS = ("all", "none", "top_layers", "from_layer", "last_blocks", "fraction", "regex")
 _BN = (keras.layers.BatchNormalization,)
@@ -100,6 +101,8 @@ def freeze(model, policy=FreezePolicy(), spec=None, parts=None, verbose=False):
 
     parts: a `ModelParts` naming the backbone (default: `build_model`'s layout).
     spec: the backbone spec for "last_blocks" (default: the parts' spec).
+    The policy counts the units of the backbone's block layout (`models.blocks`): its
+    layers, or for a nested transformer the layers down to its blocks.
     Everything outside the backbone (the head) trains. Compile after freezing —
     `fine_tune` does — or Keras keeps training the old set of variables.
     """
@@ -107,25 +110,37 @@ def freeze(model, policy=FreezePolicy(), spec=None, parts=None, verbose=False):
     resolved = resolve(model, parts)
     backbone = resolved.backbone
     model.trainable = True  # the head and everything outside the backbone train
-    layers = backbone.layers
-    names = [layer.name for layer in layers]
     spec = get_spec(spec) if spec is not None else resolved.spec
     if spec is None and policy.kind == "last_blocks":
         raise ConfigError(f"Cannot tell the block layout of the backbone of {model.name!r}: "
                           "pass a registered backbone as `spec=` (or ModelParts(spec=...)) "
                           "to freeze by block, or use another policy kind.")
-    first = _first_trainable(policy, names, layers, spec)
+    layout = block_layout(backbone, spec)
+    first = _first_trainable(policy, layout)
     backbone.trainable = True
     pattern = _regex(policy.value) if policy.kind == "regex" else None
-    for i, layer in enumerate(layers):
-        selected = bool(pattern.search(layer.name)) if pattern else i >= first
-        if isinstance(layer, _BN) and not policy.train_batchnorm:
-            selected = False
-        layer.trainable = selected
-    audit = _audit(model, backbone, policy, spec)
+    for i, unit in enumerate(layout.units):
+        unit.trainable = bool(pattern.search(unit.name)) if pattern else i >= first
+        if not policy.train_batchnorm:  # BN inside a unit (a nested block) too
+            for layer in descendants(unit):
+                if isinstance(layer, _BN):
+                    layer.trainable = False
+    audit = _audit(model, layout, policy)
     if verbose:
         print(audit)
     return audit
+
+
+def layer_depths(model, spec=None, parts=None):
+    """{variable path: depth of its backbone block from the top (top block 0)} for
+    layer-wise learning-rate decay, per the backbone's block layout."""
+    resolved = resolve(model, parts)
+    spec = get_spec(spec) if spec is not None else resolved.spec
+    if spec is None:
+        raise ConfigError(f"Cannot tell the block layout of the backbone of {model.name!r}, "
+                          "which layer_lr_decay needs: pass a registered backbone as "
+                          "ModelParts(spec=...), or use layer_lr_decay=1.0 (off).")
+    return block_layout(resolved.backbone, spec).depths()
 
 
 def _regex(text):
@@ -136,8 +151,9 @@ def _regex(text):
                           f"expression: {error}.") from None
 
 
-def _first_trainable(policy, names, layers, spec):
-    n = len(layers)
+def _first_trainable(policy, layout):
+    units = layout.units
+    n = len(units)
     if policy.kind == "all":
         return n
     if policy.kind == "none":
@@ -147,38 +163,26 @@ def _first_trainable(policy, names, layers, spec):
     if policy.kind == "fraction":
         return n - int(round(policy.value * n))
     if policy.kind == "from_layer":
+        names = [unit.name for unit in units]
         if policy.value not in names:
+            firsts = [names[i] for i in layout.starts]
             raise ConfigError(f"No layer named {policy.value!r} in the backbone."
-                              f"{suggest(policy.value, names)}")
+                              f"{suggest(policy.value, names)} Its blocks begin at the "
+                              f"layers {firsts}.")
         return names.index(policy.value)
     if policy.kind == "last_blocks":
-        starts = block_starts(names, spec)
+        starts = layout.starts
         return n if policy.value <= 0 else starts[max(0, len(starts) - policy.value)]
     return n  # regex: selected per layer
 
 
-def _audit(model, backbone, policy, spec):
-    layers = backbone.layers
-    starts = block_starts([l.name for l in layers], spec) if spec else [0]
-    blocks = []
-    for j, start in enumerate(starts):
-        end = starts[j + 1] if j + 1 < len(starts) else len(layers)
-        group = layers[start:end]
-        label = _block_label(group, spec, j)
-        blocks.append(BlockAudit(
-            block=label, layers=len(group),
-            trainable_params=sum(count_params(l.trainable_weights) for l in group),
-            total_params=sum(count_params(l.weights) for l in group)))
+def _audit(model, layout, policy):
+    blocks = [BlockAudit(block=label, layers=len(group),
+                         trainable_params=sum(count_params(u.trainable_weights) for u in group),
+                         total_params=sum(count_params(u.weights) for u in group))
+              for label, group in layout.blocks()]
     return FreezeAudit(policy, tuple(blocks), count_params(model.trainable_weights),
                        count_params(model.weights))
-
-
-def _block_label(group, spec, index):
-    if spec is not None and spec.block_boundary == "start":
-        match = re.search(spec.block_pattern, group[0].name)
-        if match:
-            return match.group(1)
-    return "stem" if index == 0 else f"{index}:{group[0].name}"
 
 
 def count_params(weights):
@@ -197,7 +201,7 @@ def trainable_signature(model):
 
 
 def _walk(layer, prefix=""):
-    for child in getattr(layer, "layers", ()):
+    for child in sublayers(layer):  # into nested layers too: blocks can be frozen there
         yield prefix + child.name, child
         yield from _walk(child, f"{prefix}{child.name}/")
 

@@ -23,10 +23,9 @@ import numpy as np
 
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.files import atomic_path, write_json
-from transferkit.models.parts import resolve
-from transferkit.training.optimizers import make_optimizer
 from transferkit.training.orchestrator import prepare_phase
-from transferkit.training.schedule import PHASES, ScheduleConfig
+from transferkit.training.schedule import (PHASES, ScheduleConfig, optimizer_paths,
+                                           phase_optimizer)
 
 DIVERGED = 4.0  # stop when the smoothed loss exceeds this multiple of its best
 
@@ -99,12 +98,9 @@ def find_lr(model, data, val=None, *, phase="head", config=ScheduleConfig(), par
     growth = (max_lr / min_lr) ** (1.0 / (steps - 1))
     rate = keras.optimizers.schedules.ExponentialDecay(min_lr, decay_steps=1,
                                                        decay_rate=growth)
-    head_paths = [v.path for v in resolve(model, parts).head_variables()]
-    # Same optimizer family, weight decay and discriminative rate as the phase, so the
-    # rate found is the one the phase's `learning_rate` means.
-    optimizer = make_optimizer(settings.optimizer, rate,
-                               backbone_multiplier=settings.backbone_lr_multiplier,
-                               weight_decay=settings.weight_decay, head_paths=head_paths)
+    # Same optimizer family, weight decay, discriminative rate and layer-wise decay as
+    # the phase, so the rate found is the one the phase's `learning_rate` means.
+    optimizer = phase_optimizer(settings, rate, *optimizer_paths(model, settings, parts))
     fit_model.compile(optimizer=optimizer, loss=task.loss(config.label_smoothing))
     rates, losses, smoothed, average = [], [], [], 0.0
     try:

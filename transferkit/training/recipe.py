@@ -56,6 +56,7 @@ class RecipeConfig:
     unfreeze: str = "last_blocks:2"
     train_batchnorm: bool = False
     backbone_lr_multiplier: float = 1.0
+    layer_lr_decay: float = 1.0  # per-block LR factor from the top, in (0, 1]; 1.0: off
     decay: str = "cosine"
     warmup_epochs: int = 0
     optimizer: str = "adam"
@@ -132,7 +133,8 @@ class RecipeConfig:
         finetune = PhaseConfig(epochs=self.finetune_epochs, learning_rate=self.finetune_lr,
                                freeze=policy, decay=self.decay,
                                warmup_epochs=self.warmup_epochs,
-                               backbone_lr_multiplier=self.backbone_lr_multiplier, **common)
+                               backbone_lr_multiplier=self.backbone_lr_multiplier,
+                               layer_lr_decay=self.layer_lr_decay, **common)
         return ScheduleConfig(head=head, finetune=finetune,
                               label_smoothing=self.label_smoothing,
                               batch_size=self.batch_size)

@@ -12,7 +12,7 @@ import keras
 
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.models.parts import resolve
-from transferkit.training.freezing import FreezePolicy, freeze, mark_compiled
+from transferkit.training.freezing import FreezePolicy, freeze, layer_depths, mark_compiled
 from transferkit.training.optimizers import make_optimizer
 
 DECAYS = ("constant", "cosine")
@@ -29,6 +29,8 @@ class PhaseConfig:
         monitored metric before stopping; the best weights are then restored at the
         end of the phase.
     backbone_lr_multiplier: backbone learning rate relative to the head's (1.0).
+    layer_lr_decay: layer-wise learning-rate decay in (0, 1] (1.0: off): the backbone
+        block at depth d from the top (top block 0) learns at rate x decay**d.
     """
 
     epochs: int = 5
@@ -40,10 +42,15 @@ class PhaseConfig:
     warmup_epochs: int = 0
     early_stopping_patience: object = 3
     backbone_lr_multiplier: float = 1.0
+    layer_lr_decay: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "freeze", FreezePolicy.parse(self.freeze))
         check_choice("decay", self.decay, DECAYS)
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ConfigError("The `layer_lr_decay` setting should be in (0, 1] (1.0: off; "
+                              "below 1, each block down from the top learns that much "
+                              f"slower). Received: layer_lr_decay={self.layer_lr_decay}")
         if self.epochs < 0 or self.learning_rate <= 0:
             raise ConfigError("A phase needs epochs >= 0 and learning_rate > 0. Received: "
                               f"epochs={self.epochs}, learning_rate={self.learning_rate}")
@@ -76,23 +83,39 @@ class ScheduleConfig:
         return first, first + self.phase(name).epochs
 
 
-def compile_args(phase, config, task, units, steps_per_epoch=None, head_paths=()):
+def compile_args(phase, config, task, units, steps_per_epoch=None, head_paths=(),
+                 depths=None):
     """{optimizer, loss, metrics} for `phase`: the task's loss and metrics, the phase's
-    optimizer with its learning-rate schedule, discriminative rate and weight decay."""
-    optimizer = make_optimizer(phase.optimizer, learning_rate_schedule(phase, steps_per_epoch),
-                               backbone_multiplier=phase.backbone_lr_multiplier,
-                               weight_decay=phase.weight_decay, head_paths=head_paths)
-    return {"optimizer": optimizer, "loss": task.loss(config.label_smoothing),
-            "metrics": task.metrics(units)}
+    optimizer with its learning-rate schedule (see `phase_optimizer`)."""
+    return {"optimizer": phase_optimizer(phase, learning_rate_schedule(phase, steps_per_epoch),
+                                         head_paths, depths),
+            "loss": task.loss(config.label_smoothing), "metrics": task.metrics(units)}
+
+
+def phase_optimizer(phase, learning_rate, head_paths=(), depths=None):
+    """The optimizer of `phase` at `learning_rate` (a float or schedule): its kind,
+    weight decay, discriminative rate and layer-wise decay (head_paths and depths from
+    `optimizer_paths`)."""
+    return make_optimizer(phase.optimizer, learning_rate,
+                          backbone_multiplier=phase.backbone_lr_multiplier,
+                          weight_decay=phase.weight_decay, head_paths=head_paths,
+                          layer_lr_decay=phase.layer_lr_decay, depths=depths)
+
+
+def optimizer_paths(model, phase, parts=None):
+    """(head variable paths, {backbone variable path: block depth} or None when
+    `phase` has no layer-wise decay) of `model`, for `phase_optimizer`."""
+    head_paths = [v.path for v in resolve(model, parts).head_variables()]
+    depths = layer_depths(model, parts=parts) if phase.layer_lr_decay != 1.0 else None
+    return head_paths, depths
 
 
 def compile_phase(model, phase, config, task, *, parts=None, steps_per_epoch=None):
     """Freeze `model` per `phase.freeze`, then compile it for the phase; returns the
     `FreezeAudit`. (Compiling after freezing is what makes the change take effect.)"""
     audit = freeze(model, phase.freeze, parts=parts)
-    head_paths = [v.path for v in resolve(model, parts).head_variables()]
     model.compile(**compile_args(phase, config, task, model.output_shape[-1],
-                                 steps_per_epoch, head_paths))
+                                 steps_per_epoch, *optimizer_paths(model, phase, parts)))
     mark_compiled(model)
     return audit
 
