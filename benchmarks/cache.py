@@ -63,7 +63,8 @@ def main(argv=None):
     parser.add_argument("--augment", default="light", help="preset of the live path")
     parser.add_argument("--views", type=int, default=2, help="augmented views (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parse_smoke_args(parser, argv, SMOKE, imagenet={"classes": IMAGENET["classes"]})
+    args = parse_smoke_args(parser, argv, SMOKE,
+                            imagenet={"classes": IMAGENET["classes"]})
 
     import keras
 

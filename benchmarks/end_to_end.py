@@ -333,8 +333,8 @@ def parse_smoke_args(parser, argv, smoke, what="a tiny run through the same code
     if defaults:
         parser.set_defaults(**defaults)
         args = parser.parse_args(argv)
-    args.imagenet = getattr(args, "imagenet", False)
-    args.backbone = LITE if args.imagenet else "mobilenet_v2"
+    if imagenet is not None:  # the scripts with this mode read the backbone from here
+        args.backbone = LITE if args.imagenet else "mobilenet_v2"
     return args
 
 
@@ -387,9 +387,10 @@ def main(argv=None):
                       default=float)
     n_train, n_val = args.classes * args.per_class, args.classes * args.val_per_class
     print(f"end to end: {describe_backbone(args)} at {args.size} px, {n_train} train / "
-          f"{n_val} val generated JPEGs, {args.classes} classes, {args.head_epochs} + {args.finetune_epochs} epochs, "
-          f"batch {args.batch_size}; load average before/after: {load_before:.1f}/"
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+          f"{n_val} val generated JPEGs, {args.classes} classes, {args.head_epochs} + "
+          f"{args.finetune_epochs} epochs, batch {args.batch_size}; load average "
+          f"before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
     print(f"  (guide phase 2 unfreezes: {args.baseline_unfreeze}; transferkit: last 2 "
           "blocks)")
     print(f"  keras guide  total {guide_total:6.1f} s   val acc per epoch: {_curve(guide)}")
