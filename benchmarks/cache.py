@@ -3,7 +3,7 @@
     python benchmarks/cache.py               # ~1.5 min on 2 CPU cores
     python benchmarks/cache.py --size 224 --per-class 100 --epochs 10   # bigger
     python benchmarks/cache.py --smoke       # tiny sizes: the code paths, not figures
-    python benchmarks/cache.py --imagenet    # real ImageNet features (Lite0)
+    python benchmarks/cache.py --imagenet    # real ImageNet features (Lite0), ~1 min
 
 On generated JPEG folders (see end_to_end.synth_folders), MobileNetV2 alpha 1.0 with one
 seeded random init shared by every path (no ImageNet download here), or with --imagenet

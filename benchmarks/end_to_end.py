@@ -3,7 +3,7 @@
     python benchmarks/end_to_end.py              # ~7 min on 2 idle CPU cores
     python benchmarks/end_to_end.py --size 128 --per-class 200 --head-epochs 5  # ~2 min
     python benchmarks/end_to_end.py --smoke      # tiny sizes: the code paths, not figures
-    python benchmarks/end_to_end.py --imagenet   # real ImageNet features (Lite0)
+    python benchmarks/end_to_end.py --imagenet   # real ImageNet features (Lite0), ~9 min
 
 Same generated JPEG folders (train/ and val/), same backbone (MobileNetV2, alpha 1.0),
 same fixed random initialisation (no ImageNet download here, so both sides load one
