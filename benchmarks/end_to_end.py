@@ -24,7 +24,10 @@ curves flat); the data then has 6 classes instead of 2 (see synth_folders).
                [-1, 1], backbone recomputed every epoch, then fine-tuning at 1e-5 with
                BatchNorm in inference mode (training=False) of the same top two blocks
                (default) or, with --baseline-unfreeze all, of the whole base as the
-               guide does.
+               guide does. The guide's code is kept as written, although on Keras 3
+               (checked on 3.15) `base(x, training=False)` inside the model does not
+               hold the unfrozen BatchNorm layers in inference mode during `fit` (their
+               moving statistics change): the outer call's training=True reaches them.
 
 Prints each side's wall time (from the start, data loading included) to reach the
 guide's validation accuracy, and their ratio. Both curves are first smoothed the same
