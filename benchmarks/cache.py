@@ -3,10 +3,13 @@
     python benchmarks/cache.py               # ~1.5 min on 2 CPU cores
     python benchmarks/cache.py --size 224 --per-class 100 --epochs 10   # bigger
     python benchmarks/cache.py --smoke       # tiny sizes: the code paths, not figures
+    python benchmarks/cache.py --imagenet    # real ImageNet features (Lite0), ~1 min
 
 On generated JPEG folders (see end_to_end.synth_folders), MobileNetV2 alpha 1.0 with one
-seeded random init shared by every path (no ImageNet download here), phase 1 of the
-two-phase schedule (frozen backbone, same head, optimizer, batch size and epochs):
+seeded random init shared by every path (no ImageNet download here), or with --imagenet
+EfficientNet-Lite0 with its real ImageNet weights (offline) and 6 texture classes, as in
+end_to_end.py; phase 1 of the two-phase schedule (frozen backbone, same head, optimizer,
+batch size and epochs):
 
   live      `fine_tune(model, data)`: the backbone recomputed every epoch, augmentation
             `--augment` on the fly
@@ -36,11 +39,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from end_to_end import (epoch_clock, now, parse_smoke_args, shared_init,  # noqa: E402
-                        synth_folders)
+from end_to_end import (IMAGENET, describe_backbone, epoch_clock, now,  # noqa: E402
+                        parse_smoke_args, shared_init, synth_folders)
 
 # --smoke: the same three paths on a handful of small images, for the test suite.
-SMOKE = dict(size=32, per_class=8, val_per_class=8, batch_size=8, epochs=2)
+SMOKE = dict(size=32, classes=2, per_class=8, val_per_class=8, batch_size=8, epochs=2)
 
 
 def _epoch_time(clock):
@@ -51,7 +54,8 @@ def _epoch_time(clock):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=128, help="image side (default 128)")
-    parser.add_argument("--classes", type=int, default=2, help="texture classes (2)")
+    parser.add_argument("--classes", type=int, default=2,
+                        help="texture classes (default 2; 6 with --imagenet)")
     parser.add_argument("--per-class", type=int, default=100, help="train images per class")
     parser.add_argument("--val-per-class", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -59,7 +63,8 @@ def main(argv=None):
     parser.add_argument("--augment", default="light", help="preset of the live path")
     parser.add_argument("--views", type=int, default=2, help="augmented views (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parse_smoke_args(parser, argv, SMOKE)
+    args = parse_smoke_args(parser, argv, SMOKE,
+                            imagenet={"classes": IMAGENET["classes"]})
 
     import keras
 
@@ -93,15 +98,15 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="tk_cache_") as tmp:
         train_dir, val_dir = synth_folders(tmp, args.classes, args.per_class,
                                            args.val_per_class, args.size, args.seed)
-        weights = shared_init(os.path.join(tmp, "init.weights.h5"), args.size,
-                              args.classes, args.seed)
+        weights = "imagenet" if args.imagenet else shared_init(
+            os.path.join(tmp, "init.weights.h5"), args.size, args.classes, args.seed)
         data = load_data({"train": train_dir, "val": val_dir}, image_size=args.size,
                          batch_size=args.batch_size, seed=args.seed, augment=augment,
                          verbose=False)
 
         def model():
             keras.utils.set_random_seed(args.seed)  # the same head init on every path
-            return build_model("mobilenet_v2", args.classes, weights=weights,
+            return build_model(args.backbone, args.classes, weights=weights,
                                image_size=args.size)
 
         def accuracy(m):
@@ -122,9 +127,9 @@ def main(argv=None):
             rows.append((label, extracted, epoch, total, accuracy(m)))
 
     n_train, n_val = args.classes * args.per_class, args.classes * args.val_per_class
-    print(f"phase 1: mobilenet_v2 alpha 1.0 at {args.size} px, shared random init (no "
-          f"ImageNet), {n_train} train / {n_val} val generated JPEGs, {args.classes} "
-          f"classes, {args.epochs} epochs, batch {args.batch_size}")
+    print(f"phase 1: {describe_backbone(args)} at {args.size} px, {n_train} train / "
+          f"{n_val} val generated JPEGs, {args.classes} classes, {args.epochs} epochs, "
+          f"batch {args.batch_size}")
     print(f"  {'path':<28}{'extract s':>10}{'epoch s':>10}{'phase 1 s':>11}{'val acc':>9}")
     for label, extracted, epoch, total, acc in rows:
         ext = "-" if extracted is None else f"{extracted:.1f}"

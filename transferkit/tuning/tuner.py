@@ -27,15 +27,20 @@ from transferkit.core.files import read_json_object, write_json
 from transferkit.core.tasks import get_task
 from transferkit.training.cache import FeatureStore
 from transferkit.training.recipe import recipe_from_dict
+from transferkit.training.run import find_lr_for_recipe
+from transferkit.training.schedule import PHASES
 from transferkit.tuning.hypermodel import TransferHyperModel
 from transferkit.tuning.process import IsolatedTrials
 from transferkit.tuning.report import write_report
-from transferkit.tuning.space import SearchSpace, space_from_dict
+from transferkit.tuning.space import Range, SearchSpace, space_from_dict
 
 TUNERS = {"random": keras_tuner.RandomSearch,
           "bayesian": keras_tuner.BayesianOptimization,
           "hyperband": keras_tuner.Hyperband}
 PROJECT = "search"  # keras-tuner's project folder inside the out directory
+# --head-lr-auto / --finetune-lr-auto: the rate's search spans a decade either side of
+# the range test's suggestion, the width of the default rate ranges (2 decades).
+LR_SPREAD = 10.0
 
 
 def make_objective(objective, task="multiclass"):
@@ -91,6 +96,9 @@ def tune(base, out_dir, *, space=SearchSpace(), tuner="random", max_trials=10,
          process_per_trial=True):
     """Search `space` around recipe `base`; write the report into `out_dir`.
 
+    With `base.head_lr_auto` / `finetune_lr_auto`, the range test runs once first and
+    that rate's dimension is centred on its suggestion (see `centre_rates`).
+
     process_per_trial: each trial in a fresh process (default True), because Keras and
         TensorFlow keep tens of MiB per trial even after clear_session; False trains
         in this process (faster for tiny trials; `callbacks` only run then).
@@ -112,20 +120,18 @@ def tune(base, out_dir, *, space=SearchSpace(), tuner="random", max_trials=10,
                           f"({os.path.join(out_dir, PROJECT, 'oracle.json')} is missing).")
     if not base.data:
         raise ConfigError("The `data` recipe setting is required to tune (`--data`).")
-    if base.head_lr_auto or base.finetune_lr_auto:
-        # Each trial would run its own range test and silently replace the rates the
-        # search is choosing; search the rates instead (or run `transferkit lr-find`).
-        raise ConfigError("head_lr_auto / finetune_lr_auto are not supported by tune: "
-                          "search head_lr and finetune_lr in the space instead. Received: "
-                          f"head_lr_auto={base.head_lr_auto}, "
-                          f"finetune_lr_auto={base.finetune_lr_auto}")
+    store = FeatureStore(os.path.join(out_dir, "features")) if base.cache_features else None
+    if worker:  # the chief's oracle hands out the rates; no range test here
+        base = dataclasses.replace(base, head_lr_auto=False, finetune_lr_auto=False)
+    else:
+        base, space = centre_rates(base, space, out_dir, store=store, resume=resume,
+                                   verbose=verbose)
     settings = {"tuner": tuner, "max_trials": max_trials, "objective": objective,
                 "seed": seed}
     if not worker:
         write_json(os.path.join(out_dir, "base_recipe.json"), base.to_dict())
         write_json(os.path.join(out_dir, "space.json"), space.to_dict())
         write_json(os.path.join(out_dir, "search.json"), settings)
-    store = FeatureStore(os.path.join(out_dir, "features")) if base.cache_features else None
     hypermodel = TransferHyperModel(base, space, store=store, verbose=verbose)
     max_epochs = (space.max_value("head_epochs", base)
                   + space.max_value("finetune_epochs", base))
@@ -137,6 +143,40 @@ def tune(base, out_dir, *, space=SearchSpace(), tuner="random", max_trials=10,
         return TuneResult(out_dir, search)
     rows, best = write_report(search, base, out_dir)
     return TuneResult(out_dir, search, best, tuple(rows))
+
+
+def centre_rates(base, space, out_dir, *, store=None, resume=False, verbose=1):
+    """Centre the search of each rate whose `<phase>_lr_auto` is set on `base` on the
+    learning-rate range test's suggestion s: log-uniform over [s / 10, 10 s] (LR_SPREAD).
+    Returns (base with that rate = s and auto off, space).
+
+    The test runs once, before the search, on `base` (`run.find_lr_for_recipe`; for
+    phase 2 after phase 1 at the head rate, s when it was found too), and is recorded
+    in `out_dir` as lr_find_<phase>.json / .png; a resumed search reuses that record.
+    Each trial then searches the rate in the centred range instead of running its own
+    test, which would replace the rate the search chose. store: the FeatureStore the
+    trials share (None: the default store).
+    """
+    for phase in PHASES:
+        if not getattr(base, f"{phase}_lr_auto"):
+            continue
+        name = f"lr_find_{phase}"
+        record = os.path.join(out_dir, f"{name}.json")
+        if resume and os.path.exists(record):
+            suggestion = float(read_json_object(record, "range test record")["suggestion"])
+        else:
+            probe = dataclasses.replace(base, head_lr_auto=False, finetune_lr_auto=False)
+            suggestion = find_lr_for_recipe(probe, out_dir, phase=phase, store=store,
+                                            name=name, verbose=0).suggestion
+        rates = Range(suggestion / LR_SPREAD, suggestion * LR_SPREAD, log=True)
+        base = dataclasses.replace(base, **{f"{phase}_lr": suggestion,
+                                            f"{phase}_lr_auto": False})
+        space = dataclasses.replace(space, **{f"{phase}_lr": rates})
+        if verbose:
+            print(f"{phase}_lr: the range test suggests {suggestion:.2g}; each trial "
+                  f"searches it log-uniform over [{rates.min:.2g}, {rates.max:.2g}] "
+                  f"(see {os.path.join(out_dir, name + '.png')})")
+    return base, space
 
 
 def load_search(out_dir):
