@@ -345,6 +345,50 @@ def test_the_scan_skips_special_files_outside_links_and_unallowed_formats(tmp_pa
     assert cli.main(["scan", folder, "--workers", "0"]) == 2
 
 
+def _linked_class_folder(tmp_path):
+    """Classes red and blue, plus green: a link to a folder outside the data folder."""
+    folder = make_image_folder(tmp_path / "data", per_class=4, size=16)
+    outside = make_image_folder(tmp_path / "elsewhere", classes=("green",), per_class=4,
+                                size=16)
+    os.symlink(os.path.join(outside, "green"), os.path.join(folder, "green"))
+    return folder
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_links_leaving_the_data_folder_are_followed_only_when_asked(tmp_path, capsys,
+                                                                   scan):
+    from transferkit.data.load import load_data
+
+    folder = _linked_class_folder(tmp_path)
+    data = load_data(folder, image_size=16, batch_size=4, val_split=0.0, scan=scan)
+    assert data.class_names == ("blue", "red") and len(data.train_files) == 8
+    out = capsys.readouterr().out
+    assert "green" in out and "outside" in out  # reported, not silently dropped
+    data = load_data(folder, image_size=16, batch_size=4, val_split=0.0, scan=scan,
+                     follow_links=True)
+    assert data.class_names == ("blue", "green", "red") and len(data.train_files) == 12
+
+
+def test_train_and_recipes_take_follow_links(tmp_path):
+    from transferkit.cli.main import build_parser
+    from transferkit.cli.train import recipe_from_args
+    from transferkit.training.recipe import recipe_from_dict
+
+    assert RecipeConfig().follow_links is False
+    assert recipe_from_dict({"follow_links": True}).follow_links is True
+    with pytest.raises(ConfigError, match="follow_link.*Valid keys"):
+        recipe_from_dict({"follow_link": True})  # unknown keys are still refused
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o",
+                                      "--follow-links"])
+    assert recipe_from_args(args).follow_links is True
+    folder = _linked_class_folder(tmp_path)
+    run = str(tmp_path / "run")
+    result = train(RecipeConfig(data=folder, val_split=0.0, follow_links=True,
+                                **dict(TINY, head_epochs=1, finetune_epochs=0)), run,
+                   verbose=0)
+    assert result.class_names == ("blue", "green", "red")
+
+
 def test_a_file_tf_cannot_decode_is_normalised_by_the_scan(tmp_path, monkeypatch):
     import importlib
 

@@ -19,7 +19,8 @@ from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratifi
 
 
 def from_files(source, *, task, class_names, val_split, test_split, augment, cache,
-               class_weights, scan, normalized_dir, workers, verbose, pipe) -> DataSplits:
+               class_weights, scan, normalized_dir, workers, verbose, pipe,
+               follow_links=False) -> DataSplits:
     """A folder/CSV source, or a {"train": ..., "val": ..., "test": ...} dict of them."""
     named = source if isinstance(source, dict) else {"train": source}
     unknown = set(named) - set(SPLIT_NAMES)
@@ -28,7 +29,8 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
         raise DataError(f"The `source` dict should have the key 'train' and optionally "
                         f"'val' and 'test'. Received keys: {sorted(named)}."
                         f"{suggest(bad, SPLIT_NAMES) if bad else ''}")
-    listed = {k: list_source(v, scanned=scan) for k, v in named.items()}
+    listed = {k: list_source(v, scanned=scan, follow_links=follow_links)
+              for k, v in named.items()}
     for split, (paths, _, _) in listed.items():
         if not paths:
             raise DataError(f"no image files found in {str(named[split])!r} ({split}); "
@@ -38,6 +40,10 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
     files = _without_shared_paths(files, named, verbose)
     report = None
     if not scan:
+        walk_problems = [p for _, _, found in listed.values() for p in found]
+        if walk_problems and verbose:  # e.g. links leaving the folder: say what was left
+            print(f"--no-scan: skipped {len(walk_problems)} listed entries:\n  " + "\n  ".join(
+                f"{p.path}: {p.reason}" for p in walk_problems[:20]))
         files = {k: _quick_check(k, paths, labels, named[k], verbose)
                  for k, (paths, labels) in files.items()}
     else:
@@ -103,12 +109,13 @@ def _first_copy(report, path):
     raise DataError(f"The image {path} was not scanned.")
 
 
-def list_source(src, *, scanned: bool = True):
+def list_source(src, *, scanned: bool = True, follow_links: bool = False):
     """(paths, raw labels, listing problems) from a class-folder tree or a CSV file;
-    without a scan (scanned=False) only files with image extensions are listed."""
+    without a scan (scanned=False) only files with image extensions are listed.
+    follow_links: use links whose target is outside the folder (default False)."""
     path = Path(src)
     if path.is_dir():
-        files, problems = walk(path)
+        files, problems = walk(path, follow_links=follow_links)
         if not scanned:  # nothing will weed out non-images: trust extensions
             files = [f for f in files if Path(f).suffix.lower() in imageio.IMAGE_EXTENSIONS]
         pairs = [(f, Path(f).relative_to(path).parts) for f in files]

@@ -78,7 +78,8 @@ def load_run_data(recipe, verbose=True):
                      task=recipe.task, val_split=recipe.val_split,
                      test_split=recipe.test_split, seed=recipe.seed,
                      augment=augment_config(recipe.augment), scan=recipe.scan,
-                     class_weights=recipe.class_weights, verbose=verbose)
+                     class_weights=recipe.class_weights,
+                     follow_links=recipe.follow_links, verbose=verbose)
 
 
 def build_run_model(recipe, num_outputs, *, trusted=False):
