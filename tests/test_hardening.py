@@ -424,6 +424,59 @@ def test_training_batches_survive_a_file_that_fails_to_decode(tmp_path):
     assert folder
 
 
+def _truncate(path):
+    with open(path, "rb") as f:
+        head = f.read(40)  # a PNG signature and a cut-off header: decoding fails
+    with open(path, "wb") as f:
+        f.write(head)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split,cache", [("train", False), ("train", True), ("val", False)])
+def test_a_file_broken_after_the_scan_is_named_skipped_and_counted(tmp_path, monkeypatch,
+                                                                  capsys, split, cache):
+    from transferkit.training import run as run_module
+
+    folder = make_image_folder(tmp_path / "data", per_class=5, size=16)
+    real, broken = run_module.load_data, []
+
+    def load_then_break_one(*args, **kwargs):  # after the scan, before training
+        data = real(*args, **kwargs)
+        broken.append(getattr(data, f"{split}_files")[1])
+        _truncate(broken[0])
+        return data
+
+    monkeypatch.setattr(run_module, "load_data", load_then_break_one)
+    out = str(tmp_path / "run")
+    result = train(RecipeConfig(data=folder, **dict(TINY, cache_features=cache)), out,
+                   verbose=0)
+    assert list(result.skipped_files) == broken
+    printed = capsys.readouterr().out
+    assert "1 file(s) failed to read or decode" in printed and broken[0] in printed
+    with open(os.path.join(out, "run.json")) as f:
+        assert list(json.load(f)["skipped_files"]) == broken
+    assert os.path.isfile(os.path.join(out, "model.keras")) and result.metrics["val"]
+
+
+def test_a_run_without_failures_names_no_file(trained_run):
+    with open(os.path.join(trained_run[0], "run.json")) as f:
+        assert "skipped_files" not in json.load(f)
+
+
+@pytest.mark.slow
+def test_no_scan_names_a_truncated_file_at_training_time_and_exits_0(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "data", per_class=5, size=16)
+    victim = os.path.join(folder, "red", "2.png")
+    _truncate(victim)  # its first bytes are a PNG's: the --no-scan listing keeps it
+    code = cli.main(["train", "--data", folder, "--out", str(tmp_path / "run"),
+                     "--no-scan", "--backbone", "tiny_test", "--weights", "none",
+                     "--image-size", "16", "--batch-size", "4", "--head-epochs", "1",
+                     "--finetune-epochs", "1", "--augment", "none", "--no-report"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert victim in captured.out + captured.err and "1 file(s)" in captured.out + captured.err
+
+
 def test_no_scan_lists_only_files_tf_decodes_and_names_the_others(tmp_path, capsys):
     from transferkit.data.load import load_data
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from transferkit.core.errors import DataError, suggest
 from transferkit.data import imageio
-from transferkit.data.pipeline import make_dataset
+from transferkit.data.pipeline import SkipWatch, make_dataset, tf_decodes
 from transferkit.data.scan import ScanReport, read_regular_file, walk, with_problems
 from transferkit.data.scan import scan as run_scan
 from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratified_split
@@ -63,8 +64,12 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
             labels = [files["train"][1][i] for i in chosen]
         if paths:
             parts[split] = (paths, task.encode(labels, names))
+    # Every split skips (and counts) a file that fails to decode after all, so neither
+    # an epoch nor its validation dies on one file; the run then names them.
+    watch = SkipWatch()
     built = {s: make_dataset(p, y, training=s == "train", cache=cache_for(cache, s),
-                             augment=augment if s == "train" else None, **pipe)
+                             augment=augment if s == "train" else None, skip_errors=True,
+                             watch=watch, **pipe)
              for s, (p, y) in parts.items()}
     train_y = parts["train"][1]
     return DataSplits(
@@ -75,7 +80,25 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
         class_weight=task.class_weight(train_y) if class_weights else None,
         **{f"{s}_files": tuple(parts[s][0]) for s in parts},
         **{f"{s}_labels": parts[s][1] for s in parts},
-        scan_report=report, counts={s: len(p[0]) for s, p in parts.items()})
+        scan_report=report, counts={s: len(p[0]) for s, p in parts.items()},
+        skipped=watch)
+
+
+def undecodable(paths, workers=None) -> dict[str, str]:
+    """{path: reason} for the files of `paths` the pipeline cannot read or decode now:
+    the diagnosis run once a SkipWatch counted skipped images (the same reader and
+    decoder as training, so it names exactly the files training skipped)."""
+    def check(path):
+        try:
+            data = read_regular_file(path)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None if tf_decodes(data) else "TensorFlow cannot decode it"
+
+    paths = list(dict.fromkeys(paths))
+    with ThreadPoolExecutor(max_workers=workers or min(32, (os.cpu_count() or 1) + 4)) as pool:
+        reasons = list(pool.map(check, paths))
+    return {p: r for p, r in zip(paths, reasons) if r is not None}
 
 
 def image_dataset(paths, image_size, *, batch_size=32, normalized_dir=None, workers=None):

@@ -32,6 +32,7 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.files import TEMP_MARK, read_json, read_json_object, write_json
 from transferkit.core.tasks import get_task
 from transferkit.data.augment import augment_config
+from transferkit.data.files import undecodable
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import evaluate_splits
 from transferkit.models.backbones import check_weights_path
@@ -69,6 +70,7 @@ class RunResult:
     history: tuple
     metrics: dict
     class_names: tuple
+    skipped_files: dict = dataclasses.field(default_factory=dict)  # path -> reason
 
 
 def load_run_data(recipe, verbose=True):
@@ -202,6 +204,7 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
             recipe, schedule = _auto_rate(recipe, "finetune", model, data, schedule,
                                           out_dir, start, run)
             fine_tune(model, data, config=schedule, start=start, **run)
+    skipped = name_skipped_files(data, out_dir)
     history = saver.history
     write_json(os.path.join(out_dir, "history.json"), history)
     metrics = evaluate_splits(local_copy(model), data, get_task(recipe.task))
@@ -212,7 +215,33 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
         from transferkit.evaluation.report import write_report  # matplotlib at the end
 
         write_report(out_dir, local_copy(model), data, history)
-    return RunResult(out_dir, model, tuple(history), metrics, tuple(class_names))
+    return RunResult(out_dir, model, tuple(history), metrics, tuple(class_names), skipped)
+
+
+def name_skipped_files(data, out_dir):
+    """{path: reason} of the files that failed to read or decode during the run (after
+    the scan accepted them, or under --no-scan) and were skipped: named in one warning
+    and recorded in run.json "skipped_files". Only when images went missing are the
+    files checked, so a run without failures pays nothing for it."""
+    watch = data.skipped
+    if watch is None or not (watch.missing() or watch.named):
+        return {}
+    bad = dict(watch.named)
+    if watch.missing():
+        bad.update(undecodable([*data.train_files, *data.val_files, *data.test_files]))
+    if not bad:
+        print(f"warning: {watch.missing()} image(s) failed to read or decode during "
+              "training and were skipped; their files decode now (changed again?), so "
+              "none can be named.")
+        return {}
+    # Printed, like the scan's report: a warning would be hidden by warning filters.
+    print(f"warning: {len(bad)} file(s) failed to read or decode during training and "
+          "were skipped (recorded in run.json):\n  " + "\n  ".join(
+              f"{path}: {reason}" for path, reason in sorted(bad.items())))
+    path = os.path.join(out_dir, RUN_FILE)
+    info = read_json(path, "run file") or {}
+    write_json(path, {**info, "skipped_files": bad})
+    return bad
 
 
 def check_recipe_paths(recipe):
