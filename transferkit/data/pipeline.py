@@ -52,8 +52,8 @@ class SkipWatch:
     run can then name those files (`data.files.undecodable`).
 
     No path travels with the elements (that cost 4x throughput on small images): each
-    pass is framed by two marker elements, and one filter counts what arrives between
-    them and adds the shortfall to `missing()`.
+    pass is framed by two marker batches, and one filter per batch counts the images
+    that arrive between them and adds the shortfall to `missing()`.
     """
 
     def __init__(self):
@@ -66,33 +66,32 @@ class SkipWatch:
         return int(self._missing.numpy())
 
     def count(self, ds, n: int):
-        """`ds` (unbatched (image, label [k]) of `n` elements per pass) with counting."""
+        """`ds` (batches of (images, labels [B, k]), `n` images per pass; or single
+        (image, label [k]) elements) with counting."""
         with tf.device("/CPU:0"):
             seen = tf.Variable(0, dtype=tf.int64, trainable=False)
         image, label = ds.element_spec
+        batched = label.shape.rank == 2
 
         def marker(value):  # a label of +-inf: never a real (encoded) label
-            return tf.data.Dataset.from_tensors(
-                (tf.zeros(image.shape, image.dtype), tf.fill(label.shape, value)))
+            x = [1 if d is None else d for d in image.shape]
+            y = [1 if d is None else d for d in label.shape]
+            return tf.data.Dataset.from_tensors((tf.zeros(x, image.dtype),
+                                                 tf.fill(y, value)))
 
         def keep(x, y):
-            flag = y[0]
-
-            def start():
-                with tf.control_dependencies([seen.assign(0)]):
-                    return tf.constant(False)
-
-            def end():
-                short = tf.maximum(tf.constant(n, tf.int64) - seen.read_value(), 0)
-                with tf.control_dependencies([self._missing.assign_add(short)]):
-                    return tf.constant(False)
-
-            def element():
-                with tf.control_dependencies([seen.assign_add(1)]):
-                    return tf.constant(True)
-
-            return tf.case([(tf.equal(flag, -np.inf), start),
-                            (tf.equal(flag, np.inf), end)], default=element)
+            # Branch-free (tf.case would add three functions to set up every pass).
+            flag = y[0, 0] if batched else y[0]
+            size = tf.cast(tf.shape(y)[0], tf.int64) if batched else tf.constant(1, tf.int64)
+            first, last = tf.equal(flag, -np.inf), tf.equal(flag, np.inf)
+            images = ~(first | last)
+            before = seen.read_value()
+            short = tf.where(last, tf.maximum(tf.constant(n, tf.int64) - before, 0), 0)
+            after = tf.where(first | last, tf.constant(0, tf.int64),
+                             before + tf.where(images, size, 0))
+            with tf.control_dependencies([seen.assign(after),
+                                          self._missing.assign_add(short)]):
+                return tf.identity(images)
 
         return marker(-np.inf).concatenate(ds).concatenate(marker(np.inf)).filter(keep)
 
@@ -215,14 +214,17 @@ def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
         if training and cache is None:  # shuffle before decoding: no pixels buffered
             full = n if cheap_elements and n else DEFAULT_IMAGE_BUFFER
             ds = ds.shuffle(shuffle_buffer or full, seed=seed, reshuffle_each_iteration=True)
+        # Counting per batch is cheaper, but needs batches of any size.
+        count_batches = watch is not None and not drop_remainder
+        count = None if count_batches else watch
         if cache is None:
             ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=ordered)
-            ds = _skipping(ds, skip_errors, watch, n)
+            ds = _skipping(ds, skip_errors, count, n)
         else:
             # uint8 in the cache: a quarter of float32's memory or disk, error < 0.5.
             ds = ds.map(lambda *e: _to_uint8(*prepare(*e)), num_parallel_calls=AUTOTUNE,
                         deterministic=ordered)
-            ds = _skipping(ds, skip_errors, watch, n)
+            ds = _skipping(ds, skip_errors, count, n)
             ds = ds.cache("" if cache == "memory" else os.fspath(cache))
             if training:
                 ds = ds.shuffle(shuffle_buffer or min(n or DEFAULT_IMAGE_BUFFER,
@@ -235,6 +237,8 @@ def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
                 lambda xy, s: (augment_image(xy[0], s, augment), xy[1]),
                 num_parallel_calls=AUTOTUNE, deterministic=ordered)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        if count_batches and skip_errors and n:
+            ds = watch.count(ds, n)
         if training and augment is not None and augment.mixes:
             ds = _with_seeds(ds, seed, 1).map(
                 lambda xy, s: mix_batch(xy[0], xy[1], s, augment),
