@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, DataError
-from transferkit.core.files import atomic_path, write_json
+from transferkit.core.files import atomic_path, remove_stale_temp_files, write_json
 from transferkit.data.files import undecodable
 from transferkit.data.pipeline import make_dataset
 from transferkit.data.splits import DataSplits
@@ -129,6 +129,8 @@ class FeatureStore:
     def __init__(self, directory=None):
         self.directory = None if directory is None else cache_dir(directory)
         self.hits, self.misses, self._memory = 0, 0, {}
+        if self.directory is not None:  # what a killed writer left: never read
+            remove_stale_temp_files(self.directory)
 
     @classmethod
     def default(cls):
