@@ -2,7 +2,8 @@
 
     python benchmarks/kill_harness.py --rounds 3          # 3 runs x 4 kills each
     python benchmarks/kill_harness.py --points phase1,save --rounds 1
-    python benchmarks/kill_harness.py --smoke             # 1 run x 4 kills, 2 + 2 epochs
+    python benchmarks/kill_harness.py --smoke             # 1 run x 4 kills + 5 scenario kills
+    python benchmarks/kill_harness.py --rounds 0 --scenarios export,tune --kills 3
 
 Each round trains the tiny_test backbone on a generated image folder in a subprocess
 and kills it, in turn, at each kill point: "phase1" (mid-epoch in phase 1, after a
@@ -16,8 +17,18 @@ resumes with `--resume`; the last resume runs to the end. A round survives when:
 - every checkpoint's trainable state and optimizer position match its phase;
 - every file in the run directory is readable (JSON parses, .weights.h5 and .keras
   load).
-It prints "N/N runs survived" and exits 1 unless all did. The test suite runs `harness`
-in a fast setting (tests/test_resume.py) and the script with --smoke (marked slow).
+It prints "N/N runs survived".
+
+Then `scenarios` kills (--kills times each, after a random delay, without test hooks:
+it polls for the temp files core/files.py writes, or a phase's own files) during the
+feature- and boundary-cache write, the final model save, the report, a SavedModel
+export into a folder that already holds one, and `transferkit tune`. After each kill
+every file left in the run, cache, export and tuning folders must load (JSON, HTML,
+PNG, .keras, .weights.h5, .npz/.npy, SavedModel), and the next run (`--resume`, the
+export again, `tune --resume`) must complete and leave no temp file behind. It prints
+a line per scenario and "N kills, all files loadable: yes/no, next run completed:
+yes/no", and exits 1 unless everything held. The test suite runs `harness` in a fast
+setting (tests/test_resume.py) and the script with --smoke (marked slow).
 """
 
 import argparse

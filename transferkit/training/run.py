@@ -2,8 +2,9 @@
 
 Run directory layout (a contract for the CLI, reports, resume and the tuner):
 
-    run.json         the run's identity (run_id, which every checkpoint carries) and
-                     a record of each resume and the settings changed at it
+    run.json         the run's identity (run_id, which every checkpoint carries), a
+                     record of each resume and the settings changed at it, and
+                     "skipped_files" {path: reason} when files failed to decode
     config.json      the resolved RecipeConfig
     class_names.json the class order the model's outputs follow
     scan.json        the data health scan (rejected and converted files)
