@@ -157,8 +157,11 @@ def test_temp_files_a_kill_left_in_the_run_folder_are_cleaned(tmp_path):
     (tmp_path / ".model.x1y2.tmp.keras").write_text("torn")
     (tmp_path / ".config.abc.tmp.json").write_text("torn")
     (tmp_path / ".mine.tmp.keras").write_text("not ours")
+    (tmp_path / "report").mkdir()  # a kill while the report's plots were written
+    (tmp_path / "report" / ".curves.p999999999.ab.tmp.png").write_text("torn")
     claim_run(str(tmp_path), RecipeConfig(**TINY))
-    assert sorted(os.listdir(tmp_path)) == [".mine.tmp.keras", "run.json"]
+    assert sorted(os.listdir(tmp_path)) == [".mine.tmp.keras", "report", "run.json"]
+    assert os.listdir(tmp_path / "report") == []
 
 
 def test_temp_files_a_killed_writer_left_are_removed_but_not_a_live_write(tmp_path):

@@ -30,7 +30,8 @@ import warnings
 import keras
 
 from transferkit.core.errors import ConfigError
-from transferkit.core.files import TEMP_MARK, read_json, read_json_object, write_json
+from transferkit.core.files import (TEMP_MARK, read_json, read_json_object,
+                                   remove_stale_temp_files, write_json)
 from transferkit.core.tasks import get_task
 from transferkit.data.augment import augment_config
 from transferkit.data.files import undecodable
@@ -285,6 +286,7 @@ def claim_run(out_dir, recipe, *, resume=False, overwrite=False):
         remove_run(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     _remove_temp_files(out_dir)
+    remove_stale_temp_files(os.path.join(out_dir, "report"))  # a kill mid-report
     path = os.path.join(out_dir, RUN_FILE)
     info = read_json(path, "run file") if resume else None
     changed = []
