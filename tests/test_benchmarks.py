@@ -42,7 +42,7 @@ EXPECTED = {
         rf"{NUMBER}x",
         rf"\(b\) frozen MobileNetV2 .* ratio {NUMBER}",
         rf"peak at 100 / peak at 50 images: {NUMBER}",
-        rf"\(d\) skip counting, .* ratio {NUMBER}",
+        rf"\(d\) skip counting, .* ratio with / without {NUMBER}",
     ],
     "tuning_memory.py": [
         rf"  {mode} +({NUMBER} +)+growth trial 2 -> 2: [+-]{NUMBER} MiB"
