@@ -2,7 +2,8 @@
 
     python benchmarks/kill_harness.py --rounds 3          # 3 runs x 4 kills each
     python benchmarks/kill_harness.py --points phase1,save --rounds 1
-    python benchmarks/kill_harness.py --smoke             # 1 run x 4 kills, 2 + 2 epochs
+    python benchmarks/kill_harness.py --smoke             # 1 run x 4 kills + 5 scenario kills
+    python benchmarks/kill_harness.py --rounds 0 --scenarios export,tune --kills 3
 
 Each round trains the tiny_test backbone on a generated image folder in a subprocess
 and kills it, in turn, at each kill point: "phase1" (mid-epoch in phase 1, after a
@@ -16,8 +17,18 @@ resumes with `--resume`; the last resume runs to the end. A round survives when:
 - every checkpoint's trainable state and optimizer position match its phase;
 - every file in the run directory is readable (JSON parses, .weights.h5 and .keras
   load).
-It prints "N/N runs survived" and exits 1 unless all did. The test suite runs `harness`
-in a fast setting (tests/test_resume.py) and the script with --smoke (marked slow).
+It prints "N/N runs survived".
+
+Then `scenarios` kills (--kills times each, after a random delay, without test hooks:
+it polls for the temp files core/files.py writes, or a phase's own files) during the
+feature- and boundary-cache write, the final model save, the report, a SavedModel
+export into a folder that already holds one, and `transferkit tune`. After each kill
+every file left in the run, cache, export and tuning folders must load (JSON, HTML,
+PNG, .keras, .weights.h5, .npz/.npy, SavedModel), and the next run (`--resume`, the
+export again, `tune --resume`) must complete and leave no temp file behind. It prints
+a line per scenario and "N kills, all files loadable: yes/no, next run completed:
+yes/no", and exits 1 unless everything held. The test suite runs `harness` in a fast
+setting (tests/test_resume.py) and the script with --smoke (marked slow).
 """
 
 import argparse
@@ -25,6 +36,7 @@ import glob
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +50,7 @@ from end_to_end import parse_smoke_args
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POINTS = ("phase1", "save", "boundary", "phase2")
 # --smoke: one run through every kill point, on the 2 + 2 epochs `harness` defaults to.
-SMOKE = dict(rounds=1, head_epochs=2, finetune_epochs=2)
+SMOKE = dict(rounds=1, head_epochs=2, finetune_epochs=2, kills=1)
 
 
 def make_images(root, per_class=16, size=32, seed=0):
@@ -211,6 +223,180 @@ def _unreadable(run, tune):
     return problems
 
 
+# --- kills during the other writes: feature cache, final save, report, export, tune ---
+#
+# No test hook: each scenario polls for the temp files `core/files.py` writes beside
+# their target (".<name>.<random>.tmp<ext>") or for the phase's own files, then waits
+# a random delay and sends SIGKILL, so the kill lands inside the write or just after.
+SCENARIOS = ("cache", "final_save", "report", "export", "tune")
+
+
+def _tk(args, cache):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO,
+           "TRANSFERKIT_CACHE": cache}
+    return [sys.executable, "-m", "transferkit", *args], env
+
+
+def _temp_files(folder):
+    return [p for p in glob.glob(os.path.join(folder, "**", ".*"), recursive=True)
+            if ".tmp" in os.path.basename(p) or os.path.basename(p).startswith(".saved_model.")]
+
+
+def _kill_when(cmd, env, log_path, seen, delay, timeout=240):
+    """Run `cmd`; once `seen()` is true wait `delay` s and SIGKILL its process group.
+    Returns "killed" (inside the moment), "late" (the moment never showed: killed at
+    the timeout), "finished" or "failed" (ended by itself, exit 0 or not)."""
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # tune's trial processes too
+        deadline, hit = time.time() + timeout, False
+        try:
+            while proc.poll() is None and time.time() < deadline:
+                if seen():
+                    hit = True
+                    time.sleep(delay)
+                    break
+                time.sleep(0.005)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return "killed" if hit else "late"
+            return "finished" if proc.returncode == 0 else "failed"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _complete(cmd, env, log_path, timeout=300):
+    with open(log_path, "w") as out:
+        return subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                              timeout=timeout).returncode == 0
+
+
+def unloadable(folder, temp_ok=True):
+    """Files under `folder` that do not load (models, checkpoints, JSON, caches, HTML,
+    images, SavedModels, CSV), plus leftover temp files unless `temp_ok`."""
+    import h5py
+    import tensorflow as tf
+
+    from transferkit.models.saving import load_model
+
+    problems = []
+    for path in sorted(glob.glob(os.path.join(folder, "**", "*"), recursive=True) +
+                       glob.glob(os.path.join(folder, "**", ".*"), recursive=True)):
+        name = os.path.basename(path)
+        if ".tmp" in name or name.startswith(".saved_model."):
+            if not temp_ok:
+                problems.append(f"leftover temp file {path}")
+            continue  # never read by anything: the next run removes it
+        if "/.saved_model." in path:
+            continue
+        try:
+            if os.path.isdir(path):
+                if os.path.exists(os.path.join(path, "saved_model.pb")):
+                    tf.saved_model.load(path)
+            elif name.endswith(".json"):
+                with open(path) as f:
+                    json.load(f)
+            elif name.endswith(".weights.h5") or name.endswith(".h5"):
+                with h5py.File(path, "r") as f:
+                    f.visititems(lambda _, obj: obj[()] if isinstance(obj, h5py.Dataset)
+                                 else None)
+            elif name.endswith(".keras"):
+                load_model(path)
+            elif name.endswith(".npz"):
+                with np.load(path, allow_pickle=False) as archive:
+                    [archive[k] for k in archive.files]
+            elif name.endswith(".npy"):
+                np.load(path, mmap_mode="r")
+            elif name.endswith(".html"):
+                with open(path, encoding="utf-8") as f:
+                    if not f.read().rstrip().endswith("</html>"):
+                        raise ValueError("cut short")
+            elif name.endswith(".png"):
+                with Image.open(path) as image:
+                    image.load()
+            elif name.endswith(".tflite"):
+                tf.lite.Interpreter(model_path=path).allocate_tensors()
+            elif name.endswith(".csv"):
+                with open(path, encoding="utf-8") as f:
+                    f.read()
+        except Exception as error:  # any failure to load is what we look for
+            problems.append(f"unloadable {path}: {type(error).__name__}: {error}")
+    return problems
+
+
+def scenarios(root, names=SCENARIOS, kills=1, seed=0, log=print):
+    """Kill `kills` times at each scenario's moment; after each kill check that every
+    file left loads and that the next run (`--resume`, `tune --resume`, the export
+    again) completes. Returns {scenario: (kills, kills inside the moment, problems)}."""
+    rng = random.Random(seed)
+    data = make_images(os.path.join(root, "images"), per_class=12, seed=seed)
+    cache = os.path.join(root, "tkcache")
+    run, exports, tuning = (os.path.join(root, n) for n in ("run", "exports", "tuning"))
+    train = ["train", "--data", data, "--backbone", "tiny_test", "--weights", "none",
+             "--image-size", "32", "--batch-size", "8", "--augment", "light",
+             # last_blocks:1: phase 2 on the boundary cache too (a longer write to hit)
+             "--head-epochs", "1", "--finetune-epochs", "1", "--unfreeze", "last_blocks:1",
+             "--early-stopping-patience", "0", "--out", run]
+    export = ["export", run, "--format", "savedmodel", "--out", exports]
+    tune = ["tune", "--data", data, "--backbone", "tiny_test", "--weights", "none",
+            "--image-size", "32", "--batch-size", "8", "--augment", "none",
+            "--head-epochs", "1", "--finetune-epochs", "1", "--max-trials", "2",
+            "--no-report", "--in-process", "--out", tuning]
+    moments = {  # (command, what to watch, where the files are, what shows the moment)
+        "cache": (train, [run, cache], lambda: _temp_files(os.path.join(cache, "features"))),
+        "final_save": (train, [run], lambda: glob.glob(os.path.join(run, ".model.*"))),
+        "report": (train, [run], lambda: glob.glob(os.path.join(run, ".report.*"))
+                   or os.path.isdir(os.path.join(run, "report"))),
+        "export": (export, [exports], lambda: _temp_files(exports)),
+        "tune": (tune, [tuning], lambda: glob.glob(os.path.join(tuning, "**", "trial.json"),
+                                                   recursive=True)),
+    }
+    results, step = {}, 0
+    # The training scenarios share one run: each kill's next run is the next kill's run
+    # (it must get past the last moment to reach its own), and one resume completes it.
+    trains = [n for n in names if n in ("cache", "final_save", "report")]
+    for name in names:
+        cmd, folders, seen = moments[name]
+        args = list(cmd)
+        if name == "export" and not os.path.exists(os.path.join(run, "model.keras")):
+            _complete(*_tk(train, cache), os.path.join(root, "log-train-first.txt"))
+        if name == "export" and not os.path.exists(os.path.join(exports, "model")):
+            # An export folder that already holds an artifact: the one a kill may tear.
+            _complete(*_tk(export, cache), os.path.join(root, "log-export-first.txt"))
+        inside, problems = 0, []
+        for k in range(kills):
+            step += 1
+            again = args + (["--resume"] if name in ("cache", "final_save", "report", "tune")
+                            and os.path.isdir(os.path.join(run if name != "tune" else tuning))
+                            else [])
+            if name == "cache":
+                shutil.rmtree(cache, ignore_errors=True)  # so there is a cache to write
+            delay = rng.uniform(0, 0.05 if name != "tune" else 1.5)
+            how = _kill_when(*_tk(again, cache), os.path.join(root, f"log-{step}.txt"),
+                             seen, delay)
+            inside += how == "killed"
+            if how == "failed":
+                problems.append(f"the next run after the previous kill failed "
+                                f"(see log-{step}.txt)")
+            problems += [f"after the kill: {p}" for f in folders for p in unloadable(f)]
+            if name in trains and (name != trains[-1] or k < kills - 1):
+                continue  # the next kill's run is this kill's next run
+            resumed = args + (["--resume"] if name != "export" else [])
+            if not _complete(*_tk(resumed, cache), os.path.join(root, f"log-{step}-next.txt")):
+                problems.append(f"the next run after kill {k + 1} failed "
+                                f"(see log-{step}-next.txt)")
+            problems += [f"after the next run: {p}" for f in folders
+                         for p in unloadable(f, temp_ok=f == cache)]
+        results[name] = (kills, inside, problems)
+        log(f"  {name:<10} {kills} kill(s), {inside} inside the moment: "
+            f"{'all files loadable, next run completed' if not problems else 'FAILED'}"
+            + "".join(f"\n    - {p}" for p in problems))
+    return results
+
+
 def main(argv=None):
     import tempfile
 
@@ -222,6 +408,11 @@ def main(argv=None):
                         help="checkpoint every N steps (--save-every, default 3)")
     parser.add_argument("--head-epochs", type=int, default=3)
     parser.add_argument("--finetune-epochs", type=int, default=3)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help="kills during other writes, or 'none' (default "
+                        f"{','.join(SCENARIOS)})")
+    parser.add_argument("--kills", type=int, default=3,
+                        help="kills per scenario, each after a random delay (3)")
     args = parse_smoke_args(parser, argv, SMOKE, "one short run through every kill point")
     points = args.points.split(",")
     survived = 0
@@ -236,7 +427,22 @@ def main(argv=None):
                   f"{time.time() - start:.0f} s" + "".join(f"\n  - {p}" for p in problems))
             survived += not problems
     print(f"{survived}/{args.rounds} runs survived")
-    return 0 if survived == args.rounds else 1
+    names = [n for n in args.scenarios.split(",") if n and n != "none"]
+    ok = True
+    if names:
+        with tempfile.TemporaryDirectory() as root:
+            start = time.time()
+            print(f"kills during other writes: {', '.join(names)}")
+            results = scenarios(root, names, kills=args.kills)
+            kills = sum(k for k, _, _ in results.values())
+            problems = [p for _, _, ps in results.values() for p in ps]
+            loadable = not any("unloadable" in p or "leftover" in p for p in problems)
+            completed = not any("failed" in p for p in problems)
+            print(f"{kills} kills, all files loadable: {'yes' if loadable else 'no'}, "
+                  f"next run completed: {'yes' if completed else 'no'} "
+                  f"({time.time() - start:.0f} s)")
+            ok = loadable and completed
+    return 0 if survived == args.rounds and ok else 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ round, so background load on a shared machine skews both sides alike.
     a synthetic in-memory batch of the same shape (goal >= 0.95).
 (c) peak RSS while streaming folders of 2,500 -> 10,000 small JPEGs through the
     training pipeline (each size in a fresh process); it must stay flat.
+(d) the cost of counting skipped files (SkipWatch, so a file that fails to decode at
+    training time can be named): training-pipeline images/s with counting / without,
+    on 32 px JPEGs where a per-batch overhead shows most (goal ~1.0), beside the ratio
+    of two identical sides without counting (the machine's noise).
 """
 
 from __future__ import annotations
@@ -175,11 +179,37 @@ def bench_memory(folder: Path, sizes) -> None:
           f"{rows[-1][3] / rows[0][3]:.3f}")
 
 
+def bench_skip_counting(paths, size, batch, rounds) -> float:
+    from transferkit.data.pipeline import SkipWatch, make_dataset
+
+    labels = np.eye(2, dtype=np.float32)[np.arange(len(paths)) % 2]
+    # "without, again" is the same pipeline as "without": how far two identical
+    # sides differ on this machine, to read the ratio against.
+    sides = {name: make_dataset(paths, labels, image_size=size, batch_size=batch,
+                                training=True, seed=0, watch=watch)
+             for name, watch in (("with", SkipWatch()), ("without", None),
+                                 ("without, again", None))}
+    for ds in sides.values():
+        images_per_second(ds.take(2))  # warm up
+    best = {name: 0.0 for name in sides}
+    names = list(sides)
+    for r in range(rounds):  # interleaved, best of: as (a); who goes first rotates
+        for name in names[r % 3:] + names[:r % 3]:
+            best[name] = max(best[name], images_per_second(sides[name]))
+    ratio = best["with"] / best["without"]
+    print(f"(d) skip counting, {len(paths)} 32px JPEGs at {size[0]} px, batch {batch}: "
+          + ", ".join(f"{k} {v:.0f} img/s" for k, v in best.items())
+          + f"; ratio with / without {ratio:.3f} (identical sides: "
+          f"{best['without, again'] / best['without']:.3f})")
+    return ratio
+
+
 # What each run measures: JPEGs of side `side` for (a) and (b), trained on at `size`
 # px; (c) streams folders of each `stream` count of 32 px JPEGs.
 FULL = dict(n_jpeg=480, side=256, size=160, batch=32, steps=10, rounds=4,
-            stream=(2500, 5000, 10000))
-SMOKE = dict(n_jpeg=16, side=64, size=32, batch=8, steps=2, rounds=1, stream=(50, 100))
+            stream=(2500, 5000, 10000), counted=5000)
+SMOKE = dict(n_jpeg=16, side=64, size=32, batch=8, steps=2, rounds=1, stream=(50, 100),
+             counted=100)
 
 
 def main(argv=None) -> None:
@@ -208,6 +238,8 @@ def main(argv=None) -> None:
         bench_training(paths, labels, (size, size), run["batch"], run["steps"],
                        run["rounds"])
         bench_memory(tmp / "small", sizes)
+        small = sorted(str(p) for p in (tmp / "small").glob("*/*.jpg"))[:run["counted"]]
+        bench_skip_counting(small, (32, 32), run["batch"], max(run["rounds"], 6))
     print("On 2 cores the pipeline and the model share the same cores: every decode/"
           "augment cycle is taken from the model's matmuls, so (b) is bounded by the "
           "pipeline's CPU share, not by waiting; on a GPU machine only the pipeline "

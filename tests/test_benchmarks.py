@@ -35,12 +35,14 @@ EXPECTED = {
     "adversarial.py": [r"\d+ inputs tried, 0 crashes, 0 tracebacks, 0 files lost"],
     "segmentation.py": [rf"mIoU ratio transfer / scratch \(mean of 1 seed\(s\)\): "
                         rf"{NUMBER}x"],
-    "kill_harness.py": [r"killed at save .*\n", r"1/1 runs survived"],
+    "kill_harness.py": [r"killed at save .*\n", r"1/1 runs survived",
+                        r"5 kills, all files loadable: yes, next run completed: yes"],
     "pipeline.py": [
         rf"\(a\) pipeline throughput: tuned {NUMBER} img/s, naive {NUMBER} img/s, ratio "
         rf"{NUMBER}x",
         rf"\(b\) frozen MobileNetV2 .* ratio {NUMBER}",
         rf"peak at 100 / peak at 50 images: {NUMBER}",
+        rf"\(d\) skip counting, .* ratio with / without {NUMBER}",
     ],
     "tuning_memory.py": [
         rf"  {mode} +({NUMBER} +)+growth trial 2 -> 2: [+-]{NUMBER} MiB"

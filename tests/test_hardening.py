@@ -157,8 +157,29 @@ def test_temp_files_a_kill_left_in_the_run_folder_are_cleaned(tmp_path):
     (tmp_path / ".model.x1y2.tmp.keras").write_text("torn")
     (tmp_path / ".config.abc.tmp.json").write_text("torn")
     (tmp_path / ".mine.tmp.keras").write_text("not ours")
+    (tmp_path / "report").mkdir()  # a kill while the report's plots were written
+    (tmp_path / "report" / ".curves.p999999999.ab.tmp.png").write_text("torn")
     claim_run(str(tmp_path), RecipeConfig(**TINY))
-    assert sorted(os.listdir(tmp_path)) == [".mine.tmp.keras", "run.json"]
+    assert sorted(os.listdir(tmp_path)) == [".mine.tmp.keras", "report", "run.json"]
+    assert os.listdir(tmp_path / "report") == []
+
+
+def test_temp_files_a_killed_writer_left_are_removed_but_not_a_live_write(tmp_path):
+    from transferkit.core.files import atomic_path, remove_stale_temp_files
+
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".features.p{dead}.ab12.tmp.npz"  # a SIGKILL mid-write leaves it
+    stale.write_bytes(b"torn")
+    with atomic_path(tmp_path / "live.json") as live:
+        with open(live, "w") as f:
+            f.write("{}")
+        assert remove_stale_temp_files(tmp_path) == 1  # this process is alive: kept
+        assert not stale.exists() and os.path.exists(live)
+    assert json.loads((tmp_path / "live.json").read_text()) == {}
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -345,6 +366,50 @@ def test_the_scan_skips_special_files_outside_links_and_unallowed_formats(tmp_pa
     assert cli.main(["scan", folder, "--workers", "0"]) == 2
 
 
+def _linked_class_folder(tmp_path):
+    """Classes red and blue, plus green: a link to a folder outside the data folder."""
+    folder = make_image_folder(tmp_path / "data", per_class=4, size=16)
+    outside = make_image_folder(tmp_path / "elsewhere", classes=("green",), per_class=4,
+                                size=16)
+    os.symlink(os.path.join(outside, "green"), os.path.join(folder, "green"))
+    return folder
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_links_leaving_the_data_folder_are_followed_only_when_asked(tmp_path, capsys,
+                                                                   scan):
+    from transferkit.data.load import load_data
+
+    folder = _linked_class_folder(tmp_path)
+    data = load_data(folder, image_size=16, batch_size=4, val_split=0.0, scan=scan)
+    assert data.class_names == ("blue", "red") and len(data.train_files) == 8
+    out = capsys.readouterr().out
+    assert "green" in out and "outside" in out  # reported, not silently dropped
+    data = load_data(folder, image_size=16, batch_size=4, val_split=0.0, scan=scan,
+                     follow_links=True)
+    assert data.class_names == ("blue", "green", "red") and len(data.train_files) == 12
+
+
+def test_train_and_recipes_take_follow_links(tmp_path):
+    from transferkit.cli.main import build_parser
+    from transferkit.cli.train import recipe_from_args
+    from transferkit.training.recipe import recipe_from_dict
+
+    assert RecipeConfig().follow_links is False
+    assert recipe_from_dict({"follow_links": True}).follow_links is True
+    with pytest.raises(ConfigError, match="follow_link.*Valid keys"):
+        recipe_from_dict({"follow_link": True})  # unknown keys are still refused
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o",
+                                      "--follow-links"])
+    assert recipe_from_args(args).follow_links is True
+    folder = _linked_class_folder(tmp_path)
+    run = str(tmp_path / "run")
+    result = train(RecipeConfig(data=folder, val_split=0.0, follow_links=True,
+                                **dict(TINY, head_epochs=1, finetune_epochs=0)), run,
+                   verbose=0)
+    assert result.class_names == ("blue", "green", "red")
+
+
 def test_a_file_tf_cannot_decode_is_normalised_by_the_scan(tmp_path, monkeypatch):
     import importlib
 
@@ -378,6 +443,59 @@ def test_training_batches_survive_a_file_that_fails_to_decode(tmp_path):
         sizes = [int(x.shape[0]) for x, _ in ds]
         assert len(sizes) == 3 and sizes[:2] == [3, 3]
     assert folder
+
+
+def _truncate(path):
+    with open(path, "rb") as f:
+        head = f.read(40)  # a PNG signature and a cut-off header: decoding fails
+    with open(path, "wb") as f:
+        f.write(head)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split,cache", [("train", False), ("train", True), ("val", False)])
+def test_a_file_broken_after_the_scan_is_named_skipped_and_counted(tmp_path, monkeypatch,
+                                                                  capsys, split, cache):
+    from transferkit.training import run as run_module
+
+    folder = make_image_folder(tmp_path / "data", per_class=5, size=16)
+    real, broken = run_module.load_data, []
+
+    def load_then_break_one(*args, **kwargs):  # after the scan, before training
+        data = real(*args, **kwargs)
+        broken.append(getattr(data, f"{split}_files")[1])
+        _truncate(broken[0])
+        return data
+
+    monkeypatch.setattr(run_module, "load_data", load_then_break_one)
+    out = str(tmp_path / "run")
+    result = train(RecipeConfig(data=folder, **dict(TINY, cache_features=cache)), out,
+                   verbose=0)
+    assert list(result.skipped_files) == broken
+    printed = capsys.readouterr().out
+    assert "1 file(s) failed to read or decode" in printed and broken[0] in printed
+    with open(os.path.join(out, "run.json")) as f:
+        assert list(json.load(f)["skipped_files"]) == broken
+    assert os.path.isfile(os.path.join(out, "model.keras")) and result.metrics["val"]
+
+
+def test_a_run_without_failures_names_no_file(trained_run):
+    with open(os.path.join(trained_run[0], "run.json")) as f:
+        assert "skipped_files" not in json.load(f)
+
+
+@pytest.mark.slow
+def test_no_scan_names_a_truncated_file_at_training_time_and_exits_0(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "data", per_class=5, size=16)
+    victim = os.path.join(folder, "red", "2.png")
+    _truncate(victim)  # its first bytes are a PNG's: the --no-scan listing keeps it
+    code = cli.main(["train", "--data", folder, "--out", str(tmp_path / "run"),
+                     "--no-scan", "--backbone", "tiny_test", "--weights", "none",
+                     "--image-size", "16", "--batch-size", "4", "--head-epochs", "1",
+                     "--finetune-epochs", "1", "--augment", "none", "--no-report"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert victim in captured.out + captured.err and "1 file(s)" in captured.out + captured.err
 
 
 def test_no_scan_lists_only_files_tf_decodes_and_names_the_others(tmp_path, capsys):

@@ -35,6 +35,9 @@ def register(sub):
                    "NLL/ECE before and after; with --out, also a reliability plot "
                    "and calibrated.keras (the model plus its temperature layer)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--follow-links", action="store_true", default=None,
+                   help="use links in --data whose target is outside it (default: the "
+                   "run's setting, else they are reported and skipped)")
     p.add_argument("--out", metavar="DIR", help="write evaluation.json and report.html here")
     p.set_defaults(func=run)
 
@@ -44,7 +47,8 @@ def run(args):
     members = [loaded_model(path, args) for path in (args.model, *args.ensemble)]
     ev.check_same_classes(members)
     first, task = members[0], members[0].task
-    data = ev.eval_data(first, args.data, split=args.split, batch_size=args.batch_size)
+    data = ev.eval_data(first, args.data, split=args.split, batch_size=args.batch_size,
+                        follow_links=args.follow_links)
     outputs, labels = ev.ensemble_outputs([m.model for m in members], data.dataset, task,
                                           verbose=True)
     report = task.score(outputs, labels, data.class_names)
@@ -68,7 +72,8 @@ def _calibrate(members, args, outputs, labels):
     task.check_calibratable()  # before the second pass over the val split
     fit_outputs, fit_labels = outputs, labels
     if args.split != "val":
-        val = ev.eval_data(members[0], args.data, split="val", batch_size=args.batch_size)
+        val = ev.eval_data(members[0], args.data, split="val", batch_size=args.batch_size,
+                           follow_links=args.follow_links)
         fit_outputs, fit_labels = ev.ensemble_outputs([m.model for m in members],
                                                       val.dataset, task)
     result = {**cal.calibrate(task, fit_outputs, fit_labels, outputs, labels),

@@ -2,13 +2,17 @@
 
 Every model, checkpoint, report and JSON file transferkit writes goes through
 `atomic_path`: a temp file beside the target, fsynced, then renamed over it, so a crash
-or a kill mid-write leaves the previous file intact, never a torn one.
+or a kill mid-write leaves the previous file intact, never a torn one. The temp
+file's name holds the writer's pid, so `remove_stale_temp_files` can tell what a
+killed writer left from a write in progress.
 """
 
 import contextlib
 import json
 import os
 import tempfile
+import re
+import time
 
 from transferkit.core.errors import ConfigError
 
@@ -26,7 +30,9 @@ def atomic_path(path):
     base, ext = os.path.splitext(os.path.basename(path))
     if base.endswith(".weights"):  # Keras insists on the ".weights.h5" suffix
         base, ext = base[: -len(".weights")], ".weights" + ext
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f"{TEMP_MARK}{ext}", dir=folder)
+    # The writer's pid in the name: remove_stale_temp_files keeps a live writer's file.
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.p{os.getpid()}.", suffix=f"{TEMP_MARK}{ext}",
+                               dir=folder)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
     try:
@@ -41,6 +47,45 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_stale_temp_files(folder, max_age: float = 3600.0) -> int:
+    """Delete the temp files `atomic_path` left in `folder` when its process was killed
+    mid-write; returns how many. A file whose writer (by the pid in its name) still
+    runs is kept, so folders shared by several processes (a feature cache) are safe;
+    a file without a pid is removed once older than `max_age` seconds."""
+    if not os.path.isdir(folder):
+        return 0
+    removed = 0
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if not (name.startswith(".") and TEMP_MARK in name) or os.path.islink(path) \
+                or not os.path.isfile(path):
+            continue
+        found = _PID.search(name)
+        try:
+            if found and _alive(int(found.group(1))):
+                continue
+            if not found and time.time() - os.path.getmtime(path) < max_age:
+                continue
+            os.remove(path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+_PID = re.compile(r"\.p(\d+)\.")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def write_json(path, data):

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import csv
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from transferkit.core.errors import DataError, suggest
 from transferkit.data import imageio
-from transferkit.data.pipeline import make_dataset
+from transferkit.data.pipeline import SkipWatch, make_dataset, tf_decodes
 from transferkit.data.scan import ScanReport, read_regular_file, walk, with_problems
 from transferkit.data.scan import scan as run_scan
 from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratified_split
 
 
 def from_files(source, *, task, class_names, val_split, test_split, augment, cache,
-               class_weights, scan, normalized_dir, workers, verbose, pipe) -> DataSplits:
+               class_weights, scan, normalized_dir, workers, verbose, pipe,
+               follow_links=False) -> DataSplits:
     """A folder/CSV source, or a {"train": ..., "val": ..., "test": ...} dict of them."""
     named = source if isinstance(source, dict) else {"train": source}
     unknown = set(named) - set(SPLIT_NAMES)
@@ -28,7 +30,8 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
         raise DataError(f"The `source` dict should have the key 'train' and optionally "
                         f"'val' and 'test'. Received keys: {sorted(named)}."
                         f"{suggest(bad, SPLIT_NAMES) if bad else ''}")
-    listed = {k: list_source(v, scanned=scan) for k, v in named.items()}
+    listed = {k: list_source(v, scanned=scan, follow_links=follow_links)
+              for k, v in named.items()}
     for split, (paths, _, _) in listed.items():
         if not paths:
             raise DataError(f"no image files found in {str(named[split])!r} ({split}); "
@@ -38,6 +41,10 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
     files = _without_shared_paths(files, named, verbose)
     report = None
     if not scan:
+        walk_problems = [p for _, _, found in listed.values() for p in found]
+        if walk_problems and verbose:  # e.g. links leaving the folder: say what was left
+            print(f"--no-scan: skipped {len(walk_problems)} listed entries:\n  " + "\n  ".join(
+                f"{p.path}: {p.reason}" for p in walk_problems[:20]))
         files = {k: _quick_check(k, paths, labels, named[k], verbose)
                  for k, (paths, labels) in files.items()}
     else:
@@ -57,8 +64,12 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
             labels = [files["train"][1][i] for i in chosen]
         if paths:
             parts[split] = (paths, task.encode(labels, names))
+    # Every split skips (and counts) a file that fails to decode after all, so neither
+    # an epoch nor its validation dies on one file; the run then names them.
+    watch = SkipWatch()
     built = {s: make_dataset(p, y, training=s == "train", cache=cache_for(cache, s),
-                             augment=augment if s == "train" else None, **pipe)
+                             augment=augment if s == "train" else None, skip_errors=True,
+                             watch=watch, **pipe)
              for s, (p, y) in parts.items()}
     train_y = parts["train"][1]
     return DataSplits(
@@ -69,7 +80,25 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
         class_weight=task.class_weight(train_y) if class_weights else None,
         **{f"{s}_files": tuple(parts[s][0]) for s in parts},
         **{f"{s}_labels": parts[s][1] for s in parts},
-        scan_report=report, counts={s: len(p[0]) for s, p in parts.items()})
+        scan_report=report, counts={s: len(p[0]) for s, p in parts.items()},
+        skipped=watch)
+
+
+def undecodable(paths, workers=None) -> dict[str, str]:
+    """{path: reason} for the files of `paths` the pipeline cannot read or decode now:
+    the diagnosis run once a SkipWatch counted skipped images (the same reader and
+    decoder as training, so it names exactly the files training skipped)."""
+    def check(path):
+        try:
+            data = read_regular_file(path)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None if tf_decodes(data) else "TensorFlow cannot decode it"
+
+    paths = list(dict.fromkeys(paths))
+    with ThreadPoolExecutor(max_workers=workers or min(32, (os.cpu_count() or 1) + 4)) as pool:
+        reasons = list(pool.map(check, paths))
+    return {p: r for p, r in zip(paths, reasons) if r is not None}
 
 
 def image_dataset(paths, image_size, *, batch_size=32, normalized_dir=None, workers=None):
@@ -103,12 +132,13 @@ def _first_copy(report, path):
     raise DataError(f"The image {path} was not scanned.")
 
 
-def list_source(src, *, scanned: bool = True):
+def list_source(src, *, scanned: bool = True, follow_links: bool = False):
     """(paths, raw labels, listing problems) from a class-folder tree or a CSV file;
-    without a scan (scanned=False) only files with image extensions are listed."""
+    without a scan (scanned=False) only files with image extensions are listed.
+    follow_links: use links whose target is outside the folder (default False)."""
     path = Path(src)
     if path.is_dir():
-        files, problems = walk(path)
+        files, problems = walk(path, follow_links=follow_links)
         if not scanned:  # nothing will weed out non-images: trust extensions
             files = [f for f in files if Path(f).suffix.lower() in imageio.IMAGE_EXTENSIONS]
         pairs = [(f, Path(f).relative_to(path).parts) for f in files]

@@ -48,7 +48,8 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
               shuffle_buffer: int | None = None, cache=None, scan: bool = True,
               class_weights: bool = False, deterministic: bool = False,
               class_names=None, data_dir=None, normalized_dir=None,
-              workers: int | None = None, verbose: bool = True) -> DataSplits:
+              workers: int | None = None, follow_links: bool = False,
+              verbose: bool = True) -> DataSplits:
     """Load, scan, split and batch a data source (see the module docstring).
 
     image_size: an int, (height, width) or an `InputSpec`.
@@ -61,6 +62,8 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
     shuffle_buffer: default the whole training split (paths are shuffled before
         decoding), or 1024 decoded images with a cache or a tensor source.
     data_dir: TFDS data folder. normalized_dir, workers: passed to `scan`.
+    follow_links: use links in a source folder whose target lies outside it
+        (default False: they are reported and skipped).
     verbose: print the scan's counts (default True).
     """
     task = get_task(task)
@@ -100,4 +103,4 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
         return sources.from_arrays(*source, class_names=class_names, **common)
     return files.from_files(source, class_names=class_names, scan=scan,
                             normalized_dir=normalized_dir, workers=workers,
-                            verbose=verbose, **common)
+                            follow_links=follow_links, verbose=verbose, **common)

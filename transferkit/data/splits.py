@@ -36,6 +36,7 @@ class DataSplits:
     test_labels: np.ndarray | None = None
     scan_report: ScanReport | None = None
     counts: dict[str, int] | None = None  # images per split, when known
+    skipped: object = None  # file sources: a pipeline.SkipWatch of skipped images
 
 
 def stratified_split(strata, val_split: float, test_split: float, seed: int):

@@ -103,25 +103,28 @@ def input_spec(model, metadata):
     return InputSpec(height, width, channels or 3)
 
 
-def eval_data(loaded, data, *, split="all", batch_size=32, val_split=None, seed=None):
+def eval_data(loaded, data, *, split="all", batch_size=32, val_split=None, seed=None,
+              follow_links=None):
     """The images of `data` (a folder or CSV) to score `loaded` on, in a fixed order.
 
     split: "all" (default: every image), or "val"/"test": the split a run with the
         same `val_split`/`seed` (default: the run's config, else 0.2 and 0) held out.
     Labels are encoded by the model's task; class order follows the model, and a class
-    the model does not know is an error.
+    the model does not know is an error. follow_links: use links that leave the folder
+    (default: the run's setting, else False).
     """
     check_choice("split", split, SPLITS)
     cfg = loaded.config
     val_split = cfg.get("val_split", 0.2) if val_split is None else val_split
     test_split = cfg.get("test_split", 0.0)
     seed = cfg.get("seed", 0) if seed is None else seed
+    follow = bool(cfg.get("follow_links", False)) if follow_links is None else follow_links
     splits = load_data(os.path.expanduser(os.fspath(data)), image_size=loaded.input,
                        batch_size=batch_size, task=loaded.task,
                        class_names=loaded.class_names or None,
                        val_split=0.0 if split == "all" else val_split,
                        test_split=0.0 if split == "all" else test_split, seed=seed,
-                       verbose=False)
+                       follow_links=follow, verbose=False)
     name = "train" if split == "all" else split
     files, labels = getattr(splits, f"{name}_files"), getattr(splits, f"{name}_labels")
     if not files:

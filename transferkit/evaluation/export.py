@@ -15,6 +15,7 @@ Class names travel with every artifact: `labels.txt` (one per line, output order
 a SavedModel's `assets/` too, and inside the .keras file (see saving.save_model).
 """
 
+import ctypes
 import os
 import shutil
 import tempfile
@@ -85,10 +86,15 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
     return path
 
 
+SAVED_MODEL_TEMP = ".saved_model."  # prefix of the folders an export builds in
+
+
 def _export_savedmodel(model, path, meta):
-    # Export beside the target, then swap it in: a failed export never leaves a
-    # half-written folder where a good one was.
-    tmp = tempfile.mkdtemp(prefix=".saved_model.", dir=os.path.dirname(path) or ".")
+    # Export beside the target, then swap it in: a failed or killed export never
+    # leaves a half-written folder where a good one was.
+    folder = os.path.dirname(path) or "."
+    _remove_stale_exports(folder)
+    tmp = tempfile.mkdtemp(prefix=SAVED_MODEL_TEMP, dir=folder)
     try:
         target = os.path.join(tmp, "model")
         model.export(target, format="tf_saved_model", verbose=False)
@@ -96,11 +102,33 @@ def _export_savedmodel(model, path, meta):
         _write_labels(os.path.join(target, "assets", "labels.txt"), meta["class_names"])
         write_json(os.path.join(target, "assets", "transferkit.json"), meta)
         os.chmod(target, 0o755)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(target, path)
+        if not (os.path.isdir(path) and _exchange(target, path)):
+            if os.path.exists(path):  # no atomic exchange here: a short window
+                os.replace(path, os.path.join(tmp, "old"))
+            os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exchange(a, b):
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False if the
+    system cannot, so the caller renames twice instead."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b),
+                              rename_exchange) == 0
+    except (AttributeError, OSError):
+        return False
+
+
+def _remove_stale_exports(folder):
+    # The build folders a killed export left: ours by name, never read by anything.
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith(SAVED_MODEL_TEMP) and os.path.isdir(path) \
+                and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def tflite_bytes(saved_model_dir, quantize=None, representative=None):

@@ -44,7 +44,8 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, DataError
-from transferkit.core.files import atomic_path, write_json
+from transferkit.core.files import atomic_path, remove_stale_temp_files, write_json
+from transferkit.data.files import undecodable
 from transferkit.data.pipeline import make_dataset
 from transferkit.data.splits import DataSplits
 from transferkit.models.parts import resolve
@@ -87,13 +88,14 @@ class FeatureSource:
     val_files: tuple = ()
     val_labels: object = None
     image_size: object = None
+    skipped: object = None  # the DataSplits' SkipWatch: files named here go in it
 
     @classmethod
     def of(cls, data, val=None):
         """From a DataSplits, or from (train, val) datasets."""
         if isinstance(data, DataSplits):
             return cls(data.train, data.val, data.train_files, data.train_labels,
-                       data.val_files, data.val_labels, data.image_size)
+                       data.val_files, data.val_labels, data.image_size, data.skipped)
         return cls(data, val)
 
 
@@ -127,6 +129,8 @@ class FeatureStore:
     def __init__(self, directory=None):
         self.directory = None if directory is None else cache_dir(directory)
         self.hits, self.misses, self._memory = 0, 0, {}
+        if self.directory is not None:  # what a killed writer left: never read
+            remove_stale_temp_files(self.directory)
 
     @classmethod
     def default(cls):
@@ -360,28 +364,70 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
             continue
         aug = augment if split == "train" and views else None
         model_fp = model_fp or model_fingerprint(model, parts)
-        key = feature_key(model_fp, data_fingerprint(
-            files, labels, source.image_size, augment=aug, views=views if aug else 0,
-            seed=seed))
-        found = store.get(key)
         if boundary is not None and boundary_fp is None:
             boundary_fp = boundary_fingerprint(model, boundary, parts)
-        boundary_key = None if boundary is None else feature_key(
-            boundary_fp, _data_fp(source, split, aug, views, seed))
-        needs_boundary = boundary_key is not None and store.get_mapped(boundary_key) is None
-        if found is None or needs_boundary:
-            datasets = _file_passes(source, split, aug, passes, batch_size, seed)
-            if needs_boundary:  # one extractor, two outputs: no extra backbone pass
-                two = boundary_extractor(model, boundary, parts)
-                shape = (passes, len(files), *boundary.shape)
-                with store.mapped_writer(boundary_key, shape) as (xb, yb):
-                    found = _compute(two, datasets, verbose, xb)
-                    yb[...] = found.y
-            else:
-                found = _compute(extractor, datasets, verbose)
-            store.put(key, found)
+        fps = (model_fp, boundary_fp)
+        try:
+            found = _file_features(model, parts, extractor, source, split, aug, views,
+                                   passes, batch_size, seed, store, verbose, boundary, fps)
+        except DECODE_ERRORS as error:
+            # A file changed since the scan (or listed by --no-scan) fails to decode:
+            # name it, leave it out (the live pipeline skips it too), extract again.
+            source = _without_undecodable(source, split, error)
+            found = _file_features(model, parts, extractor, source, split, aug, views,
+                                   passes, batch_size, seed, store, verbose, boundary, fps)
         out.append(found)
     return tuple(out)
+
+
+# What the file pipeline raises for a file it cannot read or decode.
+DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError,
+                 tf.errors.NotFoundError, tf.errors.UnknownError)
+
+
+def _without_undecodable(source, split, error):
+    """`source` without the files of `split` that fail to read or decode; raises
+    `error` when every file decodes (the failure is something else)."""
+    files, labels = getattr(source, f"{split}_files"), getattr(source, f"{split}_labels")
+    bad = undecodable(files)
+    if not bad:
+        raise error
+    if source.skipped is not None:
+        source.skipped.named.update(bad)
+    else:
+        warnings.warn(f"{len(bad)} file(s) failed to decode and were left out of the "
+                      f"feature cache: {sorted(bad)}", stacklevel=3)
+    keep = [i for i, f in enumerate(files) if f not in bad]
+    if not keep:
+        raise DataError(f"No file of the {split} split decodes: {sorted(bad)[:5]}")
+    return dataclasses.replace(source, **{f"{split}_files": tuple(files[i] for i in keep),
+                                          f"{split}_labels": np.asarray(labels)[keep]})
+
+
+def _file_features(model, parts, extractor, source, split, aug, views, passes,
+                   batch_size, seed, store, verbose, boundary, fps):
+    """Features of one file split (from `store`, or extracted and stored)."""
+    model_fp, boundary_fp = fps
+    files, labels = getattr(source, f"{split}_files"), getattr(source, f"{split}_labels")
+    key = feature_key(model_fp, data_fingerprint(
+        files, labels, source.image_size, augment=aug, views=views if aug else 0,
+        seed=seed))
+    found = store.get(key)
+    boundary_key = None if boundary is None else feature_key(
+        boundary_fp, _data_fp(source, split, aug, views, seed))
+    needs_boundary = boundary_key is not None and store.get_mapped(boundary_key) is None
+    if found is None or needs_boundary:
+        datasets = _file_passes(source, split, aug, passes, batch_size, seed)
+        if needs_boundary:  # one extractor, two outputs: no extra backbone pass
+            two = boundary_extractor(model, boundary, parts)
+            shape = (passes, len(files), *boundary.shape)
+            with store.mapped_writer(boundary_key, shape) as (xb, yb):
+                found = _compute(two, datasets, verbose, xb)
+                yb[...] = found.y
+        else:
+            found = _compute(extractor, datasets, verbose)
+        store.put(key, found)
+    return found
 
 
 def _data_fp(source, split, aug, views, seed):
@@ -393,9 +439,11 @@ def _data_fp(source, split, aug, views, seed):
 def _file_passes(source, split, aug, passes, batch_size, seed):
     """The datasets of a file split's passes: in file order, augmented when `aug`."""
     files, labels = getattr(source, f"{split}_files"), getattr(source, f"{split}_labels")
+    # skip_errors=False: a file that fails must stop the pass (then it is named and
+    # left out), or the features would not line up with the files that key them.
     return [make_dataset(files, labels, image_size=source.image_size, batch_size=batch_size,
                          training=aug is not None, augment=aug, seed=seed * 1009 + v,
-                         deterministic=True)
+                         deterministic=True, skip_errors=False)
             for v in range(passes)]
 
 
@@ -466,15 +514,29 @@ def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=
             out.append(Features(x, features.y))
             continue
         model_fp = model_fp or boundary_fingerprint(model, cut, parts)
-        key = feature_key(model_fp, _data_fp(source, split, aug, views, seed))
-        found = store.get_mapped(key)
-        if found is None:
-            with store.mapped_writer(key, (passes, len(files), *cut.shape)) as (x, y):
-                y[...] = _compute(two, _file_passes(source, split, aug, passes, batch_size,
-                                                    seed), verbose, x).y
-            found = store.get_mapped(key)
+        args = (two, model_fp, split, aug, views, passes, batch_size, seed, store, verbose,
+                cut)
+        try:
+            found = _file_boundary(source, *args)
+        except DECODE_ERRORS as error:  # as in split_features: name, leave out, again
+            source = _without_undecodable(source, split, error)
+            found = _file_boundary(source, *args)
         out.append(found)
     return tuple(out)
+
+
+def _file_boundary(source, two, model_fp, split, aug, views, passes, batch_size, seed,
+                   store, verbose, cut):
+    """Boundary activations of one file split (from `store`, or extracted and stored)."""
+    key = feature_key(model_fp, _data_fp(source, split, aug, views, seed))
+    found = store.get_mapped(key)
+    if found is None:
+        n = len(getattr(source, f"{split}_files"))
+        with store.mapped_writer(key, (passes, n, *cut.shape)) as (x, y):
+            y[...] = _compute(two, _file_passes(source, split, aug, passes, batch_size,
+                                                seed), verbose, x).y
+        found = store.get_mapped(key)
+    return found
 
 
 def _epoch_ids(views, n, training, seed):

@@ -33,6 +33,7 @@ class RecipeConfig:
     augment: str = "light"  # none | light | medium | strong
     class_weights: bool = False
     scan: bool = True
+    follow_links: bool = False  # use links that leave the data folder
     # model
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"  # imagenet | none | path to weights or .keras model

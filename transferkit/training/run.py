@@ -2,8 +2,9 @@
 
 Run directory layout (a contract for the CLI, reports, resume and the tuner):
 
-    run.json         the run's identity (run_id, which every checkpoint carries) and
-                     a record of each resume and the settings changed at it
+    run.json         the run's identity (run_id, which every checkpoint carries), a
+                     record of each resume and the settings changed at it, and
+                     "skipped_files" {path: reason} when files failed to decode
     config.json      the resolved RecipeConfig
     class_names.json the class order the model's outputs follow
     scan.json        the data health scan (rejected and converted files)
@@ -29,9 +30,11 @@ import warnings
 import keras
 
 from transferkit.core.errors import ConfigError
-from transferkit.core.files import TEMP_MARK, read_json, read_json_object, write_json
+from transferkit.core.files import (TEMP_MARK, read_json, read_json_object,
+                                   remove_stale_temp_files, write_json)
 from transferkit.core.tasks import get_task
 from transferkit.data.augment import augment_config
+from transferkit.data.files import undecodable
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import evaluate_splits
 from transferkit.models.backbones import check_weights_path
@@ -69,6 +72,7 @@ class RunResult:
     history: tuple
     metrics: dict
     class_names: tuple
+    skipped_files: dict = dataclasses.field(default_factory=dict)  # path -> reason
 
 
 def load_run_data(recipe, verbose=True):
@@ -78,7 +82,8 @@ def load_run_data(recipe, verbose=True):
                      task=recipe.task, val_split=recipe.val_split,
                      test_split=recipe.test_split, seed=recipe.seed,
                      augment=augment_config(recipe.augment), scan=recipe.scan,
-                     class_weights=recipe.class_weights, verbose=verbose)
+                     class_weights=recipe.class_weights,
+                     follow_links=recipe.follow_links, verbose=verbose)
 
 
 def build_run_model(recipe, num_outputs, *, trusted=False):
@@ -201,6 +206,7 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
             recipe, schedule = _auto_rate(recipe, "finetune", model, data, schedule,
                                           out_dir, start, run)
             fine_tune(model, data, config=schedule, start=start, **run)
+    skipped = name_skipped_files(data, out_dir)
     history = saver.history
     write_json(os.path.join(out_dir, "history.json"), history)
     metrics = evaluate_splits(local_copy(model), data, get_task(recipe.task))
@@ -211,7 +217,33 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
         from transferkit.evaluation.report import write_report  # matplotlib at the end
 
         write_report(out_dir, local_copy(model), data, history)
-    return RunResult(out_dir, model, tuple(history), metrics, tuple(class_names))
+    return RunResult(out_dir, model, tuple(history), metrics, tuple(class_names), skipped)
+
+
+def name_skipped_files(data, out_dir):
+    """{path: reason} of the files that failed to read or decode during the run (after
+    the scan accepted them, or under --no-scan) and were skipped: named in one warning
+    and recorded in run.json "skipped_files". Only when images went missing are the
+    files checked, so a run without failures pays nothing for it."""
+    watch = data.skipped
+    if watch is None or not (watch.missing() or watch.named):
+        return {}
+    bad = dict(watch.named)
+    if watch.missing():
+        bad.update(undecodable([*data.train_files, *data.val_files, *data.test_files]))
+    if not bad:
+        print(f"warning: {watch.missing()} image(s) failed to read or decode during "
+              "training and were skipped; their files decode now (changed again?), so "
+              "none can be named.")
+        return {}
+    # Printed, like the scan's report: a warning would be hidden by warning filters.
+    print(f"warning: {len(bad)} file(s) failed to read or decode during training and "
+          "were skipped (recorded in run.json):\n  " + "\n  ".join(
+              f"{path}: {reason}" for path, reason in sorted(bad.items())))
+    path = os.path.join(out_dir, RUN_FILE)
+    info = read_json(path, "run file") or {}
+    write_json(path, {**info, "skipped_files": bad})
+    return bad
 
 
 def check_recipe_paths(recipe):
@@ -254,6 +286,7 @@ def claim_run(out_dir, recipe, *, resume=False, overwrite=False):
         remove_run(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     _remove_temp_files(out_dir)
+    remove_stale_temp_files(os.path.join(out_dir, "report"))  # a kill mid-report
     path = os.path.join(out_dir, RUN_FILE)
     info = read_json(path, "run file") if resume else None
     changed = []
