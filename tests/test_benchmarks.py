@@ -52,10 +52,16 @@ EXPECTED = {
 
 # Benchmarks with a real-weights mode (EfficientNet-Lite0's ImageNet weights, offline):
 # its smoke run too, checked for the same lines and for the backbone it names.
+# end_to_end's README run also sets transferkit's augmentation and LR finder: smoke-run
+# those flags here too.
+IMAGENET_FLAGS = {"cache.py": ("--imagenet",),
+                  "end_to_end.py": ("--imagenet", "--kit-augment", "none", "--lr-auto",
+                                    "finetune")}
 IMAGENET = {script: EXPECTED[script] + [r"efficientnet_lite0 with its ImageNet weights"]
-            for script in ("cache.py", "end_to_end.py")}
+            for script in IMAGENET_FLAGS}
+IMAGENET["end_to_end.py"].append(r"transferkit's augment: none, LR finder: finetune")
 RUNS = [(script, ()) for script in sorted(EXPECTED)] + \
-    [(script, ("--imagenet",)) for script in sorted(IMAGENET)]
+    [(script, flags) for script, flags in sorted(IMAGENET_FLAGS.items())]
 
 
 def test_every_benchmark_has_a_smoke_run_here():
