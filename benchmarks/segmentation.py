@@ -16,7 +16,6 @@ there is no cache speed-up to report.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 import sys
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 
 from transferkit.cli import demo  # noqa: E402
+from transferkit.training.recipe import recipe_from_dict  # noqa: E402
 from transferkit.training.run import train  # noqa: E402
 
 
@@ -38,8 +38,8 @@ def miou_pair(data_dir, seed, budget, image_size, out, data=None):
     transfer, scratch = demo.demo_recipes(data_dir, seed, budget, task="segmentation")
     scores = []
     for name, recipe in (("transfer", transfer), ("scratch", scratch)):
-        recipe = dataclasses.replace(recipe, image_size=image_size, report=False,
-                                     scan=False, data=data or recipe.data)
+        recipe = recipe_from_dict(dict(image_size=image_size, report=False, scan=False,
+                                       data=data or recipe.data.train), recipe)
         keras.utils.set_random_seed(seed)  # the same init stream for both sides
         result = train(recipe, os.path.join(out, f"{name}_{seed}"), verbose=0)
         scores.append(result.metrics["val"]["miou"])

@@ -70,9 +70,9 @@ def measure(args):
         data = make_image_folder(os.path.join(work, "images"), per_class=args.per_class,
                                  size=args.size)
         kwargs = (("alpha", 0.35),) if args.backbone.startswith("mobilenet") else ()
-        base = RecipeConfig(data=data, backbone=args.backbone, weights="none",
-                            image_size=args.size, backbone_kwargs=kwargs, batch_size=8,
-                            head_epochs=1, finetune_epochs=1, augment="none", scan=False)
+        base = RecipeConfig.from_keys(data=data, backbone=args.backbone, weights="none",
+                                       image_size=args.size, backbone_kwargs=kwargs, batch_size=8,
+                                       head_epochs=1, finetune_epochs=1, augment="none", scan=False)
         # Wide choices so no trial repeats another's hyperparameters.
         space = SearchSpace(head_width=(0, 16, 32, 64, 128, 256), label_smoothing=None)
         store = FeatureStore(os.path.join(work, "features"))

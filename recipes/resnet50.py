@@ -5,8 +5,9 @@
     python recipes/resnet50.py --data ~/photos --weights FILE  # local .h5 / .keras
     python recipes/resnet50.py --data ~/photos --print-config  # resolved settings
 
-Any RecipeConfig field is a flag (`--finetune-lr 3e-5`, `--image-size 160`, ...).
-Sources: see recipes/README.md.
+Any recipe key is a flag (`--finetune-lr 3e-5`, `--image-size 160`, ...). The settings
+and their sources live in the package (transferkit/training/recipe_book.py):
+`transferkit recipes resnet50` prints them; `transferkit train --recipe resnet50` is the same run.
 """
 
 import sys
@@ -16,20 +17,5 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # from a checko
 
 from transferkit.cli.recipes import run_recipe
 
-DEFAULTS = {
-    "backbone": "resnet50",
-    "weights": "imagenet",  # Keras Applications weights; --weights PATH for a local file
-    "image_size": 224,  # He et al. 2016: 224 px crops (Keras default_size)
-    "batch_size": 32,  # TF tutorial's 32: fits a CPU or a small GPU at 224 px
-    "augment": "light",  # He et al. 2016: random crop + horizontal flip
-    "dropout": 0.2,  # Keras transfer-learning guide: Dropout(0.2)
-    "head_epochs": 10,  # TF tutorial: initial_epochs = 10
-    "finetune_epochs": 10,  # TF tutorial: fine_tune_epochs = 10
-    "unfreeze": "last_blocks:3",  # He et al. 2016: conv5_x = the last 3 blocks
-    "head_lr": 1e-3,  # Keras transfer-learning guide: Adam() default for the new top
-    "finetune_lr": 1e-5,  # Keras transfer-learning guide: Adam(1e-5) for fine-tuning
-    "train_batchnorm": False,  # Keras transfer-learning guide: BN stays in inference mode
-}
-
 if __name__ == "__main__":
-    sys.exit(run_recipe(DEFAULTS))
+    sys.exit(run_recipe("resnet50"))

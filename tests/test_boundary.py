@@ -15,7 +15,7 @@ from transferkit.training.boundary import boundary_extractor, find_cut, top_mode
 from transferkit.training.checkpoint import CheckpointConfig, CheckpointManager, Checkpointer
 from transferkit.training.freezing import freeze
 from transferkit.training.orchestrator import fine_tune
-from transferkit.training.recipe import RecipeConfig
+from transferkit.training.recipe import RecipeConfig, recipe_from_dict
 from transferkit.training.run import read_history, train
 from transferkit.training.schedule import PhaseConfig, ScheduleConfig, compile_phase
 
@@ -196,10 +196,10 @@ def test_checkpoints_in_a_boundary_phase_resume_live_to_the_same_weights(splits,
 def test_train_uses_the_boundary_cache_unless_turned_off(image_folder, tmp_path,
                                                          monkeypatch, capsys):
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
-    recipe = RecipeConfig(data=image_folder, backbone="tiny_test", weights="none",
-                          image_size=32, batch_size=8, head_epochs=1, finetune_epochs=2,
-                          unfreeze="last_blocks:1", augment="light", feature_views=2,
-                          report=False)
+    recipe = RecipeConfig.from_keys(data=image_folder, backbone="tiny_test", weights="none",
+                                     image_size=32, batch_size=8, head_epochs=1, finetune_epochs=2,
+                                     unfreeze="last_blocks:1", augment="light", feature_views=2,
+                                     report=False)
     train(recipe, tmp_path / "run", verbose=1)
     assert "phase 2 on cached activations" in capsys.readouterr().out
     assert [r["phase"] for r in read_history(tmp_path / "run")] == ["head", "finetune",
@@ -207,7 +207,7 @@ def test_train_uses_the_boundary_cache_unless_turned_off(image_folder, tmp_path,
     files = os.listdir(tmp_path / "cache" / "features")
     assert sum(f.endswith(".boundary.json") for f in files) == 2  # train views, val
     assert os.path.exists(tmp_path / "run" / "model.keras")
-    off = dataclasses.replace(recipe, boundary_cache=False)
+    off = recipe_from_dict({"boundary_cache": False}, recipe)
     train(off, tmp_path / "run2", verbose=1)
     assert "phase 2 on cached activations" not in capsys.readouterr().out
 
@@ -217,10 +217,10 @@ def test_train_uses_the_boundary_cache_unless_turned_off(image_folder, tmp_path,
 def test_train_resume_after_a_kill_in_a_boundary_phase(image_folder, tmp_path, monkeypatch,
                                                        capsys):
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
-    recipe = RecipeConfig(data=image_folder, backbone="tiny_test", weights="none",
-                          image_size=32, batch_size=8, head_epochs=1, finetune_epochs=3,
-                          unfreeze="last_blocks:1", augment="none", report=False,
-                          early_stopping_patience=0)
+    recipe = RecipeConfig.from_keys(data=image_folder, backbone="tiny_test", weights="none",
+                                     image_size=32, batch_size=8, head_epochs=1, finetune_epochs=3,
+                                     unfreeze="last_blocks:1", augment="none", report=False,
+                                     early_stopping_patience=0)
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

@@ -165,9 +165,9 @@ def test_head_on_cached_features_matches_the_live_path(splits):
 def test_train_runs_phase_one_on_cached_features(image_folder, tmp_path, monkeypatch,
                                                  calls):
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
-    recipe = RecipeConfig(data=image_folder, backbone="tiny_test", weights="none",
-                          image_size=32, batch_size=8, head_epochs=2, finetune_epochs=1,
-                          unfreeze="last_blocks:1", augment="light")
+    recipe = RecipeConfig.from_keys(data=image_folder, backbone="tiny_test", weights="none",
+                                     image_size=32, batch_size=8, head_epochs=2, finetune_epochs=1,
+                                     unfreeze="last_blocks:1", augment="light")
     train(recipe, tmp_path / "run", verbose=0)
     history = read_history(tmp_path / "run")
     assert [r["phase"] for r in history] == ["head", "head", "finetune"]

@@ -42,14 +42,14 @@ def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("hardening")
     folder = make_image_folder(root / "images", per_class=4, size=16)
     run = str(root / "run")
-    train(RecipeConfig(data=folder, **TINY), run, verbose=0)
+    train(RecipeConfig.from_keys(data=folder, **TINY), run, verbose=0)
     return run, folder
 
 
 def test_a_new_run_into_a_run_directory_is_refused_unless_resume_or_overwrite(
         trained_run, tmp_path):
     run, folder = trained_run
-    recipe = RecipeConfig(data=folder, **TINY)
+    recipe = RecipeConfig.from_keys(data=folder, **TINY)
     run_id = json.load(open(os.path.join(run, "run.json")))["run_id"]
     states = CheckpointManager(os.path.join(run, "checkpoints")).states()
     assert states and all(s["run_id"] == run_id for s in states)
@@ -57,9 +57,9 @@ def test_a_new_run_into_a_run_directory_is_refused_unless_resume_or_overwrite(
         train(recipe, run, verbose=0)
     # A resume may not change what the run means, and says which key it refused.
     with pytest.raises(ConfigError, match="'batch_size'.*batch_size=4.*batch_size=2"):
-        train(RecipeConfig(data=folder, **{**TINY, "batch_size": 2}), run, resume=True)
+        train(RecipeConfig.from_keys(data=folder, **{**TINY, "batch_size": 2}), run, resume=True)
     # A harmless change is allowed and recorded in config.json and run.json.
-    train(RecipeConfig(data=folder, **{**TINY, "report": True}), run, resume=True,
+    train(RecipeConfig.from_keys(data=folder, **{**TINY, "report": True}), run, resume=True,
           verbose=0)
     assert json.load(open(os.path.join(run, "config.json")))["report"] is True
     assert json.load(open(os.path.join(run, "run.json")))["resumes"][-1]["changed"] == {
@@ -69,14 +69,14 @@ def test_a_new_run_into_a_run_directory_is_refused_unless_resume_or_overwrite(
 
 def test_overwrite_starts_a_new_run_and_deletes_only_the_runs_files(tmp_path, tiny_model):
     run = tmp_path / "run"
-    run_id, _ = claim_run(str(run), RecipeConfig(**TINY))
+    run_id, _ = claim_run(str(run), RecipeConfig.from_keys(**TINY))
     _save(CheckpointManager(run / "checkpoints", run_id=run_id), tiny_model, 1)
     (run / "report").mkdir()
     (run / "report" / "worst.png").write_text("old plot")
     (run / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="already holds a run"):
-        claim_run(str(run), RecipeConfig(**TINY))
-    new_id, _ = claim_run(str(run), RecipeConfig(**TINY), overwrite=True)
+        claim_run(str(run), RecipeConfig.from_keys(**TINY))
+    new_id, _ = claim_run(str(run), RecipeConfig.from_keys(**TINY), overwrite=True)
     assert new_id != run_id
     assert sorted(os.listdir(run)) == ["notes.txt", "run.json"]
 
@@ -92,7 +92,7 @@ def test_resume_never_loads_another_runs_checkpoint(tmp_path, tiny_model):
 
 
 def test_claim_run_refuses_resume_and_overwrite_together_and_a_file_as_out(tmp_path):
-    recipe = RecipeConfig(**TINY)
+    recipe = RecipeConfig.from_keys(**TINY)
     with pytest.raises(ConfigError, match="either `--resume`.*or `--overwrite`"):
         train(recipe, str(tmp_path / "r"), resume=True, overwrite=True)
     (tmp_path / "file").write_text("x")
@@ -104,7 +104,7 @@ def test_overwrite_leaves_a_folder_that_is_not_a_run_alone(tmp_path):
     for name in ("logs", "report"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "keep.txt").write_text("mine")
-    claim_run(str(tmp_path), RecipeConfig(**TINY), overwrite=True)
+    claim_run(str(tmp_path), RecipeConfig.from_keys(**TINY), overwrite=True)
     assert (tmp_path / "logs" / "keep.txt").exists()
     assert (tmp_path / "report" / "keep.txt").exists()
 
@@ -159,7 +159,7 @@ def test_temp_files_a_kill_left_in_the_run_folder_are_cleaned(tmp_path):
     (tmp_path / ".mine.tmp.keras").write_text("not ours")
     (tmp_path / "report").mkdir()  # a kill while the report's plots were written
     (tmp_path / "report" / ".curves.p999999999.ab.tmp.png").write_text("torn")
-    claim_run(str(tmp_path), RecipeConfig(**TINY))
+    claim_run(str(tmp_path), RecipeConfig.from_keys(**TINY))
     assert sorted(os.listdir(tmp_path)) == [".mine.tmp.keras", "report", "run.json"]
     assert os.listdir(tmp_path / "report") == []
 
@@ -326,7 +326,7 @@ def test_resume_refuses_other_classes(trained_run):
     run, folder = trained_run  # the last test on this run: it changes the images
     os.rename(os.path.join(folder, "red"), os.path.join(folder, "green"))
     with pytest.raises(ConfigError, match="cannot change the classes"):
-        train(RecipeConfig(data=folder, **TINY), run, resume=True, verbose=0)
+        train(RecipeConfig.from_keys(data=folder, **TINY), run, resume=True, verbose=0)
 
 
 # 4. What the scan accepts, training decodes ----------------------------------------
@@ -404,8 +404,8 @@ def test_train_and_recipes_take_follow_links(tmp_path):
     assert recipe_from_args(args).follow_links is True
     folder = _linked_class_folder(tmp_path)
     run = str(tmp_path / "run")
-    result = train(RecipeConfig(data=folder, val_split=0.0, follow_links=True,
-                                **dict(TINY, head_epochs=1, finetune_epochs=0)), run,
+    result = train(RecipeConfig.from_keys(data=folder, val_split=0.0, follow_links=True,
+                                           **dict(TINY, head_epochs=1, finetune_epochs=0)), run,
                    verbose=0)
     assert result.class_names == ("blue", "green", "red")
 
@@ -469,7 +469,7 @@ def test_a_file_broken_after_the_scan_is_named_skipped_and_counted(tmp_path, mon
 
     monkeypatch.setattr(run_module, "load_data", load_then_break_one)
     out = str(tmp_path / "run")
-    result = train(RecipeConfig(data=folder, **dict(TINY, cache_features=cache)), out,
+    result = train(RecipeConfig.from_keys(data=folder, **dict(TINY, cache_features=cache)), out,
                    verbose=0)
     assert list(result.skipped_files) == broken
     printed = capsys.readouterr().out
@@ -570,7 +570,7 @@ def test_the_same_file_in_two_splits_is_refused_or_removed_from_the_later(tmp_pa
 def test_resume_accepts_the_same_data_spelled_another_way(trained_run, monkeypatch):
     run, folder = trained_run
     monkeypatch.chdir(os.path.dirname(folder))
-    _, changed = claim_run(run, RecipeConfig(data=os.path.basename(folder), **TINY),
+    _, changed = claim_run(run, RecipeConfig.from_keys(data=os.path.basename(folder), **TINY),
                            resume=True)
     assert "data" not in changed
     foreign = CheckpointManager(os.path.join(run, "checkpoints"), run_id="someone else")

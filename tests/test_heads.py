@@ -49,7 +49,7 @@ def _head_only(epochs, lr=3e-2):
 def test_each_task_learns_a_separable_dataset(task):
     # width 32: enough random features for a linear head to separate every label
     model = build_model("tiny_test", 3, weights=None, image_size=SIZE,
-                        head=HeadConfig(task=task, dropout=0.0),
+                        task=task, head=HeadConfig(dropout=0.0),
                         backbone_kwargs={"width": 32})
     assert infer_task(model) == task
     train, test = _task_data(task, 64, seed=1), _task_data(task, 30, seed=2)
@@ -82,7 +82,7 @@ def test_two_phase_run_on_an_image_folder_reaches_high_accuracy(tmp_path):
 
 
 def test_head_config_rejects_bad_values_naming_the_argument():
-    for argument, value in [("task", "multi_class"), ("pooling", "mean"), ("dropout", 1.0),
+    for argument, value in [("pooling", "mean"), ("dropout", 1.0),
                             ("dropout", -0.1), ("l2", -1e-4)]:
         with pytest.raises(ConfigError) as info:
             HeadConfig(**{argument: value})
@@ -92,7 +92,7 @@ def test_head_config_rejects_bad_values_naming_the_argument():
 
 def test_head_config_suggests_and_is_frozen():
     with pytest.raises(ConfigError, match="'multiclass'"):
-        HeadConfig(task="multi_class")
+        build_model("tiny_test", 3, task="multi_class", weights=None, image_size=SIZE)
     config = HeadConfig(units=[64, 32.0])
     assert config.units == (64, 32)
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -81,11 +81,11 @@ def test_train_with_auto_rates_uses_and_records_the_suggestions(image_folder, tm
     from transferkit.training.run import read_history, train
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
-    recipe = RecipeConfig(data=image_folder, backbone="tiny_test", weights="none",
-                          image_size=32, batch_size=8, head_epochs=2, finetune_epochs=2,
-                          unfreeze="last_blocks:1", augment="none", decay="constant",
-                          early_stopping_patience=0, report=False, head_lr_auto=True,
-                          finetune_lr_auto=True)
+    recipe = RecipeConfig.from_keys(data=image_folder, backbone="tiny_test", weights="none",
+                                     image_size=32, batch_size=8, head_epochs=2, finetune_epochs=2,
+                                     unfreeze="last_blocks:1", augment="none", decay="constant",
+                                     early_stopping_patience=0, report=False, head_lr_auto=True,
+                                     finetune_lr_auto=True)
     train(recipe, tmp_path / "run", verbose=0)
     found = {phase: json.loads((tmp_path / "run" / f"lr_find_{phase}.json").read_text())
              for phase in ("head", "finetune")}
@@ -110,21 +110,24 @@ def test_tuner_centres_the_auto_rates_on_one_range_test(tmp_path, monkeypatch):
 
     def fake_range_test(recipe, out_dir, *, phase, name, **_):
         # Phase 2's test must start from phase 1 at its suggested rate, auto off.
-        tested.append((phase, recipe.head_lr, recipe.head_lr_auto, recipe.finetune_lr_auto))
+        flat = recipe.flat()
+        tested.append((phase, flat["head_lr"], flat["head_lr_auto"],
+                       flat["finetune_lr_auto"]))
         finding = {"head": 2e-3, "finetune": 4e-5}[phase]
         (tmp_path / f"{name}.json").write_text(json.dumps({"suggestion": finding}))
         return type("Finding", (), {"suggestion": finding})()
 
     monkeypatch.setattr(tuner, "find_lr_for_recipe", fake_range_test)
-    base = RecipeConfig(data="data", head_lr_auto=True, finetune_lr_auto=True)
+    base = RecipeConfig.from_keys(data="data", head_lr_auto=True, finetune_lr_auto=True)
     centred, space = tuner.centre_rates(base, SearchSpace(finetune_lr=None), tmp_path,
                                         verbose=0)
-    assert tested == [("head", base.head_lr, False, False),
+    assert tested == [("head", base.schedule.head.learning_rate, False, False),
                       ("finetune", 2e-3, False, False)]
     assert space.head_lr == Range(2e-3 / 10, 2e-3 * 10, log=True)  # a decade each way
     assert space.finetune_lr == Range(4e-5 / 10, 4e-5 * 10, log=True)
-    assert (centred.head_lr, centred.finetune_lr) == (2e-3, 4e-5)
-    assert not (centred.head_lr_auto or centred.finetune_lr_auto)  # trials don't retest
+    flat = centred.flat()
+    assert (flat["head_lr"], flat["finetune_lr"]) == (2e-3, 4e-5)
+    assert not (flat["head_lr_auto"] or flat["finetune_lr_auto"])  # trials don't retest
     # A resumed search reuses the recorded suggestions instead of testing again.
     assert tuner.centre_rates(base, SearchSpace(), tmp_path, resume=True,
                               verbose=0) == (centred, space)

@@ -1,13 +1,16 @@
-"""RecipeConfig: frozen, validated, and strict about the keys of a recipe file."""
+"""RecipeConfig: one tree of the API's own configs, frozen, validated, and strict about
+the keys of a recipe file (nested or flat)."""
 
 import dataclasses
+import inspect
 import json
 
 import pytest
 
 from transferkit.core.errors import ConfigError
 from transferkit.training.freezing import FreezePolicy
-from transferkit.training.recipe import FIELDS, RecipeConfig, load_recipe, recipe_from_dict
+from transferkit.training.recipe import (KEYS, LEAVES, SHORTHANDS, RecipeConfig, load_recipe,
+                                         recipe_from_dict)
 
 
 def test_unknown_keys_list_valid_keys_and_suggest_a_close_match():
@@ -16,7 +19,7 @@ def test_unknown_keys_list_valid_keys_and_suggest_a_close_match():
     message = str(info.value)
     assert "'head_epoch'" in message and "Did you mean 'head_epochs'" in message
     assert "Valid keys:" in message
-    assert all(field in message for field in FIELDS)
+    assert all(key in message for key in KEYS)
     assert "'batch_size'" not in message.split("Valid keys:")[0]  # only the bad key
 
 
@@ -36,26 +39,29 @@ def test_type_errors_name_the_key_and_the_type():
 def test_json_friendly_values_are_converted():
     recipe = recipe_from_dict({"head_lr": 1, "head_units": [64, 32],
                                "backbone_kwargs": {"alpha": 0.35}, "scan": False})
-    assert recipe.head_lr == 1.0 and isinstance(recipe.head_lr, float)
-    assert recipe.head_units == (64, 32)
-    assert recipe.backbone_kwargs == (("alpha", 0.35),)
-    assert recipe.scan is False
+    lr = recipe.schedule.head.learning_rate
+    assert lr == 1.0 and isinstance(lr, float)
+    assert recipe.model.head.units == (64, 32)
+    assert recipe.model.backbone_kwargs == (("alpha", 0.35),)
+    assert recipe.data.scan is False
     hash(recipe)  # tuples all the way down: the config stays hashable
 
 
 def test_config_is_frozen_and_replace_revalidates():
     recipe = RecipeConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        recipe.head_epochs = 1
-    changed = dataclasses.replace(recipe, head_epochs=1, backbone="resnet50")
-    assert (changed.head_epochs, changed.backbone) == (1, "resnet50")
-    assert recipe.head_epochs == RecipeConfig().head_epochs  # the original is untouched
+        recipe.schedule.head.epochs = 1
+    changed = recipe_from_dict({"head_epochs": 1, "backbone": "resnet50"}, recipe)
+    assert (changed.schedule.head.epochs, changed.model.backbone) == (1, "resnet50")
+    assert recipe == RecipeConfig()  # the original is untouched
+    model = dataclasses.replace(recipe.model, backbone="resnet50")  # the API's way
+    assert dataclasses.replace(recipe, model=model).model.backbone == "resnet50"
     with pytest.raises(ConfigError, match="dropout"):
-        dataclasses.replace(recipe, dropout=1.5)
+        recipe_from_dict({"dropout": 1.5})
     with pytest.raises(ConfigError, match="pooling"):
-        dataclasses.replace(recipe, pooling="mean")
+        dataclasses.replace(recipe.model.head, pooling="mean")
     with pytest.raises(ConfigError, match="last_blocks:x"):
-        dataclasses.replace(recipe, unfreeze="last_blocks:x")
+        recipe_from_dict({"unfreeze": "last_blocks:x"})
 
 
 def test_recipe_builds_head_and_schedule_configs():
@@ -64,18 +70,19 @@ def test_recipe_builds_head_and_schedule_configs():
                                "train_batchnorm": True, "backbone_lr_multiplier": 0.1,
                                "early_stopping_patience": 0, "warmup_epochs": 1,
                                "layer_lr_decay": 0.75})
-    head = recipe.head_config()
-    assert (head.task, head.units) == ("binary", (8,))
-    schedule = recipe.schedule_config()
+    assert (recipe.task, recipe.model.head.units) == ("binary", (8,))
+    schedule = recipe.schedule
     assert schedule.head.epochs == 2 and schedule.head.freeze == FreezePolicy("all")
     assert schedule.finetune.learning_rate == 2e-5
     assert schedule.finetune.freeze == FreezePolicy("regex", "^block5", train_batchnorm=True)
     assert schedule.finetune.backbone_lr_multiplier == 0.1
-    assert schedule.finetune.early_stopping_patience is None  # 0 turns it off
+    assert schedule.finetune.early_stopping_patience == 0  # off
+    assert schedule.head.early_stopping_patience == 0  # a shorthand for both phases
     assert schedule.finetune.warmup_epochs == 1
     assert schedule.finetune.layer_lr_decay == 0.75 and schedule.head.layer_lr_decay == 1.0
-    # config.json is `to_dict`: a resumed run reads the decay back.
-    assert recipe_from_dict(recipe.to_dict()).layer_lr_decay == 0.75
+    # config.json is `to_dict`: a resumed run reads every setting back.
+    assert recipe_from_dict(recipe.to_dict()) == recipe
+    assert recipe_from_dict(recipe.flat()) == recipe
 
 
 @pytest.mark.parametrize("value", [0.0, -0.5, 1.5])
@@ -89,9 +96,9 @@ def test_load_recipe_from_json(tmp_path):
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps({"backbone": "tiny_test", "image_size": 32}))
     recipe = load_recipe(str(path))
-    assert (recipe.backbone, recipe.image_size) == ("tiny_test", 32)
-    base = RecipeConfig(batch_size=4)
-    assert load_recipe(str(path), base=base).batch_size == 4
+    assert (recipe.model.backbone, recipe.model.image_size) == ("tiny_test", 32)
+    base = RecipeConfig.from_keys(batch_size=4)
+    assert load_recipe(str(path), base=base).schedule.batch_size == 4
     path.write_text(json.dumps({"backbon": "tiny_test"}))
     with pytest.raises(ConfigError, match=r"recipe\.json.*'backbone'"):
         load_recipe(str(path))
@@ -110,3 +117,69 @@ def test_trust_is_never_read_from_a_recipe():
     assert "trusted" not in dataclasses.asdict(RecipeConfig())
     with pytest.raises(ConfigError, match="`trusted` is not a recipe key.*--trusted"):
         recipe_from_dict({"trusted": True})
+
+
+def test_api_and_recipe_share_one_set_of_defaults():
+    # `tk.fine_tune(model, data)` runs ScheduleConfig(); `transferkit train` runs
+    # RecipeConfig().schedule: the same object, so the same phases and rates.
+    from transferkit.training.orchestrator import fine_tune
+    from transferkit.training.schedule import ScheduleConfig
+
+    default = inspect.signature(fine_tune).parameters["config"].default
+    assert default == ScheduleConfig() == RecipeConfig().schedule
+    assert RecipeConfig().schedule.finetune.decay == "cosine"
+
+
+def test_nested_form_round_trips_and_names_unknown_keys_with_their_place():
+    recipe = recipe_from_dict({"task": "binary", "head_units": [8], "unfreeze": "none",
+                               "train_batchnorm": True, "head_optimizer": "sgd"})
+    tree = json.loads(json.dumps(recipe.to_dict()))
+    assert tree["schedule"]["finetune"]["freeze"] == "none"
+    assert tree["schedule"]["finetune"]["train_batchnorm"] is True
+    assert tree["model"]["head"]["units"] == [8]
+    assert recipe_from_dict(tree) == recipe
+    tree["model"]["head"]["unitz"] = [3]
+    with pytest.raises(ConfigError, match=r"'unitz' in model\.head.*'units'.*Valid keys "
+                                          r"there:.*dropout"):
+        recipe_from_dict(tree)
+
+
+def test_shorthands_set_their_phases_and_specific_keys_win():
+    recipe = recipe_from_dict({"head_optimizer": "adam", "optimizer": "sgd",
+                               "weight_decay": 0.01})
+    assert (recipe.schedule.head.optimizer, recipe.schedule.finetune.optimizer) == (
+        "adam", "sgd")
+    assert recipe.schedule.head.weight_decay == recipe.schedule.finetune.weight_decay == 0.01
+    for key, targets in SHORTHANDS.items():
+        assert all(t in LEAVES for t in targets), key
+
+
+def test_every_leaf_has_one_key_and_a_doc():
+    keys = [leaf.key for leaf in LEAVES.values()]
+    assert len(keys) == len(set(keys)) and not set(keys) & set(SHORTHANDS)
+    assert all(len(leaf.doc) > 10 for leaf in LEAVES.values())
+
+
+def test_print_config_prints_the_resolved_tree_without_training(tmp_path, capsys):
+    from transferkit.cli.main import main
+
+    code = main(["train", "--recipe", "efficientnet_lite0", "--head-epochs", "2",
+                 "--print-config"])
+    tree = json.loads(capsys.readouterr().out)
+    assert code == 0 and tree["model"]["backbone"] == "efficientnet_lite0"
+    assert tree["schedule"]["head"]["epochs"] == 2  # the flag over the recipe
+    assert tree["schedule"]["head"]["learning_rate"] == 5e-3  # the recipe's
+    assert not list(tmp_path.iterdir())
+
+
+def test_every_train_flag_has_a_description():
+    from transferkit.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    missing = [a.option_strings for a in sub._actions
+               if a.option_strings and not (a.help or "").strip()]
+    assert not missing, missing
+    helps = {a.dest: a.help for a in sub._actions}
+    assert "alpha" not in helps["head_units"]  # not copied from --backbone-kwargs
+    assert "default: 5" in helps["head_epochs"] and "epochs" in helps["head_epochs"]

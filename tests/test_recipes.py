@@ -17,9 +17,11 @@ from transferkit.cli import recipes as recipes_cli
 from transferkit.cli.recipes import resolve_recipe, run_recipe
 from transferkit.training.run import build_run_model
 from transferkit.models.saving import load_model, read_metadata
+from transferkit.training.recipe import SHORTHANDS
+from transferkit.training.recipe_book import RECIPES, Recipe, get_recipe, register_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ROOT / "recipes"
+RECIPES_DIR = ROOT / "recipes"
 DATA = ROOT / "data"
 CHECKPOINT = DATA / "source_compact_cnn.keras"
 BACKBONE_RECIPES = ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
@@ -32,25 +34,26 @@ TASK_RECIPES = ("unet_mobilenet_v2",)  # tested in tests/test_segmentation.py
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}",
+                                                  RECIPES_DIR / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_every_listed_backbone_has_a_recipe_and_nothing_else():
-    found = {p.stem for p in RECIPES.glob("*.py")} - HELPERS - set(TASK_RECIPES)
+    found = {p.stem for p in RECIPES_DIR.glob("*.py")} - HELPERS - set(TASK_RECIPES)
     assert found == set(BACKBONE_RECIPES)
-    table = (RECIPES / "README.md").read_text()
+    table = (RECIPES_DIR / "README.md").read_text()
     for name in BACKBONE_RECIPES:
         assert f"`{name}`" in table  # each recipe is in the README table
 
 
 def _resolve_tiny(name, tmp_path):
-    defaults = _load(name).DEFAULTS
+    defaults = get_recipe(name).values()
     spec = get_spec(defaults["backbone"])
     size = max(spec.min_size, 32)
-    recipe, args = resolve_recipe(defaults, [
+    recipe, args = resolve_recipe(name, [
         "--data", str(tmp_path), "--weights", "none", "--image-size", str(size),
         "--finetune-lr", "3e-5", "--out", str(tmp_path / "run")])
     return defaults, spec, size, recipe, args
@@ -61,11 +64,22 @@ def test_recipe_parses_its_defaults_and_overrides(name, tmp_path):
     defaults, spec, size, recipe, args = _resolve_tiny(name, tmp_path)
     assert spec.name == name and defaults["weights"] == "imagenet"
     # Flags win; every other recipe default survives.
-    assert (recipe.image_size, recipe.weights, recipe.finetune_lr) == (size, "none", 3e-5)
+    flat = recipe.flat()
+    assert (flat["image_size"], flat["weights"], flat["finetune_lr"]) == (size, "none", 3e-5)
     assert args.out == str(tmp_path / "run")
     for key, value in defaults.items():
         if key not in ("image_size", "weights", "finetune_lr"):
-            assert getattr(recipe, key) == value, key
+            for target in SHORTHANDS.get(key, (key,)):
+                assert flat[target] == (list(value) if isinstance(value, tuple)
+                                        else value), key
+
+
+def test_every_recipe_in_the_book_has_a_script_and_sources():
+    assert set(RECIPES) == set(BACKBONE_RECIPES) | set(TASK_RECIPES)
+    for name, recipe in RECIPES.items():
+        assert f'run_recipe("{name}")' in (RECIPES_DIR / f"{name}.py").read_text()
+        # Every setting but the backbone's own name says where its value comes from.
+        assert all(source for key, _, source in recipe.settings if key != "backbone"), name
 
 
 # Building these at their minimum size takes 5-25 s each on a loaded 2-core machine;
@@ -82,14 +96,17 @@ def test_recipe_builds_its_model_tiny(name, tmp_path):
     assert model.output_shape == (None, 3) and model.name == name
     # The recipe's unfreeze depth resolves on the real layer layout: something trains,
     # and BatchNorm (kept frozen by every recipe) does not.
-    audit = freeze(model, recipe.schedule_config().finetune.freeze)
+    audit = freeze(model, recipe.schedule.finetune.freeze)
     assert 0 < audit.trainable_params < audit.total_params
 
 
-def test_recipe_rejects_unknown_keys_and_needs_data(capsys):
+def test_recipe_rejects_unknown_names_and_keys_and_needs_data(capsys):
     with pytest.raises(ConfigError, match="unfreeze"):
-        resolve_recipe({"backbone": "vgg16", "unfreez": "none"}, [])
-    assert run_recipe(_load("vgg16").DEFAULTS, []) == 2
+        register_recipe(Recipe("broken", "a typo", (("unfreez", "none", "typo"),)))
+    assert "broken" not in RECIPES
+    with pytest.raises(ConfigError, match="Unknown recipe 'vgg61'.*'vgg16'"):
+        get_recipe("vgg61")
+    assert run_recipe("vgg16", []) == 2
     assert "--data" in capsys.readouterr().err
 
 
@@ -104,11 +121,12 @@ def test_recipe_hands_the_resolved_config_to_run_train(tmp_path, monkeypatch, ca
                                                              "accuracy": 0.5}}, ("a", "b"))
 
     monkeypatch.setattr(recipes_cli, "train", fake_train)
-    code = run_recipe(_load("efficientnet_b0").DEFAULTS, [
+    code = run_recipe("efficientnet_b0", [
         "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--head-epochs", "1"])
     assert code == 0
     assert seen["out"] == str(tmp_path / "run")
-    assert (seen["recipe"].unfreeze, seen["recipe"].head_epochs) == ("top_layers:20", 1)
+    schedule = seen["recipe"].schedule
+    assert (str(schedule.finetune.freeze), schedule.head.epochs) == ("top_layers:20", 1)
     assert "val: 4 images: accuracy=0.5000" in capsys.readouterr().out
 
 

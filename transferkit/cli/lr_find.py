@@ -6,7 +6,6 @@ from transferkit.cli.common import command
 from transferkit.cli.train import add_recipe_flags, recipe_from_args
 from transferkit.core.errors import ConfigError
 from transferkit.training.lr_find import check_range
-from transferkit.training.recipe import RecipeConfig
 from transferkit.training.run import find_lr_for_recipe
 from transferkit.training.schedule import PHASES
 
@@ -21,7 +20,8 @@ EPILOG = """examples:
 def register(sub):
     p = command(sub, "lr-find", "Run the learning-rate range test for one phase of a "
                 "recipe: suggest a rate, and plot loss against rate.", EPILOG)
-    p.add_argument("--recipe", help="JSON file of recipe keys (flags override it)")
+    p.add_argument("--recipe", help="a recipe name (`transferkit recipes`) or a JSON "
+                   "recipe file (flags override it)")
     p.add_argument("--phase", choices=PHASES, default="finetune",
                    help="the phase whose rate to find (default finetune)")
     p.add_argument("--out", required=True,
@@ -32,14 +32,14 @@ def register(sub):
                    help="at most this many steps (default 100; fewer once it diverges)")
     p.add_argument("--trusted", action="store_true",
                    help="a .keras file given as --weights may run code when loaded")
-    add_recipe_flags(p, RecipeConfig)
+    add_recipe_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args):
     check_range(args.phase, args.min_lr, args.max_lr, args.steps)  # before any work
     recipe = recipe_from_args(args)
-    if not recipe.data:
+    if not recipe.data.train:
         raise ConfigError("The `--data` argument is required: a folder of class "
                           "subfolders, a CSV file, or tfds:NAME.")
     finding = find_lr_for_recipe(recipe, args.out, phase=args.phase, min_lr=args.min_lr,

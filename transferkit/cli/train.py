@@ -1,17 +1,19 @@
-"""`transferkit train`: its flags are generated from RecipeConfig's fields (`head_epochs`
-becomes `--head-epochs`), so the CLI, recipe files, recipe scripts and the API can
-never drift apart."""
+"""`transferkit train`: its flags are generated from RecipeConfig's tree (the leaf
+`schedule.head.epochs`, recipe key `head_epochs`, is `--head-epochs`, its help the
+field's doc), so the CLI, recipe files, recipe scripts and the API can never drift
+apart."""
 
 import argparse
-import dataclasses
+import json
 import os
 
 from transferkit.cli.common import command
-from transferkit.core.errors import ConfigError, check_choice
+from transferkit.core.errors import ConfigError
 from transferkit.evaluation.evaluate import format_report
 from transferkit.training.checkpoint import CheckpointConfig
-from transferkit.training.distribute import STRATEGIES
-from transferkit.training.recipe import FIELDS, RecipeConfig, load_recipe, recipe_from_dict
+from transferkit.training.recipe import (KEYS, LEAVES, SHORTHANDS, RecipeConfig, load_recipe,
+                                         recipe_from_dict)
+from transferkit.training.recipe_book import recipe_by_name
 from transferkit.training.run import train
 from transferkit.tuning.report import best_recipe_path
 
@@ -29,11 +31,14 @@ EPILOG = """examples:
 def register(sub):
     p = command(sub, "train", "Train a model with the two-phase recipe and write a run "
                 "directory.", EPILOG)
-    p.add_argument("--recipe", help="JSON file of recipe keys (flags override it)")
+    p.add_argument("--recipe", help="a recipe name (`transferkit recipes` lists them) or "
+                   "a JSON recipe file, nested or flat (flags override it)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved recipe as JSON and exit without training")
     p.add_argument("--from-tuning", metavar="DIR",
                    help="retrain the best configuration of `transferkit tune --out DIR` "
                    "(its best_recipe.json; flags override it)")
-    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--out", help="run directory to write (required to train)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest intact checkpoint "
                    "(its config.json is the recipe; only report, strategy and "
@@ -52,36 +57,52 @@ def register(sub):
                    help="a .keras file given as --weights or --backbone may run code when "
                    "loaded (only "
                    "for files from people you trust); never read from a recipe file")
-    add_recipe_flags(p, RecipeConfig)
+    add_recipe_flags(p)
     p.set_defaults(func=run)
 
 
-def add_recipe_flags(parser, config_cls, skip=()):
-    """One `--flag` per dataclass field; None (not given) leaves the field alone."""
-    group = parser.add_argument_group("recipe settings (see RecipeConfig)")
-    for field in dataclasses.fields(config_cls):
-        if field.name in skip:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default
-        if isinstance(default, bool):
-            group.add_argument(flag, dest=field.name, default=None,
-                               action=argparse.BooleanOptionalAction)
-        elif isinstance(default, tuple):
-            group.add_argument(flag, dest=field.name, default=None, type=_tuple_arg,
-                               help="comma-separated, e.g. 256,128 or alpha=0.35")
-        else:
-            group.add_argument(flag, dest=field.name, default=None, type=type(default),
-                               metavar=type(default).__name__.upper(),
-                               help=f"default: {default!r}")
+def add_recipe_flags(parser, skip=()):
+    """One `--flag` per recipe key (RecipeConfig's leaves, then the shorthands), its
+    help the field's doc and default; None (not given) leaves the setting alone."""
+    group = parser.add_argument_group("recipe settings (recipe keys; see RecipeConfig)")
+    for leaf in LEAVES.values():
+        if leaf.key not in skip:
+            _add_flag(group, leaf.key, leaf.kind, f"{leaf.doc} (default: "
+                      f"{_shown(leaf.default)})")
+    shorthands = parser.add_argument_group("shorthands (set one or both phases)")
+    for key, targets in SHORTHANDS.items():
+        leaf = LEAVES[targets[0]]
+        flags = " and ".join("--" + t.replace("_", "-") for t in targets)
+        _add_flag(shorthands, key, leaf.kind, f"sets {flags}")
+
+
+def _add_flag(group, key, kind, help):
+    flag = "--" + key.replace("_", "-")
+    if kind is bool:
+        group.add_argument(flag, dest=key, default=None, help=help,
+                           action=argparse.BooleanOptionalAction)
+    elif kind is tuple:
+        group.add_argument(flag, dest=key, default=None, type=_tuple_arg, metavar="LIST",
+                           help=f"{help}; comma-separated")
+    else:
+        group.add_argument(flag, dest=key, default=None, type=kind,
+                           metavar=kind.__name__.upper(), help=help)
+
+
+def _shown(value):
+    if isinstance(value, tuple):
+        return ",".join("=".join(map(str, v)) if isinstance(v, tuple) else str(v)
+                        for v in value) or "none"
+    return repr(value) if isinstance(value, str) else value
 
 
 def recipe_from_args(args, base=None):
     """The RecipeConfig given by `base` (default: `--recipe`, else the defaults) with
     the recipe flags of `args` applied."""
     if base is None:
-        base = load_recipe(args.recipe) if getattr(args, "recipe", None) else RecipeConfig()
-    values = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+        base = recipe_by_name(args.recipe) if getattr(args, "recipe", None) \
+            else RecipeConfig()
+    values = {k: getattr(args, k) for k in KEYS if getattr(args, k, None) is not None}
     if "data" in values:
         values["data"] = os.path.expanduser(values["data"])
     return recipe_from_dict(values, base)
@@ -109,10 +130,14 @@ def run(args):
         # The run's own recipe; a --recipe or --from-tuning given too is applied over
         # it, so `train` can refuse what it would change.
         saved = load_recipe(os.path.join(args.out, "config.json"))
-        base = base or (load_recipe(args.recipe, saved) if args.recipe else saved)
+        base = base or (recipe_by_name(args.recipe, saved) if args.recipe else saved)
     recipe = recipe_from_args(args, base)
-    check_choice("strategy", recipe.strategy, STRATEGIES)
-    if not recipe.data:
+    if args.print_config:
+        print(json.dumps(recipe.to_dict(), indent=2))
+        return 0
+    if not args.out:
+        raise ConfigError("The `--out` argument is required: the run directory to write.")
+    if not recipe.data.train:
         raise ConfigError("The `--data` argument is required: a folder of class "
                           "subfolders, a CSV file, or tfds:NAME.")
     result = train(recipe, args.out, resume=args.resume, data_service=args.data_service,

@@ -6,7 +6,7 @@ import os
 from transferkit.cli.common import command
 from transferkit.cli.train import add_recipe_flags, recipe_from_args
 from transferkit.core.errors import TransferkitError
-from transferkit.training.recipe import RecipeConfig
+from transferkit.training.recipe import recipe_from_dict
 
 EPILOG_TUNE = """examples:
   transferkit tune --data data/sample --backbone mobilenet_v2 --max-trials 20 \\
@@ -48,8 +48,9 @@ def register(sub):
     p.add_argument("--in-process", action="store_true", help="train trials in this "
                    "process instead of one fresh process each (faster for tiny trials, "
                    "but memory grows by tens of MiB per trial)")
-    p.add_argument("--recipe", help="JSON file of recipe keys for the base recipe")
-    add_recipe_flags(p, RecipeConfig, skip=("backbone",))
+    p.add_argument("--recipe", help="a recipe name (`transferkit recipes`) or JSON recipe "
+                   "file for the base recipe")
+    add_recipe_flags(p, skip=("backbone",))
     p.add_argument("--backbone", help="backbone name, or comma-separated names to search "
                    "over (default: the recipe's)")
     p.set_defaults(func=run)
@@ -68,7 +69,7 @@ def run(args):
     names = [n.strip() for n in (args.backbone or "").split(",") if n.strip()]
     base = recipe_from_args(args, base)
     if names:
-        base = dataclasses.replace(base, backbone=names[0])
+        base = recipe_from_dict({"backbone": names[0]}, base)
     space = load_space(args.space, space) if args.space else space
     if len(names) > 1:
         space = dataclasses.replace(space, backbone=tuple(names))

@@ -10,6 +10,7 @@ import dataclasses
 import keras
 from keras import layers
 
+from transferkit.core.config import setting
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.tasks import get_task
 
@@ -18,23 +19,26 @@ POOLINGS = ("avg", "max", "flatten")
 
 @dataclasses.dataclass(frozen=True)
 class HeadConfig:
-    """Head hyperparameters (defaults: avg pooling, no hidden layer, dropout 0.2).
+    """Head hyperparameters (defaults: avg pooling, no hidden layer, dropout 0.2)."""
 
-    units: widths of hidden Dense layers, e.g. (256,) — empty for a linear probe.
-    """
-
-    task: str = "multiclass"
-    pooling: str = "avg"
-    units: tuple = ()
-    activation: str = "relu"
-    dropout: float = 0.2
-    batch_norm: bool = False
-    l2: float = 0.0
+    pooling: str = setting("avg", "how the backbone's feature maps become the feature "
+                           f"vector: {', '.join(POOLINGS)}")
+    units: tuple = setting((), "widths of hidden Dense layers before the output, e.g. "
+                           "256,128 (empty: a linear probe)", key="head_units")
+    activation: str = setting("relu", "activation of the hidden Dense layers",
+                              key="head_activation")
+    dropout: float = setting(0.2, "dropout rate in [0, 1) before the output layer "
+                             "(and after each hidden layer)")
+    batch_norm: bool = setting(False, "BatchNorm after each hidden Dense layer",
+                               key="head_batch_norm")
+    l2: float = setting(0.0, "L2 penalty on the head's kernels (0: off)")
 
     def __post_init__(self):
-        get_task(self.task)
         check_choice("pooling", self.pooling, POOLINGS)
         object.__setattr__(self, "units", tuple(int(u) for u in self.units))
+        if any(u < 1 for u in self.units):
+            raise ConfigError(f"The `head_units` setting should hold widths >= 1. "
+                              f"Received: head_units={self.units}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(
                 f"The `dropout` argument should be in [0, 1). Received: dropout={self.dropout}"
@@ -50,8 +54,9 @@ def pooling_layer(pooling):
             "flatten": layers.Flatten}[pooling](name="pool")
 
 
-def build_head(feature_size, num_outputs, config=HeadConfig()):
-    """A `keras.Model` named "head": feature vector in, predictions out.
+def build_head(feature_size, num_outputs, config=HeadConfig(), task="multiclass"):
+    """A `keras.Model` named "head": feature vector in, predictions out, the output
+    layer's activation the task's (`task`, default "multiclass").
 
     The output layer computes in float32 so mixed precision never rounds the softmax.
     """
@@ -67,7 +72,7 @@ def build_head(feature_size, num_outputs, config=HeadConfig()):
             x = layers.Dropout(config.dropout, name=f"head_dropout_{i}")(x)
     if config.dropout and not config.units:
         x = layers.Dropout(config.dropout, name="head_dropout")(x)
-    outputs = layers.Dense(num_outputs, activation=get_task(config.task).activation,
+    outputs = layers.Dense(num_outputs, activation=get_task(task).activation,
                            kernel_regularizer=regularizer, dtype="float32",
                            name="head_predictions")(x)
     return keras.Model(inputs, outputs, name="head")

@@ -259,7 +259,7 @@ class _Loop:
         """Train phase `name` over epochs [epoch, last); returns (next epoch, whether
         the phase finished: reached its end or stopped early)."""
         stopper = None
-        if phase.early_stopping_patience is not None:
+        if phase.early_stopping_patience:  # 0: off
             stopper = PhaseStopper(self.monitor, phase.early_stopping_patience, state)
         fit_model, train, val, mode = self.runner(name, phase, fresh=epoch == first
                                                   and not skipped)

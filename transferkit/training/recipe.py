@@ -1,98 +1,89 @@
-"""`RecipeConfig`: every setting of a training run in one frozen, flat dataclass.
+"""`RecipeConfig`: a whole run as one tree of the frozen configs the API itself uses.
 
-Recipes, the CLI and the tuner all produce one of these; `run.train` consumes it. Flat
-on purpose: each field is one command-line flag and one recipe key, and unknown keys
-are rejected with the list of valid ones instead of being silently ignored.
+    RecipeConfig
+      task, segmentation_loss, seed
+      data      DataConfig       (data.config)      data, val_data, val_split, augment ...
+      model     ModelConfig      (models.builder)   backbone, weights, image_size, ...
+        head    HeadConfig       (models.heads)     pooling, head_units, dropout, ...
+      schedule  ScheduleConfig   (training.schedule) batch_size, label_smoothing, ...
+        head      PhaseConfig    head_epochs, head_lr, head_lr_auto, ...
+        finetune  PhaseConfig    finetune_epochs, finetune_lr, finetune_unfreeze, ...
+      runtime   RuntimeConfig    cache_features, boundary_cache, strategy, report ...
+
+`fine_tune(model, data)` runs `ScheduleConfig()`, and `transferkit train` runs
+`RecipeConfig().schedule`, the very same object: each default is written once, in the
+field that owns it. Recipe files, flags and the tuner address the leaves by flat keys
+(`core.config`); a recipe file may be the nested form `to_dict` writes or a flat object
+of keys, and SHORTHANDS keep the flat recipes of earlier versions loading.
 """
 
 import dataclasses
 
+from transferkit.core.config import (apply, check_value, flatten, leaves, nest, section,
+                                     setting, unnest)
 from transferkit.core.errors import ConfigError, suggest
-from transferkit.core.tasks import get_task
 from transferkit.core.files import read_json_object
+from transferkit.core.tasks import TASKS, get_task
 from transferkit.data.augment import augment_config
-from transferkit.models.builder import resolve_input
-from transferkit.models.heads import HeadConfig
-from transferkit.training.cache import FeatureCache
-from transferkit.training.freezing import FreezePolicy
-from transferkit.training.schedule import PhaseConfig, ScheduleConfig
+from transferkit.data.config import DataConfig
+from transferkit.models.builder import ModelConfig
+from transferkit.training.cache import DEFAULT_VIEWS, FeatureCache
+from transferkit.training.distribute import STRATEGIES
+from transferkit.training.schedule import ScheduleConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """How a run executes: caches, scale-out and outputs (none of it changes what the
+    model learns, except mixed precision's rounding)."""
+
+    cache_features: bool = setting(True, "phase 1 on cached backbone features (the "
+                                   "frozen backbone runs once per image and view)")
+    feature_views: int = setting(DEFAULT_VIEWS, "augmented views cached per training "
+                                 "image (0: clean features only)")
+    boundary_cache: bool = setting(True, "phase 2 on activations cached at the freeze "
+                                   "boundary (the frozen bottom runs once)")
+    boundary_cache_max_gb: float = setting(2.0, "largest boundary cache in GB of "
+                                           "float16 activations; above it phase 2 runs "
+                                           "live and says so")
+    strategy: str = setting("auto", f"tf.distribute strategy: {', '.join(STRATEGIES)}")
+    mixed_precision: bool = setting(False, "mixed_float16 compute (GPUs with tensor "
+                                    "cores); the output layer stays float32")
+    report: bool = setting(True, "write report.html with plots at the end of the run")
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"The `strategy` setting should be one of "
+                              f"{list(STRATEGIES)}. Received: strategy={self.strategy!r}"
+                              f"{suggest(self.strategy, STRATEGIES)}")
+        if self.boundary_cache_max_gb < 0 or self.feature_views < 0:
+            raise ConfigError("The `boundary_cache_max_gb` (GB) and `feature_views` "
+                              "settings should be >= 0. Received: boundary_cache_max_gb="
+                              f"{self.boundary_cache_max_gb}, "
+                              f"feature_views={self.feature_views}")
 
 
 @dataclasses.dataclass(frozen=True)
 class RecipeConfig:
-    """A whole run. Defaults are MobileNetV2's published-practice settings."""
+    """A whole run (defaults: MobileNetV2 with ImageNet weights, 5 head epochs at 1e-3
+    on cached features, then 5 fine-tuning epochs of the top 2 blocks at 1e-5)."""
 
-    # data
-    data: str = ""
-    val_data: str = ""
-    task: str = "multiclass"
-    val_split: float = 0.2
-    test_split: float = 0.0
-    seed: int = 0
-    batch_size: int = 32
-    augment: str = "light"  # none | light | medium | strong
-    class_weights: bool = False
-    scan: bool = True
-    follow_links: bool = False  # use links that leave the data folder
-    # model
-    backbone: str = "mobilenet_v2"
-    weights: str = "imagenet"  # imagenet | none | path to weights or .keras model
-    image_size: int = 0  # 0: the backbone's default size
-    backbone_kwargs: tuple = ()  # e.g. (("alpha", 0.35),)
-    pooling: str = "avg"
-    head_units: tuple = ()
-    dropout: float = 0.2
-    head_batch_norm: bool = False
-    l2: float = 0.0
-    # phase 1: head on the frozen backbone
-    head_epochs: int = 5
-    head_lr: float = 1e-3
-    head_lr_auto: bool = False  # run the LR range test first and use its suggestion
-    cache_features: bool = True
-    feature_views: int = 2  # augmented views cached per image (0: clean features only)
-    # phase 2: fine-tuning
-    finetune_epochs: int = 5
-    finetune_lr: float = 1e-5
-    finetune_lr_auto: bool = False  # range test after phase 1; its suggestion for phase 2
-    unfreeze: str = "last_blocks:2"
-    train_batchnorm: bool = False
-    backbone_lr_multiplier: float = 1.0
-    layer_lr_decay: float = 1.0  # per-block LR factor from the top, in (0, 1]; 1.0: off
-    decay: str = "cosine"
-    warmup_epochs: int = 0
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    early_stopping_patience: int = 3
-    # Phase 2 on activations cached at the freeze boundary (training.boundary); above
-    # the cap (GB of float16 activations) phase 2 runs live and says so.
-    boundary_cache: bool = True
-    boundary_cache_max_gb: float = 2.0
-    # segmentation (tasks with a choice of loss and a decoder)
-    segmentation_loss: str = "crossentropy"  # crossentropy | dice | both
-    decoder_width: int = 32  # U-Net decoder filters at the shallowest skip (doubling)
-    # scale-out
-    strategy: str = "auto"
-    mixed_precision: bool = False
-    # outputs
-    report: bool = True  # report.html with plots at the end of the run
+    task: str = setting("multiclass", f"what the model predicts: {', '.join(TASKS)}")
+    segmentation_loss: str = setting("crossentropy", "segmentation only: the loss, "
+                                     "crossentropy, dice or both (their sum)")
+    seed: int = setting(0, "seed of the splits, the augmentation and the initial weights")
+    data: DataConfig = section(DataConfig())
+    model: ModelConfig = section(ModelConfig())
+    schedule: ScheduleConfig = section(ScheduleConfig())
+    runtime: RuntimeConfig = section(RuntimeConfig())
 
     def __post_init__(self):
-        # Tuples, not lists, so the config stays hashable and truly frozen.
-        object.__setattr__(self, "head_units", tuple(int(u) for u in self.head_units))
-        kwargs = self.backbone_kwargs.items() if isinstance(self.backbone_kwargs, dict) \
-            else self.backbone_kwargs
-        object.__setattr__(self, "backbone_kwargs", tuple(tuple(kv) for kv in kwargs))
-        augment_config(self.augment)  # a known preset
-        self.head_config()  # validates task, pooling, dropout, l2
-        self.schedule_config()  # validates the phases and the unfreeze policy
-        if self.boundary_cache_max_gb < 0:
-            raise ConfigError("The `boundary_cache_max_gb` setting should be >= 0 (GB). "
-                              f"Received: boundary_cache_max_gb={self.boundary_cache_max_gb}")
-        self.task_config()  # validates the loss choice
-        if self.decoder_width < 1:
-            raise ConfigError(f"decoder_width should be >= 1. Received: "
-                              f"decoder_width={self.decoder_width}")
+        self.task_config()  # a known task, with a loss it accepts
+
+    @classmethod
+    def from_keys(cls, **keys):
+        """The defaults with flat recipe `keys` applied (see `recipe_from_dict`)."""
+        return recipe_from_dict(keys)
 
     def task_config(self):
         """The `Task` this recipe trains (with its loss choice, for tasks that have one)."""
@@ -101,54 +92,51 @@ class RecipeConfig:
 
     def input_spec(self):
         """The InputSpec of this recipe's model (its image_size, else the backbone's)."""
-        return resolve_input(self.backbone, self.image_size or None)
-
-    def weights_arg(self):
-        """`weights` as `build_model` takes it (None for "none")."""
-        return None if self.weights in ("", "none", "None") else self.weights
+        return self.model.input_spec()
 
     def feature_cache(self, store=None):
         """The FeatureCache of phase 1 (`cache_features`) and phase 2 (`boundary_cache`),
         or None when both are off or the task cannot train on cached tensors (e.g.
         segmentation, whose decoder reads several encoder layers)."""
-        if not (self.cache_features or self.boundary_cache) or \
+        runtime = self.runtime
+        if not (runtime.cache_features or runtime.boundary_cache) or \
                 not get_task(self.task).caches_features:
             return None
-        augment = augment_config(self.augment)
-        return FeatureCache(views=self.feature_views if augment else 0, augment=augment,
-                            store=store, seed=self.seed, head=self.cache_features,
-                            boundary=self.boundary_cache,
-                            boundary_max_gb=self.boundary_cache_max_gb)
-
-    def head_config(self):
-        return HeadConfig(task=self.task, pooling=self.pooling, units=self.head_units,
-                          dropout=self.dropout, batch_norm=self.head_batch_norm, l2=self.l2)
-
-    def schedule_config(self):
-        common = dict(optimizer=self.optimizer, weight_decay=self.weight_decay,
-                      early_stopping_patience=self.early_stopping_patience or None)
-        head = PhaseConfig(epochs=self.head_epochs, learning_rate=self.head_lr,
-                           freeze=FreezePolicy("all"), **common)
-        policy = FreezePolicy.parse(self.unfreeze)
-        policy = dataclasses.replace(policy, train_batchnorm=self.train_batchnorm)
-        finetune = PhaseConfig(epochs=self.finetune_epochs, learning_rate=self.finetune_lr,
-                               freeze=policy, decay=self.decay,
-                               warmup_epochs=self.warmup_epochs,
-                               backbone_lr_multiplier=self.backbone_lr_multiplier,
-                               layer_lr_decay=self.layer_lr_decay, **common)
-        return ScheduleConfig(head=head, finetune=finetune,
-                              label_smoothing=self.label_smoothing,
-                              batch_size=self.batch_size)
+        augment = augment_config(self.data.augment)
+        return FeatureCache(views=runtime.feature_views if augment else 0,
+                            augment=augment, store=store, seed=self.seed,
+                            head=runtime.cache_features, boundary=runtime.boundary_cache,
+                            boundary_max_gb=runtime.boundary_cache_max_gb)
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """The nested JSON form (what config.json and --print-config hold)."""
+        return nest(self)
+
+    def flat(self):
+        """{flat key: value}: what flags, flat recipe files and the tuner address."""
+        return flatten(self)
 
 
-FIELDS = tuple(f.name for f in dataclasses.fields(RecipeConfig))
+LEAVES = {leaf.key: leaf for leaf in leaves(RecipeConfig)}
+# Keys of the flat recipes of earlier versions that set a phase's setting (or both
+# phases'): only phase 2 unfreezes, and one optimizer for both phases is the usual wish.
+SHORTHANDS = {
+    "unfreeze": ("finetune_unfreeze",), "train_batchnorm": ("finetune_train_batchnorm",),
+    "decay": ("finetune_decay",), "warmup_epochs": ("finetune_warmup_epochs",),
+    "backbone_lr_multiplier": ("finetune_backbone_lr_multiplier",),
+    "layer_lr_decay": ("finetune_layer_lr_decay",),
+    "optimizer": ("head_optimizer", "finetune_optimizer"),
+    "weight_decay": ("head_weight_decay", "finetune_weight_decay"),
+    "early_stopping_patience": ("head_early_stopping_patience",
+                                "finetune_early_stopping_patience"),
+}
+KEYS = tuple(LEAVES) + tuple(SHORTHANDS)
 
 
 def recipe_from_dict(values, base=None):
-    """A RecipeConfig from `base` (default: the defaults) with `values` applied.
+    """A RecipeConfig from `base` (default: the defaults) with `values` applied: the
+    nested form `to_dict` writes, or a flat object of keys (KEYS, shorthands first,
+    so "optimizer" then "head_optimizer" gives phase 1 its own).
 
     Unknown keys raise ConfigError listing the valid ones; values are type-checked
     against the defaults so "5" for an int field is refused early, not mid-run.
@@ -158,39 +146,30 @@ def recipe_from_dict(values, base=None):
         raise ConfigError("`trusted` is not a recipe key: only the person running "
                           "transferkit can vouch for a model file, with --trusted on the "
                           "command line (or trusted=True in the call), never a file.")
-    unknown = sorted(set(values) - set(FIELDS))
+    if any(isinstance(values.get(name), dict) for name in ("data", "model", "schedule",
+                                                           "runtime")):
+        values = unnest(RecipeConfig, values)
+    unknown = sorted(set(values) - set(KEYS))
     if unknown:
-        hints = "".join(suggest(k, FIELDS) for k in unknown)
+        hints = "".join(suggest(k, KEYS) for k in unknown)
         raise ConfigError(f"Unknown recipe key(s) {unknown}.{hints} Valid keys: "
-                          f"{', '.join(FIELDS)}")
-    clean = {}
-    for key, value in values.items():
-        default = getattr(RecipeConfig(), key)
-        if key == "weights" and value is None:  # JSON null: no pretrained weights
-            value = "none"
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"Recipe key {key!r} should be true or false. "
-                              f"Received: {key}={value!r}")
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(default, tuple) and isinstance(value, (list, dict)):
-            value = tuple(value.items()) if isinstance(value, dict) else tuple(value)
-        # bool is an int subclass: without the second test "head_epochs": true means 1.
-        if not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(
-                default, bool):
-            raise ConfigError(f"Recipe key {key!r} should be a {type(default).__name__}. "
-                              f"Received: {key}={value!r}")
-        clean[key] = value
+                          f"{', '.join(KEYS)}")
+    flat = {}
+    for key in sorted(values, key=lambda k: k not in SHORTHANDS):
+        if key == "weights" and values[key] is None:  # JSON null: no pretrained weights
+            values = {**values, key: "none"}
+        for target in SHORTHANDS.get(key, (key,)):
+            flat[target] = check_value(LEAVES[target], values[key])
     try:
-        return dataclasses.replace(base, **clean)
+        return apply(base, flat)
     except (TypeError, ValueError) as error:  # e.g. head_units: ["a"]
         if isinstance(error, ConfigError):
             raise
-        raise ConfigError(f"Invalid recipe value: {error}. Received: {clean}") from None
+        raise ConfigError(f"Invalid recipe value: {error}. Received: {values}") from None
 
 
 def load_recipe(path, base=None):
-    """Read a JSON recipe file (a flat object of RecipeConfig keys)."""
+    """Read a JSON recipe file (the nested form, or a flat object of recipe keys)."""
     values = read_json_object(path, "recipe file")
     try:
         return recipe_from_dict(values, base)

@@ -49,7 +49,7 @@ from transferkit.training.distribute import (local_copy, make_strategy, per_repl
                                              precision, prepare_dataset, worker_dir)
 from transferkit.training.lr_find import find_lr
 from transferkit.training.orchestrator import Position, fine_tune
-from transferkit.training.recipe import FIELDS, recipe_from_dict
+from transferkit.training.recipe import recipe_from_dict
 
 RUN_FILE = "run.json"
 # What `train` writes into a run directory: the only names it ever deletes (on
@@ -77,13 +77,13 @@ class RunResult:
 
 def load_run_data(recipe, verbose=True):
     """The `DataSplits` a recipe trains on, at the recipe's input size."""
-    source = {"train": recipe.data, "val": recipe.val_data} if recipe.val_data else recipe.data
-    return load_data(source, image_size=recipe.input_spec(), batch_size=recipe.batch_size,
-                     task=recipe.task, val_split=recipe.val_split,
-                     test_split=recipe.test_split, seed=recipe.seed,
-                     augment=augment_config(recipe.augment), scan=recipe.scan,
-                     class_weights=recipe.class_weights,
-                     follow_links=recipe.follow_links, verbose=verbose)
+    data = recipe.data
+    return load_data(data.source(), image_size=recipe.input_spec(),
+                     batch_size=recipe.schedule.batch_size, task=recipe.task,
+                     val_split=data.val_split, test_split=data.test_split, seed=recipe.seed,
+                     augment=augment_config(data.augment), scan=data.scan,
+                     class_weights=data.class_weights, follow_links=data.follow_links,
+                     verbose=verbose)
 
 
 def build_run_model(recipe, num_outputs, *, trusted=False):
@@ -91,21 +91,23 @@ def build_run_model(recipe, num_outputs, *, trusted=False):
 
     trusted: load a `.keras` weights file without safe mode (only from the caller,
         never from a recipe file)."""
+    model = recipe.model
     if get_task(recipe.task).dense:  # per-pixel outputs: a U-Net decoder, not a head
-        return build_segmenter(recipe.backbone, num_outputs, weights=recipe.weights_arg(),
+        return build_segmenter(model.backbone, num_outputs, weights=model.weights_arg(),
                                image_size=recipe.input_spec(),
-                               decoder_width=recipe.decoder_width, task=recipe.task,
+                               decoder_width=model.decoder_width, task=recipe.task,
                                trusted=trusted,
-                               backbone_kwargs=dict(recipe.backbone_kwargs))
-    return build_model(recipe.backbone, num_outputs, weights=recipe.weights_arg(),
-                       image_size=recipe.input_spec(), head=recipe.head_config(),
-                       trusted=trusted, backbone_kwargs=dict(recipe.backbone_kwargs))
+                               backbone_kwargs=dict(model.backbone_kwargs))
+    return build_model(model.backbone, num_outputs, task=recipe.task,
+                       weights=model.weights_arg(), image_size=recipe.input_spec(),
+                       head=model.head, trusted=trusted,
+                       backbone_kwargs=dict(model.backbone_kwargs))
 
 
 def model_metadata(recipe, class_names):
     """What `model.keras` carries so every command can use it without the run folder."""
     return {"class_names": list(class_names), "task": recipe.task,
-            "backbone": recipe.backbone, "input": recipe.input_spec().to_json()}
+            "backbone": recipe.model.backbone, "input": recipe.input_spec().to_json()}
 
 
 def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
@@ -126,15 +128,15 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     if resume and overwrite:
         raise ConfigError("Give either `--resume` (continue the run) or `--overwrite` "
                           "(replace it), not both.")
-    if trusted and is_model_file(recipe.backbone):
+    if trusted and is_model_file(recipe.model.backbone):
         # Before anything looks the backbone file up (which loads it in safe mode).
-        register_backbone(recipe.backbone, trusted=True)
+        register_backbone(recipe.model.backbone, trusted=True)
     # Before any slow work, and before touching out_dir: the backbone name, the image
     # size range, and the data and weights paths.
     recipe.input_spec()
     check_recipe_paths(recipe)
-    strategy = make_strategy(recipe.strategy)  # first: multi-worker needs a fresh runtime
-    per_replica_batch(recipe.batch_size, strategy)  # batch_size is global: check it splits
+    strategy = make_strategy(recipe.runtime.strategy)  # first: multi-worker needs a fresh runtime
+    per_replica_batch(recipe.schedule.batch_size, strategy)  # batch_size is global: check it splits
     out_dir = worker_dir(out_dir, strategy)
     run_id, changed = claim_run(out_dir, recipe, resume=resume, overwrite=overwrite)
     manager = CheckpointManager(os.path.join(out_dir, "checkpoints"), checkpoint.keep,
@@ -159,10 +161,10 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     write_json(os.path.join(out_dir, "class_names.json"), class_names)
     if data.scan_report is not None:
         data.scan_report.to_json(os.path.join(out_dir, "scan.json"))
-    with strategy.scope(), precision(recipe.mixed_precision):
+    with strategy.scope(), precision(recipe.runtime.mixed_precision):
         model = build_run_model(recipe, data.num_classes, trusted=trusted)
-    schedule = recipe.schedule_config()
-    if recipe.weights_arg() is None and schedule.head.epochs:
+    schedule = recipe.schedule
+    if recipe.model.weights_arg() is None and schedule.head.epochs:
         # A frozen random backbone gives near-constant features (MobileNetV2's pooled
         # output is ~1e-12): phase 1 then trains a head on noise. Say so, don't refuse:
         # a from-scratch baseline may want exactly this.
@@ -194,7 +196,7 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
                        callbacks=[tensorboard, saver, *callbacks], verbose=verbose)
             recipe, schedule = _auto_rate(recipe, "head", model, data, schedule, out_dir,
                                           start, run)
-            if recipe.finetune_lr_auto and start.phase == "head" and schedule.finetune.epochs:
+            if schedule.finetune.lr_auto and start.phase == "head" and schedule.finetune.epochs:
                 # Phase 1 alone first (it may stop early), then phase 2's rate is found
                 # from where phase 1 left the model.
                 head_only = dataclasses.replace(
@@ -213,7 +215,7 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
     save_model(model, os.path.join(out_dir, "model.keras"),
                metadata=model_metadata(recipe, class_names))
-    if recipe.report:
+    if recipe.runtime.report:
         from transferkit.evaluation.report import write_report  # matplotlib at the end
 
         write_report(out_dir, local_copy(model), data, history)
@@ -248,13 +250,12 @@ def name_skipped_files(data, out_dir):
 
 def check_recipe_paths(recipe):
     """Raise ConfigError/WeightsError if the recipe's data or weights file is missing."""
-    for key in ("data", "val_data"):
-        path = getattr(recipe, key)
+    for key, path in (("data", recipe.data.train), ("val_data", recipe.data.val)):
         if path and not path.startswith("tfds:") and not os.path.exists(path):
             raise ConfigError(f"The `{key}` argument should be a folder of class "
                               f"subfolders, a CSV file or tfds:NAME. Received: "
                               f"{key}={path!r} (no such file or folder)")
-    weights = recipe.weights_arg()
+    weights = recipe.model.weights_arg()
     if weights is not None and weights != "imagenet":
         check_weights_path(weights)
 
@@ -293,21 +294,22 @@ def claim_run(out_dir, recipe, *, resume=False, overwrite=False):
     if resume and os.path.exists(os.path.join(out_dir, "config.json")):
         saved = recipe_from_dict(read_json_object(os.path.join(out_dir, "config.json"),
                                                   "run config"))
-        changed = [k for k in FIELDS if not _same(getattr(saved, k), getattr(recipe, k))]
+        saved, given = saved.flat(), recipe.flat()
+        changed = [k for k in saved if not _same(saved[k], given[k])]
         meaning = [k for k in changed if k not in RESUME_HARMLESS]
         if meaning:
             key = meaning[0]
             raise ConfigError(
                 f"--resume cannot change {', '.join(repr(k) for k in meaning)}: the run "
-                f"in {out_dir} was made with {key}={getattr(saved, key)!r}, given "
-                f"{key}={getattr(recipe, key)!r}. Changing it would make the checkpoints "
+                f"in {out_dir} was made with {key}={saved[key]!r}, given "
+                f"{key}={given[key]!r}. Changing it would make the checkpoints "
                 f"mean something else; start a new run (another --out, or --overwrite). "
                 f"Keys a resume may change: {', '.join(RESUME_HARMLESS)}.")
     if not isinstance(info, dict) or not isinstance(info.get("run_id"), str):
         info = {"run_id": uuid.uuid4().hex, "created": time.time(), "resumes": []}
     if resume:
         info.setdefault("resumes", []).append({"time": time.time(), "changed": {
-            k: getattr(recipe, k) for k in changed}})
+            k: given[k] for k in changed}})
     write_json(path, info)
     return info["run_id"], changed
 
@@ -367,16 +369,16 @@ def _auto_rate(recipe, phase, model, data, schedule, out_dir, start, run):
     a resumed run keeps the same rate. Returns (recipe, schedule)."""
     settings = schedule.phase(phase)
     starts_now = start.phase == phase and start.epoch == start.phase_start and not start.step
-    if not (getattr(recipe, f"{phase}_lr_auto") and settings.epochs and starts_now):
+    if not (settings.lr_auto and settings.epochs and starts_now):
         return recipe, schedule
     finding = find_lr(model, data, phase=phase, config=schedule, task=run["task"],
                       cache=run["cache"], verbose=run["verbose"])
     finding.save(out_dir, f"lr_find_{phase}")
     print(f"{phase} learning rate: {finding.reason}")
-    recipe = dataclasses.replace(recipe, **{f"{phase}_lr": finding.suggestion,
-                                            f"{phase}_lr_auto": False})
+    recipe = recipe_from_dict({f"{phase}_lr": finding.suggestion,
+                               f"{phase}_lr_auto": False}, recipe)
     write_json(os.path.join(out_dir, "config.json"), recipe.to_dict())
-    return recipe, recipe.schedule_config()
+    return recipe, recipe.schedule
 
 
 def find_lr_for_recipe(recipe, out_dir, *, phase="finetune", min_lr=1e-7, max_lr=1.0,
@@ -389,7 +391,7 @@ def find_lr_for_recipe(recipe, out_dir, *, phase="finetune", min_lr=1e-7, max_lr
     the feature cache (default: `FeatureStore.default()`)."""
     data = load_run_data(recipe, verbose=bool(verbose))
     model = build_run_model(recipe, data.num_classes, trusted=trusted)
-    schedule = recipe.schedule_config()
+    schedule = recipe.schedule
     cache = recipe.feature_cache(store or FeatureStore.default())
     if phase == "finetune" and schedule.head.epochs:
         fine_tune(model, data, config=schedule, task=recipe.task, cache=cache,

@@ -10,10 +10,11 @@ import dataclasses
 
 import keras
 
+from transferkit.core.config import section, setting
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.models.parts import resolve
 from transferkit.training.freezing import FreezePolicy, freeze, layer_depths, mark_compiled
-from transferkit.training.optimizers import make_optimizer
+from transferkit.training.optimizers import OPTIMIZERS, make_optimizer
 
 DECAYS = ("constant", "cosine")
 PHASES = ("head", "finetune")
@@ -21,32 +22,44 @@ PHASES = ("head", "finetune")
 
 @dataclasses.dataclass(frozen=True)
 class PhaseConfig:
-    """One phase of training.
+    """One phase of training (defaults: the head phase's; `FINETUNE_PHASE` holds the
+    fine-tuning phase's). Every field is a recipe key and a flag, prefixed with the
+    phase: `head_epochs`, `finetune_lr`, ..."""
 
-    decay: "constant" or "cosine" (over the phase, after `warmup_epochs` of linear
-        warmup from 0). early_stopping_patience: None (off: the phase runs all its
-        epochs and keeps its last weights) or epochs without improvement of the
-        monitored metric before stopping; the best weights are then restored at the
-        end of the phase.
-    backbone_lr_multiplier: backbone learning rate relative to the head's (1.0).
-    layer_lr_decay: layer-wise learning-rate decay in (0, 1] (1.0: off): the backbone
-        block at depth d from the top (top block 0) learns at rate x decay**d.
-    """
-
-    epochs: int = 5
-    learning_rate: float = 1e-3
-    freeze: FreezePolicy = FreezePolicy("all")
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    decay: str = "constant"
-    warmup_epochs: int = 0
-    early_stopping_patience: object = 3
-    backbone_lr_multiplier: float = 1.0
-    layer_lr_decay: float = 1.0
+    epochs: int = setting(5, "epochs of this phase (0: skip it)")
+    learning_rate: float = setting(1e-3, "peak learning rate of this phase", key="lr")
+    lr_auto: bool = setting(False, "run the LR range test when the phase starts and use "
+                            "its suggestion instead of the learning rate (recorded in "
+                            "config.json, so a resumed run keeps it)")
+    freeze: FreezePolicy = setting(
+        FreezePolicy("all"), "which backbone layers train: all (frozen), none, "
+        "last_blocks:K, top_layers:N, fraction:F, from_layer:NAME or regex:PATTERN",
+        key="unfreeze", parse=FreezePolicy.parse, show=str,
+        also=[("train_batchnorm", "train_batchnorm",
+               "let unfrozen BatchNorm layers train (normally they stay in inference "
+               "mode: small target batches would wreck ImageNet's moving statistics)")])
+    optimizer: str = setting("adam", f"optimizer: one of {', '.join(OPTIMIZERS)}")
+    weight_decay: float = setting(0.0, "decoupled weight decay (0: off)")
+    decay: str = setting("constant", "learning-rate shape over the phase after warmup: "
+                         "constant or cosine")
+    warmup_epochs: int = setting(0, "epochs of linear warmup from 0 to the learning rate")
+    early_stopping_patience: int = setting(
+        3, "epochs without improvement of the monitored metric before the phase stops "
+        "and restores its best weights (0: off, the phase runs all its epochs and "
+        "keeps its last weights)")
+    backbone_lr_multiplier: float = setting(
+        1.0, "backbone learning rate relative to the head's (discriminative rates)")
+    layer_lr_decay: float = setting(
+        1.0, "layer-wise learning-rate decay in (0, 1]: the backbone block at depth d "
+        "from the top learns at rate x decay**d (1.0: off)")
 
     def __post_init__(self):
         object.__setattr__(self, "freeze", FreezePolicy.parse(self.freeze))
+        # None was the API's "off" before 0 was: both mean "no early stopping".
+        object.__setattr__(self, "early_stopping_patience",
+                           int(self.early_stopping_patience or 0))
         check_choice("decay", self.decay, DECAYS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if not 0.0 < self.layer_lr_decay <= 1.0:
             raise ConfigError("The `layer_lr_decay` setting should be in (0, 1] (1.0: off; "
                               "below 1, each block down from the top learns that much "
@@ -54,23 +67,36 @@ class PhaseConfig:
         if self.epochs < 0 or self.learning_rate <= 0:
             raise ConfigError("A phase needs epochs >= 0 and learning_rate > 0. Received: "
                               f"epochs={self.epochs}, learning_rate={self.learning_rate}")
+        if self.warmup_epochs < 0 or self.early_stopping_patience < 0:
+            raise ConfigError("A phase needs warmup_epochs >= 0 and "
+                              "early_stopping_patience >= 0. Received: "
+                              f"warmup_epochs={self.warmup_epochs}, "
+                              f"early_stopping_patience={self.early_stopping_patience}")
 
 
-HEAD_PHASE = PhaseConfig(epochs=5, learning_rate=1e-3, freeze=FreezePolicy("all"))
-# 1e-5 and the top blocks unfrozen with BN frozen follow the Keras fine-tuning guides.
-FINETUNE_PHASE = PhaseConfig(epochs=5, learning_rate=1e-5,
-                             freeze=FreezePolicy("last_blocks", 2))
+HEAD_PHASE = PhaseConfig()
+# 1e-5 and the top blocks unfrozen with BN frozen follow the Keras fine-tuning guides;
+# cosine decay to 0 over the phase lets the last epochs settle at a tiny rate.
+FINETUNE_PHASE = PhaseConfig(learning_rate=1e-5, freeze=FreezePolicy("last_blocks", 2),
+                             decay="cosine")
 
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig:
-    """Both phases plus what they share (defaults: 5 + 5 epochs, 1e-3 then 1e-5)."""
+    """Both phases plus what they share (defaults: 5 + 5 epochs, 1e-3 then 1e-5 with
+    cosine decay, the top 2 blocks unfrozen)."""
 
-    head: PhaseConfig = HEAD_PHASE
-    finetune: PhaseConfig = FINETUNE_PHASE
-    label_smoothing: float = 0.0
-    monitor: str = "val_loss"
-    batch_size: int = 32
+    head: PhaseConfig = section(HEAD_PHASE, prefix="head_")
+    finetune: PhaseConfig = section(FINETUNE_PHASE, prefix="finetune_")
+    label_smoothing: float = setting(0.0, "label smoothing of the classification loss")
+    monitor: str = setting("val_loss", "metric early stopping watches (val_loss, "
+                           "val_accuracy, ...; loss when there is no validation split)")
+    batch_size: int = setting(32, "images per training step (global, across replicas)")
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ConfigError(f"The `batch_size` setting should be >= 1. Received: "
+                              f"batch_size={self.batch_size}")
 
     def phase(self, name):
         """The PhaseConfig of phase `name` ("head" or "finetune")."""

@@ -38,7 +38,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
     def data(self, recipe):
         """The `DataSplits` of `recipe`, loaded once per (input size, augmentation)."""
-        key = (recipe.input_spec(), recipe.augment)
+        key = (recipe.input_spec(), recipe.data.augment)
         if key not in self._data:
             self._data[key] = load_run_data(recipe, verbose=False)
         return self._data[key]
@@ -68,8 +68,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
         data = self.data(recipe)
         if data.val is None:
             raise ConfigError("Tuning needs validation data: set `val_split` > 0 or "
-                              f"`val_data`. Received: val_split={recipe.val_split}")
-        schedule = recipe.schedule_config()
+                              f"`val_data`. Received: val_split={recipe.data.val_split}")
+        schedule = recipe.schedule
         # keras-tuner's checkpoint callback would save the head alone during cached
         # phase 1; the trial's checkpoint is written once, from the final model, below.
         checkpoints = [c for c in callbacks if _is_trial_checkpoint(c)]

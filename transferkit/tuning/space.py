@@ -20,6 +20,7 @@ from transferkit.core.errors import ConfigError, check_choice, suggest
 from transferkit.core.files import read_json_object
 from transferkit.data.augment import AUGMENT_PRESETS
 from transferkit.models.registry import get_spec
+from transferkit.training.recipe import recipe_from_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,9 +165,10 @@ def resolve(values, base):
         # Another backbone trains at its own default size (image_size 0, resolved by
         # RecipeConfig.input_spec like every size), and constructor kwargs (e.g. alpha)
         # belong to the base recipe's backbone only.
-        same = get_spec(base.backbone).name == spec.name
-        changes.update(backbone=spec.name, image_size=base.image_size if same else 0,
-                       backbone_kwargs=base.backbone_kwargs if same else ())
+        model = base.model
+        same = get_spec(model.backbone).name == spec.name
+        changes.update(backbone=spec.name, image_size=model.image_size if same else 0,
+                       backbone_kwargs=model.backbone_kwargs if same else ())
     if "head_width" in values:
         width = int(values["head_width"])
         depth = int(values.get("head_depth") or 1)
@@ -181,7 +183,7 @@ def resolve(values, base):
             # Stepped ranges accumulate float error (0.30000000000000004): keep 10
             # significant digits, far below any effect on training.
             changes[key] = float(f"{float(changes[key]):.10g}")
-    return dataclasses.replace(base, **changes)
+    return recipe_from_dict(changes, base)
 
 
 def space_from_dict(values, base=SearchSpace()):

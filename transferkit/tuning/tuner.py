@@ -7,7 +7,7 @@ Each trial trains in a fresh process by default (`tuning.process`), so memory st
 flat over long sweeps.
 
     space = SearchSpace(backbone=("mobilenet_v2", "efficientnet_b0"))
-    result = tune(RecipeConfig(data="data/pets"), "sweeps/pets", space=space,
+    result = tune(RecipeConfig.from_keys(data="data/pets"), "sweeps/pets", space=space,
                   max_trials=20)
     run.train(result.best_recipe, "runs/pets-best")
 
@@ -118,11 +118,12 @@ def tune(base, out_dir, *, space=SearchSpace(), tuner="random", max_trials=10,
     if not worker and resume and not started:
         raise ConfigError(f"Nothing to resume: no search in {out_dir} "
                           f"({os.path.join(out_dir, PROJECT, 'oracle.json')} is missing).")
-    if not base.data:
+    if not base.data.train:
         raise ConfigError("The `data` recipe setting is required to tune (`--data`).")
-    store = FeatureStore(os.path.join(out_dir, "features")) if base.cache_features else None
+    store = FeatureStore(os.path.join(out_dir, "features")) if base.runtime.cache_features \
+        else None
     if worker:  # the chief's oracle hands out the rates; no range test here
-        base = dataclasses.replace(base, head_lr_auto=False, finetune_lr_auto=False)
+        base = recipe_from_dict({"head_lr_auto": False, "finetune_lr_auto": False}, base)
     else:
         base, space = centre_rates(base, space, out_dir, store=store, resume=resume,
                                    verbose=verbose)
@@ -158,19 +159,20 @@ def centre_rates(base, space, out_dir, *, store=None, resume=False, verbose=1):
     trials share (None: the default store).
     """
     for phase in PHASES:
-        if not getattr(base, f"{phase}_lr_auto"):
+        if not base.schedule.phase(phase).lr_auto:
             continue
         name = f"lr_find_{phase}"
         record = os.path.join(out_dir, f"{name}.json")
         if resume and os.path.exists(record):
             suggestion = float(read_json_object(record, "range test record")["suggestion"])
         else:
-            probe = dataclasses.replace(base, head_lr_auto=False, finetune_lr_auto=False)
+            probe = recipe_from_dict({"head_lr_auto": False, "finetune_lr_auto": False},
+                                    base)
             suggestion = find_lr_for_recipe(probe, out_dir, phase=phase, store=store,
                                             name=name, verbose=0).suggestion
         rates = Range(suggestion / LR_SPREAD, suggestion * LR_SPREAD, log=True)
-        base = dataclasses.replace(base, **{f"{phase}_lr": suggestion,
-                                            f"{phase}_lr_auto": False})
+        base = recipe_from_dict({f"{phase}_lr": suggestion, f"{phase}_lr_auto": False},
+                                base)
         space = dataclasses.replace(space, **{f"{phase}_lr": rates})
         if verbose:
             print(f"{phase}_lr: the range test suggests {suggestion:.2g}; each trial "
