@@ -171,12 +171,12 @@ def now():
 
 
 def run_transferkit(train_dir, val_dir, weights, args, cache_dir, **overrides):
-    """(epoch points, total seconds, epoch durations) of `run.train` on the default
+    """(epoch points, total seconds, epoch durations) of `app.train.train` on the default
     recipe (with `overrides`), on a cold cache in `cache_dir`."""
     import keras
 
     from transferkit.training.recipe import recipe_from_dict
-    from transferkit.training.run import train
+    from transferkit.app.train import train
 
     keras.utils.set_random_seed(args.seed)
     os.environ["TRANSFERKIT_CACHE"] = cache_dir  # a cold cache: extraction is timed

@@ -29,7 +29,7 @@ import keras  # noqa: E402
 
 from transferkit.cli import demo  # noqa: E402
 from transferkit.training.recipe import recipe_from_dict  # noqa: E402
-from transferkit.training.run import train  # noqa: E402
+from transferkit.app.train import train  # noqa: E402
 
 
 def miou_pair(data_dir, seed, budget, image_size, out, data=None):

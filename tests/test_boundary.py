@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from transferkit.core.rundir import RunDir
 from transferkit.core.tasks import get_task
 from transferkit.models import build_model
 from transferkit.models.heads import HeadConfig
@@ -16,7 +17,7 @@ from transferkit.training.checkpoint import CheckpointConfig, CheckpointManager,
 from transferkit.training.freezing import freeze
 from transferkit.training.orchestrator import fine_tune
 from transferkit.training.recipe import RecipeConfig, recipe_from_dict
-from transferkit.training.run import read_history, train
+from transferkit.app.train import train
 from transferkit.training.schedule import PhaseConfig, ScheduleConfig, compile_phase
 
 SCHEDULE = ScheduleConfig(
@@ -202,7 +203,7 @@ def test_train_uses_the_boundary_cache_unless_turned_off(image_folder, tmp_path,
                                      report=False)
     train(recipe, tmp_path / "run", verbose=1)
     assert "phase 2 on cached activations" in capsys.readouterr().out
-    assert [r["phase"] for r in read_history(tmp_path / "run")] == ["head", "finetune",
+    assert [r["phase"] for r in RunDir(tmp_path / "run").read_history()] == ["head", "finetune",
                                                                     "finetune"]
     files = os.listdir(tmp_path / "cache" / "features")
     assert sum(f.endswith(".boundary.json") for f in files) == 2  # train views, val
@@ -233,6 +234,6 @@ def test_train_resume_after_a_kill_in_a_boundary_phase(image_folder, tmp_path, m
     state = CheckpointManager(tmp_path / "run" / "checkpoints").latest()
     assert (state["phase"], state["epoch"], state["phase_complete"]) == ("finetune", 2, False)
     result = train(recipe, tmp_path / "run", resume=True, verbose=0)
-    assert [(r["epoch"], r["phase"]) for r in read_history(tmp_path / "run")] == [
+    assert [(r["epoch"], r["phase"]) for r in RunDir(tmp_path / "run").read_history()] == [
         (1, "head"), (2, "finetune"), (3, "finetune"), (4, "finetune")]
     assert "val" in result.metrics and os.path.exists(tmp_path / "run" / "model.keras")

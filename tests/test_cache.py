@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import make_image_folder
 
+from transferkit.core.rundir import RunDir
 from transferkit.training import cache
 from transferkit.data.augment import AugmentConfig
 from transferkit.data.load import load_data
@@ -14,7 +15,7 @@ from transferkit.training.freezing import FreezePolicy, freeze
 from transferkit.models.heads import HeadConfig
 from transferkit.models import build_model, resolve_parts
 from transferkit.training.recipe import RecipeConfig
-from transferkit.training.run import read_history, train
+from transferkit.app.train import train
 from transferkit.training.schedule import PhaseConfig, ScheduleConfig
 from transferkit.training.orchestrator import fine_tune
 
@@ -169,7 +170,7 @@ def test_train_runs_phase_one_on_cached_features(image_folder, tmp_path, monkeyp
                                      image_size=32, batch_size=8, head_epochs=2, finetune_epochs=1,
                                      unfreeze="last_blocks:1", augment="light")
     train(recipe, tmp_path / "run", verbose=0)
-    history = read_history(tmp_path / "run")
+    history = RunDir(tmp_path / "run").read_history()
     assert [r["phase"] for r in history] == ["head", "head", "finetune"]
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert {"loss", "val_accuracy", "learning_rate", "phase_epoch"} <= set(history[0])

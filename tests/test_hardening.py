@@ -15,7 +15,7 @@ from transferkit.core.errors import ConfigError, TransferkitError
 from transferkit.models.builder import build_model
 from transferkit.training.checkpoint import CheckpointManager, Checkpointer, save_on_sigterm
 from transferkit.training.recipe import RecipeConfig
-from transferkit.training.run import claim_run, train
+from transferkit.app.train import claim_run, run_dir, train
 
 TINY = dict(backbone="tiny_test", weights="none", image_size=16, batch_size=4,
             head_epochs=1, finetune_epochs=1, augment="none", report=False,
@@ -69,14 +69,14 @@ def test_a_new_run_into_a_run_directory_is_refused_unless_resume_or_overwrite(
 
 def test_overwrite_starts_a_new_run_and_deletes_only_the_runs_files(tmp_path, tiny_model):
     run = tmp_path / "run"
-    run_id, _ = claim_run(str(run), RecipeConfig.from_keys(**TINY))
+    run_id, _ = claim_run(run_dir(run), RecipeConfig.from_keys(**TINY))
     _save(CheckpointManager(run / "checkpoints", run_id=run_id), tiny_model, 1)
     (run / "report").mkdir()
     (run / "report" / "worst.png").write_text("old plot")
     (run / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="already holds a run"):
-        claim_run(str(run), RecipeConfig.from_keys(**TINY))
-    new_id, _ = claim_run(str(run), RecipeConfig.from_keys(**TINY), overwrite=True)
+        claim_run(run_dir(run), RecipeConfig.from_keys(**TINY))
+    new_id, _ = claim_run(run_dir(run), RecipeConfig.from_keys(**TINY), overwrite=True)
     assert new_id != run_id
     assert sorted(os.listdir(run)) == ["notes.txt", "run.json"]
 
@@ -97,14 +97,14 @@ def test_claim_run_refuses_resume_and_overwrite_together_and_a_file_as_out(tmp_p
         train(recipe, str(tmp_path / "r"), resume=True, overwrite=True)
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="should be a directory"):
-        claim_run(str(tmp_path / "file"), recipe)
+        claim_run(run_dir(tmp_path / "file"), recipe)
 
 
 def test_overwrite_leaves_a_folder_that_is_not_a_run_alone(tmp_path):
     for name in ("logs", "report"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "keep.txt").write_text("mine")
-    claim_run(str(tmp_path), RecipeConfig.from_keys(**TINY), overwrite=True)
+    claim_run(run_dir(tmp_path), RecipeConfig.from_keys(**TINY), overwrite=True)
     assert (tmp_path / "logs" / "keep.txt").exists()
     assert (tmp_path / "report" / "keep.txt").exists()
 
@@ -159,7 +159,7 @@ def test_temp_files_a_kill_left_in_the_run_folder_are_cleaned(tmp_path):
     (tmp_path / ".mine.tmp.keras").write_text("not ours")
     (tmp_path / "report").mkdir()  # a kill while the report's plots were written
     (tmp_path / "report" / ".curves.p999999999.ab.tmp.png").write_text("torn")
-    claim_run(str(tmp_path), RecipeConfig.from_keys(**TINY))
+    claim_run(run_dir(tmp_path), RecipeConfig.from_keys(**TINY))
     assert sorted(os.listdir(tmp_path)) == [".mine.tmp.keras", "report", "run.json"]
     assert os.listdir(tmp_path / "report") == []
 
@@ -456,7 +456,7 @@ def _truncate(path):
 @pytest.mark.parametrize("split,cache", [("train", False), ("train", True), ("val", False)])
 def test_a_file_broken_after_the_scan_is_named_skipped_and_counted(tmp_path, monkeypatch,
                                                                   capsys, split, cache):
-    from transferkit.training import run as run_module
+    from transferkit.app import train as run_module
 
     folder = make_image_folder(tmp_path / "data", per_class=5, size=16)
     real, broken = run_module.load_data, []
@@ -570,7 +570,7 @@ def test_the_same_file_in_two_splits_is_refused_or_removed_from_the_later(tmp_pa
 def test_resume_accepts_the_same_data_spelled_another_way(trained_run, monkeypatch):
     run, folder = trained_run
     monkeypatch.chdir(os.path.dirname(folder))
-    _, changed = claim_run(run, RecipeConfig.from_keys(data=os.path.basename(folder), **TINY),
+    _, changed = claim_run(run_dir(run), RecipeConfig.from_keys(data=os.path.basename(folder), **TINY),
                            resume=True)
     assert "data" not in changed
     foreign = CheckpointManager(os.path.join(run, "checkpoints"), run_id="someone else")

@@ -78,7 +78,8 @@ def test_cli_lr_find_writes_the_finding_and_the_plot(image_folder, tmp_path, cap
 def test_train_with_auto_rates_uses_and_records_the_suggestions(image_folder, tmp_path,
                                                                 monkeypatch):
     from transferkit.training.recipe import RecipeConfig, load_recipe
-    from transferkit.training.run import read_history, train
+    from transferkit.app.train import train
+    from transferkit.core.rundir import RunDir
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     recipe = RecipeConfig.from_keys(data=image_folder, backbone="tiny_test", weights="none",
@@ -94,7 +95,7 @@ def test_train_with_auto_rates_uses_and_records_the_suggestions(image_folder, tm
     assert not (saved.head_lr_auto or saved.finetune_lr_auto)  # a resume keeps the rates
     assert saved.head_lr == found["head"]["suggestion"]
     assert saved.finetune_lr == found["finetune"]["suggestion"]
-    history = read_history(tmp_path / "run")
+    history = RunDir(tmp_path / "run").read_history()
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
     for record in history:
         assert record["learning_rate"] == pytest.approx(

@@ -7,15 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferkit.training import run as run_lib
 from transferkit.models.backbones import create_backbone
 from transferkit.models.registry import get_spec
 from transferkit.data.load import load_data
 from transferkit.core.errors import ConfigError
 from transferkit.training.freezing import freeze
+from transferkit.app.train import RunResult, build_run_model
 from transferkit.cli import recipes as recipes_cli
 from transferkit.cli.recipes import resolve_recipe, run_recipe
-from transferkit.training.run import build_run_model
 from transferkit.models.saving import load_model, read_metadata
 from transferkit.training.recipe import SHORTHANDS
 from transferkit.training.recipe_book import RECIPES, Recipe, get_recipe, register_recipe
@@ -110,15 +109,15 @@ def test_recipe_rejects_unknown_names_and_keys_and_needs_data(capsys):
     assert "--data" in capsys.readouterr().err
 
 
-def test_recipe_hands_the_resolved_config_to_run_train(tmp_path, monkeypatch, capsys):
-    # run.train itself is covered by the demo tests and tests/test_run*; here only the
+def test_recipe_hands_the_resolved_config_to_train(tmp_path, monkeypatch, capsys):
+    # app.train itself is covered by the demo tests and tests/test_run*; here only the
     # wiring: the recipe's defaults plus flags reach train() with the --out folder.
     seen = {}
 
     def fake_train(recipe, out_dir, **_):
         seen.update(recipe=recipe, out=out_dir)
-        return run_lib.RunResult(out_dir, None, (), {"val": {"num_images": 4,
-                                                             "accuracy": 0.5}}, ("a", "b"))
+        return RunResult(out_dir, None, (), {"val": {"num_images": 4, "accuracy": 0.5}},
+                         ("a", "b"))
 
     monkeypatch.setattr(recipes_cli, "train", fake_train)
     code = run_recipe("efficientnet_b0", [

@@ -516,7 +516,7 @@ def _load_script(name):
 
 def test_unet_recipe_resolves_and_builds_tiny(tmp_path):
     from transferkit.cli.recipes import resolve_recipe
-    from transferkit.training.run import build_run_model
+    from transferkit.app.train import build_run_model
 
     recipe, _ = resolve_recipe("unet_mobilenet_v2", [
         "--data", str(tmp_path), "--weights", "none", "--image-size", "64",

@@ -6,7 +6,7 @@
     result = tk.fine_tune(model, data)
 
 The public API is `__all__`; everything else is reachable through its subpackage
-(`transferkit.models`, `.data`, `.training`, `.evaluation`, `.tuning`, `.cli`).
+(`transferkit.models`, `.data`, `.training`, `.evaluation`, `.app`, `.tuning`, `.cli`).
 """
 
 __version__ = "0.2.0"
@@ -27,7 +27,8 @@ from transferkit.models import (BackboneSpec, HeadConfig, ModelParts, build_mode
 from transferkit.data import AugmentConfig, DataSplits, augment_config, load_data, scan
 from transferkit.training import (FeatureCache, FineTuneResult, FreezePolicy,
                                   PhaseConfig, Position, RecipeConfig, ScheduleConfig,
-                                  fine_tune, freeze, load_recipe, train)
+                                  fine_tune, freeze, load_recipe)
+from transferkit.app.train import train
 from transferkit.evaluation import export_model, load_run, predict
 
 # The tuner pulls in keras-tuner: loaded on first use.

@@ -1,37 +1,23 @@
 """`train(recipe, out_dir)`: one training run, written to a run directory.
 
-Run directory layout (a contract for the CLI, reports, resume and the tuner):
+The run directory (its files, who may write it, how it resumes) is `core.rundir.RunDir`.
+`train` reads as four steps, each a function here:
 
-    run.json         the run's identity (run_id, which every checkpoint carries), a
-                     record of each resume and the settings changed at it, and
-                     "skipped_files" {path: reason} when files failed to decode
-    config.json      the resolved RecipeConfig
-    class_names.json the class order the model's outputs follow
-    scan.json        the data health scan (rejected and converted files)
-    history.json     one record per epoch, each with its "phase"
-    metrics.json     final validation (and test) metrics
-    model.keras      the trained model, written atomically, with its metadata inside
-                     (class names, task, input spec, backbone)
-    logs/            TensorBoard logs
-    report.html      learning curves, samples, confusion matrix (PNGs in report/)
-    checkpoints/     the last K checkpoints (weights + optimizer, state JSON) for resume
-    worker-<i>/      under multi-worker, the same files from worker i (the chief
-                     writes the directory itself)
+1. `prepare`: check the recipe, claim the run directory, load the data;
+2. `build`: the model, and where training starts (a resume's checkpoint);
+3. `run_schedule`: one `fine_tune` call from there, with checkpoints, TensorBoard and
+   the LR finder (`AutoLR`, for phases with `lr_auto`) as its hooks;
+4. `finish`: history, metrics, model.keras and report.html.
 """
 
 import dataclasses
 import os
-import re
-import shutil
-import time
-import uuid
 import warnings
 
 import keras
 
 from transferkit.core.errors import ConfigError
-from transferkit.core.files import (TEMP_MARK, read_json, read_json_object,
-                                   remove_stale_temp_files, write_json)
+from transferkit.core.rundir import RunDir
 from transferkit.core.tasks import get_task
 from transferkit.data.augment import augment_config
 from transferkit.data.files import undecodable
@@ -47,16 +33,10 @@ from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager
                                              Checkpointer, save_on_sigterm)
 from transferkit.training.distribute import (local_copy, make_strategy, per_replica_batch,
                                              precision, prepare_dataset, worker_dir)
-from transferkit.training.lr_find import find_lr
+from transferkit.training.lr_find import AutoLR
 from transferkit.training.orchestrator import Position, fine_tune
 from transferkit.training.recipe import recipe_from_dict
 
-RUN_FILE = "run.json"
-# What `train` writes into a run directory: the only names it ever deletes (on
-# overwrite, and the temp files a kill left behind).
-RUN_FILES = ("run.json", "config.json", "class_names.json", "scan.json", "history.json",
-             "metrics.json", "model.keras", "report.html")
-RUN_DIRS = ("logs", "report")
 # Recipe keys a resume may change: they do not alter what the run trains on or how.
 # Any other change (data, task, classes, batch size, epochs, image size, backbone,
 # weights, learning rates, ...) would make the checkpoints mean something else.
@@ -73,6 +53,20 @@ class RunResult:
     metrics: dict
     class_names: tuple
     skipped_files: dict = dataclasses.field(default_factory=dict)  # path -> reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A prepared run, handed from step to step: its RunDir, recipe, tf.distribute
+    strategy, checkpoint manager, the checkpoint state it resumes from (or None) and
+    its data."""
+
+    run: RunDir
+    recipe: object
+    strategy: object
+    manager: CheckpointManager
+    state: dict
+    data: object
 
 
 def load_run_data(recipe, verbose=True):
@@ -123,11 +117,20 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
         (only those `train` writes) and start a new run. checkpoint: a CheckpointConfig
         (save frequency, how many to keep). data_service: a tf.data service dispatcher
         address. trusted: the `weights` or `backbone` .keras file may run code when
-        loaded (see `models.saving.load_model`).
+        loaded (see `models.saving.load_model`). callbacks: more Keras callbacks
+        (`PhaseCallback`s hear the phases too).
     """
-    if resume and overwrite:
-        raise ConfigError("Give either `--resume` (continue the run) or `--overwrite` "
-                          "(replace it), not both.")
+    job = prepare(recipe, out_dir, resume=resume, overwrite=overwrite,
+                  keep=checkpoint.keep, data_service=data_service, trusted=trusted)
+    model, start, saver = build(job, checkpoint, trusted=trusted)
+    run_schedule(job, model, start, saver, callbacks=callbacks, verbose=verbose)
+    return finish(job, model, saver.history)
+
+
+def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=3, data_service=None,
+            trusted=False):
+    """Check the recipe, claim `out_dir` (see `claim_run`), record the recipe and load
+    the data; returns the `Job`. Cheap checks come first, before out_dir is touched."""
     if trusted and is_model_file(recipe.model.backbone):
         # Before anything looks the backbone file up (which loads it in safe mode).
         register_backbone(recipe.model.backbone, trusted=True)
@@ -137,17 +140,16 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     check_recipe_paths(recipe)
     strategy = make_strategy(recipe.runtime.strategy)  # first: multi-worker needs a fresh runtime
     per_replica_batch(recipe.schedule.batch_size, strategy)  # batch_size is global: check it splits
-    out_dir = worker_dir(out_dir, strategy)
-    run_id, changed = claim_run(out_dir, recipe, resume=resume, overwrite=overwrite)
-    manager = CheckpointManager(os.path.join(out_dir, "checkpoints"), checkpoint.keep,
-                                run_id=run_id)
+    run = run_dir(worker_dir(out_dir, strategy))
+    run_id, changed = claim_run(run, recipe, resume=resume, overwrite=overwrite)
+    manager = CheckpointManager(run.checkpoints, keep, run_id=run_id)
     manager.clean()  # temp files and uncommitted weights a kill left behind
     state = manager.latest() if resume else None
     if resume and state is None and manager.others():
         warnings.warn(f"{manager.directory} holds {manager.others()} checkpoint(s) of "
                       "another run (or from before runs had ids): not loaded; the run "
-                      "starts from the beginning.", stacklevel=2)
-    write_json(os.path.join(out_dir, "config.json"), recipe.to_dict())
+                      "starts from the beginning.", stacklevel=3)
+    run.write_config(recipe.to_dict())
     if changed:
         print(f"resuming with changed settings (recorded in config.json): "
               f"{', '.join(changed)}")
@@ -155,26 +157,32 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
     data = dataclasses.replace(
         data, train=prepare_dataset(data.train, strategy, service=data_service),
         val=prepare_dataset(data.val, strategy), test=prepare_dataset(data.test, strategy))
-    class_names = list(data.class_names)
     if state is not None:
-        check_same_classes(out_dir, class_names)
-    write_json(os.path.join(out_dir, "class_names.json"), class_names)
+        run.check_classes(data.class_names)
+    run.write_class_names(data.class_names)
     if data.scan_report is not None:
-        data.scan_report.to_json(os.path.join(out_dir, "scan.json"))
-    with strategy.scope(), precision(recipe.runtime.mixed_precision):
-        model = build_run_model(recipe, data.num_classes, trusted=trusted)
-    schedule = recipe.schedule
-    if recipe.model.weights_arg() is None and schedule.head.epochs:
+        data.scan_report.to_json(run.scan_file)
+    return Job(run, recipe, strategy, manager, state, data)
+
+
+def build(job, checkpoint=CheckpointConfig(), *, trusted=False):
+    """(model, start, checkpointer): the recipe's model, the `Position` training starts
+    from (None when the resumed run's schedule is done) with the checkpoint's weights
+    loaded where its phase was complete, and the `Checkpointer` that saves the run."""
+    recipe, state, manager = job.recipe, job.state, job.manager
+    with job.strategy.scope(), precision(recipe.runtime.mixed_precision):
+        model = build_run_model(recipe, job.data.num_classes, trusted=trusted)
+    if recipe.model.weights_arg() is None and recipe.schedule.head.epochs:
         # A frozen random backbone gives near-constant features (MobileNetV2's pooled
         # output is ~1e-12): phase 1 then trains a head on noise. Say so, don't refuse:
         # a from-scratch baseline may want exactly this.
-        warnings.warn(f"weights=none with head_epochs={schedule.head.epochs}: phase 1 "
-                      "trains the head on a frozen, randomly initialised backbone. For "
-                      "training from scratch use --head-epochs 0 --unfreeze none.",
-                      stacklevel=2)
+        warnings.warn(f"weights=none with head_epochs={recipe.schedule.head.epochs}: "
+                      "phase 1 trains the head on a frozen, randomly initialised backbone. "
+                      "For training from scratch use --head-epochs 0 --unfreeze none.",
+                      stacklevel=3)
     start = Position()
     if state is not None:
-        print(f"resuming {out_dir} from {state['weights']}: phase {state['phase']}, "
+        print(f"resuming {job.run.path} from {state['weights']}: phase {state['phase']}, "
               f"epoch {state['epoch']}, step {state['step']}")
         start = manager.position(state)
         if state["phase_complete"]:  # the next phase compiles anew: weights only
@@ -183,49 +191,75 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
                          history=state["history"] if state else (),
                          global_step=state["global_step"] if state else 0,
                          resume=None if state is None or state["phase_complete"] else state)
-    tensorboard = keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"))
-    with strategy.scope(), save_on_sigterm(saver):
-        if start is not None:
-            # A resumed run trains phase 1 live: its cached features would not know
-            # where the interrupted run stood. Phase 2 may use the boundary cache when
-            # it starts afresh (the orchestrator decides; mid-phase it runs live).
-            cache = recipe.feature_cache(FeatureStore.default())
-            if state is not None and cache is not None:
-                cache = dataclasses.replace(cache, head=False)
-            run = dict(task=recipe.task_config(), cache=cache,
-                       callbacks=[tensorboard, saver, *callbacks], verbose=verbose)
-            recipe, schedule = _auto_rate(recipe, "head", model, data, schedule, out_dir,
-                                          start, run)
-            if schedule.finetune.lr_auto and start.phase == "head" and schedule.finetune.epochs:
-                # Phase 1 alone first (it may stop early), then phase 2's rate is found
-                # from where phase 1 left the model.
-                head_only = dataclasses.replace(
-                    schedule, finetune=dataclasses.replace(schedule.finetune, epochs=0))
-                result = fine_tune(model, data, config=head_only, start=start, **run)
-                done = result.history[-1]["epoch"] if result.history else start.epoch
-                start = Position("finetune", done, done)
-                saver.finish_call()  # the next fine_tune call continues its history
-            recipe, schedule = _auto_rate(recipe, "finetune", model, data, schedule,
-                                          out_dir, start, run)
-            fine_tune(model, data, config=schedule, start=start, **run)
-    skipped = name_skipped_files(data, out_dir)
-    history = saver.history
-    write_json(os.path.join(out_dir, "history.json"), history)
+    return model, start, saver
+
+
+def run_schedule(job, model, start, saver, *, callbacks=(), verbose="auto"):
+    """Train `model` from `start` in one `fine_tune` call; its hooks: the LR finder for
+    phases with `lr_auto` (each found rate recorded in config.json at once, so a resume
+    keeps it), TensorBoard (logs/), the checkpointer, then `callbacks`. SIGTERM or
+    Ctrl-C saves a checkpoint and exits."""
+    if start is None:
+        return  # the resumed run's checkpoint says the schedule is done
+    recipe, run = job.recipe, job.run
+    # A resumed run trains phase 1 live: its cached features would not know where the
+    # interrupted run stood. Phase 2 may use the boundary cache when it starts afresh
+    # (the orchestrator decides; mid-phase it runs live).
+    cache = recipe.feature_cache(FeatureStore.default())
+    if job.state is not None and cache is not None:
+        cache = dataclasses.replace(cache, head=False)
+    auto = AutoLR(run.path, verbose=verbose, on_found=lambda rates: run.write_config(
+        with_rates(recipe, rates).to_dict()))
+    tensorboard = keras.callbacks.TensorBoard(run.logs)
+    with job.strategy.scope(), save_on_sigterm(saver):
+        fine_tune(model, job.data, config=recipe.schedule, task=recipe.task_config(),
+                  cache=cache, start=start, callbacks=[auto, tensorboard, saver, *callbacks],
+                  verbose=verbose)
+
+
+def finish(job, model, history):
+    """Write history.json, metrics.json, model.keras and (with `report`) report.html;
+    returns the `RunResult`."""
+    run, recipe, data = job.run, job.recipe, job.data
+    skipped = name_skipped_files(data, run)
+    run.write_history(history)
     metrics = evaluate_splits(local_copy(model), data, get_task(recipe.task))
-    write_json(os.path.join(out_dir, "metrics.json"), metrics)
-    save_model(model, os.path.join(out_dir, "model.keras"),
-               metadata=model_metadata(recipe, class_names))
+    run.write_metrics(metrics)
+    save_model(model, run.model_file, metadata=model_metadata(recipe, data.class_names))
     if recipe.runtime.report:
         from transferkit.evaluation.report import write_report  # matplotlib at the end
 
-        write_report(out_dir, local_copy(model), data, history)
-    return RunResult(out_dir, model, tuple(history), metrics, tuple(class_names), skipped)
+        write_report(run.path, local_copy(model), data, history)
+    return RunResult(run.path, model, tuple(history), metrics, tuple(data.class_names),
+                     skipped)
 
 
-def name_skipped_files(data, out_dir):
+def with_rates(recipe, rates):
+    """`recipe` with the learning rates the range test found ({phase: rate}), their
+    `lr_auto` off: what config.json records so a resumed run keeps the rates."""
+    keys = {}
+    for phase, rate in rates.items():
+        keys.update({f"{phase}_lr": rate, f"{phase}_lr_auto": False})
+    return recipe_from_dict(keys, recipe)
+
+
+def run_dir(out_dir):
+    """The `RunDir` of `out_dir`, whose overwrite also clears the checkpoints."""
+    return RunDir(out_dir, clear_checkpoints=lambda folder: CheckpointManager(folder).clear())
+
+
+def claim_run(run, recipe, *, resume=False, overwrite=False):
+    """`RunDir.claim` for `recipe`: returns (run_id, keys changed at resume). Only
+    RESUME_HARMLESS keys may differ from the run's config.json."""
+    return run.claim(recipe.flat(), resume=resume, overwrite=overwrite,
+                     may_change=RESUME_HARMLESS,
+                     read_config=lambda saved: recipe_from_dict(saved).flat())
+
+
+def name_skipped_files(data, run):
     """{path: reason} of the files that failed to read or decode during the run (after
     the scan accepted them, or under --no-scan) and were skipped: named in one warning
-    and recorded in run.json "skipped_files". Only when images went missing are the
+    and recorded in `run`'s run.json "skipped_files". Only when images went missing are the
     files checked, so a run without failures pays nothing for it."""
     watch = data.skipped
     if watch is None or not (watch.missing() or watch.named):
@@ -242,9 +276,7 @@ def name_skipped_files(data, out_dir):
     print(f"warning: {len(bad)} file(s) failed to read or decode during training and "
           "were skipped (recorded in run.json):\n  " + "\n  ".join(
               f"{path}: {reason}" for path, reason in sorted(bad.items())))
-    path = os.path.join(out_dir, RUN_FILE)
-    info = read_json(path, "run file") or {}
-    write_json(path, {**info, "skipped_files": bad})
+    run.record_skipped(bad)
     return bad
 
 
@@ -258,151 +290,3 @@ def check_recipe_paths(recipe):
     weights = recipe.model.weights_arg()
     if weights is not None and weights != "imagenet":
         check_weights_path(weights)
-
-
-def holds_run(out_dir):
-    """Whether `out_dir` holds a run with something to lose: a model or a checkpoint
-    (a run stopped before either, e.g. by a data error, can simply be started again)."""
-    if os.path.lexists(os.path.join(out_dir, "model.keras")):
-        return True
-    folder = os.path.join(out_dir, "checkpoints")
-    return os.path.isdir(folder) and any(name.endswith(".json")
-                                         for name in os.listdir(folder))
-
-
-def claim_run(out_dir, recipe, *, resume=False, overwrite=False):
-    """Make `out_dir` this run's directory; returns (run_id, keys changed at resume).
-
-    Refuses a directory holding a run unless `resume` (then only RESUME_HARMLESS keys
-    may differ from its config.json) or `overwrite` (then its files are deleted)."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ConfigError(f"The `--out` argument should be a directory. Received: "
-                          f"out={out_dir} (a file)")
-    if holds_run(out_dir) and not (resume or overwrite):
-        raise ConfigError(
-            f"{out_dir} already holds a run. Pass --resume to continue it, --overwrite "
-            "to replace it (resume=True / overwrite=True in the API), or choose another "
-            "--out.")
-    if not resume:  # a new run: nothing of an earlier one may survive into it
-        remove_run(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    _remove_temp_files(out_dir)
-    remove_stale_temp_files(os.path.join(out_dir, "report"))  # a kill mid-report
-    path = os.path.join(out_dir, RUN_FILE)
-    info = read_json(path, "run file") if resume else None
-    changed = []
-    if resume and os.path.exists(os.path.join(out_dir, "config.json")):
-        saved = recipe_from_dict(read_json_object(os.path.join(out_dir, "config.json"),
-                                                  "run config"))
-        saved, given = saved.flat(), recipe.flat()
-        changed = [k for k in saved if not _same(saved[k], given[k])]
-        meaning = [k for k in changed if k not in RESUME_HARMLESS]
-        if meaning:
-            key = meaning[0]
-            raise ConfigError(
-                f"--resume cannot change {', '.join(repr(k) for k in meaning)}: the run "
-                f"in {out_dir} was made with {key}={saved[key]!r}, given "
-                f"{key}={given[key]!r}. Changing it would make the checkpoints "
-                f"mean something else; start a new run (another --out, or --overwrite). "
-                f"Keys a resume may change: {', '.join(RESUME_HARMLESS)}.")
-    if not isinstance(info, dict) or not isinstance(info.get("run_id"), str):
-        info = {"run_id": uuid.uuid4().hex, "created": time.time(), "resumes": []}
-    if resume:
-        info.setdefault("resumes", []).append({"time": time.time(), "changed": {
-            k: given[k] for k in changed}})
-    write_json(path, info)
-    return info["run_id"], changed
-
-
-def _same(saved, given):
-    # A path spelled another way (relative, through a link) is the same setting.
-    if saved == given:
-        return True
-    return (isinstance(saved, str) and isinstance(given, str) and os.path.exists(saved)
-            and os.path.exists(given) and os.path.realpath(saved) == os.path.realpath(given))
-
-
-def is_run_dir(path):
-    """Whether `path` is a run directory (`train` wrote it), for commands that must not
-    write their own model.keras or report.html over a run's."""
-    return os.path.isfile(os.path.join(path, RUN_FILE)) or holds_run(path) and all(
-        os.path.isfile(os.path.join(path, n)) for n in ("config.json", "class_names.json"))
-
-
-def check_same_classes(out_dir, class_names):
-    """Refuse a resume whose data has other classes (or another order) than the run."""
-    saved = read_json(os.path.join(out_dir, "class_names.json"), "class names file")
-    if saved is not None and list(saved) != list(class_names):
-        raise ConfigError(f"--resume cannot change the classes: the run in {out_dir} has "
-                          f"{saved}, the data now gives {list(class_names)}.")
-
-
-def remove_run(out_dir):
-    """Delete what `train` wrote into `out_dir` (and nothing else); a no-op unless the
-    folder holds a run or its run.json, so `--out` at a folder of other things is safe."""
-    if not (os.path.isfile(os.path.join(out_dir, RUN_FILE)) or holds_run(out_dir)):
-        return
-    for name in RUN_FILES:
-        path = os.path.join(out_dir, name)
-        if os.path.isfile(path) or os.path.islink(path):
-            os.remove(path)
-    for name in RUN_DIRS:
-        path = os.path.join(out_dir, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-    CheckpointManager(os.path.join(out_dir, "checkpoints")).clear()
-
-
-def _remove_temp_files(out_dir):
-    # atomic_path's temp names for the run files: ".<base>.<random>.tmp<ext>"
-    bases = "|".join(re.escape(os.path.splitext(n)[0]) for n in RUN_FILES)
-    pattern = re.compile(rf"\.({bases})\.[^/]*{re.escape(TEMP_MARK)}\.[a-z]+")
-    for name in os.listdir(out_dir):
-        path = os.path.join(out_dir, name)
-        if pattern.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
-            os.remove(path)
-
-
-def _auto_rate(recipe, phase, model, data, schedule, out_dir, start, run):
-    """With `<phase>_lr_auto`, when `phase` is about to start from its beginning: run
-    the LR range test, take its suggestion, and record it in config.json (auto off), so
-    a resumed run keeps the same rate. Returns (recipe, schedule)."""
-    settings = schedule.phase(phase)
-    starts_now = start.phase == phase and start.epoch == start.phase_start and not start.step
-    if not (settings.lr_auto and settings.epochs and starts_now):
-        return recipe, schedule
-    finding = find_lr(model, data, phase=phase, config=schedule, task=run["task"],
-                      cache=run["cache"], verbose=run["verbose"])
-    finding.save(out_dir, f"lr_find_{phase}")
-    print(f"{phase} learning rate: {finding.reason}")
-    recipe = recipe_from_dict({f"{phase}_lr": finding.suggestion,
-                               f"{phase}_lr_auto": False}, recipe)
-    write_json(os.path.join(out_dir, "config.json"), recipe.to_dict())
-    return recipe, recipe.schedule
-
-
-def find_lr_for_recipe(recipe, out_dir, *, phase="finetune", min_lr=1e-7, max_lr=1.0,
-                       steps=100, trusted=False, store=None, name="lr_find",
-                       verbose="auto"):
-    """The range test of `recipe`'s `phase`, written to `out_dir` (`<name>.json`,
-    `<name>.png`, name "lr_find" by default); returns the `LRFinding`. For "finetune",
-    phase 1 runs first (on cached features when the recipe caches them: seconds), as the
-    rate is phase 2's from there. trusted: as for `train`. store: the FeatureStore of
-    the feature cache (default: `FeatureStore.default()`)."""
-    data = load_run_data(recipe, verbose=bool(verbose))
-    model = build_run_model(recipe, data.num_classes, trusted=trusted)
-    schedule = recipe.schedule
-    cache = recipe.feature_cache(store or FeatureStore.default())
-    if phase == "finetune" and schedule.head.epochs:
-        fine_tune(model, data, config=schedule, task=recipe.task, cache=cache,
-                  stop_epoch=schedule.head.epochs, verbose=verbose)
-    finding = find_lr(model, data, phase=phase, config=schedule, task=recipe.task,
-                      cache=cache, min_lr=min_lr, max_lr=max_lr, steps=steps,
-                      verbose=verbose)
-    finding.save(out_dir, name)
-    return finding
-
-
-def read_history(out_dir):
-    """The per-epoch records of a run directory."""
-    return read_json(os.path.join(out_dir, "history.json"), "run history") or []

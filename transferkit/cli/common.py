@@ -5,9 +5,9 @@ import dataclasses
 import os
 
 from transferkit.core.errors import ConfigError
+from transferkit.core.rundir import RunDir
 from transferkit.evaluation.evaluate import load_run, model_file
 from transferkit.evaluation.tta import PRESETS, with_tta
-from transferkit.training.run import is_run_dir
 
 
 def command(sub, name, help, epilog=None):
@@ -46,7 +46,7 @@ def check_out(out, model, writes, suggestion="exports"):
     e.g. ("model.keras",)) or the MODEL file itself: never a silent overwrite."""
     if not out:
         return
-    if is_run_dir(out):
+    if RunDir(out).is_run_dir():
         raise ConfigError(f"The `--out` argument {out} is a run directory: writing there "
                           f"would replace the run's {' and '.join(writes)}. Choose another "
                           f"folder, e.g. --out {os.path.join(out, suggestion)}.")

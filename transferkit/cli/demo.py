@@ -31,6 +31,7 @@ from pathlib import Path
 import keras
 
 import transferkit
+from transferkit.app.train import train
 from transferkit.cli.common import command
 from transferkit.core.errors import DataError
 from transferkit.core.files import atomic_path, write_json, write_text
@@ -38,7 +39,6 @@ from transferkit.core.tasks import get_task
 from transferkit.data.masks import list_pairs, scan_pairs
 from transferkit.data.scan import scan
 from transferkit.training.recipe import RecipeConfig, recipe_from_dict
-from transferkit.training.run import train
 
 SAMPLE_DIR = "sample"
 # Per demo task: its shipped sample folder, and its settings beyond the shared ones.

@@ -2,11 +2,11 @@
 
 import os
 
+from transferkit.app.lr_find import find_lr_for_recipe
 from transferkit.cli.common import command
 from transferkit.cli.train import add_recipe_flags, recipe_from_args
 from transferkit.core.errors import ConfigError
 from transferkit.training.lr_find import check_range
-from transferkit.training.run import find_lr_for_recipe
 from transferkit.training.schedule import PHASES
 
 EPILOG = """examples:

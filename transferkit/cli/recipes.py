@@ -14,11 +14,11 @@ import argparse
 import json
 import sys
 
+from transferkit.app.train import train
 from transferkit.cli.common import command
 from transferkit.cli.train import add_recipe_flags, print_result, recipe_from_args
 from transferkit.core.errors import ConfigError, TransferkitError
 from transferkit.training.recipe_book import RECIPES, get_recipe
-from transferkit.training.run import train
 
 EPILOG = """examples:
   transferkit recipes

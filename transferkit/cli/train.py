@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 
+from transferkit.app.train import train
 from transferkit.cli.common import command
 from transferkit.core.errors import ConfigError
 from transferkit.evaluation.evaluate import format_report
@@ -14,7 +15,6 @@ from transferkit.training.checkpoint import CheckpointConfig
 from transferkit.training.recipe import (KEYS, LEAVES, SHORTHANDS, RecipeConfig, load_recipe,
                                          recipe_from_dict)
 from transferkit.training.recipe_book import recipe_by_name
-from transferkit.training.run import train
 from transferkit.tuning.report import best_recipe_path
 
 EPILOG = """examples:

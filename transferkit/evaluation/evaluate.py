@@ -17,8 +17,8 @@ import keras
 import numpy as np
 
 from transferkit.core.errors import ConfigError, DataError, check_choice
-from transferkit.core.files import read_json
 from transferkit.core.inputs import InputSpec
+from transferkit.core.rundir import RunDir
 from transferkit.core.tasks import get_task
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
@@ -60,7 +60,7 @@ def model_file(path):
     """`path` itself if it is a .keras file, `path/model.keras` for a run directory."""
     path = os.path.expanduser(os.fspath(path))
     if os.path.isdir(path):
-        inner = os.path.join(path, "model.keras")
+        inner = RunDir(path).model_file
         if not os.path.exists(inner):
             raise ConfigError(f"The MODEL argument {path} is a directory without "
                               "model.keras; pass a run directory or a .keras file.")
@@ -80,10 +80,9 @@ def load_run(path, *, trusted=False):
     # compile=False: scoring needs no optimizer, and its state would only be skipped.
     model = load_model(file, trusted=trusted, compile=False)
     meta = read_metadata(file)
-    folder = os.path.dirname(os.path.abspath(file))
-    config = read_json(os.path.join(folder, "config.json"), "run config") or {}
-    names = meta.get("class_names") or read_json(os.path.join(folder, "class_names.json"),
-                                                 "class names file")
+    run = RunDir(os.path.dirname(os.path.abspath(file)))  # a .keras file's folder too
+    config = run.read_config() or {}
+    names = meta.get("class_names") or run.read_class_names()
     task = get_task(meta.get("task") or infer_task(model))
     return LoadedModel(file, model, tuple(names or ()), input_spec(model, meta), config,
                        task)

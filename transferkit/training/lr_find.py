@@ -12,6 +12,10 @@ seconds. The model's weights are put back afterwards.
     splits = load_data("data/pets", image_size=160)
     finding = find_lr(model, splits, phase="head", cache=FeatureCache())
     print(finding.reason); finding.save_plot("lr.png")
+
+Inside a run, `AutoLR` is the same test as a phase hook (`PhaseCallback.before_phase`):
+given to `fine_tune`'s callbacks, it tests each phase whose `lr_auto` is set as the
+phase starts, so one `fine_tune` call runs both phases and their tests in order.
 """
 
 import dataclasses
@@ -23,7 +27,7 @@ import numpy as np
 
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.files import atomic_path, write_json
-from transferkit.training.orchestrator import prepare_phase
+from transferkit.training.orchestrator import PhaseCallback, prepare_phase
 from transferkit.training.schedule import (PHASES, ScheduleConfig, optimizer_paths,
                                            phase_optimizer)
 
@@ -91,10 +95,20 @@ def find_lr(model, data, val=None, *, phase="head", config=ScheduleConfig(), par
     """
     check_range(phase, min_lr, max_lr, steps, beta)
     saved = model.get_weights()
-    fit_model, train, _, mode, task = prepare_phase(
-        model, data, val, phase=phase, config=config, parts=parts, task=task, cache=cache,
-        verbose=verbose)
-    settings = config.phase(phase)
+    try:
+        prepared = prepare_phase(model, data, val, phase=phase, config=config, parts=parts,
+                                 task=task, cache=cache, verbose=verbose)
+        return _range_test(model, prepared, phase, config.phase(phase), config, parts,
+                           min_lr, max_lr, steps, beta, verbose)
+    finally:
+        model.set_weights(saved)
+
+
+def _range_test(model, prepared, phase, settings, config, parts, min_lr, max_lr, steps,
+                beta, verbose):
+    """The test on `prepared` (model to fit, train, val, mode, Task: the phase frozen
+    and compiled as `fine_tune` runs it); the caller restores the weights."""
+    fit_model, train, _, mode, task = prepared
     growth = (max_lr / min_lr) ** (1.0 / (steps - 1))
     rate = keras.optimizers.schedules.ExponentialDecay(min_lr, decay_steps=1,
                                                        decay_rate=growth)
@@ -103,21 +117,18 @@ def find_lr(model, data, val=None, *, phase="head", config=ScheduleConfig(), par
     optimizer = phase_optimizer(settings, rate, *optimizer_paths(model, settings, parts))
     fit_model.compile(optimizer=optimizer, loss=task.loss(config.label_smoothing))
     rates, losses, smoothed, average = [], [], [], 0.0
-    try:
-        batches = iter(train.repeat())
-        for step in range(steps):
-            x, y = next(batches)
-            rates.append(min_lr * growth ** step)
-            loss = float(fit_model.train_on_batch(x, y, return_dict=True)["loss"])
-            if not math.isfinite(loss):
-                break
-            average = beta * average + (1 - beta) * loss
-            losses.append(loss)
-            smoothed.append(average / (1 - beta ** (step + 1)))
-            if smoothed[-1] > DIVERGED * min(smoothed):
-                break
-    finally:
-        model.set_weights(saved)
+    batches = iter(train.repeat())
+    for step in range(steps):
+        x, y = next(batches)
+        rates.append(min_lr * growth ** step)
+        loss = float(fit_model.train_on_batch(x, y, return_dict=True)["loss"])
+        if not math.isfinite(loss):
+            break
+        average = beta * average + (1 - beta) * loss
+        losses.append(loss)
+        smoothed.append(average / (1 - beta ** (step + 1)))
+        if smoothed[-1] > DIVERGED * min(smoothed):
+            break
     rates = rates[: len(losses)]
     if len(losses) < 3:
         raise ConfigError(f"The range test diverged within {len(losses)} steps from "
@@ -127,6 +138,44 @@ def find_lr(model, data, val=None, *, phase="head", config=ScheduleConfig(), par
         print(reason)
     return LRFinding(phase, mode, tuple(rates), tuple(losses), tuple(smoothed), suggestion,
                      reason)
+
+
+class AutoLR(PhaseCallback):
+    """The range test as a phase hook: each phase whose `lr_auto` is set runs the test
+    when it starts from its first epoch (from where the previous phase left the model)
+    and trains at the suggested rate, `lr_auto` then off.
+
+    out_dir: where each finding is saved as `lr_find_<phase>.json` / `.png` (None: not
+        saved). on_found: called with {phase: rate} of the rates found so far after
+        each test, e.g. to record them so a resumed run keeps them (`app.train` writes
+        config.json). Other arguments as for `find_lr`. `found` holds the rates.
+    """
+
+    def __init__(self, out_dir=None, *, on_found=None, min_lr=1e-7, max_lr=1.0, steps=100,
+                 beta=0.98, verbose="auto"):
+        super().__init__()
+        check_range("head", min_lr, max_lr, steps, beta)
+        self.out_dir, self.on_found, self.verbose = out_dir, on_found, verbose
+        self.settings = (min_lr, max_lr, steps, beta)
+        self.found = {}
+
+    def before_phase(self, name, phase, loop):
+        if not phase.lr_auto:
+            return phase
+        saved = loop.model.get_weights()
+        try:
+            prepared = (*loop.runner(name, phase), loop.task)
+            finding = _range_test(loop.model, prepared, name, phase, loop.config,
+                                  loop.parts, *self.settings, self.verbose)
+        finally:
+            loop.model.set_weights(saved)
+        if self.out_dir is not None:
+            finding.save(self.out_dir, f"lr_find_{name}")
+        print(f"{name} learning rate: {finding.reason}")
+        self.found[name] = finding.suggestion
+        if self.on_found is not None:
+            self.on_found(dict(self.found))
+        return dataclasses.replace(phase, learning_rate=finding.suggestion, lr_auto=False)
 
 
 def check_range(phase="head", min_lr=1e-7, max_lr=1.0, steps=100, beta=0.98):

@@ -109,7 +109,20 @@ class PhaseRun:
 
 class PhaseCallback(keras.callbacks.Callback):
     """A Keras callback that also hears when each phase begins (after the model is
-    frozen and compiled for it) and when it ends (after its best weights are back)."""
+    frozen and compiled for it) and when it ends (after its best weights are back), and
+    may change a phase's settings before it starts (`before_phase`)."""
+
+    def before_phase(self, name, phase, loop):
+        """Called when phase `name` is about to train from its first epoch, before the
+        model is frozen and compiled for it; returns the `PhaseConfig` to run (default:
+        `phase` unchanged). Not called for a phase resumed mid-way, so what it decides
+        must be recorded to survive a resume (the LR finder's `AutoLR` does).
+
+        loop: the `fine_tune` call in progress: its `model`, `config` (the schedule),
+            `task`, `parts`, `verbose`, and `runner(name, phase)`, which freezes and
+            compiles the model for a phase as the loop itself will (returns the model
+            to fit, train and val batches and the mode: "features", "boundary", "live")."""
+        return phase
 
     def on_phase_begin(self, run):
         pass
@@ -249,11 +262,23 @@ class _Loop:
                 continue
             skipped = start.step if resumed and epoch == start.epoch else 0
             state = start.stopper if resumed else None
+            if epoch == first and not skipped:
+                phase = self._before_phase(name, phase)
+                end = first + phase.epochs
+                last = end if stop_epoch is None else min(end, stop_epoch)
             epoch, finished = self._phase(name, phase, first, end, epoch, last, skipped,
                                           state)
             if not finished:
                 break
         return FineTuneResult(tuple(self.history), self.audits)
+
+    def _before_phase(self, name, phase):
+        """The phase as the `before_phase` hooks leave it; the schedule is updated too,
+        so what later phases read of this one (e.g. the planned cut) agrees."""
+        for callback in self._phase_callbacks():
+            phase = callback.before_phase(name, phase, self)
+        self.config = dataclasses.replace(self.config, **{name: phase})
+        return phase
 
     def _phase(self, name, phase, first, end, epoch, last, skipped, state):
         """Train phase `name` over epochs [epoch, last); returns (next epoch, whether

@@ -10,10 +10,10 @@ features, shared across trials with the same backbone and input size, then phase
 import keras
 import keras_tuner
 
+from transferkit.app.train import build_run_model, load_run_data
 from transferkit.core.errors import ConfigError
 from transferkit.training.cache import FeatureStore
 from transferkit.training.orchestrator import Position, fine_tune
-from transferkit.training.run import build_run_model, load_run_data
 from transferkit.tuning.space import SearchSpace, declare, resolve
 
 

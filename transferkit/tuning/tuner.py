@@ -9,7 +9,7 @@ flat over long sweeps.
     space = SearchSpace(backbone=("mobilenet_v2", "efficientnet_b0"))
     result = tune(RecipeConfig.from_keys(data="data/pets"), "sweeps/pets", space=space,
                   max_trials=20)
-    run.train(result.best_recipe, "runs/pets-best")
+    tk.train(result.best_recipe, "runs/pets-best")
 
 Out directory: search/ (keras-tuner's project: oracle.json, trial_*/), features/ (the
 feature cache), base_recipe.json, space.json, search.json, and after the search the
@@ -22,12 +22,12 @@ import os
 import keras_tuner
 from keras_tuner.engine.metrics_tracking import infer_metric_direction
 
+from transferkit.app.lr_find import find_lr_for_recipe
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.files import read_json_object, write_json
 from transferkit.core.tasks import get_task
 from transferkit.training.cache import FeatureStore
 from transferkit.training.recipe import recipe_from_dict
-from transferkit.training.run import find_lr_for_recipe
 from transferkit.training.schedule import PHASES
 from transferkit.tuning.hypermodel import TransferHyperModel
 from transferkit.tuning.process import IsolatedTrials
@@ -151,7 +151,7 @@ def centre_rates(base, space, out_dir, *, store=None, resume=False, verbose=1):
     learning-rate range test's suggestion s: log-uniform over [s / 10, 10 s] (LR_SPREAD).
     Returns (base with that rate = s and auto off, space).
 
-    The test runs once, before the search, on `base` (`run.find_lr_for_recipe`; for
+    The test runs once, before the search, on `base` (`app.find_lr_for_recipe`; for
     phase 2 after phase 1 at the head rate, s when it was found too), and is recorded
     in `out_dir` as lr_find_<phase>.json / .png; a resumed search reuses that record.
     Each trial then searches the rate in the centred range instead of running its own
