@@ -1,5 +1,6 @@
 """The learning-rate range test: on cached features, on the boundary cache, the CLI."""
 
+import dataclasses
 import json
 import os
 
@@ -11,7 +12,8 @@ from transferkit.cli.main import main
 from transferkit.data.load import load_data
 from transferkit.models import build_model
 from transferkit.training.cache import FeatureCache
-from transferkit.training.lr_find import find_lr, suggest_rate
+from transferkit.training.lr_find import AutoLR, find_lr, suggest_rate
+from transferkit.training.orchestrator import fine_tune
 from transferkit.training.schedule import PhaseConfig, ScheduleConfig
 
 SCHEDULE = ScheduleConfig(finetune=PhaseConfig(freeze="last_blocks:1"), batch_size=8)
@@ -57,6 +59,25 @@ def test_range_test_on_cached_features_and_on_the_boundary_cache(splits, tmp_pat
     assert finetune.mode == "boundary" and finetune.phase == "finetune"
     for a, b in zip(model.get_weights(), before):
         np.testing.assert_array_equal(a, b)
+
+
+def test_auto_lr_tests_a_phase_as_it_starts_and_trains_it_at_the_suggestion(splits,
+                                                                           tmp_path):
+    schedule = dataclasses.replace(
+        SCHEDULE, head=PhaseConfig(epochs=1, lr_auto=True, early_stopping_patience=0),
+        finetune=dataclasses.replace(SCHEDULE.finetune, epochs=1, early_stopping_patience=0))
+    recorded = []
+    auto = AutoLR(tmp_path, on_found=recorded.append, steps=20, verbose=0)
+    result = fine_tune(_model(), splits, config=schedule, cache=FeatureCache(),
+                       callbacks=[auto], verbose=0)
+    head = json.loads((tmp_path / "lr_find_head.json").read_text())
+    assert head["mode"] == "features" and os.path.getsize(tmp_path / "lr_find_head.png")
+    assert recorded == [{"head": head["suggestion"]}] == [auto.found]
+    assert result.metric("learning_rate", "head") == pytest.approx([head["suggestion"]])
+    # Phase 2 has no lr_auto: its own rate, no test.
+    assert result.metric("learning_rate", "finetune") == pytest.approx(
+        [schedule.finetune.learning_rate])
+    assert not (tmp_path / "lr_find_finetune.json").exists()
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """The two-phase schedule: what moves in each phase, the recompile guard, discriminative
 learning rates, warmup + cosine, the merged history and early stopping."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -202,6 +204,30 @@ def test_early_stopping_restores_the_best_weights_then_epochs_run_on():
     for a, b in zip(restored, best):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(restored, last))
+
+
+def test_before_phase_hooks_change_a_phase_only_where_it_starts_afresh():
+    model = _model()
+    x, y = _colour_data(16)
+    calls = []
+
+    class HalveRate(PhaseCallback):  # and phase 2 one epoch longer
+        def before_phase(self, name, phase, loop):
+            calls.append((name, phase.learning_rate, loop.model is model))
+            return dataclasses.replace(phase, learning_rate=phase.learning_rate / 2,
+                                       epochs=phase.epochs + (name == "finetune"))
+
+    config = _config(lr=1e-3)
+    result = fine_tune(model, (x, y), (x, y), config=config, callbacks=[HalveRate()],
+                       verbose=0)
+    assert calls == [("head", 1e-2, True), ("finetune", 1e-3, True)]
+    assert [r["phase"] for r in result.history] == ["head", "finetune", "finetune"]
+    assert result.metric("learning_rate") == pytest.approx([5e-3, 5e-4, 5e-4])
+    # A phase resumed mid-way keeps the settings it started with: no hook is asked.
+    calls.clear()
+    result = fine_tune(model, (x, y), (x, y), config=config, callbacks=[HalveRate()],
+                       start=Position("finetune", 1, 1, step=1), verbose=0)
+    assert calls == [] and result.metric("learning_rate") == pytest.approx([1e-3])
 
 
 def test_as_batches_accepts_arrays_and_datasets():
