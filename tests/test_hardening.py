@@ -14,7 +14,7 @@ from transferkit import cli
 from transferkit.core.errors import ConfigError, TransferkitError
 from transferkit.models.builder import build_model
 from transferkit.training.checkpoint import CheckpointManager, Checkpointer, save_on_sigterm
-from transferkit.training.recipe import RecipeConfig
+from transferkit.training.recipe import RecipeConfig, load_recipe
 from transferkit.training.run import claim_run, train
 
 TINY = dict(backbone="tiny_test", weights="none", image_size=16, batch_size=4,
@@ -61,7 +61,7 @@ def test_a_new_run_into_a_run_directory_is_refused_unless_resume_or_overwrite(
     # A harmless change is allowed and recorded in config.json and run.json.
     train(RecipeConfig.from_keys(data=folder, **{**TINY, "report": True}), run, resume=True,
           verbose=0)
-    assert json.load(open(os.path.join(run, "config.json")))["report"] is True
+    assert load_recipe(os.path.join(run, "config.json")).runtime.report is True
     assert json.load(open(os.path.join(run, "run.json")))["resumes"][-1]["changed"] == {
         "report": True}
     assert json.load(open(os.path.join(run, "run.json")))["run_id"] == run_id
@@ -395,13 +395,13 @@ def test_train_and_recipes_take_follow_links(tmp_path):
     from transferkit.cli.train import recipe_from_args
     from transferkit.training.recipe import recipe_from_dict
 
-    assert RecipeConfig().follow_links is False
-    assert recipe_from_dict({"follow_links": True}).follow_links is True
+    assert RecipeConfig().data.follow_links is False
+    assert recipe_from_dict({"follow_links": True}).data.follow_links is True
     with pytest.raises(ConfigError, match="follow_link.*Valid keys"):
         recipe_from_dict({"follow_link": True})  # unknown keys are still refused
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o",
                                       "--follow-links"])
-    assert recipe_from_args(args).follow_links is True
+    assert recipe_from_args(args).data.follow_links is True
     folder = _linked_class_folder(tmp_path)
     run = str(tmp_path / "run")
     result = train(RecipeConfig.from_keys(data=folder, val_split=0.0, follow_links=True,

@@ -91,9 +91,10 @@ def test_train_with_auto_rates_uses_and_records_the_suggestions(image_folder, tm
              for phase in ("head", "finetune")}
     assert found["head"]["mode"] == "features" and found["finetune"]["mode"] == "boundary"
     saved = load_recipe(tmp_path / "run" / "config.json")
-    assert not (saved.head_lr_auto or saved.finetune_lr_auto)  # a resume keeps the rates
-    assert saved.head_lr == found["head"]["suggestion"]
-    assert saved.finetune_lr == found["finetune"]["suggestion"]
+    saved = saved.flat()
+    assert not (saved["head_lr_auto"] or saved["finetune_lr_auto"])  # a resume keeps them
+    assert saved["head_lr"] == found["head"]["suggestion"]
+    assert saved["finetune_lr"] == found["finetune"]["suggestion"]
     history = read_history(tmp_path / "run")
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
     for record in history:
