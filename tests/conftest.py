@@ -54,15 +54,15 @@ def splits(image_folder):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts passes of a backbone over a dataset (calls of cache.extract_features)."""
-    from transferkit.training import cache
+    """Counts passes of a backbone over a dataset (calls of extract_features)."""
+    from transferkit.training.cache import extract
 
     count = {"n": 0}
-    real = cache.extract_features
+    real = extract.extract_features
 
     def counting(*args, **kwargs):
         count["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cache, "extract_features", counting)
+    monkeypatch.setattr(extract, "extract_features", counting)
     return count

@@ -1,6 +1,9 @@
 """Phase 1 on cached features: keys, hits, invalidation, corruption, merge, accuracy."""
 
+import dataclasses
+import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -198,3 +201,26 @@ def test_an_explicit_val_replaces_the_splits_own_in_cached_phase_one(splits):
     assert len(result.history) == SCHEDULE.head.epochs
     scores = model.evaluate(*other, verbose=0, return_dict=True)  # no best-restore here
     assert result.history[-1]["val_loss"] == pytest.approx(scores["loss"], rel=1e-4)
+
+
+# 3 and 10 steps an epoch: fewer than one call of 8 steps, and a last call cut short.
+@pytest.mark.parametrize("batch_size", [8, 2])
+def test_progress_bar_of_cached_phase_one_counts_the_epochs_steps(splits, capsys,
+                                                                  batch_size):
+    # Keras reports a call of steps_per_execution steps at its last step even when the
+    # epoch ends sooner: the bar read 8/3 before its 3/3.
+    head = dataclasses.replace(SCHEDULE.head, epochs=2)
+    config = dataclasses.replace(SCHEDULE, head=head, batch_size=batch_size)
+    fine_tune(_model(), splits, config=config, cache=cache.FeatureCache(), verbose=1)
+    out = capsys.readouterr().out
+    steps = math.ceil(len(splits.train_files) / batch_size)
+    epochs = re.split(r"^Epoch \d+/2$", out, flags=re.M)[1:]
+    assert len(epochs) == 2
+    for printed in epochs:
+        # Each update of the fit's bar (unit "step"; extraction's bars count "batch").
+        bars = [re.search(r"\x1b\[1m\s*(\d+)/(\d+)\x1b\[0m", update).groups()
+                for update in re.split(r"[\r\n]", printed) if "/step" in update]
+        counts = [(int(current), int(total)) for current, total in bars]
+        assert counts and {total for _, total in counts} == {steps}
+        assert all(current <= steps for current, _ in counts)
+        assert counts[-1][0] == steps

@@ -9,6 +9,7 @@ import pytest
 from transferkit import cli
 from transferkit.cli import demo
 from transferkit.core.errors import DataError
+from transferkit.training.recipe import load_recipe
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,8 @@ def test_demo_fast_completes_and_writes_its_report(fast_demo):
 def test_transfer_beats_scratch_at_equal_budget(fast_demo):
     _, out, _ = fast_demo
     summary = json.loads((out / "summary.json").read_text())
-    transfer = json.loads((out / "transfer/config.json").read_text())
-    scratch = json.loads((out / "scratch/config.json").read_text())
+    transfer = load_recipe(str(out / "transfer/config.json")).flat()
+    scratch = load_recipe(str(out / "scratch/config.json")).flat()
     # Same data, split, network and number of epochs; only the start differs.
     for key in ("data", "seed", "val_split", "backbone", "image_size", "batch_size"):
         assert transfer[key] == scratch[key]

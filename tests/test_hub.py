@@ -10,6 +10,7 @@ import pytest
 from conftest import make_image_folder
 from transferkit import cli
 from transferkit.core.errors import ConfigError
+from transferkit.training.recipe import load_recipe
 from transferkit.core.tasks import get_task
 from transferkit.models import HeadConfig, build_model, get_spec, hub, load_model, save_model
 from transferkit.models.blocks import block_layout
@@ -86,7 +87,8 @@ def test_train_on_a_hub_preset_and_reload_the_run(preset, tmp_path):
                      "--head-epochs", "1", "--finetune-epochs", "1", "--batch-size", "4",
                      "--no-report", "--no-cache-features", "--layer-lr-decay", "0.8",
                      "--out", str(out)]) == 0
-    assert json.loads((out / "config.json").read_text())["layer_lr_decay"] == 0.8
+    saved = load_recipe(str(out / "config.json"))
+    assert saved.schedule.finetune.layer_lr_decay == 0.8
     model = load_model(out / "model.keras")  # safe mode: KerasHub's classes, no code
     assert model.optimizer.layer_lr_decay == 0.8
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")

@@ -183,3 +183,28 @@ def test_every_train_flag_has_a_description():
     helps = {a.dest: a.help for a in sub._actions}
     assert "alpha" not in helps["head_units"]  # not copied from --backbone-kwargs
     assert "default: 5" in helps["head_epochs"] and "epochs" in helps["head_epochs"]
+
+
+@pytest.mark.filterwarnings("ignore:weights=none")  # a random tiny backbone, on purpose
+def test_fine_tune_and_train_without_options_run_the_same_phases_and_rates(image_folder,
+                                                                          tmp_path):
+    # Only what a tiny offline run needs differs from the defaults (backbone, weights,
+    # size); the schedule is each side's own default.
+    import transferkit as tk
+    from transferkit.cli.main import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", image_folder, "--backbone", "tiny_test", "--weights",
+                 "none", "--image-size", "32", "--no-report", "--out", str(run)]) == 0
+    cli = json.loads((run / "history.json").read_text())
+    data = tk.load_data(image_folder, image_size=32, verbose=False)
+    model = tk.build_model("tiny_test", data.num_classes, weights=None, image_size=32)
+    api = tk.fine_tune(model, data, verbose=0).history
+    # Early stopping may end a phase at another epoch on either side; every epoch both
+    # ran has the same phase, epoch in phase and learning rate.
+    assert len(cli) >= 2 and len(api) >= 2
+    assert {r["phase"] for r in cli} == {r["phase"] for r in api} == {"head", "finetune"}
+    for mine, theirs in zip(cli, api):
+        if mine["phase"] == theirs["phase"]:
+            assert mine["phase_epoch"] == theirs["phase_epoch"]
+            assert mine["learning_rate"] == pytest.approx(theirs["learning_rate"])

@@ -546,10 +546,11 @@ def test_demo_recipes_differ_only_in_their_start():
 
     transfer, scratch = demo.demo_recipes(ROOT / "data", task="segmentation")
     assert transfer.task == scratch.task == "segmentation"
-    assert transfer.data.endswith("segmentation") and transfer.data == scratch.data
-    assert (transfer.head_epochs + transfer.finetune_epochs
-            == scratch.head_epochs + scratch.finetune_epochs)
-    assert transfer.weights.endswith(demo.CHECKPOINT) and scratch.weights == "none"
+    assert transfer.data.train.endswith("segmentation") and transfer.data == scratch.data
+    assert (transfer.schedule.head.epochs + transfer.schedule.finetune.epochs
+            == scratch.schedule.head.epochs + scratch.schedule.finetune.epochs)
+    assert transfer.model.weights.endswith(demo.CHECKPOINT)
+    assert scratch.model.weights == "none"
 
 
 @pytest.mark.slow

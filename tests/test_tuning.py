@@ -174,16 +174,15 @@ def test_search_writes_sorted_report_and_best_recipe_retrains(tiny_data, tmp_pat
         assert 'src="objective.png"' in f.read()
     best = load_recipe(os.path.join(out, "best_recipe.json"))
     assert best == result.best_recipe
-    assert best.unfreeze == f"last_blocks:{rows[0]['unfreeze_blocks']}"
+    assert str(best.schedule.finetune.freeze) == f"last_blocks:{rows[0]['unfreeze_blocks']}"
     with pytest.raises(ConfigError, match="--resume"):
         tune(_base(tiny_data), out, space=SMALL_SPACE, max_trials=2, verbose=0)
 
     run = str(tmp_path / "best")
     assert cli.main(["train", "--from-tuning", out, "--out", run, "--finetune-epochs",
                      "0", "--no-cache-features"]) == 0
-    with open(os.path.join(run, "config.json")) as f:
-        config = json.load(f)
-    assert config["head_lr"] == best.head_lr and config["finetune_epochs"] == 0
+    config = load_recipe(os.path.join(run, "config.json")).flat()
+    assert config["head_lr"] == best.flat()["head_lr"] and config["finetune_epochs"] == 0
 
 
 def test_killed_search_resumes_to_exactly_max_trials(tiny_data, tmp_path):

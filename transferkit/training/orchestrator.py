@@ -177,6 +177,20 @@ class EpochRecorder(keras.callbacks.Callback):
         self.history.append(record)
 
 
+class StepProgbar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, never past the epoch's step count.
+
+    With steps_per_execution=k, Keras reports each call at its last step (k-1, 2k-1,
+    ...) even when the data ran out sooner, so cached phase 1 (k=8) printed 8/5 before
+    5/5; the batch it reports is capped at the epoch's last step.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.target:
+            batch = min(batch, self.target - 1)
+        super().on_train_batch_end(batch, logs)
+
+
 def fine_tune(model, train, val=None, *, config=ScheduleConfig(), parts=None, task=None,
               cache=None, start=Position(), stop_epoch=None, callbacks=(),
               class_weight=None, verbose="auto"):
@@ -294,13 +308,17 @@ class _Loop:
             callback.on_phase_begin(run)
         cbs = [RecompileGuard(), EpochRecorder(name, first, self.history)]
         cbs += [stopper] if stopper else []
+        # Last, where Keras would add its own bar, so prints keep their order.
+        own_bar = any(isinstance(c, keras.callbacks.ProgbarLogger) for c in self.callbacks)
+        bar = [] if own_bar else [StepProgbar()]
         pieces = [(train.skip(skipped), epoch + 1)] if skipped else []
         pieces.append((train, last))
         for data, until in pieces:
             if epoch >= until:
                 continue
             fit_model.fit(data, validation_data=val, epochs=until, initial_epoch=epoch,
-                          callbacks=cbs + self.callbacks, class_weight=self.class_weight,
+                          callbacks=cbs + self.callbacks + bar,
+                          class_weight=self.class_weight,
                           shuffle=False,  # datasets arrive shuffled by the pipeline
                           verbose=self.verbose)
             epoch = self.history[-1]["epoch"] if self.history else epoch

@@ -310,7 +310,7 @@ register_recipe(Recipe('resnet50_v2', (
 
 register_recipe(Recipe('unet_mobilenet_v2', (
     'U-Net on MobileNetV2: the TensorFlow image segmentation tutorial, in two phases.'), (
-    ('task', 'segmentation', ''),
+    ('task', 'segmentation', 'tutorial: per-pixel classes (pet, border, background)'),
     ('backbone', 'mobilenet_v2', 'tutorial: MobileNetV2 encoder, skips block_1/3/6/13'),
     ('weights', 'imagenet', "tutorial: weights='imagenet'; --weights PATH offline"),
     ('image_size', 128, 'tutorial: inputs resized to 128x128'),

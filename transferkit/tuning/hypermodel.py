@@ -23,7 +23,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
     base: the RecipeConfig every trial starts from (data, task, weights, ...).
     space: the `SearchSpace` (default: head, dropout, learning rates, unfreeze depth).
     store: a `training.cache.FeatureStore` for phase-1 features (default: in memory,
-        this process); `base.cache_features=False` turns caching off.
+        this process); `cache_features` false in `base` turns caching off.
     """
 
     def __init__(self, base, space=SearchSpace(), *, store=None, verbose=0):

@@ -96,7 +96,7 @@ class SearchSpace:
         """The largest value dimension `name` can take (the base recipe's when unsearched)."""
         value = getattr(self, name)
         if value is None:
-            return getattr(base, name)
+            return base.flat()[name]
         if isinstance(value, Range):
             return value.max
         return max(choices(value))

@@ -96,7 +96,7 @@ def tune(base, out_dir, *, space=SearchSpace(), tuner="random", max_trials=10,
          process_per_trial=True):
     """Search `space` around recipe `base`; write the report into `out_dir`.
 
-    With `base.head_lr_auto` / `finetune_lr_auto`, the range test runs once first and
+    With `head_lr_auto` / `finetune_lr_auto` set on `base`, the range test runs once first and
     that rate's dimension is centred on its suggestion (see `centre_rates`).
 
     process_per_trial: each trial in a fresh process (default True), because Keras and

@@ -1,0 +1,39 @@
+"""Phase 1 on cached backbone features: run the frozen backbone once, train the head fast.
+
+While the backbone is frozen its output for an image never changes, so phase 1 can run
+the backbone once per image and train the head on the stored feature vectors (the
+"pool" layer's output), as the Keras transfer-learning guide describes. The head is the
+very `keras.Model` nested in the full model, so training it on features trains the full
+model.
+
+    splits = load_data("data/pets", image_size=224, augment=AugmentConfig())
+    fine_tune(model, splits, cache=FeatureCache(views=2, augment=AugmentConfig(),
+                                                store=FeatureStore.default()))
+
+`fine_tune` (the orchestrator) runs phase 1 on the features this package extracts and
+stores; `split_features` is the part that can be called on its own. Phase 2 can run the
+same way above a frozen bottom, on the activations at its boundary
+(`FeatureCache(boundary=True)`, see `training.boundary`), captured in phase 1's pass.
+
+The modules, one concern each:
+    config    `FeatureCache` (the option), `FeatureSource` (what is read), `Features`
+    store     `FeatureStore`: memory and files, checksums, memory-mapped activations
+    keys      fingerprints of model, boundary and data, and the cache key
+    extract   the backbone passes for both caches: `split_features`, `split_boundary`
+    readers   batches of stored features for `fit`, and `merge`
+"""
+
+from transferkit.training.cache.config import (DEFAULT_VIEWS, FORMAT, Features,
+                                               FeatureCache, FeatureSource)
+from transferkit.training.cache.extract import (extract_features, split_boundary,
+                                                split_features)
+from transferkit.training.cache.keys import (boundary_fingerprint, data_fingerprint,
+                                             feature_key, model_fingerprint)
+from transferkit.training.cache.readers import feature_dataset, mapped_dataset, merge
+from transferkit.training.cache.store import FeatureStore, boundary_bytes, cache_dir
+
+__all__ = ["DEFAULT_VIEWS", "FORMAT", "FeatureCache", "FeatureSource", "FeatureStore",
+           "Features", "boundary_bytes", "boundary_fingerprint", "cache_dir",
+           "data_fingerprint", "extract_features", "feature_dataset", "feature_key",
+           "mapped_dataset", "merge", "model_fingerprint", "split_boundary",
+           "split_features"]

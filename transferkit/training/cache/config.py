@@ -1,0 +1,76 @@
+"""What to cache and what is cached: the `FeatureCache` option of `fine_tune`, the
+`FeatureSource` extraction reads, and the `Features` it produces.
+
+views=0 stores one clean (unaugmented) pass; views=K stores K augmented passes and each
+epoch shows every image once, in one of its K views picked at random.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from transferkit.data.splits import DataSplits
+
+FORMAT = 1  # bump when the file layout or the key recipe changes
+DEFAULT_VIEWS = 2  # augmented views per training image when augmentation is on
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCache:
+    """Phase 1 on cached features (`fine_tune(..., cache=FeatureCache())`).
+
+    views: augmented views per training image (0: one clean pass). augment: the
+        AugmentConfig file sources are re-read with when views > 0. store: a
+        FeatureStore (default: memory only, this process). seed: of the views.
+    """
+
+    views: int = 0
+    augment: object = None
+    store: object = None
+    seed: int = 0
+    # Phase 2 on cached boundary activations (see `training.boundary`): `boundary`
+    # turns it on, `boundary_max_gb` caps its storage (above it phase 2 runs live), and
+    # `head=False` leaves phase 1 live while phase 2 still uses the boundary cache.
+    head: bool = True
+    boundary: bool = False
+    boundary_max_gb: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSource:
+    """The splits to extract: datasets, and for file sources the files and labels that
+    key the cache and are re-read in a fixed order."""
+
+    train: object
+    val: object = None
+    train_files: tuple = ()
+    train_labels: object = None
+    val_files: tuple = ()
+    val_labels: object = None
+    image_size: object = None
+    skipped: object = None  # the DataSplits' SkipWatch: files named here go in it
+
+    @classmethod
+    def of(cls, data, val=None):
+        """From a DataSplits, or from (train, val) datasets."""
+        if isinstance(data, DataSplits):
+            return cls(data.train, data.val, data.train_files, data.train_labels,
+                       data.val_files, data.val_labels, data.image_size, data.skipped)
+        return cls(data, val)
+
+    def files(self, split):
+        """(files, labels) of `split` ("train" or "val"); no files: an in-memory or TFDS
+        split, which has no file identity."""
+        return getattr(self, f"{split}_files"), getattr(self, f"{split}_labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """Cached features of one split: x [views, N, D] and labels y [views, N, C]."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    @property
+    def count(self):
+        return self.x.shape[1]

@@ -1,0 +1,241 @@
+"""Extraction for both caches: one pass of the frozen backbone per image and view.
+
+`split_features` computes (or finds in a `FeatureStore`) the features at the head's
+input that phase 1 trains on; with `boundary=cut` the same pass also stores the
+activations at phase 2's freeze boundary (see `training.boundary`), one extractor with
+two outputs, so no extra backbone pass. `split_boundary` finds or computes those
+activations on their own. File splits are re-read in file order, without augmentation
+(views=0) or K times with it (views=K), and keyed (see `keys`); in-memory and TFDS
+splits are passed over as given and never stored. A file that fails to decode during a
+pass is named, left out (as the live pipeline skips it) and the pass runs again.
+"""
+
+import dataclasses
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transferkit.core.errors import ConfigError, DataError
+from transferkit.data.files import undecodable
+from transferkit.data.pipeline import make_dataset
+from transferkit.models.parts import resolve
+from transferkit.training.boundary import boundary_extractor
+from transferkit.training.cache.config import Features, FeatureSource
+from transferkit.training.cache.keys import (boundary_fingerprint, feature_key,
+                                             model_fingerprint, split_fingerprint)
+from transferkit.training.cache.store import FeatureStore
+
+# What the file pipeline raises for a file it cannot read or decode.
+DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError,
+                 tf.errors.NotFoundError, tf.errors.UnknownError)
+
+
+def extract_features(extractor, dataset, verbose=1, sink=None):
+    """(features [N, D], labels [N, C]) from one pass of `extractor` over a dataset of
+    (image, label) batches, with Keras' progress bar. The model runs wherever TF places
+    it (the GPU when there is one); labels are kept from the same pass, so shuffled or
+    mixed batches stay aligned.
+
+    sink: for a two-output extractor (features, boundary activations), called with each
+    batch of the second output, so large activations are written out as they come.
+    """
+    steps = int(dataset.cardinality())
+    bar = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose,
+                              unit_name="batch")
+    xs, ys, full = [], [], None
+    for images, labels in dataset:
+        n = len(images)
+        full = full or n
+        if n < full:  # pad the last batch: a new batch shape would trace the model again
+            images = tf.concat([images, tf.zeros([full - n, *images.shape[1:]],
+                                                 images.dtype)], axis=0)
+        out = extractor.predict_on_batch(images)
+        if sink is not None:
+            out, activations = out
+            sink(np.asarray(activations[:n]))
+        xs.append(np.asarray(out[:n], dtype=np.float32))
+        ys.append(np.asarray(labels, dtype=np.float32).reshape(n, -1))
+        bar.add(1)
+    if not xs:
+        raise DataError("extract_features: the dataset is empty.")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
+                   batch_size=32, store=None, verbose=1, boundary=None):
+    """(train, val) `Features` of `data` (a DataSplits or FeatureSource) at the input of
+    `model`'s head (see `models.parts`); val is None without a val split.
+
+    File splits are re-read in file order without augmentation (views=0) or K times
+    with `augment` on (views=K), and cached in `store` (default: memory only) under a
+    key of model and data. In-memory and TFDS splits have no file identity: their
+    datasets are passed over max(1, views) times as given and never cached.
+
+    boundary: a `boundary.Cut`; the same passes also store the activations at the cut
+    in `store` (file splits only), where `split_boundary` finds them in phase 2.
+    """
+    source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
+    if views < 0 or (views and augment is None and source.train_files):
+        raise ConfigError("The `views` argument should be 0, or >= 1 with an `augment` "
+                          f"config. Received: views={views}, augment={augment!r}")
+    store = store if store is not None else FeatureStore()
+    extractor, model_fp = resolve(model, parts).feature_extractor(), None
+    out, boundary_fp = [], None
+    for split in ("train", "val"):
+        files, _ = source.files(split)
+        passes = max(1, views) if split == "train" else 1
+        if not files:
+            dataset = getattr(source, split)
+            out.append(None if dataset is None else _compute(extractor, [dataset] * passes,
+                                                             verbose))
+            continue
+        aug = augment if split == "train" and views else None
+        model_fp = model_fp or model_fingerprint(model, parts)
+        if boundary is not None and boundary_fp is None:
+            boundary_fp = boundary_fingerprint(model, boundary, parts)
+        fps = (model_fp, boundary_fp)
+        try:
+            found = _file_features(model, parts, extractor, source, split, aug, views,
+                                   passes, batch_size, seed, store, verbose, boundary, fps)
+        except DECODE_ERRORS as error:
+            # A file changed since the scan (or listed by --no-scan) fails to decode:
+            # name it, leave it out (the live pipeline skips it too), extract again.
+            source = _without_undecodable(source, split, error)
+            found = _file_features(model, parts, extractor, source, split, aug, views,
+                                   passes, batch_size, seed, store, verbose, boundary, fps)
+        out.append(found)
+    return tuple(out)
+
+
+def _without_undecodable(source, split, error):
+    """`source` without the files of `split` that fail to read or decode; raises
+    `error` when every file decodes (the failure is something else)."""
+    files, labels = source.files(split)
+    bad = undecodable(files)
+    if not bad:
+        raise error
+    if source.skipped is not None:
+        source.skipped.named.update(bad)
+    else:
+        warnings.warn(f"{len(bad)} file(s) failed to decode and were left out of the "
+                      f"feature cache: {sorted(bad)}", stacklevel=3)
+    keep = [i for i, f in enumerate(files) if f not in bad]
+    if not keep:
+        raise DataError(f"No file of the {split} split decodes: {sorted(bad)[:5]}")
+    return dataclasses.replace(source, **{f"{split}_files": tuple(files[i] for i in keep),
+                                          f"{split}_labels": np.asarray(labels)[keep]})
+
+
+def _file_features(model, parts, extractor, source, split, aug, views, passes,
+                   batch_size, seed, store, verbose, boundary, fps):
+    """Features of one file split (from `store`, or extracted and stored)."""
+    model_fp, boundary_fp = fps
+    data_fp = split_fingerprint(source, split, aug, views, seed)
+    key = feature_key(model_fp, data_fp)
+    found = store.get(key)
+    boundary_key = None if boundary is None else feature_key(boundary_fp, data_fp)
+    needs_boundary = boundary_key is not None and store.get_mapped(boundary_key) is None
+    if found is None or needs_boundary:
+        datasets = _file_passes(source, split, aug, passes, batch_size, seed)
+        if needs_boundary:  # one extractor, two outputs: no extra backbone pass
+            two = boundary_extractor(model, boundary, parts)
+            shape = (passes, len(source.files(split)[0]), *boundary.shape)
+            with store.mapped_writer(boundary_key, shape) as (xb, yb):
+                found = _compute(two, datasets, verbose, xb)
+                yb[...] = found.y
+        else:
+            found = _compute(extractor, datasets, verbose)
+        store.put(key, found)
+    return found
+
+
+def _file_passes(source, split, aug, passes, batch_size, seed):
+    """The datasets of a file split's passes: in file order, augmented when `aug`."""
+    files, labels = source.files(split)
+    # skip_errors=False: a file that fails must stop the pass (then it is named and
+    # left out), or the features would not line up with the files that key them.
+    return [make_dataset(files, labels, image_size=source.image_size, batch_size=batch_size,
+                         training=aug is not None, augment=aug, seed=seed * 1009 + v,
+                         deterministic=True, skip_errors=False)
+            for v in range(passes)]
+
+
+def _compute(extractor, datasets, verbose, boundary_out=None):
+    """Features [views, N, D] of each dataset; with `boundary_out` (an array
+    [views, N, ...]), a two-output extractor's activations are written into it."""
+    pairs = []
+    for v, dataset in enumerate(datasets):
+        sink = None
+        if boundary_out is not None:
+            offset = [0]
+
+            def sink(batch, v=v, offset=offset):
+                boundary_out[v, offset[0]:offset[0] + len(batch)] = batch
+                offset[0] += len(batch)
+        pairs.append(extract_features(extractor, dataset, verbose, sink=sink))
+    return Features(np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs]))
+
+
+def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=0,
+                   batch_size=32, store=None, verbose=1):
+    """(train, val) `Features` of the activations at `cut`: x [views, N, *cut.shape] in
+    float16 (memory-mapped when `store` has a directory), as `split_features` reads
+    images (views, augmentation, file order); val is None without a val split. File
+    splits are looked up in `store` first (phase 1 may have stored them)."""
+    source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
+    store = store if store is not None else FeatureStore()
+    two, model_fp, out = boundary_extractor(model, cut, parts), None, []
+    for split in ("train", "val"):
+        files, _ = source.files(split)
+        passes = max(1, views) if split == "train" else 1
+        aug = augment if split == "train" and views else None
+        if not files:
+            dataset = getattr(source, split)
+            if dataset is None:
+                out.append(None)
+                continue
+            parts_x = []
+            features = _compute(two, [dataset] * passes, verbose, _Collector(parts_x))
+            x = np.stack([np.concatenate(p) for p in parts_x]).astype(np.float16)
+            out.append(Features(x, features.y))
+            continue
+        model_fp = model_fp or boundary_fingerprint(model, cut, parts)
+        args = (two, model_fp, split, aug, views, passes, batch_size, seed, store, verbose,
+                cut)
+        try:
+            found = _file_boundary(source, *args)
+        except DECODE_ERRORS as error:  # as in split_features: name, leave out, again
+            source = _without_undecodable(source, split, error)
+            found = _file_boundary(source, *args)
+        out.append(found)
+    return tuple(out)
+
+
+def _file_boundary(source, two, model_fp, split, aug, views, passes, batch_size, seed,
+                   store, verbose, cut):
+    """Boundary activations of one file split (from `store`, or extracted and stored)."""
+    key = feature_key(model_fp, split_fingerprint(source, split, aug, views, seed))
+    found = store.get_mapped(key)
+    if found is None:
+        n = len(source.files(split)[0])
+        with store.mapped_writer(key, (passes, n, *cut.shape)) as (x, y):
+            y[...] = _compute(two, _file_passes(source, split, aug, passes, batch_size,
+                                                seed), verbose, x).y
+        found = store.get_mapped(key)
+    return found
+
+
+class _Collector:
+    """A stand-in for a [views, N, ...] array when N is not known in advance: collects
+    the batches written to each view."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __setitem__(self, index, batch):
+        view = index[0]
+        while len(self.parts) <= view:
+            self.parts.append([])
+        self.parts[view].append(np.asarray(batch, dtype=np.float16))
