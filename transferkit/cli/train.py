@@ -10,6 +10,7 @@ import os
 from transferkit.app.train import train
 from transferkit.cli.common import command
 from transferkit.core.errors import ConfigError
+from transferkit.core.rundir import RunDir
 from transferkit.evaluation.evaluate import format_report
 from transferkit.training.checkpoint import CheckpointConfig
 from transferkit.training.recipe import (KEYS, LEAVES, SHORTHANDS, RecipeConfig, load_recipe,
@@ -126,10 +127,11 @@ def _number(text):
 
 def run(args):
     base = from_tuning(args)
-    if args.resume and os.path.exists(os.path.join(args.out, "config.json")):
+    run_dir = RunDir(args.out) if args.out else None
+    if args.resume and run_dir and os.path.exists(run_dir.config_file):
         # The run's own recipe; a --recipe or --from-tuning given too is applied over
         # it, so `train` can refuse what it would change.
-        saved = load_recipe(os.path.join(args.out, "config.json"))
+        saved = load_recipe(run_dir.config_file)
         base = base or (recipe_by_name(args.recipe, saved) if args.recipe else saved)
     recipe = recipe_from_args(args, base)
     if args.print_config:
