@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from transferkit.cli.main import main
+from transferkit.core.errors import ConfigError
 from transferkit.data.load import load_data
 from transferkit.models import build_model
 from transferkit.training.cache import FeatureCache
 from transferkit.training.lr_find import AutoLR, find_lr, suggest_rate
 from transferkit.training.orchestrator import fine_tune
+from transferkit.training.recipe import load_recipe
 from transferkit.training.schedule import PhaseConfig, ScheduleConfig
 
 SCHEDULE = ScheduleConfig(finetune=PhaseConfig(freeze="last_blocks:1"), batch_size=8)
@@ -170,7 +172,7 @@ def test_cli_tune_with_auto_rates_searches_around_the_suggestion(image_folder, t
     assert code == 0
     printed = capsys.readouterr().out
     space = json.loads((out / "space.json").read_text())
-    base = json.loads((out / "base_recipe.json").read_text())
+    base = load_recipe(str(out / "base_recipe.json")).flat()
     assert not (base["head_lr_auto"] or base["finetune_lr_auto"])
     for phase in ("head", "finetune"):
         suggestion = json.loads((out / f"lr_find_{phase}.json").read_text())["suggestion"]
@@ -182,3 +184,13 @@ def test_cli_tune_with_auto_rates_searches_around_the_suggestion(image_folder, t
         for trial in (out / "search").glob("trial_*/trial.json"):
             rate = json.loads(trial.read_text())["hyperparameters"]["values"][f"{phase}_lr"]
             assert suggestion / 10 <= rate <= suggestion * 10
+
+
+def test_lr_auto_without_the_hook_is_refused_not_ignored():
+    rng = np.random.default_rng(0)
+    data = (rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32"), np.arange(8) % 2)
+    model = build_model("tiny_test", 2, weights=None, image_size=32)
+    config = ScheduleConfig(head=PhaseConfig(epochs=1, lr_auto=True),
+                            finetune=PhaseConfig(epochs=0), batch_size=4)
+    with pytest.raises(ConfigError, match=r"'head' has lr_auto=True.*AutoLR"):
+        fine_tune(model, data, config=config, verbose=0)

@@ -291,6 +291,13 @@ class _Loop:
         so what later phases read of this one (e.g. the planned cut) agrees."""
         for callback in self._phase_callbacks():
             phase = callback.before_phase(name, phase, self)
+        if phase.lr_auto and phase.epochs:
+            # Nothing ran the range test: training at the fixed rate instead would
+            # silently ignore a setting the caller asked for.
+            raise ConfigError(f"Phase {name!r} has lr_auto=True, but no hook ran the "
+                              "range test: pass callbacks=[AutoLR(out_dir)] (from "
+                              "transferkit.training) to fine_tune, or set lr_auto=False "
+                              "and a learning_rate.")
         self.config = dataclasses.replace(self.config, **{name: phase})
         return phase
 
