@@ -130,3 +130,13 @@ def test_cli_exits_2_naming_the_unknown_argument(tmp_path, capsys):
     assert code == 2
     assert "Unknown backbone argument(s) ['foo'] for backbone 'tiny_test'" in err
     assert "Accepted: width." in err and not out.exists()
+
+
+def test_tune_refuses_before_writing_its_search(tmp_path, capsys):
+    out = tmp_path / "search"
+    code = cli.main(["tune", "--data", os.path.join(ROOT, "data", "sample"),
+                     "--backbone", "tiny_test", "--weights", "none", "--image-size", "32",
+                     "--backbone-kwargs", "foo=1", "--max-trials", "1", "--in-process",
+                     "--out", str(out)])
+    assert code == 2 and "['foo']" in capsys.readouterr().err
+    assert not out.exists() or not os.listdir(out)
