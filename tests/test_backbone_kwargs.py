@@ -113,8 +113,9 @@ def test_spec_kwargs_are_checked_at_registration_and_var_kwargs_accept_any():
 
 
 def test_train_refuses_before_touching_the_run_folder(tmp_path, nothing_built):
-    recipe = RecipeConfig(data=os.path.join(ROOT, "data", "sample"), backbone="tiny_test",
-                          weights="none", image_size=32, backbone_kwargs={"foo": 1})
+    recipe = RecipeConfig.from_keys(data=os.path.join(ROOT, "data", "sample"),
+                                    backbone="tiny_test", weights="none", image_size=32,
+                                    backbone_kwargs={"foo": 1})
     with pytest.raises(ConfigError, match=r"\['foo'\]"):
         train(recipe, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
