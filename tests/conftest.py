@@ -38,6 +38,27 @@ def make_image_folder(root, classes=("red", "blue"), per_class=12, size=40, seed
     return str(root)
 
 
+def backbone_params(names, max_operations, one_per_family=False):
+    """pytest parameters over backbone `names`, the heavy ones marked slow.
+
+    Heavy, from the registry: more operations than `max_operations`
+    (`BackboneSpec.operations`, what building it costs; 0, unknown, counts as heavy).
+    one_per_family=True keeps each family's lightest member in the default run all the
+    same, so every family is tested there. Each test file picks its budget for what
+    one entry costs it; `-m slow` runs the rest.
+    """
+    from transferkit.models.registry import get_spec
+
+    specs = [get_spec(name) for name in names]
+    light = {spec.name for spec in specs if 0 < spec.operations <= max_operations}
+    if one_per_family:
+        cost = lambda spec: spec.operations or float("inf")  # noqa: E731
+        for family in {spec.family for spec in specs}:
+            light.add(min((s for s in specs if s.family == family), key=cost).name)
+    return [name if get_spec(name).name in light else pytest.param(name, marks=pytest.mark.slow)
+            for name in names]
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     """A two-class separable folder of 40x40 PNGs (12 per class)."""

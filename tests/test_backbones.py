@@ -1,8 +1,8 @@
 """The backbone registry: every spec builds, at its minimum size, with its feature size.
 
 The build test is parametrized over `list_backbones()` itself, so a backbone is tested
-the day it is registered. Heavy ones are marked slow; `test_every_family_runs_in_ci`
-keeps at least one backbone per family in the default run.
+the day it is registered. Heavy ones, by their declared build cost, are marked slow
+(`conftest.backbone_params`); each family's lightest stays in the default run.
 """
 
 import dataclasses
@@ -13,21 +13,15 @@ from transferkit.models.registry import BackboneSpec, block_starts, get_spec, li
 from transferkit.models.backbones import create_backbone
 from transferkit.core.errors import ConfigError
 
-# The largest (slowest to build) members of each family; the rest run in CI.
-SLOW = {
-    "nasnet_large", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
-    "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
-    "efficientnet_v2_b1", "efficientnet_v2_b2", "efficientnet_v2_b3", "efficientnet_v2_s",
-    "efficientnet_v2_m", "efficientnet_v2_l", "convnext_small", "convnext_base",
-    "convnext_large", "convnext_xlarge", "resnet101", "resnet152", "resnet101_v2",
-    "resnet152_v2", "densenet169", "densenet201", "mobilenet_v3_large",
-    "efficientnet_lite3", "efficientnet_lite4",
-}
+from conftest import backbone_params
+
+# One build at the minimum size each: up to 200 operations (BackboneSpec.operations)
+# in the default run, plus the lightest of each family; the rest with `-m slow`.
+BUILD_BUDGET = 200
 
 
 def _params():
-    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
-            for name in list_backbones()]
+    return backbone_params(list_backbones(), BUILD_BUDGET, one_per_family=True)
 
 
 @pytest.mark.parametrize("name", _params())
@@ -37,6 +31,7 @@ def test_backbone_builds_at_min_size_with_spec_feature_size_and_blocks(name):
     model = create_backbone(name, weights=None, input_shape=(size, size, 3))
     assert model.name == "backbone"
     assert model.output_shape[-1] == spec.feature_size
+    assert len(model.operations) == spec.operations  # the declared build cost
     # block_pattern sanity: more than one block, starting at the stem, in order.
     names = [layer.name for layer in model.layers]
     starts = block_starts(names, spec)
@@ -45,10 +40,11 @@ def test_backbone_builds_at_min_size_with_spec_feature_size_and_blocks(name):
 
 
 def test_every_family_runs_in_ci():
-    families = {get_spec(n).family for n in list_backbones()}
-    in_ci = {get_spec(n).family for n in list_backbones() if n not in SLOW}
-    assert families == in_ci, f"families only tested with -m slow: {families - in_ci}"
-    assert SLOW <= set(list_backbones()), f"unknown names in SLOW: {SLOW - set(list_backbones())}"
+    # Every built-in backbone declares its build cost, so none is heavy by omission.
+    assert [n for n in list_backbones() if get_spec(n).operations <= 0] == []
+    in_ci = [p for p in _params() if isinstance(p, str)]
+    assert {get_spec(n).family for n in in_ci} == {get_spec(n).family
+                                                   for n in list_backbones()}
 
 
 def test_registry_covers_every_keras_family():

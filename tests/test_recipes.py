@@ -19,6 +19,8 @@ from transferkit.models.saving import load_model, read_metadata
 from transferkit.training.recipe import SHORTHANDS
 from transferkit.training.recipe_book import RECIPES, Recipe, get_recipe, register_recipe
 
+from conftest import backbone_params
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES_DIR = ROOT / "recipes"
 DATA = ROOT / "data"
@@ -81,14 +83,10 @@ def test_every_recipe_in_the_book_has_a_script_and_sources():
         assert all(source for key, _, source in recipe.settings if key != "backbone"), name
 
 
-# Building these at their minimum size takes 5-25 s each on a loaded 2-core machine;
-# they run with `-m slow`. The others build in the default run.
-HEAVY = {"inception_resnet_v2", "efficientnet_b3", "densenet121", "inception_v3",
-         "nasnet_mobile", "efficientnet_v2_s"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY
-                                  else n for n in BACKBONE_RECIPES])
+# A whole model per recipe: backbones of up to 300 operations (BackboneSpec.operations)
+# build in the default run, the heavier ones (5-25 s each on a loaded 2-core machine)
+# with `-m slow`.
+@pytest.mark.parametrize("name", backbone_params(BACKBONE_RECIPES, 300))
 def test_recipe_builds_its_model_tiny(name, tmp_path):
     _, _, _, recipe, _ = _resolve_tiny(name, tmp_path)
     model = build_run_model(recipe, 3)

@@ -29,6 +29,8 @@ from transferkit.models.segmentation import build_segmenter, skip_layers
 from transferkit.training.freezing import FreezePolicy, freeze
 from transferkit.training.recipe import RecipeConfig
 
+from conftest import backbone_params
+
 SEG = get_task("segmentation")
 ROOT = Path(__file__).resolve().parent.parent
 # Pure colours per class: a pixel's class can be read back from its colour.
@@ -145,17 +147,13 @@ def test_decoder_output_has_the_input_resolution(backbone, size, kwargs):
     np.testing.assert_allclose(out.sum(axis=-1), 1.0, rtol=1e-5)  # softmax per pixel
 
 
-# Keras Applications build in seconds each on a loaded machine: a few fast ones in the
-# default run, the whole registry in the slow set (timm-style).
-QUICK = ("tiny_test", "compact_cnn", "lenet", "alexnet", "vgg16", "mobilenet_v2")
+# Each entry builds its backbone twice and a decoder, so only the lightest (up to 30
+# operations, BackboneSpec.operations) are in the default run, the whole registry in
+# the slow set (timm-style).
+SEGMENTER_BUDGET = 30
 
 
-def _registry_params():
-    return [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)
-            for n in list_backbones()]
-
-
-@pytest.mark.parametrize("name", _registry_params())
+@pytest.mark.parametrize("name", backbone_params(list_backbones(), SEGMENTER_BUDGET))
 def test_every_registered_backbone_gets_a_segmenter_or_a_reason(name):
     spec = get_spec(name)
     size = max(64, -(-spec.min_size // 32) * 32)
@@ -172,8 +170,8 @@ def test_every_registered_backbone_gets_a_segmenter_or_a_reason(name):
     assert all(b * b >= 2 * a * a for a, b in zip([probe.output.shape[1]] + sides, sides))
 
 
-@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in list_backbones() if get_spec(n).skips])
+@pytest.mark.parametrize("name", backbone_params(
+    [n for n in list_backbones() if get_spec(n).skips], SEGMENTER_BUDGET))
 def test_skips_read_off_the_graph_match_the_hand_picked_ones(name):
     spec = get_spec(name)
     base = create_backbone(spec, weights=None, input_shape=(64, 64, 3))

@@ -69,13 +69,29 @@ _SKIPS = {
     "efficientnet_b0": ("block2a_expand_activation", "block3a_expand_activation",
                         "block4a_expand_activation", "block6a_expand_activation"),
 }
+# Operations of each built backbone (`BackboneSpec.operations`, its build cost), read
+# off the built models like the feature sizes (tests check them against every build).
+_OPERATIONS = {
+    "vgg16": 19, "vgg19": 22, "resnet50": 175, "resnet101": 345, "resnet152": 515,
+    "resnet50_v2": 190, "resnet101_v2": 377, "resnet152_v2": 564, "inception_v3": 311,
+    "inception_resnet_v2": 780, "xception": 132, "mobilenet": 86, "mobilenet_v2": 154,
+    "mobilenet_v3_small": 175, "mobilenet_v3_large": 203, "densenet121": 427,
+    "densenet169": 595, "densenet201": 707, "nasnet_mobile": 769, "nasnet_large": 1039,
+    "efficientnet_b0": 237, "efficientnet_b1": 339, "efficientnet_b2": 339,
+    "efficientnet_b3": 384, "efficientnet_b4": 474, "efficientnet_b5": 576,
+    "efficientnet_b6": 666, "efficientnet_b7": 813, "efficientnet_v2_b0": 270,
+    "efficientnet_v2_b1": 334, "efficientnet_v2_b2": 349, "efficientnet_v2_b3": 409,
+    "efficientnet_v2_s": 513, "efficientnet_v2_m": 740, "efficientnet_v2_l": 1028,
+    "convnext_tiny": 151, "convnext_small": 295, "convnext_base": 295,
+    "convnext_large": 295, "convnext_xlarge": 295,
+}
 _END_MARKED = {"inception", "inception_resnet", "nasnet"}
 for _name, _ctor, _size, _min, _prep, _feat, _blocks, _family in _ROWS:
     register_backbone(BackboneSpec(
         name=_name, constructor=_ctor, default_size=_size, min_size=_min,
         preprocessing=_prep, feature_size=_feat, block_pattern=_blocks, family=_family,
         block_boundary="end" if _family in _END_MARKED else "start", tags=("keras",),
-        skips=_SKIPS.get(_name, ()),
+        skips=_SKIPS.get(_name, ()), operations=_OPERATIONS[_name],
     ))
 
 

@@ -21,9 +21,11 @@ def create_backbone(name, *, weights=None, input_shape=None, trusted=False, **kw
         (`.weights.h5` or Keras's `.h5`), or a saved `.keras` model whose backbone is
         taken over (loaded with `safe_mode` on unless `trusted=True`).
     input_shape: (height, width, 3); default: the spec's square default size.
-    kwargs: passed to the constructor, e.g. `alpha=0.35` for MobileNets.
+    kwargs: passed to the constructor, e.g. `alpha=0.35` for MobileNets; one it does
+        not take raises ConfigError naming the ones it does (`spec.accepted_kwargs()`).
     """
     spec = get_spec(name)
+    spec.check_kwargs(kwargs)  # before anything is built: unknown ones are refused
     if input_shape is None:
         input_shape = (spec.default_size, spec.default_size, 3)
     input_shape = tuple(input_shape)

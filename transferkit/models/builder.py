@@ -58,8 +58,13 @@ class ModelConfig:
                               f"decoder_width={self.decoder_width}")
 
     def input_spec(self):
-        """The InputSpec of this model (its image_size, else the backbone's)."""
-        return resolve_input(self.backbone, self.image_size or None)
+        """The InputSpec of this model (its image_size, else the backbone's).
+
+        Resolving the backbone also checks `backbone_kwargs` against it, so `train` and
+        `tune`, which ask this first, refuse an unknown one before any slow work."""
+        spec = get_spec(self.backbone)
+        spec.check_kwargs(dict(self.backbone_kwargs))
+        return resolve_input(spec, self.image_size or None)
 
     def weights_arg(self):
         """`weights` as `build_model` takes it (None for "none")."""

@@ -35,6 +35,11 @@ _VARIANTS = {
     "efficientnet_lite3": (1.2, 1.4, 280, 0.3),
     "efficientnet_lite4": (1.4, 1.8, 300, 0.3),
 }
+# Operations of each built backbone (`BackboneSpec.operations`, its build cost), read
+# off the built models (tests check them against every build).
+_OPERATIONS = {"efficientnet_lite0": 150, "efficientnet_lite1": 200,
+               "efficientnet_lite2": 200, "efficientnet_lite3": 230,
+               "efficientnet_lite4": 290}
 _BN_EPSILON = 1e-3
 _DROP_CONNECT = 0.2
 _STEM, _HEAD = 32, 1280
@@ -84,7 +89,7 @@ def _block(x, filters_out, kernel, stride, expand, drop_rate, name):
 
 def efficientnet_lite(variant, include_top=False, weights=None, input_shape=None,
                       input_tensor=None, pooling=None, classes=1000,
-                      classifier_activation="softmax", **_):
+                      classifier_activation="softmax"):
     """Build EfficientNet-Lite `variant` ("efficientnet_lite0" ... "efficientnet_lite4").
 
     Keras Applications arguments: `weights` None (default) or "imagenet" (Lite0-2 only,
@@ -139,9 +144,13 @@ def efficientnet_lite(variant, include_top=False, weights=None, input_shape=None
 
 
 def _constructor(variant):
-    def build(include_top=False, weights=None, input_shape=None, **kwargs):
+    # The builder's own signature, so the registry sees exactly what it accepts.
+    def build(include_top=False, weights=None, input_shape=None, input_tensor=None,
+              pooling=None, classes=1000, classifier_activation="softmax"):
         return efficientnet_lite(variant, include_top=include_top, weights=weights,
-                                 input_shape=input_shape, **kwargs)
+                                 input_shape=input_shape, input_tensor=input_tensor,
+                                 pooling=pooling, classes=classes,
+                                 classifier_activation=classifier_activation)
 
     build.__name__ = build.__qualname__ = "EfficientNet" + variant.split("_")[1].title()
     build.__doc__ = f"{variant}: see `efficientnet_lite`."
@@ -153,5 +162,6 @@ for _name, (_width, _depth, _size, _) in _VARIANTS.items():
         name=_name, constructor=_constructor(_name), default_size=_size, min_size=32,
         preprocessing="lite", feature_size=_HEAD, block_pattern=r"^(block\d+[a-z])_",
         family="efficientnet_lite", imagenet=lite_weights.has_weights(_name),
-        offline_weights=lite_weights.status_callback(_name), tags=("lite",)))
+        offline_weights=lite_weights.status_callback(_name), tags=("lite",),
+        operations=_OPERATIONS[_name]))
 

@@ -76,7 +76,8 @@ def _make_spec(preset):
         # A transformer's blocks are found inside it (models.blocks); a CNN's layers
         # are each a block.
         block_pattern=r"^(.+)$", nested_blocks=True, family="keras_hub", imagenet=True,
-        offline_weights=lambda: "preset", tags=("hub",))
+        offline_weights=lambda: "preset", tags=("hub",),
+        operations=len(backbone.operations))
 
 
 def _features(backbone, inputs=None):
@@ -88,7 +89,8 @@ def _features(backbone, inputs=None):
 
 
 def _constructor(preset, fixed):
-    def build(include_top=False, weights=None, input_shape=None, **_):
+    # No arguments beyond these: a preset is built as saved (check_kwargs refuses any).
+    def build(include_top=False, weights=None, input_shape=None):
         if include_top:
             raise WeightsError("KerasHub backbones load without a classifier: use "
                                "include_top=False.")

@@ -22,6 +22,15 @@ from transferkit.models.layers import PREPROCESSING_MODES
 from transferkit.models.saving import load_model
 
 
+# Constructor arguments transferkit sets itself, so never a caller's: the backbone has
+# no classifier top (include_top, classes, classifier_activation), create_backbone
+# gives its input and weights (input_shape, input_tensor, weights) and names it
+# "backbone" (name), the head pools it (pooling), and the spec's `preprocessing` says
+# whether it normalises internally (include_preprocessing).
+OWN_ARGUMENTS = ("include_top", "weights", "input_shape", "input_tensor", "pooling",
+                 "classes", "classifier_activation", "include_preprocessing", "name")
+
+
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
     """What the rest of transferkit needs to know about a backbone.
@@ -33,10 +42,15 @@ class BackboneSpec:
         "unit" (to [0, 1]) or "none" (the network normalises internally).
     block_pattern: regex over layer names; with block_boundary="start", group(1) names the
         block a layer opens, with "end" a full match closes a block.
+    operations: how many operations (layers and bare ops, Keras's `model.operations`)
+        the built backbone has, at any input size: what building it costs, which
+        decides the tests' default run. 0 (default): not known.
     nested_blocks: True: the blocks are the repeated stack of nested layers found inside
         the backbone (a transformer's blocks, see `models.blocks`), when it has one;
         `block_pattern` applies otherwise. Default False.
     imagenet: whether `weights="imagenet"` can be loaded.
+    kwargs: constructor arguments every build of this backbone gets, as (name, value)
+        pairs (default none); the caller's `backbone_kwargs` override them.
     offline_weights: None (ImageNet weights come through Keras's download cache) or a
         callable returning a short note on offline ImageNet weights ("offline", or the
         pip command that makes them so), shown by `transferkit backbones`.
@@ -60,6 +74,7 @@ class BackboneSpec:
     offline_weights: Callable[[], str] | None = None
     skips: tuple = ()
     nested_blocks: bool = False
+    operations: int = 0
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -72,6 +87,35 @@ class BackboneSpec:
                 f"Backbone {self.name!r}: `block_boundary` should be 'start' or 'end'. "
                 f"Received: block_boundary={self.block_boundary!r}"
             )
+        self.check_kwargs(dict(self.kwargs), argument="kwargs")
+
+    def accepted_kwargs(self):
+        """The constructor arguments a caller may give (`backbone_kwargs`), sorted:
+        the constructor's parameters minus those transferkit sets itself
+        (`OWN_ARGUMENTS`); None when the constructor takes any (`**kwargs`)."""
+        try:
+            params = inspect.signature(self.constructor).parameters.values()
+        except (TypeError, ValueError):  # a callable without a signature: trust it
+            return None
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        return tuple(sorted(p.name for p in params if p.kind in (
+            p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in OWN_ARGUMENTS))
+
+    def check_kwargs(self, kwargs, argument="backbone_kwargs"):
+        """Raise ConfigError naming every key of `kwargs` the constructor does not
+        accept (see `accepted_kwargs`), before anything is built."""
+        accepted = self.accepted_kwargs()
+        unknown = sorted(k for k in kwargs if accepted is not None and k not in accepted)
+        if not unknown:
+            return
+        hints = "".join(suggest(k, accepted) for k in unknown)
+        own = [k for k in unknown if k in OWN_ARGUMENTS]
+        raise ConfigError(
+            f"Unknown backbone argument(s) {unknown} for backbone {self.name!r}."
+            + (f" transferkit sets {own} itself." if own else "")
+            + f"{hints} Accepted: {', '.join(accepted) or 'none'}. "
+            f"Received: {argument}={dict(kwargs)!r}")
 
 
 _REGISTRY: dict = {}
@@ -170,7 +214,7 @@ def spec_from_model(model, *, name=None, preprocessing="none", block_pattern=Non
         feature_size=int(probe.output_shape[-1]),
         # Every layer its own block: `last_blocks:K` then means the last K layers.
         block_pattern=block_pattern or r"^(.+)$", family="own", imagenet=True,
-        offline_weights=lambda: "own", tags=("own",))
+        offline_weights=lambda: "own", tags=("own",), operations=len(probe.operations))
 
 
 def _copy(model):
@@ -186,7 +230,8 @@ def _call(make, input_shape):
 
 
 def _own_constructor(make, fixed):
-    def build(include_top=False, weights=None, input_shape=None, **_):
+    # No arguments beyond these: the model is already made (check_kwargs refuses any).
+    def build(include_top=False, weights=None, input_shape=None):
         if include_top:
             raise WeightsError("A backbone registered from a model has no classifier "
                                "top: use include_top=False.")

@@ -29,7 +29,7 @@ def _check(include_top, weights, name):
                            f"{weights!r}")
 
 
-def LeNet(include_top=False, weights=None, input_shape=None, width=1.0, **_):
+def LeNet(include_top=False, weights=None, input_shape=None, width=1.0):
     """LeNet-like "first CNN": conv5, pool, conv5, pool, fc120, fc84 (course notes)."""
     _check(include_top, weights, "lenet")
     inputs = _input(input_shape, "lenet")
@@ -43,7 +43,7 @@ def LeNet(include_top=False, weights=None, input_shape=None, width=1.0, **_):
     return keras.Model(inputs, x, name="lenet")
 
 
-def AlexNet(include_top=False, weights=None, input_shape=None, width=1.0, **_):
+def AlexNet(include_top=False, weights=None, input_shape=None, width=1.0):
     """AlexNet-style convolutional stack: 11x11/4, 5x5, three 3x3, max pooling.
 
     "same" padding keeps it usable at small sizes; `width` scales every layer's filters.
@@ -61,7 +61,7 @@ def AlexNet(include_top=False, weights=None, input_shape=None, width=1.0, **_):
     return keras.Model(inputs, x, name="alexnet")
 
 
-def TinyTest(include_top=False, weights=None, input_shape=None, width=8, **_):
+def TinyTest(include_top=False, weights=None, input_shape=None, width=8):
     """Three conv-BN-ReLU blocks: the tiny backbone every test runs on.
 
     It has BatchNorm, so the "BN statistics never move" guarantees are tested on it.
@@ -78,7 +78,7 @@ def TinyTest(include_top=False, weights=None, input_shape=None, width=8, **_):
 
 
 def CompactCNN(include_top=False, weights=None, input_shape=None, width=16,
-               bn_momentum=0.99, **_):
+               bn_momentum=0.99):
     """A stride-2 stem, then four blocks of two conv-BN-ReLU layers, widths 16-32-64-128.
 
     The source network of `transferkit demo`: small enough to pretrain on a CPU in
@@ -109,17 +109,17 @@ _BLOCKS = r"^(block\d+)_"
 register_backbone(BackboneSpec(
     name="lenet", constructor=LeNet, default_size=32, min_size=16, preprocessing="unit",
     feature_size=84, block_pattern=_BLOCKS, family="scratch", imagenet=False,
-    tags=("scratch",)))
+    tags=("scratch",), operations=8))
 register_backbone(BackboneSpec(
     name="alexnet", constructor=AlexNet, default_size=224, min_size=32,
     preprocessing="unit", feature_size=256, block_pattern=_BLOCKS, family="scratch",
-    imagenet=False, tags=("scratch",)))
+    imagenet=False, tags=("scratch",), operations=9))
 register_backbone(BackboneSpec(
     name="tiny_test", constructor=TinyTest, default_size=32, min_size=8,
     preprocessing="tf", feature_size=16, block_pattern=_BLOCKS, family="test",
-    imagenet=False, tags=("test",), skips=("block2_relu",)))
+    imagenet=False, tags=("test",), operations=10, skips=("block2_relu",)))
 register_backbone(BackboneSpec(
     name="compact_cnn", constructor=CompactCNN, default_size=64, min_size=16,
     preprocessing="tf", feature_size=128, block_pattern=_BLOCKS, family="scratch",
-    imagenet=False, tags=("scratch",),
+    imagenet=False, tags=("scratch",), operations=28,
     skips=("block1_relu2", "block2_relu2", "block3_relu2")))

@@ -120,6 +120,7 @@ def tune(base, out_dir, *, space=SearchSpace(), tuner="random", max_trials=10,
                           f"({os.path.join(out_dir, PROJECT, 'oracle.json')} is missing).")
     if not base.data.train:
         raise ConfigError("The `data` recipe setting is required to tune (`--data`).")
+    base.input_spec()  # the backbone, its arguments and the size: before any file
     store = FeatureStore(os.path.join(out_dir, "features")) if base.runtime.cache_features \
         else None
     if worker:  # the chief's oracle hands out the rates; no range test here
