@@ -17,7 +17,8 @@ from PIL import Image
 
 from transferkit import cli
 from transferkit.core.errors import ConfigError, DataError
-from transferkit.core.tasks import SegmentationLoss, get_task
+from transferkit.core.task_registry import get_task
+from transferkit.models.losses import SegmentationLoss
 from transferkit.data import mask_tensors
 from transferkit.data import masks as mask_data
 from transferkit.data.augment import AugmentConfig, augment_image, augment_pair, mix_batch

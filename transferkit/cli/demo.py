@@ -34,7 +34,7 @@ import transferkit
 from transferkit.cli.common import command
 from transferkit.core.errors import DataError
 from transferkit.core.files import atomic_path, write_json, write_text
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.data.masks import list_pairs, scan_pairs
 from transferkit.data.scan import scan
 from transferkit.training.recipe import RecipeConfig

@@ -4,7 +4,7 @@ import os
 
 from transferkit.cli.common import command
 from transferkit.core.errors import DataError
-from transferkit.core.tasks import TASKS, get_task
+from transferkit.core.task_registry import get_task, task_names
 from transferkit.data.masks import list_pairs, scan_pairs
 from transferkit.data.scan import scan
 
@@ -23,7 +23,7 @@ def register(sub):
     p.add_argument("--workers", type=int, help="decoding threads (default: automatic)")
     p.add_argument("--follow-links", action="store_true",
                    help="also read files that symbolic links outside DIR point at")
-    p.add_argument("--task", default="multiclass", choices=sorted(TASKS),
+    p.add_argument("--task", default="multiclass", choices=sorted(task_names()),
                    help="segmentation: DIR holds images/ and masks/, and every mask is "
                    "checked too (missing, extra, size, class range)")
     p.set_defaults(func=run)

@@ -25,7 +25,7 @@ an image and a mask feature, found or named: "tfds:NAME:SPLIT:IMAGE,MASK" (see
 File sources are scanned first (scan=True) and rejected files skipped; splits from
 one source are stratified per class and reproducible for a seed. TFDS and Dataset
 sources are split by position (not stratified). Labels are encoded by the task
-(`core.tasks`): one-hot, [B, 1], multi-hot or [B, k] targets.
+(`tasks.Task.encode`): one-hot, [B, 1], multi-hot or [B, k] targets.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from transferkit.core.errors import DataError
 from transferkit.core.inputs import parse_size
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.data import files, mask_tensors, masks, sources
 from transferkit.data.augment import AugmentConfig
 from transferkit.data.splits import DataSplits

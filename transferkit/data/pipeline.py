@@ -120,7 +120,7 @@ def _label_array(labels, n: int) -> np.ndarray:
         labels = labels[:, None]
     if labels.ndim != 2 or len(labels) != n:
         raise DataError(f"labels must have one row per image ({n}); received shape "
-                        f"{labels.shape}. Encode them with the task (core.tasks.Task.encode).")
+                        f"{labels.shape}. Encode them with the task (tasks.Task.encode).")
     return labels
 
 
@@ -132,7 +132,7 @@ def make_dataset(paths, labels, *, image_size, batch_size: int = 32,
                  ) -> tf.data.Dataset:
     """Batches of (float32 [B, H, W, 3] 0-255, float32 labels) from image files.
 
-    labels: encoded targets, one row per path (see core.tasks.Task.encode).
+    labels: encoded targets, one row per path (see tasks.Task.encode).
     training=False (default): no shuffle, no augmentation, files in the given order.
     cache: None, "memory" or a file path prefix; holds decoded, resized images.
     shuffle_buffer: default the whole list of paths (strings are cheap), or 1024

@@ -3,7 +3,7 @@
 `position_parts` and `tfds_parts` split a dataset for every task (segmentation's
 tensor sources in `data.mask_tensors` use them too).
 
-`task` is a `core.tasks.Task`; it encodes the labels.
+`task` is a `tasks.Task`; it encodes the labels.
 """
 
 from __future__ import annotations

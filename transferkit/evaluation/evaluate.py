@@ -19,12 +19,11 @@ import numpy as np
 from transferkit.core.errors import ConfigError, DataError, check_choice
 from transferkit.core.files import read_json
 from transferkit.core.inputs import InputSpec
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
 from transferkit.data.masks import pair_dataset
 from transferkit.data.pipeline import make_dataset
-from transferkit.models.heads import infer_task
 from transferkit.models.saving import load_model, read_metadata
 
 SPLITS = ("all", "val", "test")
@@ -39,7 +38,7 @@ class LoadedModel:
     class_names: tuple
     input: InputSpec
     config: dict
-    task: object  # a core.tasks.Task
+    task: object  # a tasks.Task
 
     @property
     def image_size(self):
@@ -84,7 +83,7 @@ def load_run(path, *, trusted=False):
     config = read_json(os.path.join(folder, "config.json"), "run config") or {}
     names = meta.get("class_names") or read_json(os.path.join(folder, "class_names.json"),
                                                  "class names file")
-    task = get_task(meta.get("task") or infer_task(model))
+    task = get_task(meta.get("task") or task_for_model(model))
     return LoadedModel(file, model, tuple(names or ()), input_spec(model, meta), config,
                        task)
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from transferkit.core.files import atomic_path, write_text
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.evaluation.evaluate import predict_outputs, worst_predictions
 from transferkit.evaluation.masks import overlay
 

@@ -8,7 +8,7 @@ are rejected with the list of valid ones instead of being silently ignored.
 import dataclasses
 
 from transferkit.core.errors import ConfigError, suggest
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.core.files import read_json_object
 from transferkit.data.augment import augment_config
 from transferkit.models.builder import resolve_input

@@ -32,7 +32,7 @@ import keras
 from transferkit.core.errors import ConfigError
 from transferkit.core.files import (TEMP_MARK, read_json, read_json_object,
                                    remove_stale_temp_files, write_json)
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.data.augment import augment_config
 from transferkit.data.files import undecodable
 from transferkit.data.load import load_data

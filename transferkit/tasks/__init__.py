@@ -1,0 +1,29 @@
+"""The task types: one `Task` subclass per family, registered by name.
+
+    base.py            `Task`: what every task decides, with the defaults
+    classification.py  multiclass, binary, multilabel
+    regression.py      regression
+    segmentation.py    segmentation (per-pixel classes, U-Net decoder)
+
+Importing this package (which `import transferkit` does first) registers the built-in
+tasks in `core.task_registry`, where every lower layer looks them up by name. A new task
+subclasses `Task` and is added with `register_task(MyTask())`.
+"""
+
+from transferkit.core.task_registry import get_task, register_task, task_names
+from transferkit.tasks.base import Task
+# Registration order is the order `task_for_model` asks the tasks; classification
+# first (the default task), as lower layers may look it up while segmentation's
+# imports (models) load.
+from transferkit.tasks.classification import Binary, Multiclass, Multilabel
+from transferkit.tasks.regression import Regression
+
+for _task in (Multiclass(), Binary(), Multilabel(), Regression()):
+    register_task(_task)
+
+from transferkit.tasks.segmentation import Segmentation  # noqa: E402
+
+register_task(Segmentation())
+
+__all__ = ["Binary", "Multiclass", "Multilabel", "Regression", "Segmentation", "Task",
+           "get_task", "register_task", "task_names"]
