@@ -35,8 +35,6 @@ from transferkit.cli.common import command
 from transferkit.core.errors import DataError
 from transferkit.core.files import atomic_path, write_json, write_text
 from transferkit.core.task_registry import get_task
-from transferkit.data.masks import list_pairs, scan_pairs
-from transferkit.data.scan import scan
 from transferkit.training.recipe import RecipeConfig
 from transferkit.training.run import train
 
@@ -190,10 +188,7 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
 
 def _scan_summary(recipe):
     """The health scan of the demo's data, as a user's folder of its kind is scanned."""
-    if get_task(recipe.task).dense:
-        images, masks, names, problems = list_pairs(recipe.data)
-        return scan_pairs(images, masks, problems, len(names) if names else None)[0].summary()
-    return scan(recipe.data).summary()
+    return get_task(recipe.task).scan_source(recipe.data).summary()
 
 
 def write_report(out_dir, results, transfer_recipe, result):

@@ -90,5 +90,5 @@ def run_recipe(defaults, argv=None, prog=None):
     except TransferkitError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
-    print_result(result)
+    print_result(result, recipe.task)
     return 0

@@ -5,8 +5,6 @@ import os
 from transferkit.cli.common import command
 from transferkit.core.errors import DataError
 from transferkit.core.task_registry import get_task, task_names
-from transferkit.data.masks import list_pairs, scan_pairs
-from transferkit.data.scan import scan
 
 EPILOG = """examples:
   transferkit scan data/pets
@@ -36,12 +34,8 @@ def run(args):
     if args.workers is not None and args.workers < 1:
         raise DataError(f"The `--workers` argument should be at least 1. Received: "
                         f"--workers {args.workers}")
-    if get_task(args.task).dense:  # images paired with masks
-        images, masks, names, problems = list_pairs(folder)
-        report = scan_pairs(images, masks, problems, len(names) if names else None,
-                            workers=args.workers)[0]
-    else:
-        report = scan(folder, workers=args.workers, follow_links=args.follow_links)
+    report = get_task(args.task).scan_source(folder, workers=args.workers,
+                                             follow_links=args.follow_links)
     print(report.summary())
     if args.json:
         report.to_json(args.json)

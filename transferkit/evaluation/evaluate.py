@@ -205,20 +205,17 @@ def worst_predictions(task, outputs, labels, n=16):
     return np.argsort(-losses, kind="stable")[:n]
 
 
-def format_report(report, top=20):
-    """A few lines for the terminal: headline metrics, then per-class rows."""
-    heads = [f"{k}={report[k]:.4f}" for k in
-             ("accuracy", "exact_match", "top5", "nll", "macro_f1", "mae", "rmse", "r2",
-              "pixel_accuracy", "miou") if k in report]
+def format_report(report, task, top=20):
+    """A few lines for the terminal: the task's summary metrics (`Task.summary_metrics`),
+    then a row per class of its per-class columns (`Task.per_class_columns`)."""
+    task = get_task(task)
+    heads = [f"{k}={report[k]:.4f}" for k in task.summary_metrics if k in report]
     lines = [f"{report['num_images']} images: " + ", ".join(heads)]
-    first = next(iter(report.get("per_class", {}).values()), {})
-    if "iou" in first:  # segmentation: IoU and pixel support per class
-        lines.append(f"{'class':<20}{'iou':>10}{'pixels':>12}")
+    columns = task.per_class_columns
+    if columns and "per_class" in report:
+        lines.append(f"{'class':<20}" + "".join(f"{h:>10}" for _, h in columns))
         for name, row in list(report["per_class"].items())[:top]:
-            lines.append(f"{name[:19]:<20}{row['iou']:>10.3f}{row['support']:>12d}")
-    elif "per_class" in report:
-        lines.append(f"{'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
-        for name, row in list(report["per_class"].items())[:top]:
-            lines.append(f"{name[:19]:<20}{row['precision']:>10.3f}{row['recall']:>10.3f}"
-                         f"{row['f1']:>10.3f}{row['support']:>9d}")
+            lines.append(f"{name[:19]:<20}" + "".join(
+                f"{row[k]:>10d}" if isinstance(row[k], int) else f"{row[k]:>10.3f}"
+                for k, _ in columns))
     return "\n".join(lines)

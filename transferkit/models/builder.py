@@ -39,7 +39,7 @@ def resolve_input(backbone, image_size=None):
 
 
 def build_model(backbone, num_classes=None, *, weights="imagenet", image_size=None,
-                resize=False, head=HeadConfig(), trusted=False, backbone_kwargs=None):
+                resize=False, head=None, trusted=False, backbone_kwargs=None):
     """Build a transfer model on registered backbone `backbone` (e.g. "mobilenet_v2").
 
     num_classes: classes (or regression targets); the task decides the output width.
@@ -48,9 +48,11 @@ def build_model(backbone, num_classes=None, *, weights="imagenet", image_size=No
     image_size: an int, (height, width) or an `InputSpec`; default: the spec's size.
     resize: accept images of any size and resize them inside the model (default False:
         the input must already be `image_size`).
-    head: a `HeadConfig` (task, pooling, hidden units, dropout, ...).
+    head: a `HeadConfig` (task, pooling, hidden units, dropout, ...); default
+        HeadConfig().
     backbone_kwargs: extra constructor arguments, e.g. {"alpha": 0.35}.
     """
+    head = HeadConfig() if head is None else head
     spec = get_spec(backbone)
     size = image_size if isinstance(image_size, InputSpec) else resolve_input(spec,
                                                                               image_size)

@@ -50,11 +50,14 @@ def pooling_layer(pooling):
             "flatten": layers.Flatten}[pooling](name="pool")
 
 
-def build_head(feature_size, num_outputs, config=HeadConfig()):
+def build_head(feature_size, num_outputs, config=None):
     """A `keras.Model` named "head": feature vector in, predictions out.
+
+    config: a HeadConfig (default HeadConfig()).
 
     The output layer computes in float32 so mixed precision never rounds the softmax.
     """
+    config = HeadConfig() if config is None else config
     regularizer = keras.regularizers.L2(config.l2) if config.l2 else None
     inputs = keras.Input(shape=(feature_size,), name="features")
     x = inputs

@@ -12,18 +12,14 @@ subclasses `Task` and is added with `register_task(MyTask())`.
 
 from transferkit.core.task_registry import get_task, register_task, task_names
 from transferkit.tasks.base import Task
-# Registration order is the order `task_for_model` asks the tasks; classification
-# first (the default task), as lower layers may look it up while segmentation's
-# imports (models) load.
 from transferkit.tasks.classification import Binary, Multiclass, Multilabel
 from transferkit.tasks.regression import Regression
+from transferkit.tasks.segmentation import Segmentation
 
-for _task in (Multiclass(), Binary(), Multilabel(), Regression()):
+# Registration order is the order `task_for_model` asks the tasks. (Lower layers look
+# tasks up only when called, never at import, so these imports may load them first.)
+for _task in (Multiclass(), Binary(), Multilabel(), Regression(), Segmentation()):
     register_task(_task)
-
-from transferkit.tasks.segmentation import Segmentation  # noqa: E402
-
-register_task(Segmentation())
 
 __all__ = ["Binary", "Multiclass", "Multilabel", "Regression", "Segmentation", "Task",
            "get_task", "register_task", "task_names"]

@@ -23,6 +23,8 @@ from scipy.optimize import minimize_scalar
 
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.task_registry import EPSILON, get_task, task_names
+from transferkit.data.scan import scan
+from transferkit.models.builder import build_model
 
 THRESHOLD = 0.5  # a sigmoid output above it predicts the class
 
@@ -40,6 +42,12 @@ class Task:
     dense = False  # labels and outputs are per pixel ([N, H, W, C]), not per example
     caches_features = True  # phase 1 may train on one cached feature tensor per image
     losses = ()  # loss choices `with_loss` accepts (empty: the task has one loss)
+    # What `format_report` prints: the scalar metrics of `score`'s report, in order
+    # (those present), and the per-class columns as (report key, header) pairs.
+    summary_metrics = ()
+    per_class_columns = (("precision", "precision"), ("recall", "recall"), ("f1", "f1"),
+                         ("support", "support"))
+    writes_predictions = False  # `predict --out` writes files per image (masks)
 
     def __repr__(self):
         return f"get_task({self.name!r})"
@@ -130,6 +138,14 @@ class Task:
         are asked in registration order (`core.task_registry.task_for_model`)."""
         return False
 
+    def build_model(self, backbone, num_outputs, *, weights="imagenet", image_size=None,
+                    head=None, decoder_width=32, trusted=False, backbone_kwargs=None):
+        """This task's model on registered backbone `backbone`: by default a head on
+        the pooled features (`models.build_model`, configured by `head`, a HeadConfig);
+        `decoder_width` is for tasks with a decoder."""
+        return build_model(backbone, num_outputs, weights=weights, image_size=image_size,
+                           head=head, trusted=trusted, backbone_kwargs=backbone_kwargs)
+
     # --- training --------------------------------------------------------------------
 
     def loss(self, label_smoothing=0.0):
@@ -186,6 +202,37 @@ class Task:
 
     def _metric_moved(self, ref, got):
         return abs(got - ref)
+
+    # --- what people see -------------------------------------------------------------
+
+    def caption(self, row, class_names):
+        """A short caption for one label or output row (a mixed label shows its top
+        two classes)."""
+        described = self.describe(row, class_names, top_k=2)
+        label = described["label"]
+        if isinstance(label, list):  # several labels
+            return " / ".join(label) or "(none)"
+        top = described["scores"]
+        if top[0]["probability"] < 0.99 and len(top) > 1:  # a soft (mixed) row
+            return " / ".join(f"{s['class']} {s['probability']:.2f}" for s in top)
+        return label
+
+    def picture(self, image, row):
+        """The picture of an example (RGB 0-255 [H, W, 3]) with its label or output
+        `row`: by default the image itself (the caption says the rest)."""
+        return image
+
+    def write_predictions(self, outputs, images, paths, out_dir):
+        """Write per-image prediction files (`predict --out`); returns a line saying
+        what was written. Only tasks with `writes_predictions` have any."""
+        raise ConfigError(f"--out writes per-image prediction files, which "
+                          f"task={self.name!r} does not have; use --json for its "
+                          "predictions.")
+
+    def scan_source(self, source, *, workers=None, follow_links=False):
+        """The data health scan (`data.scan.ScanReport`) of a folder of this task's
+        training data: by default class subfolders of images."""
+        return scan(source, workers=workers, follow_links=follow_links)
 
     # --- calibration -----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ class _SingleLabel(Task):
 
     headline = "accuracy"
     single_label = True
+    summary_metrics = ("accuracy", "top5", "nll", "macro_f1")
 
     def class_weight(self, labels):
         ids = self.predicted(labels)
@@ -114,6 +115,7 @@ class Multilabel(Task):
 
     name, activation, calibration, headline = "multilabel", "sigmoid", "sigmoid", "accuracy"
     min_classes = 1
+    summary_metrics = ("accuracy", "exact_match", "nll", "macro_f1")
 
     def matches_output(self, model):
         activation, rank, units = output_layer(model)

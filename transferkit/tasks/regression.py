@@ -12,6 +12,8 @@ class Regression(Task):
 
     name, activation, headline, higher_is_better = "regression", "linear", "mae", False
     has_classes = False
+    summary_metrics = ("mae", "rmse", "r2")
+    per_class_columns = ()
 
     def matches_output(self, model):
         # Asked after the classification tasks: any other per-image output is values.
@@ -40,6 +42,9 @@ class Regression(Task):
 
     def metrics(self, units):
         return [keras.metrics.MeanAbsoluteError(name="mae")]
+
+    def caption(self, row, class_names):
+        return ", ".join(f"{v:.2f}" for v in np.atleast_1d(np.asarray(row, np.float64)))
 
     def describe(self, outputs_row, class_names, top_k=3):
         values = [float(v) for v in np.atleast_1d(outputs_row)]

@@ -4,7 +4,10 @@ import keras
 import numpy as np
 
 from transferkit.core.errors import DataError, check_choice
+from transferkit.data.masks import list_pairs, scan_pairs
+from transferkit.evaluation.masks import overlay, write_masks
 from transferkit.models.losses import LOSS_MODES, SegmentationLoss
+from transferkit.models.segmentation import build_segmenter
 from transferkit.tasks.base import EPSILON, Task, _mean, _names, output_layer
 
 
@@ -15,6 +18,9 @@ class Segmentation(Task):
     name, activation, headline = "segmentation", "softmax", "miou"
     has_classes, min_classes = True, 1
     dense = True
+    summary_metrics = ("pixel_accuracy", "miou")
+    per_class_columns = (("iou", "iou"), ("support", "pixels"))
+    writes_predictions = True
     # The decoder reads the encoder's skip tensors too, not one feature tensor: phase 1
     # runs live on the frozen encoder.
     caches_features = False
@@ -51,6 +57,34 @@ class Segmentation(Task):
     def matches_output(self, model):
         activation, rank, _ = output_layer(model)
         return rank == 4 and activation in ("softmax", "sigmoid")
+
+    def build_model(self, backbone, num_outputs, *, weights="imagenet", image_size=None,
+                    head=None, decoder_width=32, trusted=False, backbone_kwargs=None):
+        """Per-pixel outputs: a U-Net decoder of `decoder_width` over the backbone
+        (`models.build_segmenter`), not a head; `head` does not apply."""
+        return build_segmenter(backbone, num_outputs, weights=weights,
+                               image_size=image_size, decoder_width=decoder_width,
+                               task=self, trusted=trusted, backbone_kwargs=backbone_kwargs)
+
+    def caption(self, row, class_names):
+        """The classes a mask (label or prediction) holds."""
+        return " / ".join(self.describe(row, class_names, top_k=3)["label"])
+
+    def picture(self, image, row):
+        """The image with the mask of `row` (label or output) tinted on it."""
+        row = np.asarray(row)[None]
+        return overlay(image, self.predicted(row)[0], self.probabilities(row).shape[-1])
+
+    def write_predictions(self, outputs, images, paths, out_dir):
+        """Each image's predicted mask (class-index palette PNG) and an overlay."""
+        written = write_masks(self, outputs, images, paths, out_dir)
+        return f"masks: {len(written)} mask PNGs and overlays in {out_dir}"
+
+    def scan_source(self, source, *, workers=None, follow_links=False):
+        """The image scan plus the mask checks of a folder with images/ and masks/."""
+        images, masks, names, problems = list_pairs(source)
+        return scan_pairs(images, masks, problems, len(names) if names else None,
+                          workers=workers)[0]
 
     def output_activation(self, units):
         return "sigmoid" if units == 1 else "softmax"

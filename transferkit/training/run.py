@@ -38,10 +38,8 @@ from transferkit.data.files import undecodable
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import evaluate_splits
 from transferkit.models.backbones import check_weights_path
-from transferkit.models.builder import build_model
 from transferkit.models.registry import is_model_file, register_backbone
 from transferkit.models.saving import save_model
-from transferkit.models.segmentation import build_segmenter
 from transferkit.training.cache import FeatureStore
 from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
                                              Checkpointer, save_on_sigterm)
@@ -91,15 +89,12 @@ def build_run_model(recipe, num_outputs, *, trusted=False):
 
     trusted: load a `.keras` weights file without safe mode (only from the caller,
         never from a recipe file)."""
-    if get_task(recipe.task).dense:  # per-pixel outputs: a U-Net decoder, not a head
-        return build_segmenter(recipe.backbone, num_outputs, weights=recipe.weights_arg(),
-                               image_size=recipe.input_spec(),
-                               decoder_width=recipe.decoder_width, task=recipe.task,
-                               trusted=trusted,
-                               backbone_kwargs=dict(recipe.backbone_kwargs))
-    return build_model(recipe.backbone, num_outputs, weights=recipe.weights_arg(),
-                       image_size=recipe.input_spec(), head=recipe.head_config(),
-                       trusted=trusted, backbone_kwargs=dict(recipe.backbone_kwargs))
+    # The task picks the model: a head on pooled features, or e.g. a U-Net decoder.
+    return get_task(recipe.task).build_model(
+        recipe.backbone, num_outputs, weights=recipe.weights_arg(),
+        image_size=recipe.input_spec(), head=recipe.head_config(),
+        decoder_width=recipe.decoder_width, trusted=trusted,
+        backbone_kwargs=dict(recipe.backbone_kwargs))
 
 
 def model_metadata(recipe, class_names):
