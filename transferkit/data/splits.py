@@ -38,6 +38,15 @@ class DataSplits:
     counts: dict[str, int] | None = None  # images per split, when known
     skipped: object = None  # file sources: a pipeline.SkipWatch of skipped images
 
+    def example_files(self) -> list[str]:
+        """Every file an example of a split is read from: the images, and the label
+        files where labels are files (masks), to name the ones that fail."""
+        found = [*self.train_files, *self.val_files, *self.test_files]
+        for labels in (self.train_labels, self.val_labels, self.test_labels):
+            if labels is not None and np.asarray(labels).dtype.kind in "OSU":
+                found += [str(p) for p in labels]
+        return found
+
 
 def stratified_split(strata, val_split: float, test_split: float, seed: int):
     """(train, val, test) index arrays: per stratum, shuffle with the seed and cut.

@@ -22,7 +22,6 @@ from transferkit.core.inputs import InputSpec
 from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
-from transferkit.data.masks import pair_dataset
 from transferkit.data.pipeline import make_dataset
 from transferkit.models.saving import load_model, read_metadata
 
@@ -129,12 +128,10 @@ def eval_data(loaded, data, *, split="all", batch_size=32, val_split=None, seed=
     if not files:
         raise DataError(f"{data}: the {split!r} split is empty (val_split={val_split},"
                         f" test_split={test_split}); use --split all.")
-    if loaded.task.dense:  # labels are the split's mask files
-        dataset = pair_dataset(files, labels, loaded.model.output_shape[-1],
-                               image_size=loaded.input.size, batch_size=batch_size)
-    else:
-        dataset = make_dataset(files, labels, image_size=loaded.input.size,
-                               batch_size=batch_size, training=False)
+    # The labels are what the task's source gave (encoded rows, or mask files).
+    dataset = make_dataset(files, labels, image_size=loaded.input.size,
+                           batch_size=batch_size, training=False, task=loaded.task,
+                           num_classes=len(splits.class_names))
     return EvalData(dataset, tuple(files), labels, tuple(splits.class_names))
 
 

@@ -19,11 +19,15 @@ in the same layout.
 """
 
 import numpy as np
+import tensorflow as tf
 from scipy.optimize import minimize_scalar
 
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.task_registry import EPSILON, get_task, task_names
-from transferkit.data.scan import scan
+from transferkit.data import sources
+from transferkit.data.augment import augment_image
+from transferkit.data.files import list_source
+from transferkit.data.scan import scan, with_problems
 from transferkit.models.builder import build_model
 
 THRESHOLD = 0.5  # a sigmoid output above it predicts the class
@@ -39,7 +43,6 @@ class Task:
     single_label = False  # one class per example: class weights and stratified splits
     has_classes = True  # labels name classes (not regression targets)
     min_classes, max_classes = 0, None
-    dense = False  # labels and outputs are per pixel ([N, H, W, C]), not per example
     caches_features = True  # phase 1 may train on one cached feature tensor per image
     losses = ()  # loss choices `with_loss` accepts (empty: the task has one loss)
     # What `format_report` prints: the scalar metrics of `score`'s report, in order
@@ -124,8 +127,9 @@ class Task:
         None): by default this task and the weights for Keras's `fit`."""
         return self, class_weight
 
-    def class_weight(self, labels):
-        """Keras `class_weight` from encoded training labels (sklearn's "balanced")."""
+    def class_weight(self, labels, num_classes=None):
+        """Keras `class_weight` from encoded training labels (sklearn's "balanced");
+        num_classes: how many classes the weights cover (default: the labels')."""
         raise DataError(f"class_weights=True needs task 'multiclass' or 'binary' (Keras "
                         f"applies class_weight to single-label targets). Received: "
                         f"task={self.name!r}")
@@ -145,6 +149,72 @@ class Task:
         `decoder_width` is for tasks with a decoder."""
         return build_model(backbone, num_outputs, weights=weights, image_size=image_size,
                            head=head, trusted=trusted, backbone_kwargs=backbone_kwargs)
+
+    # --- data: how a source's labels are read, paired with images and fed ------------
+
+    def read_files(self, source, *, scanned=True, follow_links=False):
+        """(paths, raw labels, listing problems, class names the source gives or None)
+        of a file source: a folder of class subfolders or a CSV of `path,label` rows
+        (`data.files.list_source`)."""
+        return (*list_source(source, scanned=scanned, follow_links=follow_links), None)
+
+    def check_files(self, paths, labels, *, scanned=True, splits=None, problems=(),
+                    class_names=None, workers=None, normalized_dir=None):
+        """(ScanReport or None, {path: file to decode} of the usable examples, the
+        classes their labels hold). scanned: run the health scan (`data.scan.scan`,
+        counting classes; `splits` finds duplicates across splits), adding the listing
+        `problems`; else every path is kept (None for the report)."""
+        if not scanned:
+            return None, {p: p for p in paths}, self._classes_of(labels)
+        report = with_problems(scan(paths, labels=labels if self.has_classes else None,
+                                    splits=splits, workers=workers,
+                                    normalized_dir=normalized_dir), problems)
+        kept = report.decode_paths
+        return report, kept, self._classes_of(
+            lab for p, lab in zip(paths, labels) if p in kept)
+
+    def _classes_of(self, labels):
+        return {c for lab in labels for c in self.label_parts(lab)}
+
+    def source_labels(self, labels, class_names):
+        """A file source's raw labels as the pipeline reads them and `DataSplits`
+        keeps them (`*_labels`): the encoded rows."""
+        return self.encode(labels, class_names)
+
+    def array_labels(self, x, y, class_names=None):
+        """(class names, strata, labels) of an (x, y) arrays source: y as class
+        indices, one-/multi-hot rows or targets; the labels encoded."""
+        return sources.array_classes(self, y, class_names)
+
+    def read_tensors(self, source, *, data_dir, val_split, test_split, seed, class_names,
+                     class_weights):
+        """({split: dataset of (image, raw label)}, class names, examples per split or
+        None, class-weight basis of the training split or None) of a tf.data.Dataset of
+        (image, label) or a "tfds:NAME[:SPLIT]" source (its supervised keys)."""
+        return sources.class_tensors(self, source, data_dir=data_dir, val_split=val_split,
+                                     test_split=test_split, seed=seed,
+                                     class_names=class_names, class_weights=class_weights)
+
+    def check_augment(self, config):
+        """Raise DataError for an AugmentConfig this task's labels cannot take
+        (default: every one works)."""
+
+    def decode_label(self, label, image_size, num_classes=None):
+        """One raw label in the pipeline (a tensor, before the cache): encoded rows pass
+        through as float32; a class index (tensor sources) becomes one-hot."""
+        if (self.single_label and num_classes and self.output_units(num_classes) > 1
+                and label.shape.rank == 0):
+            return tf.one_hot(tf.cast(label, tf.int32), num_classes)
+        label = tf.cast(label, tf.float32)
+        return label[None] if label.shape.rank == 0 else label
+
+    def augment_example(self, image, label, seed, config):
+        """One training example augmented (`data.augment`): the image; the label stays."""
+        return augment_image(image, seed, config), label
+
+    def encode_label(self, label, num_classes=None):
+        """A decoded (and augmented) label as the model's target (default: as is)."""
+        return label
 
     # --- training --------------------------------------------------------------------
 

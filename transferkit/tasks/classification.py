@@ -16,7 +16,7 @@ class _SingleLabel(Task):
     single_label = True
     summary_metrics = ("accuracy", "top5", "nll", "macro_f1")
 
-    def class_weight(self, labels):
+    def class_weight(self, labels, num_classes=None):
         ids = self.predicted(labels)
         counts = np.bincount(ids, minlength=self.probabilities(labels[:1]).shape[1])
         present = counts > 0

@@ -4,6 +4,9 @@ import keras
 import numpy as np
 
 from transferkit.core.errors import DataError, check_choice
+from transferkit.data import masks
+from transferkit.data.augment import augment_pair, mixup_refusal
+from transferkit.data.mask_tensors import mask_pairs
 from transferkit.data.masks import list_pairs, scan_pairs
 from transferkit.evaluation.masks import overlay, write_masks
 from transferkit.models.losses import LOSS_MODES, SegmentationLoss
@@ -17,7 +20,6 @@ class Segmentation(Task):
 
     name, activation, headline = "segmentation", "softmax", "miou"
     has_classes, min_classes = True, 1
-    dense = True
     summary_metrics = ("pixel_accuracy", "miou")
     per_class_columns = (("iou", "iou"), ("support", "pixels"))
     writes_predictions = True
@@ -42,12 +44,17 @@ class Segmentation(Task):
         weights = [float(class_weight.get(i, 1.0)) for i in range(max(class_weight) + 1)]
         return Segmentation(self.loss_name, weights), None
 
-    def class_weight(self, labels):
+    def class_weight(self, labels, num_classes=None):
         """{class: weight} from training masks' pixel counts (sklearn's "balanced":
         total / (classes present x count); classes absent get 1.0). labels: one-hot
-        masks [N, H, W, C], or {class: pixel count}."""
-        counts = labels if isinstance(labels, dict) else {
-            i: int(c) for i, c in enumerate(self.probabilities(labels).reshape(
+        masks [N, H, W, C], index masks [N, H, W], mask files, or {class: pixel
+        count}. num_classes: classes to cover (absent ones get 1.0)."""
+        if isinstance(labels, dict):
+            counts = labels
+        elif np.asarray(labels).dtype.kind in "OSUiu":  # mask files, or index masks
+            counts = masks.pixel_counts(labels, max(num_classes or 0, 2))
+        else:
+            counts = {i: int(c) for i, c in enumerate(self.probabilities(labels).reshape(
                 -1, self.probabilities(labels[:1]).shape[-1]).sum(axis=0))}
         present = {i: c for i, c in counts.items() if c > 0}
         total = sum(present.values())
@@ -82,9 +89,63 @@ class Segmentation(Task):
 
     def scan_source(self, source, *, workers=None, follow_links=False):
         """The image scan plus the mask checks of a folder with images/ and masks/."""
-        images, masks, names, problems = list_pairs(source)
-        return scan_pairs(images, masks, problems, len(names) if names else None,
+        images, found, names, problems = list_pairs(source, follow_links)
+        return scan_pairs(images, found, problems, len(names) if names else None,
                           workers=workers)[0]
+
+    # --- data: images paired with masks (`data.masks`, `data.mask_tensors`) ----------
+
+    def read_files(self, source, *, scanned=True, follow_links=False):
+        """A folder with images/ and masks/ (and classes.txt), or a CSV of image,mask
+        rows: the raw labels are the mask files."""
+        images, found, names, problems = list_pairs(source, follow_links)
+        return images, found, problems, names
+
+    def check_files(self, paths, labels, *, scanned=True, splits=None, problems=(),
+                    class_names=None, workers=None, normalized_dir=None):
+        """The image scan plus the mask checks (readable, the image's size, values in
+        the class range of `class_names`); unscanned, every mask is read for its
+        classes."""
+        if not scanned:
+            return None, {p: p for p in paths}, masks.classes_in(labels)
+        limit = None if class_names is None else max(len(class_names), 2)
+        return scan_pairs(paths, labels, problems, limit, workers, normalized_dir,
+                          splits=splits)
+
+    def source_labels(self, labels, class_names):
+        """The mask files themselves: the pipeline reads them (`decode_label`)."""
+        return np.asarray(labels, dtype=object)
+
+    def array_labels(self, x, y, class_names=None):
+        """y: masks [N, H, W(, 1)] of class indices (or one-hot [N, H, W, C])."""
+        return masks.array_masks(self, x, y, class_names)
+
+    def read_tensors(self, source, *, data_dir, val_split, test_split, seed, class_names,
+                     class_weights):
+        """(image, mask) pairs of a tf.data.Dataset, or a TFDS dataset's image and
+        mask features, every pair checked first (`data.mask_tensors`)."""
+        return mask_pairs(self, source, data_dir=data_dir, val_split=val_split,
+                          test_split=test_split, seed=seed, class_names=class_names,
+                          class_weights=class_weights)
+
+    def check_augment(self, config):
+        """Mixup would give a pixel two masks' classes at once: refused (cutmix pastes
+        the same box into image and mask, and is kept)."""
+        if config is not None and config.mixup_alpha > 0:
+            raise DataError(mixup_refusal(config))
+
+    def decode_label(self, label, image_size, num_classes=None):
+        """A mask file path or mask tensor -> uint8 [h, w, 1] class indices."""
+        return masks.decode_mask(label, image_size)
+
+    def augment_example(self, image, label, seed, config):
+        """The same crop, flips and affine for image and mask (nearest for the mask);
+        colour on the image only."""
+        return augment_pair(image, label, seed, config)
+
+    def encode_label(self, label, num_classes=None):
+        """uint8 class indices [H, W, 1] -> float32 one-hot [H, W, C] (C = 1: as is)."""
+        return masks.encode_mask(label, self.output_units(num_classes))
 
     def output_activation(self, units):
         return "sigmoid" if units == 1 else "softmax"

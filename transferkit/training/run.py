@@ -225,7 +225,7 @@ def name_skipped_files(data, out_dir):
         return {}
     bad = dict(watch.named)
     if watch.missing():
-        bad.update(undecodable([*data.train_files, *data.val_files, *data.test_files]))
+        bad.update(undecodable(data.example_files()))
     if not bad:
         print(f"warning: {watch.missing()} image(s) failed to read or decode during "
               "training and were skipped; their files decode now (changed again?), so "
