@@ -37,8 +37,10 @@ def run(args):
         raise ConfigError(f"The `--top-k` argument should be at least 1. Received: "
                           f"--top-k {args.top_k}")
     loaded = loaded_model(args.model, args)
-    if args.out and not loaded.task.writes_predictions:
-        loaded.task.write_predictions((), (), (), args.out)  # raises, naming the task
+    if args.out and not loaded.task.writes_predictions:  # before any prediction
+        raise ConfigError(f"--out writes per-image prediction files (masks), which "
+                          f"task={loaded.task.name!r} does not have; use --json for its "
+                          "predictions.")
     rows = predict(loaded, args.images, top_k=args.top_k)
     for row in rows:
         if args.json:
@@ -50,10 +52,10 @@ def run(args):
     if args.gradcam:
         _gradcam(args, loaded, rows)
     if args.out:
-        _masks(args, loaded)
+        _prediction_files(args, loaded)
 
 
-def _masks(args, loaded):
+def _prediction_files(args, loaded):
     dataset, _ = image_dataset(args.images, loaded.input.size)
     images, outputs = [], []
     for batch, _ in dataset:

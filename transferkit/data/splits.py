@@ -16,8 +16,9 @@ SPLIT_NAMES = ("train", "val", "test")
 @dataclass(frozen=True)
 class DataSplits:
     """What load_data returns. `*_files` are the files the pipeline decodes (a scan may
-    swap in normalised copies) with `*_labels` the matching encoded rows, so
-    `make_dataset(s.train_files, s.train_labels, training=False)` replays a split in
+    swap in normalised copies) with `*_labels` the matching labels as the task reads
+    them (encoded rows, or mask files), so `make_dataset(s.train_files, s.train_labels,
+    training=False, task=s.task, num_classes=len(s.class_names))` replays a split in
     a fixed order; both are empty/None for in-memory and TFDS sources."""
 
     train: tf.data.Dataset

@@ -153,9 +153,8 @@ def _img(src, alt):
 
 
 def _table(report):
-    heads = ", ".join(f"{k} {report[k]:.4f}" for k in
-                      ("accuracy", "exact_match", "top5", "nll", "macro_f1", "mae", "rmse",
-                       "r2", "pixel_accuracy", "miou") if k in report)
+    # Every scalar metric, in the order the task's `score` wrote them.
+    heads = ", ".join(f"{k} {v:.4f}" for k, v in report.items() if isinstance(v, float))
     text = f"<p>{report['num_images']} images: {html.escape(heads)}</p>"
     if "per_class" not in report:
         return text

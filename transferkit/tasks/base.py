@@ -3,10 +3,13 @@
 A `Task` owns what differs between task types: label encoding, the output layer's
 width and activation, loss and metrics, turning outputs into per-class probabilities
 and predicted labels, scoring, temperature calibration, averaging (ensembles, TTA),
-the parity check of `export --check`, and (as hooks) how a source's labels are read
-and paired with images, the per-example augmentation, the model on top of the
-backbone, the report's pictures and the metric lines. Every command asks the task;
-none branches on a task name.
+the parity check of `export --check`; and, as hooks, how a source's labels are read,
+checked and paired with images (`read_files`, `check_files`, `source_labels`,
+`array_labels`, `read_tensors`), how the one pipeline decodes, augments and encodes
+them (`decode_label`, `augment_example`, `encode_label`), the model on top of the
+backbone (`build_model`), what reports show (`caption`, `picture`, `summary_metrics`,
+`per_class_columns`), `predict --out` files and the `scan` command. Every command asks
+the task; none branches on a task name. The defaults here are a classifier's.
 
     task = get_task("binary")
     y = task.encode(["cat", "dog"], ("cat", "dog"))       # [[0.], [1.]]
@@ -31,6 +34,7 @@ from transferkit.data.scan import scan, with_problems
 from transferkit.models.builder import build_model
 
 THRESHOLD = 0.5  # a sigmoid output above it predicts the class
+
 
 class Task:
     """What a task type decides. Subclasses set the class attributes below."""
