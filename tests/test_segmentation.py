@@ -434,9 +434,10 @@ def test_a_mask_broken_after_the_scan_is_skipped_and_counted(tmp_path):
                        batch_size=4, verbose=False)
     broken = splits.train_labels[2]
     _truncate(broken)  # after the scan accepted it: training must not die on it
-    batches = list(splits.train)
-    assert len(batches) == 2  # the epoch keeps its length, topped up from the next pass
-    assert splits.skipped.missing() == 1
+    for _ in range(3):  # every epoch keeps its length: the file is skipped, not fatal
+        assert [int(x.shape[0]) for x, _ in splits.train] == [4, 3]
+    # Counted once per pass that ran to its end (the read-ahead reaches it).
+    assert splits.skipped.missing() >= 1
     # The run names it (run.json "skipped_files"): its mask is among the files checked.
     from transferkit.data.files import undecodable
     assert list(undecodable(splits.example_files())) == [broken]

@@ -255,11 +255,16 @@ def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
         # in the same map as the stage before it: no extra stage per element.
         first = decoded if cache is not None or augmenting else (
             lambda *e: encoded(*decoded(*e)))
+        # uint8 in the cache: a quarter of float32's memory or disk, error < 0.5. Cast
+        # in the decoding map, unless a per-element count needs float marker images.
+        cast_later = cache is not None and skip_errors and count is not None
+        if cache is not None and not cast_later:
+            first = (lambda *e: _to_uint8(*decoded(*e)))
         ds = ds.map(first, num_parallel_calls=AUTOTUNE, deterministic=ordered)
         ds = _skipping(ds, skip_errors, count, n)
         if cache is not None:
-            # uint8 in the cache: a quarter of float32's memory or disk, error < 0.5.
-            ds = ds.map(_to_uint8, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+            if cast_later:
+                ds = ds.map(_to_uint8, num_parallel_calls=AUTOTUNE, deterministic=ordered)
             ds = ds.cache("" if cache == "memory" else os.fspath(cache))
             if training:
                 ds = ds.shuffle(shuffle_buffer or min(n or DEFAULT_IMAGE_BUFFER,
