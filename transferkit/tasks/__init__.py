@@ -7,10 +7,12 @@
 
 Importing this package (which `import transferkit` does first) registers the built-in
 tasks in `core.task_registry`, where every lower layer looks them up by name. A new task
-subclasses `Task` and is added with `register_task(MyTask())`.
+subclasses `Task` (or a task near it), overrides the hooks where it differs, and is
+added with `register_task(MyTask())`.
 """
 
-from transferkit.core.task_registry import get_task, register_task, task_names
+from transferkit.core.task_registry import (get_task, register_task, task_for_model,
+                                           task_names)
 from transferkit.tasks.base import Task
 from transferkit.tasks.classification import Binary, Multiclass, Multilabel
 from transferkit.tasks.regression import Regression
@@ -22,4 +24,4 @@ for _task in (Multiclass(), Binary(), Multilabel(), Regression(), Segmentation()
     register_task(_task)
 
 __all__ = ["Binary", "Multiclass", "Multilabel", "Regression", "Segmentation", "Task",
-           "get_task", "register_task", "task_names"]
+           "get_task", "register_task", "task_for_model", "task_names"]
