@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from transferkit.core.rundir import RunDir
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.models import build_model
 from transferkit.models.heads import HeadConfig
 from transferkit.training import cache

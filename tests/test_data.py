@@ -8,7 +8,7 @@ from PIL import Image
 
 from transferkit.data.splits import DataSplits, stratified_split
 from transferkit.core.errors import ConfigError
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
 from transferkit.core.errors import DataError

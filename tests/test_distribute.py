@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from conftest import make_image_folder
 from transferkit.core.errors import ConfigError
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.models.builder import build_model
 from transferkit.models.saving import load_model
 from transferkit.training import distribute

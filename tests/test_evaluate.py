@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import make_image_folder
 from transferkit import cli
 from transferkit.core.errors import ConfigError
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.evaluation import calibrate as cal
 from transferkit.evaluation import evaluate as ev
 from transferkit.evaluation.gradcam import grad_cam

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_image_folder
 from transferkit.evaluation import export as ex
 from transferkit.core.errors import ConfigError
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.evaluation.evaluate import eval_data, load_run
 from transferkit.models.builder import build_model
 from transferkit.models.saving import read_metadata, save_model

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import make_image_folder
 from transferkit.core.errors import ConfigError
-from transferkit.core.tasks import get_task
-from transferkit.models.heads import HeadConfig, build_head, infer_task
+from transferkit.core.task_registry import get_task, task_for_model
+from transferkit.models.heads import HeadConfig, build_head
 from transferkit.models.builder import build_model
 from transferkit.training.schedule import PhaseConfig, ScheduleConfig
 from transferkit.training.orchestrator import fine_tune
@@ -51,7 +51,7 @@ def test_each_task_learns_a_separable_dataset(task):
     model = build_model("tiny_test", 3, weights=None, image_size=SIZE,
                         task=task, head=HeadConfig(dropout=0.0),
                         backbone_kwargs={"width": 32})
-    assert infer_task(model) == task
+    assert task_for_model(model).name == task
     train, test = _task_data(task, 64, seed=1), _task_data(task, 30, seed=2)
     result = fine_tune(model, train, config=_head_only(30), verbose=0)
     assert len(result.history) == 30

@@ -10,8 +10,8 @@ import pytest
 from conftest import make_image_folder
 from transferkit import cli
 from transferkit.core.errors import ConfigError
+from transferkit.core.task_registry import get_task
 from transferkit.training.recipe import load_recipe
-from transferkit.core.tasks import get_task
 from transferkit.models import HeadConfig, build_model, get_spec, hub, load_model, save_model
 from transferkit.models.blocks import block_layout
 from transferkit.training.boundary import find_cut

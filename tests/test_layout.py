@@ -94,3 +94,38 @@ def test_the_public_api_is_small_and_complete():
     assert len(transferkit.__all__) <= 50
     for name in transferkit.__all__:
         assert getattr(transferkit, name) is not None, name
+
+
+def test_no_code_outside_the_tasks_package_branches_on_the_task_kind():
+    """A task's differences are methods of its Task (transferkit/tasks/): elsewhere no
+    `.dense`, no comparison with a task name, no isinstance with a task class."""
+    from transferkit.core.task_registry import get_task, task_names
+
+    names = set(task_names())
+    classes = {type(get_task(n)).__name__ for n in names} | {"Task"}
+
+    def constants(node):
+        items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return {i.value for i in items if isinstance(i, ast.Constant)}
+
+    wrong = []
+    tasks_dir = os.path.join(ROOT, "tasks") + os.sep
+    for module, path in _modules():
+        if path.startswith(tasks_dir):
+            continue
+        for node in ast.walk(ast.parse(open(path).read())):
+            where = f"{module}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Attribute) and node.attr in ("dense", "infer_task"):
+                wrong.append(f"{where} .{node.attr}")
+            elif isinstance(node, ast.Name) and node.id == "infer_task":
+                wrong.append(f"{where} infer_task")
+            elif isinstance(node, ast.Compare):
+                found = set().union(*(constants(n) for n in [node.left, *node.comparators]))
+                if found & names:
+                    wrong.append(f"{where} compares with {sorted(found & names)}")
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id == "isinstance" and len(node.args) == 2):
+                used = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+                if used & classes:
+                    wrong.append(f"{where} isinstance with {sorted(used & classes)}")
+    assert not wrong, wrong

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import make_image_folder
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.evaluation import calibrate as cal
 from transferkit.data.load import load_data
 from transferkit.models.builder import build_model

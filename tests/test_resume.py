@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from transferkit.core.errors import TransferkitError
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.models.builder import build_model
 from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
                                              Checkpointer, save_on_sigterm)

@@ -12,7 +12,7 @@ from transferkit.core.errors import ConfigError, TrainableChangedError
 from transferkit.training.freezing import FreezePolicy, RecompileGuard
 from transferkit.models.heads import HeadConfig
 from transferkit.models.builder import build_model
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.data.pipeline import as_batches
 from transferkit.training.orchestrator import PhaseCallback, Position, fine_tune
 from transferkit.training.schedule import (PhaseConfig, ScheduleConfig, compile_phase,

@@ -17,7 +17,8 @@ from PIL import Image
 
 from transferkit import cli
 from transferkit.core.errors import ConfigError, DataError
-from transferkit.core.tasks import SegmentationLoss, get_task
+from transferkit.core.task_registry import get_task
+from transferkit.models.losses import SegmentationLoss
 from transferkit.data import mask_tensors
 from transferkit.data import masks as mask_data
 from transferkit.data.augment import AugmentConfig, augment_image, augment_pair, mix_batch
@@ -414,6 +415,90 @@ def test_tfds_features_that_do_not_say_which_is_the_mask_are_listed():
         mask_tensors.feature_keys(features, "", "tfds:x")
     assert mask_tensors.feature_keys(features, "image,parts", "tfds:x") == ("image",
                                                                             "parts")
+
+
+# --- one pipeline: what classification sources have, masks have --------------------
+
+def _truncate(path):
+    with open(path, "rb") as f:
+        head = f.read(40)  # a PNG signature and a cut-off header: decoding fails
+    with open(path, "wb") as f:
+        f.write(head)
+
+
+def test_a_mask_broken_after_the_scan_is_skipped_and_counted(tmp_path):
+    root = make_seg_folder(tmp_path / "d", count=8)
+    splits = load_data(root, image_size=32, task="segmentation", val_split=0.0,
+                       batch_size=4, verbose=False)
+    broken = splits.train_labels[2]
+    _truncate(broken)  # after the scan accepted it: training must not die on it
+    for _ in range(3):  # every epoch keeps its length: the file is skipped, not fatal
+        assert [int(x.shape[0]) for x, _ in splits.train] == [4, 3]
+    # Counted once per pass that ran to its end (the read-ahead reaches it).
+    assert splits.skipped.missing() >= 1
+    # The run names it (run.json "skipped_files"): its mask is among the files checked.
+    from transferkit.data.files import undecodable
+    assert list(undecodable(splits.example_files())) == [broken]
+
+
+@pytest.mark.slow
+def test_train_names_a_broken_mask_in_run_json(tmp_path, monkeypatch, capsys):
+    from transferkit.training import run as run_module
+
+    root = make_seg_folder(tmp_path / "d", count=12)
+    real, broken = run_module.load_data, []
+
+    def load_then_break_one(*args, **kwargs):  # after the scan, before training
+        data = real(*args, **kwargs)
+        broken.append(data.train_labels[1])
+        _truncate(broken[0])
+        return data
+
+    monkeypatch.setattr(run_module, "load_data", load_then_break_one)
+    out = tmp_path / "run"
+    result = run_module.train(RecipeConfig(
+        data=root, task="segmentation", backbone="tiny_test", weights="none",
+        image_size=32, batch_size=4, head_epochs=1, finetune_epochs=0, augment="none",
+        report=False, decoder_width=8, early_stopping_patience=0), str(out), verbose=0)
+    assert list(result.skipped_files) == broken
+    assert broken[0] in capsys.readouterr().out
+    assert list(json.loads((out / "run.json").read_text())["skipped_files"]) == broken
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_mask_folder_links_leaving_it_are_used_only_when_asked(tmp_path, capsys, scan):
+    root = Path(make_seg_folder(tmp_path / "d", count=6))
+    elsewhere = Path(make_seg_folder(tmp_path / "elsewhere", count=1, seed=3))
+    os.symlink(elsewhere / "images" / "00.png", root / "images" / "linked.png")
+    os.symlink(elsewhere / "masks" / "00.png", root / "masks" / "linked.png")
+    splits = load_data(str(root), image_size=32, task="segmentation", val_split=0.0,
+                       scan=scan)
+    assert splits.counts == {"train": 6}
+    assert "linked.png" in capsys.readouterr().out  # reported, not silently dropped
+    if scan:
+        assert {p.kind for p in splits.scan_report.problems} >= {"outside_link"}
+    followed = load_data(str(root), image_size=32, task="segmentation", val_split=0.0,
+                         scan=scan, follow_links=True, verbose=False)
+    assert followed.counts == {"train": 7}
+
+
+def test_masks_cache_in_memory_and_give_the_same_examples(tmp_path):
+    root = make_seg_folder(tmp_path / "d", count=6)
+    plain, cached = (load_data(root, image_size=32, task="segmentation", val_split=0.5,
+                               batch_size=3, cache=cache, verbose=False)
+                     for cache in (None, "memory"))
+
+    def examples(ds):  # per example: its class pixel counts and its pixel sum
+        rows = [(*y.sum(axis=(0, 1)).tolist(), float(x.sum()))
+                for xb, yb in ds for x, y in zip(xb.numpy(), yb.numpy())]
+        return np.array(sorted(rows))
+
+    for _ in range(2):  # the second pass reads the cache
+        np.testing.assert_array_equal(examples(plain.val), examples(cached.val))
+        got, want = examples(cached.train), examples(plain.train)  # shuffled: sorted
+        np.testing.assert_array_equal(got[:, :3], want[:, :3])  # the masks exactly
+        # Images go through the cache as uint8: within rounding of the plain ones.
+        assert np.abs(got[:, 3] - want[:, 3]).max() <= 0.5 * 32 * 32 * 3
 
 
 # --- commands ------------------------------------------------------------------------

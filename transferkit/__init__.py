@@ -6,7 +6,8 @@
     result = tk.fine_tune(model, data)
 
 The public API is `__all__`; everything else is reachable through its subpackage
-(`transferkit.models`, `.data`, `.training`, `.evaluation`, `.app`, `.tuning`, `.cli`).
+(`transferkit.models`, `.data`, `.evaluation`, `.tasks`, `.training`, `.app`,
+`.tuning`, `.cli`).
 """
 
 __version__ = "0.2.0"
@@ -17,10 +18,13 @@ import os as _os
 # an explicit TF_CPP_MIN_LOG_LEVEL from the user still wins.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# First: registers the built-in tasks, which every layer looks up by name.
+from transferkit import tasks  # noqa: E402,F401
+
 from transferkit.core.errors import (ConfigError, DataError, TrainableChangedError,
                                      TransferkitError, UnsafeModelError, WeightsError)
 from transferkit.core.inputs import InputSpec
-from transferkit.core.tasks import Task, get_task
+from transferkit.tasks import Task, get_task
 from transferkit.models import (BackboneSpec, HeadConfig, ModelParts, build_model,
                                 get_spec, list_backbones, load_model, read_metadata,
                                 register_backbone, save_model)

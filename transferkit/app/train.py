@@ -18,16 +18,14 @@ import keras
 
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.data.augment import augment_config
 from transferkit.data.files import undecodable
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import evaluate_splits
 from transferkit.models.backbones import check_weights_path
-from transferkit.models.builder import build_model
 from transferkit.models.registry import is_model_file, register_backbone
 from transferkit.models.saving import save_model
-from transferkit.models.segmentation import build_segmenter
 from transferkit.training.cache import FeatureStore
 from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
                                              Checkpointer, save_on_sigterm)
@@ -85,17 +83,10 @@ def build_run_model(recipe, num_outputs, *, trusted=False):
 
     trusted: load a `.keras` weights file without safe mode (only from the caller,
         never from a recipe file)."""
-    model = recipe.model
-    if get_task(recipe.task).dense:  # per-pixel outputs: a U-Net decoder, not a head
-        return build_segmenter(model.backbone, num_outputs, weights=model.weights_arg(),
-                               image_size=recipe.input_spec(),
-                               decoder_width=model.decoder_width, task=recipe.task,
-                               trusted=trusted,
-                               backbone_kwargs=dict(model.backbone_kwargs))
-    return build_model(model.backbone, num_outputs, task=recipe.task,
-                       weights=model.weights_arg(), image_size=recipe.input_spec(),
-                       head=model.head, trusted=trusted,
-                       backbone_kwargs=dict(model.backbone_kwargs))
+    # The task picks the model: a head on pooled features, or e.g. a U-Net decoder.
+    return recipe.task_config().build_model(recipe.model, num_outputs,
+                                            image_size=recipe.input_spec(),
+                                            trusted=trusted)
 
 
 def model_metadata(recipe, class_names):
@@ -266,7 +257,7 @@ def name_skipped_files(data, run):
         return {}
     bad = dict(watch.named)
     if watch.missing():
-        bad.update(undecodable([*data.train_files, *data.val_files, *data.test_files]))
+        bad.update(undecodable(data.example_files()))
     if not bad:
         print(f"warning: {watch.missing()} image(s) failed to read or decode during "
               "training and were skipped; their files decode now (changed again?), so "

@@ -35,9 +35,7 @@ from transferkit.app.train import train
 from transferkit.cli.common import command
 from transferkit.core.errors import DataError
 from transferkit.core.files import atomic_path, write_json, write_text
-from transferkit.core.tasks import get_task
-from transferkit.data.masks import list_pairs, scan_pairs
-from transferkit.data.scan import scan
+from transferkit.core.task_registry import get_task
 from transferkit.training.recipe import RecipeConfig, recipe_from_dict
 
 SAMPLE_DIR = "sample"
@@ -194,10 +192,7 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
 
 def _scan_summary(recipe):
     """The health scan of the demo's data, as a user's folder of its kind is scanned."""
-    if get_task(recipe.task).dense:
-        images, masks, names, problems = list_pairs(recipe.data.train)
-        return scan_pairs(images, masks, problems, len(names) if names else None)[0].summary()
-    return scan(recipe.data.train).summary()
+    return get_task(recipe.task).scan_source(recipe.data.train).summary()
 
 
 def write_report(out_dir, results, transfer_recipe, result):

@@ -54,7 +54,7 @@ def run(args):
     report = task.score(outputs, labels, data.class_names)
     if len(members) > 1:
         print(f"ensemble of {len(members)} models (mean of outputs)")
-    print(ev.format_report(report))
+    print(ev.format_report(report, task))
     calibration = None
     if args.calibrate:
         calibration = _calibrate(members, args, outputs, labels)

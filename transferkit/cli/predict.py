@@ -10,7 +10,6 @@ from transferkit.core.errors import ConfigError
 from transferkit.data.files import image_dataset
 from transferkit.evaluation.evaluate import load_run, predict
 from transferkit.evaluation.gradcam import grad_cam, save_overlay
-from transferkit.evaluation.masks import write_masks
 
 EPILOG = """examples:
   transferkit predict runs/pets cat.jpg dog.png
@@ -38,9 +37,10 @@ def run(args):
         raise ConfigError(f"The `--top-k` argument should be at least 1. Received: "
                           f"--top-k {args.top_k}")
     loaded = loaded_model(args.model, args)
-    if args.out and not loaded.task.dense:
-        raise ConfigError(f"--out writes predicted masks, which task={loaded.task.name!r} "
-                          "does not have; use --json for its predictions.")
+    if args.out and not loaded.task.writes_predictions:  # before any prediction
+        raise ConfigError(f"--out writes per-image prediction files (masks), which "
+                          f"task={loaded.task.name!r} does not have; use --json for its "
+                          "predictions.")
     rows = predict(loaded, args.images, top_k=args.top_k)
     for row in rows:
         if args.json:
@@ -52,18 +52,17 @@ def run(args):
     if args.gradcam:
         _gradcam(args, loaded, rows)
     if args.out:
-        _masks(args, loaded)
+        _prediction_files(args, loaded)
 
 
-def _masks(args, loaded):
+def _prediction_files(args, loaded):
     dataset, _ = image_dataset(args.images, loaded.input.size)
     images, outputs = [], []
     for batch, _ in dataset:
         images.extend(batch.numpy())
         outputs.append(loaded.model.predict_on_batch(batch.numpy()))
-    written = write_masks(loaded.task, np.concatenate(outputs), images, args.images,
-                          args.out)
-    print(f"masks: {len(written)} mask PNGs and overlays in {args.out}")
+    print(loaded.task.write_predictions(np.concatenate(outputs), images, args.images,
+                                        args.out))
 
 
 def _gradcam(args, loaded, rows):

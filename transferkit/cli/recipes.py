@@ -100,5 +100,5 @@ def run_recipe(name, argv=None, prog=None):
     except TransferkitError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
-    print_result(result)
+    print_result(result, recipe.task)
     return 0

@@ -4,9 +4,7 @@ import os
 
 from transferkit.cli.common import command
 from transferkit.core.errors import DataError
-from transferkit.core.tasks import TASKS, get_task
-from transferkit.data.masks import list_pairs, scan_pairs
-from transferkit.data.scan import scan
+from transferkit.core.task_registry import get_task, task_names
 
 EPILOG = """examples:
   transferkit scan data/pets
@@ -23,7 +21,7 @@ def register(sub):
     p.add_argument("--workers", type=int, help="decoding threads (default: automatic)")
     p.add_argument("--follow-links", action="store_true",
                    help="also read files that symbolic links outside DIR point at")
-    p.add_argument("--task", default="multiclass", choices=sorted(TASKS),
+    p.add_argument("--task", default="multiclass", choices=sorted(task_names()),
                    help="segmentation: DIR holds images/ and masks/, and every mask is "
                    "checked too (missing, extra, size, class range)")
     p.set_defaults(func=run)
@@ -36,12 +34,8 @@ def run(args):
     if args.workers is not None and args.workers < 1:
         raise DataError(f"The `--workers` argument should be at least 1. Received: "
                         f"--workers {args.workers}")
-    if get_task(args.task).dense:  # images paired with masks
-        images, masks, names, problems = list_pairs(folder)
-        report = scan_pairs(images, masks, problems, len(names) if names else None,
-                            workers=args.workers)[0]
-    else:
-        report = scan(folder, workers=args.workers, follow_links=args.follow_links)
+    report = get_task(args.task).scan_source(folder, workers=args.workers,
+                                             follow_links=args.follow_links)
     print(report.summary())
     if args.json:
         report.to_json(args.json)

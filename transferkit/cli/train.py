@@ -145,14 +145,14 @@ def run(args):
     result = train(recipe, args.out, resume=args.resume, data_service=args.data_service,
                    checkpoint=CheckpointConfig(args.save_every, args.keep_checkpoints),
                    trusted=args.trusted, overwrite=args.overwrite)
-    print_result(result)
+    print_result(result, recipe.task)
 
 
-def print_result(result):
-    """The run directory and each split's headline metrics."""
+def print_result(result, task):
+    """The run directory and each split's headline metrics (`task`: the run's)."""
     print(f"run directory: {result.out_dir}")
     for split, report in result.metrics.items():
-        print(f"{split}: {format_report(report).splitlines()[0]}")
+        print(f"{split}: {format_report(report, task).splitlines()[0]}")
 
 
 def from_tuning(args):

@@ -14,7 +14,7 @@ from pathlib import Path
 from transferkit.core.errors import DataError, suggest
 from transferkit.data import imageio
 from transferkit.data.pipeline import SkipWatch, make_dataset, tf_decodes
-from transferkit.data.scan import ScanReport, read_regular_file, walk, with_problems
+from transferkit.data.scan import read_regular_file, walk
 from transferkit.data.scan import scan as run_scan
 from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratified_split
 
@@ -22,7 +22,9 @@ from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratifi
 def from_files(source, *, task, class_names, val_split, test_split, augment, cache,
                class_weights, scan, normalized_dir, workers, verbose, pipe,
                follow_links=False) -> DataSplits:
-    """A folder/CSV source, or a {"train": ..., "val": ..., "test": ...} dict of them."""
+    """A folder/CSV source, or a {"train": ..., "val": ..., "test": ...} dict of them.
+    The task lists each file's label (`Task.read_files`: a class, or e.g. a mask file)
+    and checks them (`Task.check_files`)."""
     named = source if isinstance(source, dict) else {"train": source}
     unknown = set(named) - set(SPLIT_NAMES)
     if unknown or "train" not in named:
@@ -30,27 +32,31 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
         raise DataError(f"The `source` dict should have the key 'train' and optionally "
                         f"'val' and 'test'. Received keys: {sorted(named)}."
                         f"{suggest(bad, SPLIT_NAMES) if bad else ''}")
-    listed = {k: list_source(v, scanned=scan, follow_links=follow_links)
+    listed = {k: task.read_files(v, scanned=scan, follow_links=follow_links)
               for k, v in named.items()}
-    for split, (paths, _, _) in listed.items():
+    for split, (paths, *_) in listed.items():
         if not paths:
             raise DataError(f"no image files found in {str(named[split])!r} ({split}); "
                             "expected class subfolders with images, or CSV rows "
                             "`path,label`.")
-    files = {k: (paths, labels) for k, (paths, labels, _) in listed.items()}
+    if class_names is None:  # the source may name them (e.g. a classes.txt)
+        class_names = listed["train"][3]
+    files = {k: (paths, labels) for k, (paths, labels, *_) in listed.items()}
     files = _without_shared_paths(files, named, verbose)
+    walk_problems = [p for _, _, found, _ in listed.values() for p in found]
     report = None
     if not scan:
-        walk_problems = [p for _, _, found in listed.values() for p in found]
         if walk_problems and verbose:  # e.g. links leaving the folder: say what was left
             print(f"--no-scan: skipped {len(walk_problems)} listed entries:\n  " + "\n  ".join(
                 f"{p.path}: {p.reason}" for p in walk_problems[:20]))
         files = {k: _quick_check(k, paths, labels, named[k], verbose)
                  for k, (paths, labels) in files.items()}
+        found = task.check_files([p for ps, _ in files.values() for p in ps],
+                                 [lab for _, labs in files.values() for lab in labs],
+                                 scanned=False, class_names=class_names)[2]
     else:
-        walk_problems = [p for _, _, found in listed.values() for p in found]
-        report = _scan_files(files, walk_problems, task, normalized_dir, workers, verbose)
-    found = {c for _, labels in files.values() for lab in labels for c in task.label_parts(lab)}
+        report, found = _scan_files(files, walk_problems, task, class_names,
+                                    normalized_dir, workers, verbose)
     names = task.class_names(found, class_names, where=named["train"])
     idx = stratified_split(task.stratum(files["train"][1]),
                            0.0 if "val" in files else val_split,
@@ -63,21 +69,21 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
             paths = [files["train"][0][i] for i in chosen]
             labels = [files["train"][1][i] for i in chosen]
         if paths:
-            parts[split] = (paths, task.encode(labels, names))
+            parts[split] = (paths, task.source_labels(labels, names))
     # Every split skips (and counts) a file that fails to decode after all, so neither
     # an epoch nor its validation dies on one file; the run then names them.
     watch = SkipWatch()
     built = {s: make_dataset(p, y, training=s == "train", cache=cache_for(cache, s),
                              augment=augment if s == "train" else None, skip_errors=True,
-                             watch=watch, **pipe)
+                             watch=watch, task=task, num_classes=len(names), **pipe)
              for s, (p, y) in parts.items()}
     train_y = parts["train"][1]
     return DataSplits(
         train=built["train"], val=built.get("val"), test=built.get("test"),
-        class_names=names, task=task.name,
+        class_names=tuple(names), task=task.name,
         num_classes=task.output_units(len(names) or train_y.shape[1]),
         image_size=pipe["image_size"],
-        class_weight=task.class_weight(train_y) if class_weights else None,
+        class_weight=task.class_weight(train_y, len(names)) if class_weights else None,
         **{f"{s}_files": tuple(parts[s][0]) for s in parts},
         **{f"{s}_labels": parts[s][1] for s in parts},
         scan_report=report, counts={s: len(p[0]) for s, p in parts.items()},
@@ -218,22 +224,21 @@ def _quick_check(split, paths, labels, source, verbose):
     return [p for p, _ in kept], [lab for _, lab in kept]
 
 
-def _scan_files(files, walk_problems, task, normalized_dir, workers,
-                verbose) -> ScanReport:
-    """Scan all splits at once (duplicates across splits), then keep usable files."""
+def _scan_files(files, walk_problems, task, class_names, normalized_dir, workers,
+                verbose):
+    """(ScanReport, classes found): all splits checked at once (duplicates across
+    splits) by the task, then only usable files kept."""
     order = [(s, p, lab) for s, (ps, labs) in files.items() for p, lab in zip(ps, labs)]
-    classes = [lab for *_, lab in order] if task.has_classes else None
-    report = run_scan([p for _, p, _ in order], labels=classes,
-                      splits=[s for s, *_ in order], workers=workers,
-                      normalized_dir=normalized_dir)
-    report = with_problems(report, walk_problems)
+    report, kept, found = task.check_files(
+        [p for _, p, _ in order], [lab for *_, lab in order],
+        splits=[s for s, *_ in order], problems=walk_problems, class_names=class_names,
+        workers=workers, normalized_dir=normalized_dir)
     if verbose:
         print(report.summary(max_lines=5))
     for split in files:
-        kept = [(report.decode_paths[p], lab) for s, p, lab in order
-                if s == split and p in report.decode_paths]
-        if not kept:
+        usable = [(kept[p], lab) for s, p, lab in order if s == split and p in kept]
+        if not usable:
             raise DataError(f"no usable images in the {split!r} source after the scan "
                             f"({report.num_files} files scanned):\n{report.summary()}")
-        files[split] = ([p for p, _ in kept], [lab for _, lab in kept])
-    return report
+        files[split] = ([p for p, _ in usable], [lab for _, lab in usable])
+    return report, found

@@ -17,7 +17,7 @@ Sources:
                                test split when it has one, else carved from train
   (x, y)                       numpy arrays; y class indices, one-/multi-hot or targets
   tf.data.Dataset              of unbatched (image, label)
-With a dense task (task="segmentation") the source pairs images with masks instead:
+With task="segmentation" the source pairs images with masks instead:
 a folder with images/ and masks/, a CSV of image,mask rows, (x, masks) arrays (see
 `data.masks`), a tf.data.Dataset of (image, mask) pairs, or "tfds:NAME[:SPLIT]" with
 an image and a mask feature, found or named: "tfds:NAME:SPLIT:IMAGE,MASK" (see
@@ -25,7 +25,7 @@ an image and a mask feature, found or named: "tfds:NAME:SPLIT:IMAGE,MASK" (see
 File sources are scanned first (scan=True) and rejected files skipped; splits from
 one source are stratified per class and reproducible for a seed. TFDS and Dataset
 sources are split by position (not stratified). Labels are encoded by the task
-(`core.tasks`): one-hot, [B, 1], multi-hot or [B, k] targets.
+(`tasks.Task.encode`): one-hot, [B, 1], multi-hot or [B, k] targets.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import tensorflow as tf
 
 from transferkit.core.errors import DataError
 from transferkit.core.inputs import parse_size
-from transferkit.core.tasks import get_task
-from transferkit.data import files, mask_tensors, masks, sources
+from transferkit.core.task_registry import get_task
+from transferkit.data import files, sources
 from transferkit.data.augment import AugmentConfig
 from transferkit.data.splits import DataSplits
 
@@ -86,19 +86,10 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
                   augment=augment or None, cache=cache, class_weights=class_weights,
                   pipe=pipe)
     is_tfds = isinstance(source, (str, os.PathLike)) and str(source).startswith("tfds:")
-    if task.dense and is_tfds:  # per-pixel labels: images paired with masks
-        return mask_tensors.from_tfds(str(source), data_dir=data_dir,
-                                      class_names=class_names, **common)
-    if task.dense and isinstance(source, tf.data.Dataset):
-        return mask_tensors.from_dataset(source, class_names=class_names, **common)
-    if task.dense:
-        return masks.from_masks(source, class_names=class_names, scan=scan,
-                                normalized_dir=normalized_dir, workers=workers,
-                                verbose=verbose, **common)
-    if is_tfds:
-        return sources.from_tfds(str(source), data_dir=data_dir, **common)
-    if isinstance(source, tf.data.Dataset):
-        return sources.from_dataset(source, class_names=class_names, **common)
+    # Sources are task-agnostic: the task reads their labels (classes, or masks).
+    if is_tfds or isinstance(source, tf.data.Dataset):
+        return sources.from_tensors(str(source) if is_tfds else source, data_dir=data_dir,
+                                    class_names=class_names, **common)
     if isinstance(source, tuple) and len(source) == 2:
         return sources.from_arrays(*source, class_names=class_names, **common)
     return files.from_files(source, class_names=class_names, scan=scan,

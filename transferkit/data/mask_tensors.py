@@ -10,7 +10,8 @@ Masks are class indices [H, W] or [H, W, 1]. One pass over the data checks every
 before training, as the folder scan does: a mask must have its image's height and
 width and hold values 0..classes-1 (DataError naming the element otherwise); the same
 pass finds the classes and, with class_weights=True, counts the training pixels.
-Splits are by position (`sources.position_parts`, `sources.tfds_parts`).
+Splits are by position (`sources.position_parts`, `sources.tfds_parts`); batches come
+from the one builder (`data.sources.from_tensors`, `data.pipeline.build`).
 """
 
 from __future__ import annotations
@@ -19,38 +20,46 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import DataError
-from transferkit.data import masks, sources
-from transferkit.data.pipeline import to_rgb_float
-from transferkit.data.splits import DataSplits
+from transferkit.data import sources
 
 _BINS = 256  # class indices counted per pass; larger values are refused by the max
 
 
-def from_dataset(ds, *, task, class_names, val_split, test_split, augment, cache,
-                 class_weights, pipe, where="tf.data source") -> DataSplits:
-    """An unbatched dataset of (image, mask) pairs, split by a seeded coin per position."""
-    spec = ds.element_spec
-    if not (isinstance(spec, tuple) and len(spec) == 2):
-        raise DataError(f"{where}: task={task.name!r} needs a dataset of unbatched "
-                        f"(image, mask) pairs. Received elements: {spec}")
-    ranks = (spec[0].shape.rank, spec[1].shape.rank)
-    if ranks[0] not in (2, 3) or ranks[1] not in (2, 3):
-        raise DataError(f"{where}: elements should be an image [H, W(, C)] and a mask "
-                        f"[H, W(, 1)]; received shapes {spec[0].shape} and "
-                        f"{spec[1].shape} (unbatch a batched dataset first).")
-    parts = sources.position_parts(ds, val_split, test_split, pipe["seed"])
-    return _splits(parts, task, class_names, augment, class_weights, pipe, where)
-
-
-def from_tfds(spec: str, *, task, data_dir, class_names, val_split, test_split, augment,
-              cache, class_weights, pipe) -> DataSplits:
-    """"tfds:NAME[:SPLIT[:IMAGE,MASK]]": the image and mask features, named or found."""
-    _, _, keys = sources.parse_tfds(spec)
-    info, loaded = sources.tfds_parts(spec, data_dir=data_dir, val_split=val_split,
-                                      test_split=test_split, as_supervised=False)
-    image_key, mask_key = feature_keys(info.features, keys, spec)
-    parts = {s: ds.map(lambda d: (d[image_key], d[mask_key])) for s, ds in loaded.items()}
-    return _splits(parts, task, class_names, augment, class_weights, pipe, spec)
+def mask_pairs(task, source, *, data_dir, val_split, test_split, seed, class_names,
+               class_weights):
+    """What `Task.read_tensors` returns for masks: ({split: dataset of (image, mask)},
+    class names, pairs per split, {class: training pixels} or None), every pair
+    checked first. source: an unbatched tf.data.Dataset of (image, mask) pairs, split
+    by a seeded coin per position, or "tfds:NAME[:SPLIT[:IMAGE,MASK]]" (the image and
+    mask features, named or found)."""
+    if isinstance(source, str):
+        where = source
+        _, _, keys = sources.parse_tfds(source)
+        info, loaded = sources.tfds_parts(source, data_dir=data_dir, val_split=val_split,
+                                          test_split=test_split, as_supervised=False)
+        image_key, mask_key = feature_keys(info.features, keys, source)
+        parts = {s: ds.map(lambda d: (d[image_key], d[mask_key]))
+                 for s, ds in loaded.items()}
+    else:
+        where, spec = "tf.data source", source.element_spec
+        if not (isinstance(spec, tuple) and len(spec) == 2):
+            raise DataError(f"{where}: task={task.name!r} needs a dataset of unbatched "
+                            f"(image, mask) pairs. Received elements: {spec}")
+        ranks = (spec[0].shape.rank, spec[1].shape.rank)
+        if ranks[0] not in (2, 3) or ranks[1] not in (2, 3):
+            raise DataError(f"{where}: elements should be an image [H, W(, C)] and a mask "
+                            f"[H, W(, 1)]; received shapes {spec[0].shape} and "
+                            f"{spec[1].shape} (unbatch a batched dataset first).")
+        parts = sources.position_parts(source, val_split, test_split, seed)
+    counts, sizes = {}, {}
+    for split, ds in parts.items():
+        counts[split], sizes[split] = _check(ds, where)
+    found = {int(c) for c in np.flatnonzero(sum(counts.values()))}
+    names = task.class_names(found, class_names, where=where)
+    pixels = None
+    if class_weights:
+        pixels = dict(enumerate(counts["train"][:max(len(names), 2)].tolist()))
+    return parts, names, sizes, pixels
 
 
 def feature_keys(features, keys, where):
@@ -73,37 +82,6 @@ def feature_keys(features, keys, where):
                         f"{listing}. Name them: 'tfds:NAME:SPLIT:IMAGE,MASK' (SPLIT may "
                         "be empty).")
     return images[3][0], images[1][0]
-
-
-def _splits(parts, task, class_names, augment, class_weights, pipe, where):
-    counts, sizes = {}, {}
-    for split, ds in parts.items():
-        counts[split], sizes[split] = _check(ds, where)
-    found = {int(c) for c in np.flatnonzero(sum(counts.values()))}
-    names = task.class_names(found, class_names, where=where)
-    units = task.output_units(len(names))
-    size = pipe["image_size"]
-
-    def prepare(image, mask):
-        mask = tf.cast(mask if mask.shape.rank == 3 else mask[..., None], tf.uint8)
-        return to_rgb_float(image, size), tf.image.resize(mask, size, method="nearest")
-
-    built = {s: masks.build_pairs(ds, prepare, pipe["shuffle_buffer"] or 1024, units,
-                                  pipe["batch_size"], s == "train",
-                                  augment if s == "train" else None, pipe["seed"],
-                                  None, pipe["deterministic"])
-             for s, ds in parts.items() if sizes[s]}
-    if "train" not in built:
-        raise DataError(f"{where}: no training pairs (val_split/test_split take them all).")
-    weights = None
-    if class_weights:
-        train = counts["train"][:max(len(names), 2)]
-        weights = task.class_weight(dict(enumerate(train.tolist())))
-    return DataSplits(
-        train=built["train"], val=built.get("val"), test=built.get("test"),
-        class_names=tuple(names), task=task.name, num_classes=len(names),
-        image_size=size, class_weight=weights,
-        counts={s: n for s, n in sizes.items() if n})
 
 
 def _check(ds, where):

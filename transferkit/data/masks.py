@@ -1,6 +1,10 @@
-"""Segmentation sources: images with per-pixel class masks, checked, split and batched.
+"""Masks: how segmentation reads, checks, decodes and encodes per-pixel labels.
 
-Sources (what `load_data` takes when the task is dense, e.g. task="segmentation"):
+The segmentation task's data hooks (`tasks.segmentation`) use these; the sources and
+the pipeline are the ones every task uses (`data.files`, `data.sources`,
+`data.pipeline.build`), so masks get the scan, skip counting, links and cache too.
+
+Sources (what `load_data` takes for task="segmentation"):
   "dir/"         `dir/images/` and `dir/masks/`, matched by file name without extension
                  (cat.jpg <-> cat.png); optional `dir/classes.txt`, one class name a line
   "pairs.csv"    rows `image,mask`, paths relative to the CSV's folder; optional header
@@ -24,13 +28,9 @@ import tensorflow as tf
 from PIL import Image
 
 from transferkit.core.errors import DataError
-from transferkit.core.inputs import parse_size
 from transferkit.data import imageio
-from transferkit.data.augment import augment_pair, mix_batch, mixup_refusal
-from transferkit.data.pipeline import AUTOTUNE, decode_image, to_rgb_float, with_seeds
-from transferkit.data.scan import SKIPPED, WARNING, Problem, with_problems
+from transferkit.data.scan import SKIPPED, WARNING, Problem, link_problem, with_problems
 from transferkit.data.scan import scan as run_scan
-from transferkit.data.splits import SPLIT_NAMES, DataSplits, stratified_split
 
 CLASSES_FILE = "classes.txt"
 
@@ -51,28 +51,40 @@ def read_mask(path) -> np.ndarray:
                     "be 8-bit class-index PNGs (mode L or P).")
 
 
-def list_pairs(src):
+def list_pairs(src, follow_links=False):
     """(image paths, mask paths, class names or None, listing problems) of a folder
-    with images/ and masks/ (and classes.txt), or a CSV of image,mask rows."""
+    with images/ and masks/ (and classes.txt), or a CSV of image,mask rows.
+    follow_links: use links whose target lies outside the folder (default False: they
+    are reported and skipped)."""
+    if not isinstance(src, (str, os.PathLike)):
+        raise DataError(f"task='segmentation' reads a folder with images/ and masks/, a "
+                        f"CSV of image,mask rows, (x, masks) arrays, a tf.data.Dataset of "
+                        f"(image, mask) pairs or 'tfds:NAME'. Received: "
+                        f"{type(src).__name__}")
     path = Path(src)
     if path.is_dir():
-        return _list_folder(path)
-    if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        return (*_read_csv(path), None, [])
-    raise DataError(f"segmentation source {str(src)!r} is neither a folder with images/ "
-                    "and masks/ subfolders nor a CSV of `image,mask` rows (nor an "
-                    "(x, masks) tuple of arrays).")
+        listed = _list_folder(path, follow_links)
+    elif path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        listed = (*_read_csv(path), None, [])
+    else:
+        raise DataError(f"segmentation source {str(src)!r} is neither a folder with "
+                        "images/ and masks/ subfolders nor a CSV of `image,mask` rows "
+                        "(nor an (x, masks) tuple of arrays).")
+    if not listed[0]:
+        raise DataError(f"{src}: no image with a mask found.")
+    return listed
 
 
-def _list_folder(root):
+def _list_folder(root, follow_links):
     images_dir, masks_dir = root / "images", root / "masks"
     missing = [str(d) for d in (images_dir, masks_dir) if not d.is_dir()]
     if missing:
         raise DataError(f"segmentation folder {root} needs subfolders images/ and masks/;"
                         f" missing: {missing}")
-    images = _files(images_dir)
-    masks = {Path(m).stem: m for m in _files(masks_dir)}
-    paired, problems = [], []
+    problems = []
+    images = _files(images_dir, root, follow_links, problems)
+    masks = {Path(m).stem: m for m in _files(masks_dir, root, follow_links, problems)}
+    paired = []
     for image in images:
         mask = masks.pop(Path(image).stem, None)
         if mask is None:
@@ -89,9 +101,18 @@ def _list_folder(root):
     return [i for i, _ in paired], [m for _, m in paired], names, problems
 
 
-def _files(folder):
-    return sorted(str(p) for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in imageio.IMAGE_EXTENSIONS)
+def _files(folder, root, follow_links, problems):
+    """Image files directly in `folder`; links leaving `root` go to `problems`."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        problem = link_problem(str(path), root, follow_links)
+        if problem is not None:
+            problems.append(problem)
+        elif path.is_file() and path.suffix.lower() in imageio.IMAGE_EXTENSIONS:
+            found.append(str(path))
+    return found
 
 
 def _read_csv(path):
@@ -140,145 +161,39 @@ def check_masks(images, masks, num_classes=None):
 
 
 def scan_pairs(images, masks, listing_problems=(), num_classes=None, workers=None,
-               normalized_dir=None):
-    """(ScanReport, kept images, kept masks, class indices found): the image scan plus
-    the mask checks; pairs with a rejected image or mask are left out."""
-    report = run_scan(images, workers=workers, normalized_dir=normalized_dir)
+               normalized_dir=None, splits=None):
+    """(ScanReport, {image: file to decode} of the usable pairs, class indices found):
+    the image scan (`splits`: find duplicates across splits) plus the mask checks;
+    pairs with a rejected image or mask are left out."""
+    report = run_scan(images, splits=splits, workers=workers, normalized_dir=normalized_dir)
     mask_problems, found = check_masks(images, masks, num_classes)
     report = with_problems(report, list(listing_problems) + mask_problems)
     bad = {p.path for p in mask_problems}
-    kept = [(report.decode_paths[i], m) for i, m in zip(images, masks)
-            if i in report.decode_paths and i not in bad]
-    return report, [i for i, _ in kept], [m for _, m in kept], found
+    kept = {i: report.decode_paths[i] for i in images
+            if i in report.decode_paths and i not in bad}
+    return report, kept, found
 
 
-def pair_dataset(images, masks, units, *, image_size, batch_size=32, training=False,
-                 augment=None, seed=None, shuffle_buffer=None, deterministic=False):
-    """Batches of (float32 [B, H, W, 3] 0-255, float32 one-hot masks [B, H, W, units])
-    from image and mask files (units=1: the 0/1 mask itself)."""
-    size = parse_size(image_size)
-
-    def prepare(image, mask):
-        m = tf.numpy_function(lambda p: read_mask(p.decode())[..., None], [mask], tf.uint8)
-        m.set_shape([None, None, 1])
-        return decode_image(image, size), tf.image.resize(m, size, method="nearest")
-
-    with tf.device("/CPU:0"):
-        ds = tf.data.Dataset.from_tensor_slices(([os.fspath(p) for p in images],
-                                                 [os.fspath(m) for m in masks]))
-        return build_pairs(ds, prepare, len(images), units, batch_size, training, augment, seed,
-                      shuffle_buffer, deterministic)
+def classes_in(masks):
+    """The class indices the mask files hold (every mask read)."""
+    return {int(v) for m in masks for v in np.unique(read_mask(m))}
 
 
-def array_dataset(x, masks, units, *, image_size=None, batch_size=32, training=False,
-                  augment=None, seed=None, shuffle_buffer=None, deterministic=False):
-    """Like `pair_dataset`, from arrays x [N, H, W(, C)] and masks [N, H, W]."""
-    x, masks = np.asarray(x), np.asarray(masks)
-    size = parse_size(image_size or tuple(x.shape[1:3]))
-    with tf.device("/CPU:0"):
-        xs = tf.constant(x)
-        ms = tf.constant(masks.reshape(masks.shape[:3] + (1,)).astype(np.uint8))
-
-        def prepare(i):
-            mask = tf.image.resize(tf.gather(ms, i), size, method="nearest")
-            return to_rgb_float(tf.gather(xs, i), size), mask
-
-        return build_pairs(tf.data.Dataset.range(len(x)), prepare, len(x), units, batch_size,
-                      training, augment, seed, shuffle_buffer, deterministic)
-
-
-def build_pairs(ds, prepare, n, units, batch_size, training, augment, seed,
-                shuffle_buffer, deterministic):
-    """Batches of (image, one-hot mask) from `ds` of cheap elements (paths, indices,
-    or pairs) that `prepare` turns into (float32 image, uint8 mask [H, W, 1]) at the
-    model's size; the training split is shuffled (buffer shuffle_buffer or n),
-    augmented with its mask and cutmixed (mixup: DataError)."""
-    ordered = deterministic or not training
-    if training and augment is not None and augment.mixup_alpha > 0:
-        raise DataError(mixup_refusal(augment))
-    if training:  # shuffle the cheap elements (paths, indices) before decoding
-        ds = ds.shuffle(shuffle_buffer or n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=ordered)
-    if training and augment is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
-            lambda r: tf.stack([r, tf.constant(2, tf.int64)]))
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: augment_pair(xy[0], xy[1], s, augment),
-            num_parallel_calls=AUTOTUNE, deterministic=ordered)
-    ds = ds.map(lambda image, mask: (image, encode_mask(mask, units)),
-                num_parallel_calls=AUTOTUNE, deterministic=ordered).batch(batch_size)
-    if training and augment is not None and augment.mixes:  # cutmix: box into the mask
-        ds = with_seeds(ds, seed, 1).map(lambda xy, s: mix_batch(xy[0], xy[1], s, augment),
-                                         num_parallel_calls=AUTOTUNE, deterministic=ordered)
-    options = tf.data.Options()
-    options.deterministic = ordered
-    return ds.with_options(options).prefetch(AUTOTUNE)
-
-
-def encode_mask(mask, units):
-    """A uint8 mask [H, W, 1] as the task's float32 labels [H, W, units]."""
-    if units == 1:
-        return tf.cast(mask, tf.float32)
-    return tf.one_hot(tf.cast(mask[..., 0], tf.int32), units, dtype=tf.float32)
-
-
-def from_masks(source, *, task, class_names, val_split, test_split, augment, cache,
-               class_weights, scan, normalized_dir, workers, verbose, pipe) -> DataSplits:
-    """A folder, CSV or (x, masks) segmentation source, split at random by `seed`.
-
-    class_weights: weigh classes by their pixel counts in the training masks
-    (`Task.class_weight`), for rare classes."""
-    if isinstance(source, tuple) and len(source) == 2:
-        return _from_arrays(*source, task=task, class_names=class_names,
-                            val_split=val_split, test_split=test_split, augment=augment,
-                            class_weights=class_weights, pipe=pipe)
-    if not isinstance(source, (str, os.PathLike)):
-        raise DataError(f"task={task.name!r} reads a folder with images/ and masks/, a "
-                        f"CSV of image,mask rows, (x, masks) arrays, a tf.data.Dataset of "
-                        f"(image, mask) pairs or 'tfds:NAME'. Received: "
-                        f"{type(source).__name__}")
-    images, masks, listed_names, problems = list_pairs(source)
-    if not images:
-        raise DataError(f"{source}: no image with a mask found.")
-    names = class_names if class_names is not None else listed_names
-    limit = None if names is None else max(len(names), 2)
-    report = None
-    if scan:
-        report, images, masks, found = scan_pairs(images, masks, problems, limit,
-                                                  workers, normalized_dir)
-        if verbose:
-            print(report.summary(max_lines=5))
-        if not images:
-            raise DataError(f"{source}: no usable image/mask pair after the scan:\n"
-                            f"{report.summary()}")
+def pixel_counts(masks, num_classes=2):
+    """{class index: pixels} over mask files or an integer array of masks, for at least
+    `num_classes` classes."""
+    if np.asarray(masks).dtype.kind in "OSU":
+        counts = sum(np.bincount(read_mask(m).ravel(), minlength=num_classes)
+                     for m in masks)
     else:
-        found = {int(v) for m in masks for v in np.unique(read_mask(m))}
-    names = task.class_names(found, names, where=str(source))
-    idx = stratified_split(task.stratum(images), val_split, test_split, pipe["seed"])
-    units = task.output_units(len(names))
-    built, parts = {}, {}
-    for split, chosen in zip(SPLIT_NAMES, idx):
-        if len(chosen):
-            parts[split] = ([images[i] for i in chosen], [masks[i] for i in chosen])
-            built[split] = pair_dataset(*parts[split], units, training=split == "train",
-                                        augment=augment if split == "train" else None,
-                                        **pipe)
-    weights = None
-    if class_weights:
-        counts = sum(np.bincount(read_mask(m).ravel(), minlength=max(len(names), 2))
-                     for m in parts["train"][1])
-        weights = task.class_weight(dict(enumerate(counts.tolist())))
-    return DataSplits(
-        train=built["train"], val=built.get("val"), test=built.get("test"),
-        class_names=tuple(names), task=task.name, num_classes=len(names),
-        image_size=pipe["image_size"], class_weight=weights,
-        **{f"{s}_files": tuple(p[0]) for s, p in parts.items()},
-        **{f"{s}_labels": np.asarray(p[1], dtype=object) for s, p in parts.items()},
-        scan_report=report, counts={s: len(p[0]) for s, p in parts.items()})
+        counts = np.bincount(np.asarray(masks, dtype=np.int64).ravel(),
+                             minlength=num_classes)
+    return dict(enumerate(np.asarray(counts).tolist()))
 
 
-def _from_arrays(x, masks, *, task, class_names, val_split, test_split, augment,
-                 class_weights, pipe):
+def array_masks(task, x, masks, class_names):
+    """(class names, strata, uint8 masks [N, H, W]) of an (x, masks) arrays source:
+    each mask the height and width of its image, values class indices."""
     x, masks = np.asarray(x), np.asarray(masks)
     if len(x) != len(masks) or x.shape[1:3] != masks.shape[1:3]:
         raise DataError(f"(x, masks) source: x has shape {x.shape} but masks {masks.shape};"
@@ -292,17 +207,25 @@ def _from_arrays(x, masks, *, task, class_names, val_split, test_split, augment,
     if max(found) >= limit or min(found) < 0:
         raise DataError(f"(x, masks) source: mask values {sorted(found)} fall outside the "
                         f"class range 0..{limit - 1}.")
-    idx = stratified_split(task.stratum(masks), val_split, test_split, pipe["seed"])
-    units = task.output_units(len(names))
-    built = {s: array_dataset(x[i], masks[i], units, training=s == "train",
-                              augment=augment if s == "train" else None, **pipe)
-             for s, i in zip(SPLIT_NAMES, idx) if len(i)}
-    weights = None
-    if class_weights:
-        counts = np.bincount(masks[idx[0]].ravel(), minlength=limit)
-        weights = task.class_weight(dict(enumerate(counts.tolist())))
-    return DataSplits(
-        train=built["train"], val=built.get("val"), test=built.get("test"),
-        class_names=tuple(names), task=task.name, num_classes=len(names),
-        image_size=pipe["image_size"], class_weight=weights,
-        counts={s: len(i) for s, i in zip(SPLIT_NAMES, idx) if len(i)})
+    return names, task.stratum(masks), masks.astype(np.uint8)
+
+
+def decode_mask(label, image_size):
+    """A raw mask in the pipeline (a mask file path, or a tensor [H, W(, 1)] of class
+    indices) as uint8 [h, w, 1] at `image_size`, by nearest neighbour (values stay
+    class indices). A file that fails to read fails the element (skipped and counted
+    like an image that fails to decode)."""
+    if label.dtype == tf.string:
+        mask = tf.numpy_function(lambda p: read_mask(p.decode())[..., None], [label],
+                                 tf.uint8)
+        mask.set_shape([None, None, 1])
+    else:
+        mask = tf.cast(label if label.shape.rank == 3 else label[..., None], tf.uint8)
+    return tf.image.resize(mask, image_size, method="nearest")
+
+
+def encode_mask(mask, units):
+    """A uint8 mask [H, W, 1] as the task's float32 labels [H, W, units]."""
+    if units == 1:
+        return tf.cast(mask, tf.float32)
+    return tf.one_hot(tf.cast(mask[..., 0], tf.int32), units, dtype=tf.float32)

@@ -7,9 +7,15 @@ batches ready while the model steps. Images come out float32, raw RGB in 0-255.
 Order of stages and why:
   cheap elements (paths or indices) -> shuffle   whole split, no pixels in memory
   -> decode + resize (parallel map) -> cache     decoded once, before augmentation
-  -> augment (parallel map, stateless seeds) -> batch -> mixup/cutmix -> prefetch
+  -> augment (parallel map, stateless seeds) -> encode label -> batch
+  -> mixup/cutmix -> prefetch
 With a cache the shuffle moves after it (a buffer of decoded images), so each epoch
 gets a new order; the cache stores uint8.
+
+One builder for every task: elements are (image, raw label), where a raw label is an
+encoded row, a class index, a mask file path or a mask tensor, and the task's hooks
+(`Task.decode_label`, `Task.augment_example`, `Task.encode_label`) read it, augment it
+with its image and encode it. So masks get the same skip counting, cache and shuffle.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.inputs import parse_size
-from transferkit.data.augment import AugmentConfig, augment_image, mix_batch
+from transferkit.core.task_registry import get_task
+from transferkit.data.augment import AugmentConfig, mix_batch
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_IMAGE_BUFFER = 1024  # shuffle buffer when elements are decoded images
@@ -66,23 +73,23 @@ class SkipWatch:
         return int(self._missing.numpy())
 
     def count(self, ds, n: int):
-        """`ds` (batches of (images, labels [B, k]), `n` images per pass; or single
-        (image, label [k]) elements) with counting."""
+        """`ds` (batches of float (images [B, H, W, 3], labels), `n` images per pass;
+        or single (image [H, W, 3], label) elements) with counting."""
         with tf.device("/CPU:0"):
             seen = tf.Variable(0, dtype=tf.int64, trainable=False)
         image, label = ds.element_spec
-        batched = label.shape.rank == 2
+        batched = image.shape.rank == 4
 
-        def marker(value):  # a label of +-inf: never a real (encoded) label
+        def marker(value):  # an image of +-inf: never a real (decoded) image
             x = [1 if d is None else d for d in image.shape]
             y = [1 if d is None else d for d in label.shape]
-            return tf.data.Dataset.from_tensors((tf.zeros(x, image.dtype),
-                                                 tf.fill(y, value)))
+            return tf.data.Dataset.from_tensors((tf.fill(x, tf.constant(value, image.dtype)),
+                                                 tf.zeros(y, label.dtype)))
 
         def keep(x, y):
             # Branch-free (tf.case would add three functions to set up every pass).
-            flag = y[0, 0] if batched else y[0]
-            size = tf.cast(tf.shape(y)[0], tf.int64) if batched else tf.constant(1, tf.int64)
+            flag = tf.reshape(x, [-1])[0]  # labels may be masks of any dtype: mark images
+            size = tf.cast(tf.shape(x)[0], tf.int64) if batched else tf.constant(1, tf.int64)
             first, last = tf.equal(flag, -np.inf), tf.equal(flag, np.inf)
             images = ~(first | last)
             before = seen.read_value()
@@ -115,12 +122,18 @@ def to_rgb_float(image, image_size):
 
 
 def _label_array(labels, n: int) -> np.ndarray:
-    labels = np.asarray(labels, dtype=np.float32)
-    if labels.ndim == 1:
-        labels = labels[:, None]
-    if labels.ndim != 2 or len(labels) != n:
+    """Raw labels as one array: mask paths stay strings, masks [N, H, W] their dtype,
+    anything else float32 rows [N, k]."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "OSU":  # paths of label files (masks)
+        labels = labels.astype(str)
+    elif labels.ndim <= 2:
+        labels = labels.astype(np.float32)
+        if labels.ndim == 1:
+            labels = labels[:, None]
+    if len(labels) != n or labels.ndim == 0:
         raise DataError(f"labels must have one row per image ({n}); received shape "
-                        f"{labels.shape}. Encode them with the task (core.tasks.Task.encode).")
+                        f"{labels.shape}. Encode them with the task (tasks.Task.encode).")
     return labels
 
 
@@ -128,11 +141,14 @@ def make_dataset(paths, labels, *, image_size, batch_size: int = 32,
                  training: bool = False, augment: AugmentConfig | None = None,
                  seed: int | None = None, cache=None, shuffle_buffer: int | None = None,
                  deterministic: bool = False, drop_remainder: bool = False,
-                 skip_errors: bool | None = None, watch: SkipWatch | None = None
-                 ) -> tf.data.Dataset:
+                 skip_errors: bool | None = None, watch: SkipWatch | None = None,
+                 task="multiclass", num_classes: int | None = None) -> tf.data.Dataset:
     """Batches of (float32 [B, H, W, 3] 0-255, float32 labels) from image files.
 
-    labels: encoded targets, one row per path (see core.tasks.Task.encode).
+    labels: one per path: encoded targets (see tasks.Task.encode), or what `task`
+        reads as labels (`Task.source_labels`: e.g. mask file paths).
+    task, num_classes: the task (default "multiclass") whose hooks decode, augment
+        and encode the labels, and its number of classes.
     training=False (default): no shuffle, no augmentation, files in the given order.
     cache: None, "memory" or a file path prefix; holds decoded, resized images.
     shuffle_buffer: default the whole list of paths (strings are cheap), or 1024
@@ -156,7 +172,8 @@ def make_dataset(paths, labels, *, image_size, batch_size: int = 32,
                    batch_size=batch_size, training=training, augment=augment,
                    seed=seed, cache=cache, shuffle_buffer=shuffle_buffer,
                    deterministic=deterministic, drop_remainder=drop_remainder,
-                   skip_errors=skip_errors, watch=watch)
+                   skip_errors=skip_errors, watch=watch, task=task,
+                   num_classes=num_classes)
         steps = len(paths) // batch_size if drop_remainder else -(-len(paths) // batch_size)
         if skip_errors and steps > 0:  # a known length: Keras warns on an unknown one
             ds = ds.repeat().take(steps).apply(
@@ -168,8 +185,10 @@ def dataset_from_arrays(x, y, *, image_size=None, batch_size: int = 32,
                         training: bool = False, augment: AugmentConfig | None = None,
                         seed: int | None = None, cache=None,
                         shuffle_buffer: int | None = None, deterministic: bool = False,
-                        drop_remainder: bool = False) -> tf.data.Dataset:
-    """Like make_dataset, from in-memory images x [N, H, W(, C)] and encoded labels y.
+                        drop_remainder: bool = False, task="multiclass",
+                        num_classes: int | None = None) -> tf.data.Dataset:
+    """Like make_dataset, from in-memory images x [N, H, W(, C)] and encoded labels y
+    (or what `task` reads as labels, e.g. masks [N, H, W] of class indices).
 
     image_size defaults to the arrays' own size. Images stay in their dtype in
     memory and are shuffled by index, so nothing is copied per epoch.
@@ -190,24 +209,39 @@ def dataset_from_arrays(x, y, *, image_size=None, batch_size: int = 32,
         return build(ds, prepare, n=len(x), batch_size=batch_size, training=training,
                      augment=augment, seed=seed, cache=cache,
                      shuffle_buffer=shuffle_buffer, deterministic=deterministic,
-                     drop_remainder=drop_remainder)
+                     drop_remainder=drop_remainder, task=task, num_classes=num_classes)
 
 
 def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
           augment: AugmentConfig | None, seed: int | None, cache,
           shuffle_buffer: int | None, deterministic: bool, drop_remainder: bool,
           cheap_elements: bool = True, skip_errors: bool = False,
-          watch: SkipWatch | None = None) -> tf.data.Dataset:
-    """Shared stages. `ds` yields elements `prepare` maps to (image, label);
-    cheap_elements=False when they are already images (then the shuffle buffer
-    defaults to DEFAULT_IMAGE_BUFFER rather than the whole split). skip_errors: drop
-    elements `prepare` fails on (logged by TF) instead of failing the iteration, and
-    count them in `watch` (a SkipWatch; needs `n`)."""
+          watch: SkipWatch | None = None, task="multiclass",
+          num_classes: int | None = None) -> tf.data.Dataset:
+    """The pipeline of every source and task. `ds` yields elements `prepare` maps to
+    (float32 image at the model's size, raw label); `task`'s hooks then decode the
+    raw label (before the cache), augment it with its image and encode it (after),
+    for `num_classes` classes. cheap_elements=False when elements are already images
+    (then the shuffle buffer defaults to DEFAULT_IMAGE_BUFFER rather than the whole
+    split). skip_errors: drop elements `prepare` (or the label's decoding) fails on
+    (logged by TF) instead of failing the iteration, and count them in `watch` (a
+    SkipWatch; needs `n`)."""
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     if cache not in (None, "memory") and not isinstance(cache, (str, os.PathLike)):
         raise DataError(f"cache should be None, 'memory' or a file path. Received: "
                         f"cache={cache!r}")
+    task = get_task(task)
+    task.check_augment(augment if training else None)
+
+    def decoded(*element):
+        image, label = prepare(*element)
+        return image, task.decode_label(label, tuple(image.shape[:2]), num_classes)
+
+    def encoded(image, label):
+        return image, task.encode_label(label, num_classes)
+
+    augmenting = training and augment is not None
     # training=False must give a fixed order (the feature cache keys on it).
     ordered = deterministic or not training
     with tf.device("/CPU:0"):
@@ -217,24 +251,31 @@ def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
         # Counting per batch is cheaper, but needs batches of any size.
         count_batches = watch is not None and not drop_remainder
         count = None if count_batches else watch
-        if cache is None:
-            ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=ordered)
-            ds = _skipping(ds, skip_errors, count, n)
-        else:
-            # uint8 in the cache: a quarter of float32's memory or disk, error < 0.5.
-            ds = ds.map(lambda *e: _to_uint8(*prepare(*e)), num_parallel_calls=AUTOTUNE,
-                        deterministic=ordered)
-            ds = _skipping(ds, skip_errors, count, n)
+        # Labels are encoded after augmentation (a mask is augmented as class indices),
+        # in the same map as the stage before it: no extra stage per element.
+        first = decoded if cache is not None or augmenting else (
+            lambda *e: encoded(*decoded(*e)))
+        # uint8 in the cache: a quarter of float32's memory or disk, error < 0.5. Cast
+        # in the decoding map, unless a per-element count needs float marker images.
+        cast_later = cache is not None and skip_errors and count is not None
+        if cache is not None and not cast_later:
+            first = (lambda *e: _to_uint8(*decoded(*e)))
+        ds = ds.map(first, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+        ds = _skipping(ds, skip_errors, count, n)
+        if cache is not None:
+            if cast_later:
+                ds = ds.map(_to_uint8, num_parallel_calls=AUTOTUNE, deterministic=ordered)
             ds = ds.cache("" if cache == "memory" else os.fspath(cache))
             if training:
                 ds = ds.shuffle(shuffle_buffer or min(n or DEFAULT_IMAGE_BUFFER,
                                                       DEFAULT_IMAGE_BUFFER),
                                 seed=seed, reshuffle_each_iteration=True)
-            ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),
+            ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y) if augmenting
+                        else encoded(tf.cast(x, tf.float32), y),
                         num_parallel_calls=AUTOTUNE, deterministic=ordered)
-        if training and augment is not None:
+        if augmenting:  # the task augments image and label alike, then encodes
             ds = with_seeds(ds, seed, 0).map(
-                lambda xy, s: (augment_image(xy[0], s, augment), xy[1]),
+                lambda xy, s: encoded(*task.augment_example(xy[0], xy[1], s, augment)),
                 num_parallel_calls=AUTOTUNE, deterministic=ordered)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         if count_batches and skip_errors and n:

@@ -116,10 +116,6 @@ def walk(root, *, follow_links: bool = False) -> tuple[list[str], list[Problem]]
     files, problems, seen = [], [], set()
     top = os.path.realpath(root)
 
-    def inside(path: str) -> bool:
-        real = os.path.realpath(path)
-        return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
-
     def visit(folder: str) -> None:
         try:
             st = os.stat(folder)
@@ -137,11 +133,9 @@ def walk(root, *, follow_links: bool = False) -> tuple[list[str], list[Problem]]
                 continue  # .DS_Store, ._foo, .ipynb_checkpoints: not data
             try:
                 is_dir = entry.is_dir()  # follows links; ELOOP raises here
-                if entry.is_symlink() and not follow_links and not inside(entry.path):
-                    problems.append(Problem(entry.path, "outside_link", "symbolic link "
-                                            f"to {os.path.realpath(entry.path)}, outside "
-                                            f"{top} (follow_links=True to use it)",
-                                            SKIPPED))
+                outside = link_problem(entry.path, top, follow_links)
+                if outside is not None:
+                    problems.append(outside)
                     continue
             except OSError as exc:
                 problems.append(_os_problem(entry.path, exc))
@@ -153,6 +147,18 @@ def walk(root, *, follow_links: bool = False) -> tuple[list[str], list[Problem]]
 
     visit(os.fspath(root))
     return files, problems
+
+
+def link_problem(path: str, root, follow_links: bool = False) -> Problem | None:
+    """The "outside_link" Problem of `path` if it is a symbolic link whose target lies
+    outside folder `root` and not `follow_links`, else None."""
+    if follow_links or not os.path.islink(path):
+        return None
+    top, real = os.path.realpath(root), os.path.realpath(path)
+    if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+        return None
+    return Problem(path, "outside_link", f"symbolic link to {real}, outside {top} "
+                   "(follow_links=True to use it)", SKIPPED)
 
 
 def read_regular_file(path: str, limit: int = MAX_BYTES, head: bool = False) -> bytes:

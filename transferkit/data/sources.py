@@ -1,9 +1,10 @@
 """In-memory and TFDS sources for `load_data`: numpy arrays, tf.data, "tfds:NAME".
 
-`position_parts` and `tfds_parts` split a dataset for every task (segmentation's
-tensor sources in `data.mask_tensors` use them too).
+Sources are task-agnostic: the task reads the labels (`Task.array_labels`,
+`Task.read_tensors`; class labels here, masks in `data.masks`/`data.mask_tensors`), and
+every source is batched by the one builder, `pipeline.build`.
 
-`task` is a `core.tasks.Task`; it encodes the labels.
+`task` is a `tasks.Task`; it encodes the labels.
 """
 
 from __future__ import annotations
@@ -18,51 +19,88 @@ from transferkit.core.errors import DataError, suggest
 
 def from_arrays(x, y, *, task, class_names, val_split, test_split, augment, cache,
                 class_weights, pipe) -> DataSplits:
-    """(x, y) numpy arrays: stratified split by index, then dataset_from_arrays."""
+    """(x, y) numpy arrays: stratified split by index, then dataset_from_arrays. The
+    task reads y (`Task.array_labels`): class indices, rows, targets or masks."""
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise DataError(f"(x, y) source: x has {len(x)} images but y has {len(y)} labels.")
-    if task.single_label and y.ndim == 2 and y.shape[1] > 1:
-        y = y.argmax(axis=1)  # one-hot given: back to indices
-    if not task.has_classes:
-        names, strata, encoded = (), np.zeros(len(y)), task.encode(y, ())
-    elif not task.single_label:
-        if y.ndim != 2:
-            raise DataError(f"task={task.name!r} needs y as multi-hot [N, C]; received "
-                            f"shape {y.shape}")
-        names = _names(class_names, y.shape[1])
-        strata, encoded = [r.tobytes() for r in (y > 0)], (y > 0).astype(np.float32)
-    else:
-        ids = y.reshape(-1).astype(int)
-        names = _names(class_names, max(task.min_classes, int(ids.max()) + 1))
-        strata, encoded = ids, task.encode(ids, names)
+    names, strata, labels = task.array_labels(x, y, class_names)
     idx = stratified_split(strata, val_split, test_split, pipe["seed"])
     built = {}
     for split, chosen in zip(SPLIT_NAMES, idx):
         if len(chosen):
             built[split] = pipeline.dataset_from_arrays(
-                x[chosen], encoded[chosen], training=split == "train",
+                x[chosen], labels[chosen], training=split == "train",
                 augment=augment if split == "train" else None,
-                cache=cache_for(cache, split), **pipe)
-    train_y = encoded[idx[0]]
-    return _splits(built, names, task, task.output_units(len(names) or encoded.shape[1]),
+                cache=cache_for(cache, split), task=task, num_classes=len(names), **pipe)
+    train_y = labels[idx[0]]
+    return _splits(built, names, task, task.output_units(len(names) or labels.shape[1]),
                    pipe, train_y if class_weights else None,
                    {s: len(i) for s, i in zip(SPLIT_NAMES, idx) if len(i)})
 
 
-def from_dataset(ds: tf.data.Dataset, *, task, class_names, val_split, test_split,
-                 augment, cache, class_weights, pipe) -> DataSplits:
-    """Unbatched (image, label) dataset, split by a seeded coin per position."""
-    if class_names is None and task.single_label:
-        labels = np.concatenate([np.reshape(b, (-1,)) for b in
-                                 ds.map(lambda _, y: y).batch(4096).as_numpy_iterator()])
-        n = max(task.min_classes, int(labels.max()) + 1)
-        class_names = [str(i) for i in range(n)]
-    if class_names is None and task.has_classes:
-        class_names = [str(i) for i in range(ds.element_spec[1].shape[-1])]
-    parts = position_parts(ds, val_split, test_split, pipe["seed"])
-    return _tensor_splits(parts, class_names or (), task, augment, cache, class_weights,
-                          pipe)
+def array_classes(task, y, class_names):
+    """(class names, strata, encoded labels) of class labels or targets y: class
+    indices, one-hot or multi-hot rows, or regression targets."""
+    if task.single_label and y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)  # one-hot given: back to indices
+    if not task.has_classes:
+        return (), np.zeros(len(y)), task.encode(y, ())
+    if not task.single_label:
+        if y.ndim != 2:
+            raise DataError(f"task={task.name!r} needs y as multi-hot [N, C]; received "
+                            f"shape {y.shape}")
+        names = _names(class_names, y.shape[1])
+        return names, [r.tobytes() for r in (y > 0)], (y > 0).astype(np.float32)
+    ids = y.reshape(-1).astype(int)
+    names = _names(class_names, max(task.min_classes, int(ids.max()) + 1))
+    return names, ids, task.encode(ids, names)
+
+
+def from_tensors(source, *, task, data_dir, class_names, val_split, test_split, augment,
+                 cache, class_weights, pipe) -> DataSplits:
+    """A tf.data.Dataset of unbatched (image, label) pairs, split by a seeded coin per
+    position, or "tfds:NAME[:SPLIT]"; the task reads the labels (`Task.read_tensors`)."""
+    parts, names, sizes, basis = task.read_tensors(
+        source, data_dir=data_dir, val_split=val_split, test_split=test_split,
+        seed=pipe["seed"], class_names=class_names, class_weights=class_weights)
+    return _tensor_splits(parts, names, task, augment, cache, class_weights, pipe, sizes,
+                          basis, where=source if isinstance(source, str) else
+                          "tf.data source")
+
+
+def class_tensors(task, source, *, data_dir, val_split, test_split, seed, class_names,
+                  class_weights):
+    """What `Task.read_tensors` returns for class labels or targets: the dataset's
+    (image, label) pairs split by position, or a TFDS dataset's supervised keys."""
+    if isinstance(source, str):
+        name, _, keys = parse_tfds(source)
+        if keys:
+            raise DataError(f"{source}: feature keys (a third ':' field) pick a "
+                            "segmentation dataset's image and mask; a classification "
+                            "source reads the dataset's supervised_keys: use 'tfds:NAME' "
+                            "or 'tfds:NAME:SPLIT'.")
+        info, parts = tfds_parts(source, data_dir=data_dir, val_split=val_split,
+                                 test_split=test_split, as_supervised=True)
+        label = info.features[info.supervised_keys[1]]
+        names = tuple(label.names) if hasattr(label, "names") else ()
+    else:
+        ds = source
+        if class_names is None and task.single_label:
+            labels = np.concatenate([np.reshape(b, (-1,)) for b in
+                                     ds.map(lambda _, y: y).batch(4096).as_numpy_iterator()])
+            n = max(task.min_classes, int(labels.max()) + 1)
+            class_names = [str(i) for i in range(n)]
+        if class_names is None and task.has_classes:
+            class_names = [str(i) for i in range(ds.element_spec[1].shape[-1])]
+        names = class_names or ()
+        parts = position_parts(ds, val_split, test_split, seed)
+    names = tuple(str(n) for n in names)
+    basis = None
+    if class_weights:  # from the raw training labels, before mixing
+        basis = np.stack(list(parts["train"].map(
+            lambda _, y: task.decode_label(y, None, len(names))).as_numpy_iterator()))
+    return parts, names, None, basis
 
 
 def position_parts(ds: tf.data.Dataset, val_split, test_split, seed):
@@ -81,21 +119,6 @@ def position_parts(ds: tf.data.Dataset, val_split, test_split, seed):
     if test_split:
         parts["test"] = part(val_split, cut)
     return parts
-
-
-def from_tfds(spec: str, *, task, data_dir, val_split, test_split, augment, cache,
-              class_weights, pipe) -> DataSplits:
-    """"tfds:NAME" or "tfds:NAME:SPLIT" through tfds.load (as_supervised)."""
-    name, _, keys = parse_tfds(spec)
-    if keys:
-        raise DataError(f"{spec}: feature keys (a third ':' field) pick a segmentation "
-                        "dataset's image and mask; a classification source reads the "
-                        "dataset's supervised_keys: use 'tfds:NAME' or 'tfds:NAME:SPLIT'.")
-    info, loaded = tfds_parts(spec, data_dir=data_dir, val_split=val_split,
-                              test_split=test_split, as_supervised=True)
-    label = info.features[info.supervised_keys[1]]
-    names = tuple(label.names) if hasattr(label, "names") else ()
-    return _tensor_splits(loaded, names, task, augment, cache, class_weights, pipe)
 
 
 def parse_tfds(spec: str):
@@ -156,32 +179,24 @@ def tfds_parts(spec: str, *, data_dir, val_split, test_split, as_supervised):
     return info, dict(zip(keys, loaded))
 
 
-def _tensor_splits(parts, names, task, augment, cache, class_weights, pipe):
-    names = tuple(str(n) for n in names)
-    size, c = pipe["image_size"], len(names)
-
-    def encode(y):
-        if task.single_label and task.output_units(c) > 1 and y.shape.rank == 0:
-            return tf.one_hot(tf.cast(y, tf.int32), c)
-        y = tf.cast(y, tf.float32)
-        return y[None] if y.shape.rank == 0 else y
-
-    def prepare(image, y):
-        return pipeline.to_rgb_float(image, size), encode(y)
-
-    built = {s: pipeline.build(ds, prepare, n=None, training=s == "train",
-                             augment=augment if s == "train" else None,
-                             cache=cache_for(cache, s), batch_size=pipe["batch_size"],
-                             seed=pipe["seed"], shuffle_buffer=pipe["shuffle_buffer"],
-                             deterministic=pipe["deterministic"], drop_remainder=False,
-                             cheap_elements=False)
-             for s, ds in parts.items()}
+def _tensor_splits(parts, names, task, augment, cache, class_weights, pipe, sizes, basis,
+                   where):
+    size = pipe["image_size"]
+    built = {s: pipeline.build(ds, lambda image, y: (pipeline.to_rgb_float(image, size), y),
+                               n=None, training=s == "train",
+                               augment=augment if s == "train" else None,
+                               cache=cache_for(cache, s), batch_size=pipe["batch_size"],
+                               seed=pipe["seed"], shuffle_buffer=pipe["shuffle_buffer"],
+                               deterministic=pipe["deterministic"], drop_remainder=False,
+                               cheap_elements=False, task=task, num_classes=len(names))
+             for s, ds in parts.items() if sizes is None or sizes.get(s)}
+    if "train" not in built:
+        raise DataError(f"{where}: no training examples (val_split/test_split take them "
+                        "all).")
     units = built["train"].element_spec[1].shape[-1] or 1
-    train_y = None
-    if class_weights:  # from the raw training labels, before mixing
-        train_y = np.stack(list(parts["train"].map(lambda _, y: encode(y))
-                                .as_numpy_iterator()))
-    return _splits(built, names, task, int(units), pipe, train_y, None)
+    train_y = basis if class_weights else None
+    return _splits(built, names, task, int(units), pipe, train_y,
+                   None if sizes is None else {s: n for s, n in sizes.items() if n})
 
 
 def _splits(built, names, task, units, pipe, train_y, counts):
@@ -189,7 +204,7 @@ def _splits(built, names, task, units, pipe, train_y, counts):
         train=built["train"], val=built.get("val"), test=built.get("test"),
         class_names=tuple(names), task=task.name, num_classes=units,
         image_size=pipe["image_size"],
-        class_weight=None if train_y is None else task.class_weight(train_y),
+        class_weight=None if train_y is None else task.class_weight(train_y, len(names)),
         counts=counts)
 
 

@@ -16,8 +16,9 @@ SPLIT_NAMES = ("train", "val", "test")
 @dataclass(frozen=True)
 class DataSplits:
     """What load_data returns. `*_files` are the files the pipeline decodes (a scan may
-    swap in normalised copies) with `*_labels` the matching encoded rows, so
-    `make_dataset(s.train_files, s.train_labels, training=False)` replays a split in
+    swap in normalised copies) with `*_labels` the matching labels as the task reads
+    them (encoded rows, or mask files), so `make_dataset(s.train_files, s.train_labels,
+    training=False, task=s.task, num_classes=len(s.class_names))` replays a split in
     a fixed order; both are empty/None for in-memory and TFDS sources."""
 
     train: tf.data.Dataset
@@ -37,6 +38,15 @@ class DataSplits:
     scan_report: ScanReport | None = None
     counts: dict[str, int] | None = None  # images per split, when known
     skipped: object = None  # file sources: a pipeline.SkipWatch of skipped images
+
+    def example_files(self) -> list[str]:
+        """Every file an example of a split is read from: the images, and the label
+        files where labels are files (masks), to name the ones that fail."""
+        found = [*self.train_files, *self.val_files, *self.test_files]
+        for labels in (self.train_labels, self.val_labels, self.test_labels):
+            if labels is not None and np.asarray(labels).dtype.kind in "OSU":
+                found += [str(p) for p in labels]
+        return found
 
 
 def stratified_split(strata, val_split: float, test_split: float, seed: int):

@@ -1,6 +1,6 @@
 """Evaluation: scoring, prediction, TTA, calibration, Grad-CAM, reports and export.
 
-Everything scores model outputs through the model's task (`core.tasks`), so every
+Everything scores model outputs through the model's task (a `tasks.Task`, looked up in `core.task_registry`), so every
 command agrees with every other for every task type.
 """
 

@@ -14,7 +14,7 @@ import numpy as np
 from keras import ops
 
 from transferkit.core.errors import ConfigError, check_choice
-from transferkit.core.tasks import EPSILON, get_task
+from transferkit.core.task_registry import EPSILON, get_task
 
 KINDS = ("softmax", "sigmoid")
 

@@ -19,12 +19,10 @@ import numpy as np
 from transferkit.core.errors import ConfigError, DataError, check_choice
 from transferkit.core.inputs import InputSpec
 from transferkit.core.rundir import RunDir
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
-from transferkit.data.masks import pair_dataset
 from transferkit.data.pipeline import make_dataset
-from transferkit.models.heads import infer_task
 from transferkit.models.saving import load_model, read_metadata
 
 SPLITS = ("all", "val", "test")
@@ -39,7 +37,7 @@ class LoadedModel:
     class_names: tuple
     input: InputSpec
     config: dict
-    task: object  # a core.tasks.Task
+    task: object  # a tasks.Task
 
     @property
     def image_size(self):
@@ -83,7 +81,7 @@ def load_run(path, *, trusted=False):
     run = RunDir(os.path.dirname(os.path.abspath(file)))  # a .keras file's folder too
     config = run.read_config() or {}
     names = meta.get("class_names") or run.read_class_names()
-    task = get_task(meta.get("task") or infer_task(model))
+    task = get_task(meta.get("task") or task_for_model(model))
     return LoadedModel(file, model, tuple(names or ()), input_spec(model, meta), config,
                        task)
 
@@ -129,12 +127,10 @@ def eval_data(loaded, data, *, split="all", batch_size=32, val_split=None, seed=
     if not files:
         raise DataError(f"{data}: the {split!r} split is empty (val_split={val_split},"
                         f" test_split={test_split}); use --split all.")
-    if loaded.task.dense:  # labels are the split's mask files
-        dataset = pair_dataset(files, labels, loaded.model.output_shape[-1],
-                               image_size=loaded.input.size, batch_size=batch_size)
-    else:
-        dataset = make_dataset(files, labels, image_size=loaded.input.size,
-                               batch_size=batch_size, training=False)
+    # The labels are what the task's source gave (encoded rows, or mask files).
+    dataset = make_dataset(files, labels, image_size=loaded.input.size,
+                           batch_size=batch_size, training=False, task=loaded.task,
+                           num_classes=len(splits.class_names))
     return EvalData(dataset, tuple(files), labels, tuple(splits.class_names))
 
 
@@ -205,20 +201,17 @@ def worst_predictions(task, outputs, labels, n=16):
     return np.argsort(-losses, kind="stable")[:n]
 
 
-def format_report(report, top=20):
-    """A few lines for the terminal: headline metrics, then per-class rows."""
-    heads = [f"{k}={report[k]:.4f}" for k in
-             ("accuracy", "exact_match", "top5", "nll", "macro_f1", "mae", "rmse", "r2",
-              "pixel_accuracy", "miou") if k in report]
+def format_report(report, task, top=20):
+    """A few lines for the terminal: the task's summary metrics (`Task.summary_metrics`),
+    then a row per class of its per-class columns (`Task.per_class_columns`)."""
+    task = get_task(task)
+    heads = [f"{k}={report[k]:.4f}" for k in task.summary_metrics if k in report]
     lines = [f"{report['num_images']} images: " + ", ".join(heads)]
-    first = next(iter(report.get("per_class", {}).values()), {})
-    if "iou" in first:  # segmentation: IoU and pixel support per class
-        lines.append(f"{'class':<20}{'iou':>10}{'pixels':>12}")
+    columns = task.per_class_columns
+    if columns and "per_class" in report:
+        lines.append(f"{'class':<20}" + "".join(f"{h:>10}" for _, h in columns))
         for name, row in list(report["per_class"].items())[:top]:
-            lines.append(f"{name[:19]:<20}{row['iou']:>10.3f}{row['support']:>12d}")
-    elif "per_class" in report:
-        lines.append(f"{'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
-        for name, row in list(report["per_class"].items())[:top]:
-            lines.append(f"{name[:19]:<20}{row['precision']:>10.3f}{row['recall']:>10.3f}"
-                         f"{row['f1']:>10.3f}{row['support']:>9d}")
+            lines.append(f"{name[:19]:<20}" + "".join(
+                f"{row[k]:>10d}" if isinstance(row[k], int) else f"{row[k]:>10.3f}"
+                for k, _ in columns))
     return "\n".join(lines)

@@ -160,7 +160,8 @@ def representative_images(loaded, data, n=64):
     strata = [tuple(row) for row in labels] if loaded.task.has_classes else [0] * len(labels)
     chosen = stratified_sample(strata, n, seed=cfg.get("seed", 0))
     dataset = make_dataset([splits.train_files[i] for i in chosen], labels[chosen],
-                           image_size=loaded.input.size, batch_size=1, training=False)
+                           image_size=loaded.input.size, batch_size=1, training=False,
+                           task=loaded.task, num_classes=len(splits.class_names))
     return [images.numpy() for images, _ in dataset]
 
 

@@ -17,9 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from transferkit.core.files import atomic_path, write_text
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.evaluation.evaluate import predict_outputs, worst_predictions
-from transferkit.evaluation.masks import overlay
 
 PLOTS = "report"  # subfolder of the run directory holding the PNGs
 
@@ -154,9 +153,8 @@ def _img(src, alt):
 
 
 def _table(report):
-    heads = ", ".join(f"{k} {report[k]:.4f}" for k in
-                      ("accuracy", "exact_match", "top5", "nll", "macro_f1", "mae", "rmse",
-                       "r2", "pixel_accuracy", "miou") if k in report)
+    # Every scalar metric, in the order the task's `score` wrote them.
+    heads = ", ".join(f"{k} {v:.4f}" for k, v in report.items() if isinstance(v, float))
     text = f"<p>{report['num_images']} images: {html.escape(heads)}</p>"
     if "per_class" not in report:
         return text
@@ -202,13 +200,10 @@ def worst_images(dataset, task, outputs, labels, class_names, n=12):
             if offset + j in wanted:
                 images[wanted[offset + j]] = batch[j].numpy()
         offset += len(batch)
-    titles = [f"true {_label_text(task, labels[i], class_names)}\n"
-              f"pred {_label_text(task, outputs[i], class_names)}" for i in order]
-    if task.dense:  # show the predicted mask on each image
-        num = task.probabilities(outputs[:1]).shape[-1]
-        images = [overlay(image, mask, num) for image, mask in
-                  zip(images, task.predicted(outputs[order]))]
-    return images, titles
+    titles = [f"true {task.caption(labels[i], class_names)}\n"
+              f"pred {task.caption(outputs[i], class_names)}" for i in order]
+    # What the model said, on each image (segmentation: its predicted mask).
+    return [task.picture(image, outputs[i]) for image, i in zip(images, order)], titles
 
 
 def write_eval_report(folder, report, worst=None, reliability=None, title="Evaluation"):
@@ -229,15 +224,12 @@ def write_report(out_dir, model, data, history, max_samples=18):
                                                  "learning curves")))
     images, labels = _first_examples(data.train, max_samples)
     names = list(data.class_names)
-    titles = [_label_text(get_task(data.task), y, names) for y in labels]
-    if get_task(data.task).dense and images:  # the (augmented) true mask on each image
-        task = get_task(data.task)
-        images = [overlay(x, m, len(names)) for x, m in
-                  zip(images, task.predicted(np.asarray(labels)))]
+    task = get_task(data.task)
+    titles = [task.caption(y, names) for y in labels]
+    images = [task.picture(x, y) for x, y in zip(images, labels)]  # masks: the true one
     sections.append(("Augmented training samples",
                      _img(plot_images(images, titles, out_dir, "augmented.png"),
                           "augmented training samples")))
-    task = get_task(data.task)
     if data.val is not None:
         outputs, y = predict_outputs(model, data.val)
         report = task.score(outputs, y, names)
@@ -257,20 +249,3 @@ def _first_examples(dataset, n):
         if len(images) >= n:
             break
     return images, labels
-
-
-def _label_text(task, row, names):
-    """A short caption for a label or prediction row (mixed labels show their top two)."""
-    row = np.atleast_1d(np.asarray(row, dtype=np.float64))
-    if task.dense:  # a mask: the classes it holds
-        return " / ".join(task.describe(row, names, top_k=3)["label"])
-    if not task.has_classes:
-        return ", ".join(f"{v:.2f}" for v in row)
-    described = task.describe(row, names, top_k=2)
-    label = described["label"]
-    if isinstance(label, list):  # multilabel
-        return " / ".join(label) or "(none)"
-    top = described["scores"]
-    if top[0]["probability"] < 0.99 and len(top) > 1:  # a soft (mixed) row
-        return " / ".join(f"{s['class']} {s['probability']:.2f}" for s in top)
-    return label

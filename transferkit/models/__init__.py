@@ -8,7 +8,7 @@ networks in `scratch`; `hub` resolves `hub:PRESET` names through KerasHub).
 from transferkit.models import applications, efficientnet_lite, hub, scratch  # noqa: F401
 from transferkit.models.backbones import create_backbone, imagenet_cache_dir
 from transferkit.models.builder import build_model, resolve_input
-from transferkit.models.heads import HeadConfig, build_head, infer_task
+from transferkit.models.heads import HeadConfig, build_head
 from transferkit.models.layers import Preprocess
 from transferkit.models.parts import ModelParts, resolve as resolve_parts
 from transferkit.models.registry import (BackboneSpec, block_starts, get_spec,
@@ -17,6 +17,6 @@ from transferkit.models.saving import load_model, read_metadata, save_model
 
 __all__ = ["BackboneSpec", "HeadConfig", "ModelParts", "Preprocess", "block_starts",
            "build_head", "build_model", "create_backbone", "get_spec",
-           "imagenet_cache_dir", "infer_task", "list_backbones", "load_model",
+           "imagenet_cache_dir", "list_backbones", "load_model",
            "read_metadata", "register_backbone", "resolve_input", "resolve_parts",
            "save_model"]

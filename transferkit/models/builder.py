@@ -17,7 +17,7 @@ from keras import layers
 from transferkit.core.config import section, setting
 from transferkit.core.inputs import InputSpec, parse_size
 from transferkit.core.errors import ConfigError
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.models.backbones import create_backbone
 from transferkit.models.heads import HeadConfig, build_head, pooling_layer
 from transferkit.models.layers import Preprocess

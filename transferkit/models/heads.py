@@ -2,7 +2,7 @@
 
 A head is its own small `keras.Model` (named "head"), so the same head trains on cached
 features and on the live backbone. Its output layer's width and activation come from
-the task (`core.tasks`).
+the task (a `tasks.Task`).
 """
 
 import dataclasses
@@ -12,7 +12,7 @@ from keras import layers
 
 from transferkit.core.config import setting
 from transferkit.core.errors import ConfigError, check_choice
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 
 POOLINGS = ("avg", "max", "flatten")
 
@@ -76,19 +76,3 @@ def build_head(feature_size, num_outputs, config=HeadConfig(), task="multiclass"
                            kernel_regularizer=regularizer, dtype="float32",
                            name="head_predictions")(x)
     return keras.Model(inputs, outputs, name="head")
-
-
-def infer_task(model):
-    """The task name a model's output layer implies (softmax: multiclass, one sigmoid:
-    binary, several: multilabel, linear: regression). Saved models carry their task
-    in their metadata; this is for models that do not."""
-    out = model
-    while getattr(out, "layers", None):  # nested models: their own last layer
-        out = out.layers[-1]
-    activation = getattr(getattr(out, "activation", None), "__name__", "linear")
-    units = model.output_shape[-1]
-    if activation == "softmax":
-        return "multiclass"
-    if activation == "sigmoid":
-        return "binary" if units == 1 else "multilabel"
-    return "regression"

@@ -20,7 +20,7 @@ from keras import layers
 
 from transferkit.core.errors import ConfigError
 from transferkit.core.inputs import InputSpec
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.models.backbones import create_backbone
 from transferkit.models.builder import resolve_input
 from transferkit.models.layers import Preprocess

@@ -26,10 +26,9 @@ import math
 import keras
 
 from transferkit.core.errors import ConfigError, check_choice
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.pipeline import as_batches
 from transferkit.data.splits import DataSplits
-from transferkit.models.heads import infer_task
 from transferkit.models.parts import resolve
 from transferkit.training import cache as cache_lib
 from transferkit.training.boundary import find_cut, top_model
@@ -226,7 +225,7 @@ def _make_loop(model, train, val, config, parts, task, cache, callbacks, class_w
     if splits is not None:
         train, val = splits.train, splits.val if own_val else val
         class_weight = splits.class_weight if class_weight is None else class_weight
-    task = get_task(task or (splits.task if splits else infer_task(model)))
+    task = get_task(task or (splits.task if splits else task_for_model(model)))
     # Keras applies class_weight per example; a dense task weighs pixels in its loss.
     task, class_weight = task.apply_class_weight(class_weight)
     resolved = resolve(model, parts)  # fails early, naming a missing part

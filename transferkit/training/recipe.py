@@ -22,8 +22,8 @@ import dataclasses
 from transferkit.core.config import (apply, check_value, flatten, leaves, nest, section,
                                      setting, unnest)
 from transferkit.core.errors import ConfigError, suggest
+from transferkit.core.task_registry import get_task
 from transferkit.core.files import read_json_object
-from transferkit.core.tasks import TASKS, get_task
 from transferkit.data.augment import augment_config
 from transferkit.data.config import DataConfig
 from transferkit.models.builder import ModelConfig
@@ -68,7 +68,8 @@ class RecipeConfig:
     """A whole run (defaults: MobileNetV2 with ImageNet weights, 5 head epochs at 1e-3
     on cached features, then 5 fine-tuning epochs of the top 2 blocks at 1e-5)."""
 
-    task: str = setting("multiclass", f"what the model predicts: {', '.join(TASKS)}")
+    task: str = setting("multiclass", "what the model predicts, a registered task: "
+                        "multiclass, binary, multilabel, regression or segmentation")
     segmentation_loss: str = setting("crossentropy", "segmentation only: the loss, "
                                      "crossentropy, dice or both (their sum)")
     seed: int = setting(0, "seed of the splits, the augmentation and the initial weights")

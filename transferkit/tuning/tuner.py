@@ -25,7 +25,7 @@ from keras_tuner.engine.metrics_tracking import infer_metric_direction
 from transferkit.app.lr_find import find_lr_for_recipe
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.files import read_json_object, write_json
-from transferkit.core.tasks import get_task
+from transferkit.core.task_registry import get_task
 from transferkit.training.cache import FeatureStore
 from transferkit.training.recipe import recipe_from_dict
 from transferkit.training.schedule import PHASES
