@@ -59,7 +59,6 @@ cache's disk use (its float16 files) and the process's peak resident memory are 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource

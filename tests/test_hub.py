@@ -1,7 +1,6 @@
 """KerasHub backbones (`hub:PRESET`), offline, on a tiny ViT preset the tests save."""
 
 import importlib.util
-import json
 
 import keras
 import numpy as np
