@@ -16,7 +16,7 @@ from transferkit.models.registry import (OWN_ARGUMENTS, BackboneSpec, get_spec,
                                          list_backbones, spec_from_model)
 from transferkit.models.segmentation import build_segmenter
 from transferkit.training.recipe import RecipeConfig
-from transferkit.training.run import train
+from transferkit.app.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

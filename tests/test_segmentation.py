@@ -443,7 +443,7 @@ def test_a_mask_broken_after_the_scan_is_skipped_and_counted(tmp_path):
 
 @pytest.mark.slow
 def test_train_names_a_broken_mask_in_run_json(tmp_path, monkeypatch, capsys):
-    from transferkit.training import run as run_module
+    from transferkit.app import train as run_module
 
     root = make_seg_folder(tmp_path / "d", count=12)
     real, broken = run_module.load_data, []
@@ -456,7 +456,7 @@ def test_train_names_a_broken_mask_in_run_json(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(run_module, "load_data", load_then_break_one)
     out = tmp_path / "run"
-    result = run_module.train(RecipeConfig(
+    result = run_module.train(RecipeConfig.from_keys(
         data=root, task="segmentation", backbone="tiny_test", weights="none",
         image_size=32, batch_size=4, head_epochs=1, finetune_epochs=0, augment="none",
         report=False, decoder_width=8, early_stopping_patience=0), str(out), verbose=0)
