@@ -179,12 +179,12 @@ def run_transferkit(train_dir, val_dir, weights, args, cache_dir, **overrides):
 
     keras.utils.set_random_seed(args.seed)
     os.environ["TRANSFERKIT_CACHE"] = cache_dir  # a cold cache: extraction is timed
-    recipe = recipe_from_dict(dict(
+    recipe = recipe_from_dict({**dict(
         data=train_dir, val_data=val_dir, backbone=args.backbone, weights=weights,
         image_size=args.size, batch_size=args.batch_size, head_epochs=args.head_epochs,
         finetune_epochs=args.finetune_epochs, seed=args.seed, report=False,
         augment=args.kit_augment, head_lr_auto=args.lr_auto == "both",
-        finetune_lr_auto=args.lr_auto in ("finetune", "both"), **overrides))
+        finetune_lr_auto=args.lr_auto in ("finetune", "both")), **overrides})
     start = now()
     clock = epoch_clock(start)
     train(recipe, os.path.join(cache_dir, "run"), callbacks=[clock], verbose=0)

@@ -33,7 +33,7 @@ def test_each_task_recognises_its_own_models_output(task):
                                 decoder_width=4)
     else:
         model = build_model("tiny_test", 3, weights=None, image_size=32,
-                            head=HeadConfig(task=task))
+                            task=task, head=HeadConfig())
     assert task_for_model(model).name == task
 
 
