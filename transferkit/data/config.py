@@ -5,6 +5,7 @@ import dataclasses
 from transferkit.core.config import setting
 from transferkit.core.errors import ConfigError
 from transferkit.data.augment import AUGMENT_PRESETS, augment_config
+from transferkit.data.splits import check_split_fractions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,14 +31,7 @@ class DataConfig:
 
     def __post_init__(self):
         augment_config(self.augment)  # a known preset
-        for name in ("val_split", "test_split"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise ConfigError(f"The `{name}` setting should be in [0, 1). "
-                                  f"Received: {name}={value}")
-        if self.val_split + self.test_split >= 1:
-            raise ConfigError("val_split + test_split should be < 1. Received: "
-                              f"{self.val_split} + {self.test_split}")
+        check_split_fractions(self.val_split, self.test_split, error=ConfigError)
 
     def source(self):
         """What `load_data` takes: the training source, or {"train", "val"} sources."""

@@ -39,7 +39,7 @@ from transferkit.core.inputs import parse_size
 from transferkit.core.task_registry import get_task
 from transferkit.data import files, sources
 from transferkit.data.augment import AugmentConfig
-from transferkit.data.splits import DataSplits
+from transferkit.data.splits import DataSplits, check_split_fractions
 
 
 def load_data(source, *, image_size, batch_size: int = 32, task: str = "multiclass",
@@ -67,12 +67,7 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
     verbose: print the scan's counts (default True).
     """
     task = get_task(task)
-    for name, value in (("val_split", val_split), ("test_split", test_split)):
-        if not 0 <= value < 1:
-            raise DataError(f"{name} must be in [0, 1). Received: {name}={value}")
-    if val_split + test_split >= 1:
-        raise DataError(f"val_split + test_split must be < 1. Received: "
-                        f"{val_split} + {test_split}")
+    check_split_fractions(val_split, test_split)
     if augment is True:
         augment = AugmentConfig()
     if augment is not None and augment is not False and not isinstance(augment,

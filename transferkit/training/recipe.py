@@ -155,10 +155,10 @@ def recipe_from_dict(values, base=None):
         hints = "".join(suggest(k, KEYS) for k in unknown)
         raise ConfigError(f"Unknown recipe key(s) {unknown}.{hints} Valid keys: "
                           f"{', '.join(KEYS)}")
+    if "weights" in values and values["weights"] is None:  # JSON null: no weights
+        values = {**values, "weights": "none"}
     flat = {}
     for key in sorted(values, key=lambda k: k not in SHORTHANDS):
-        if key == "weights" and values[key] is None:  # JSON null: no pretrained weights
-            values = {**values, key: "none"}
         for target in SHORTHANDS.get(key, (key,)):
             flat[target] = check_value(LEAVES[target], values[key])
     try:

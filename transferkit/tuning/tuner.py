@@ -23,6 +23,7 @@ import keras_tuner
 from keras_tuner.engine.metrics_tracking import infer_metric_direction
 
 from transferkit.app.lr_find import find_lr_for_recipe
+from transferkit.app.train import with_rates
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.files import read_json_object, write_json
 from transferkit.core.task_registry import get_task
@@ -172,8 +173,7 @@ def centre_rates(base, space, out_dir, *, store=None, resume=False, verbose=1):
             suggestion = find_lr_for_recipe(probe, out_dir, phase=phase, store=store,
                                             name=name, verbose=0).suggestion
         rates = Range(suggestion / LR_SPREAD, suggestion * LR_SPREAD, log=True)
-        base = recipe_from_dict({f"{phase}_lr": suggestion, f"{phase}_lr_auto": False},
-                                base)
+        base = with_rates(base, {phase: suggestion})
         space = dataclasses.replace(space, **{f"{phase}_lr": rates})
         if verbose:
             print(f"{phase}_lr: the range test suggests {suggestion:.2g}; each trial "
