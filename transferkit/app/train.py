@@ -20,6 +20,7 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task
 from transferkit.data.augment import augment_config
+from transferkit.data.fixes import read_fixes
 from transferkit.data.files import undecodable
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import evaluate_splits
@@ -67,15 +68,16 @@ class Job:
     data: object
 
 
-def load_run_data(recipe, verbose=True):
-    """The `DataSplits` a recipe trains on, at the recipe's input size."""
+def load_run_data(recipe, verbose=True, fixes=None):
+    """The `DataSplits` a recipe trains on, at the recipe's input size. fixes: a read
+    `data.fixes.Fixes` to use instead of reading the recipe's fixes file again."""
     data = recipe.data
     return load_data(data.source(), image_size=recipe.input_spec(),
                      batch_size=recipe.schedule.batch_size, task=recipe.task,
                      val_split=data.val_split, test_split=data.test_split, seed=recipe.seed,
                      augment=augment_config(data.augment), scan=data.scan,
                      class_weights=data.class_weights, follow_links=data.follow_links,
-                     verbose=verbose)
+                     fixes=fixes or data.fixes or None, verbose=verbose)
 
 
 def build_run_model(recipe, num_outputs, *, trusted=False):
@@ -132,7 +134,11 @@ def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=3, data_serv
     strategy = make_strategy(recipe.runtime.strategy)  # first: multi-worker needs a fresh runtime
     per_replica_batch(recipe.schedule.batch_size, strategy)  # batch_size is global: check it splits
     run = run_dir(worker_dir(out_dir, strategy))
+    fixes = read_fixes(recipe.data.fixes) if recipe.data.fixes else None
+    if resume:
+        check_same_fixes(run, fixes)
     run_id, changed = claim_run(run, recipe, resume=resume, overwrite=overwrite)
+    run.record("fixes", fixes_record(fixes))
     manager = CheckpointManager(run.checkpoints, keep, run_id=run_id)
     manager.clean()  # temp files and uncommitted weights a kill left behind
     state = manager.latest() if resume else None
@@ -144,7 +150,7 @@ def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=3, data_serv
     if changed:
         print(f"resuming with changed settings (recorded in config.json): "
               f"{', '.join(changed)}")
-    data = load_run_data(recipe)
+    data = load_run_data(recipe, fixes=fixes)
     data = dataclasses.replace(
         data, train=prepare_dataset(data.train, strategy, service=data_service),
         val=prepare_dataset(data.val, strategy), test=prepare_dataset(data.test, strategy))
@@ -232,6 +238,31 @@ def with_rates(recipe, rates):
     for phase, rate in rates.items():
         keys.update({f"{phase}_lr": rate, f"{phase}_lr_auto": False})
     return recipe_from_dict(keys, recipe)
+
+
+def fixes_record(fixes):
+    """What run.json says of the fixes file a run used (None: none)."""
+    if fixes is None:
+        return None
+    return {"path": os.path.abspath(fixes.path), "sha256": fixes.digest, **fixes.counts()}
+
+
+def check_same_fixes(run, fixes):
+    """ConfigError when a resumed run's fixes file changed (or came or went) since the
+    run started: its checkpoints were trained on the other listing."""
+    info = run.read_info() if run.holds_run() else None
+    if not isinstance(info, dict) or "fixes" not in info:
+        return  # a new run, or one from before fixes were recorded
+    before = info["fixes"] or {}
+    now = fixes_record(fixes) or {}
+    if before.get("sha256") != now.get("sha256"):
+        def name(record):
+            return (f"{record['path']} (sha256 {record['sha256'][:12]})" if record
+                    else "no fixes file")
+        raise ConfigError(
+            f"--resume cannot change the fixes file: the run in {run.path} was trained "
+            f"with {name(before)}, now with {name(now)}. Start a new run (another --out, "
+            "or --overwrite) to train with other fixes.")
 
 
 def run_dir(out_dir):

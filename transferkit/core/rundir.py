@@ -215,8 +215,11 @@ class RunDir:
 
     def record_skipped(self, skipped):
         """Record {path: reason} of files skipped during training in run.json."""
-        write_json(self.file(RUN_FILE), {**(self.read_info() or {}),
-                                         "skipped_files": dict(skipped)})
+        self.record("skipped_files", dict(skipped))
+
+    def record(self, key, value):
+        """Set `key` of run.json to `value` (JSON-able), keeping the rest."""
+        write_json(self.file(RUN_FILE), {**(self.read_info() or {}), key: value})
 
     def read_config(self):
         """The config.json object, or None when there is none."""

@@ -28,6 +28,9 @@ class DataConfig:
                          "truncated or duplicate files")
     follow_links: bool = setting(False, "use links in the data folder whose target "
                                  "lies outside it (default: reported and skipped)")
+    fixes: str = setting("", "a fixes CSV (path,action,label; written by `transferkit "
+                         "doctor` and its review page): relabels and exclusions applied "
+                         "to the file listing at load time; the files stay as they are")
 
     def __post_init__(self):
         augment_config(self.augment)  # a known preset

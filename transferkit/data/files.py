@@ -21,10 +21,11 @@ from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratifi
 
 def from_files(source, *, task, class_names, val_split, test_split, augment, cache,
                class_weights, scan, normalized_dir, workers, verbose, pipe,
-               follow_links=False) -> DataSplits:
+               follow_links=False, fixes=None) -> DataSplits:
     """A folder/CSV source, or a {"train": ..., "val": ..., "test": ...} dict of them.
     The task lists each file's label (`Task.read_files`: a class, or e.g. a mask file)
-    and checks them (`Task.check_files`)."""
+    and checks them (`Task.check_files`). fixes: a `data.fixes.Fixes` applied to the
+    listing before the scan and the split."""
     named = source if isinstance(source, dict) else {"train": source}
     unknown = set(named) - set(SPLIT_NAMES)
     if unknown or "train" not in named:
@@ -43,6 +44,12 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
         class_names = listed["train"][3]
     files = {k: (paths, labels) for k, (paths, labels, *_) in listed.items()}
     files = _without_shared_paths(files, named, verbose)
+    if fixes is not None:
+        files = fixes.apply(files)
+        if verbose:
+            counts = fixes.counts()
+            print(f"fixes {fixes.path}: {counts['relabel']} relabel(s), "
+                  f"{counts['exclude']} exclusion(s) applied to the listing")
     walk_problems = [p for _, _, found, _ in listed.values() for p in found]
     report = None
     if not scan:

@@ -39,6 +39,7 @@ from transferkit.core.inputs import parse_size
 from transferkit.core.task_registry import get_task
 from transferkit.data import files, sources
 from transferkit.data.augment import AugmentConfig
+from transferkit.data.fixes import read_fixes
 from transferkit.data.splits import DataSplits, check_split_fractions
 
 
@@ -49,7 +50,7 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
               class_weights: bool = False, deterministic: bool = False,
               class_names=None, data_dir=None, normalized_dir=None,
               workers: int | None = None, follow_links: bool = False,
-              verbose: bool = True) -> DataSplits:
+              fixes=None, verbose: bool = True) -> DataSplits:
     """Load, scan, split and batch a data source (see the module docstring).
 
     image_size: an int, (height, width) or an `InputSpec`.
@@ -64,6 +65,8 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
     data_dir: TFDS data folder. normalized_dir, workers: passed to `scan`.
     follow_links: use links in a source folder whose target lies outside it
         (default False: they are reported and skipped).
+    fixes: a fixes file (path or `data.fixes.Fixes`, see `transferkit doctor`): its
+        relabels and exclusions are applied to a file source's listing (default None).
     verbose: print the scan's counts (default True).
     """
     task = get_task(task)
@@ -82,6 +85,12 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
                   pipe=pipe)
     is_tfds = isinstance(source, (str, os.PathLike)) and str(source).startswith("tfds:")
     # Sources are task-agnostic: the task reads their labels (classes, or masks).
+    if fixes is not None and (is_tfds or not isinstance(source, (str, os.PathLike, dict))):
+        raise DataError("The `fixes` argument applies to folder and CSV sources only: "
+                        "their files have paths to fix. Received: a "
+                        f"{'TFDS' if is_tfds else type(source).__name__} source.")
+    if isinstance(fixes, (str, os.PathLike)):
+        fixes = read_fixes(fixes)
     if is_tfds or isinstance(source, tf.data.Dataset):
         return sources.from_tensors(str(source) if is_tfds else source, data_dir=data_dir,
                                     class_names=class_names, **common)
@@ -89,4 +98,5 @@ def load_data(source, *, image_size, batch_size: int = 32, task: str = "multicla
         return sources.from_arrays(*source, class_names=class_names, **common)
     return files.from_files(source, class_names=class_names, scan=scan,
                             normalized_dir=normalized_dir, workers=workers,
-                            follow_links=follow_links, verbose=verbose, **common)
+                            follow_links=follow_links, fixes=fixes, verbose=verbose,
+                            **common)
