@@ -33,6 +33,7 @@ from transferkit.training import (FeatureCache, FineTuneResult, FreezePolicy,
                                   PhaseConfig, Position, RecipeConfig, ScheduleConfig,
                                   fine_tune, freeze, load_recipe)
 from transferkit.app.train import train
+from transferkit.app.doctor import doctor
 from transferkit.evaluation import export_model, load_run, predict
 
 # The tuner pulls in keras-tuner: loaded on first use.
@@ -44,7 +45,7 @@ __all__ = ["AugmentConfig", "BackboneSpec", "ConfigError", "DataError", "DataSpl
            "ModelParts", "PhaseConfig", "Position", "RecipeConfig", "ScheduleConfig",
            "SearchSpace", "Task", "TrainableChangedError", "TransferHyperModel",
            "TransferkitError", "UnsafeModelError", "WeightsError", "augment_config",
-           "build_model", "export_model", "fine_tune", "freeze", "get_spec", "get_task",
+           "build_model", "doctor", "export_model", "fine_tune", "freeze", "get_spec", "get_task",
            "list_backbones", "load_data", "load_model", "load_recipe", "load_run",
            "predict", "read_metadata", "register_backbone", "save_model", "scan", "train",
            "tune"]

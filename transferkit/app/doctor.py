@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import time
+from importlib.util import find_spec
 
 import numpy as np
 
@@ -24,11 +25,11 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.files import write_json
 from transferkit.data.augment import augment_config
 from transferkit.data.files import walk
+from transferkit.data.fixes import write_fixes
 from transferkit.data.imageio import IMAGE_EXTENSIONS
 from transferkit.data.pipeline import make_dataset
 from transferkit.evaluation import data_issues
 from transferkit.evaluation.review import write_review
-from transferkit.data.fixes import write_fixes
 from transferkit.models.parts import resolve
 from transferkit.training.cache import FeatureStore, extract_features, split_features
 from transferkit.training.recipe import recipe_from_dict
@@ -67,6 +68,10 @@ def doctor(data, *, out_dir=None, val_data="", backbone=None, weights="imagenet"
     recipe_keys: any other recipe key (val_split, augment, scan, ...).
     """
     start = time.perf_counter()
+    missing = [name for name in ("cleanlab", "imagehash") if find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"transferkit doctor needs {' and '.join(missing)}: "
+                          "pip install 'transferkit[doctor]'")
     if "task" in recipe_keys:  # confident learning here is for one class per image
         raise ConfigError("The doctor checks one class label per image (multiclass "
                           f"data): the `task` cannot be set. Received: "

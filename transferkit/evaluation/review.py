@@ -127,14 +127,14 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
 <script>
 "use strict";
 function decisions() {{
-  // One decision per file: the last card of a file that is not "keep" wins.
+  // Cards of one file agree (see follow): the first one speaks for it.
   const out = new Map();
   for (const card of document.querySelectorAll(".card[data-path]")) {{
     const checked = card.querySelector("input[type=radio]:checked");
     const action = checked ? checked.value : "keep";
     const label = action === "relabel" ? card.querySelector("select").value : "";
     const path = card.dataset.path;
-    if (!out.has(path) || action !== "keep") out.set(path, [action, label]);
+    if (!out.has(path)) out.set(path, [action, label]);
   }}
   return out;
 }}
@@ -168,11 +168,25 @@ async function save() {{
     if (error.name !== "AbortError") download();
   }}
 }}
-// Choosing a class means relabelling to it.
-for (const card of document.querySelectorAll(".card[data-path]")) {{
+// Choosing a class means relabelling to it; a file shown on several cards (say a
+// label issue that is also an outlier) gets one decision, the one made last.
+const cards = [...document.querySelectorAll(".card[data-path]")];
+function follow(from) {{
+  const action = from.querySelector("input[type=radio]:checked").value;
+  const label = from.querySelector("select").value;
+  for (const card of cards) {{
+    if (card === from || card.dataset.path !== from.dataset.path) continue;
+    card.querySelector(`input[value=${{action}}]`).checked = true;
+    card.querySelector("select").value = label;
+  }}
+}}
+for (const card of cards) {{
   card.querySelector("select").addEventListener("change", () => {{
     card.querySelector("input[value=relabel]").checked = true;
+    follow(card);
   }});
+  for (const radio of card.querySelectorAll("input[type=radio]"))
+    radio.addEventListener("change", () => follow(card));
 }}
 if (window.showSaveFilePicker) {{
   const button = document.getElementById("save");
