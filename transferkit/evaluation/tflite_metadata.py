@@ -1,9 +1,8 @@
 """TFLite model metadata, so MediaPipe Tasks (and other LiteRT clients) load an exported
 .tflite as it is: no labels file, no preprocessing settings to pass by hand.
 
-    content = with_metadata(tflite_bytes, name="pets", version="0.2.0",
-                            output=task.tflite_output(class_names),
-                            extra={"task": "multiclass", ...})
+    content = export_metadata(tflite_bytes, task.tflite_output(class_names), meta)
+    content = with_metadata(tflite_bytes, name="pets", output=TfliteOutput(...))
 
 What a file gets, as MediaPipe's own metadata writer writes it (metadata_schema.fbs,
 the `TFLITE_METADATA` entry of the Model, a flatbuffer with file identifier "M001"):
@@ -22,7 +21,9 @@ Written with the FlatBuffers object API of two generated schemas: the metadata s
 import dataclasses
 import io
 import json
+import os
 import zipfile
+from importlib import metadata as distribution
 
 import flatbuffers
 from tensorflow.lite.python import schema_py_generated as model_fb
@@ -66,6 +67,30 @@ class TfliteOutput:
 # the fields written (metadata_schema.fbs history). Every field written here is a 1.0.0
 # one (no tensor groups, subgraph process units, file versions or custom metadata).
 BASE_VERSION = "1.0.0"
+
+
+def export_metadata(content, output, meta):
+    """`content` with the metadata of a transferkit export: `meta` is the export's
+    metadata dict (task, class names, input, source, ...; written in as
+    `transferkit.json`), output the task's TfliteOutput. The name is the run's folder
+    and the version transferkit's."""
+    version = transferkit_version()
+    source = meta.get("source") or ""
+    name = os.path.basename(os.path.dirname(os.path.abspath(source))) if source else ""
+    input_size = "x".join(str(meta.get("input", {}).get(k, "?")) for k in ("height", "width"))
+    return with_metadata(
+        content, name=name or "transferkit model", output=output, version=version,
+        description=f"{meta.get('task', '')} model exported by transferkit {version}, "
+                    f"trained at {input_size}. Takes RGB 0-255 images.",
+        extra={**meta, "transferkit_version": version})
+
+
+def transferkit_version():
+    """The installed transferkit's version ("" when it is not installed)."""
+    try:
+        return distribution.version("transferkit")
+    except distribution.PackageNotFoundError:
+        return ""
 
 
 def with_metadata(content, *, name, output, version="", description="", author="transferkit",
