@@ -207,3 +207,36 @@ def deployed(tmp_path_factory):
         case["mediapipe"] = result
     return cases
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, least", [("multiclass", 0.95), ("multiclass_int8", 0.9),
+                                         ("binary", 0.95), ("multilabel", 0.95)])
+def test_mediapipe_classifies_like_predict(deployed, name, least):
+    case = deployed[name]
+    task, categories = case["task"], case["mediapipe"]["categories"]
+    reported = {n for image in categories for n, _ in image}
+    if task == "binary":  # one sigmoid unit: labelled with the positive class
+        assert reported == {case["class_names"][1]}
+    elif task == "multiclass":  # every class, every image, named from the file
+        assert all(sorted(n for n, _ in image) == sorted(case["class_names"])
+                   for image in categories)
+    else:  # the threshold from the metadata: only the classes an image has
+        assert reported <= set(case["class_names"])
+        assert all(score >= 0.5 for image in categories for _, score in image)
+    assert _agreement(task, case["rows"], case["mediapipe"], case["class_names"]) >= least
+
+
+@pytest.mark.slow
+def test_mediapipe_segments_like_predict(deployed):
+    case = deployed["segmentation"]
+    assert case["mediapipe"]["labels"] == case["class_names"]
+    agree = []
+    for i, (path, mp_mask) in enumerate(zip(case["files"], case["masks"])):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        want = np.asarray(Image.open(os.path.join(case["folder"], "pred",
+                                                  f"{i:03d}_{stem}_mask.png")))
+        got = np.load(mp_mask)
+        assert got.shape == want.shape
+        agree.append(np.mean(got == want))
+    assert np.mean(agree) >= 0.95
