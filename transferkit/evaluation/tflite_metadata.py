@@ -109,7 +109,7 @@ def with_metadata(content, *, name, output, version="", description="", author="
             f"this one has {len(model.subgraphs)} subgraph(s), {len(graph.inputs)} "
             f"input(s) and {len(graph.outputs)} output(s).")
     image = graph.tensors[graph.inputs[0]]
-    shape = list(image.shape)
+    shape = [int(s) for s in image.shape]
     if len(shape) != 4 or shape[-1] != 3 or image.type not in (
             model_fb.TensorType.FLOAT32, model_fb.TensorType.UINT8):
         raise TransferkitError(f"TFLite metadata needs an RGB image input [1, H, W, 3] of "
