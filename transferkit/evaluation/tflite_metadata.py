@@ -28,7 +28,7 @@ from importlib import metadata as distribution
 import flatbuffers
 from tensorflow.lite.python import schema_py_generated as model_fb
 
-from transferkit.core.errors import TransferkitError
+from transferkit.core.errors import TransferkitError, check_choice
 from transferkit.evaluation._vendor import metadata_schema_py_generated as meta_fb
 
 METADATA_NAME = "TFLITE_METADATA"  # the Model.metadata entry clients look for
@@ -58,9 +58,7 @@ class TfliteOutput:
     score_threshold: float = None
 
     def __post_init__(self):
-        if self.kind not in OUTPUT_KINDS:
-            raise ValueError(f"TfliteOutput kind should be one of {OUTPUT_KINDS}. "
-                             f"Received: kind={self.kind!r}")
+        check_choice("kind", self.kind, OUTPUT_KINDS)
 
 
 # min_parser_version, as the real populator records it: the newest schema version among
@@ -73,10 +71,12 @@ def export_metadata(content, output, meta):
     """`content` with the metadata of a transferkit export: `meta` is the export's
     metadata dict (task, class names, input, source, ...; written in as
     `transferkit.json`), output the task's TfliteOutput. The name is the run's folder
-    and the version transferkit's."""
+    (a run's model.keras) or the source file's name; the version transferkit's."""
     version = transferkit_version()
-    source = meta.get("source") or ""
-    name = os.path.basename(os.path.dirname(os.path.abspath(source))) if source else ""
+    source = os.path.abspath(meta["source"]) if meta.get("source") else ""
+    name = os.path.splitext(os.path.basename(source))[0]
+    if name == "model":  # a run directory's model.keras: the run's name says more
+        name = os.path.basename(os.path.dirname(source))
     input_size = "x".join(str(meta.get("input", {}).get(k, "?")) for k in ("height", "width"))
     return with_metadata(
         content, name=name or "transferkit model", output=output, version=version,

@@ -12,7 +12,7 @@ from transferkit.evaluation.masks import overlay, write_masks
 from transferkit.evaluation.tflite_metadata import TfliteOutput
 from transferkit.models.losses import LOSS_MODES, SegmentationLoss
 from transferkit.models.segmentation import build_segmenter
-from transferkit.tasks.base import EPSILON, Task, _mean, _names, output_layer
+from transferkit.tasks.base import EPSILON, THRESHOLD, Task, _mean, _names, output_layer
 
 
 class Segmentation(Task):
@@ -95,11 +95,11 @@ class Segmentation(Task):
         """Per-pixel class scores [1, H, W, C], labelled: MediaPipe's ImageSegmenter
         takes their argmax as its category mask. One sigmoid channel is labelled with
         the foreground class alone: MediaPipe reads a single channel as that one
-        category's confidence (category 0 above 0.5, else 255: none)."""
+        category's confidence (category 0 above THRESHOLD, else 255: none)."""
         if units == 1:
             background, foreground = ([None] + [str(c) for c in class_names])[-2:]
             return TfliteOutput("mask", f"Per-pixel probability of {foreground!r} "
-                                f"(sigmoid); below 0.5 the pixel is "
+                                f"(sigmoid); below {THRESHOLD} the pixel is "
                                 f"{background or 'background'!r}.", (foreground or "1",))
         return TfliteOutput("mask", f"Per-pixel probabilities of the {units} classes "
                             "(softmax), in the order of the labels file.",
