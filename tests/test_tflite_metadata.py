@@ -118,7 +118,7 @@ def test_export_puts_the_run_into_the_file(plain, tmp_path):
         assert archive.read("labels.txt").decode() == "blue\ngreen\nred\n"
     assert inside["class_names"] == CLASSES and inside["task"] == "multiclass"
     assert inside["input"] == {"height": 32, "width": 40, "channels": 3}
-    assert inside["quantize"] == "fp16"
+    assert inside["quantize"] == "fp16" and "source" not in inside  # a local path
     # labels.txt stays beside the file too.
     assert open(os.path.join(tmp_path, "out", "labels.txt")).read() == "blue\ngreen\nred\n"
 
@@ -142,7 +142,7 @@ def test_a_model_that_is_not_an_image_classifier_is_refused():
     inputs = tf.keras.Input((8,))
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(2)(inputs))
     content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    with pytest.raises(TransferkitError, match=r"RGB image input .* shape \[1, 8\]"):
+    with pytest.raises(TransferkitError, match=r"RGB image input .* shape \[1, 8\] and type FLOAT32"):
         tm.with_metadata(content, name="x", output=tm.TfliteOutput("values", "x"))
 
 

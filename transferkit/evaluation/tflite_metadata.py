@@ -64,13 +64,13 @@ class TfliteOutput:
 # min_parser_version, as the real populator records it: the newest schema version among
 # the fields written (metadata_schema.fbs history). Every field written here is a 1.0.0
 # one (no tensor groups, subgraph process units, file versions or custom metadata).
-BASE_VERSION = "1.0.0"
+MIN_PARSER_VERSION = "1.0.0"
 
 
 def export_metadata(content, output, meta):
     """`content` with the metadata of a transferkit export: `meta` is the export's
     metadata dict (task, class names, input, source, ...; written in as
-    `transferkit.json`), output the task's TfliteOutput. The name is the run's folder
+    `transferkit.json`, all but its "source" path), output the task's TfliteOutput. The name is the run's folder
     (a run's model.keras) or the source file's name; the version transferkit's."""
     version = transferkit_version()
     source = os.path.abspath(meta["source"]) if meta.get("source") else ""
@@ -82,7 +82,9 @@ def export_metadata(content, output, meta):
         content, name=name or "transferkit model", output=output, version=version,
         description=f"{meta.get('task', '')} model exported by transferkit {version}, "
                     f"trained at {input_size}. Takes RGB 0-255 images.",
-        extra={**meta, "transferkit_version": version})
+        # The source's path stays out: the file travels to devices, the path is local.
+        extra={**{k: v for k, v in meta.items() if k != "source"},
+               "transferkit_version": version})
 
 
 def transferkit_version():
@@ -112,8 +114,10 @@ def with_metadata(content, *, name, output, version="", description="", author="
     shape = [int(s) for s in image.shape]
     if len(shape) != 4 or shape[-1] != 3 or image.type not in (
             model_fb.TensorType.FLOAT32, model_fb.TensorType.UINT8):
+        dtype = {v: k for k, v in vars(model_fb.TensorType).items()}.get(image.type)
         raise TransferkitError(f"TFLite metadata needs an RGB image input [1, H, W, 3] of "
-                               f"float32 or uint8; this model's input has shape {shape}.")
+                               f"float32 or uint8; this model's input has shape {shape} "
+                               f"and type {dtype}.")
     files = {}
     if output.labels is not None:
         files[LABELS_FILE] = "".join(f"{label}\n" for label in output.labels).encode()
@@ -133,7 +137,7 @@ def with_metadata(content, *, name, output, version="", description="", author="
         metadata.associatedFiles = [_file(JSON_FILE, "The export's metadata (JSON): task, "
                                           "class names, input size, version.",
                                           meta_fb.AssociatedFileType.DESCRIPTIONS)]
-    metadata.minParserVersion = BASE_VERSION
+    metadata.minParserVersion = MIN_PARSER_VERSION
 
     builder = flatbuffers.Builder(0)
     builder.Finish(metadata.Pack(builder), METADATA_IDENTIFIER)
