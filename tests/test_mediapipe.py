@@ -244,3 +244,32 @@ def test_mediapipe_segments_like_predict(deployed):
         agree.append(np.mean(got == want))
     assert np.mean(agree) >= 0.95
     assert len(classes) > 1  # the masks hold objects, not only background
+
+
+@pytest.mark.slow
+def test_a_one_channel_segmenter_reads_as_mediapipe_reads_one_channel(tmp_path):
+    """One sigmoid channel: labelled with the foreground class alone, MediaPipe's
+    category mask is 0 (that category) where its probability passes 0.5, else 255."""
+    from transferkit.models.saving import save_model
+    from transferkit.models.segmentation import build_segmenter
+
+    model = build_segmenter("tiny_test", 1, weights=None, image_size=SIZE, decoder_width=8)
+    run = save_model(model, str(tmp_path / "model.keras"), metadata={
+        "class_names": ["background", "object"], "image_size": SIZE,
+        "task": "segmentation"})
+    _, files = _segmentation_data(str(tmp_path / "data"), n=3)
+    path = _export(run, tmp_path / "exp")
+    _cli("predict", run, *files, "--out", tmp_path / "pred")
+    masks = [str(tmp_path / f"mp_{i}.npy") for i in range(len(files))]
+    result, = _mediapipe([{"kind": "segmenter", "model": path, "images": files,
+                           "masks": masks}], str(tmp_path))
+    assert result["labels"] == ["object"]
+    seen = set()
+    for i, (path, mp_mask) in enumerate(zip(files, masks)):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        want = np.asarray(Image.open(tmp_path / "pred" / f"{i:03d}_{stem}_mask.png"))
+        got = np.load(mp_mask)
+        assert set(np.unique(got)) <= {0, 255}
+        assert np.mean((got == 0) == (want == 1)) >= 0.95
+        seen |= set(np.unique(want).tolist())
+    assert seen == {0, 1}  # both sides of the threshold were compared
