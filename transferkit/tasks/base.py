@@ -8,7 +8,8 @@ checked and paired with images (`read_files`, `check_files`, `source_labels`,
 `array_labels`, `read_tensors`), how the one pipeline decodes, augments and encodes
 them (`decode_label`, `augment_example`, `encode_label`), the model on top of the
 backbone (`build_model`), what reports show (`caption`, `picture`, `summary_metrics`,
-`per_class_columns`), `predict --out` files and the `scan` command. Every command asks
+`per_class_columns`), `predict --out` files, the `scan` command and what an exported
+.tflite's metadata says of its output (`tflite_output`). Every command asks
 the task; none branches on a task name. The defaults here are a classifier's.
 
     task = get_task("binary")
