@@ -136,6 +136,7 @@ def test_each_task_describes_its_output():
     # One sigmoid channel: MediaPipe reads it as one category's confidence.
     assert seg.tflite_output(["bg", "fg"], 1).labels == ("fg",)
     assert seg.tflite_output(["bg", "fg"], 1).kind == "mask"
+    assert seg.tflite_output([], 1).labels == ("1",)  # no names saved: the index
 
 
 def test_a_model_that_is_not_an_image_classifier_is_refused():

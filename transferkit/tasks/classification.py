@@ -104,7 +104,7 @@ class Binary(_SingleLabel):
         p = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)[:, :1]
         return np.hstack([1.0 - p, p])
 
-    def tflite_output(self, class_names, units=1):
+    def tflite_output(self, class_names, units):
         """One sigmoid unit: the score of the second class, its one label (a labels
         file must match the output's width); below THRESHOLD the image is the first."""
         negative, positive = _names(class_names, 2)

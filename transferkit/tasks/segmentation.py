@@ -97,7 +97,7 @@ class Segmentation(Task):
         the foreground class alone: MediaPipe reads a single channel as that one
         category's confidence (category 0 above THRESHOLD, else 255: none)."""
         if units == 1:
-            background, foreground = ([None] + [str(c) for c in class_names])[-2:]
+            background, foreground = ([None, None] + [str(c) for c in class_names])[-2:]
             return TfliteOutput("mask", f"Per-pixel probability of {foreground!r} "
                                 f"(sigmoid); below {THRESHOLD} the pixel is "
                                 f"{background or 'background'!r}.", (foreground or "1",))
