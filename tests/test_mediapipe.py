@@ -63,7 +63,9 @@ def _cli(*argv):
 
 def _predict(run, files):
     out = _cli("predict", run, *files, "--json", "--top-k", "5")
-    return [json.loads(line) for line in out.splitlines()]
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["image"] for r in rows] == list(files)  # one row per file, in order
+    return rows
 
 
 def _export(run, out, *extra):
