@@ -30,6 +30,7 @@ from transferkit.core.files import atomic_path, write_json, write_text
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
 from transferkit.data.splits import stratified_sample
+from transferkit.evaluation.tflite_metadata import export_metadata
 from transferkit.models.saving import load_model, save_model
 
 FORMATS = ("keras", "savedmodel", "tflite")
@@ -78,6 +79,9 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
             saved = os.path.join(tmp, "saved_model")
             loaded.model.export(saved, format="tf_saved_model", verbose=False)
             content = tflite_bytes(saved, quantize, representative)
+        # Model metadata + labels inside the file: MediaPipe Tasks load it as it is.
+        content = export_metadata(content, loaded.task.tflite_output(
+            loaded.class_names, loaded.model.output_shape[-1]), meta)
         with atomic_path(path) as tmp_file:
             with open(tmp_file, "wb") as f:
                 f.write(content)

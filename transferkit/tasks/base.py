@@ -8,7 +8,8 @@ checked and paired with images (`read_files`, `check_files`, `source_labels`,
 `array_labels`, `read_tensors`), how the one pipeline decodes, augments and encodes
 them (`decode_label`, `augment_example`, `encode_label`), the model on top of the
 backbone (`build_model`), what reports show (`caption`, `picture`, `summary_metrics`,
-`per_class_columns`), `predict --out` files and the `scan` command. Every command asks
+`per_class_columns`), `predict --out` files, the `scan` command and what an exported
+.tflite's metadata says of its output (`tflite_output`). Every command asks
 the task; none branches on a task name. The defaults here are a classifier's.
 
     task = get_task("binary")
@@ -31,6 +32,7 @@ from transferkit.data import sources
 from transferkit.data.augment import augment_image
 from transferkit.data.files import list_source
 from transferkit.data.scan import scan, with_problems
+from transferkit.evaluation.tflite_metadata import TfliteOutput
 from transferkit.models.builder import build_model
 
 THRESHOLD = 0.5  # a sigmoid output above it predicts the class
@@ -310,6 +312,15 @@ class Task:
         """The data health scan (`data.scan.ScanReport`) of a folder of this task's
         training data: by default class subfolders of images."""
         return scan(source, workers=workers, follow_links=follow_links)
+
+    def tflite_output(self, class_names, units):
+        """What an exported .tflite's output tensor (of `units` units) is, for its model
+        metadata (`evaluation.tflite_metadata.TfliteOutput`), so MediaPipe's
+        ImageClassifier names the classes: by default one score per class, labelled in
+        output order (class indices if `class_names` does not fit)."""
+        return TfliteOutput("scores", f"Probabilities of the {units} classes (softmax), "
+                            "in the order of the labels file.",
+                            tuple(_names(class_names, units)))
 
     # --- calibration -----------------------------------------------------------------
 

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 
 from transferkit.core.errors import DataError
+from transferkit.evaluation.tflite_metadata import TfliteOutput
 from transferkit.tasks.base import (EPSILON, THRESHOLD, Task, _bce, _mean, _names,
                                     _per_class, output_layer)
 
@@ -103,6 +104,13 @@ class Binary(_SingleLabel):
         p = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)[:, :1]
         return np.hstack([1.0 - p, p])
 
+    def tflite_output(self, class_names, units):
+        """One sigmoid unit: the score of the second class, its one label (a labels
+        file must match the output's width); below THRESHOLD the image is the first."""
+        negative, positive = _names(class_names, 2)
+        return TfliteOutput("scores", f"Probability that the image is {positive!r} "
+                            f"(sigmoid); below {THRESHOLD} it is {negative!r}.", (positive,))
+
     def loss(self, label_smoothing=0.0):
         return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
 
@@ -139,6 +147,14 @@ class Multilabel(Task):
     def metrics(self, units):
         return [keras.metrics.BinaryAccuracy(name="accuracy"),
                 keras.metrics.AUC(name="auc", multi_label=True, num_labels=units)]
+
+    def tflite_output(self, class_names, units):
+        """Independent sigmoid scores; the score threshold makes MediaPipe report the
+        classes an image has (those above THRESHOLD), as `describe`'s label does."""
+        return TfliteOutput("scores", f"Independent probability of each of the {units} "
+                            f"classes (sigmoid); an image has the classes scoring above "
+                            f"{THRESHOLD}.", tuple(_names(class_names, units)),
+                            score_threshold=THRESHOLD)
 
     def predicted(self, outputs):
         """Multi-hot predictions [N, C]: outputs above THRESHOLD."""

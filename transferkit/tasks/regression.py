@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from transferkit.core.errors import DataError
+from transferkit.evaluation.tflite_metadata import TfliteOutput
 from transferkit.tasks.base import Task, _mean, output_layer
 
 
@@ -42,6 +43,11 @@ class Regression(Task):
 
     def metrics(self, units):
         return [keras.metrics.MeanAbsoluteError(name="mae")]
+
+    def tflite_output(self, class_names, units):
+        """The predicted values, unlabelled: not scores of classes, so no labels file
+        and no score range (a classifier client has nothing to name)."""
+        return TfliteOutput("values", "Predicted regression value(s), one per target.")
 
     def caption(self, row, class_names):
         return ", ".join(f"{v:.2f}" for v in np.atleast_1d(np.asarray(row, np.float64)))

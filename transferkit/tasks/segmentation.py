@@ -9,9 +9,10 @@ from transferkit.data.augment import augment_pair, mixup_refusal
 from transferkit.data.mask_tensors import mask_pairs
 from transferkit.data.masks import list_pairs, scan_pairs
 from transferkit.evaluation.masks import overlay, write_masks
+from transferkit.evaluation.tflite_metadata import TfliteOutput
 from transferkit.models.losses import LOSS_MODES, SegmentationLoss
 from transferkit.models.segmentation import build_segmenter
-from transferkit.tasks.base import EPSILON, Task, _mean, _names, output_layer
+from transferkit.tasks.base import EPSILON, THRESHOLD, Task, _mean, _names, output_layer
 
 
 class Segmentation(Task):
@@ -89,6 +90,20 @@ class Segmentation(Task):
         """Each image's predicted mask (class-index palette PNG) and an overlay."""
         written = write_masks(self, outputs, images, paths, out_dir)
         return f"masks: {len(written)} mask PNGs and overlays in {out_dir}"
+
+    def tflite_output(self, class_names, units):
+        """Per-pixel class scores [1, H, W, C], labelled: MediaPipe's ImageSegmenter
+        takes their argmax as its category mask. One sigmoid channel is labelled with
+        the foreground class alone: MediaPipe reads a single channel as that one
+        category's confidence (category 0 above THRESHOLD, else 255: none)."""
+        if units == 1:
+            background, foreground = ([None, None] + [str(c) for c in class_names])[-2:]
+            return TfliteOutput("mask", f"Per-pixel probability of {foreground!r} "
+                                f"(sigmoid); below {THRESHOLD} the pixel is "
+                                f"{background or 'background'!r}.", (foreground or "1",))
+        return TfliteOutput("mask", f"Per-pixel probabilities of the {units} classes "
+                            "(softmax), in the order of the labels file.",
+                            tuple(_names(class_names, units)))
 
     def scan_source(self, source, *, workers=None, follow_links=False):
         """The image scan plus the mask checks of a folder with images/ and masks/."""
