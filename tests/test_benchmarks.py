@@ -32,6 +32,10 @@ EXPECTED = {
         rf"{NUMBER}x",
         rf"boundary cache: {NUMBER} MiB on disk .* peak RSS",
     ],
+    "doctor.py": [rf"source checkpoint .*: flips precision {NUMBER} ± {NUMBER}, recall "
+                  rf"{NUMBER} ± {NUMBER} over 1 planting\(s\); leaks found \d+/5; doctor "
+                  rf"{NUMBER} s = {NUMBER}x one live phase-1 epoch",
+                  r"efficientnet_lite0 with its ImageNet weights .*: flips precision"],
     "adversarial.py": [r"\d+ inputs tried, 0 crashes, 0 tracebacks, 0 files lost"],
     "segmentation.py": [rf"mIoU ratio transfer / scratch \(mean of 1 seed\(s\)\): "
                         rf"{NUMBER}x"],

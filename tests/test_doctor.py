@@ -2,14 +2,13 @@
 review page shows every flagged image, and `train --fixes` applies the decisions."""
 
 import csv
+import importlib.util
 import json
 import os
-import random
 import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from transferkit.app.doctor import doctor
 from transferkit.app.train import train
@@ -23,50 +22,18 @@ from transferkit.training.recipe import recipe_from_dict
 from conftest import make_image_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(REPO, "data", "sample")
-# The shipped source checkpoint: features that separate the sample's shapes.
-SOURCE = dict(backbone="compact_cnn", weights=os.path.join(REPO, "data",
-                                                           "source_compact_cnn.keras"),
-              image_size=64)
-
-
-def planted(root, flip=0.1, leaks=1, seed=0):
-    """data/sample split into train/ and val/ folders, `flip` of the training labels
-    moved to another class folder (renamed flip_*), and `leaks` re-encoded JPEG copies
-    of training images per class placed in val/. Returns (train, val, flipped real
-    paths, {val copy: train original})."""
-    rng = random.Random(seed)
-    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
-    classes = sorted(os.listdir(SAMPLE))
-    flipped, copies = set(), {}
-    for name in classes:
-        files = sorted(os.listdir(os.path.join(SAMPLE, name)))
-        os.makedirs(os.path.join(val_dir, name))
-        os.makedirs(os.path.join(train_dir, name))
-        for i, f in enumerate(files):
-            split = val_dir if i % 5 == 4 else train_dir  # 20% validation
-            shutil.copy(os.path.join(SAMPLE, name, f), os.path.join(split, name, f))
-    train_files = [(c, f) for c in classes for f in sorted(os.listdir(os.path.join(train_dir, c)))]
-    for name, f in rng.sample(train_files, round(flip * len(train_files))):
-        other = rng.choice([c for c in classes if c != name])
-        target = os.path.join(train_dir, other, "flip_" + f)
-        os.rename(os.path.join(train_dir, name, f), target)
-        flipped.add(os.path.realpath(target))
-    for name in classes:
-        originals = [f for f in sorted(os.listdir(os.path.join(train_dir, name)))
-                     if not f.startswith("flip_")][:leaks]
-        for f in originals:
-            copy = os.path.join(val_dir, name, "copy_" + os.path.splitext(f)[0] + ".jpg")
-            with Image.open(os.path.join(train_dir, name, f)) as image:
-                image.convert("RGB").save(copy, quality=85)
-            copies[os.path.realpath(copy)] = os.path.realpath(os.path.join(train_dir, name, f))
-    return train_dir, val_dir, flipped, copies
+# The planting (flips, leaks) is the benchmark's, so both measure the same faults.
+_spec = importlib.util.spec_from_file_location("doctor_benchmark",
+                                               os.path.join(REPO, "benchmarks", "doctor.py"))
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+SOURCE = bench.SOURCE  # the shipped checkpoint: features that separate the shapes
 
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
     root = tmp_path_factory.mktemp("doctor")
-    train_dir, val_dir, flipped, copies = planted(str(root))
+    train_dir, val_dir, flipped, copies = bench.plant(str(root))
     out = str(root / "report")
     code = main(["doctor", train_dir, "--val-data", val_dir, "--backbone", "compact_cnn",
                  "--weights", SOURCE["weights"], "--image-size", "64", "--out", out])
