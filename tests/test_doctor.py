@@ -198,3 +198,34 @@ def test_review_page_in_a_real_browser(checked, tmp_path):
     assert rows[path]["action"] == "exclude"
     fixes = read_fixes(saved)  # the page's file is one train --fixes reads
     assert os.path.realpath(path) in fixes.exclude
+
+
+def test_evaluate_flags_wrong_labels_in_a_test_folder(checked, tmp_path, capsys):
+    recipe = recipe_from_dict({"data": checked["train"], **SOURCE, "report": False,
+                               "head_epochs": 30, "finetune_epochs": 0,
+                               "fixes": os.path.join(checked["out"], "fixes.csv")})
+    run = str(tmp_path / "run")
+    train(recipe, run, verbose=0)
+    test = str(tmp_path / "test")
+    shutil.copytree(checked["val"], test)
+    moved = set()
+    for name, other in (("ring", "cross"), ("arrow", "frame"), ("crescent", "ring")):
+        f = [f for f in sorted(os.listdir(os.path.join(test, name)))
+             if not f.startswith("copy_")][0]
+        target = os.path.join(test, other, "moved_" + f)
+        os.rename(os.path.join(test, name, f), target)
+        moved.add(os.path.realpath(target))
+    out = str(tmp_path / "eval")
+    assert main(["evaluate", run, "--data", test, "--label-issues", "--out", out]) == 0
+    assert "likely label issues:" in capsys.readouterr().out
+    with open(os.path.join(out, "evaluation.json")) as f:
+        flagged = {os.path.realpath(r["path"]) for r in json.load(f)["label_issues"]}
+    assert len(moved & flagged) >= 2 and len(flagged) <= 6, flagged
+
+
+def test_label_issues_need_one_class_per_image():
+    from transferkit.core.task_registry import get_task
+
+    with pytest.raises(ConfigError, match="one class per image.*regression"):
+        get_task("regression").single_label_ids(np.zeros((3, 1)))
+    assert get_task("binary").single_label_ids(np.array([[0.0], [1.0]])).tolist() == [0, 1]

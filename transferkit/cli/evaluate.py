@@ -6,6 +6,7 @@ import os
 from transferkit.cli.common import add_model_args, check_out, command, loaded_model
 from transferkit.core.files import write_json
 from transferkit.evaluation import calibrate as cal
+from transferkit.evaluation import data_issues
 from transferkit.evaluation import evaluate as ev
 from transferkit.evaluation.report import worst_images, write_eval_report
 from transferkit.models.saving import read_metadata, save_model
@@ -34,6 +35,10 @@ def register(sub):
                    help="fit a temperature on the run's val split of DIR and report "
                    "NLL/ECE before and after; with --out, also a reliability plot "
                    "and calibrated.keras (the model plus its temperature layer)")
+    p.add_argument("--label-issues", action="store_true",
+                   help="also list images whose label the model doubts (confident "
+                   "learning, cleanlab; one class per image): useful on a test set "
+                   "the model never trained on")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--follow-links", action="store_true", default=None,
                    help="use links in --data whose target is outside it (default: the "
@@ -55,6 +60,8 @@ def run(args):
     if len(members) > 1:
         print(f"ensemble of {len(members)} models (mean of outputs)")
     print(ev.format_report(report, task))
+    if args.label_issues:
+        report["label_issues"] = _label_issues(task, outputs, labels, data)
     calibration = None
     if args.calibrate:
         calibration = _calibrate(members, args, outputs, labels)
@@ -65,6 +72,17 @@ def run(args):
         path = write_eval_report(args.out, report, worst, calibration,
                                  title=f"Evaluation of {args.model} on {args.data}")
         print(f"report: {path}")
+
+
+def _label_issues(task, outputs, labels, data):
+    ids = task.single_label_ids(labels)  # refuses tasks without one class per image
+    rows = data_issues.label_issues(task.probabilities(outputs), ids, data.files,
+                                    data.class_names, ["evaluated"] * len(ids))
+    print(f"likely label issues: {len(rows)} of {len(ids)} images")
+    for row in sorted(rows, key=lambda r: -r["score"])[:20]:
+        print(f"  {row['score']:.2f}  {row['path']}: {row['given_label']} -> "
+              f"{row['suggested_label']}?")
+    return rows
 
 
 def _calibrate(members, args, outputs, labels):

@@ -106,8 +106,6 @@ def find_issues(x, labels, probs, paths, splits, class_names):
     kind (KINDS) then score. Near-duplicates are the pairs cleanlab finds on the
     features, and the pairs whose perceptual hashes nearly match (`hash_pairs`)."""
     from cleanlab import Datalab
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
 
     labels = np.asarray(labels)
     lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
@@ -122,10 +120,7 @@ def find_issues(x, labels, probs, paths, splits, class_names):
                 "score": round(float(np.clip(score, 0.0, 1.0)), 4), "other": other}
 
     rows = []
-    # Confident learning on the out-of-fold probabilities (cleanlab's defaults).
-    quality = get_label_quality_scores(labels, probs)
-    for i in np.flatnonzero(find_label_issues(labels, probs)):
-        rows.append(row(i, "label", 1 - quality[i], names[int(np.argmax(probs[i]))]))
+    rows += label_issues(probs, labels, paths, names, splits)
     dupes = lab.get_issues("near_duplicate")
     pairs = hash_pairs(paths)
     for i in np.flatnonzero(dupes["is_near_duplicate_issue"].to_numpy()):
@@ -149,6 +144,23 @@ def find_issues(x, labels, probs, paths, splits, class_names):
         rows.append({**row(first, "class_imbalance", 1 - share * len(names)),
                      "path": None, "split": None, "count": int(np.sum(labels == c))})
     return rank(rows)
+
+
+def label_issues(probs, labels, paths, class_names, splits):
+    """Rows of the images whose given class id (`labels`) confident learning
+    (cleanlab's `find_label_issues`, default settings) doubts, given probabilities
+    [N, C] from a model that did not train on them; score: 1 - cleanlab's label
+    quality; the suggestion: the most probable class."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    labels, names = np.asarray(labels), list(class_names)
+    quality = get_label_quality_scores(labels, probs)
+    return [{"path": paths[i], "kind": "label", "split": splits[i],
+             "given_label": names[labels[i]],
+             "suggested_label": names[int(np.argmax(probs[i]))],
+             "score": round(float(1 - quality[i]), 4), "other": None}
+            for i in np.flatnonzero(find_label_issues(labels, probs))]
 
 
 def label_next(probs, paths, class_names):

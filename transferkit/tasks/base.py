@@ -248,6 +248,12 @@ class Task:
                               f"shapes {sorted(shapes)}.")
         return np.mean(arrays, axis=0)
 
+    def single_label_ids(self, labels):
+        """Class id per image of encoded `labels`, for tasks with one class per image;
+        others refuse (what confident learning needs, see `evaluate --label-issues`)."""
+        raise ConfigError(f"Label issues need one class per image (multiclass or "
+                          f"binary). Received: a {self.name} model.")
+
     def describe(self, outputs_row, class_names, top_k=3):
         """One example's prediction as JSON-able {"label": ..., "scores": [...]}."""
         raise NotImplementedError

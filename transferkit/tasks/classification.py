@@ -66,6 +66,9 @@ class _SingleLabel(Task):
     def agreement(self, reference, outputs, tolerance):
         return _mean(self.predicted(reference) == self.predicted(outputs))
 
+    def single_label_ids(self, labels):
+        return self.predicted(labels)
+
 
 class Multiclass(_SingleLabel):
     name, activation, calibration, min_classes = "multiclass", "softmax", "softmax", 2
