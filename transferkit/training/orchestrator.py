@@ -24,13 +24,15 @@ import dataclasses
 import math
 
 import keras
+import numpy as np
 
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.task_registry import get_task, task_for_model
-from transferkit.data.pipeline import as_batches
+from transferkit.data.pipeline import as_batches, make_dataset
 from transferkit.data.splits import DataSplits
 from transferkit.models.parts import resolve
 from transferkit.training import cache as cache_lib
+from transferkit.training.bn_stats import recompute_batchnorm, trained_batchnorm
 from transferkit.training.boundary import find_cut, top_model
 from transferkit.training.freezing import RecompileGuard, freeze, mark_compiled
 from transferkit.training.schedule import PHASES, ScheduleConfig, compile_args, compile_phase
@@ -93,6 +95,10 @@ class PhaseRun:
     history: every record of this `fine_tune` call so far (this phase's included).
     boundary: the top trains on boundary activations; the full model's variables and
         optimizer are the ones training, so checkpoints of the full model are exact.
+    model: the model `fit` trains in this phase (the full model, the head or the top).
+    clean_train: `clean_train(max_batches)` gives batches of the training split for
+        `model` without online augmentation (file splits re-read in a fixed shuffled
+        order; cached tensors as stored).
     """
 
     name: str
@@ -104,6 +110,8 @@ class PhaseRun:
     stopper: object
     history: list
     boundary: bool = False
+    model: object = None
+    clean_train: object = None
 
 
 class PhaseCallback(keras.callbacks.Callback):
@@ -128,6 +136,27 @@ class PhaseCallback(keras.callbacks.Callback):
 
     def on_phase_end(self, run):
         pass
+
+
+class PreciseBatchNorm(PhaseCallback):
+    """When a phase ends, recompute the moving statistics of the BatchNorm layers that
+    trained in it over at most `max_batches` training batches (`training.bn_stats`).
+    `fine_tune` runs it first among the phase hooks (so checkpoints and the saved model
+    hold the new statistics) when `ScheduleConfig.batchnorm_stats_batches` > 0."""
+
+    def __init__(self, max_batches, verbose=False):
+        super().__init__()
+        self.max_batches, self.verbose = max_batches, verbose
+
+    def on_phase_end(self, run):
+        layers = trained_batchnorm(run.model)
+        if not layers or run.clean_train is None:
+            return  # BN frozen (the transfer default): its statistics did not move
+        updated = recompute_batchnorm(run.model, run.clean_train(self.max_batches), layers,
+                                      self.max_batches)
+        if self.verbose:
+            print(f"BatchNorm statistics of {updated} layer(s) recomputed over up to "
+                  f"{self.max_batches} training batches (phase {run.name!r})")
 
 
 class PhaseStopper(keras.callbacks.EarlyStopping):
@@ -235,7 +264,11 @@ def _make_loop(model, train, val, config, parts, task, cache, callbacks, class_w
     if splits is not None and not own_val:
         # An explicit val replaces the splits' own everywhere, the feature cache included.
         splits = dataclasses.replace(splits, val=val, val_files=(), val_labels=None)
-    return _Loop(model, parts, resolved, task, config, train, val, list(callbacks),
+    callbacks = list(callbacks)
+    if config.batchnorm_stats_batches:
+        # First, so the phase hooks after it (checkpoints) see the new statistics.
+        callbacks.insert(0, PreciseBatchNorm(config.batchnorm_stats_batches, verbose))
+    return _Loop(model, parts, resolved, task, config, train, val, callbacks,
                  class_weight, verbose, cache, splits)
 
 
@@ -337,6 +370,8 @@ class _Loop:
             # Leave the full model compiled as after a live phase, so evaluate() works.
             self._compile_live(phase, _steps(self.train))
         if finished:
+            run.model = fit_model
+            run.clean_train = (lambda _: train) if mode != "live" else self._clean_train
             for callback in self._phase_callbacks():
                 callback.on_phase_end(run)
         return epoch, finished
@@ -459,6 +494,23 @@ class _Loop:
         if self.verbose:
             print(f"phase 2 runs live, not on the boundary cache: {reason}.")
         return None
+
+    def _clean_train(self, max_batches):
+        """Up to `max_batches` of the training split without online augmentation, in a
+        fixed shuffled order (file splits), else the training batches as given; for
+        `PreciseBatchNorm`."""
+        splits, batch = self.splits, self.config.batch_size
+        if splits is None or not splits.train_files:
+            return self.train
+        # Shuffled once with a fixed seed: a bounded pass then still sees every class
+        # (files come sorted by class folder), and only the files it needs are read.
+        order = np.random.default_rng(0).permutation(len(splits.train_files))
+        order = order[:max_batches * batch]
+        return make_dataset([splits.train_files[i] for i in order],
+                            np.asarray(splits.train_labels)[order],
+                            image_size=splits.image_size, batch_size=batch, training=False,
+                            skip_errors=True, task=splits.task,
+                            num_classes=len(splits.class_names))
 
     def _source(self):
         return cache_lib.FeatureSource.of(self.splits if self.splits is not None

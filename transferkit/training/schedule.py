@@ -92,11 +92,18 @@ class ScheduleConfig:
     monitor: str = setting("val_loss", "metric early stopping watches (val_loss, "
                            "val_accuracy, ...; loss when there is no validation split)")
     batch_size: int = setting(32, "images per training step (global, across replicas)")
+    batchnorm_stats_batches: int = setting(
+        100, "after a phase in which BatchNorm layers trained (from scratch, "
+        "train_batchnorm, a decoder's own BN), recompute their moving mean and variance "
+        "exactly over up to this many training batches without augmentation (0: off, "
+        "keep Keras's moving averages, which lag the weights on small data)")
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ConfigError(f"The `batch_size` setting should be >= 1. Received: "
-                              f"batch_size={self.batch_size}")
+        if self.batch_size < 1 or self.batchnorm_stats_batches < 0:
+            raise ConfigError(f"The `batch_size` setting should be >= 1 and "
+                              f"`batchnorm_stats_batches` >= 0. Received: "
+                              f"batch_size={self.batch_size}, "
+                              f"batchnorm_stats_batches={self.batchnorm_stats_batches}")
 
     def phase(self, name):
         """The PhaseConfig of phase `name` ("head" or "finetune")."""
