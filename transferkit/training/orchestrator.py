@@ -57,13 +57,15 @@ class StopperState:
 class Position:
     """Where training (re)starts: `phase`, which began at global epoch `phase_start`,
     continues at global epoch `epoch` after `step` batches of it; `stopper` carries
-    that phase's early-stopping state. Default: the very beginning."""
+    that phase's early-stopping state; `cached`: the phase began on cached tensors, so
+    it keeps their sizing (`PhaseConfig.on_cache`). Default: the very beginning."""
 
     phase: str = "head"
     phase_start: int = 0
     epoch: int = 0
     step: int = 0
     stopper: StopperState = None
+    cached: bool = False  # the phase began on cached tensors (its `on_cache` sizing)
 
     def __post_init__(self):
         check_choice("phase", self.phase, PHASES)
@@ -308,6 +310,10 @@ class _Loop:
                 continue
             skipped = start.step if resumed and epoch == start.epoch else 0
             state = start.stopper if resumed else None
+            if resumed and start.cached:  # it began on cached tensors: keep its sizing
+                phase = phase.on_cache()
+                end = first + phase.epochs
+                last = end if stop_epoch is None else min(end, stop_epoch)
             if epoch == first and not skipped:
                 phase = self._before_phase(name, phase)
                 end = first + phase.epochs
@@ -336,11 +342,16 @@ class _Loop:
     def _phase(self, name, phase, first, end, epoch, last, skipped, state):
         """Train phase `name` over epochs [epoch, last); returns (next epoch, whether
         the phase finished: reached its end or stopped early)."""
+        fit_model, train, val, mode = self.runner(name, phase, fresh=epoch == first
+                                                  and not skipped)
+        if mode != "live":  # on cached tensors epochs are cheap: the phase's cached sizing
+            phase = phase.on_cache()
+            cut = last < end  # a caller's budget ends inside the phase: it still does
+            end = first + phase.epochs
+            last = min(last, end) if cut else end
         stopper = None
         if phase.early_stopping_patience:  # 0: off
             stopper = PhaseStopper(self.monitor, phase.early_stopping_patience, state)
-        fit_model, train, val, mode = self.runner(name, phase, fresh=epoch == first
-                                                  and not skipped)
         run = PhaseRun(name, phase, first, end, mode == "live", skipped, stopper,
                        self.history, boundary=mode == "boundary")
         for callback in self._phase_callbacks():
@@ -405,7 +416,7 @@ class _Loop:
 
     def _cached_head(self, phase):
         """Phase 1 on cached features: the head sub-model and its feature datasets."""
-        options = self.cache
+        options, phase = self.cache, phase.on_cache()
         planned = self._planned_cut()
         self.audits["head"] = freeze(self.model, phase.freeze, parts=self.parts)
         source = self._source()
@@ -456,6 +467,7 @@ class _Loop:
         the graph has no cut, the top cannot share the optimizer, or the cache would
         exceed its cap; the reason is printed."""
         options, batch = self.cache, self.config.batch_size
+        phase = phase.on_cache()
         freeze(self.model, phase.freeze, parts=self.parts)
         cut, reason = find_cut(self.model, self.parts)
         if cut is None:
