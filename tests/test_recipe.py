@@ -189,13 +189,15 @@ def test_every_train_flag_has_a_description():
 def test_fine_tune_and_train_without_options_run_the_same_phases_and_rates(image_folder,
                                                                           tmp_path):
     # Only what a tiny offline run needs differs from the defaults (backbone, weights,
-    # size); the schedule is each side's own default.
+    # size); the schedule is each side's own default. fine_tune runs live without a
+    # cache, so train does too (on cached tensors phases are sized differently).
     import transferkit as tk
     from transferkit.cli.main import main
 
     run = tmp_path / "run"
     assert main(["train", "--data", image_folder, "--backbone", "tiny_test", "--weights",
-                 "none", "--image-size", "32", "--no-report", "--out", str(run)]) == 0
+                 "none", "--image-size", "32", "--no-report", "--no-cache-features",
+                 "--no-boundary-cache", "--out", str(run)]) == 0
     cli = json.loads((run / "history.json").read_text())
     data = tk.load_data(image_folder, image_size=32, verbose=False)
     model = tk.build_model("tiny_test", data.num_classes, weights=None, image_size=32)
@@ -208,3 +210,22 @@ def test_fine_tune_and_train_without_options_run_the_same_phases_and_rates(image
         if mine["phase"] == theirs["phase"]:
             assert mine["phase_epoch"] == theirs["phase_epoch"]
             assert mine["learning_rate"] == pytest.approx(theirs["learning_rate"])
+
+
+def test_phases_on_cached_tensors_are_sized_for_convergence_unless_epochs_are_asked():
+    schedule = RecipeConfig().schedule
+    head, finetune = schedule.head.on_cache(), schedule.finetune.on_cache()
+    assert (head.epochs, head.early_stopping_patience) == (200, 10)
+    assert (finetune.epochs, finetune.early_stopping_patience) == (15, 5)
+    assert schedule.head.epochs == 5  # live, a small count
+    # Epochs or patience the user asked for hold on cached tensors too.
+    for keys in ({"head_epochs": 3}, {"head_early_stopping_patience": 2}):
+        asked = recipe_from_dict(keys).schedule.head
+        assert asked.on_cache() == asked
+    assert recipe_from_dict({"head_epochs": 3, "head_cached_epochs": 50}) \
+        .schedule.head.on_cache().epochs == 50
+    assert recipe_from_dict({"head_epochs": 0}).schedule.head.on_cache().epochs == 0
+    # The default written once: the CLI's and the API's model default is the same.
+    from transferkit.models.builder import ModelConfig
+
+    assert RecipeConfig().model.backbone == ModelConfig().backbone == "efficientnet_lite0"
