@@ -220,6 +220,10 @@ def test_on_cached_features_phase_1_runs_its_cached_epochs_and_patience():
     cached = fine_tune(_model(), (x, y), (x, 1 - y), config=config, cache=FeatureCache(),
                        verbose=0)
     assert [r["epoch"] for r in cached.history] == [1, 2, 3]
+    # A caller's epoch budget (a tuner's) still ends the phase where it says.
+    budget = fine_tune(_model(), (x, y), (x, 1 - y), config=config, cache=FeatureCache(),
+                       stop_epoch=2, verbose=0)
+    assert [r["epoch"] for r in budget.history] == [1, 2]
 
 
 def test_before_phase_hooks_change_a_phase_only_where_it_starts_afresh():

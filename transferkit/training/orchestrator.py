@@ -294,10 +294,10 @@ class _Loop:
         self.callbacks, self.class_weight, self.verbose = callbacks, class_weight, verbose
         self.cache, self.splits = cache, splits
         self.monitor = config.monitor if val is not None else "loss"
-        self.history, self.audits = [], {}
+        self.history, self.audits, self.stop_epoch = [], {}, None
 
     def run(self, start, stop_epoch):
-        epoch = start.epoch
+        epoch, self.stop_epoch = start.epoch, stop_epoch
         for name in PHASES[PHASES.index(start.phase):]:
             phase = self.config.phase(name)
             resumed = name == start.phase
@@ -346,9 +346,8 @@ class _Loop:
                                                   and not skipped)
         if mode != "live":  # on cached tensors epochs are cheap: the phase's cached sizing
             phase = phase.on_cache()
-            cut = last < end  # a caller's budget ends inside the phase: it still does
             end = first + phase.epochs
-            last = min(last, end) if cut else end
+            last = end if self.stop_epoch is None else min(end, self.stop_epoch)
         stopper = None
         if phase.early_stopping_patience:  # 0: off
             stopper = PhaseStopper(self.monitor, phase.early_stopping_patience, state)
