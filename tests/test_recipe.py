@@ -5,6 +5,7 @@ import dataclasses
 import inspect
 import json
 
+import numpy as np
 import pytest
 
 from transferkit.core.errors import ConfigError
@@ -229,3 +230,23 @@ def test_phases_on_cached_tensors_are_sized_for_convergence_unless_epochs_are_as
     from transferkit.models.builder import ModelConfig
 
     assert RecipeConfig().model.backbone == ModelConfig().backbone == "efficientnet_lite0"
+
+
+@pytest.mark.slow
+def test_a_run_without_a_backbone_trains_efficientnet_lite0_on_imagenet_weights_offline(
+        image_folder, tmp_path):
+    # Other backbones' ImageNet weights are downloads, which fail offline; Lite0's
+    # install with the package, so the default run works anywhere.
+    from transferkit.app.train import train
+    from transferkit.models.backbones import create_backbone
+    from transferkit.models.registry import get_spec
+
+    recipe = RecipeConfig.from_keys(data=image_folder, image_size=32, head_epochs=1,
+                                    finetune_epochs=0, report=False)
+    result = train(recipe, tmp_path / "run", verbose=0)
+    assert result.model.name == "efficientnet_lite0"
+    shipped = create_backbone(get_spec("efficientnet_lite0"), weights="imagenet",
+                              input_shape=(32, 32, 3))
+    trained = result.model.get_layer("backbone")
+    for a, b in zip(shipped.weights, trained.weights):  # the frozen backbone: as shipped
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
