@@ -226,6 +226,9 @@ def test_phases_on_cached_tensors_are_sized_for_convergence_unless_epochs_are_as
     assert recipe_from_dict({"head_epochs": 3, "head_cached_epochs": 50}) \
         .schedule.head.on_cache().epochs == 50
     assert recipe_from_dict({"head_epochs": 0}).schedule.head.on_cache().epochs == 0
+    # A tuner's trials keep a fixed timeline.
+    fixed = schedule.fixed()
+    assert fixed.head.on_cache() == fixed.head and fixed.finetune.on_cache() == fixed.finetune
     # The default written once: the CLI's and the API's model default is the same.
     from transferkit.models.builder import ModelConfig
 

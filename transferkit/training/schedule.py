@@ -130,6 +130,14 @@ class ScheduleConfig:
                               f"batch_size={self.batch_size}, "
                               f"batchnorm_stats_batches={self.batchnorm_stats_batches}")
 
+    def fixed(self):
+        """This schedule with each phase's epochs and patience on cached tensors too (no
+        `cached_epochs`/`cached_patience`): for callers whose epoch timeline must not
+        depend on where a phase runs (a tuner's trials)."""
+        fixed = {name: dataclasses.replace(self.phase(name), cached_epochs=0,
+                                           cached_patience=0) for name in PHASES}
+        return dataclasses.replace(self, **fixed)
+
     def phase(self, name):
         """The PhaseConfig of phase `name` ("head" or "finetune")."""
         return getattr(self, check_choice("phase", name, PHASES))
