@@ -5,6 +5,7 @@ import dataclasses
 import inspect
 import json
 
+import numpy as np
 import pytest
 
 from transferkit.core.errors import ConfigError
@@ -189,13 +190,15 @@ def test_every_train_flag_has_a_description():
 def test_fine_tune_and_train_without_options_run_the_same_phases_and_rates(image_folder,
                                                                           tmp_path):
     # Only what a tiny offline run needs differs from the defaults (backbone, weights,
-    # size); the schedule is each side's own default.
+    # size); the schedule is each side's own default. fine_tune runs live without a
+    # cache, so train does too (on cached tensors phases are sized differently).
     import transferkit as tk
     from transferkit.cli.main import main
 
     run = tmp_path / "run"
     assert main(["train", "--data", image_folder, "--backbone", "tiny_test", "--weights",
-                 "none", "--image-size", "32", "--no-report", "--out", str(run)]) == 0
+                 "none", "--image-size", "32", "--no-report", "--no-cache-features",
+                 "--no-boundary-cache", "--out", str(run)]) == 0
     cli = json.loads((run / "history.json").read_text())
     data = tk.load_data(image_folder, image_size=32, verbose=False)
     model = tk.build_model("tiny_test", data.num_classes, weights=None, image_size=32)
@@ -208,3 +211,45 @@ def test_fine_tune_and_train_without_options_run_the_same_phases_and_rates(image
         if mine["phase"] == theirs["phase"]:
             assert mine["phase_epoch"] == theirs["phase_epoch"]
             assert mine["learning_rate"] == pytest.approx(theirs["learning_rate"])
+
+
+def test_phases_on_cached_tensors_are_sized_for_convergence_unless_epochs_are_asked():
+    schedule = RecipeConfig().schedule
+    head, finetune = schedule.head.on_cache(), schedule.finetune.on_cache()
+    assert (head.epochs, head.early_stopping_patience) == (200, 10)
+    assert (finetune.epochs, finetune.early_stopping_patience) == (15, 5)
+    assert schedule.head.epochs == 5  # live, a small count
+    # Epochs or patience the user asked for hold on cached tensors too.
+    for keys in ({"head_epochs": 3}, {"head_early_stopping_patience": 2}):
+        asked = recipe_from_dict(keys).schedule.head
+        assert asked.on_cache() == asked
+    assert recipe_from_dict({"head_epochs": 3, "head_cached_epochs": 50}) \
+        .schedule.head.on_cache().epochs == 50
+    assert recipe_from_dict({"head_epochs": 0}).schedule.head.on_cache().epochs == 0
+    # A tuner's trials keep a fixed timeline.
+    fixed = schedule.fixed()
+    assert fixed.head.on_cache() == fixed.head and fixed.finetune.on_cache() == fixed.finetune
+    # The default written once: the CLI's and the API's model default is the same.
+    from transferkit.models.builder import ModelConfig
+
+    assert RecipeConfig().model.backbone == ModelConfig().backbone == "efficientnet_lite0"
+
+
+@pytest.mark.slow
+def test_a_run_without_a_backbone_trains_efficientnet_lite0_on_imagenet_weights_offline(
+        image_folder, tmp_path):
+    # Other backbones' ImageNet weights are downloads, which fail offline; Lite0's
+    # install with the package, so the default run works anywhere.
+    from transferkit.app.train import train
+    from transferkit.models.backbones import create_backbone
+    from transferkit.models.registry import get_spec
+
+    recipe = RecipeConfig.from_keys(data=image_folder, image_size=32, head_epochs=1,
+                                    finetune_epochs=0, report=False)
+    result = train(recipe, tmp_path / "run", verbose=0)
+    assert result.model.name == "efficientnet_lite0"
+    shipped = create_backbone(get_spec("efficientnet_lite0"), weights="imagenet",
+                              input_shape=(32, 32, 3))
+    trained = result.model.get_layer("backbone")
+    for a, b in zip(shipped.weights, trained.weights):  # the frozen backbone: as shipped
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

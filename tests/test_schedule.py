@@ -206,6 +206,26 @@ def test_early_stopping_restores_the_best_weights_then_epochs_run_on():
     assert any(not np.array_equal(a, b) for a, b in zip(restored, last))
 
 
+def test_on_cached_features_phase_1_runs_its_cached_epochs_and_patience():
+    # As above, val_loss is best after epoch 1: patience 2 on the cache stops at 3.
+    from transferkit.training.cache import FeatureCache
+
+    x, y = _colour_data(16)
+    config = ScheduleConfig(
+        head=PhaseConfig(epochs=1, learning_rate=3e-2, early_stopping_patience=0,
+                         cached_epochs=20, cached_patience=2),
+        finetune=PhaseConfig(epochs=0), batch_size=8)
+    live = fine_tune(_model(), (x, y), (x, 1 - y), config=config, verbose=0)
+    assert [r["epoch"] for r in live.history] == [1]
+    cached = fine_tune(_model(), (x, y), (x, 1 - y), config=config, cache=FeatureCache(),
+                       verbose=0)
+    assert [r["epoch"] for r in cached.history] == [1, 2, 3]
+    # A caller's epoch budget (a tuner's) still ends the phase where it says.
+    budget = fine_tune(_model(), (x, y), (x, 1 - y), config=config, cache=FeatureCache(),
+                       stop_epoch=2, verbose=0)
+    assert [r["epoch"] for r in budget.history] == [1, 2]
+
+
 def test_before_phase_hooks_change_a_phase_only_where_it_starts_afresh():
     model = _model()
     x, y = _colour_data(16)

@@ -32,7 +32,7 @@ MAX_IMAGE_SIDE = 4096
 class ModelConfig:
     """The model a run builds: backbone, its weights and input size, head or decoder."""
 
-    backbone: str = setting("mobilenet_v2", "registered backbone name (`transferkit "
+    backbone: str = setting("efficientnet_lite0", "registered backbone name (`transferkit "
                             "backbones` lists them), hub:PRESET, or a .keras model file")
     weights: str = setting("imagenet", "imagenet, none (random init) or the path of a "
                            "weights file or .keras model")

@@ -209,7 +209,7 @@ class CheckpointManager:
             stopper = StopperState(stopper["best"], stopper["best_epoch"], stopper["wait"],
                                    weights)
         return Position(name, state["phase_start_epoch"], state["epoch"], state["step"],
-                        stopper)
+                        stopper, cached=state.get("cached", False))
 
     def restore(self, model, state, *, optimizer=True):
         """Load a checkpoint's weights into `model`; with `optimizer`, also its optimizer
@@ -367,6 +367,7 @@ class Checkpointer(PhaseCallback):
         state = {"phase": run.name, "phase_start_epoch": run.start, "epoch": self.epoch,
                  "step": self.step, "global_step": self.global_step,
                  "phase_complete": phase_complete,
+                 "cached": run.boundary,  # sized for cached tensors (PhaseConfig.on_cache)
                  "optimizer_iterations": int(optimizer.iterations.numpy()),
                  "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
                  "freeze_policy": str(run.config.freeze),

@@ -24,13 +24,15 @@ import dataclasses
 import math
 
 import keras
+import numpy as np
 
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.task_registry import get_task, task_for_model
-from transferkit.data.pipeline import as_batches
+from transferkit.data.pipeline import as_batches, make_dataset
 from transferkit.data.splits import DataSplits
 from transferkit.models.parts import resolve
 from transferkit.training import cache as cache_lib
+from transferkit.training.bn_stats import recompute_batchnorm, trained_batchnorm
 from transferkit.training.boundary import find_cut, top_model
 from transferkit.training.freezing import RecompileGuard, freeze, mark_compiled
 from transferkit.training.schedule import PHASES, ScheduleConfig, compile_args, compile_phase
@@ -55,13 +57,15 @@ class StopperState:
 class Position:
     """Where training (re)starts: `phase`, which began at global epoch `phase_start`,
     continues at global epoch `epoch` after `step` batches of it; `stopper` carries
-    that phase's early-stopping state. Default: the very beginning."""
+    that phase's early-stopping state; `cached`: the phase began on cached tensors, so
+    it keeps their sizing (`PhaseConfig.on_cache`). Default: the very beginning."""
 
     phase: str = "head"
     phase_start: int = 0
     epoch: int = 0
     step: int = 0
     stopper: StopperState = None
+    cached: bool = False  # the phase began on cached tensors (its `on_cache` sizing)
 
     def __post_init__(self):
         check_choice("phase", self.phase, PHASES)
@@ -93,6 +97,10 @@ class PhaseRun:
     history: every record of this `fine_tune` call so far (this phase's included).
     boundary: the top trains on boundary activations; the full model's variables and
         optimizer are the ones training, so checkpoints of the full model are exact.
+    model: the model `fit` trains in this phase (the full model, the head or the top).
+    clean_train: `clean_train(max_batches)` gives batches of the training split for
+        `model` without online augmentation (file splits re-read in a fixed shuffled
+        order; cached tensors as stored).
     """
 
     name: str
@@ -104,6 +112,8 @@ class PhaseRun:
     stopper: object
     history: list
     boundary: bool = False
+    model: object = None
+    clean_train: object = None
 
 
 class PhaseCallback(keras.callbacks.Callback):
@@ -128,6 +138,27 @@ class PhaseCallback(keras.callbacks.Callback):
 
     def on_phase_end(self, run):
         pass
+
+
+class PreciseBatchNorm(PhaseCallback):
+    """When a phase ends, recompute the moving statistics of the BatchNorm layers that
+    trained in it over at most `max_batches` training batches (`training.bn_stats`).
+    `fine_tune` runs it first among the phase hooks (so checkpoints and the saved model
+    hold the new statistics) when `ScheduleConfig.batchnorm_stats_batches` > 0."""
+
+    def __init__(self, max_batches, verbose=False):
+        super().__init__()
+        self.max_batches, self.verbose = max_batches, verbose
+
+    def on_phase_end(self, run):
+        layers = trained_batchnorm(run.model)
+        if not layers or run.clean_train is None:
+            return  # BN frozen (the transfer default): its statistics did not move
+        updated = recompute_batchnorm(run.model, run.clean_train(self.max_batches), layers,
+                                      self.max_batches)
+        if self.verbose:
+            print(f"BatchNorm statistics of {updated} layer(s) recomputed over up to "
+                  f"{self.max_batches} training batches (phase {run.name!r})")
 
 
 class PhaseStopper(keras.callbacks.EarlyStopping):
@@ -235,7 +266,11 @@ def _make_loop(model, train, val, config, parts, task, cache, callbacks, class_w
     if splits is not None and not own_val:
         # An explicit val replaces the splits' own everywhere, the feature cache included.
         splits = dataclasses.replace(splits, val=val, val_files=(), val_labels=None)
-    return _Loop(model, parts, resolved, task, config, train, val, list(callbacks),
+    callbacks = list(callbacks)
+    if config.batchnorm_stats_batches:
+        # First, so the phase hooks after it (checkpoints) see the new statistics.
+        callbacks.insert(0, PreciseBatchNorm(config.batchnorm_stats_batches, verbose))
+    return _Loop(model, parts, resolved, task, config, train, val, callbacks,
                  class_weight, verbose, cache, splits)
 
 
@@ -259,10 +294,10 @@ class _Loop:
         self.callbacks, self.class_weight, self.verbose = callbacks, class_weight, verbose
         self.cache, self.splits = cache, splits
         self.monitor = config.monitor if val is not None else "loss"
-        self.history, self.audits = [], {}
+        self.history, self.audits, self.stop_epoch = [], {}, None
 
     def run(self, start, stop_epoch):
-        epoch = start.epoch
+        epoch, self.stop_epoch = start.epoch, stop_epoch
         for name in PHASES[PHASES.index(start.phase):]:
             phase = self.config.phase(name)
             resumed = name == start.phase
@@ -275,6 +310,10 @@ class _Loop:
                 continue
             skipped = start.step if resumed and epoch == start.epoch else 0
             state = start.stopper if resumed else None
+            if resumed and start.cached:  # it began on cached tensors: keep its sizing
+                phase = phase.on_cache()
+                end = first + phase.epochs
+                last = end if stop_epoch is None else min(end, stop_epoch)
             if epoch == first and not skipped:
                 phase = self._before_phase(name, phase)
                 end = first + phase.epochs
@@ -303,11 +342,15 @@ class _Loop:
     def _phase(self, name, phase, first, end, epoch, last, skipped, state):
         """Train phase `name` over epochs [epoch, last); returns (next epoch, whether
         the phase finished: reached its end or stopped early)."""
+        fit_model, train, val, mode = self.runner(name, phase, fresh=epoch == first
+                                                  and not skipped)
+        if mode != "live":  # on cached tensors epochs are cheap: the phase's cached sizing
+            phase = phase.on_cache()
+            end = first + phase.epochs
+            last = end if self.stop_epoch is None else min(end, self.stop_epoch)
         stopper = None
         if phase.early_stopping_patience:  # 0: off
             stopper = PhaseStopper(self.monitor, phase.early_stopping_patience, state)
-        fit_model, train, val, mode = self.runner(name, phase, fresh=epoch == first
-                                                  and not skipped)
         run = PhaseRun(name, phase, first, end, mode == "live", skipped, stopper,
                        self.history, boundary=mode == "boundary")
         for callback in self._phase_callbacks():
@@ -337,6 +380,8 @@ class _Loop:
             # Leave the full model compiled as after a live phase, so evaluate() works.
             self._compile_live(phase, _steps(self.train))
         if finished:
+            run.model = fit_model
+            run.clean_train = (lambda _: train) if mode != "live" else self._clean_train
             for callback in self._phase_callbacks():
                 callback.on_phase_end(run)
         return epoch, finished
@@ -370,7 +415,7 @@ class _Loop:
 
     def _cached_head(self, phase):
         """Phase 1 on cached features: the head sub-model and its feature datasets."""
-        options = self.cache
+        options, phase = self.cache, phase.on_cache()
         planned = self._planned_cut()
         self.audits["head"] = freeze(self.model, phase.freeze, parts=self.parts)
         source = self._source()
@@ -421,6 +466,7 @@ class _Loop:
         the graph has no cut, the top cannot share the optimizer, or the cache would
         exceed its cap; the reason is printed."""
         options, batch = self.cache, self.config.batch_size
+        phase = phase.on_cache()
         freeze(self.model, phase.freeze, parts=self.parts)
         cut, reason = find_cut(self.model, self.parts)
         if cut is None:
@@ -459,6 +505,23 @@ class _Loop:
         if self.verbose:
             print(f"phase 2 runs live, not on the boundary cache: {reason}.")
         return None
+
+    def _clean_train(self, max_batches):
+        """Up to `max_batches` of the training split without online augmentation, in a
+        fixed shuffled order (file splits), else the training batches as given; for
+        `PreciseBatchNorm`."""
+        splits, batch = self.splits, self.config.batch_size
+        if splits is None or not splits.train_files:
+            return self.train
+        # Shuffled once with a fixed seed: a bounded pass then still sees every class
+        # (files come sorted by class folder), and only the files it needs are read.
+        order = np.random.default_rng(0).permutation(len(splits.train_files))
+        order = order[:max_batches * batch]
+        return make_dataset([splits.train_files[i] for i in order],
+                            np.asarray(splits.train_labels)[order],
+                            image_size=splits.image_size, batch_size=batch, training=False,
+                            skip_errors=True, task=splits.task,
+                            num_classes=len(splits.class_names))
 
     def _source(self):
         return cache_lib.FeatureSource.of(self.splits if self.splits is not None

@@ -65,8 +65,9 @@ class RuntimeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RecipeConfig:
-    """A whole run (defaults: MobileNetV2 with ImageNet weights, 5 head epochs at 1e-3
-    on cached features, then 5 fine-tuning epochs of the top 2 blocks at 1e-5)."""
+    """A whole run (defaults: EfficientNet-Lite0 with ImageNet weights, the head at 1e-3
+    on cached features until validation stops improving, then fine-tuning of the top 2
+    blocks at 1e-5 on boundary activations; see `ScheduleConfig`)."""
 
     task: str = setting("multiclass", "what the model predicts, a registered task: "
                         "multiclass, binary, multilabel, regression or segmentation")
@@ -161,6 +162,12 @@ def recipe_from_dict(values, base=None):
     for key in sorted(values, key=lambda k: k not in SHORTHANDS):
         for target in SHORTHANDS.get(key, (key,)):
             flat[target] = check_value(LEAVES[target], values[key])
+    for phase in ("head", "finetune"):
+        # Epochs or patience the user asked for hold on cached tensors too.
+        asked = {f"{phase}_epochs", f"{phase}_early_stopping_patience"} & set(flat)
+        cached = {f"{phase}_cached_epochs", f"{phase}_cached_patience"}
+        if asked and not cached & set(flat):
+            flat.update(dict.fromkeys(cached, 0))
     try:
         return apply(base, flat)
     except (TypeError, ValueError) as error:  # e.g. head_units: ["a"]

@@ -47,6 +47,13 @@ class PhaseConfig:
         3, "epochs without improvement of the monitored metric before the phase stops "
         "and restores its best weights (0: off, the phase runs all its epochs and "
         "keeps its last weights)")
+    cached_epochs: int = setting(
+        0, "epochs of this phase when it runs on cached tensors (phase 1 on cached "
+        "features, phase 2 on boundary activations), where an epoch costs milliseconds: "
+        "a cap that early stopping ends, with cached_patience (0: epochs, as live; a "
+        "recipe or flag that sets epochs but not this sets it to 0)")
+    cached_patience: int = setting(
+        0, "early-stopping patience on cached tensors (0: early_stopping_patience)")
     backbone_lr_multiplier: float = setting(
         1.0, "backbone learning rate relative to the head's (discriminative rates)")
     layer_lr_decay: float = setting(
@@ -67,24 +74,42 @@ class PhaseConfig:
         if self.epochs < 0 or self.learning_rate <= 0:
             raise ConfigError("A phase needs epochs >= 0 and learning_rate > 0. Received: "
                               f"epochs={self.epochs}, learning_rate={self.learning_rate}")
-        if self.warmup_epochs < 0 or self.early_stopping_patience < 0:
+        if min(self.warmup_epochs, self.early_stopping_patience, self.cached_epochs,
+               self.cached_patience) < 0:
             raise ConfigError("A phase needs warmup_epochs >= 0 and "
-                              "early_stopping_patience >= 0. Received: "
-                              f"warmup_epochs={self.warmup_epochs}, "
-                              f"early_stopping_patience={self.early_stopping_patience}")
+                              "early_stopping_patience, cached_epochs, cached_patience "
+                              f">= 0. Received: warmup_epochs={self.warmup_epochs}, "
+                              f"early_stopping_patience={self.early_stopping_patience}, "
+                              f"cached_epochs={self.cached_epochs}, "
+                              f"cached_patience={self.cached_patience}")
+
+    def on_cache(self):
+        """This phase as it runs on cached tensors: `cached_epochs` and `cached_patience`
+        in place of `epochs` and `early_stopping_patience` where set (a skipped phase,
+        epochs=0, stays skipped)."""
+        if not self.epochs or not (self.cached_epochs or self.cached_patience):
+            return self
+        return dataclasses.replace(
+            self, epochs=self.cached_epochs or self.epochs,
+            early_stopping_patience=self.cached_patience or self.early_stopping_patience)
 
 
-HEAD_PHASE = PhaseConfig()
+# On cached features an epoch of the head costs milliseconds: phase 1 trains to
+# convergence (validation loss stops improving for 10 epochs, best weights restored)
+# within a cap of 200, instead of stopping after a handful of epochs.
+HEAD_PHASE = PhaseConfig(cached_epochs=200, cached_patience=10)
 # 1e-5 and the top blocks unfrozen with BN frozen follow the Keras fine-tuning guides;
-# cosine decay to 0 over the phase lets the last epochs settle at a tiny rate.
+# cosine decay to 0 over the phase lets the last epochs settle at a tiny rate. On
+# boundary activations only the top runs, so the phase can afford more epochs.
 FINETUNE_PHASE = PhaseConfig(learning_rate=1e-5, freeze=FreezePolicy("last_blocks", 2),
-                             decay="cosine")
+                             decay="cosine", cached_epochs=15, cached_patience=5)
 
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig:
-    """Both phases plus what they share (defaults: 5 + 5 epochs, 1e-3 then 1e-5 with
-    cosine decay, the top 2 blocks unfrozen)."""
+    """Both phases plus what they share (defaults: 5 + 5 epochs live; on cached tensors
+    phase 1 up to 200 epochs with patience 10 and phase 2 up to 15 with patience 5;
+    1e-3 then 1e-5 with cosine decay, the top 2 blocks unfrozen)."""
 
     head: PhaseConfig = section(HEAD_PHASE, prefix="head_")
     finetune: PhaseConfig = section(FINETUNE_PHASE, prefix="finetune_")
@@ -92,11 +117,26 @@ class ScheduleConfig:
     monitor: str = setting("val_loss", "metric early stopping watches (val_loss, "
                            "val_accuracy, ...; loss when there is no validation split)")
     batch_size: int = setting(32, "images per training step (global, across replicas)")
+    batchnorm_stats_batches: int = setting(
+        100, "after a phase in which BatchNorm layers trained (from scratch, "
+        "train_batchnorm, a decoder's own BN), recompute their moving mean and variance "
+        "exactly over up to this many training batches without augmentation (0: off, "
+        "keep Keras's moving averages, which lag the weights on small data)")
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ConfigError(f"The `batch_size` setting should be >= 1. Received: "
-                              f"batch_size={self.batch_size}")
+        if self.batch_size < 1 or self.batchnorm_stats_batches < 0:
+            raise ConfigError(f"The `batch_size` setting should be >= 1 and "
+                              f"`batchnorm_stats_batches` >= 0. Received: "
+                              f"batch_size={self.batch_size}, "
+                              f"batchnorm_stats_batches={self.batchnorm_stats_batches}")
+
+    def fixed(self):
+        """This schedule with each phase's epochs and patience on cached tensors too (no
+        `cached_epochs`/`cached_patience`): for callers whose epoch timeline must not
+        depend on where a phase runs (a tuner's trials)."""
+        fixed = {name: dataclasses.replace(self.phase(name), cached_epochs=0,
+                                           cached_patience=0) for name in PHASES}
+        return dataclasses.replace(self, **fixed)
 
     def phase(self, name):
         """The PhaseConfig of phase `name` ("head" or "finetune")."""

@@ -69,7 +69,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
         if data.val is None:
             raise ConfigError("Tuning needs validation data: set `val_split` > 0 or "
                               f"`val_data`. Received: val_split={recipe.data.val_split}")
-        schedule = recipe.schedule
+        # A fixed timeline (see above): phases keep their epoch counts on cached tensors.
+        schedule = recipe.schedule.fixed()
         # keras-tuner's checkpoint callback would save the head alone during cached
         # phase 1; the trial's checkpoint is written once, from the final model, below.
         checkpoints = [c for c in callbacks if _is_trial_checkpoint(c)]
