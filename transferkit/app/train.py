@@ -7,7 +7,7 @@ The run directory (its files, who may write it, how it resumes) is `core.rundir.
 2. `build`: the model, and where training starts (a resume's checkpoint);
 3. `run_schedule`: one `fine_tune` call from there, with checkpoints, TensorBoard and
    the LR finder (`AutoLR`, for phases with `lr_auto`) as its hooks;
-4. `finish`: history, metrics, model.keras and report.html.
+4. `finish`: history, the flip-TTA decision, metrics, model.keras and report.html.
 """
 
 import dataclasses
@@ -23,7 +23,8 @@ from transferkit.data.augment import augment_config
 from transferkit.data.fixes import read_fixes
 from transferkit.data.files import undecodable
 from transferkit.data.load import load_data
-from transferkit.evaluation.evaluate import evaluate_splits
+from transferkit.evaluation.evaluate import evaluate_splits, flip_decision, predict_outputs
+from transferkit.evaluation.tta import with_tta
 from transferkit.models.backbones import check_weights_path
 from transferkit.models.registry import is_model_file, register_backbone
 from transferkit.models.saving import save_model
@@ -39,7 +40,7 @@ from transferkit.training.recipe import recipe_from_dict
 # Recipe keys a resume may change: they do not alter what the run trains on or how.
 # Any other change (data, task, classes, batch size, epochs, image size, backbone,
 # weights, learning rates, ...) would make the checkpoints mean something else.
-RESUME_HARMLESS = ("report", "strategy", "cache_features")
+RESUME_HARMLESS = ("report", "strategy", "cache_features", "auto_tta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,7 @@ class RunResult:
     metrics: dict
     class_names: tuple
     skipped_files: dict = dataclasses.field(default_factory=dict)  # path -> reason
+    tta: dict = dataclasses.field(default_factory=dict)  # the flip-TTA decision record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,20 +217,55 @@ def run_schedule(job, model, start, saver, *, callbacks=(), verbose="auto"):
 
 
 def finish(job, model, history):
-    """Write history.json, metrics.json, model.keras and (with `report`) report.html;
-    returns the `RunResult`."""
+    """Write history.json, decide flip TTA (`decide_tta`), write metrics.json,
+    model.keras (wrapped by `with_tta` when flip TTA was chosen, so every command and
+    export uses it) and (with `report`) report.html; returns the `RunResult`."""
     run, recipe, data = job.run, job.recipe, job.data
     skipped = name_skipped_files(data, run)
     run.write_history(history)
-    metrics = evaluate_splits(local_copy(model), data, get_task(recipe.task))
+    task = get_task(recipe.task)
+    plain = local_copy(model)
+    val = predict_outputs(plain, data.val) if data.val is not None else None
+    tta = decide_tta(recipe, plain, data, task, val)
+    if tta["tta"]:
+        final = with_tta(plain, tta["tta"])
+        metrics = evaluate_splits(final, data, task)
+    else:
+        final = model
+        metrics = evaluate_splits(plain, data, task, splits=("test",))
+        if val is not None:  # val first, as evaluate_splits orders them
+            metrics = {"val": task.score(*val, data.class_names), **metrics}
+    if "val" in metrics:
+        metrics["val"]["tta"] = tta
     run.write_metrics(metrics)
-    save_model(model, run.model_file, metadata=model_metadata(recipe, data.class_names))
+    run.record("tta", tta)
+    save_model(final, run.model_file,
+               metadata={**model_metadata(recipe, data.class_names), "tta": tta})
+    if tta["tta"]:
+        print(f"flip TTA kept: val {tta['metric']} {tta['plain'][tta['metric']]:.4f} -> "
+              f"{tta['flip'][tta['metric']]:.4f}, loss {tta['plain']['loss']:.4f} -> "
+              f"{tta['flip']['loss']:.4f} (model.keras averages each image and its mirror)")
     if recipe.runtime.report:
         from transferkit.evaluation.report import write_report  # matplotlib at the end
 
-        write_report(run.path, local_copy(model), data, history)
+        write_report(run.path, final if tta["tta"] else plain, data, history)
     return RunResult(run.path, model, tuple(history), metrics, tuple(data.class_names),
-                     skipped)
+                     skipped, tta)
+
+
+def decide_tta(recipe, model, data, task, val_outputs=None):
+    """The run's flip-TTA decision record: `evaluate.flip_decision` on the val split
+    ({"tta": "flip" or None, the metric, the rule, both scores}), or {"tta": None,
+    "reason": ...} when the recipe turns it off (`auto_tta`), the task's outputs do not
+    mirror (`Task.flip_tta`) or there is no val split. val_outputs: `model`'s (outputs,
+    labels) on val, if already computed."""
+    if not recipe.runtime.auto_tta:
+        return {"tta": None, "reason": "auto_tta is off"}
+    if not task.flip_tta:
+        return {"tta": None, "reason": f"task {task.name!r} does not take flip TTA"}
+    if data.val is None:
+        return {"tta": None, "reason": "no validation split to decide on"}
+    return flip_decision(model, data.val, task, data.class_names, outputs=val_outputs)
 
 
 def with_rates(recipe, rates):

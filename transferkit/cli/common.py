@@ -7,7 +7,7 @@ import os
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.evaluation.evaluate import load_run, model_file
-from transferkit.evaluation.tta import PRESETS, with_tta
+from transferkit.evaluation.tta import PRESETS, unwrap_tta, with_tta
 
 
 def command(sub, name, help, epilog=None):
@@ -28,17 +28,30 @@ def add_model_args(p, tta=True):
                    help="allow models whose loading runs Python code (Lambda layers); "
                    "only for files from people you trust")
     if tta:
-        p.add_argument("--tta", nargs="?", const="flip", choices=sorted(PRESETS),
+        p.add_argument("--tta", nargs="?", const="flip", choices=[*sorted(PRESETS), "none"],
                        help="test-time augmentation (bare --tta: flip; ten_crop is the "
-                       "course notes' 10-crop)")
+                       "course notes' 10-crop; none: without the flip TTA a run may "
+                       "have kept in its model)")
 
 
 def loaded_model(path, args):
-    """The LoadedModel of `path` (safe mode unless --trusted), TTA-wrapped if --tta."""
+    """The LoadedModel of `path` (safe mode unless --trusted), TTA-wrapped if --tta.
+
+    A model that already averages TTA views (a run that kept flip TTA) is never wrapped
+    twice: the same preset is a no-op, another one (or "none") replaces it."""
     loaded = load_run(path, trusted=args.trusted)
-    if getattr(args, "tta", None):
-        loaded = dataclasses.replace(loaded, model=with_tta(loaded.model, args.tta))
-    return loaded
+    wanted, has = getattr(args, "tta", None), loaded.tta
+    if not wanted:
+        return loaded
+    if wanted == has:
+        print(f"{path}: the model already averages {has} TTA (kept at the end of "
+              "training); --tta adds nothing")
+        return loaded
+    plain = unwrap_tta(loaded.model)
+    if has:
+        print(f"{path}: the model's own {has} TTA is replaced by --tta {wanted}")
+    return dataclasses.replace(
+        loaded, model=plain if wanted == "none" else with_tta(plain, wanted))
 
 
 def check_out(out, model, writes, suggestion="exports"):

@@ -48,7 +48,7 @@ def run(args):
     if args.quantize == "int8" and args.data:
         representative = ex.representative_images(loaded, args.data)
     path = ex.export_model(loaded, args.format, args.out, quantize=args.quantize,
-                           representative=representative, metadata={"tta": args.tta})
+                           representative=representative, metadata={"tta": loaded.tta})
     print(f"exported: {path} (+ labels.txt, {os.path.basename(path)}.json)")
     if args.check:
         data = eval_data(loaded, args.data, split=args.split)

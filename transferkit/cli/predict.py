@@ -8,8 +8,9 @@ import numpy as np
 from transferkit.cli.common import add_model_args, command, loaded_model
 from transferkit.core.errors import ConfigError
 from transferkit.data.files import image_dataset
-from transferkit.evaluation.evaluate import load_run, predict
+from transferkit.evaluation.evaluate import predict
 from transferkit.evaluation.gradcam import grad_cam, save_overlay
+from transferkit.evaluation.tta import unwrap_tta
 
 EPILOG = """examples:
   transferkit predict runs/pets cat.jpg dog.png
@@ -67,7 +68,7 @@ def _prediction_files(args, loaded):
 
 def _gradcam(args, loaded, rows):
     # Grad-CAM walks the model's parts, which the TTA wrapper hides: use the plain model.
-    model = load_run(args.model, trusted=args.trusted).model if args.tta else loaded.model
+    model = unwrap_tta(loaded.model)
     dataset, _ = image_dataset(args.images, loaded.input.size, batch_size=1)
     os.makedirs(args.gradcam, exist_ok=True)
     for i, ((image, _), path) in enumerate(zip(dataset, args.images)):

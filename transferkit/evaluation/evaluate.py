@@ -15,6 +15,7 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, DataError, check_choice
 from transferkit.core.inputs import InputSpec
@@ -23,6 +24,7 @@ from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
+from transferkit.evaluation.tta import tta_of
 from transferkit.models.saving import load_model, read_metadata
 
 SPLITS = ("all", "val", "test")
@@ -42,6 +44,11 @@ class LoadedModel:
     @property
     def image_size(self):
         return self.input.size
+
+    @property
+    def tta(self):
+        """The TTA preset the model itself averages (e.g. "flip"), else None."""
+        return tta_of(self.model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,15 +177,46 @@ def check_same_classes(members):
                                   f"{what} differ ({a} vs {b}).")
 
 
-def evaluate_splits(model, data, task):
-    """{"val": report, "test": report} of `model` on the splits of `data` that exist."""
+def evaluate_splits(model, data, task, splits=("val", "test")):
+    """{"val": report, "test": report} of `model` on the `splits` of `data` that exist."""
     out = {}
-    for split in ("val", "test"):
+    for split in splits:
         dataset = getattr(data, split)
         if dataset is not None:
             outputs, labels = predict_outputs(model, dataset)
             out[split] = task.score(outputs, labels, data.class_names)
     return out
+
+
+# When flip TTA is kept: its headline metric strictly better (a tie keeps the plain
+# model, which costs half as much to run) and its mean loss no worse.
+FLIP_RULE = "flip when its headline metric is strictly better and its loss no worse"
+
+
+def flip_decision(model, dataset, task, class_names=(), outputs=None):
+    """Whether flip TTA helps `model` on `dataset` (a labelled split, e.g. val), by
+    `task`'s headline metric and mean example loss (FLIP_RULE).
+
+    Returns {"tta": "flip" or None, "metric", "rule", "plain": {metric, "loss"},
+    "flip": {...}}. outputs: `model`'s (outputs, labels) on `dataset` if already
+    computed. The flipped pass reuses `model`'s traced predict; `task.unflip` maps the
+    mirrored outputs back, as `with_tta`'s layers do in the saved model.
+    """
+    plain, labels = outputs if outputs is not None else predict_outputs(model, dataset)
+    mirrored, _ = predict_outputs(model, dataset.map(
+        lambda images, y: (tf.reverse(images, axis=[2]), y)))
+    both = task.average([plain, task.unflip(mirrored)])
+
+    def scores(out):
+        return {task.headline: float(task.score(out, labels, class_names)[task.headline]),
+                "loss": float(np.mean(task.example_losses(out, labels)))}
+
+    before, after = scores(plain), scores(both)
+    sign = 1 if task.higher_is_better else -1
+    better = sign * (after[task.headline] - before[task.headline]) > 0
+    keep = better and after["loss"] <= before["loss"]
+    return {"tta": "flip" if keep else None, "metric": task.headline, "rule": FLIP_RULE,
+            "plain": before, "flip": after}
 
 
 def predict(model, images, *, top_k=3, batch_size=32, trusted=False):

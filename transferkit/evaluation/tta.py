@@ -17,6 +17,10 @@ resized back to the model's input size, since transferkit models have a fixed in
 Per-pixel outputs ([B, H, W, C], segmentation) take "flip" only: the mirrored view's
 prediction is mirrored back before the mean, so pixels agree; a crop's would not map
 back onto the whole image.
+
+`tta_of(model)` names the preset a wrapped model averages and `unwrap_tta(model)` gives
+the plain model back: a run may store its model wrapped (flip TTA chosen on validation
+at the end of training, see `evaluate.flip_decision`).
 """
 
 import keras
@@ -127,3 +131,19 @@ def with_tta(model, preset="flip", crop_fraction=0.875):
         model(views(inputs)))
     # Named after the wrapped model so `spec_of` and reports still find the backbone.
     return keras.Model(inputs, outputs, name=model.name)
+
+
+def tta_of(model):
+    """The preset (e.g. "flip") a model made by `with_tta` averages, else None."""
+    for layer in model.layers:
+        if isinstance(layer, TTAViews):
+            views = (layer.multi_crop, layer.flip)
+            return next((name for name, p in PRESETS.items() if p == views), "custom")
+    return None
+
+
+def unwrap_tta(model):
+    """The model a `with_tta` model wraps (the model itself if it is not one)."""
+    if tta_of(model) is None:
+        return model
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))

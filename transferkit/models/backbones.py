@@ -8,6 +8,8 @@ a saved `.keras` model (loaded in safe mode unless the caller says it is trusted
 import os
 import re
 
+import keras
+
 from transferkit.core.errors import ConfigError, WeightsError
 from transferkit.models.registry import get_spec
 from transferkit.models.saving import load_model
@@ -123,7 +125,11 @@ def _load_local_weights(model, spec, path, trusted):
 
 def _backbone_of_saved_model(path, trusted):
     saved = load_model(path, trusted=trusted, compile=False)
-    try:
-        return saved.get_layer("backbone")
-    except ValueError:
-        return saved  # a bare backbone saved on its own
+    # A run's model, or one a wrapper holds (a run that kept flip TTA saves its model
+    # inside `with_tta`'s layers).
+    for model in (saved, *(l for l in saved.layers if isinstance(l, keras.Model))):
+        try:
+            return model.get_layer("backbone")
+        except ValueError:
+            continue
+    return saved  # a bare backbone saved on its own

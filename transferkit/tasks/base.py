@@ -57,6 +57,10 @@ class Task:
     per_class_columns = (("precision", "precision"), ("recall", "recall"), ("f1", "f1"),
                          ("support", "support"))
     writes_predictions = False  # `predict --out` writes files per image (masks)
+    # Whether a mirrored image's outputs, mapped back by `unflip`, predict the original's:
+    # then flip TTA may be chosen at the end of training (`app.train`). A task whose
+    # outputs name left and right (e.g. box coordinates) sets it False.
+    flip_tta = True
 
     def __repr__(self):
         return f"get_task({self.name!r})"
@@ -247,6 +251,11 @@ class Task:
             raise ConfigError(f"Ensemble members must predict the same shape; received "
                               f"shapes {sorted(shapes)}.")
         return np.mean(arrays, axis=0)
+
+    def unflip(self, outputs):
+        """Outputs of horizontally mirrored images mapped back onto the originals, to
+        average with theirs (flip TTA): by default as they are (one row per image)."""
+        return np.asarray(outputs)
 
     def single_label_ids(self, labels):
         """Class id per image of encoded `labels`, for tasks with one class per image;

@@ -258,6 +258,10 @@ class Segmentation(Task):
                 "scores": [{"class": names[i], "probability": float(share[i])}
                            for i in top]}
 
+    def unflip(self, outputs):
+        """Per-pixel outputs [N, H, W, C] of mirrored images, mirrored back (width)."""
+        return np.flip(np.asarray(outputs), axis=2)
+
     def example_losses(self, outputs, labels):
         probs = self.probabilities(outputs)
         picked = np.take_along_axis(probs, self.predicted(labels)[..., None], axis=-1)

@@ -50,6 +50,9 @@ class RuntimeConfig:
     mixed_precision: bool = setting(False, "mixed_float16 compute (GPUs with tensor "
                                     "cores); the output layer stays float32")
     report: bool = setting(True, "write report.html with plots at the end of the run")
+    auto_tta: bool = setting(True, "at the end of the run, score flip TTA on the val "
+                             "split and keep it in model.keras only where it helps "
+                             "(strictly better headline metric, loss no worse)")
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
