@@ -16,8 +16,8 @@ from PIL import Image
 from transferkit.app.train import finish, prepare, train
 from transferkit.cli.main import main
 from transferkit.evaluation.evaluate import eval_data, load_run, predict
-from transferkit.evaluation.tta import tta_of
-from transferkit.models.saving import read_metadata
+from transferkit.evaluation.tta import tta_of, unwrap_tta, with_tta
+from transferkit.models.saving import read_metadata, save_model
 from transferkit.training.recipe import RecipeConfig
 
 SIZE, SCALE = 32, 0.05
@@ -166,8 +166,12 @@ def test_a_trained_run_records_its_decision_and_trains_again_from_a_wrapped_mode
     result = train(RecipeConfig.from_keys(**keys), tmp_path / "a", verbose=0)
     assert result.tta["tta"] in ("flip", None) and "plain" in result.tta
     assert tta_of(load_run(result.out_dir).model) == result.tta["tta"]
-    # A run's model.keras (wrapped or not) is a starting point for another run.
-    again = train(RecipeConfig.from_keys(
-        **{**keys, "weights": os.path.join(result.out_dir, "model.keras")}),
-        tmp_path / "b", verbose=0)
-    assert "val" in again.metrics
+    # A run's model.keras that kept flip TTA is a starting point for another run: its
+    # backbone is found inside the wrapper.
+    plain = unwrap_tta(load_run(result.out_dir).model)
+    wrapped = save_model(with_tta(plain, "flip"), str(tmp_path / "wrapped.keras"))
+    again = train(RecipeConfig.from_keys(**{**keys, "weights": wrapped, "finetune_epochs": 0,
+                                           "auto_tta": False}), tmp_path / "b", verbose=0)
+    for a, b in zip(plain.get_layer("backbone").weights,
+                    again.model.get_layer("backbone").weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
