@@ -1,6 +1,6 @@
 """End-to-end time to accuracy: transferkit's default recipe vs the Keras-guide script.
 
-    python benchmarks/end_to_end.py              # ~7 min on 2 idle CPU cores
+    python benchmarks/end_to_end.py              # 3 seeds, ~4 min each on 2 idle cores
     python benchmarks/end_to_end.py --size 128 --per-class 200 --head-epochs 5  # ~2 min
     python benchmarks/end_to_end.py --smoke      # tiny sizes: the code paths, not figures
     python benchmarks/end_to_end.py --imagenet --kit-augment none  # real ImageNet
@@ -35,7 +35,11 @@ curves flat); the data then has 6 classes instead of 2 (see synth_folders).
                hold the unfrozen BatchNorm layers in inference mode during `fit` (their
                moving statistics change): the outer call's training=True reaches them.
 
-Prints each side's wall time (from the start, data loading included) to reach the
+Runs --seeds seeds (default 3, from --seed; each generates its own data and init) and
+ends with each side's final val accuracy over the seeds, mean ± sd and spread, and its
+mean wall time: the guide's last epoch, and the model transferkit's `train` returns
+(with flip TTA where its end-of-run decision on the same val split kept it; the
+accuracy without it is printed too). Per seed it prints each side's wall time (from the start, data loading included) to reach the
 guide's validation accuracy, and their ratio. Both curves are first smoothed the same
 way, a trailing mean of the last --smooth epochs (default 3), and each side's time is
 its first epoch whose smoothed value reaches the target. The target is the guide's best
@@ -49,8 +53,8 @@ this process (both sides run one after the other; CPU time is less sensitive to 
 jobs on a shared machine). Exits 1 when transferkit never reaches the headline target
 (not with --smoke, whose few images make accuracies noise).
 
-Phase 2 per epoch: transferkit's phase 2 runs on activations cached at the freeze
-boundary (the default); a third run trains the same phase 2 live (--no-boundary-cache,
+Phase 2 per epoch (first seed only): transferkit's phase 2 runs on activations cached
+at the freeze boundary (the default); a third run trains the same phase 2 live (--no-boundary-cache,
 no phase 1, min(3, finetune epochs) epochs), and the median epoch time after each
 side's first (tracing) epoch gives the ratio live / boundary-cached. The boundary
 cache's disk use (its float16 files) and the process's peak resident memory are printed.
@@ -170,8 +174,8 @@ def now():
 
 
 def run_transferkit(train_dir, val_dir, weights, args, cache_dir, **overrides):
-    """(epoch points, total seconds, epoch durations) of `app.train.train` on the default
-    recipe (with `overrides`), on a cold cache in `cache_dir`."""
+    """(epoch points, total seconds, epoch durations, RunResult) of `app.train.train` on
+    the default recipe (with `overrides`), on a cold cache in `cache_dir`."""
     import keras
 
     from transferkit.training.recipe import recipe_from_dict
@@ -187,8 +191,8 @@ def run_transferkit(train_dir, val_dir, weights, args, cache_dir, **overrides):
         finetune_lr_auto=args.lr_auto in ("finetune", "both")), **overrides})
     start = now()
     clock = epoch_clock(start)
-    train(recipe, os.path.join(cache_dir, "run"), callbacks=[clock], verbose=0)
-    return clock.points, time.perf_counter() - start[0], clock.durations
+    result = train(recipe, os.path.join(cache_dir, "run"), callbacks=[clock], verbose=0)
+    return clock.points, time.perf_counter() - start[0], clock.durations, result
 
 
 def steady_epoch(durations):
@@ -312,7 +316,7 @@ def _curve(points):
 # --smoke: the same two runs on a handful of small images, for the test suite.
 # classes=2 also with --imagenet: a smoke run checks code paths, in as few images as can.
 SMOKE = dict(size=32, classes=2, per_class=12, val_per_class=6, batch_size=8,
-             head_epochs=1, finetune_epochs=3)  # 3: the phase-2 ratio needs epochs > 1
+             head_epochs=1, finetune_epochs=3, seeds=1)  # 3: the phase-2 ratio needs epochs > 1
 # --imagenet: six grains, not two (see synth_folders); 200 + 100 images a class keep the
 # run short enough to repeat while 600 validation images keep one epoch's accuracy
 # noise (one standard error) under 2 points.
@@ -373,36 +377,73 @@ def main(argv=None):
                         help="transferkit's side runs the LR finder (its cost timed) for "
                         "phase 2 (--finetune-lr-auto) or both phases; default off: the "
                         "recipe's fixed rates")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="seeds run, from --seed up (default 3; each generates its "
+                        "own data and init): final accuracies as mean ± sd")
     parser.add_argument("--json", help="also write both curves (seconds, logs) here")
     args = parse_smoke_args(parser, argv, SMOKE, imagenet=IMAGENET)
     if args.smooth < 1:
         parser.error(f"--smooth should be >= 1. Received: {args.smooth}")
-    load_before = os.getloadavg()[0]
+    if args.seeds < 1:
+        parser.error(f"--seeds should be >= 1. Received: {args.seeds}")
     args.unfreeze_blocks = 2  # RecipeConfig's default unfreeze="last_blocks:2"
 
+    seeds = [args.seed + i for i in range(args.seeds)]
+    runs = [one_seed(args, seed, live=i == 0) for i, seed in enumerate(seeds)]
+    status = 0 if args.smoke else max(run["status"] for run in runs)
+    n_val = args.classes * args.val_per_class
+    print(f"over {len(seeds)} seed(s) {seeds} (data, init and training; {n_val} val "
+          "images each): final val accuracy, mean ± sd (spread min-max), and wall time")
+    for name, key in (("keras guide", "guide"), ("transferkit", "kit")):
+        accs = [run[f"{key}_final"] for run in runs]
+        walls = [run[f"{key}_total"] for run in runs]
+        print(f"  {name:<12} {mean_sd(accs)} ({min(accs):.3f}-{max(accs):.3f})   wall "
+              f"{np.mean(walls):6.1f} s mean")
+    plain = [run["kit_plain"] for run in runs]
+    kept = sum(run["kit_tta"] == "flip" for run in runs)
+    print(f"  (transferkit's final model kept flip TTA in {kept}/{len(runs)} seed(s), "
+          f"decided on the same val split; without it: {mean_sd(plain)})")
+    return status  # a smoke run checks that it runs, not the goal
+
+
+def mean_sd(values):
+    """"mean ± sd" of `values` (sample sd; 0 for one value)."""
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.3f} ± {sd:.3f}"
+
+
+def one_seed(args, seed, live=True):
+    """Both sides (and with `live`, the live phase-2 run) on the data of `seed`; prints
+    the run's lines and returns its figures."""
+    args = argparse.Namespace(**{**vars(args), "seed": seed})
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tk_e2e_") as tmp:
         train_dir, val_dir = synth_folders(tmp, args.classes, args.per_class,
                                            args.val_per_class, args.size, args.seed)
         weights = "imagenet" if args.imagenet else shared_init(
             os.path.join(tmp, "init.weights.h5"), args.size, args.classes, args.seed)
         guide, guide_total = run_keras_guide(train_dir, val_dir, weights, args)
-        kit, kit_total, kit_epochs = run_transferkit(train_dir, val_dir, weights, args,
-                                                     os.path.join(tmp, "tk"))
+        kit, kit_total, kit_epochs, result = run_transferkit(
+            train_dir, val_dir, weights, args, os.path.join(tmp, "tk"))
         disk = boundary_disk(os.path.join(tmp, "tk"))
         live_epochs = min(3, args.finetune_epochs)
-        _, _, live = run_transferkit(train_dir, val_dir, weights, args,
-                                     os.path.join(tmp, "tk_live"), head_epochs=0,
-                                     finetune_epochs=live_epochs, boundary_cache=False,
-                                     head_lr_auto=False, finetune_lr_auto=False)
+        if live:
+            _, _, live, _ = run_transferkit(
+                train_dir, val_dir, weights, args, os.path.join(tmp, "tk_live"),
+                head_epochs=0, finetune_epochs=live_epochs, boundary_cache=False,
+                head_lr_auto=False, finetune_lr_auto=False, auto_tta=False)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
 
     if args.json:
-        with open(args.json, "w") as f:
+        root, ext = os.path.splitext(args.json)
+        path = args.json if args.seeds == 1 else f"{root}.seed{seed}{ext or '.json'}"
+        with open(path, "w") as f:
             json.dump({"args": vars(args), "guide": guide, "transferkit": kit}, f,
                       default=float)
     n_train, n_val = args.classes * args.per_class, args.classes * args.val_per_class
-    print(f"end to end: {describe_backbone(args)} at {args.size} px, {n_train} train / "
+    print(f"end to end, seed {seed}: {describe_backbone(args)} at {args.size} px, "
+          f"{n_train} train / "
           f"{n_val} val generated JPEGs, {args.classes} classes, {args.head_epochs} + "
           f"{args.finetune_epochs} epochs, batch {args.batch_size}; load average "
           f"before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} on "
@@ -412,7 +453,13 @@ def main(argv=None):
           f"{args.lr_auto})")
     print(f"  keras guide  total {guide_total:6.1f} s   val acc per epoch: {_curve(guide)}")
     print(f"  transferkit  total {kit_total:6.1f} s   val acc per epoch: {_curve(kit)}")
-    if args.finetune_epochs:
+    tta = result.tta
+    kit_final = result.metrics["val"]["accuracy"]
+    kit_plain = tta["plain"]["accuracy"] if "plain" in tta else kit_final
+    print(f"  transferkit's final model: val accuracy {kit_final:.3f} (flip TTA "
+          f"{'kept' if tta['tta'] else 'not kept'}: {kit_plain:.3f} without, "
+          f"{tta.get('flip', {}).get('accuracy', float('nan')):.3f} with)")
+    if args.finetune_epochs and live:
         boundary_epoch = steady_epoch(kit_epochs[-args.finetune_epochs:])
         live_epoch = steady_epoch(live)
         print(f"phase 2 per epoch ({args.backbone}, last 2 blocks, median after the "
@@ -434,14 +481,16 @@ def main(argv=None):
             best = max(v for _, v in smoothed(kit, window))
             print(f"  guide {t_guide:.1f} s; transferkit does not reach it (best "
                   f"{best:.3f}); ratio: n/a")
-            status = status or int(n == 0 and not args.smoke)  # smoke: paths, not goals
+            status = status or int(n == 0)
             continue
         _, c_guide, c_kit = compare(guide, kit, window, target, clock=2)
         print(f"  wall: guide {t_guide:.1f} s / transferkit {t_kit:.1f} s = "
               f"{t_guide / t_kit:.1f}x{' (goal >= 5x)' if n == 0 else ''};  "
               f"CPU s of this process (less sensitive to other load): "
               f"{c_guide:.0f} / {c_kit:.0f} = {c_guide / c_kit:.1f}x")
-    return 0 if args.smoke else status  # a smoke run checks that it runs, not the goal
+    return {"status": status, "guide_final": guide[-1][1].get("val_accuracy", float("nan")),
+            "guide_total": guide_total, "kit_final": kit_final, "kit_plain": kit_plain,
+            "kit_total": kit_total, "kit_tta": tta["tta"]}
 
 
 if __name__ == "__main__":
