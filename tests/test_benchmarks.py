@@ -31,6 +31,11 @@ EXPECTED = {
         rf"phase 2 per epoch .*: live {NUMBER} s / boundary-cached {NUMBER} s = "
         rf"{NUMBER}x",
         rf"boundary cache: {NUMBER} MiB on disk .* peak RSS",
+        rf"transferkit's final model: val accuracy {NUMBER} \(flip TTA (not )?kept: "
+        rf"{NUMBER} without, {NUMBER} with\)",
+        rf"over 1 seed\(s\) \[0\] .*\n  keras guide  {NUMBER} ± {NUMBER} \({NUMBER}-"
+        rf"{NUMBER}\)   wall +{NUMBER} s mean\n  transferkit  {NUMBER} ± {NUMBER} "
+        rf"\({NUMBER}-{NUMBER}\)   wall +{NUMBER} s mean",
     ],
     "doctor.py": [rf"source checkpoint .*: flips precision {NUMBER} ± {NUMBER}, recall "
                   rf"{NUMBER} ± {NUMBER} over 1 planting\(s\); leaks found \d+/5; doctor "
