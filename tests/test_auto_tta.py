@@ -175,3 +175,25 @@ def test_a_trained_run_records_its_decision_and_trains_again_from_a_wrapped_mode
     for a, b in zip(plain.get_layer("backbone").weights,
                     again.model.get_layer("backbone").weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_the_decision_scores_per_pixel_outputs_as_the_saved_wrapper_predicts():
+    # Segmentation: the mirrored masks are mirrored back (Task.unflip) before the mean,
+    # as with_tta's layers do in the model that would be saved.
+    import tensorflow as tf
+
+    from transferkit.core.task_registry import get_task
+    from transferkit.evaluation.evaluate import flip_decision
+    from transferkit.models.segmentation import build_segmenter
+
+    task = get_task("segmentation")
+    model = build_segmenter("tiny_test", 3, weights=None, image_size=SIZE, decoder_width=4)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, (4, SIZE, SIZE))]  # one-hot masks
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    decision = flip_decision(model, dataset, task, ("0", "1", "2"))
+    wrapped = with_tta(model, "flip").predict(x, verbose=0)
+    assert decision["flip"]["miou"] == pytest.approx(task.score(wrapped, y)["miou"])
+    assert decision["flip"]["loss"] == pytest.approx(
+        float(np.mean(task.example_losses(wrapped, y))), rel=1e-5)
