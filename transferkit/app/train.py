@@ -241,10 +241,12 @@ def finish(job, model, history):
     run.record("tta", tta)
     save_model(final, run.model_file,
                metadata={**model_metadata(recipe, data.class_names), "tta": tta})
-    if tta["tta"]:
-        print(f"flip TTA kept: val {tta['metric']} {tta['plain'][tta['metric']]:.4f} -> "
-              f"{tta['flip'][tta['metric']]:.4f}, loss {tta['plain']['loss']:.4f} -> "
-              f"{tta['flip']['loss']:.4f} (model.keras averages each image and its mirror)")
+    if "plain" in tta:
+        metric = tta["metric"]
+        print(f"flip TTA {'kept' if tta['tta'] else 'not kept'}: val {metric} "
+              f"{tta['plain'][metric]:.4f} -> {tta['flip'][metric]:.4f}, loss "
+              f"{tta['plain']['loss']:.4f} -> {tta['flip']['loss']:.4f}"
+              + (" (model.keras averages each image and its mirror)" if tta["tta"] else ""))
     if recipe.runtime.report:
         from transferkit.evaluation.report import write_report  # matplotlib at the end
 
