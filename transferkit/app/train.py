@@ -21,9 +21,12 @@ from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task
 from transferkit.data.augment import augment_config
 from transferkit.data.fixes import read_fixes
-from transferkit.data.files import undecodable
+from transferkit.data.files import image_dataset, list_images, undecodable
+from transferkit.data.pipeline import make_dataset
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import evaluate_splits
+from transferkit.evaluation.novelty import ARRAYS_NAME as NOVELTY_ARRAYS
+from transferkit.evaluation.novelty import fit_model_novelty
 from transferkit.models.backbones import check_weights_path
 from transferkit.models.registry import is_model_file, register_backbone
 from transferkit.models.saving import save_model
@@ -221,14 +224,49 @@ def finish(job, model, history):
     skipped = name_skipped_files(data, run)
     run.write_history(history)
     metrics = evaluate_splits(local_copy(model), data, get_task(recipe.task))
+    novelty = fit_run_novelty(local_copy(model), data, recipe)
+    meta, extras = model_metadata(recipe, data.class_names), None
+    if novelty is not None:
+        metrics["novelty"] = meta["novelty"] = novelty.to_json()
+        extras = {NOVELTY_ARRAYS: novelty.arrays_bytes()}
     run.write_metrics(metrics)
-    save_model(model, run.model_file, metadata=model_metadata(recipe, data.class_names))
+    save_model(model, run.model_file, metadata=meta, extras=extras)
     if recipe.runtime.report:
         from transferkit.evaluation.report import write_report  # matplotlib at the end
 
         write_report(run.path, local_copy(model), data, history)
     return RunResult(run.path, model, tuple(history), metrics, tuple(data.class_names),
                      skipped)
+
+
+def fit_run_novelty(model, data, recipe, verbose=True):
+    """The run's `Novelty` (see `evaluation.novelty`) from its clean training images, its
+    validation split and the recipe's unknown_data folder (else synthetic outliers);
+    None when turned off, without a validation split, or for a task without one class
+    per image."""
+    if not recipe.runtime.novelty or data.val is None:
+        return None
+    task = recipe.task_config()
+    train = data.train
+    if data.train_files:  # the files again, in order, without augmentation
+        train = make_dataset(data.train_files, data.train_labels, image_size=data.image_size,
+                             batch_size=recipe.schedule.batch_size, task=task,
+                             num_classes=len(data.class_names))
+    unknown = None
+    if recipe.data.unknown:
+        unknown = image_dataset(list_images(recipe.data.unknown, "unknown_data"),
+                                data.image_size, batch_size=recipe.schedule.batch_size)[0]
+    novelty = fit_model_novelty(model, task, train, data.val, unknown,
+                                false_rejection=recipe.runtime.false_rejection,
+                                seed=recipe.seed)
+    if novelty is not None and verbose:
+        others = ", ".join(f"{k} {v:.3f}" for k, v in novelty.auroc.items()
+                           if k != novelty.detector)
+        print(f"novelty score: {novelty.detector} (AUROC vs {novelty.criterion} outliers "
+              f"{novelty.auroc[novelty.detector]:.3f}; {others}); threshold "
+              f"{novelty.threshold:.4g} calls {novelty.false_rejection:.0%} of validation "
+              "images unknown")
+    return novelty
 
 
 def with_rates(recipe, rates):

@@ -23,7 +23,8 @@ from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
-from transferkit.models.saving import load_model, read_metadata
+from transferkit.evaluation.novelty import ARRAYS_NAME, Novelty
+from transferkit.models.saving import load_model, read_extra, read_metadata
 
 SPLITS = ("all", "val", "test")
 
@@ -38,6 +39,7 @@ class LoadedModel:
     input: InputSpec
     config: dict
     task: object  # a tasks.Task
+    novelty: object = None  # a novelty.Novelty when the model carries one
 
     @property
     def image_size(self):
@@ -80,10 +82,17 @@ def load_run(path, *, trusted=False):
     meta = read_metadata(file)
     run = RunDir(os.path.dirname(os.path.abspath(file)))  # a .keras file's folder too
     config = run.read_config() or {}
+    if isinstance(config.get("data"), dict):
+        # config.json is the recipe's nested tree; the split settings commands need
+        # (val_split, test_split, follow_links) sit in its data section, seed on top.
+        config = {**config, **config["data"]}
     names = meta.get("class_names") or run.read_class_names()
     task = get_task(meta.get("task") or task_for_model(model))
+    novelty = None
+    if meta.get("novelty"):
+        novelty = Novelty.from_parts(meta["novelty"], read_extra(file, ARRAYS_NAME) or b"")
     return LoadedModel(file, model, tuple(names or ()), input_spec(model, meta), config,
-                       task)
+                       task, novelty)
 
 
 def input_spec(model, metadata):

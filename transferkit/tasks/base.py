@@ -248,6 +248,11 @@ class Task:
                               f"shapes {sorted(shapes)}.")
         return np.mean(arrays, axis=0)
 
+    def novelty_ids(self, labels):
+        """Class id per training image for the novelty statistics (class means), or
+        None where a novelty score does not apply (no single class per image)."""
+        return None
+
     def single_label_ids(self, labels):
         """Class id per image of encoded `labels`, for tasks with one class per image;
         others refuse (what confident learning needs, see `evaluate --label-issues`)."""

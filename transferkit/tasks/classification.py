@@ -69,6 +69,9 @@ class _SingleLabel(Task):
     def single_label_ids(self, labels):
         return self.predicted(labels)
 
+    def novelty_ids(self, labels):
+        return self.predicted(labels)
+
 
 class Multiclass(_SingleLabel):
     name, activation, calibration, min_classes = "multiclass", "softmax", "softmax", 2
