@@ -22,7 +22,6 @@ from transferkit.core.task_registry import get_task
 from transferkit.data.augment import augment_config
 from transferkit.data.fixes import read_fixes
 from transferkit.data.files import image_dataset, list_images, undecodable
-from transferkit.data.pipeline import make_dataset
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import evaluate_splits
 from transferkit.evaluation.novelty import ARRAYS_NAME as NOVELTY_ARRAYS
@@ -30,7 +29,7 @@ from transferkit.evaluation.novelty import fit_model_novelty
 from transferkit.models.backbones import check_weights_path
 from transferkit.models.registry import is_model_file, register_backbone
 from transferkit.models.saving import save_model
-from transferkit.training.cache import FeatureStore
+from transferkit.training.cache import FeatureStore, split_features
 from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
                                              Checkpointer, save_on_sigterm)
 from transferkit.training.distribute import (local_copy, make_strategy, per_replica_batch,
@@ -247,16 +246,16 @@ def fit_run_novelty(model, data, recipe, verbose=True):
     if not recipe.runtime.novelty or data.val is None:
         return None
     task = recipe.task_config()
-    train = data.train
-    if data.train_files:  # the files again, in order, without augmentation
-        train = make_dataset(data.train_files, data.train_labels, image_size=data.image_size,
-                             batch_size=recipe.schedule.batch_size, task=task,
-                             num_classes=len(data.class_names))
+    # Clean features of both splits, kept in the feature cache under the final model's
+    # fingerprint: add-class replays the training ones.
+    train, val = split_features(model, data, store=FeatureStore.default(),
+                                batch_size=recipe.schedule.batch_size, verbose=0)
     unknown = None
     if recipe.data.unknown:
         unknown = image_dataset(list_images(recipe.data.unknown, "unknown_data"),
                                 data.image_size, batch_size=recipe.schedule.batch_size)[0]
-    novelty = fit_model_novelty(model, task, train, data.val, unknown,
+    novelty = fit_model_novelty(model, task, (train.x[0], train.y[0]), (val.x[0], val.y[0]),
+                                data.val, unknown,
                                 false_rejection=recipe.runtime.false_rejection,
                                 seed=recipe.seed)
     if novelty is not None and verbose:

@@ -48,7 +48,8 @@ def run(args):
         else:
             scores = ", ".join(f"{s['class']} {s['probability']:.3f}" if isinstance(s, dict)
                                else f"{s:.4f}" for s in row["scores"])
-            print(f"{row['image']}: {scores}")
+            unknown = "unknown (none of the classes?); " if row.get("unknown") else ""
+            print(f"{row['image']}: {unknown}{scores}")
     if args.gradcam:
         _gradcam(args, loaded, rows)
     if args.out:

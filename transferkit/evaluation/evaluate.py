@@ -23,7 +23,7 @@ from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
-from transferkit.evaluation.novelty import ARRAYS_NAME, Novelty
+from transferkit.evaluation.novelty import ARRAYS_NAME, Novelty, features_and_probs
 from transferkit.models.saving import load_model, read_extra, read_metadata
 
 SPLITS = ("all", "val", "test")
@@ -191,7 +191,9 @@ def evaluate_splits(model, data, task):
 
 
 def predict(model, images, *, top_k=3, batch_size=32, trusted=False):
-    """Predictions for image files: one {"image", "label", "scores"} dict per file.
+    """Predictions for image files: one {"image", "label", "scores"} dict per file, plus
+    "novelty" (higher: more unlike the training classes) and "unknown" (above the
+    model's threshold) when the model carries a novelty score.
 
     model: a run directory, a .keras file or a LoadedModel. Files are decoded by the
     same scan and decoder training uses, at the model's input size.
@@ -200,8 +202,19 @@ def predict(model, images, *, top_k=3, batch_size=32, trusted=False):
     dataset, _ = image_dataset(images, loaded.input.size, batch_size=batch_size)
     outputs, _ = predict_outputs(loaded.model, dataset)
     names = loaded.class_names
-    return [{"image": os.fspath(path), **loaded.task.describe(row, names, top_k)}
+    rows = [{"image": os.fspath(path), **loaded.task.describe(row, names, top_k)}
             for path, row in zip(images, outputs)]
+    if loaded.novelty is not None:
+        scores = novelty_scores(loaded, dataset)
+        for row, score, unknown in zip(rows, scores, loaded.novelty.unknown(scores)):
+            row.update(novelty=round(float(score), 6), unknown=bool(unknown))
+    return rows
+
+
+def novelty_scores(loaded, dataset):
+    """The stored novelty score (see `evaluation.novelty`) of each image of `dataset`."""
+    features, probs, _ = features_and_probs(loaded.model, dataset, loaded.task)
+    return loaded.novelty.score(features, probs)
 
 
 def worst_predictions(task, outputs, labels, n=16):
