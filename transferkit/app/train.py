@@ -238,24 +238,26 @@ def finish(job, model, history):
                      skipped)
 
 
-def fit_run_novelty(model, data, recipe, verbose=True):
+def fit_run_novelty(model, data, recipe, verbose=True, features=None):
     """The run's `Novelty` (see `evaluation.novelty`) from its clean training images, its
     validation split and the recipe's unknown_data folder (else synthetic outliers);
     None when turned off, without a validation split, or for a task without one class
-    per image."""
+    per image. features: ((train x, y), (val x, y)) at the head's input when already
+    at hand (default: the cached clean features of `data`'s splits)."""
     if not recipe.runtime.novelty or data.val is None:
         return None
     task = recipe.task_config()
-    # Clean features of both splits, kept in the feature cache under the final model's
-    # fingerprint: add-class replays the training ones.
-    train, val = split_features(model, data, store=FeatureStore.default(),
-                                batch_size=recipe.schedule.batch_size, verbose=0)
+    if features is None:
+        # Clean features of both splits, kept in the feature cache under the final
+        # model's fingerprint: add-class replays the training ones.
+        train, val = split_features(model, data, store=FeatureStore.default(),
+                                    batch_size=recipe.schedule.batch_size, verbose=0)
+        features = ((train.x[0], train.y[0]), (val.x[0], val.y[0]))
     unknown = None
     if recipe.data.unknown:
         unknown = image_dataset(list_images(recipe.data.unknown, "unknown_data"),
                                 data.image_size, batch_size=recipe.schedule.batch_size)[0]
-    novelty = fit_model_novelty(model, task, (train.x[0], train.y[0]), (val.x[0], val.y[0]),
-                                data.val, unknown,
+    novelty = fit_model_novelty(model, task, *features, data.val, unknown,
                                 false_rejection=recipe.runtime.false_rejection,
                                 seed=recipe.seed)
     if novelty is not None and verbose:

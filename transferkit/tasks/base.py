@@ -57,6 +57,7 @@ class Task:
     per_class_columns = (("precision", "precision"), ("recall", "recall"), ("f1", "f1"),
                          ("support", "support"))
     writes_predictions = False  # `predict --out` writes files per image (masks)
+    adds_classes = False  # add-class may grow its output layer (one unit per class)
 
     def __repr__(self):
         return f"get_task({self.name!r})"

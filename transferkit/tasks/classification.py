@@ -75,6 +75,7 @@ class _SingleLabel(Task):
 
 class Multiclass(_SingleLabel):
     name, activation, calibration, min_classes = "multiclass", "softmax", "softmax", 2
+    adds_classes = True
 
     def matches_output(self, model):
         activation, rank, _ = output_layer(model)
@@ -128,6 +129,7 @@ class Multilabel(Task):
     """Any number of classes per example; each output an independent sigmoid."""
 
     name, activation, calibration, headline = "multilabel", "sigmoid", "sigmoid", "accuracy"
+    adds_classes = True
     min_classes = 1
     summary_metrics = ("accuracy", "exact_match", "nll", "macro_f1")
 
