@@ -20,15 +20,15 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, TransferkitError, check_choice
 from transferkit.core.files import atomic_path, write_json, write_text
 from transferkit.data.load import load_data
-from transferkit.data.pipeline import make_dataset
+from transferkit.data.pipeline import decode_bytes, make_dataset
 from transferkit.data.splits import stratified_sample
 from transferkit.models.saving import load_model, save_model
 
@@ -72,7 +72,7 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
     if fmt == "keras":
         save_model(loaded.model, path, metadata=meta)
     elif fmt == "savedmodel":
-        _export_savedmodel(loaded.model, path, meta)
+        meta["signatures"] = _export_savedmodel(loaded, path, meta)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             saved = os.path.join(tmp, "saved_model")
@@ -89,7 +89,60 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
 SAVED_MODEL_TEMP = ".saved_model."  # prefix of the folders an export builds in
 
 
-def _export_savedmodel(model, path, meta):
+BYTES_SIGNATURE = "serving_default"  # encoded JPEG/PNG/... bytes in: TF Serving's default
+FLOAT_SIGNATURE = "serve"  # float32 RGB 0-255 images in: `load_predictor`, Keras's name
+BYTES_INPUT = "image_bytes"
+
+
+def serving_archive(loaded):
+    """(Keras ExportArchive of `loaded.model`, {name: tf.function}): two signatures,
+
+    `serving_default`: `image_bytes` [B] strings of encoded images (JPEG, PNG, GIF,
+        BMP, WebP; what TF Serving's REST API sends as {"b64": ...}), decoded and
+        resized in the graph by the pipeline's own decoder (`data.pipeline.
+        decode_bytes`); outputs are the task's (`Task.serving_outputs`), e.g. a
+        classifier's `scores`, `classes` and `label`.
+    `serve`: float32 RGB 0-255 images [B, H, W, 3] -> the model's output, as
+        `model.export` writes it.
+    """
+    model, task, names = loaded.model, loaded.task, tuple(loaded.class_names)
+    size = loaded.input.size
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def from_bytes(image_bytes):
+        images = tf.map_fn(lambda data: decode_bytes(data, size), image_bytes,
+                           fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
+        return task.serving_outputs(model(images, training=False), names)
+
+    endpoints = {
+        BYTES_SIGNATURE: archive.add_endpoint(
+            BYTES_SIGNATURE, tf.function(from_bytes),
+            input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)]),
+        FLOAT_SIGNATURE: archive.add_endpoint(
+            FLOAT_SIGNATURE, tf.function(lambda images: model(images, training=False)),
+            input_signature=[tf.TensorSpec([None, *size, 3], tf.float32, name="images")])}
+    return archive, endpoints
+
+
+def _signature_summary(endpoints):
+    """{signature: {"inputs": {name: [dtype, shape]}, "outputs": {...}}} for the
+    metadata and the model card."""
+    def specs(structure):
+        flat = structure if isinstance(structure, dict) else {"output_0": structure}
+        return {k: [v.dtype.name, [None if d is None else int(d) for d in v.shape]]
+                for k, v in sorted(flat.items())}
+
+    out = {}
+    for name, fn in endpoints.items():
+        concrete = fn.get_concrete_function()
+        args = concrete.structured_input_signature[0]
+        out[name] = {"inputs": specs({a.name: a for a in args}),
+                     "outputs": specs(concrete.structured_outputs)}
+    return out
+
+
+def _export_savedmodel(loaded, path, meta):
     # Export beside the target, then swap it in: a failed or killed export never
     # leaves a half-written folder where a good one was.
     folder = os.path.dirname(path) or "."
@@ -97,7 +150,9 @@ def _export_savedmodel(model, path, meta):
     tmp = tempfile.mkdtemp(prefix=SAVED_MODEL_TEMP, dir=folder)
     try:
         target = os.path.join(tmp, "model")
-        model.export(target, format="tf_saved_model", verbose=False)
+        archive, endpoints = serving_archive(loaded)
+        archive.write_out(target, verbose=False)
+        meta = {**meta, "signatures": _signature_summary(endpoints)}
         os.makedirs(os.path.join(target, "assets"), exist_ok=True)
         _write_labels(os.path.join(target, "assets", "labels.txt"), meta["class_names"])
         write_json(os.path.join(target, "assets", "transferkit.json"), meta)
@@ -108,6 +163,7 @@ def _export_savedmodel(model, path, meta):
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return meta["signatures"]
 
 
 def _exchange(a, b):
@@ -184,13 +240,22 @@ def load_predictor(path, *, trusted=False):
                       "or a .tflite file.")
 
 
+def tflite_interpreter(path):
+    """A TFLite interpreter for the file `path`: LiteRT's (`ai_edge_litert`, the
+    `deploy` extra), which TF 2.21 deprecates `tf.lite.Interpreter` in favour of; TF's
+    own only where LiteRT is not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=os.fspath(path))
+
+
 class _TFLitePredictor:
     """Runs a .tflite file batch by batch, resizing the input for each batch size."""
 
     def __init__(self, path):
-        with warnings.catch_warnings():  # tf.lite.Interpreter's LiteRT notice
-            warnings.simplefilter("ignore")
-            self.interpreter = tf.lite.Interpreter(model_path=path)
+        self.interpreter = tflite_interpreter(path)
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.output = self.interpreter.get_output_details()[0]["index"]
         self.batch = None
