@@ -16,6 +16,7 @@ a SavedModel's `assets/` too, and inside the .keras file (see saving.save_model)
 """
 
 import ctypes
+import json
 import os
 import shutil
 import tempfile
@@ -33,6 +34,7 @@ from transferkit.data.splits import stratified_sample
 from transferkit.models.saving import load_model, save_model
 
 FORMATS = ("keras", "savedmodel", "tflite")
+ALL = "all"  # every format: keras, savedmodel, TFLite fp32 and fp16, int8 with data
 QUANTIZE = ("fp16", "int8")
 INPUT_SPEC = "float32 RGB 0-255, shape [batch, height, width, 3]"
 
@@ -46,6 +48,25 @@ def artifact_name(fmt, quantize=None):
     return f"model_{quantize}.tflite" if quantize else "model.tflite"
 
 
+def export_plan(fmt, quantize=None, *, calibration_data=False):
+    """The (format, quantize) pairs an export writes: `fmt` with `quantize`, or for
+    fmt="all" keras, savedmodel, TFLite fp32 and fp16, and int8 if `calibration_data`
+    (int8 calibrates on training images). Bad combinations raise ConfigError naming
+    the argument and the allowed values."""
+    check_choice("format", fmt, FORMATS + (ALL,))
+    if quantize is not None:
+        check_choice("quantize", quantize, QUANTIZE)
+        if fmt != "tflite":
+            raise ConfigError(
+                f"The `--quantize` argument applies to --format tflite only (allowed: "
+                f"{list(QUANTIZE)} with --format tflite; --format all writes fp32, fp16 "
+                f"and, with --data, int8). Received: format={fmt!r}, quantize={quantize!r}")
+    if fmt != ALL:
+        return [(fmt, quantize)]
+    plan = [("keras", None), ("savedmodel", None), ("tflite", None), ("tflite", "fp16")]
+    return plan + ([("tflite", "int8")] if calibration_data else [])
+
+
 def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
                  metadata=None):
     """Write `loaded.model` (a LoadedModel) as `fmt` into `out_dir`; returns the path.
@@ -55,11 +76,7 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
     metadata: extra JSON-able keys for the artifact's metadata (e.g. {"tta": "flip"}).
     """
     check_choice("format", fmt, FORMATS)
-    if quantize is not None:
-        check_choice("quantize", quantize, QUANTIZE)
-        if fmt != "tflite":
-            raise ConfigError(f"The `--quantize` argument applies to --format tflite only. "
-                              f"Received: format={fmt!r}, quantize={quantize!r}")
+    export_plan(fmt, quantize)
     if quantize == "int8" and representative is None:
         raise ConfigError("int8 quantization needs a representative dataset from the "
                           "training split: pass `--data DIR`.")
@@ -274,24 +291,48 @@ class _TFLitePredictor:
 def check_parity(loaded, artifacts, data, tolerance=0.01, trusted=False):
     """Score the source model and every artifact on `data` (an EvalData) side by side.
 
-    Returns one row per model: {"artifact", <headline metric>, "agreement",
-    "max_abs_diff", "ms_per_image", "ok"}; the source's row is first and always ok.
-    `ok` is the task's verdict (`Task.parity`) against the source's outputs.
+    Returns one row per model: {"artifact", "format", "size_mb", <headline metric>,
+    "agreement", "max_abs_diff", "ms_per_image", "ok"}; the source's row is first and
+    always ok. `ok` is the task's verdict (`Task.parity`) against the source's outputs.
     """
     task = loaded.task
-    candidates = [("source " + os.path.basename(loaded.path), loaded.model.predict_on_batch)]
-    candidates += [(os.path.basename(a.rstrip("/")), load_predictor(a, trusted=trusted))
-                   for a in artifacts]
+    candidates = [("source " + os.path.basename(loaded.path), loaded.path,
+                   loaded.model.predict_on_batch)]
+    candidates += [(os.path.basename(os.fspath(a).rstrip("/")), a,
+                    load_predictor(a, trusted=trusted)) for a in artifacts]
     first = next(iter(data.dataset))[0].numpy()
     rows, reference = [], None
-    for name, predict in candidates:
+    for name, path, predict in candidates:
         predict(first)  # warm-up: tracing and allocation are not latency
         outputs, labels, seconds = _timed_predictions(predict, data.dataset)
         reference = outputs if reference is None else reference
-        row = {"artifact": name, **task.parity(reference, outputs, labels, tolerance),
+        row = {"artifact": name, "format": artifact_format(path),
+               "size_mb": size_bytes(path) / 2 ** 20,
+               **task.parity(reference, outputs, labels, tolerance),
                "ms_per_image": 1000 * seconds / max(len(outputs), 1)}
         rows.append(row)
     return rows
+
+
+def artifact_format(path):
+    """What an artifact is, read off its metadata file (else its name): "keras",
+    "savedmodel", "tflite fp32", "tflite int8"."""
+    path = os.fspath(path).rstrip("/")
+    meta = {}
+    if os.path.exists(path + ".json"):
+        with open(path + ".json", encoding="utf-8") as f:
+            meta = json.load(f)
+    fmt = meta.get("format") or ("tflite" if path.endswith(".tflite") else
+                                 "savedmodel" if os.path.isdir(path) else "keras")
+    return f"tflite {meta.get('quantize') or 'fp32'}" if fmt == "tflite" else fmt
+
+
+def size_bytes(path):
+    """Bytes on disk of a file, or of every file under a folder (a SavedModel)."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
 
 
 def _timed_predictions(predict, dataset):
@@ -309,11 +350,12 @@ def _timed_predictions(predict, dataset):
 def format_parity(rows, tolerance, task):
     """The parity table as text."""
     metric = task.headline
-    lines = [f"{'artifact':<28}{metric:>10}{'agree':>8}{'ms/image':>10}{'max|d|':>10}  "
-             f"(tolerance {tolerance})"]
-    lines += [f"{r['artifact'][:27]:<28}{r[metric]:>10.4f}{r['agreement']:>8.3f}"
-              f"{r['ms_per_image']:>10.2f}{r['max_abs_diff']:>10.4f}  "
-              f"{'ok' if r['ok'] else 'FAIL'}" for r in rows]
+    lines = [f"{'artifact':<24}{'format':<13}{'MB':>8}{metric:>10}{'agree':>8}"
+             f"{'ms/image':>10}{'max|d|':>10}  (tolerance {tolerance})"]
+    lines += [f"{r['artifact'][:23]:<24}{r.get('format', '')[:12]:<13}"
+              f"{r.get('size_mb', float('nan')):>8.2f}{r[metric]:>10.4f}"
+              f"{r['agreement']:>8.3f}{r['ms_per_image']:>10.2f}{r['max_abs_diff']:>10.4f}"
+              f"  {'ok' if r['ok'] else 'FAIL'}" for r in rows]
     return "\n".join(lines)
 
 
