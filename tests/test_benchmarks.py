@@ -33,6 +33,11 @@ EXPECTED = {
         rf"boundary cache: {NUMBER} MiB on disk .* peak RSS",
     ],
     "adversarial.py": [r"\d+ inputs tried, 0 crashes, 0 tracebacks, 0 files lost"],
+    "export_formats.py": [
+        r"seed 0:\nartifact .*\nsource model.keras .* ok\n",
+        *(rf"{fmt} +{NUMBER} +{NUMBER} ± {NUMBER} +{NUMBER} ± {NUMBER} +{NUMBER}\n"
+          for fmt in ("keras", "savedmodel", "tflite fp32", "tflite fp16",
+                      "tflite int8"))],
     "segmentation.py": [rf"mIoU ratio transfer / scratch \(mean of 1 seed\(s\)\): "
                         rf"{NUMBER}x"],
     "kill_harness.py": [r"killed at save .*\n", r"1/1 runs survived",
