@@ -9,7 +9,10 @@ regression) within the tolerance, and the artifact agreeing with the source mode
 predictions on all but that fraction of the images.
 
 Every artifact takes raw RGB 0-255 float32 images [B, H, W, 3]: resizing and the
-backbone's preprocessing are layers inside the model, so nothing is lost on export.
+backbone's preprocessing are layers inside the model, so nothing is lost on export. A
+SavedModel's default signature takes encoded image files instead (`serving_archive`),
+for TF Serving. `export_plan("all", ...)` lists every format; TFLite files run on
+LiteRT's interpreter (`tflite_interpreter`).
 Class names travel with every artifact: `labels.txt` (one per line, output order) and
 `<artifact>.json` (class names, image size, input spec) are written beside it, inside
 a SavedModel's `assets/` too, and inside the .keras file (see saving.save_model).
