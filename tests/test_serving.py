@@ -153,3 +153,25 @@ def test_format_and_quantize_combinations_name_the_allowed_values(tiny, capsys):
     assert exit_info.value.code == 2
     assert "--format: invalid choice: 'onnx' (choose from 'keras', 'savedmodel', " \
         "'tflite', 'all')" in capsys.readouterr().err
+
+
+def test_evaluate_and_predict_run_an_exported_tflite_file(tiny, capsys):
+    loaded, root = tiny
+    path = ex.export_model(loaded, "tflite", str(root / "runnable"))
+    folder = make_image_folder(root / "eval_images", classes=NAMES, per_class=2, size=32)
+    files = sorted(os.path.join(folder, n, f) for n in NAMES
+                   for f in os.listdir(os.path.join(folder, n)))
+    answers = []
+    for i, model in enumerate((loaded.path, path)):
+        capsys.readouterr()
+        assert cli.main(["predict", model, *files, "--json"]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        answers.append(np.array([[s["probability"] for s in r["scores"]] for r in rows]))
+        out = root / f"eval_{i}"
+        assert cli.main(["evaluate", model, "--data", folder, "--out", str(out)]) == 0
+        answers.append(json.load(open(out / "evaluation.json"))["nll"])
+    np.testing.assert_allclose(answers[2], answers[0], atol=1e-5)
+    assert answers[3] == pytest.approx(answers[1], abs=1e-5)
+    capsys.readouterr()
+    assert cli.main(["predict", path, *files[:1], "--tta"]) == 2
+    assert "--tta needs a Keras model" in capsys.readouterr().err

@@ -56,6 +56,7 @@ def run(args):
                           "images of the run's training split.")
     check_out(args.out, args.model, ("model.keras",))
     loaded = loaded_model(args.model, args)
+    loaded.keras_model("export")
     representative = None
     if ("tflite", "int8") in plan:
         representative = ex.representative_images(loaded, args.data)

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from transferkit.core.errors import ConfigError, DataError, check_choice
+from transferkit.core.files import read_json_object
 from transferkit.core.inputs import InputSpec
 from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task, task_for_model
@@ -42,6 +43,15 @@ class LoadedModel:
     @property
     def image_size(self):
         return self.input.size
+
+    def keras_model(self, what):
+        """The Keras model, for `what` (a flag, e.g. "--tta") that needs one; an
+        exported .tflite file (which evaluate and predict run as is) raises ConfigError."""
+        if not isinstance(self.model, keras.Model):
+            raise ConfigError(f"{what} needs a Keras model; {self.path} is an exported "
+                              "TFLite file. Pass the run directory or .keras file it was "
+                              "exported from.")
+        return self.model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +83,12 @@ def load_run(path, *, trusted=False):
     """Load a run directory or `.keras` file (safe mode unless `trusted`).
 
     The task, class names and input spec come from the model's own metadata, else
-    from the run directory, else from the model (input shape, output layer)."""
+    from the run directory, else from the model (input shape, output layer).
+    An exported `.tflite` file loads too (run by LiteRT), with the class names, task
+    and input of its `<file>.json` and the config of the run it was exported from."""
     file = model_file(path)
+    if file.endswith(".tflite"):
+        return _load_tflite(file)
     # compile=False: scoring needs no optimizer, and its state would only be skipped.
     model = load_model(file, trusted=trusted, compile=False)
     meta = read_metadata(file)
@@ -84,6 +98,22 @@ def load_run(path, *, trusted=False):
     task = get_task(meta.get("task") or task_for_model(model))
     return LoadedModel(file, model, tuple(names or ()), input_spec(model, meta), config,
                        task)
+
+
+def _load_tflite(file):
+    from transferkit.evaluation.export import load_predictor  # same layer, after this
+
+    meta = read_json_object(file + ".json", "TFLite metadata") \
+        if os.path.exists(file + ".json") else None
+    if not meta or not meta.get("input") or not meta.get("task"):
+        raise ConfigError(f"The MODEL argument {file} is a .tflite file without the "
+                          f"{os.path.basename(file)}.json that `transferkit export` "
+                          "writes beside it (class names, task, input size); export it "
+                          "again, or pass the run it came from.")
+    source = meta.get("source")
+    config = (RunDir(os.path.dirname(source)).read_config() if source else None) or {}
+    return LoadedModel(file, load_predictor(file), tuple(meta.get("class_names") or ()),
+                       InputSpec.from_json(meta["input"]), config, get_task(meta["task"]))
 
 
 def input_spec(model, metadata):

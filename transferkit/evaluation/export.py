@@ -290,6 +290,8 @@ class _TFLitePredictor:
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output).copy()
 
+    predict_on_batch = __call__  # as a Keras model's: evaluate and predict call this
+
 
 def check_parity(loaded, artifacts, data, tolerance=0.01, trusted=False):
     """Score the source model and every artifact on `data` (an EvalData) side by side.
