@@ -11,7 +11,8 @@ MODEL --format all --data data/sample --check` does, in-process: keras, savedmod
 TFLite fp32, fp16 and int8 (calibrated on training images of every class), each scored
 by `check_parity` on the validation split next to the source Keras model. Prints each
 seed's table, then per format: size, accuracy and agreement with Keras as mean ± sd
-over the seeds, and ms per image (batches of 32, this machine's CPU, mean over seeds).
+over the seeds, ms per image (batches of 32, this machine's CPU, mean over seeds) and
+the largest difference of any probability from the Keras model's (over every seed).
 --smoke runs the same code on the demo's small compact_cnn (from its shipped
 checkpoint), since three TFLite conversions of Lite0 alone take a minute.
 """
@@ -94,16 +95,18 @@ def mean_sd(values):
 
 
 def summary(per_seed):
-    """One line per format: MB, accuracy and agreement mean ± sd, ms/image."""
+    """One line per format: MB, accuracy and agreement mean ± sd, ms/image, and the
+    largest probability difference from Keras over every seed."""
     lines = [f"{'format':<14}{'MB':>7}  {'accuracy':>15}  {'agreement':>15}  "
-             f"{'ms/image':>8}"]
+             f"{'ms/image':>8}  {'max|d|':>7}"]
     for i, row in enumerate(per_seed[0]):
         rows = [seed_rows[i] for seed_rows in per_seed]
         lines.append(
             f"{row['format']:<14}{statistics.mean(r['size_mb'] for r in rows):>7.2f}  "
             f"{mean_sd([r['accuracy'] for r in rows]):>15}  "
             f"{mean_sd([r['agreement'] for r in rows]):>15}  "
-            f"{statistics.mean(r['ms_per_image'] for r in rows):>8.2f}")
+            f"{statistics.mean(r['ms_per_image'] for r in rows):>8.2f}  "
+            f"{max(r['max_abs_diff'] for r in rows):>7.4f}")
     return "\n".join(lines)
 
 

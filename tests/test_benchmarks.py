@@ -35,7 +35,8 @@ EXPECTED = {
     "adversarial.py": [r"\d+ inputs tried, 0 crashes, 0 tracebacks, 0 files lost"],
     "export_formats.py": [
         r"seed 0:\nartifact .*\nsource model.keras .* ok\n",
-        *(rf"{fmt} +{NUMBER} +{NUMBER} ± {NUMBER} +{NUMBER} ± {NUMBER} +{NUMBER}\n"
+        *(rf"{fmt} +{NUMBER} +{NUMBER} ± {NUMBER} +{NUMBER} ± {NUMBER} +{NUMBER} +"
+          rf"{NUMBER}\n"
           for fmt in ("keras", "savedmodel", "tflite fp32", "tflite fp16",
                       "tflite int8"))],
     "segmentation.py": [rf"mIoU ratio transfer / scratch \(mean of 1 seed\(s\)\): "
