@@ -175,3 +175,23 @@ def test_evaluate_and_predict_run_an_exported_tflite_file(tiny, capsys):
     capsys.readouterr()
     assert cli.main(["predict", path, *files[:1], "--tta"]) == 2
     assert "--tta needs a Keras model" in capsys.readouterr().err
+
+
+def test_check_scores_the_val_split_the_run_held_out(tmp_path):
+    # config.json holds the nested tree `train` writes: its data.val_split (not a
+    # default 0.2) decides which images --check and int8 calibration see.
+    from transferkit.core.rundir import RunDir
+    from transferkit.evaluation.evaluate import eval_data
+    from transferkit.training.recipe import RecipeConfig
+
+    model = build_model("tiny_test", 2, weights=None, image_size=32)
+    path = save_model(model, str(tmp_path / "run" / "model.keras"),
+                      metadata={"class_names": ["blue", "red"], "image_size": 32})
+    recipe = RecipeConfig.from_keys(val_split=0.5, seed=3, backbone="tiny_test")
+    RunDir(str(tmp_path / "run")).write_config(recipe.to_dict())
+    loaded = load_run(path)
+    assert (loaded.config["val_split"], loaded.config["seed"]) == (0.5, 3)
+    assert loaded.config["backbone"] == "tiny_test"
+    folder = make_image_folder(tmp_path / "images", per_class=4, size=32)
+    assert len(eval_data(loaded, folder, split="val").files) == 4
+    assert len(ex.representative_images(loaded, folder)) == 4

@@ -93,11 +93,29 @@ def load_run(path, *, trusted=False):
     model = load_model(file, trusted=trusted, compile=False)
     meta = read_metadata(file)
     run = RunDir(os.path.dirname(os.path.abspath(file)))  # a .keras file's folder too
-    config = run.read_config() or {}
+    config = run_settings(run.read_config() or {})
     names = meta.get("class_names") or run.read_class_names()
     task = get_task(meta.get("task") or task_for_model(model))
     return LoadedModel(file, model, tuple(names or ()), input_spec(model, meta), config,
                        task)
+
+
+def run_settings(config):
+    """A run's config.json as one flat dict: the nested form `train` writes (sections
+    data, model, schedule, runtime) has its leaves lifted to the top level, so
+    `val_split`, `test_split`, `follow_links` and `backbone` read the same from it as
+    from the flat form of earlier versions (a top-level key wins a clash)."""
+    flat = {}
+
+    def lift(tree):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                lift(value)
+            else:
+                flat.setdefault(key, value)
+
+    lift({k: v for k, v in config.items() if isinstance(v, dict)})
+    return {**flat, **config}
 
 
 def _load_tflite(file):
@@ -111,7 +129,8 @@ def _load_tflite(file):
                           "writes beside it (class names, task, input size); export it "
                           "again, or pass the run it came from.")
     source = meta.get("source")
-    config = (RunDir(os.path.dirname(source)).read_config() if source else None) or {}
+    config = run_settings(
+        (RunDir(os.path.dirname(source)).read_config() if source else None) or {})
     return LoadedModel(file, load_predictor(file), tuple(meta.get("class_names") or ()),
                        InputSpec.from_json(meta["input"]), config, get_task(meta["task"]))
 

@@ -83,8 +83,8 @@ def model_card(loaded, artifacts, *, rows=None, tolerance=None):
 
 
 def _data(cfg):
-    data = cfg.get("data") or cfg.get("train")
-    return f" (`{data}`)" if isinstance(data, str) else ""
+    data = [v for v in (cfg.get("train"), cfg.get("data")) if isinstance(v, str) and v]
+    return f" (`{data[0]}`)" if data else ""
 
 
 def _usage(loaded, files):
