@@ -131,7 +131,12 @@ def _load_tflite(file):
     source = meta.get("source")
     config = run_settings(
         (RunDir(os.path.dirname(source)).read_config() if source else None) or {})
-    return LoadedModel(file, load_predictor(file), tuple(meta.get("class_names") or ()),
+    try:
+        predictor = load_predictor(file)
+    except (ValueError, RuntimeError) as error:  # what the interpreters raise
+        raise ConfigError(f"The MODEL argument {file} is not a TFLite model the "
+                          f"interpreter can load: {error}") from None
+    return LoadedModel(file, predictor, tuple(meta.get("class_names") or ()),
                        InputSpec.from_json(meta["input"]), config, get_task(meta["task"]))
 
 
