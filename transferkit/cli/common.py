@@ -23,7 +23,8 @@ def command(sub, name, help, epilog=None):
 
 def add_model_args(p, tta=True):
     """MODEL, --trusted and (optionally) --tta."""
-    p.add_argument("model", metavar="MODEL", help="run directory or .keras file")
+    p.add_argument("model", metavar="MODEL", help="run directory or .keras file (evaluate "
+                   "and predict: or an exported .tflite file)")
     p.add_argument("--trusted", action="store_true",
                    help="allow models whose loading runs Python code (Lambda layers); "
                    "only for files from people you trust")
@@ -37,7 +38,8 @@ def loaded_model(path, args):
     """The LoadedModel of `path` (safe mode unless --trusted), TTA-wrapped if --tta."""
     loaded = load_run(path, trusted=args.trusted)
     if getattr(args, "tta", None):
-        loaded = dataclasses.replace(loaded, model=with_tta(loaded.model, args.tta))
+        loaded = dataclasses.replace(loaded, model=with_tta(loaded.keras_model("--tta"),
+                                                            args.tta))
     return loaded
 
 

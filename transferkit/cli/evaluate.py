@@ -126,7 +126,8 @@ def _calibrate(members, args, outputs, labels):
               "fitted_on": "val"}
     if args.out and len(members) == 1:  # an ensemble is not one model to save
         path = os.path.join(args.out, "calibrated.keras")
-        save_model(cal.with_temperature(members[0].model, result["temperature"], task), path,
+        model = members[0].keras_model("--calibrate with --out (calibrated.keras)")
+        save_model(cal.with_temperature(model, result["temperature"], task), path,
                    metadata={**read_metadata(members[0].path),
                              "temperature": result["temperature"]})
         result["model"] = path

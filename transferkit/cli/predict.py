@@ -68,7 +68,8 @@ def _prediction_files(args, loaded):
 
 def _gradcam(args, loaded, rows):
     # Grad-CAM walks the model's parts, which the TTA wrapper hides: use the plain model.
-    model = load_run(args.model, trusted=args.trusted).model if args.tta else loaded.model
+    model = (load_run(args.model, trusted=args.trusted) if args.tta
+             else loaded).keras_model("--gradcam")
     dataset, _ = image_dataset(args.images, loaded.input.size, batch_size=1)
     os.makedirs(args.gradcam, exist_ok=True)
     for i, ((image, _), path) in enumerate(zip(dataset, args.images)):
