@@ -77,7 +77,8 @@ def _numpy_probs(kind, images, half=True):
 def _finish(tmp_path, kind, half=True, **keys):
     folder = _folder(tmp_path / "data", kind)
     recipe = RecipeConfig.from_keys(data=folder, backbone="tiny_test", weights="none",
-                                    image_size=SIZE, val_split=0.5, report=False, **keys)
+                                    image_size=SIZE, val_split=0.5, report=False,
+                                    novelty=False, **keys)
     job = prepare(recipe, str(tmp_path / "run"))
     return folder, finish(job, _model(kind, half), [])
 

@@ -41,7 +41,18 @@ EXPECTED = {
                   rf"{NUMBER} ± {NUMBER} over 1 planting\(s\); leaks found \d+/5; doctor "
                   rf"{NUMBER} s = {NUMBER}x one live phase-1 epoch",
                   r"efficientnet_lite0 with its ImageNet weights .*: flips precision"],
+    "open_world.py": [rf"unknown 'ring' vs known test images: AUROC {NUMBER} ± {NUMBER}",
+                      rf"add-class 'ring': old classes {NUMBER} ± {NUMBER} -> {NUMBER} ± "
+                      rf"{NUMBER}, new recall {NUMBER} ± {NUMBER}; time add-class .* = "
+                      rf"{NUMBER}x",
+                      r"efficientnet_lite0 with its ImageNet weights \(32 px\), 1 seed"],
     "adversarial.py": [r"\d+ inputs tried, 0 crashes, 0 tracebacks, 0 files lost"],
+    "export_formats.py": [
+        r"seed 0:\nartifact .*\nsource model.keras .* ok\n",
+        *(rf"{fmt} +{NUMBER} +{NUMBER} ± {NUMBER} +{NUMBER} ± {NUMBER} +{NUMBER} +"
+          rf"{NUMBER}\n"
+          for fmt in ("keras", "savedmodel", "tflite fp32", "tflite fp16",
+                      "tflite int8"))],
     "segmentation.py": [rf"mIoU ratio transfer / scratch \(mean of 1 seed\(s\)\): "
                         rf"{NUMBER}x"],
     "kill_harness.py": [r"killed at save .*\n", r"1/1 runs survived",

@@ -34,13 +34,14 @@ from transferkit.training import (FeatureCache, FineTuneResult, FreezePolicy,
                                   fine_tune, freeze, load_recipe)
 from transferkit.app.train import train
 from transferkit.app.doctor import doctor
+from transferkit.app.add_class import add_classes
 from transferkit.evaluation import export_model, load_run, predict
 
 # The tuner pulls in keras-tuner: loaded on first use.
 _LAZY = {"tune": "transferkit.tuning", "TransferHyperModel": "transferkit.tuning",
          "SearchSpace": "transferkit.tuning"}
 
-__all__ = ["AugmentConfig", "BackboneSpec", "ConfigError", "DataError", "DataSplits",
+__all__ = ["AugmentConfig", "add_classes", "BackboneSpec", "ConfigError", "DataError", "DataSplits",
            "FeatureCache", "FineTuneResult", "FreezePolicy", "HeadConfig", "InputSpec",
            "ModelParts", "PhaseConfig", "Position", "RecipeConfig", "ScheduleConfig",
            "SearchSpace", "Task", "TrainableChangedError", "TransferHyperModel",

@@ -24,9 +24,8 @@ from transferkit.app.train import build_run_model, load_run_data
 from transferkit.core.errors import ConfigError
 from transferkit.core.files import write_json
 from transferkit.data.augment import augment_config
-from transferkit.data.files import walk
+from transferkit.data.files import list_images
 from transferkit.data.fixes import write_fixes
-from transferkit.data.imageio import IMAGE_EXTENSIONS
 from transferkit.data.pipeline import make_dataset
 from transferkit.evaluation import data_issues
 from transferkit.evaluation.review import write_review
@@ -124,14 +123,7 @@ def doctor(data, *, out_dir=None, val_data="", backbone=None, weights="imagenet"
 def _label_next(model, x, labels, names, folder, image_size, batch_size, seed):
     """Rows of the images in `folder`, ranked by the uncertainty of a head fitted on
     all labelled features."""
-    folder = os.path.expanduser(os.fspath(folder))
-    if not os.path.isdir(folder):
-        raise ConfigError(f"The `unlabeled` argument should be a folder of images. "
-                          f"Received: unlabeled={folder!r}")
-    files = sorted(f for f in walk(folder)[0]
-                   if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
-    if not files:
-        return []
+    files = list_images(folder, "unlabeled")
     dataset = make_dataset(files, np.zeros((len(files), 1), np.float32),
                            image_size=image_size, batch_size=batch_size)
     features, _ = extract_features(resolve(model).feature_extractor(), dataset, verbose=0)

@@ -21,14 +21,16 @@ from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task
 from transferkit.data.augment import augment_config
 from transferkit.data.fixes import read_fixes
-from transferkit.data.files import undecodable
+from transferkit.data.files import image_dataset, list_images, undecodable
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import evaluate_splits, flip_decision, predict_outputs
+from transferkit.evaluation.novelty import ARRAYS_NAME as NOVELTY_ARRAYS
+from transferkit.evaluation.novelty import fit_model_novelty
 from transferkit.evaluation.tta import with_tta
 from transferkit.models.backbones import check_weights_path
 from transferkit.models.registry import is_model_file, register_backbone
 from transferkit.models.saving import save_model
-from transferkit.training.cache import FeatureStore
+from transferkit.training.cache import FeatureStore, split_features
 from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
                                              Checkpointer, save_on_sigterm)
 from transferkit.training.distribute import (local_copy, make_strategy, per_replica_batch,
@@ -237,10 +239,14 @@ def finish(job, model, history):
             metrics = {"val": task.score(*val, data.class_names), **metrics}
     if "val" in metrics:
         metrics["val"]["tta"] = tta
+    novelty = fit_run_novelty(plain, data, recipe)
+    meta, extras = {**model_metadata(recipe, data.class_names), "tta": tta}, None
+    if novelty is not None:
+        metrics["novelty"] = meta["novelty"] = novelty.to_json()
+        extras = {NOVELTY_ARRAYS: novelty.arrays_bytes()}
     run.write_metrics(metrics)
     run.record("tta", tta)
-    save_model(final, run.model_file,
-               metadata={**model_metadata(recipe, data.class_names), "tta": tta})
+    save_model(final, run.model_file, metadata=meta, extras=extras)
     if "plain" in tta:
         metric = tta["metric"]
         print(f"flip TTA {'kept' if tta['tta'] else 'not kept'}: val {metric} "
@@ -268,6 +274,38 @@ def decide_tta(recipe, model, data, task, val_outputs=None):
     if data.val is None:
         return {"tta": None, "reason": "no validation split to decide on"}
     return flip_decision(model, data.val, task, data.class_names, outputs=val_outputs)
+
+
+def fit_run_novelty(model, data, recipe, verbose=True, features=None):
+    """The run's `Novelty` (see `evaluation.novelty`) from its clean training images, its
+    validation split and the recipe's unknown_data folder (else synthetic outliers);
+    None when turned off, without a validation split, or for a task without one class
+    per image. features: ((train x, y), (val x, y)) at the head's input when already
+    at hand (default: the cached clean features of `data`'s splits)."""
+    if not recipe.runtime.novelty or data.val is None:
+        return None
+    task = recipe.task_config()
+    if features is None:
+        # Clean features of both splits, kept in the feature cache under the final
+        # model's fingerprint: add-class replays the training ones.
+        train, val = split_features(model, data, store=FeatureStore.default(),
+                                    batch_size=recipe.schedule.batch_size, verbose=0)
+        features = ((train.x[0], train.y[0]), (val.x[0], val.y[0]))
+    unknown = None
+    if recipe.data.unknown:
+        unknown = image_dataset(list_images(recipe.data.unknown, "unknown_data"),
+                                data.image_size, batch_size=recipe.schedule.batch_size)[0]
+    novelty = fit_model_novelty(model, task, *features, data.val, unknown,
+                                false_rejection=recipe.runtime.false_rejection,
+                                seed=recipe.seed)
+    if novelty is not None and verbose:
+        others = ", ".join(f"{k} {v:.3f}" for k, v in novelty.auroc.items()
+                           if k != novelty.detector)
+        print(f"novelty score: {novelty.detector} (AUROC vs {novelty.criterion} outliers "
+              f"{novelty.auroc[novelty.detector]:.3f}; {others}); threshold "
+              f"{novelty.threshold:.4g} calls {novelty.false_rejection:.0%} of validation "
+              "images unknown")
+    return novelty
 
 
 def with_rates(recipe, rates):

@@ -23,7 +23,8 @@ def command(sub, name, help, epilog=None):
 
 def add_model_args(p, tta=True):
     """MODEL, --trusted and (optionally) --tta."""
-    p.add_argument("model", metavar="MODEL", help="run directory or .keras file")
+    p.add_argument("model", metavar="MODEL", help="run directory or .keras file (evaluate "
+                   "and predict: or an exported .tflite file)")
     p.add_argument("--trusted", action="store_true",
                    help="allow models whose loading runs Python code (Lambda layers); "
                    "only for files from people you trust")
@@ -40,14 +41,15 @@ def loaded_model(path, args):
     A model that already averages TTA views (a run that kept flip TTA) is never wrapped
     twice: the same preset is a no-op, another one (or "none") replaces it."""
     loaded = load_run(path, trusted=args.trusted)
-    wanted, has = getattr(args, "tta", None), loaded.tta
+    wanted = getattr(args, "tta", None)
     if not wanted:
         return loaded
+    has = loaded.tta
     if wanted == has:
         print(f"{path}: the model already averages {has} TTA (kept at the end of "
               "training); --tta adds nothing")
         return loaded
-    plain = unwrap_tta(loaded.model)
+    plain = unwrap_tta(loaded.keras_model("--tta"))
     if has:
         print(f"{path}: the model's own {has} TTA is replaced by --tta {wanted}")
     return dataclasses.replace(

@@ -4,9 +4,12 @@ optional TTA and temperature calibration, through the model's task."""
 import os
 
 from transferkit.cli.common import add_model_args, check_out, command, loaded_model
+from transferkit.core.errors import ConfigError
 from transferkit.core.files import write_json
+from transferkit.data.files import image_dataset, list_images
 from transferkit.evaluation import calibrate as cal
 from transferkit.evaluation import data_issues
+from transferkit.evaluation.novelty import auroc
 from transferkit.evaluation import evaluate as ev
 from transferkit.evaluation.report import worst_images, write_eval_report
 from transferkit.models.saving import read_metadata, save_model
@@ -39,6 +42,9 @@ def register(sub):
                    help="also list images whose label the model doubts (confident "
                    "learning, cleanlab; one class per image): useful on a test set "
                    "the model never trained on")
+    p.add_argument("--unknown-data", metavar="DIR",
+                   help="images of none of the classes: report how well the model's "
+                   "novelty score tells them apart (AUROC) and how many it rejects")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--follow-links", action="store_true", default=None,
                    help="use links in --data whose target is outside it (default: the "
@@ -62,6 +68,8 @@ def run(args):
     print(ev.format_report(report, task))
     if args.label_issues:
         report["label_issues"] = _label_issues(task, outputs, labels, data)
+    if first.novelty is not None or args.unknown_data:
+        report["novelty"] = _novelty(first, data, args)
     calibration = None
     if args.calibrate:
         calibration = _calibrate(members, args, outputs, labels)
@@ -72,6 +80,26 @@ def run(args):
         path = write_eval_report(args.out, report, worst, calibration,
                                  title=f"Evaluation of {args.model} on {args.data}")
         print(f"report: {path}")
+
+
+def _novelty(loaded, data, args):
+    """The rejection rate of the labelled images and, with --unknown-data, the AUROC."""
+    if loaded.novelty is None:
+        raise ConfigError(f"--unknown-data needs a model with a novelty score; "
+                          f"{loaded.path} has none (train it again with novelty on).")
+    known = ev.novelty_scores(loaded, data.dataset)
+    out = {**loaded.novelty.to_json(),
+           "rejected": float(loaded.novelty.unknown(known).mean())}
+    print(f"novelty ({out['detector']}): {out['rejected']:.1%} of these labelled images "
+          f"called unknown (calibrated to {out['false_rejection']:.0%} on validation)")
+    if args.unknown_data:
+        files = list_images(args.unknown_data, "--unknown-data")
+        unknown = ev.novelty_scores(loaded, image_dataset(files, loaded.input.size)[0])
+        out.update(unknown_images=len(files), auroc=auroc(known, unknown),
+                   unknown_rejected=float(loaded.novelty.unknown(unknown).mean()))
+        print(f"unknown images: AUROC {out['auroc']:.3f}, {out['unknown_rejected']:.1%} "
+              f"of {len(files)} rejected")
+    return out
 
 
 def _label_issues(task, outputs, labels, data):
@@ -98,7 +126,8 @@ def _calibrate(members, args, outputs, labels):
               "fitted_on": "val"}
     if args.out and len(members) == 1:  # an ensemble is not one model to save
         path = os.path.join(args.out, "calibrated.keras")
-        save_model(cal.with_temperature(members[0].model, result["temperature"], task), path,
+        model = members[0].keras_model("--calibrate with --out (calibrated.keras)")
+        save_model(cal.with_temperature(model, result["temperature"], task), path,
                    metadata={**read_metadata(members[0].path),
                              "temperature": result["temperature"]})
         result["model"] = path

@@ -7,16 +7,22 @@ from transferkit.cli.common import add_model_args, check_out, command, loaded_mo
 from transferkit.core.errors import ConfigError
 from transferkit.evaluation import export as ex
 from transferkit.evaluation.evaluate import SPLITS, eval_data
+from transferkit.evaluation.model_card import write_model_card
 
 EPILOG = """examples:
   transferkit export runs/pets --format savedmodel --out exports/pets
   transferkit export runs/pets --format tflite --quantize int8 --data data/pets \\
       --out exports/pets --check
   transferkit export runs/pets --format tflite --tta flip --out exports/pets_tta
+  transferkit export runs/pets --format all --data data/pets --check --out exports/pets
 
---check scores the source model and the artifact on the run's validation split of
---data, prints the task's headline metric, agreement and latency side by side, and
-exits non-zero if they differ by more than --tolerance.
+--format all writes model.keras, saved_model/, model.tflite (fp32), model_fp16.tflite
+and, with --data, model_int8.tflite. --check scores the source model and every
+artifact written on the run's validation split of --data and prints one table: format,
+size, the task's headline metric, agreement with the source, latency per image; it
+exits non-zero if any differs by more than --tolerance. MODEL_CARD.md in --out says
+what each artifact is, its scores (with --check) and how to load it. The SavedModel's
+default signature takes encoded image files (TF Serving REST: {"b64": ...}).
 """
 
 
@@ -24,9 +30,11 @@ def register(sub):
     p = command(sub, "export", "Export a model to .keras, SavedModel or TFLite, with "
                 "its class names, and optionally check parity.", EPILOG)
     add_model_args(p)
-    p.add_argument("--format", required=True, choices=ex.FORMATS)
+    p.add_argument("--format", required=True, choices=ex.FORMATS + (ex.ALL,),
+                   help="one format, or all of them (int8 only with --data)")
     p.add_argument("--quantize", choices=ex.QUANTIZE,
-                   help="TFLite only; int8 needs --data (representative training images)")
+                   help="--format tflite only; int8 needs --data (representative "
+                   "training images)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
     p.add_argument("--data", metavar="DIR", help="the run's data folder or CSV")
     p.add_argument("--check", action="store_true",
@@ -40,18 +48,30 @@ def register(sub):
 
 
 def run(args):
+    plan = ex.export_plan(args.format, args.quantize, calibration_data=bool(args.data))
     if args.check and not args.data:
         raise ConfigError("`--check` needs `--data DIR` to evaluate the artifacts on.")
+    if ("tflite", "int8") in plan and not args.data:
+        raise ConfigError("`--quantize int8` needs `--data DIR`: int8 calibrates on "
+                          "images of the run's training split.")
     check_out(args.out, args.model, ("model.keras",))
     loaded = loaded_model(args.model, args)
+    loaded.keras_model("export")
     representative = None
-    if args.quantize == "int8" and args.data:
+    if ("tflite", "int8") in plan:
         representative = ex.representative_images(loaded, args.data)
-    path = ex.export_model(loaded, args.format, args.out, quantize=args.quantize,
-                           representative=representative, metadata={"tta": loaded.tta})
-    print(f"exported: {path} (+ labels.txt, {os.path.basename(path)}.json)")
+    paths = []
+    for fmt, quantize in plan:
+        path = ex.export_model(loaded, fmt, args.out, quantize=quantize,
+                               representative=representative, metadata={"tta": loaded.tta})
+        print(f"exported: {path} (+ labels.txt, {os.path.basename(path)}.json)")
+        paths.append(path)
+    rows = None
     if args.check:
         data = eval_data(loaded, args.data, split=args.split)
-        rows = ex.check_parity(loaded, [path], data, args.tolerance, trusted=args.trusted)
+        rows = ex.check_parity(loaded, paths, data, args.tolerance, trusted=args.trusted)
         print(ex.format_parity(rows, args.tolerance, loaded.task))
+    card = write_model_card(args.out, loaded, paths, rows=rows, tolerance=args.tolerance)
+    print(f"model card: {card}")
+    if rows:
         ex.raise_on_mismatch(rows, args.tolerance, loaded.task)

@@ -11,12 +11,12 @@ import sys
 
 import tensorflow as tf
 
-from transferkit.cli import (backbones, demo, doctor, evaluate, export, lr_find,
-                             predict, recipes, scan, train, tune)
+from transferkit.cli import (add_class, backbones, demo, doctor, evaluate, export,
+                             lr_find, predict, recipes, scan, train, tune)
 from transferkit.core.errors import TransferkitError
 
-COMMANDS = (backbones, recipes, scan, doctor, train, lr_find, evaluate, predict, export,
-            tune, demo)
+COMMANDS = (backbones, recipes, scan, doctor, train, add_class, lr_find, evaluate, predict,
+            export, tune, demo)
 
 
 def main(argv=None):

@@ -49,7 +49,8 @@ def run(args):
         else:
             scores = ", ".join(f"{s['class']} {s['probability']:.3f}" if isinstance(s, dict)
                                else f"{s:.4f}" for s in row["scores"])
-            print(f"{row['image']}: {scores}")
+            unknown = "unknown (none of the classes?); " if row.get("unknown") else ""
+            print(f"{row['image']}: {unknown}{scores}")
     if args.gradcam:
         _gradcam(args, loaded, rows)
     if args.out:
@@ -68,7 +69,7 @@ def _prediction_files(args, loaded):
 
 def _gradcam(args, loaded, rows):
     # Grad-CAM walks the model's parts, which the TTA wrapper hides: use the plain model.
-    model = unwrap_tta(loaded.model)
+    model = unwrap_tta(loaded.keras_model("--gradcam"))
     dataset, _ = image_dataset(args.images, loaded.input.size, batch_size=1)
     os.makedirs(args.gradcam, exist_ok=True)
     for i, ((image, _), path) in enumerate(zip(dataset, args.images)):

@@ -28,6 +28,9 @@ class DataConfig:
                          "truncated or duplicate files")
     follow_links: bool = setting(False, "use links in the data folder whose target "
                                  "lies outside it (default: reported and skipped)")
+    unknown: str = setting("", "a folder of real 'none of these' images: the novelty "
+                           "score is chosen and checked against them (empty: synthetic "
+                           "outliers made from the validation images)", key="unknown_data")
     fixes: str = setting("", "a fixes CSV (path,action,label; written by `transferkit "
                          "doctor` and its review page): relabels and exclusions applied "
                          "to the file listing at load time; the files stay as they are")

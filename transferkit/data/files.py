@@ -114,6 +114,21 @@ def undecodable(paths, workers=None) -> dict[str, str]:
     return {p: r for p, r in zip(paths, reasons) if r is not None}
 
 
+def list_images(folder, argument="images"):
+    """The image files under `folder` (recursive, sorted, by extension); DataError
+    naming `argument` when it is not a folder or holds no image."""
+    folder = os.path.expanduser(os.fspath(folder))
+    if not os.path.isdir(folder):
+        raise DataError(f"The `{argument}` argument should be a folder of images. "
+                        f"Received: {argument}={folder!r}")
+    files = sorted(f for f in walk(folder)[0]
+                   if Path(f).suffix.lower() in imageio.IMAGE_EXTENSIONS)
+    if not files:
+        raise DataError(f"The `{argument}` folder {folder} holds no image files "
+                        f"({', '.join(sorted(imageio.IMAGE_EXTENSIONS))}).")
+    return files
+
+
 def image_dataset(paths, image_size, *, batch_size=32, normalized_dir=None, workers=None):
     """(dataset of (images, dummy labels) in `paths` order, scan report) for files to
     predict on: scanned and decoded exactly as training decodes them (EXIF rotation,

@@ -37,10 +37,16 @@ DEFAULT_IMAGE_BUFFER = 1024  # shuffle buffer when elements are decoded images
 def decode_image(path, image_size):
     """Read and decode one file (JPEG/PNG/GIF/BMP/WebP, first frame) to float32 RGB."""
     with tf.device("/CPU:0"):
-        data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        return tf.image.resize(image, image_size)  # bilinear, float32, still 0-255
+        return decode_bytes(tf.io.read_file(path), image_size)
+
+
+def decode_bytes(data, image_size):
+    """Encoded image bytes (a scalar string tensor) -> float32 RGB 0-255 [h, w, 3] at
+    `image_size`: the one decoder of training, evaluation and the SavedModel's
+    encoded-image signature (graph ops only, so it exports)."""
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return tf.image.resize(image, image_size)  # bilinear, float32, still 0-255
 
 
 def tf_decodes(data: bytes) -> bool:

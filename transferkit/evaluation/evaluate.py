@@ -18,14 +18,16 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, DataError, check_choice
+from transferkit.core.files import read_json_object
 from transferkit.core.inputs import InputSpec
 from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
+from transferkit.evaluation.novelty import ARRAYS_NAME, Novelty, features_and_probs
 from transferkit.evaluation.tta import tta_of
-from transferkit.models.saving import load_model, read_metadata
+from transferkit.models.saving import load_model, read_extra, read_metadata
 
 SPLITS = ("all", "val", "test")
 
@@ -40,6 +42,7 @@ class LoadedModel:
     input: InputSpec
     config: dict
     task: object  # a tasks.Task
+    novelty: object = None  # a novelty.Novelty when the model carries one
 
     @property
     def image_size(self):
@@ -47,8 +50,17 @@ class LoadedModel:
 
     @property
     def tta(self):
-        """The TTA preset the model itself averages (e.g. "flip"), else None."""
-        return tta_of(self.model)
+        """The TTA preset the Keras model itself averages (e.g. "flip"), else None."""
+        return tta_of(self.model) if isinstance(self.model, keras.Model) else None
+
+    def keras_model(self, what):
+        """The Keras model, for `what` (a flag, e.g. "--tta") that needs one; an
+        exported .tflite file (which evaluate and predict run as is) raises ConfigError."""
+        if not isinstance(self.model, keras.Model):
+            raise ConfigError(f"{what} needs a Keras model; {self.path} is an exported "
+                              "TFLite file. Pass the run directory or .keras file it was "
+                              "exported from.")
+        return self.model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,17 +92,64 @@ def load_run(path, *, trusted=False):
     """Load a run directory or `.keras` file (safe mode unless `trusted`).
 
     The task, class names and input spec come from the model's own metadata, else
-    from the run directory, else from the model (input shape, output layer)."""
+    from the run directory, else from the model (input shape, output layer).
+    An exported `.tflite` file loads too (run by LiteRT), with the class names, task
+    and input of its `<file>.json` and the config of the run it was exported from."""
     file = model_file(path)
+    if file.endswith(".tflite"):
+        return _load_tflite(file)
     # compile=False: scoring needs no optimizer, and its state would only be skipped.
     model = load_model(file, trusted=trusted, compile=False)
     meta = read_metadata(file)
     run = RunDir(os.path.dirname(os.path.abspath(file)))  # a .keras file's folder too
-    config = run.read_config() or {}
+    config = run_settings(run.read_config() or {})
     names = meta.get("class_names") or run.read_class_names()
     task = get_task(meta.get("task") or task_for_model(model))
+    novelty = None
+    if meta.get("novelty"):
+        novelty = Novelty.from_parts(meta["novelty"], read_extra(file, ARRAYS_NAME) or b"")
     return LoadedModel(file, model, tuple(names or ()), input_spec(model, meta), config,
-                       task)
+                       task, novelty)
+
+
+def run_settings(config):
+    """A run's config.json as one flat dict: the nested form `train` writes (sections
+    data, model, schedule, runtime) has its leaves lifted to the top level, so
+    `val_split`, `test_split`, `follow_links` and `backbone` read the same from it as
+    from the flat form of earlier versions (a top-level key wins a clash)."""
+    flat = {}
+
+    def lift(tree):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                lift(value)
+            else:
+                flat.setdefault(key, value)
+
+    lift({k: v for k, v in config.items() if isinstance(v, dict)})
+    return {**flat, **config}
+
+
+def _load_tflite(file):
+    from transferkit.evaluation.export import load_predictor  # same layer, after this
+
+    meta = read_json_object(file + ".json", "TFLite metadata") \
+        if os.path.exists(file + ".json") else None
+    if not meta or not meta.get("input") or not meta.get("task"):
+        raise ConfigError(f"The MODEL argument {file} is a .tflite file without the "
+                          f"{os.path.basename(file)}.json that `transferkit export` "
+                          "writes beside it (class names, task, input size); export it "
+                          "again, or pass the run it came from.")
+    source = meta.get("source")
+    config = run_settings(
+        (RunDir(os.path.dirname(source)).read_config() if source else None) or {})
+    try:
+        predictor = load_predictor(file)
+    except (ValueError, RuntimeError) as error:  # what the interpreters raise
+        raise ConfigError(f"The MODEL argument {file} is not a TFLite model the "
+                          f"interpreter can load: {error}") from None
+    return LoadedModel(file, predictor, tuple(meta.get("class_names") or ()),
+                       InputSpec.from_json(meta["input"]), config, get_task(meta["task"]))
 
 
 def input_spec(model, metadata):
@@ -233,7 +292,9 @@ def flip_decision(model, dataset, task, class_names=(), outputs=None):
 
 
 def predict(model, images, *, top_k=3, batch_size=32, trusted=False):
-    """Predictions for image files: one {"image", "label", "scores"} dict per file.
+    """Predictions for image files: one {"image", "label", "scores"} dict per file, plus
+    "novelty" (higher: more unlike the training classes) and "unknown" (above the
+    model's threshold) when the model carries a novelty score.
 
     model: a run directory, a .keras file or a LoadedModel. Files are decoded by the
     same scan and decoder training uses, at the model's input size.
@@ -242,8 +303,19 @@ def predict(model, images, *, top_k=3, batch_size=32, trusted=False):
     dataset, _ = image_dataset(images, loaded.input.size, batch_size=batch_size)
     outputs, _ = predict_outputs(loaded.model, dataset)
     names = loaded.class_names
-    return [{"image": os.fspath(path), **loaded.task.describe(row, names, top_k)}
+    rows = [{"image": os.fspath(path), **loaded.task.describe(row, names, top_k)}
             for path, row in zip(images, outputs)]
+    if loaded.novelty is not None:
+        scores = novelty_scores(loaded, dataset)
+        for row, score, unknown in zip(rows, scores, loaded.novelty.unknown(scores)):
+            row.update(novelty=round(float(score), 6), unknown=bool(unknown))
+    return rows
+
+
+def novelty_scores(loaded, dataset):
+    """The stored novelty score (see `evaluation.novelty`) of each image of `dataset`."""
+    features, probs, _ = features_and_probs(loaded.model, dataset, loaded.task)
+    return loaded.novelty.score(features, probs)
 
 
 def worst_predictions(task, outputs, labels, n=16):

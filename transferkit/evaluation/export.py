@@ -9,31 +9,36 @@ regression) within the tolerance, and the artifact agreeing with the source mode
 predictions on all but that fraction of the images.
 
 Every artifact takes raw RGB 0-255 float32 images [B, H, W, 3]: resizing and the
-backbone's preprocessing are layers inside the model, so nothing is lost on export.
+backbone's preprocessing are layers inside the model, so nothing is lost on export. A
+SavedModel's default signature takes encoded image files instead (`serving_archive`),
+for TF Serving. `export_plan("all", ...)` lists every format; TFLite files run on
+LiteRT's interpreter (`tflite_interpreter`).
 Class names travel with every artifact: `labels.txt` (one per line, output order) and
 `<artifact>.json` (class names, image size, input spec) are written beside it, inside
 a SavedModel's `assets/` too, and inside the .keras file (see saving.save_model).
 """
 
 import ctypes
+import json
 import os
 import shutil
 import tempfile
 import time
-import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, TransferkitError, check_choice
 from transferkit.core.files import atomic_path, write_json, write_text
 from transferkit.data.load import load_data
-from transferkit.data.pipeline import make_dataset
+from transferkit.data.pipeline import decode_bytes, make_dataset
 from transferkit.data.splits import stratified_sample
 from transferkit.evaluation.tflite_metadata import export_metadata
 from transferkit.models.saving import load_model, save_model
 
 FORMATS = ("keras", "savedmodel", "tflite")
+ALL = "all"  # every format: keras, savedmodel, TFLite fp32 and fp16, int8 with data
 QUANTIZE = ("fp16", "int8")
 INPUT_SPEC = "float32 RGB 0-255, shape [batch, height, width, 3]"
 
@@ -47,6 +52,25 @@ def artifact_name(fmt, quantize=None):
     return f"model_{quantize}.tflite" if quantize else "model.tflite"
 
 
+def export_plan(fmt, quantize=None, *, calibration_data=False):
+    """The (format, quantize) pairs an export writes: `fmt` with `quantize`, or for
+    fmt="all" keras, savedmodel, TFLite fp32 and fp16, and int8 if `calibration_data`
+    (int8 calibrates on training images). Bad combinations raise ConfigError naming
+    the argument and the allowed values."""
+    check_choice("format", fmt, FORMATS + (ALL,))
+    if quantize is not None:
+        check_choice("quantize", quantize, QUANTIZE)
+        if fmt != "tflite":
+            raise ConfigError(
+                f"The `--quantize` argument applies to --format tflite only (allowed: "
+                f"{list(QUANTIZE)} with --format tflite; --format all writes fp32, fp16 "
+                f"and, with --data, int8). Received: format={fmt!r}, quantize={quantize!r}")
+    if fmt != ALL:
+        return [(fmt, quantize)]
+    plan = [("keras", None), ("savedmodel", None), ("tflite", None), ("tflite", "fp16")]
+    return plan + ([("tflite", "int8")] if calibration_data else [])
+
+
 def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
                  metadata=None):
     """Write `loaded.model` (a LoadedModel) as `fmt` into `out_dir`; returns the path.
@@ -56,11 +80,7 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
     metadata: extra JSON-able keys for the artifact's metadata (e.g. {"tta": "flip"}).
     """
     check_choice("format", fmt, FORMATS)
-    if quantize is not None:
-        check_choice("quantize", quantize, QUANTIZE)
-        if fmt != "tflite":
-            raise ConfigError(f"The `--quantize` argument applies to --format tflite only. "
-                              f"Received: format={fmt!r}, quantize={quantize!r}")
+    export_plan(fmt, quantize)
     if quantize == "int8" and representative is None:
         raise ConfigError("int8 quantization needs a representative dataset from the "
                           "training split: pass `--data DIR`.")
@@ -73,7 +93,7 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
     if fmt == "keras":
         save_model(loaded.model, path, metadata=meta)
     elif fmt == "savedmodel":
-        _export_savedmodel(loaded.model, path, meta)
+        meta["signatures"] = _export_savedmodel(loaded, path, meta)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             saved = os.path.join(tmp, "saved_model")
@@ -93,7 +113,60 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
 SAVED_MODEL_TEMP = ".saved_model."  # prefix of the folders an export builds in
 
 
-def _export_savedmodel(model, path, meta):
+BYTES_SIGNATURE = "serving_default"  # encoded JPEG/PNG/... bytes in: TF Serving's default
+FLOAT_SIGNATURE = "serve"  # float32 RGB 0-255 images in: `load_predictor`, Keras's name
+BYTES_INPUT = "image_bytes"
+
+
+def serving_archive(loaded):
+    """(Keras ExportArchive of `loaded.model`, {name: tf.function}): two signatures,
+
+    `serving_default`: `image_bytes` [B] strings of encoded images (JPEG, PNG, GIF,
+        BMP, WebP; what TF Serving's REST API sends as {"b64": ...}), decoded and
+        resized in the graph by the pipeline's own decoder (`data.pipeline.
+        decode_bytes`); outputs are the task's (`Task.serving_outputs`), e.g. a
+        classifier's `scores`, `classes` and `label`.
+    `serve`: float32 RGB 0-255 images [B, H, W, 3] -> the model's output, as
+        `model.export` writes it.
+    """
+    model, task, names = loaded.model, loaded.task, tuple(loaded.class_names)
+    size = loaded.input.size
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def from_bytes(image_bytes):
+        images = tf.map_fn(lambda data: decode_bytes(data, size), image_bytes,
+                           fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
+        return task.serving_outputs(model(images, training=False), names)
+
+    endpoints = {
+        BYTES_SIGNATURE: archive.add_endpoint(
+            BYTES_SIGNATURE, tf.function(from_bytes),
+            input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)]),
+        FLOAT_SIGNATURE: archive.add_endpoint(
+            FLOAT_SIGNATURE, tf.function(lambda images: model(images, training=False)),
+            input_signature=[tf.TensorSpec([None, *size, 3], tf.float32, name="images")])}
+    return archive, endpoints
+
+
+def _signature_summary(endpoints):
+    """{signature: {"inputs": {name: [dtype, shape]}, "outputs": {...}}} for the
+    metadata and the model card."""
+    def specs(structure):
+        flat = structure if isinstance(structure, dict) else {"output_0": structure}
+        return {k: [v.dtype.name, [None if d is None else int(d) for d in v.shape]]
+                for k, v in sorted(flat.items())}
+
+    out = {}
+    for name, fn in endpoints.items():
+        concrete = fn.get_concrete_function()
+        args = concrete.structured_input_signature[0]
+        out[name] = {"inputs": specs({a.name: a for a in args}),
+                     "outputs": specs(concrete.structured_outputs)}
+    return out
+
+
+def _export_savedmodel(loaded, path, meta):
     # Export beside the target, then swap it in: a failed or killed export never
     # leaves a half-written folder where a good one was.
     folder = os.path.dirname(path) or "."
@@ -101,7 +174,9 @@ def _export_savedmodel(model, path, meta):
     tmp = tempfile.mkdtemp(prefix=SAVED_MODEL_TEMP, dir=folder)
     try:
         target = os.path.join(tmp, "model")
-        model.export(target, format="tf_saved_model", verbose=False)
+        archive, endpoints = serving_archive(loaded)
+        archive.write_out(target, verbose=False)
+        meta = {**meta, "signatures": _signature_summary(endpoints)}
         os.makedirs(os.path.join(target, "assets"), exist_ok=True)
         _write_labels(os.path.join(target, "assets", "labels.txt"), meta["class_names"])
         write_json(os.path.join(target, "assets", "transferkit.json"), meta)
@@ -112,6 +187,7 @@ def _export_savedmodel(model, path, meta):
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return meta["signatures"]
 
 
 def _exchange(a, b):
@@ -188,49 +264,101 @@ def load_predictor(path, *, trusted=False):
                       "or a .tflite file.")
 
 
+def tflite_interpreter(path):
+    """A TFLite interpreter for the file `path`: LiteRT's (`ai_edge_litert`, the
+    `deploy` extra), which TF 2.21 deprecates `tf.lite.Interpreter` in favour of; TF's
+    own only where LiteRT is not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=os.fspath(path))
+
+
 class _TFLitePredictor:
-    """Runs a .tflite file batch by batch, resizing the input for each batch size."""
+    """Runs a .tflite file batch by batch: one interpreter sized for each batch size
+    met (a few: full batches and a last, smaller one), so alternating sizes do not
+    reallocate on every call."""
+
+    MAX_SIZES = 4
 
     def __init__(self, path):
-        with warnings.catch_warnings():  # tf.lite.Interpreter's LiteRT notice
-            warnings.simplefilter("ignore")
-            self.interpreter = tf.lite.Interpreter(model_path=path)
-        self.input = self.interpreter.get_input_details()[0]["index"]
-        self.output = self.interpreter.get_output_details()[0]["index"]
-        self.batch = None
+        self.path = os.fspath(path)
+        self.spare = tflite_interpreter(self.path)  # not yet sized for a batch
+        self.input = self.spare.get_input_details()[0]["index"]
+        self.output = self.spare.get_output_details()[0]["index"]
+        self.by_batch = {}
+
+    def _interpreter(self, shape):
+        if shape[0] not in self.by_batch:
+            if len(self.by_batch) >= self.MAX_SIZES:
+                self.by_batch.pop(next(iter(self.by_batch)))
+            interpreter, self.spare = self.spare or tflite_interpreter(self.path), None
+            interpreter.resize_tensor_input(self.input, shape)
+            interpreter.allocate_tensors()
+            self.by_batch[shape[0]] = interpreter
+        return self.by_batch[shape[0]]
 
     def __call__(self, images):
         images = np.asarray(images, dtype=np.float32)
-        if self.batch != len(images):
-            self.interpreter.resize_tensor_input(self.input, images.shape)
-            self.interpreter.allocate_tensors()
-            self.batch = len(images)
-        self.interpreter.set_tensor(self.input, images)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output).copy()
+        interpreter = self._interpreter(images.shape)
+        interpreter.set_tensor(self.input, images)
+        interpreter.invoke()
+        return interpreter.get_tensor(self.output).copy()
+
+    predict_on_batch = __call__  # as a Keras model's: evaluate and predict call this
 
 
 def check_parity(loaded, artifacts, data, tolerance=0.01, trusted=False):
     """Score the source model and every artifact on `data` (an EvalData) side by side.
 
-    Returns one row per model: {"artifact", <headline metric>, "agreement",
-    "max_abs_diff", "ms_per_image", "ok"}; the source's row is first and always ok.
-    `ok` is the task's verdict (`Task.parity`) against the source's outputs.
+    Returns one row per model: {"artifact", "format", "size_mb", <headline metric>,
+    "agreement", "max_abs_diff", "ms_per_image", "ok"}; the source's row is first and
+    always ok. `ok` is the task's verdict (`Task.parity`) against the source's outputs.
     """
     task = loaded.task
-    candidates = [("source " + os.path.basename(loaded.path), loaded.model.predict_on_batch)]
-    candidates += [(os.path.basename(a.rstrip("/")), load_predictor(a, trusted=trusted))
-                   for a in artifacts]
+    candidates = [("source " + os.path.basename(loaded.path), loaded.path,
+                   loaded.model.predict_on_batch)]
+    candidates += [(os.path.basename(os.fspath(a).rstrip("/")), a,
+                    load_predictor(a, trusted=trusted)) for a in artifacts]
     first = next(iter(data.dataset))[0].numpy()
+    # Warm-up on both batch sizes the pass sees (full, and the last one's remainder):
+    # tracing a Keras predict function or resizing an interpreter is not latency.
+    warm_up = [first] + ([first[:len(data.files) % len(first)]]
+                         if len(data.files) % len(first) else [])
     rows, reference = [], None
-    for name, predict in candidates:
-        predict(first)  # warm-up: tracing and allocation are not latency
+    for name, path, predict in candidates:
+        for batch in warm_up:
+            predict(batch)
         outputs, labels, seconds = _timed_predictions(predict, data.dataset)
         reference = outputs if reference is None else reference
-        row = {"artifact": name, **task.parity(reference, outputs, labels, tolerance),
+        row = {"artifact": name, "format": artifact_format(path),
+               "size_mb": size_bytes(path) / 2 ** 20,
+               **task.parity(reference, outputs, labels, tolerance),
                "ms_per_image": 1000 * seconds / max(len(outputs), 1)}
         rows.append(row)
     return rows
+
+
+def artifact_format(path):
+    """What an artifact is, read off its metadata file (else its name): "keras",
+    "savedmodel", "tflite fp32", "tflite int8"."""
+    path = os.fspath(path).rstrip("/")
+    meta = {}
+    if os.path.exists(path + ".json"):
+        with open(path + ".json", encoding="utf-8") as f:
+            meta = json.load(f)
+    fmt = meta.get("format") or ("tflite" if path.endswith(".tflite") else
+                                 "savedmodel" if os.path.isdir(path) else "keras")
+    return f"tflite {meta.get('quantize') or 'fp32'}" if fmt == "tflite" else fmt
+
+
+def size_bytes(path):
+    """Bytes on disk of a file, or of every file under a folder (a SavedModel)."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
 
 
 def _timed_predictions(predict, dataset):
@@ -248,11 +376,12 @@ def _timed_predictions(predict, dataset):
 def format_parity(rows, tolerance, task):
     """The parity table as text."""
     metric = task.headline
-    lines = [f"{'artifact':<28}{metric:>10}{'agree':>8}{'ms/image':>10}{'max|d|':>10}  "
-             f"(tolerance {tolerance})"]
-    lines += [f"{r['artifact'][:27]:<28}{r[metric]:>10.4f}{r['agreement']:>8.3f}"
-              f"{r['ms_per_image']:>10.2f}{r['max_abs_diff']:>10.4f}  "
-              f"{'ok' if r['ok'] else 'FAIL'}" for r in rows]
+    lines = [f"{'artifact':<24}{'format':<13}{'MB':>8}{metric:>10}{'agree':>8}"
+             f"{'ms/image':>10}{'max|d|':>10}  (tolerance {tolerance})"]
+    lines += [f"{r['artifact'][:23]:<24}{r.get('format', '')[:12]:<13}"
+              f"{r.get('size_mb', float('nan')):>8.2f}{r[metric]:>10.4f}"
+              f"{r['agreement']:>8.3f}{r['ms_per_image']:>10.2f}{r['max_abs_diff']:>10.4f}"
+              f"  {'ok' if r['ok'] else 'FAIL'}" for r in rows]
     return "\n".join(lines)
 
 

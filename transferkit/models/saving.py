@@ -22,8 +22,9 @@ from transferkit.core.files import atomic_path
 METADATA_NAME = "transferkit.json"
 
 
-def save_model(model, path, metadata=None):
-    """Save `model` to a `.keras` file atomically, with `metadata` (a JSON-able dict)."""
+def save_model(model, path, metadata=None, extras=None):
+    """Save `model` to a `.keras` file atomically, with `metadata` (a JSON-able dict)
+    and `extras` ({member name: bytes}, e.g. the novelty arrays) inside the zip."""
     if not os.fspath(path).endswith(".keras"):
         raise TransferkitError(f"Models are saved as .keras files. Received: path={path}")
     with atomic_path(path) as tmp:
@@ -31,7 +32,20 @@ def save_model(model, path, metadata=None):
         if metadata is not None:
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(METADATA_NAME, json.dumps(metadata, indent=2, default=str))
+        if extras:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                for name, data in extras.items():
+                    archive.writestr(name, data)
     return path
+
+
+def read_extra(path, name):
+    """The bytes of member `name` that `save_model(..., extras=)` stored, or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(name) if name in archive.namelist() else None
+    except (zipfile.BadZipFile, OSError) as error:
+        raise TransferkitError(f"{path} is not a .keras model file: {error}") from None
 
 
 def read_metadata(path):

@@ -61,6 +61,10 @@ class Task:
     # then flip TTA may be chosen at the end of training (`app.train`). A task whose
     # outputs name left and right (e.g. box coordinates) sets it False.
     flip_tta = True
+    adds_classes = False  # add-class may grow its output layer (one unit per class)
+    # The MediaPipe Tasks API that runs this task's TFLite file (None: none does); the
+    # model card names it.
+    mediapipe_api = None
 
     def __repr__(self):
         return f"get_task({self.name!r})"
@@ -256,6 +260,10 @@ class Task:
         """Outputs of horizontally mirrored images mapped back onto the originals, to
         average with theirs (flip TTA): by default as they are (one row per image)."""
         return np.asarray(outputs)
+    def novelty_ids(self, labels):
+        """Class id per training image for the novelty statistics (class means), or
+        None where a novelty score does not apply (no single class per image)."""
+        return None
 
     def single_label_ids(self, labels):
         """Class id per image of encoded `labels`, for tasks with one class per image;
@@ -296,6 +304,22 @@ class Task:
 
     def _metric_moved(self, ref, got):
         return abs(got - ref)
+
+    # --- serving ---------------------------------------------------------------------
+
+    def serving_outputs(self, outputs, class_names):
+        """The named outputs of the SavedModel's encoded-image signature, from the
+        model's `outputs` tensor (graph ops; batch first in every one, as TF Serving's
+        REST rows need). By default a classifier's: `scores` [B, C] per-class
+        probabilities, `classes` [B, C] their class names, `label` [B] the top class."""
+        scores = self._tf_probabilities(outputs)
+        names = tf.constant(_names(class_names, scores.shape[-1]))
+        return {"scores": scores, "classes": _per_row(names, scores),
+                "label": tf.gather(names, tf.argmax(scores, axis=-1))}
+
+    def _tf_probabilities(self, outputs):
+        """`probabilities` as graph ops (default: the outputs as float32)."""
+        return tf.cast(outputs, tf.float32)
 
     # --- what people see -------------------------------------------------------------
 
@@ -398,6 +422,11 @@ def output_layer(model):
 def _names(class_names, n):
     names = [str(c) for c in class_names]
     return names if len(names) == n else [str(i) for i in range(n)]
+
+
+def _per_row(names, scores):
+    """The class names [C] repeated for every example of `scores` [B, ..., C]: [B, C]."""
+    return tf.tile(names[None], [tf.shape(scores)[0], 1])
 
 
 def _mean(values):

@@ -3,11 +3,12 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from transferkit.core.errors import DataError
 from transferkit.evaluation.tflite_metadata import TfliteOutput
 from transferkit.tasks.base import (EPSILON, THRESHOLD, Task, _bce, _mean, _names,
-                                    _per_class, output_layer)
+                                    _per_class, _per_row, output_layer)
 
 
 class _SingleLabel(Task):
@@ -69,9 +70,14 @@ class _SingleLabel(Task):
     def single_label_ids(self, labels):
         return self.predicted(labels)
 
+    def novelty_ids(self, labels):
+        return self.predicted(labels)
+
 
 class Multiclass(_SingleLabel):
     name, activation, calibration, min_classes = "multiclass", "softmax", "softmax", 2
+    adds_classes = True
+    mediapipe_api = "ImageClassifier"
 
     def matches_output(self, model):
         activation, rank, _ = output_layer(model)
@@ -114,6 +120,10 @@ class Binary(_SingleLabel):
         return TfliteOutput("scores", f"Probability that the image is {positive!r} "
                             f"(sigmoid); below {THRESHOLD} it is {negative!r}.", (positive,))
 
+    def _tf_probabilities(self, outputs):
+        p = tf.cast(outputs, tf.float32)[:, :1]
+        return tf.concat([1.0 - p, p], axis=-1)
+
     def loss(self, label_smoothing=0.0):
         return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
 
@@ -125,7 +135,9 @@ class Multilabel(Task):
     """Any number of classes per example; each output an independent sigmoid."""
 
     name, activation, calibration, headline = "multilabel", "sigmoid", "sigmoid", "accuracy"
+    adds_classes = True
     min_classes = 1
+    mediapipe_api = "ImageClassifier"  # one score per class, as the model gives them
     summary_metrics = ("accuracy", "exact_match", "nll", "macro_f1")
 
     def matches_output(self, model):
@@ -162,6 +174,15 @@ class Multilabel(Task):
     def predicted(self, outputs):
         """Multi-hot predictions [N, C]: outputs above THRESHOLD."""
         return np.asarray(outputs, dtype=np.float64) > THRESHOLD
+
+    def serving_outputs(self, outputs, class_names):
+        """`scores` [B, C], `classes` [B, C], and `label` [B]: the classes above
+        THRESHOLD joined by "|" (a CSV label's form; "" for none)."""
+        scores = tf.cast(outputs, tf.float32)
+        names = _per_row(tf.constant(_names(class_names, scores.shape[-1])), scores)
+        chosen = tf.ragged.boolean_mask(names, scores > THRESHOLD)
+        return {"scores": scores, "classes": names,
+                "label": tf.strings.reduce_join(chosen, axis=-1, separator="|")}
 
     def describe(self, outputs_row, class_names, top_k=3):
         probs = np.asarray(outputs_row, dtype=np.float64)

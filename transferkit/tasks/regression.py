@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from transferkit.core.errors import DataError
 from transferkit.evaluation.tflite_metadata import TfliteOutput
@@ -55,6 +56,10 @@ class Regression(Task):
     def describe(self, outputs_row, class_names, top_k=3):
         values = [float(v) for v in np.atleast_1d(outputs_row)]
         return {"label": values if len(values) > 1 else values[0], "scores": values}
+
+    def serving_outputs(self, outputs, class_names):
+        """`values` [B, T]: the predicted targets."""
+        return {"values": tf.cast(outputs, tf.float32)}
 
     def score(self, outputs, labels, class_names=()):
         pred = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)

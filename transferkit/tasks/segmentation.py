@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from transferkit.core.errors import DataError, check_choice
 from transferkit.data import masks
@@ -12,7 +13,8 @@ from transferkit.evaluation.masks import overlay, write_masks
 from transferkit.evaluation.tflite_metadata import TfliteOutput
 from transferkit.models.losses import LOSS_MODES, SegmentationLoss
 from transferkit.models.segmentation import build_segmenter
-from transferkit.tasks.base import EPSILON, THRESHOLD, Task, _mean, _names, output_layer
+from transferkit.tasks.base import (EPSILON, THRESHOLD, Task, _mean, _names, _per_row,
+                                   output_layer)
 
 
 class Segmentation(Task):
@@ -221,6 +223,15 @@ class Segmentation(Task):
         """Per-pixel class scores [N, H, W, C] (one sigmoid channel: two columns)."""
         p = np.asarray(outputs, dtype=np.float64)
         return np.concatenate([1.0 - p, p], axis=-1) if p.shape[-1] == 1 else p
+
+    def serving_outputs(self, outputs, class_names):
+        """`class_ids` [B, H, W] int32 (the predicted mask), `scores` [B, H, W, C]
+        per-pixel class probabilities and `classes` [B, C] their class names."""
+        p = tf.cast(outputs, tf.float32)
+        scores = tf.concat([1.0 - p, p], axis=-1) if p.shape[-1] == 1 else p
+        names = tf.constant(_names(class_names, scores.shape[-1]))
+        return {"class_ids": tf.argmax(scores, axis=-1, output_type=tf.int32),
+                "scores": scores, "classes": _per_row(names, scores)}
 
     def predicted(self, outputs):
         """The predicted mask [N, H, W] of class indices."""

@@ -53,12 +53,20 @@ class RuntimeConfig:
     auto_tta: bool = setting(True, "at the end of the run, score flip TTA on the val "
                              "split and keep it in model.keras only where it helps "
                              "(strictly better headline metric, loss no worse)")
+    novelty: bool = setting(True, "fit a novelty score at the end of the run (stored in "
+                            "model.keras; predict then says which images are unlike "
+                            "every class)")
+    false_rejection: float = setting(0.05, "fraction of validation images the novelty "
+                                     "threshold calls unknown (in (0, 1))")
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"The `strategy` setting should be one of "
                               f"{list(STRATEGIES)}. Received: strategy={self.strategy!r}"
                               f"{suggest(self.strategy, STRATEGIES)}")
+        if not 0 < self.false_rejection < 1:
+            raise ConfigError(f"The `false_rejection` setting should be in (0, 1). "
+                              f"Received: false_rejection={self.false_rejection}")
         if self.boundary_cache_max_gb < 0 or self.feature_views < 0:
             raise ConfigError("The `boundary_cache_max_gb` (GB) and `feature_views` "
                               "settings should be >= 0. Received: boundary_cache_max_gb="

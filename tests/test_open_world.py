@@ -1,0 +1,163 @@
+"""Open world: a novelty score fitted at the end of training and stored in model.keras,
+used by predict and evaluate; add-class grows a trained classifier without retraining."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from transferkit.app.add_class import add_classes
+from transferkit.app.train import train
+from transferkit.cli.main import main
+from transferkit.core.errors import ConfigError
+from transferkit.evaluation import novelty as nv
+from transferkit.evaluation.evaluate import load_run
+from transferkit.models.parts import resolve
+from transferkit.data.files import image_dataset, list_images
+from transferkit.training.recipe import recipe_from_dict
+
+from conftest import make_image_folder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(REPO, "data", "sample")
+SOURCE = dict(backbone="compact_cnn", weights=os.path.join(REPO, "data",
+                                                           "source_compact_cnn.keras"),
+              image_size=64)
+KNOWN = ("arrow", "crescent", "cross", "frame")  # the 5th, ring, is the unknown
+
+
+def four_and_one(root):
+    """(folder of the 4 known classes, folder holding only the ring class)."""
+    known, new = os.path.join(root, "known"), os.path.join(root, "new")
+    for name in KNOWN:
+        shutil.copytree(os.path.join(SAMPLE, name), os.path.join(known, name))
+    shutil.copytree(os.path.join(SAMPLE, "ring"), os.path.join(new, "ring"))
+    return known, new
+
+
+@pytest.fixture(scope="module")
+def run4(tmp_path_factory):
+    root = tmp_path_factory.mktemp("open")
+    known, new = four_and_one(str(root))
+    recipe = recipe_from_dict({"data": known, **SOURCE, "report": False,
+                               "finetune_epochs": 0, "seed": 0})
+    out = str(root / "run4")
+    train(recipe, out, verbose=0)
+    return dict(root=root, known=known, new=new, run=out)
+
+
+def test_fit_novelty_picks_a_detector_and_calibrates_its_threshold():
+    rng = np.random.default_rng(0)
+    means = rng.normal(0, 4, (3, 16))
+    ids = np.repeat(np.arange(3), 100)
+    x = means[ids] + rng.normal(0, 1, (300, 16))
+    val_ids = np.repeat(np.arange(3), 40)
+    val = means[val_ids] + rng.normal(0, 1, (120, 16))
+    far = rng.normal(0, 1, (60, 16)) + 12
+    flat = np.full((len(val), 3), 1 / 3)  # useless probabilities: msp cannot separate
+    fitted = nv.fit_novelty(x, ids, val, flat, far, np.full((60, 3), 1 / 3),
+                            false_rejection=0.05)
+    assert fitted.detector == "mahalanobis" and fitted.auroc["mahalanobis"] > 0.99
+    assert fitted.auroc["msp"] == pytest.approx(0.5)
+    assert np.mean(fitted.unknown(fitted.score(val, flat))) == pytest.approx(0.05, abs=0.01)
+    again = nv.Novelty.from_parts(fitted.to_json(), fitted.arrays_bytes())
+    np.testing.assert_allclose(again.score(far, flat[:60]), fitted.score(far, flat[:60]))
+    with pytest.raises(ConfigError, match="false_rejection"):
+        nv.fit_novelty(x, ids, val, flat, far, flat[:60], false_rejection=0)
+
+
+def test_shuffled_tiles_keep_the_tiles_and_lose_the_layout():
+    image = np.arange(8 * 8 * 3, dtype=np.float32).reshape(1, 8, 8, 3)
+    out = nv.shuffled_tiles(image, grid=4, seed=1)
+    tiles = lambda a: sorted(a[0, r:r + 2, c:c + 2].tobytes()  # noqa: E731
+                             for r in range(0, 8, 2) for c in range(0, 8, 2))
+    assert tiles(out) == tiles(image) and not np.array_equal(out, image)
+
+
+def test_the_model_file_carries_the_novelty_score_and_predict_uses_it(run4, capsys):
+    loaded = load_run(run4["run"])
+    assert loaded.novelty is not None and loaded.novelty.detector in nv.DETECTORS
+    with open(os.path.join(run4["run"], "metrics.json")) as f:
+        assert json.load(f)["novelty"]["threshold"] == loaded.novelty.threshold
+    rings = list_images(run4["new"])[:6]
+    assert main(["predict", run4["run"], *rings, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+            if line.startswith("{")]
+    # Independently: features from the backbone, the stored arrays, numpy distances.
+    dataset, _ = image_dataset(rings, loaded.input.size)
+    features = np.concatenate([resolve(loaded.model).feature_extractor().predict_on_batch(b)
+                               for b, _ in dataset])
+    arrays, expected = loaded.novelty.arrays, None
+    if loaded.novelty.detector == "mahalanobis":
+        d = features[:, None] - arrays["means"][None]
+        expected = np.sqrt(np.einsum("ncd,de,nce->nc", d, arrays["precision"], d).min(1))
+    if loaded.novelty.detector == "knn":
+        from sklearn.neighbors import NearestNeighbors
+
+        bank = NearestNeighbors(n_neighbors=nv.KNN_K, metric="cosine").fit(arrays["bank"])
+        expected = bank.kneighbors(features)[0][:, -1]
+    if loaded.novelty.detector == "msp":
+        expected = 1 - loaded.model.predict_on_batch(
+            np.concatenate([b for b, _ in dataset])).max(axis=1)
+    np.testing.assert_allclose([r["novelty"] for r in rows], expected, rtol=1e-3)
+    for row in rows:
+        assert row["unknown"] == (row["novelty"] > loaded.novelty.threshold)
+
+
+def test_evaluate_reports_rejection_and_auroc_against_unknown_images(run4, tmp_path):
+    out = str(tmp_path / "eval")
+    assert main(["evaluate", run4["run"], "--data", run4["known"], "--split", "val",
+                 "--unknown-data", run4["new"], "--out", out]) == 0
+    with open(os.path.join(out, "evaluation.json")) as f:
+        report = json.load(f)["novelty"]
+    # The done-when figures of the open-world issue, on the shipped sample.
+    assert report["auroc"] >= 0.85, report
+    assert report["rejected"] <= 0.10, report
+    assert report["unknown_rejected"] > report["rejected"]
+
+
+def test_add_class_grows_the_head_and_records_its_origin(run4, tmp_path):
+    out = str(tmp_path / "run5")
+    assert main(["add-class", run4["run"], "--data", run4["new"], "--out", out]) == 0
+    loaded = load_run(out)
+    assert loaded.class_names == KNOWN + ("ring",)
+    assert loaded.model.output_shape[-1] == 5 and loaded.novelty is not None
+    with open(os.path.join(out, "run.json")) as f:
+        origin = json.load(f)["derived_from"]
+    assert origin["run"] == os.path.abspath(run4["run"]) and origin["added_classes"] == ["ring"]
+    with open(os.path.join(out, "metrics.json")) as f:
+        val = json.load(f)["val"]
+    assert val["new_classes_recall"] >= 0.8
+    # The backbone did not move: same features for the same image.
+    old = load_run(run4["run"])
+    image = next(iter(image_dataset(list_images(run4["new"])[:2], old.input.size)[0]))[0]
+    np.testing.assert_allclose(resolve(loaded.model).feature_extractor().predict_on_batch(image),
+                               resolve(old.model).feature_extractor().predict_on_batch(image),
+                               atol=1e-5)
+
+
+def test_add_class_refusals(run4, tmp_path, capsys):
+    clash = str(tmp_path / "clash")
+    shutil.copytree(os.path.join(SAMPLE, "arrow"), os.path.join(clash, "arrow"))
+    assert main(["add-class", run4["run"], "--data", clash, "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "['arrow'] already exist" in capsys.readouterr().err
+    reg = make_image_folder(tmp_path / "reg", per_class=4, size=32)
+    csv = tmp_path / "reg.csv"
+    csv.write_text("path,label\n" + "".join(f"{os.path.join(reg, 'red', f'{i}.png')},{i}\n"
+                                          for i in range(4)))
+    regression = str(tmp_path / "regression_run")
+    train(recipe_from_dict({"data": str(csv), "task": "regression", "backbone": "tiny_test",
+                            "weights": None, "image_size": 32, "head_epochs": 1,
+                            "finetune_epochs": 0, "report": False, "val_split": 0.25}),
+          regression, verbose=0)
+    with pytest.raises(ConfigError, match="multiclass and multilabel.*regression"):
+        add_classes(regression, run4["new"], str(tmp_path / "y"))
+
+
+def test_add_class_says_when_it_recomputes_features(run4, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "empty_cache"))
+    add_classes(run4["run"], run4["new"], str(tmp_path / "run5"), epochs=0)
+    assert "are gone: recomputing them" in capsys.readouterr().out

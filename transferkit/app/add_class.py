@@ -1,0 +1,260 @@
+"""`add_classes(run, data, out_dir)`: add classes to a trained classifier without
+retraining it.
+
+    result = add_classes("runs/shapes", "data/new_classes", "runs/shapes_plus")
+
+The backbone stays as it is; only the head changes. Its output layer gains one unit per
+new class, imprinted from the new class's mean embedding (Qi et al. 2018: the unit's
+weights point along the class mean, scaled to the old units' norm), then the head alone
+trains briefly on the cached features of the new images plus the replayed cached
+features of the old ones (so old classes are not forgotten), with early stopping on the
+validation features and the best weights restored. The novelty score is refitted and a
+complete run directory is written, its run.json recording what it was derived from.
+"""
+
+import dataclasses
+import os
+import time
+
+import keras
+import numpy as np
+
+from transferkit.app.train import (build_run_model, claim_run, fit_run_novelty,
+                                   load_run_data, model_metadata, run_dir)
+from transferkit.core.errors import ConfigError
+from transferkit.core.rundir import RunDir
+from transferkit.data.load import load_data
+from transferkit.evaluation.evaluate import load_run
+from transferkit.evaluation.novelty import ARRAYS_NAME
+from transferkit.models.parts import resolve
+from transferkit.models.saving import save_model
+from transferkit.training.cache import FeatureStore, split_features
+from transferkit.training.cache.config import FeatureSource
+from transferkit.training.cache.keys import feature_key, model_fingerprint, split_fingerprint
+from transferkit.training.recipe import recipe_from_dict
+
+EPOCHS, PATIENCE = 30, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class AddClassResult:
+    """The new run directory, its class names, metrics on the validation features
+    (overall accuracy, old classes' accuracy before/after, new classes' recall) and the
+    wall time in seconds."""
+
+    out_dir: str
+    class_names: tuple
+    metrics: dict
+    seconds: float
+
+
+def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted=False,
+                overwrite=False, verbose=True):
+    """Add the classes of `data` (a folder of new class subfolders, or a CSV) to the run
+    directory `run`, writing a new run directory `out_dir`; returns AddClassResult.
+
+    The run's own training data must still be where its config.json says (its cached
+    features are replayed; when they are gone they are recomputed, which is said).
+    epochs, patience: the head fit's cap and early-stopping patience (defaults 30, 3;
+        epochs=0: imprinting only).
+    trusted: the run's model may run code when loaded.
+    """
+    start = time.perf_counter()
+    source = RunDir(os.path.expanduser(os.fspath(run)))
+    saved = source.read_config()
+    if saved is None:
+        raise ConfigError(f"The `run` argument should be a run directory (with "
+                          f"config.json). Received: run={os.fspath(run)!r}")
+    recipe = recipe_from_dict(saved)
+    task = recipe.task_config()
+    if not task.adds_classes:
+        raise ConfigError(f"add-class extends multiclass and multilabel classifiers. "
+                          f"Received: a run of task={recipe.task!r} ({source.path})")
+    loaded = load_run(source.path, trusted=trusted)
+    old_names = tuple(loaded.class_names)
+    data = os.path.expanduser(os.fspath(data))
+    added = _class_names(task, data)
+    clash = sorted(set(added) & set(old_names))
+    if clash:
+        raise ConfigError(f"add-class adds new classes; {clash} already exist in "
+                          f"{source.path} (its classes: {list(old_names)}).")
+    names = old_names + added
+    # Encoded over all classes at once: the new images' label rows are final.
+    new = load_data(data, image_size=recipe.input_spec(), task=recipe.task,
+                    class_names=names, val_split=recipe.data.val_split, seed=recipe.seed,
+                    batch_size=recipe.schedule.batch_size, verbose=verbose)
+    old = load_run_data(recipe, verbose=verbose)
+    model = _plain(loaded.model)
+    store = FeatureStore.default()
+    if verbose and not _cached(model, old, store):
+        print(f"the cached features of {source.path}'s training images are gone: "
+              "recomputing them (one backbone pass)")
+    common = dict(store=store, batch_size=recipe.schedule.batch_size, verbose=int(verbose))
+    old_train, old_val = split_features(model, old, **common)
+    new_train, new_val = split_features(model, new, **common)
+    k_old = len(old_names)
+
+    def joined(a, b):  # features and labels of old + new images, labels over all classes
+        y = np.zeros((a.count + b.count, len(names)), np.float32)
+        y[:a.count, :k_old] = a.y[0]
+        y[a.count:] = b.y[0]
+        return np.concatenate([a.x[0], b.x[0]]), y
+
+    train_x, train_y = joined(old_train, new_train)
+    val_x, val_y = joined(old_val, new_val) if old_val is not None and new_val is not None \
+        else (None, None)
+    grown = _grown_model(model, recipe, len(names), old_train.x[0], old_train.y[0],
+                         train_x[old_train.count:], train_y[old_train.count:, k_old:],
+                         trusted)
+    head = resolve(grown).head()
+    before = _old_accuracy(resolve(model).head(), task, old_val)
+    if epochs:
+        _fit_head(head, task, recipe, train_x, train_y, val_x, val_y, epochs, patience)
+    metrics = _metrics(head, task, val_x, val_y, k_old, before)
+    # The new run: its directory, recipe, classes, metrics, model and novelty score.
+    out = run_dir(out_dir)
+    claim_run(out, recipe, overwrite=overwrite)
+    out.record("derived_from", {"run": os.path.abspath(source.path),
+                                "run_id": (source.read_info() or {}).get("run_id"),
+                                "added_classes": list(added),
+                                "added_data": os.path.abspath(os.fspath(data))})
+    out.write_config(recipe.to_dict())
+    out.write_class_names(names)
+    both = dataclasses.replace(
+        old, class_names=names, num_classes=len(names),
+        train_files=old.train_files + new.train_files, train_labels=train_y,
+        val_files=old.val_files + new.val_files, val_labels=val_y,
+        val=old.val.map(_padded(len(added))).concatenate(new.val)
+        if val_y is not None else None)
+    novelty = fit_run_novelty(grown, both, recipe, verbose=verbose,
+                              features=((train_x, train_y), (val_x, val_y)))
+    meta, extras = model_metadata(recipe, names), None
+    if novelty is not None:
+        metrics["novelty"] = meta["novelty"] = novelty.to_json()
+        extras = {ARRAYS_NAME: novelty.arrays_bytes()}
+    out.write_metrics(metrics)
+    save_model(grown, out.model_file, metadata=meta, extras=extras)
+    return AddClassResult(out.path, names, metrics, time.perf_counter() - start)
+
+
+def _plain(model):
+    # A TTA wrapper is named after the model it averages: add classes to that one.
+    for layer in getattr(model, "layers", ()):
+        if layer.name == model.name and hasattr(layer, "layers"):
+            return layer
+    return model
+
+
+def _cached(model, data, store):
+    """Whether the clean training features of `data` under `model` are in `store`."""
+    source = FeatureSource.of(data)
+    if not source.train_files:
+        return False
+    key = feature_key(model_fingerprint(model), split_fingerprint(source, "train", None,
+                                                                   0, 0))
+    return store.get(key) is not None
+
+
+def _output(model):
+    """(the nested model holding the output layer, the output layer)."""
+    holder, layer = model, model
+    while getattr(layer, "layers", None):
+        holder, layer = layer, layer.layers[-1]
+    if not isinstance(layer, keras.layers.Dense):
+        raise ConfigError(f"add-class needs a Dense output layer (a transferkit head); "
+                          f"{model.name!r} ends in {type(layer).__name__}.")
+    return holder, layer
+
+
+def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y, trusted):
+    """The recipe's model with `num_classes` outputs, every weight copied from `model`,
+    the old output units kept and one imprinted unit per new class."""
+    grown = build_run_model(recipe, num_classes, trusted=trusted)
+    _, old_out = _output(model)
+    holder, new_out = _output(grown)
+    old_vars = [v for v in model.weights if not any(v is w for w in old_out.weights)]
+    new_vars = [v for v in grown.weights if not any(v is w for w in new_out.weights)]
+    if [v.shape for v in old_vars] != [v.shape for v in new_vars]:
+        raise ConfigError("add-class could not match the run's model to its recipe "
+                          "(the weights differ in shape); was the run's model changed?")
+    for target, value in zip(new_vars, old_vars):
+        target.assign(value)
+    kernel, bias = (np.asarray(w) for w in old_out.weights)
+    inner = keras.Model(holder.inputs, new_out.input)  # the output layer's input
+    new_h = inner.predict(new_x, verbose=0)
+    old_h = inner.predict(old_x, verbose=0)
+    old_ids = old_y.argmax(axis=1)
+    # A plain linear head is not a cosine classifier: pooled (ReLU) features share one
+    # big mean direction, so a unit along the raw new-class mean would win for every
+    # image. Imprint along the new mean minus the old images' mean, scaled to the old
+    # units' norm, and give it the bias that makes its logit on its own class mean
+    # equal the old units' average logit on theirs.
+    own = np.mean([kernel[:, c] @ old_h[old_ids == c].mean(axis=0) + bias[c]
+                   for c in np.unique(old_ids)])
+    scale, centre = np.linalg.norm(kernel, axis=0).mean(), old_h.mean(axis=0)
+    units, biases = [], []
+    for c in range(new_y.shape[1]):
+        mean = new_h[new_y[:, c] > 0.5].mean(axis=0)
+        w = (mean - centre) / max(np.linalg.norm(mean - centre), 1e-12) * scale
+        units.append(w)
+        biases.append(own - w @ mean)
+    new_out.kernel.assign(np.concatenate([kernel, np.stack(units, axis=1)], axis=1))
+    new_out.bias.assign(np.concatenate([bias, biases]))
+    return grown
+
+
+def _fit_head(head, task, recipe, x, y, val_x, val_y, epochs, patience):
+    """Train the head alone on features in memory (everything below it is untouched)."""
+    phase = recipe.schedule.head
+    head.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss=task.loss(),
+                 metrics=task.metrics(y.shape[1]))
+    validation = (val_x, val_y) if val_x is not None else None
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss" if validation else "loss",
+                                         patience=patience, restore_best_weights=True)
+    head.fit(x, y, validation_data=validation, epochs=epochs, callbacks=[stop],
+             batch_size=recipe.schedule.batch_size, shuffle=True, verbose=0)
+
+
+def _old_accuracy(head, task, features):
+    """Accuracy of the old head on the old classes' validation features (one class per
+    image only, `Task.novelty_ids`), or None."""
+    if features is None:
+        return None
+    truth = task.novelty_ids(features.y[0])
+    if truth is None:
+        return None
+    outputs = head.predict(features.x[0], verbose=0)
+    return float(np.mean(task.novelty_ids(outputs) == truth))
+
+
+def _metrics(head, task, x, y, k_old, before):
+    """The task's validation report on all classes, plus (one class per image) the old
+    classes' accuracy before and after and the new classes' recall."""
+    if x is None:
+        return {}
+    outputs = head.predict(x, verbose=0)
+    report = task.score(outputs, y)
+    truth, pred = task.novelty_ids(y), task.novelty_ids(outputs)
+    if truth is not None:
+        old, new = truth < k_old, truth >= k_old
+        report.update(old_classes_accuracy=float(np.mean(pred[old] == truth[old])),
+                      old_classes_accuracy_before=before,
+                      new_classes_recall=float(np.mean(pred[new] == truth[new])))
+    return {"val": report}
+
+
+def _padded(columns):
+    """Label map: an old label row gains zero columns for the new classes."""
+    import tensorflow as tf
+
+    return lambda images, labels: (images, tf.pad(labels, [[0, 0], [0, columns]]))
+
+
+def _class_names(task, data):
+    """The classes a new-data source holds, in sorted order."""
+    _, labels, _, given = task.read_files(data, scanned=False)
+    found = given or sorted({part for label in labels for part in task.label_parts(label)})
+    if not found:
+        raise ConfigError(f"The `data` argument {data} holds no labelled images: give a "
+                          "folder of new class subfolders or a CSV of path,label rows.")
+    return tuple(found)
