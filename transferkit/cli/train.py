@@ -151,8 +151,9 @@ def run(args):
 def print_result(result, task):
     """The run directory and each split's headline metrics (`task`: the run's)."""
     print(f"run directory: {result.out_dir}")
-    for split, report in result.metrics.items():
-        print(f"{split}: {format_report(report, task).splitlines()[0]}")
+    for split in ("val", "test"):  # metrics.json also holds e.g. the novelty record
+        if split in result.metrics:
+            print(f"{split}: {format_report(result.metrics[split], task).splitlines()[0]}")
 
 
 def from_tuning(args):
