@@ -285,6 +285,8 @@ def fit_run_novelty(model, data, recipe, verbose=True, features=None):
     if not recipe.runtime.novelty or data.val is None:
         return None
     task = recipe.task_config()
+    if task.novelty_ids(data.val_labels) is None:  # e.g. segmentation: no class per image
+        return None
     if features is None:
         # Clean features of both splits, kept in the feature cache under the final
         # model's fingerprint: add-class replays the training ones.
