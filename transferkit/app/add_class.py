@@ -25,7 +25,7 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import load_run
-from transferkit.evaluation.novelty import ARRAYS_NAME
+from transferkit.evaluation.novelty import ARRAYS_NAME, unwrapped
 from transferkit.models.parts import resolve
 from transferkit.models.saving import save_model
 from transferkit.training.cache import FeatureStore, split_features
@@ -84,7 +84,7 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
                     class_names=names, val_split=recipe.data.val_split, seed=recipe.seed,
                     batch_size=recipe.schedule.batch_size, verbose=verbose)
     old = load_run_data(recipe, verbose=verbose)
-    model = _plain(loaded.model)
+    model = unwrapped(loaded.model)  # a TTA wrapper's model: add classes to that one
     store = FeatureStore.default()
     if verbose and not _cached(model, old, store):
         print(f"the cached features of {source.path}'s training images are gone: "
@@ -135,14 +135,6 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
     out.write_metrics(metrics)
     save_model(grown, out.model_file, metadata=meta, extras=extras)
     return AddClassResult(out.path, names, metrics, time.perf_counter() - start)
-
-
-def _plain(model):
-    # A TTA wrapper is named after the model it averages: add classes to that one.
-    for layer in getattr(model, "layers", ()):
-        if layer.name == model.name and hasattr(layer, "layers"):
-            return layer
-    return model
 
 
 def _cached(model, data, store):

@@ -66,6 +66,22 @@ class Novelty:
     def unknown(self, scores):
         return np.asarray(scores) > self.threshold
 
+    def tf_score(self, features, probs):
+        """`score` as TensorFlow ops (for the SavedModel's serving signature)."""
+        import tensorflow as tf
+
+        x = tf.reshape(tf.cast(features, tf.float32), [tf.shape(features)[0], -1])
+        if self.detector == "msp":
+            return 1.0 - tf.reduce_max(tf.cast(probs, tf.float32), axis=-1)
+        if self.detector == "mahalanobis":
+            diff = x[:, None, :] - tf.constant(self.arrays["means"])[None]
+            q = tf.einsum("ncd,de,nce->nc", diff, tf.constant(self.arrays["precision"]), diff)
+            return tf.sqrt(tf.maximum(tf.reduce_min(q, axis=-1), 0.0))
+        unit = tf.math.l2_normalize(x, axis=-1, epsilon=1e-12)
+        similarity = tf.matmul(unit, tf.constant(self.arrays["bank"]), transpose_b=True)
+        k = min(KNN_K, int(self.arrays["bank"].shape[0]))
+        return 1.0 - tf.math.top_k(similarity, k=k).values[:, -1]
+
     def to_json(self):
         """The settings (no arrays), for the model's metadata."""
         return {"detector": self.detector, "threshold": self.threshold,
@@ -184,7 +200,7 @@ def features_and_probs(model, dataset, task):
     images [N, H, W, 3] or None) of one pass of `model` over (image, label) batches."""
     from transferkit.models.parts import resolve
 
-    parts = resolve(_unwrapped(model))
+    parts = resolve(unwrapped(model))
     extractor, head = parts.feature_extractor(), parts.head()
     xs, ps, ys = [], [], []
     for images, labels in dataset:
@@ -195,7 +211,7 @@ def features_and_probs(model, dataset, task):
     return np.concatenate(xs), np.concatenate(ps), np.concatenate(ys)
 
 
-def _unwrapped(model):
+def unwrapped(model):
     """The model a TTA wrapper (`evaluation.tta.with_tta`, named after it) averages;
     `model` itself otherwise: features come from one clean view."""
     for layer in getattr(model, "layers", ()):
@@ -208,7 +224,7 @@ def head_probabilities(model, features, task, batch_size=256):
     """Class probabilities of the head of `model` on its input `features` [N, D]."""
     from transferkit.models.parts import resolve
 
-    head = resolve(_unwrapped(model)).head()
+    head = resolve(unwrapped(model)).head()
     return task.probabilities(np.concatenate(
         [head.predict_on_batch(features[i:i + batch_size])
          for i in range(0, len(features), batch_size)]))

@@ -304,12 +304,12 @@ class Task:
         model's `outputs` tensor (graph ops; batch first in every one, as TF Serving's
         REST rows need). By default a classifier's: `scores` [B, C] per-class
         probabilities, `classes` [B, C] their class names, `label` [B] the top class."""
-        scores = self._tf_probabilities(outputs)
+        scores = self.tf_probabilities(outputs)
         names = tf.constant(_names(class_names, scores.shape[-1]))
         return {"scores": scores, "classes": _per_row(names, scores),
                 "label": tf.gather(names, tf.argmax(scores, axis=-1))}
 
-    def _tf_probabilities(self, outputs):
+    def tf_probabilities(self, outputs):
         """`probabilities` as graph ops (default: the outputs as float32)."""
         return tf.cast(outputs, tf.float32)
 
