@@ -37,7 +37,8 @@ def loaded_model(path, args):
     """The LoadedModel of `path` (safe mode unless --trusted), TTA-wrapped if --tta."""
     loaded = load_run(path, trusted=args.trusted)
     if getattr(args, "tta", None):
-        loaded = dataclasses.replace(loaded, model=with_tta(loaded.model, args.tta))
+        loaded = dataclasses.replace(loaded, model=with_tta(
+            loaded.model, args.tta, task=loaded.task))
     return loaded
 
 

@@ -191,7 +191,8 @@ def predict(model, images, *, top_k=3, batch_size=32, trusted=False):
     dataset, _ = image_dataset(images, loaded.input.size, batch_size=batch_size)
     outputs, _ = predict_outputs(loaded.model, dataset)
     names = loaded.class_names
-    return [{"image": os.fspath(path), **loaded.task.describe(row, names, top_k)}
+    return [{"image": os.fspath(path),
+             **loaded.task.describe_file(row, names, top_k, os.fspath(path))}
             for path, row in zip(images, outputs)]
 
 

@@ -55,6 +55,7 @@ class Task:
     per_class_columns = (("precision", "precision"), ("recall", "recall"), ("f1", "f1"),
                          ("support", "support"))
     writes_predictions = False  # `predict --out` writes files per image (masks)
+    box_output = False  # outputs end in a normalised xyxy box: TTA un-mirrors it
 
     def __repr__(self):
         return f"get_task({self.name!r})"
@@ -254,6 +255,11 @@ class Task:
         """Metrics of `outputs` against encoded `labels`, as a JSON-able report dict."""
         raise NotImplementedError
 
+    def describe_file(self, outputs_row, class_names, top_k, path):
+        """`describe` of the prediction for the image file at `path` (`predict`): by
+        default the file plays no part."""
+        return self.describe(outputs_row, class_names, top_k)
+
     def example_losses(self, outputs, labels):
         """Per-example loss, to pick the worst-predicted examples."""
         raise NotImplementedError
@@ -298,6 +304,15 @@ class Task:
         """The picture of an example (RGB 0-255 [H, W, 3]) with its label or output
         `row`: by default the image itself (the caption says the rest)."""
         return image
+
+    def compare_picture(self, image, label_row, output_row):
+        """An example's picture with its label and the model's output (the report's
+        worst predictions): by default `picture` of the output."""
+        return self.picture(image, output_row)
+
+    def check_tta(self, preset):
+        """Raise ConfigError for a TTA preset ("flip", "five_crop", "ten_crop") whose
+        views this task's outputs cannot be averaged over (default: all work)."""
 
     def write_predictions(self, outputs, images, paths, out_dir):
         """Write per-image prediction files (`predict --out`); returns a line saying

@@ -69,7 +69,8 @@ class RecipeConfig:
     on cached features, then 5 fine-tuning epochs of the top 2 blocks at 1e-5)."""
 
     task: str = setting("multiclass", "what the model predicts, a registered task: "
-                        "multiclass, binary, multilabel, regression or segmentation")
+                        "multiclass, binary, multilabel, localization, regression or "
+                        "segmentation")
     segmentation_loss: str = setting("crossentropy", "segmentation only: the loss, "
                                      "crossentropy, dice or both (their sum)")
     seed: int = setting(0, "seed of the splits, the augmentation and the initial weights")
