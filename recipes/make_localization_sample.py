@@ -3,7 +3,7 @@
 
     python recipes/make_localization_sample.py     # the exact command behind it
 
-150 JPEG images in images/ of three sizes (48x48, 64x40 and 40x64: different sizes and
+240 JPEG images in images/ of three sizes (48x48, 64x40 and 40x64: different sizes and
 aspect ratios), each holding one shape of the target classes (arrow, cross, ring; see
 recipes/procedural.py) of random size and position over a noisy background, and
 boxes.csv: `path,label,xmin,ymin,xmax,ymax`, the shape's tight box in pixels of its
@@ -32,7 +32,7 @@ SIZES = ((48, 48), (64, 40), (40, 64))  # (width, height)
 def render_boxed(kind, rng, size):
     """(uint8 image [h, w, 3], (xmin, ymin, xmax, ymax) pixels) of one shape."""
     width, height = size
-    side = int(rng.integers(16, int(0.8 * min(width, height)) + 1))
+    side = int(rng.integers(int(0.45 * min(width, height)), min(width, height) + 1))
     alpha = np.zeros((height, width))
     shape = procedural._mask(kind, rng, side)
     x, y = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
@@ -46,7 +46,7 @@ def render_boxed(kind, rng, size):
     return np.clip(pixels, 0, 255).astype(np.uint8), box
 
 
-def write_sample(out, count=150, seed=SEED):
+def write_sample(out, count=240, seed=SEED):
     """Write `count` images and boxes.csv under `out`; returns the CSV's path."""
     out = Path(out)
     if out.exists():
@@ -70,7 +70,7 @@ def write_sample(out, count=150, seed=SEED):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(DEFAULT_OUT), help="default: data/localization")
-    p.add_argument("--count", type=int, default=150, help="default 150")
+    p.add_argument("--count", type=int, default=240, help="default 240")
     p.add_argument("--seed", type=int, default=SEED, help=f"default {SEED}")
     args = p.parse_args(argv)
     path = write_sample(args.out, args.count, args.seed)

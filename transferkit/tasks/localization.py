@@ -94,7 +94,7 @@ class Localization(Task):
     writes_predictions = True
     box_output = True  # TTA mirrors a flipped view's box back
 
-    def __init__(self, box_weight=1.0):
+    def __init__(self, box_weight=3.0):
         if not float(box_weight) >= 0:
             raise ConfigError(f"The `box_weight` argument should be >= 0. Received: "
                               f"box_weight={box_weight!r}")
