@@ -7,6 +7,7 @@ Sources (what `load_data` takes for task="localization"):
   "boxes.csv"   rows `path,label,xmin,ymin,xmax,ymax`, the box in pixels of the image
                 (x right, y down, edges: a box over the whole of a 64x48 image is
                 0,0,64,48); paths relative to the CSV's folder; optional header row
+  "dir/"        a folder holding boxes.csv: that CSV
   "voc/"        a Pascal VOC folder: `*.xml` annotations (any depth, usually
                 `Annotations/`) naming their image (`JPEGImages/`, `images/` or next
                 to the XML); VOC's 1-based pixel corners are converted to edges
@@ -35,6 +36,7 @@ from transferkit.core.errors import DataError
 from transferkit.data.scan import SKIPPED, WARNING, Problem, walk
 
 HEADER = ("path", "label", "xmin", "ymin", "xmax", "ymax")
+CSV_NAME = "boxes.csv"  # a folder holding it is read as that CSV
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ def list_boxes(src, follow_links=False):
         raise DataError(f"task='localization' reads a CSV of path,label,xmin,ymin,xmax,"
                         f"ymax rows or a Pascal VOC folder; received {type(src).__name__}")
     path = Path(src)
+    if path.is_dir() and (path / CSV_NAME).is_file():
+        path = path / CSV_NAME
     if path.is_dir():
         rows, problems = _voc_rows(path, follow_links)
     elif path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt"):
