@@ -35,6 +35,10 @@ EXPECTED = {
     "adversarial.py": [r"\d+ inputs tried, 0 crashes, 0 tracebacks, 0 files lost"],
     "segmentation.py": [rf"mIoU ratio transfer / scratch \(mean of 1 seed\(s\)\): "
                         rf"{NUMBER}x"],
+    "localization.py": [
+        rf"transfer \(mean of 1 seed\(s\)\): accuracy {NUMBER}, mean_iou {NUMBER}, "
+        rf"correct_iou50 {NUMBER}",
+        rf"scratch \(mean of 1 seed\(s\)\): accuracy {NUMBER}, mean_iou {NUMBER}"],
     "kill_harness.py": [r"killed at save .*\n", r"1/1 runs survived",
                         r"5 kills, all files loadable: yes, next run completed: yes"],
     "pipeline.py": [

@@ -251,3 +251,25 @@ def test_transfer_localizes_the_shipped_shapes(tmp_path):
     code, printed = _cli("export", tmp_path / "run", "--format", "keras", "--out",
                          tmp_path / "exp", "--check", "--data", data)
     assert code == 0 and "ok" in printed
+
+
+def test_recipe_resolves_and_builds_tiny(tmp_path):
+    from transferkit.app.train import build_run_model
+    from transferkit.cli.recipes import resolve_recipe
+
+    recipe, _ = resolve_recipe("localization_compact_cnn", [
+        "--data", str(tmp_path), "--weights", "none", "--backbone", "tiny_test",
+        "--image-size", "32", "--backbone-kwargs", ""])
+    assert (recipe.task, recipe.model.head.pooling) == ("localization", "flatten")
+    assert build_run_model(recipe, 3 + 4).output_shape == (None, 7)
+
+
+def test_shipped_sample_regenerates_byte_for_byte(tmp_path):
+    shipped = ROOT / "data" / "localization"
+    _generate(tmp_path / "again", 240)
+    files = sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file())
+    assert len(files) == 241  # 240 images and boxes.csv
+    for rel in files:
+        assert (tmp_path / "again" / rel).read_bytes() == (shipped / rel).read_bytes(), rel
+    sizes = {Image.open(shipped / "images" / f"{i:03d}.jpg").size for i in range(9)}
+    assert sizes == {(48, 48), (64, 40), (40, 64)}
