@@ -273,3 +273,25 @@ def test_shipped_sample_regenerates_byte_for_byte(tmp_path):
         assert (tmp_path / "again" / rel).read_bytes() == (shipped / rel).read_bytes(), rel
     sizes = {Image.open(shipped / "images" / f"{i:03d}.jpg").size for i in range(9)}
     assert sizes == {(48, 48), (64, 40), (40, 64)}
+
+
+def test_tune_searches_the_box_loss_weight(tiny_run, tmp_path):
+    from transferkit.training.recipe import RecipeConfig
+    from transferkit.tuning.space import SearchSpace
+    from transferkit.tuning.tuner import tune
+
+    _, _, _, data = tiny_run
+    base = RecipeConfig.from_keys(data=str(data), task="localization", backbone="tiny_test",
+                                  weights="none", image_size=32, batch_size=6,
+                                  head_epochs=1, finetune_epochs=0, augment="none",
+                                  scan=False)
+    space = SearchSpace(head_width=None, head_depth=None, dropout=None, head_lr=None,
+                        finetune_lr=None, unfreeze_blocks=None, label_smoothing=None,
+                        box_weight=(1.0, 10.0))
+    result = tune(base, str(tmp_path / "sweep"), space=space, max_trials=2, verbose=0,
+                  process_per_trial=False)
+    with open(tmp_path / "sweep" / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(float(r["box_weight"]) for r in rows) == [1.0, 10.0]
+    best = result.best_recipe
+    assert best.task_config().box_weight == best.box_weight in (1.0, 10.0)

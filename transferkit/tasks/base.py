@@ -120,6 +120,10 @@ class Task:
                           f"to tasks {[t for t in task_names() if get_task(t).losses]}. "
                           f"Received: loss={loss!r}")
 
+    def with_box_weight(self, weight):
+        """This task with `weight` on a box loss (tasks without a box: itself)."""
+        return self
+
     def output_units(self, num_classes):
         """Width of the output layer for `num_classes` classes (or regression targets)."""
         if not num_classes or int(num_classes) < 1:
