@@ -275,6 +275,7 @@ def test_shipped_sample_regenerates_byte_for_byte(tmp_path):
     assert sizes == {(48, 48), (64, 40), (40, 64)}
 
 
+@pytest.mark.slow  # two tiny trials, ~10 s: over the default run's budget
 def test_tune_searches_the_box_loss_weight(tiny_run, tmp_path):
     from transferkit.training.recipe import RecipeConfig
     from transferkit.tuning.space import SearchSpace
