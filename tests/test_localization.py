@@ -93,6 +93,8 @@ def test_csv_boxes_are_normalised_by_each_images_own_size_and_checked(tmp_path):
     np.testing.assert_allclose(kept["b.png"], (30 / 40, 50 / 64, 1.0, 1.0))
     rows = TASK.source_labels(labels, ("sq",))
     assert rows.shape == (2, 5) and (rows[:, 0] == 1).all()
+    code, printed = _cli("scan", tmp_path / "boxes.csv", "--task", "localization")
+    assert code == 0 and "line 6" in printed and "2 usable" in printed
 
 
 def test_voc_folder_is_read_with_its_one_based_corners(tmp_path):
