@@ -298,3 +298,13 @@ def test_tune_searches_the_box_loss_weight(tiny_run, tmp_path):
     assert sorted(float(r["box_weight"]) for r in rows) == [1.0, 10.0]
     best = result.best_recipe
     assert best.task_config().box_weight == best.box_weight in (1.0, 10.0)
+
+
+def test_an_exif_rotated_image_is_measured_upright(tmp_path):
+    from transferkit.data.boxes import image_size
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 60x20, shown turned a quarter: 20 wide, 60 high
+    Image.new("RGB", (60, 20)).save(tmp_path / "turned.jpg", exif=exif)
+    assert image_size(tmp_path / "turned.jpg") == (20, 60)
+    assert image_size(_image(tmp_path / "plain.png", (60, 20))) == (60, 20)

@@ -16,7 +16,8 @@ Sources (what `load_data` takes for task="localization"):
 One object per image: a second row (or <object>) for an image is a problem, reported
 by path and line and the image left out; so are empty or inverted boxes and boxes
 wholly outside the image. A box partly outside is clipped to the image (a warning).
-Boxes are stored normalised by the image's own width and height: the pipeline resizes
+Boxes are in the pixels of the upright image (EXIF rotation applied, as viewers and the
+pipeline show it), stored normalised by the image's own width and height: the pipeline resizes
 every image to the model input without keeping its aspect ratio, so the normalised box
 is the same in the image and in the model input, whatever the image's size.
 """
@@ -36,6 +37,7 @@ from transferkit.core.errors import DataError
 from transferkit.data.scan import SKIPPED, WARNING, Problem, walk
 
 HEADER = ("path", "label", "xmin", "ymin", "xmax", "ymax")
+ORIENTATION_TAG = 0x0112  # EXIF orientation
 CSV_NAME = "boxes.csv"  # a folder holding it is read as that CSV
 
 
@@ -50,12 +52,17 @@ class BoxLabel:
 
 
 def image_size(path) -> tuple[int, int] | None:
-    """(width, height) of an image file from its header (None if unreadable)."""
+    """(width, height) of an image file as the pipeline decodes it, upright (EXIF
+    rotation applied, as the scan's normalised copy is), from its header; None if
+    unreadable."""
     try:
         with Image.open(path) as img:
-            return img.size
+            width, height = img.size
+            # Orientations 5-8 turn the image a quarter: width and height swap.
+            turned = img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
     except (OSError, ValueError):
         return None
+    return (height, width) if turned else (width, height)
 
 
 def list_boxes(src, follow_links=False):

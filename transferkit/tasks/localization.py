@@ -312,14 +312,14 @@ class Localization(Task):
 
     def write_predictions(self, outputs, images, paths, out_dir):
         """Each image file at its own size with its predicted box and class drawn."""
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         os.makedirs(out_dir, exist_ok=True)
         written = []
         for i, (row, path) in enumerate(zip(outputs, paths)):
             try:
-                with Image.open(path) as img:
-                    original = np.asarray(img.convert("RGB"))
+                with Image.open(path) as img:  # upright, as the box was predicted
+                    original = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
             except OSError:  # decoded by TF but not by Pillow: the model-size image
                 original = np.asarray(images[i])
             drawn = draw_boxes(original, self.boxes(np.asarray(row)[None]), [PRED_COLOUR])
