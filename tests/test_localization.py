@@ -200,6 +200,10 @@ def tiny_run(tmp_path_factory):
 def test_train_evaluate_predict_and_export_on_a_tiny_run(tiny_run):
     code, printed, root, data = tiny_run
     assert code == 0, printed
+    # The two-phase schedule on cached features, then on the boundary cache: the box
+    # labels travel with each augmented view's features.
+    assert "phase 1 on cached backbone features" in printed
+    assert "phase 2 on cached activations" in printed
     history = json.loads((root / "run" / "history.json").read_text())
     assert {"accuracy", "mean_iou", "correct_iou50", "val_mean_iou"} <= set(history[-1])
     code, printed = _cli("evaluate", root / "run", "--data", data, "--out", root / "eval")
