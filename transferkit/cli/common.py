@@ -38,8 +38,8 @@ def loaded_model(path, args):
     """The LoadedModel of `path` (safe mode unless --trusted), TTA-wrapped if --tta."""
     loaded = load_run(path, trusted=args.trusted)
     if getattr(args, "tta", None):
-        loaded = dataclasses.replace(loaded, model=with_tta(loaded.keras_model("--tta"),
-                                                            args.tta))
+        loaded = dataclasses.replace(loaded, model=with_tta(
+            loaded.keras_model("--tta"), args.tta, task=loaded.task))
     return loaded
 
 

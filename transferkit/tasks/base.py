@@ -61,6 +61,7 @@ class Task:
     # The MediaPipe Tasks API that runs this task's TFLite file (None: none does); the
     # model card names it.
     mediapipe_api = None
+    box_output = False  # outputs end in a normalised xyxy box: TTA un-mirrors it
 
     def __repr__(self):
         return f"get_task({self.name!r})"
@@ -124,6 +125,10 @@ class Task:
         raise ConfigError(f"task={self.name!r} has a single loss; `loss` choices apply "
                           f"to tasks {[t for t in task_names() if get_task(t).losses]}. "
                           f"Received: loss={loss!r}")
+
+    def with_box_weight(self, weight):
+        """This task with `weight` on a box loss (tasks without a box: itself)."""
+        return self
 
     def output_units(self, num_classes):
         """Width of the output layer for `num_classes` classes (or regression targets)."""
@@ -271,6 +276,11 @@ class Task:
         """Metrics of `outputs` against encoded `labels`, as a JSON-able report dict."""
         raise NotImplementedError
 
+    def describe_file(self, outputs_row, class_names, top_k, path):
+        """`describe` of the prediction for the image file at `path` (`predict`): by
+        default the file plays no part."""
+        return self.describe(outputs_row, class_names, top_k)
+
     def example_losses(self, outputs, labels):
         """Per-example loss, to pick the worst-predicted examples."""
         raise NotImplementedError
@@ -331,6 +341,15 @@ class Task:
         """The picture of an example (RGB 0-255 [H, W, 3]) with its label or output
         `row`: by default the image itself (the caption says the rest)."""
         return image
+
+    def compare_picture(self, image, label_row, output_row):
+        """An example's picture with its label and the model's output (the report's
+        worst predictions): by default `picture` of the output."""
+        return self.picture(image, output_row)
+
+    def check_tta(self, preset):
+        """Raise ConfigError for a TTA preset ("flip", "five_crop", "ten_crop") whose
+        views this task's outputs cannot be averaged over (default: all work)."""
 
     def write_predictions(self, outputs, images, paths, out_dir):
         """Write per-image prediction files (`predict --out`); returns a line saying
