@@ -30,7 +30,7 @@ import io
 
 import numpy as np
 
-from transferkit.core.errors import ConfigError
+from transferkit.core.errors import ConfigError, TransferkitError
 
 DETECTORS = ("msp", "mahalanobis", "knn")
 FALSE_REJECTION = 0.05
@@ -43,6 +43,7 @@ DEFAULT = "mahalanobis"
 MARGIN = 0.02
 KNN_BANK = 4096  # most stored training features for kNN: bounds the model's size
 ARRAYS_NAME = "novelty.npz"
+NEEDS = {"msp": (), "mahalanobis": ("means", "precision"), "knn": ("bank",)}  # arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +97,17 @@ class Novelty:
     @classmethod
     def from_parts(cls, settings, data):
         """From the metadata's settings and the `novelty.npz` bytes (no pickle)."""
-        if not data:
-            return cls(**settings)
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            return cls(**settings, arrays={k: arrays[k] for k in arrays.files})
+        arrays = {}
+        if data:
+            with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+                arrays = {k: stored[k] for k in stored.files}
+        missing = sorted(set(NEEDS[settings["detector"]]) - set(arrays))
+        if missing:
+            raise TransferkitError(f"The model's novelty score ({settings['detector']}) "
+                                   f"lacks its arrays {missing} ({ARRAYS_NAME} missing "
+                                   "from the .keras file); save it with save_model's "
+                                   "extras, or drop 'novelty' from its metadata.")
+        return cls(**settings, arrays=arrays)
 
 
 def _msp(arrays, x, probs):
@@ -164,9 +172,8 @@ def fit_novelty(train_x, train_ids, val_x, val_probs, outlier_x, outlier_probs, 
         if auroc[name] > auroc[best] + MARGIN:
             best = name
     threshold = float(np.quantile(val_scores[best], 1.0 - false_rejection))
-    keep = {"msp": (), "mahalanobis": ("means", "precision"), "knn": ("bank",)}[best]
     return Novelty(best, threshold, false_rejection, auroc, criterion,
-                   {k: arrays[k] for k in keep})
+                   {k: arrays[k] for k in NEEDS[best]})
 
 
 def shuffled_tiles(images, grid=4, seed=0):
