@@ -249,8 +249,10 @@ def fit_model_novelty(model, task, train, val, val_images, unknown=None, *,
         return None
     val_x = np.asarray(val[0]).reshape(len(val[0]), -1)
     if unknown is None:
-        unknown = val_images.map(lambda images, labels: (
-            _tf_shuffled_tiles(images, seed), labels))
+        def shuffled(images, labels):
+            return _tf_shuffled_tiles(images, seed), labels
+
+        unknown = val_images.map(shuffled)
         criterion = "synthetic"
     else:
         criterion = "unknown-data"
