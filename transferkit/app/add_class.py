@@ -161,7 +161,9 @@ def _output(model):
 def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y, trusted):
     """The recipe's model with `num_classes` outputs, every weight copied from `model`,
     the old output units kept and one imprinted unit per new class."""
-    grown = build_run_model(recipe, num_classes, trusted=trusted)
+    # weights=none: every weight is copied below, so loading ImageNet's is wasted work.
+    grown = build_run_model(recipe_from_dict({"weights": None}, recipe), num_classes,
+                            trusted=trusted)
     _, old_out = _output(model)
     holder, new_out = _output(grown)
     old_vars = [v for v in model.weights if not any(v is w for w in old_out.weights)]
