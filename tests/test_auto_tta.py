@@ -178,23 +178,33 @@ def test_a_trained_run_records_its_decision_and_trains_again_from_a_wrapped_mode
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_the_decision_scores_per_pixel_outputs_as_the_saved_wrapper_predicts():
-    # Segmentation: the mirrored masks are mirrored back (Task.unflip) before the mean,
-    # as with_tta's layers do in the model that would be saved.
+@pytest.mark.parametrize("task_name", ["segmentation", "localization"])
+def test_the_decision_scores_mirrored_outputs_as_the_saved_wrapper_predicts(task_name):
+    # Masks are mirrored back and a box's x-range is mirrored back (Task.unflip) before
+    # the mean, as with_tta's layers do in the model that would be saved.
     import tensorflow as tf
 
     from transferkit.core.task_registry import get_task
     from transferkit.evaluation.evaluate import flip_decision
+    from transferkit.models.builder import build_model
     from transferkit.models.segmentation import build_segmenter
 
-    task = get_task("segmentation")
-    model = build_segmenter("tiny_test", 3, weights=None, image_size=SIZE, decoder_width=4)
-    rng = np.random.default_rng(0)
+    task, rng = get_task(task_name), np.random.default_rng(0)
     x = rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
-    y = np.eye(3, dtype="float32")[rng.integers(0, 3, (4, SIZE, SIZE))]  # one-hot masks
+    if task_name == "segmentation":
+        model = build_segmenter("tiny_test", 3, weights=None, image_size=SIZE,
+                                decoder_width=4)
+        y = np.eye(3, dtype="float32")[rng.integers(0, 3, (4, SIZE, SIZE))]  # one-hot
+    else:
+        model = build_model("tiny_test", 3, task=task_name, weights=None, image_size=SIZE)
+        corners = np.sort(rng.uniform(0, 1, (4, 2, 2)), axis=1)  # [N, (min, max), (x, y)]
+        boxes = np.stack([corners[:, 0, 0], corners[:, 0, 1], corners[:, 1, 0],
+                          corners[:, 1, 1]], axis=1)
+        y = np.concatenate([np.eye(3)[rng.integers(0, 3, 4)], boxes], 1).astype("float32")
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
-    decision = flip_decision(model, dataset, task, ("0", "1", "2"))
-    wrapped = with_tta(model, "flip").predict(x, verbose=0)
-    assert decision["flip"]["miou"] == pytest.approx(task.score(wrapped, y)["miou"])
+    decision = flip_decision(model, dataset, task, ("a", "b", "c"))
+    wrapped = with_tta(model, "flip", task=task).predict(x, verbose=0)
+    assert decision["flip"][task.headline] == pytest.approx(
+        task.score(wrapped, y, ("a", "b", "c"))[task.headline], abs=1e-6)
     assert decision["flip"]["loss"] == pytest.approx(
         float(np.mean(task.example_losses(wrapped, y))), rel=1e-5)

@@ -55,6 +55,10 @@ EXPECTED = {
                       "tflite int8"))],
     "segmentation.py": [rf"mIoU ratio transfer / scratch \(mean of 1 seed\(s\)\): "
                         rf"{NUMBER}x"],
+    "localization.py": [
+        rf"transfer \(mean of 1 seed\(s\)\): accuracy {NUMBER}, mean_iou {NUMBER}, "
+        rf"correct_iou50 {NUMBER}",
+        rf"scratch \(mean of 1 seed\(s\)\): accuracy {NUMBER}, mean_iou {NUMBER}"],
     "kill_harness.py": [r"killed at save .*\n", r"1/1 runs survived",
                         r"5 kills, all files loadable: yes, next run completed: yes"],
     "pipeline.py": [

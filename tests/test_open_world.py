@@ -161,3 +161,22 @@ def test_add_class_says_when_it_recomputes_features(run4, tmp_path, monkeypatch,
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "empty_cache"))
     add_classes(run4["run"], run4["new"], str(tmp_path / "run5"), epochs=0)
     assert "are gone: recomputing them" in capsys.readouterr().out
+
+
+def test_exports_carry_the_novelty_score(run4, tmp_path):
+    import tensorflow as tf
+
+    from transferkit.evaluation.export import export_model
+    from transferkit.evaluation.evaluate import predict
+
+    loaded = load_run(run4["run"])
+    rings = list_images(run4["new"])[:3] + list_images(run4["known"])[:2]
+    expected = predict(loaded, rings)
+    keras_file = export_model(loaded, "keras", str(tmp_path / "k"))
+    assert load_run(keras_file).novelty.to_json() == loaded.novelty.to_json()
+    saved = tf.saved_model.load(export_model(loaded, "savedmodel", str(tmp_path / "s")))
+    payload = tf.constant([open(p, "rb").read() for p in rings])
+    served = saved.signatures["serving_default"](image_bytes=payload)
+    np.testing.assert_allclose(served["novelty"].numpy(), [r["novelty"] for r in expected],
+                               rtol=1e-3, atol=1e-4)
+    assert served["unknown"].numpy().tolist() == [r["unknown"] for r in expected]

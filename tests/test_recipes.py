@@ -30,8 +30,10 @@ BACKBONE_RECIPES = ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
                     "inception_v3", "inception_resnet_v2", "xception", "vgg16",
                     "densenet121", "convnext_tiny", "mobilenet", "nasnet_mobile",
                     "efficientnet_lite0", "efficientnet_v2_s")
-HELPERS = {"pretrain_source", "make_sample", "procedural", "make_segmentation_sample"}
-TASK_RECIPES = ("unet_mobilenet_v2",)  # tested in tests/test_segmentation.py
+HELPERS = {"pretrain_source", "make_sample", "procedural", "make_segmentation_sample",
+           "make_localization_sample"}
+# Tested in tests/test_segmentation.py and tests/test_localization.py.
+TASK_RECIPES = ("unet_mobilenet_v2", "localization_compact_cnn")
 
 
 def _load(name):

@@ -25,7 +25,7 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import load_run
-from transferkit.evaluation.novelty import ARRAYS_NAME
+from transferkit.evaluation.novelty import ARRAYS_NAME, unwrapped
 from transferkit.models.parts import resolve
 from transferkit.models.saving import save_model
 from transferkit.training.cache import FeatureStore, split_features
@@ -84,7 +84,7 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
                     class_names=names, val_split=recipe.data.val_split, seed=recipe.seed,
                     batch_size=recipe.schedule.batch_size, verbose=verbose)
     old = load_run_data(recipe, verbose=verbose)
-    model = _plain(loaded.model)
+    model = unwrapped(loaded.model)  # a TTA wrapper's model: add classes to that one
     store = FeatureStore.default()
     if verbose and not _cached(model, old, store):
         print(f"the cached features of {source.path}'s training images are gone: "
@@ -137,14 +137,6 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
     return AddClassResult(out.path, names, metrics, time.perf_counter() - start)
 
 
-def _plain(model):
-    # A TTA wrapper is named after the model it averages: add classes to that one.
-    for layer in getattr(model, "layers", ()):
-        if layer.name == model.name and hasattr(layer, "layers"):
-            return layer
-    return model
-
-
 def _cached(model, data, store):
     """Whether the clean training features of `data` under `model` are in `store`."""
     source = FeatureSource.of(data)
@@ -169,7 +161,9 @@ def _output(model):
 def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y, trusted):
     """The recipe's model with `num_classes` outputs, every weight copied from `model`,
     the old output units kept and one imprinted unit per new class."""
-    grown = build_run_model(recipe, num_classes, trusted=trusted)
+    # weights=none: every weight is copied below, so loading ImageNet's is wasted work.
+    grown = build_run_model(recipe_from_dict({"weights": None}, recipe), num_classes,
+                            trusted=trusted)
     _, old_out = _output(model)
     holder, new_out = _output(grown)
     old_vars = [v for v in model.weights if not any(v is w for w in old_out.weights)]
@@ -247,7 +241,10 @@ def _padded(columns):
     """Label map: an old label row gains zero columns for the new classes."""
     import tensorflow as tf
 
-    return lambda images, labels: (images, tf.pad(labels, [[0, 0], [0, columns]]))
+    def pad(images, labels):
+        return images, tf.pad(labels, [[0, 0], [0, columns]])
+
+    return pad
 
 
 def _class_names(task, data):

@@ -230,7 +230,7 @@ def finish(job, model, history):
     val = predict_outputs(plain, data.val) if data.val is not None else None
     tta = decide_tta(recipe, plain, data, task, val)
     if tta["tta"]:
-        final = with_tta(plain, tta["tta"])
+        final = with_tta(plain, tta["tta"], task=task)
         metrics = evaluate_splits(final, data, task)
     else:
         final = model

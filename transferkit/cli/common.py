@@ -52,8 +52,8 @@ def loaded_model(path, args):
     plain = unwrap_tta(loaded.keras_model("--tta"))
     if has:
         print(f"{path}: the model's own {has} TTA is replaced by --tta {wanted}")
-    return dataclasses.replace(
-        loaded, model=plain if wanted == "none" else with_tta(plain, wanted))
+    return dataclasses.replace(loaded, model=plain if wanted == "none" else with_tta(
+        plain, wanted, task=loaded.task))
 
 
 def check_out(out, model, writes, suggestion="exports"):

@@ -113,6 +113,11 @@ def _label_issues(task, outputs, labels, data):
     return rows
 
 
+def _without_novelty(metadata):
+    # A temperature changes the probabilities the novelty threshold was calibrated on.
+    return {k: v for k, v in metadata.items() if k != "novelty"}
+
+
 def _calibrate(members, args, outputs, labels):
     task = members[0].task
     task.check_calibratable()  # before the second pass over the val split
@@ -128,7 +133,7 @@ def _calibrate(members, args, outputs, labels):
         path = os.path.join(args.out, "calibrated.keras")
         model = members[0].keras_model("--calibrate with --out (calibrated.keras)")
         save_model(cal.with_temperature(model, result["temperature"], task), path,
-                   metadata={**read_metadata(members[0].path),
+                   metadata={**_without_novelty(read_metadata(members[0].path)),
                              "temperature": result["temperature"]})
         result["model"] = path
     same = " (fitted on these same images)" if args.split == "val" else ""

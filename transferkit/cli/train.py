@@ -11,6 +11,7 @@ from transferkit.app.train import train
 from transferkit.cli.common import command
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
+from transferkit.data.splits import SPLIT_NAMES
 from transferkit.evaluation.evaluate import format_report
 from transferkit.training.checkpoint import CheckpointConfig
 from transferkit.training.recipe import (KEYS, LEAVES, SHORTHANDS, RecipeConfig, load_recipe,
@@ -151,7 +152,7 @@ def run(args):
 def print_result(result, task):
     """The run directory and each split's headline metrics (`task`: the run's)."""
     print(f"run directory: {result.out_dir}")
-    for split in ("val", "test"):  # metrics.json also holds e.g. the novelty record
+    for split in SPLIT_NAMES:  # metrics.json also holds e.g. the novelty settings
         if split in result.metrics:
             print(f"{split}: {format_report(result.metrics[split], task).splitlines()[0]}")
 

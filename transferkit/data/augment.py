@@ -157,6 +157,65 @@ def augment_pair(image, mask, seed, config: AugmentConfig):
                 tf.ensure_shape(tf.cast(mask, dtype), (height, width, 1)))
 
 
+def augment_boxed(image, label, seed, config: AugmentConfig):
+    """Augment an image and the box of its label row [C + 4] (the box last, normalised
+    xmin, ymin, xmax, ymax) alike: the crop and flips move the box, which is clipped to
+    the crop; colour changes the image only. The crop is drawn to keep at least half of
+    the box (`tf.image.stateless_sample_distorted_bounding_box` re-draws a crop that
+    drops it, and falls back to the whole image). Rotation, zoom and translation are
+    refused by the task before this runs (`box_refusal`)."""
+    with tf.device("/CPU:0"):
+        height, width = image.shape[0], image.shape[1]
+        s = _seeds(seed, 8)
+        box = label[-4:]
+        if config.crop_scale is not None:
+            yxyx = tf.stack([box[1], box[0], box[3], box[2]])[None, None]
+            begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+                tf.shape(image), yxyx, seed=s[0], min_object_covered=0.5,
+                area_range=config.crop_scale, aspect_ratio_range=config.crop_ratio,
+                use_image_if_no_bounding_boxes=True)
+            image = tf.image.resize(tf.slice(image, begin, size), (height, width))
+            full = tf.cast(tf.shape(image)[:2], tf.float32)
+            y0, x0 = tf.cast(begin[0], tf.float32), tf.cast(begin[1], tf.float32)
+            h, w = tf.cast(size[0], tf.float32), tf.cast(size[1], tf.float32)
+            box = tf.stack([(box[0] * full[1] - x0) / w, (box[1] * full[0] - y0) / h,
+                            (box[2] * full[1] - x0) / w, (box[3] * full[0] - y0) / h])
+            box = tf.clip_by_value(box, 0.0, 1.0)
+        # A stateless flip decides from the seed alone: flip a 1-pixel probe with the
+        # same seed to learn whether the image was mirrored.
+        if config.flip in ("horizontal", "horizontal_and_vertical"):
+            image = tf.image.stateless_random_flip_left_right(image, s[1])
+            probe = tf.image.stateless_random_flip_left_right(
+                tf.constant([[[0.0], [1.0]]]), s[1])
+            box = tf.where(probe[0, 0, 0] > 0,
+                           tf.stack([1.0 - box[2], box[1], 1.0 - box[0], box[3]]), box)
+        if config.flip in ("vertical", "horizontal_and_vertical"):
+            image = tf.image.stateless_random_flip_up_down(image, s[2])
+            probe = tf.image.stateless_random_flip_up_down(
+                tf.constant([[[0.0]], [[1.0]]]), s[2])
+            box = tf.where(probe[0, 0, 0] > 0,
+                           tf.stack([box[0], 1.0 - box[3], box[2], 1.0 - box[1]]), box)
+        if config.brightness or config.contrast or config.saturation or config.hue:
+            image = _color(image / 255.0, s[4:8], config) * 255.0
+        label = tf.concat([label[:-4], tf.cast(box, label.dtype)], axis=0)
+        return tf.ensure_shape(image, (height, width, 3)), label
+
+
+def box_refusal(config):
+    """Why boxes refuse this AugmentConfig (None: they take it)."""
+    if config is None:
+        return None
+    moved = [f"{k}={getattr(config, k)}" for k in ("rotation", "zoom", "translation",
+                                                   "mixup_alpha", "cutmix_alpha")
+             if getattr(config, k)]
+    if not moved:
+        return None
+    return (f"{', '.join(moved)}: a box label moves with its image only through crops "
+            "and flips here (a rotated box is no longer an upright box; a mixed batch "
+            "has two objects per image); task='localization' takes the augment presets "
+            "'none' or 'light', or an AugmentConfig of crop, flip and colour.")
+
+
 def _affine(image, seed, config: AugmentConfig, interpolation="BILINEAR"):
     """Rotation, zoom and translation as one projective transform (reflect fill)."""
     u = tf.random.stateless_uniform([4], seed, -1.0, 1.0)

@@ -22,6 +22,10 @@ a folder with images/ and masks/, a CSV of image,mask rows, (x, masks) arrays (s
 `data.masks`), a tf.data.Dataset of (image, mask) pairs, or "tfds:NAME[:SPLIT]" with
 an image and a mask feature, found or named: "tfds:NAME:SPLIT:IMAGE,MASK" (see
 `data.mask_tensors`).
+With task="localization" each image has one class and one box: a CSV of
+`path,label,xmin,ymin,xmax,ymax` rows (pixels of each image), a folder holding
+boxes.csv, a Pascal VOC folder, or (x, y) arrays with y rows (class index, xmin, ymin,
+xmax, ymax) normalised (see `data.boxes`).
 File sources are scanned first (scan=True) and rejected files skipped; splits from
 one source are stratified per class and reproducible for a seed. TFDS and Dataset
 sources are split by position (not stratified). Labels are encoded by the task

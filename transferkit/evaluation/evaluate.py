@@ -303,7 +303,8 @@ def predict(model, images, *, top_k=3, batch_size=32, trusted=False):
     dataset, _ = image_dataset(images, loaded.input.size, batch_size=batch_size)
     outputs, _ = predict_outputs(loaded.model, dataset)
     names = loaded.class_names
-    rows = [{"image": os.fspath(path), **loaded.task.describe(row, names, top_k)}
+    rows = [{"image": os.fspath(path),
+             **loaded.task.describe_file(row, names, top_k, os.fspath(path))}
             for path, row in zip(images, outputs)]
     if loaded.novelty is not None:
         scores = novelty_scores(loaded, dataset)

@@ -34,7 +34,9 @@ from transferkit.core.files import atomic_path, write_json, write_text
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import decode_bytes, make_dataset
 from transferkit.data.splits import stratified_sample
+from transferkit.evaluation.novelty import ARRAYS_NAME, unwrapped
 from transferkit.evaluation.tflite_metadata import export_metadata
+from transferkit.models.parts import resolve
 from transferkit.models.saving import load_model, save_model
 
 FORMATS = ("keras", "savedmodel", "tflite")
@@ -90,8 +92,12 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
             "input": loaded.input.to_json(), "input_format": INPUT_SPEC,
             "format": fmt, "quantize": quantize,
             "source": os.path.abspath(loaded.path), **(metadata or {})}
+    if loaded.novelty is not None:
+        meta["novelty"] = loaded.novelty.to_json()
     if fmt == "keras":
-        save_model(loaded.model, path, metadata=meta)
+        extras = None if loaded.novelty is None else {
+            ARRAYS_NAME: loaded.novelty.arrays_bytes()}
+        save_model(loaded.model, path, metadata=meta, extras=extras)
     elif fmt == "savedmodel":
         meta["signatures"] = _export_savedmodel(loaded, path, meta)
     else:
@@ -125,19 +131,29 @@ def serving_archive(loaded):
         BMP, WebP; what TF Serving's REST API sends as {"b64": ...}), decoded and
         resized in the graph by the pipeline's own decoder (`data.pipeline.
         decode_bytes`); outputs are the task's (`Task.serving_outputs`), e.g. a
-        classifier's `scores`, `classes` and `label`.
+        classifier's `scores`, `classes` and `label`; with a novelty score in the
+        model, also `novelty` [B] (higher: more unusual) and `unknown` [B] (above its
+        threshold).
     `serve`: float32 RGB 0-255 images [B, H, W, 3] -> the model's output, as
         `model.export` writes it.
     """
     model, task, names = loaded.model, loaded.task, tuple(loaded.class_names)
-    size = loaded.input.size
+    size, novelty = loaded.input.size, loaded.novelty
     archive = keras.export.ExportArchive()
     archive.track(model)
+    # With a novelty score: one pass gives the output and the head's input features.
+    both = None if novelty is None else keras.Model(
+        model.inputs, [model.outputs[0], resolve(unwrapped(model)).features])
 
     def from_bytes(image_bytes):
         images = tf.map_fn(lambda data: decode_bytes(data, size), image_bytes,
                            fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
-        return task.serving_outputs(model(images, training=False), names)
+        if both is None:
+            return task.serving_outputs(model(images, training=False), names)
+        outputs, features = both(images, training=False)
+        score = novelty.tf_score(features, task.tf_probabilities(outputs))
+        return {**task.serving_outputs(outputs, names), "novelty": score,
+                "unknown": score > novelty.threshold}
 
     endpoints = {
         BYTES_SIGNATURE: archive.add_endpoint(

@@ -30,7 +30,7 @@ import io
 
 import numpy as np
 
-from transferkit.core.errors import ConfigError
+from transferkit.core.errors import ConfigError, TransferkitError
 
 DETECTORS = ("msp", "mahalanobis", "knn")
 FALSE_REJECTION = 0.05
@@ -43,6 +43,7 @@ DEFAULT = "mahalanobis"
 MARGIN = 0.02
 KNN_BANK = 4096  # most stored training features for kNN: bounds the model's size
 ARRAYS_NAME = "novelty.npz"
+NEEDS = {"msp": (), "mahalanobis": ("means", "precision"), "knn": ("bank",)}  # arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,22 @@ class Novelty:
     def unknown(self, scores):
         return np.asarray(scores) > self.threshold
 
+    def tf_score(self, features, probs):
+        """`score` as TensorFlow ops (for the SavedModel's serving signature)."""
+        import tensorflow as tf
+
+        x = tf.reshape(tf.cast(features, tf.float32), [tf.shape(features)[0], -1])
+        if self.detector == "msp":
+            return 1.0 - tf.reduce_max(tf.cast(probs, tf.float32), axis=-1)
+        if self.detector == "mahalanobis":
+            diff = x[:, None, :] - tf.constant(self.arrays["means"])[None]
+            q = tf.einsum("ncd,de,nce->nc", diff, tf.constant(self.arrays["precision"]), diff)
+            return tf.sqrt(tf.maximum(tf.reduce_min(q, axis=-1), 0.0))
+        unit = tf.math.l2_normalize(x, axis=-1, epsilon=1e-12)
+        similarity = tf.matmul(unit, tf.constant(self.arrays["bank"]), transpose_b=True)
+        k = min(KNN_K, int(self.arrays["bank"].shape[0]))
+        return 1.0 - tf.math.top_k(similarity, k=k).values[:, -1]
+
     def to_json(self):
         """The settings (no arrays), for the model's metadata."""
         return {"detector": self.detector, "threshold": self.threshold,
@@ -80,10 +97,17 @@ class Novelty:
     @classmethod
     def from_parts(cls, settings, data):
         """From the metadata's settings and the `novelty.npz` bytes (no pickle)."""
-        if not data:
-            return cls(**settings)
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            return cls(**settings, arrays={k: arrays[k] for k in arrays.files})
+        arrays = {}
+        if data:
+            with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+                arrays = {k: stored[k] for k in stored.files}
+        missing = sorted(set(NEEDS[settings["detector"]]) - set(arrays))
+        if missing:
+            raise TransferkitError(f"The model's novelty score ({settings['detector']}) "
+                                   f"lacks its arrays {missing} ({ARRAYS_NAME} missing "
+                                   "from the .keras file); save it with save_model's "
+                                   "extras, or drop 'novelty' from its metadata.")
+        return cls(**settings, arrays=arrays)
 
 
 def _msp(arrays, x, probs):
@@ -148,9 +172,8 @@ def fit_novelty(train_x, train_ids, val_x, val_probs, outlier_x, outlier_probs, 
         if auroc[name] > auroc[best] + MARGIN:
             best = name
     threshold = float(np.quantile(val_scores[best], 1.0 - false_rejection))
-    keep = {"msp": (), "mahalanobis": ("means", "precision"), "knn": ("bank",)}[best]
     return Novelty(best, threshold, false_rejection, auroc, criterion,
-                   {k: arrays[k] for k in keep})
+                   {k: arrays[k] for k in NEEDS[best]})
 
 
 def shuffled_tiles(images, grid=4, seed=0):
@@ -184,7 +207,7 @@ def features_and_probs(model, dataset, task):
     images [N, H, W, 3] or None) of one pass of `model` over (image, label) batches."""
     from transferkit.models.parts import resolve
 
-    parts = resolve(_unwrapped(model))
+    parts = resolve(unwrapped(model))
     extractor, head = parts.feature_extractor(), parts.head()
     xs, ps, ys = [], [], []
     for images, labels in dataset:
@@ -195,7 +218,7 @@ def features_and_probs(model, dataset, task):
     return np.concatenate(xs), np.concatenate(ps), np.concatenate(ys)
 
 
-def _unwrapped(model):
+def unwrapped(model):
     """The model a TTA wrapper (`evaluation.tta.with_tta`, named after it) averages;
     `model` itself otherwise: features come from one clean view."""
     for layer in getattr(model, "layers", ()):
@@ -208,7 +231,7 @@ def head_probabilities(model, features, task, batch_size=256):
     """Class probabilities of the head of `model` on its input `features` [N, D]."""
     from transferkit.models.parts import resolve
 
-    head = resolve(_unwrapped(model)).head()
+    head = resolve(unwrapped(model)).head()
     return task.probabilities(np.concatenate(
         [head.predict_on_batch(features[i:i + batch_size])
          for i in range(0, len(features), batch_size)]))
@@ -226,8 +249,10 @@ def fit_model_novelty(model, task, train, val, val_images, unknown=None, *,
         return None
     val_x = np.asarray(val[0]).reshape(len(val[0]), -1)
     if unknown is None:
-        unknown = val_images.map(lambda images, labels: (
-            _tf_shuffled_tiles(images, seed), labels))
+        def shuffled(images, labels):
+            return _tf_shuffled_tiles(images, seed), labels
+
+        unknown = val_images.map(shuffled)
         criterion = "synthetic"
     else:
         criterion = "unknown-data"

@@ -105,6 +105,18 @@ def _score_keys(per_class):
     return [k for k in first if k != "support"]
 
 
+def plot_histogram(name, edges, counts, folder):
+    """A bar chart of a report's histogram (e.g. the box IoU of every image)."""
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot(1, 1, 1)
+    edges = np.asarray(edges, dtype=float)
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", edgecolor="black")
+    ax.set_xlabel(name)
+    ax.set_ylabel("images")
+    return _save(fig, folder, "histogram_" + "".join(
+        c if c.isalnum() else "_" for c in name) + ".png")
+
+
 def plot_images(images, titles, folder, name, columns=6):
     """A grid of raw RGB 0-255 images with a title under each."""
     rows = max(1, -(-len(images) // columns))
@@ -177,6 +189,9 @@ def evaluation_sections(folder, report, worst=None, reliability=None):
     if "per_class" in report:
         sections.append(("Per-class precision and recall",
                          _img(plot_per_class(report["per_class"], folder), "per-class")))
+    for name, hist in report.get("histograms", {}).items():
+        sections.append((f"Histogram of {name}", _img(plot_histogram(
+            name, hist["edges"], hist["counts"], folder), f"histogram of {name}")))
     if worst and len(worst[0]):
         sections.append(("Worst-predicted images", _img(plot_images(
             *worst, folder, "worst.png"), "worst-predicted images")))
@@ -202,8 +217,10 @@ def worst_images(dataset, task, outputs, labels, class_names, n=12):
         offset += len(batch)
     titles = [f"true {task.caption(labels[i], class_names)}\n"
               f"pred {task.caption(outputs[i], class_names)}" for i in order]
-    # What the model said, on each image (segmentation: its predicted mask).
-    return [task.picture(image, outputs[i]) for image, i in zip(images, order)], titles
+    # What the model said, on each image (segmentation: its predicted mask; boxes: the
+    # true and the predicted one).
+    return [task.compare_picture(image, labels[i], outputs[i])
+            for image, i in zip(images, order)], titles
 
 
 def write_eval_report(folder, report, worst=None, reliability=None, title="Evaluation"):

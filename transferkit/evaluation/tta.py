@@ -87,11 +87,15 @@ class ViewMean(keras.layers.Layer):
 
     unflip: the last V/2 views are mirrors (TTAViews with flip) whose [B, H, W, C]
         predictions are mirrored back before the mean (default False).
+    unflip_box: the last V/2 views are mirrors whose [B, K] predictions end in a box
+        (xmin, ymin, xmax, ymax, normalised): its x edges are mirrored back (default
+        False).
     """
 
-    def __init__(self, num_views, unflip=False, **kwargs):
+    def __init__(self, num_views, unflip=False, unflip_box=False, **kwargs):
         super().__init__(**kwargs)
         self.num_views, self.unflip = int(num_views), bool(unflip)
+        self.unflip_box = bool(unflip_box)
 
     def call(self, predictions):
         shape = ops.shape(predictions)
@@ -99,6 +103,13 @@ class ViewMean(keras.layers.Layer):
         if self.unflip:  # [V, B, H, W, C]: width is axis 3
             half = self.num_views // 2
             stacked = ops.concatenate([stacked[:half], ops.flip(stacked[half:], axis=3)])
+        if self.unflip_box:  # [V, B, K]: a mirrored box spans 1 - xmax .. 1 - xmin
+            half = self.num_views // 2
+            mirrored = stacked[half:]
+            box = ops.stack([1.0 - mirrored[..., -2], mirrored[..., -3],
+                             1.0 - mirrored[..., -4], mirrored[..., -1]], axis=-1)
+            stacked = ops.concatenate(
+                [stacked[:half], ops.concatenate([mirrored[..., :-4], box], axis=-1)])
         return ops.mean(stacked, axis=0)
 
     def compute_output_shape(self, input_shape):
@@ -107,17 +118,22 @@ class ViewMean(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_views": self.num_views,
-                "unflip": self.unflip}
+                "unflip": self.unflip, "unflip_box": self.unflip_box}
 
 
-def with_tta(model, preset="flip", crop_fraction=0.875):
+def with_tta(model, preset="flip", crop_fraction=0.875, task=None):
     """A `keras.Model` with `model`'s input and output shapes that averages TTA views.
 
     preset: "flip" (default), "five_crop" or "ten_crop"; see the module docstring.
     A model with per-pixel outputs [B, H, W, C] takes "flip" only.
     Averaging probabilities (not logits) matches how ensembles are averaged.
+    task: the model's Task, if known: it may refuse a preset (`Task.check_tta`), and
+    a task whose outputs end in a box (`Task.box_output`) has mirrored boxes mirrored
+    back before the mean.
     """
     multi_crop, flip = PRESETS[check_choice("tta", preset, PRESETS)]
+    if task is not None:
+        task.check_tta(preset)
     dense = len(model.output_shape) == 4
     if dense and multi_crop:
         raise ConfigError(f"TTA {preset!r} crops the image, and a crop's per-pixel "
@@ -127,7 +143,8 @@ def with_tta(model, preset="flip", crop_fraction=0.875):
     views = TTAViews(multi_crop=multi_crop, flip=flip, crop_fraction=crop_fraction,
                      name="tta_views")
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    outputs = ViewMean(views.num_views, unflip=dense, name="tta_mean")(
+    box = bool(flip and getattr(task, "box_output", False))
+    outputs = ViewMean(views.num_views, unflip=dense, unflip_box=box, name="tta_mean")(
         model(views(inputs)))
     # Named after the wrapped model so `spec_of` and reports still find the backbone.
     return keras.Model(inputs, outputs, name=model.name)

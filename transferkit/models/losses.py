@@ -67,3 +67,90 @@ class SegmentationLoss(keras.losses.Loss):
                 "label_smoothing": self.label_smoothing,
                 "class_weights": self.class_weights}
 
+
+
+# --- localization: one class and one box per image, in one output tensor -----------
+# The model's output is [B, C + 4]: C softmax class probabilities, then one box as
+# sigmoid (xmin, ymin, xmax, ymax) normalised to the model input. One tensor keeps
+# every generic path (caches, TTA, ensembles, export parity, predict) one array.
+
+BOX = 4  # box columns at the end of a localization output or label row
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+def class_and_box(x):
+    """Output activation of a localization head: softmax over all but the last 4
+    columns (the classes), sigmoid on the last 4 (the normalised box)."""
+    ops = keras.ops
+    return ops.concatenate([ops.softmax(x[..., :-BOX], axis=-1),
+                            ops.sigmoid(x[..., -BOX:])], axis=-1)
+
+
+def _ordered(box):
+    """(xmin, ymin, xmax, ymax) with min <= max: a prediction may cross its corners."""
+    ops = keras.ops
+    return ops.concatenate([ops.minimum(box[..., :2], box[..., 2:]),
+                            ops.maximum(box[..., :2], box[..., 2:])], axis=-1)
+
+
+def box_iou(y_true, y_pred):
+    """Per-example IoU [B] of the true and predicted boxes of [B, C + 4] rows
+    (`keras.utils.bounding_boxes.compute_iou` on one box each)."""
+    ops = keras.ops
+    true = ops.cast(y_true[..., -BOX:], "float32")[:, None, :]
+    pred = _ordered(ops.cast(y_pred[..., -BOX:], "float32"))[:, None, :]
+    iou = keras.utils.bounding_boxes.compute_iou(true, pred, "xyxy")
+    return ops.reshape(iou, (-1,))
+
+
+def _class_hit(y_true, y_pred):
+    ops = keras.ops
+    return ops.cast(ops.equal(ops.argmax(y_true[..., :-BOX], axis=-1),
+                              ops.argmax(y_pred[..., :-BOX], axis=-1)), "float32")
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+def class_accuracy(y_true, y_pred):
+    """1 where the predicted class (argmax of the class columns) is the true one."""
+    return _class_hit(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+def mean_box_iou(y_true, y_pred):
+    """Per-example IoU of the predicted box with the true one."""
+    return box_iou(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+def correct_iou50(y_true, y_pred):
+    """1 where the class is right and the box has IoU >= 0.5 with the true one."""
+    hit = keras.ops.cast(box_iou(y_true, y_pred) >= 0.5, "float32")
+    return hit * _class_hit(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class LocalizationLoss(keras.losses.Loss):
+    """Class cross-entropy + box_weight x (Huber of the normalised corners + 1 - CIoU)
+    over [B, C + 4] rows. CIoU (`keras.utils.bounding_boxes.compute_ciou`, Zheng et al.
+    2020) still has a gradient when the boxes do not overlap; the Huber term (delta
+    0.1, 1/10 of the image) pulls each corner directly. box_weight: 1.0."""
+
+    def __init__(self, box_weight=1.0, label_smoothing=0.0, name="localization_loss",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.box_weight = float(box_weight)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        y_true = ops.cast(y_true, y_pred.dtype)
+        ce = keras.losses.categorical_crossentropy(
+            y_true[..., :-BOX], y_pred[..., :-BOX], label_smoothing=self.label_smoothing)
+        true, pred = y_true[..., -BOX:], y_pred[..., -BOX:]
+        huber = keras.losses.huber(true, pred, delta=0.1) * 10.0  # ~ |error| when large
+        ciou = keras.utils.bounding_boxes.compute_ciou(true, _ordered(pred), "xyxy")
+        return ce + self.box_weight * (huber + 1.0 - ciou)
+
+    def get_config(self):
+        return {**super().get_config(), "box_weight": self.box_weight,
+                "label_smoothing": self.label_smoothing}

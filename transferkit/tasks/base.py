@@ -65,6 +65,7 @@ class Task:
     # The MediaPipe Tasks API that runs this task's TFLite file (None: none does); the
     # model card names it.
     mediapipe_api = None
+    box_output = False  # outputs end in a normalised xyxy box: TTA un-mirrors it
 
     def __repr__(self):
         return f"get_task({self.name!r})"
@@ -128,6 +129,10 @@ class Task:
         raise ConfigError(f"task={self.name!r} has a single loss; `loss` choices apply "
                           f"to tasks {[t for t in task_names() if get_task(t).losses]}. "
                           f"Received: loss={loss!r}")
+
+    def with_box_weight(self, weight):
+        """This task with `weight` on a box loss (tasks without a box: itself)."""
+        return self
 
     def output_units(self, num_classes):
         """Width of the output layer for `num_classes` classes (or regression targets)."""
@@ -258,8 +263,15 @@ class Task:
 
     def unflip(self, outputs):
         """Outputs of horizontally mirrored images mapped back onto the originals, to
-        average with theirs (flip TTA): by default as they are (one row per image)."""
-        return np.asarray(outputs)
+        average with theirs (flip TTA), as `with_tta`'s ViewMean does: by default as
+        they are (one row per image); a trailing xyxy box (`box_output`) spans
+        1 - xmax .. 1 - xmin."""
+        out = np.array(outputs, dtype=np.float64)
+        if self.box_output:
+            xmin, xmax = out[..., -4].copy(), out[..., -2].copy()
+            out[..., -4], out[..., -2] = 1.0 - xmax, 1.0 - xmin
+        return out
+
     def novelty_ids(self, labels):
         """Class id per training image for the novelty statistics (class means), or
         None where a novelty score does not apply (no single class per image)."""
@@ -278,6 +290,11 @@ class Task:
     def score(self, outputs, labels, class_names=()):
         """Metrics of `outputs` against encoded `labels`, as a JSON-able report dict."""
         raise NotImplementedError
+
+    def describe_file(self, outputs_row, class_names, top_k, path):
+        """`describe` of the prediction for the image file at `path` (`predict`): by
+        default the file plays no part."""
+        return self.describe(outputs_row, class_names, top_k)
 
     def example_losses(self, outputs, labels):
         """Per-example loss, to pick the worst-predicted examples."""
@@ -312,12 +329,12 @@ class Task:
         model's `outputs` tensor (graph ops; batch first in every one, as TF Serving's
         REST rows need). By default a classifier's: `scores` [B, C] per-class
         probabilities, `classes` [B, C] their class names, `label` [B] the top class."""
-        scores = self._tf_probabilities(outputs)
+        scores = self.tf_probabilities(outputs)
         names = tf.constant(_names(class_names, scores.shape[-1]))
         return {"scores": scores, "classes": _per_row(names, scores),
                 "label": tf.gather(names, tf.argmax(scores, axis=-1))}
 
-    def _tf_probabilities(self, outputs):
+    def tf_probabilities(self, outputs):
         """`probabilities` as graph ops (default: the outputs as float32)."""
         return tf.cast(outputs, tf.float32)
 
@@ -339,6 +356,15 @@ class Task:
         """The picture of an example (RGB 0-255 [H, W, 3]) with its label or output
         `row`: by default the image itself (the caption says the rest)."""
         return image
+
+    def compare_picture(self, image, label_row, output_row):
+        """An example's picture with its label and the model's output (the report's
+        worst predictions): by default `picture` of the output."""
+        return self.picture(image, output_row)
+
+    def check_tta(self, preset):
+        """Raise ConfigError for a TTA preset ("flip", "five_crop", "ten_crop") whose
+        views this task's outputs cannot be averaged over (default: all work)."""
 
     def write_predictions(self, outputs, images, paths, out_dir):
         """Write per-image prediction files (`predict --out`); returns a line saying

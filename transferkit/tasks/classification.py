@@ -120,7 +120,7 @@ class Binary(_SingleLabel):
         return TfliteOutput("scores", f"Probability that the image is {positive!r} "
                             f"(sigmoid); below {THRESHOLD} it is {negative!r}.", (positive,))
 
-    def _tf_probabilities(self, outputs):
+    def tf_probabilities(self, outputs):
         p = tf.cast(outputs, tf.float32)[:, :1]
         return tf.concat([1.0 - p, p], axis=-1)
 

@@ -1,7 +1,7 @@
 """`RecipeConfig`: a whole run as one tree of the frozen configs the API itself uses.
 
     RecipeConfig
-      task, segmentation_loss, seed
+      task, segmentation_loss, box_weight, seed
       data      DataConfig       (data.config)      data, val_data, val_split, augment ...
       model     ModelConfig      (models.builder)   backbone, weights, image_size, ...
         head    HeadConfig       (models.heads)     pooling, head_units, dropout, ...
@@ -81,9 +81,12 @@ class RecipeConfig:
     blocks at 1e-5 on boundary activations; see `ScheduleConfig`)."""
 
     task: str = setting("multiclass", "what the model predicts, a registered task: "
-                        "multiclass, binary, multilabel, regression or segmentation")
+                        "multiclass, binary, multilabel, localization, regression or "
+                        "segmentation")
     segmentation_loss: str = setting("crossentropy", "segmentation only: the loss, "
                                      "crossentropy, dice or both (their sum)")
+    box_weight: float = setting(3.0, "localization only: weight of the box loss (Huber + "
+                                "1 - CIoU) against the class cross-entropy")
     seed: int = setting(0, "seed of the splits, the augmentation and the initial weights")
     data: DataConfig = section(DataConfig())
     model: ModelConfig = section(ModelConfig())
@@ -101,7 +104,8 @@ class RecipeConfig:
     def task_config(self):
         """The `Task` this recipe trains (with its loss choice, for tasks that have one)."""
         task = get_task(self.task)
-        return task.with_loss(self.segmentation_loss) if task.losses else task
+        task = task.with_loss(self.segmentation_loss) if task.losses else task
+        return task.with_box_weight(self.box_weight)
 
     def input_spec(self):
         """The InputSpec of this recipe's model (its image_size, else the backbone's)."""

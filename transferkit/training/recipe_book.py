@@ -329,6 +329,30 @@ register_recipe(Recipe('unet_mobilenet_v2', (
     ('train_batchnorm', False, 'tutorial: the encoder runs with training=False'),
 )))
 
+register_recipe(Recipe('localization_compact_cnn', (
+    "One object's class and box on the shipped compact_cnn checkpoint (transferkit's "
+    "own localization benchmark)."), (
+    ('task', 'localization', 'one class and one box per image (multi-object detection: '
+                             "KerasHub's detectors)"),
+    ('backbone', 'compact_cnn', 'the shipped source network (data/source_compact_cnn.keras)'),
+    ('weights', 'data/source_compact_cnn.keras', 'the demo checkpoint; --weights PATH'),
+    ('image_size', 64, 'the checkpoint was trained at 64 px (96 px scored worse here)'),
+    ('augment', 'light', 'crops and flips move the box with the image'),
+    ('pooling', 'flatten', 'benchmarks/localization.py: averaged feature maps lose where '
+                           'the object is (val IoU ~0.2 with avg pooling)'),
+    ('head_units', (256,), 'benchmarks/localization.py: a hidden layer turns the flattened '
+                           'maps into corners (IoU 0.48 -> 0.53)'),
+    ('head_epochs', 20, 'benchmarks/localization.py: a box regresses slowly'),
+    ('head_lr', 0.003, 'benchmarks/localization.py (1e-2 for one Dense layer elsewhere)'),
+    ('finetune_epochs', 30, 'benchmarks/localization.py'),
+    ('finetune_lr', 0.001, 'benchmarks/localization.py: boxes are far from the source task '
+                           '(classes); 1e-4 on the last 2 blocks left IoU ~0.2'),
+    ('unfreeze', 'all', 'benchmarks/localization.py: the whole network adapts'),
+    ('train_batchnorm', True, 'benchmarks/localization.py: BN statistics of the new task'),
+    ('backbone_kwargs', (('bn_momentum', 0.9),), 'the demo: faster BN moving averages for '
+                                                  'a run of a few hundred steps'),
+)))
+
 register_recipe(Recipe('vgg16', (
     "VGG16 recipe: fine-tune the last conv block, after Chollet's 'very little data' "
     'post.'), (

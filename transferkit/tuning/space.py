@@ -58,6 +58,8 @@ class SearchSpace:
         recipe's); for segmentation set the head dimensions to null, no head is built.
     layer_lr_decay: phase 2's layer-wise learning-rate decay, in (0, 1] (None: the
         recipe's; e.g. (0.65, 0.75, 0.9) for a ViT).
+    box_weight: localization's box loss weight against the class loss (None: the
+        recipe's; e.g. (1.0, 3.0, 10.0)).
     """
 
     backbone: object = None
@@ -73,6 +75,7 @@ class SearchSpace:
     label_smoothing: object = (0.0, 0.1)
     decoder_width: object = None
     layer_lr_decay: object = None
+    box_weight: object = None
 
     def __post_init__(self):
         for name in DIMENSIONS:
@@ -159,7 +162,8 @@ def resolve(values, base):
                           f"Valid names: {', '.join(DIMENSIONS)}")
     changes = {k: values[k] for k in ("dropout", "head_lr", "finetune_lr", "head_epochs",
                                       "finetune_epochs", "augment", "label_smoothing",
-                                      "decoder_width", "layer_lr_decay") if k in values}
+                                      "decoder_width", "layer_lr_decay", "box_weight")
+               if k in values}
     if "backbone" in values:
         spec = get_spec(values["backbone"])
         # Another backbone trains at its own default size (image_size 0, resolved by
@@ -178,7 +182,8 @@ def resolve(values, base):
     for key in ("head_epochs", "finetune_epochs", "unfreeze_blocks", "decoder_width"):
         if key in changes:
             changes[key] = int(changes[key])
-    for key in ("dropout", "head_lr", "finetune_lr", "label_smoothing", "layer_lr_decay"):
+    for key in ("dropout", "head_lr", "finetune_lr", "label_smoothing", "layer_lr_decay",
+                "box_weight"):
         if key in changes:
             # Stepped ranges accumulate float error (0.30000000000000004): keep 10
             # significant digits, far below any effect on training.
