@@ -127,7 +127,7 @@ def test_flip_is_kept_where_it_helps_and_every_command_uses_it(tmp_path, capsys)
     # --tta flip again is a no-op; --tta none scores the plain model.
     capsys.readouterr()
     assert main(["evaluate", run, "--data", folder, "--split", "val", "--tta"]) == 0
-    assert "already averages flip TTA" in capsys.readouterr().out
+    assert "already averages flip TTA" in capsys.readouterr().err
     assert main(["evaluate", run, "--data", folder, "--split", "val", "--tta", "none",
                  "--out", str(tmp_path / "plain")]) == 0
     plain_report = json.load(open(tmp_path / "plain" / "evaluation.json"))

@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import os
+import sys
 
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
@@ -46,12 +47,14 @@ def loaded_model(path, args):
         return loaded
     has = loaded.tta
     if wanted == has:
+        # stderr: predict --json keeps stdout for its JSON lines.
         print(f"{path}: the model already averages {has} TTA (kept at the end of "
-              "training); --tta adds nothing")
+              "training); --tta adds nothing", file=sys.stderr)
         return loaded
     plain = unwrap_tta(loaded.keras_model("--tta"))
     if has:
-        print(f"{path}: the model's own {has} TTA is replaced by --tta {wanted}")
+        print(f"{path}: the model's own {has} TTA is replaced by --tta {wanted}",
+              file=sys.stderr)
     return dataclasses.replace(loaded, model=plain if wanted == "none" else with_tta(
         plain, wanted, task=loaded.task))
 
