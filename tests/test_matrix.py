@@ -22,6 +22,7 @@ from transferkit import cli
 from transferkit.core.errors import TransferkitError
 from transferkit.evaluation import export as ex
 from transferkit.evaluation.evaluate import eval_data, load_run
+from transferkit.evaluation.tta import unwrap_tta
 from transferkit.models.saving import read_metadata, save_model
 
 SIZE = 16
@@ -206,7 +207,8 @@ def test_export_check_fails_on_a_wrong_artifact(run):
     loaded = load_run(run["runs"][0])
     wrong = keras.models.clone_model(loaded.model)
     wrong.set_weights(loaded.model.get_weights())
-    dense = wrong.get_layer("head").get_layer("head_predictions")
+    # The run may have kept flip TTA: its head is inside the wrapper.
+    dense = unwrap_tta(wrong).get_layer("head").get_layer("head_predictions")
     dense.set_weights([-w for w in dense.get_weights()])
     path = save_model(wrong, str(run["root"] / "wrong.keras"),
                       metadata=read_metadata(loaded.path))
