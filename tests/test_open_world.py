@@ -14,6 +14,7 @@ from transferkit.cli.main import main
 from transferkit.core.errors import ConfigError
 from transferkit.evaluation import novelty as nv
 from transferkit.evaluation.evaluate import load_run
+from transferkit.evaluation.tta import unwrap_tta
 from transferkit.models.parts import resolve
 from transferkit.data.files import image_dataset, list_images
 from transferkit.training.recipe import recipe_from_dict
@@ -87,7 +88,8 @@ def test_the_model_file_carries_the_novelty_score_and_predict_uses_it(run4, caps
             if line.startswith("{")]
     # Independently: features from the backbone, the stored arrays, numpy distances.
     dataset, _ = image_dataset(rings, loaded.input.size)
-    features = np.concatenate([resolve(loaded.model).feature_extractor().predict_on_batch(b)
+    extractor = resolve(unwrap_tta(loaded.model)).feature_extractor()  # TTA: clean view
+    features = np.concatenate([extractor.predict_on_batch(b)
                                for b, _ in dataset])
     arrays, expected = loaded.novelty.arrays, None
     if loaded.novelty.detector == "mahalanobis":
@@ -133,8 +135,9 @@ def test_add_class_grows_the_head_and_records_its_origin(run4, tmp_path):
     # The backbone did not move: same features for the same image.
     old = load_run(run4["run"])
     image = next(iter(image_dataset(list_images(run4["new"])[:2], old.input.size)[0]))[0]
-    np.testing.assert_allclose(resolve(loaded.model).feature_extractor().predict_on_batch(image),
-                               resolve(old.model).feature_extractor().predict_on_batch(image),
+    features = [resolve(unwrap_tta(m.model)).feature_extractor().predict_on_batch(image)
+                for m in (loaded, old)]
+    np.testing.assert_allclose(*features,
                                atol=1e-5)
 
 

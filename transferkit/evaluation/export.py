@@ -142,8 +142,15 @@ def serving_archive(loaded):
     archive = keras.export.ExportArchive()
     archive.track(model)
     # With a novelty score: one pass gives the output and the head's input features.
-    both = None if novelty is None else keras.Model(
-        model.inputs, [model.outputs[0], resolve(unwrapped(model)).features])
+    both = None
+    if novelty is not None and unwrapped(model) is model:
+        both = keras.Model(model.inputs, [model.outputs[0], resolve(model).features])
+    elif novelty is not None:
+        # A TTA wrapper: the averaged output, and the features of the clean view (as
+        # `novelty.features_and_probs` scores them), from the wrapper's own input; the
+        # wrapped model's inner tensors are not reachable from it.
+        extractor = resolve(unwrapped(model)).feature_extractor()
+        both = keras.Model(model.inputs, [model.outputs[0], extractor(model.inputs[0])])
 
     def from_bytes(image_bytes):
         images = tf.map_fn(lambda data: decode_bytes(data, size), image_bytes,
