@@ -178,10 +178,11 @@ def eval_data(loaded, data, *, split="all", batch_size=32, val_split=None, seed=
     """
     check_choice("split", split, SPLITS)
     cfg = loaded.config
-    val_split = run_setting(cfg, "val_split", 0.2) if val_split is None else val_split
-    test_split = run_setting(cfg, "test_split", 0.0)
-    seed = run_setting(cfg, "seed", 0) if seed is None else seed
-    follow = (bool(run_setting(cfg, "follow_links", False)) if follow_links is None
+    # loaded.config is flat (`run_settings`), whichever form config.json has.
+    val_split = cfg.get("val_split", 0.2) if val_split is None else val_split
+    test_split = cfg.get("test_split", 0.0)
+    seed = cfg.get("seed", 0) if seed is None else seed
+    follow = (bool(cfg.get("follow_links", False)) if follow_links is None
               else follow_links)
     splits = load_data(os.path.expanduser(os.fspath(data)), image_size=loaded.input,
                        batch_size=batch_size, task=loaded.task,
@@ -199,18 +200,6 @@ def eval_data(loaded, data, *, split="all", batch_size=32, val_split=None, seed=
                            batch_size=batch_size, training=False, task=loaded.task,
                            num_classes=len(splits.class_names))
     return EvalData(dataset, tuple(files), labels, tuple(splits.class_names))
-
-
-def run_setting(config, key, default=None):
-    """Setting `key` of a run's config.json, in the flat form or the nested one `train`
-    writes (where it sits in its section's object), else `default`. For keys whose
-    nested name is their flat key (val_split, test_split, seed, follow_links)."""
-    if key in config:
-        return config[key]
-    for section in config.values():
-        if isinstance(section, dict) and key in section:
-            return section[key]
-    return default
 
 
 def predict_outputs(predict, dataset, verbose=False):
