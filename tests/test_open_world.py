@@ -183,3 +183,12 @@ def test_exports_carry_the_novelty_score(run4, tmp_path):
     np.testing.assert_allclose(served["novelty"].numpy(), [r["novelty"] for r in expected],
                                rtol=1e-3, atol=1e-4)
     assert served["unknown"].numpy().tolist() == [r["unknown"] for r in expected]
+
+
+def test_a_bad_unknown_data_folder_is_refused_before_training(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "d", per_class=4, size=32)
+    out = tmp_path / "run"
+    assert main(["train", "--data", data, "--unknown-data", str(tmp_path / "nowhere"),
+                 "--backbone", "tiny_test", "--out", str(out)]) == 2
+    assert "unknown_data" in capsys.readouterr().err
+    assert not (out / "run.json").exists()

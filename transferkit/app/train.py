@@ -297,9 +297,13 @@ def fit_run_novelty(model, data, recipe, verbose=True, features=None):
     if recipe.data.unknown:
         unknown = image_dataset(list_images(recipe.data.unknown, "unknown_data"),
                                 data.image_size, batch_size=recipe.schedule.batch_size)[0]
-    novelty = fit_model_novelty(model, task, *features, data.val, unknown,
-                                false_rejection=recipe.runtime.false_rejection,
-                                seed=recipe.seed)
+    try:
+        novelty = fit_model_novelty(model, task, *features, data.val, unknown,
+                                    false_rejection=recipe.runtime.false_rejection,
+                                    seed=recipe.seed)
+    except ConfigError as error:  # e.g. too few validation images: the run still stands
+        print(f"warning: no novelty score fitted: {error}")
+        return None
     if novelty is not None and verbose:
         others = ", ".join(f"{k} {v:.3f}" for k, v in novelty.auroc.items()
                            if k != novelty.detector)
@@ -391,3 +395,5 @@ def check_recipe_paths(recipe):
     weights = recipe.model.weights_arg()
     if weights is not None and weights != "imagenet":
         check_weights_path(weights)
+    if recipe.data.unknown:  # used at the end of the run: a bad folder is said now
+        list_images(recipe.data.unknown, "unknown_data")
