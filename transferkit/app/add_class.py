@@ -25,7 +25,8 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import load_run
-from transferkit.evaluation.novelty import ARRAYS_NAME, unwrapped
+from transferkit.evaluation.novelty import ARRAYS_NAME
+from transferkit.evaluation.tta import unwrap_tta
 from transferkit.models.parts import resolve
 from transferkit.models.saving import save_model
 from transferkit.training.cache import FeatureStore, split_features
@@ -84,7 +85,7 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
                     class_names=names, val_split=recipe.data.val_split, seed=recipe.seed,
                     batch_size=recipe.schedule.batch_size, verbose=verbose)
     old = load_run_data(recipe, verbose=verbose)
-    model = unwrapped(loaded.model)  # a TTA wrapper's model: add classes to that one
+    model = unwrap_tta(loaded.model)  # a TTA wrapper's model: add classes to that one
     store = FeatureStore.default()
     if verbose and not _cached(model, old, store):
         print(f"the cached features of {source.path}'s training images are gone: "

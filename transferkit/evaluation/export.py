@@ -34,8 +34,9 @@ from transferkit.core.files import atomic_path, write_json, write_text
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import decode_bytes, make_dataset
 from transferkit.data.splits import stratified_sample
-from transferkit.evaluation.novelty import ARRAYS_NAME, unwrapped
+from transferkit.evaluation.novelty import ARRAYS_NAME
 from transferkit.evaluation.tflite_metadata import export_metadata
+from transferkit.evaluation.tta import unwrap_tta
 from transferkit.models.parts import resolve
 from transferkit.models.saving import load_model, save_model
 
@@ -143,13 +144,13 @@ def serving_archive(loaded):
     archive.track(model)
     # With a novelty score: one pass gives the output and the head's input features.
     both = None
-    if novelty is not None and unwrapped(model) is model:
+    if novelty is not None and unwrap_tta(model) is model:
         both = keras.Model(model.inputs, [model.outputs[0], resolve(model).features])
     elif novelty is not None:
         # A TTA wrapper: the averaged output, and the features of the clean view (as
         # `novelty.features_and_probs` scores them), from the wrapper's own input; the
         # wrapped model's inner tensors are not reachable from it.
-        extractor = resolve(unwrapped(model)).feature_extractor()
+        extractor = resolve(unwrap_tta(model)).feature_extractor()
         both = keras.Model(model.inputs, [model.outputs[0], extractor(model.inputs[0])])
 
     def from_bytes(image_bytes):

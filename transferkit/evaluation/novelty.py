@@ -31,6 +31,8 @@ import io
 import numpy as np
 
 from transferkit.core.errors import ConfigError, TransferkitError
+from transferkit.evaluation.tta import unwrap_tta
+from transferkit.models.parts import resolve
 
 DETECTORS = ("msp", "mahalanobis", "knn")
 FALSE_REJECTION = 0.05
@@ -203,11 +205,10 @@ def auroc(known_scores, unknown_scores):
 
 
 def features_and_probs(model, dataset, task):
-    """(features [N, D] at the head's input, class probabilities [N, C], labels [N, ...],
-    images [N, H, W, 3] or None) of one pass of `model` over (image, label) batches."""
-    from transferkit.models.parts import resolve
-
-    parts = resolve(unwrapped(model))
+    """(features [N, D] at the head's input, class probabilities [N, C], labels [N, ...])
+    of one pass of `model` over (image, label) batches."""
+    # Features come from one clean view: a TTA wrapper's inner model.
+    parts = resolve(unwrap_tta(model))
     extractor, head = parts.feature_extractor(), parts.head()
     xs, ps, ys = [], [], []
     for images, labels in dataset:
@@ -218,20 +219,9 @@ def features_and_probs(model, dataset, task):
     return np.concatenate(xs), np.concatenate(ps), np.concatenate(ys)
 
 
-def unwrapped(model):
-    """The model a TTA wrapper (`evaluation.tta.with_tta`, named after it) averages;
-    `model` itself otherwise: features come from one clean view."""
-    for layer in getattr(model, "layers", ()):
-        if layer.name == model.name and hasattr(layer, "layers"):
-            return layer
-    return model
-
-
 def head_probabilities(model, features, task, batch_size=256):
     """Class probabilities of the head of `model` on its input `features` [N, D]."""
-    from transferkit.models.parts import resolve
-
-    head = resolve(unwrapped(model)).head()
+    head = resolve(unwrap_tta(model)).head()
     return task.probabilities(np.concatenate(
         [head.predict_on_batch(features[i:i + batch_size])
          for i in range(0, len(features), batch_size)]))
