@@ -139,6 +139,37 @@ def test_add_class_grows_the_head_and_records_its_origin(run4, tmp_path):
                 for m in (loaded, old)]
     np.testing.assert_allclose(*features,
                                atol=1e-5)
+    # The novelty score was refitted to five classes: same detector, one class mean per
+    # class (those of the stored arrays), threshold at 5% of the new validation images.
+    assert loaded.novelty.detector == old.novelty.detector
+    if "means" in loaded.novelty.arrays:
+        assert len(loaded.novelty.arrays["means"]) == 5
+    assert val["class_names"] == list(KNOWN + ("ring",))
+
+
+def test_refit_keeps_the_detector_and_recalibrates_its_threshold():
+    rng = np.random.default_rng(1)
+    means = rng.normal(0, 4, (4, 8))
+    ids = np.repeat(np.arange(4), 50)
+    x = means[ids] + rng.normal(0, 1, (200, 8))
+    val = means[np.repeat(np.arange(4), 20)] + rng.normal(0, 1, (80, 8))
+    probs = np.full((80, 4), 0.25)
+    for name in ("mahalanobis", "knn"):
+        first = nv.Novelty(name, 0.0, 0.1, {name: 0.9}, "synthetic",
+                           nv.fit_arrays(x[ids < 3], ids[ids < 3], needs=nv.NEEDS[name]))
+        refit = first.refit(x, ids, val, probs)
+        assert refit.detector == name and refit.auroc == first.auroc
+        assert set(refit.arrays) == set(nv.NEEDS[name])
+        if name == "mahalanobis":  # independent: class means by hand, Mahalanobis by loop
+            np.testing.assert_allclose(refit.arrays["means"],
+                                       [x[ids == c].mean(axis=0) for c in range(4)],
+                                       rtol=1e-5)
+            p = refit.arrays["precision"].astype(np.float64)
+            direct = [min(np.sqrt((v - m) @ p @ (v - m)) for m in refit.arrays["means"])
+                      for v in val]
+            np.testing.assert_allclose(refit.score(val, probs), direct, rtol=1e-4)
+        scores = refit.score(val, probs)
+        assert np.mean(scores > refit.threshold) == pytest.approx(0.1, abs=0.02)
 
 
 def test_add_class_refusals(run4, tmp_path, capsys):

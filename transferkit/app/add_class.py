@@ -8,7 +8,8 @@ new class, imprinted from the new class's mean embedding (Qi et al. 2018: the un
 weights point along the class mean, scaled to the old units' norm), then the head alone
 trains briefly on the cached features of the new images plus the replayed cached
 features of the old ones (so old classes are not forgotten), with early stopping on the
-validation features and the best weights restored. The novelty score is refitted and a
+validation features and the best weights restored. The novelty score is refitted (same
+detector, new class statistics, threshold recalibrated) and a
 complete run directory is written, its run.json recording what it was derived from.
 """
 
@@ -19,13 +20,13 @@ import time
 import keras
 import numpy as np
 
-from transferkit.app.train import (build_run_model, claim_run, fit_run_novelty,
-                                   load_run_data, model_metadata, run_dir)
+from transferkit.app.train import (build_run_model, claim_run, load_run_data,
+                                   model_metadata, run_dir)
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import load_run
-from transferkit.evaluation.novelty import ARRAYS_NAME
+from transferkit.evaluation.novelty import ARRAYS_NAME, head_probabilities
 from transferkit.evaluation.tta import unwrap_tta
 from transferkit.models.parts import resolve
 from transferkit.models.saving import save_model
@@ -111,7 +112,7 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
     before = _old_accuracy(resolve(model).head(), task, old_val)
     if epochs:
         _fit_head(head, task, recipe, train_x, train_y, val_x, val_y, epochs, patience)
-    metrics = _metrics(head, task, val_x, val_y, k_old, before)
+    metrics = _metrics(head, task, val_x, val_y, k_old, before, names)
     # The new run: its directory, recipe, classes, metrics, model and novelty score.
     out = run_dir(out_dir)
     claim_run(out, recipe, overwrite=overwrite)
@@ -121,14 +122,7 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
                                 "added_data": os.path.abspath(os.fspath(data))})
     out.write_config(recipe.to_dict())
     out.write_class_names(names)
-    both = dataclasses.replace(
-        old, class_names=names, num_classes=len(names),
-        train_files=old.train_files + new.train_files, train_labels=train_y,
-        val_files=old.val_files + new.val_files, val_labels=val_y,
-        val=old.val.map(_padded(len(added))).concatenate(new.val)
-        if val_y is not None else None)
-    novelty = fit_run_novelty(grown, both, recipe, verbose=verbose,
-                              features=((train_x, train_y), (val_x, val_y)))
+    novelty = _refit_novelty(loaded.novelty, grown, task, recipe, train_x, train_y, val_x)
     meta, extras = model_metadata(recipe, names), None
     if novelty is not None:
         metrics["novelty"] = meta["novelty"] = novelty.to_json()
@@ -136,6 +130,18 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
     out.write_metrics(metrics)
     save_model(grown, out.model_file, metadata=meta, extras=extras)
     return AddClassResult(out.path, names, metrics, time.perf_counter() - start)
+
+
+def _refit_novelty(novelty, model, task, recipe, train_x, train_y, val_x):
+    """The source run's novelty score refitted to the grown head's classes (same
+    detector, new class statistics, threshold recalibrated on validation), or None."""
+    # The backbone is unchanged, so the detector the source run chose against outliers
+    # still stands; refitting it needs no outlier pass (a backbone pass over the
+    # validation images), which would cost a third of add-class's time.
+    if novelty is None or val_x is None or not recipe.runtime.novelty:
+        return None
+    return novelty.refit(train_x, task.novelty_ids(train_y), val_x,
+                         head_probabilities(model, val_x, task), seed=recipe.seed)
 
 
 def _cached(model, data, store):
@@ -222,13 +228,13 @@ def _old_accuracy(head, task, features):
     return float(np.mean(task.novelty_ids(outputs) == truth))
 
 
-def _metrics(head, task, x, y, k_old, before):
+def _metrics(head, task, x, y, k_old, before, class_names):
     """The task's validation report on all classes, plus (one class per image) the old
     classes' accuracy before and after and the new classes' recall."""
     if x is None:
         return {}
     outputs = head.predict(x, verbose=0)
-    report = task.score(outputs, y)
+    report = task.score(outputs, y, class_names)
     truth, pred = task.novelty_ids(y), task.novelty_ids(outputs)
     if truth is not None:
         old, new = truth < k_old, truth >= k_old
@@ -236,16 +242,6 @@ def _metrics(head, task, x, y, k_old, before):
                       old_classes_accuracy_before=before,
                       new_classes_recall=float(np.mean(pred[new] == truth[new])))
     return {"val": report}
-
-
-def _padded(columns):
-    """Label map: an old label row gains zero columns for the new classes."""
-    import tensorflow as tf
-
-    def pad(images, labels):
-        return images, tf.pad(labels, [[0, 0], [0, columns]])
-
-    return pad
 
 
 def _class_names(task, data):

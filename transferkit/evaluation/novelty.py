@@ -85,6 +85,17 @@ class Novelty:
         k = min(KNN_K, int(self.arrays["bank"].shape[0]))
         return 1.0 - tf.math.top_k(similarity, k=k).values[:, -1]
 
+    def refit(self, train_x, train_ids, val_x, val_probs, seed=0):
+        """This detector refitted to new training features and class ids, its threshold
+        recalibrated on the validation features at the same false-rejection rate. The
+        choice of detector and its AUROCs are kept: what add-class needs when classes
+        change but the backbone does not (no outlier pass)."""
+        arrays = fit_arrays(train_x, np.asarray(train_ids), seed, needs=NEEDS[self.detector])
+        refitted = dataclasses.replace(self, arrays=arrays)
+        scores = refitted.score(np.asarray(val_x).reshape(len(val_x), -1), val_probs)
+        return dataclasses.replace(
+            refitted, threshold=float(np.quantile(scores, 1.0 - self.false_rejection)))
+
     def to_json(self):
         """The settings (no arrays), for the model's metadata."""
         return {"detector": self.detector, "threshold": self.threshold,
@@ -117,9 +128,13 @@ def _msp(arrays, x, probs):
 
 
 def _mahalanobis(arrays, x, probs):
-    diff = x[:, None, :] - arrays["means"][None]  # [N, C, D]
-    return np.sqrt(np.min(np.einsum("ncd,de,nce->nc", diff, arrays["precision"], diff),
-                          axis=1).clip(0))
+    # (x - m)' P (x - m) = x'Px - 2 x'Pm + m'Pm: three matrix products instead of an
+    # [N, C, D] difference tensor (10x faster at D = 1280).
+    means, precision = (np.asarray(arrays[k], np.float64) for k in ("means", "precision"))
+    xp = x @ precision
+    q = (np.sum(xp * x, axis=1)[:, None] - 2.0 * xp @ means.T
+         + np.sum((means @ precision) * means, axis=1)[None, :])
+    return np.sqrt(np.min(q, axis=1).clip(0))
 
 
 def _knn(arrays, x, probs):
@@ -132,20 +147,28 @@ def _knn(arrays, x, probs):
 _SCORES = {"msp": _msp, "mahalanobis": _mahalanobis, "knn": _knn}
 
 
-def fit_arrays(train_x, train_ids, seed=0):
-    """The arrays every detector needs, from training features and class ids."""
+def fit_arrays(train_x, train_ids, seed=0, needs=("means", "precision", "bank")):
+    """The arrays the detectors need (`needs`, default all), from training features
+    [N, D] and class ids [N]."""
     from sklearn.covariance import LedoitWolf
 
-    train_x = np.asarray(train_x, np.float64)
-    classes = np.unique(train_ids)
-    means = np.stack([train_x[train_ids == c].mean(axis=0) for c in classes])
-    centred = train_x - means[np.searchsorted(classes, train_ids)]
-    precision = LedoitWolf().fit(centred).precision_
-    bank = train_x / np.maximum(np.linalg.norm(train_x, axis=1, keepdims=True), 1e-12)
-    if len(bank) > KNN_BANK:
-        bank = bank[np.random.default_rng(seed).choice(len(bank), KNN_BANK, replace=False)]
-    return {"means": means.astype(np.float32), "precision": precision.astype(np.float32),
-            "bank": bank.astype(np.float32)}
+    train_x, arrays = np.asarray(train_x, np.float64).reshape(len(train_x), -1), {}
+    if "means" in needs or "precision" in needs:
+        classes = np.unique(train_ids)
+        means = np.stack([train_x[train_ids == c].mean(axis=0) for c in classes])
+        centred = train_x - means[np.searchsorted(classes, train_ids)]
+        arrays["means"] = means.astype(np.float32)
+        # Shrinkage makes the covariance positive definite: a plain inverse is exact
+        # and several times faster than the pseudo-inverse LedoitWolf would store.
+        covariance = LedoitWolf(store_precision=False).fit(centred).covariance_
+        arrays["precision"] = np.linalg.inv(covariance).astype(np.float32)
+    if "bank" in needs:
+        bank = train_x / np.maximum(np.linalg.norm(train_x, axis=1, keepdims=True), 1e-12)
+        if len(bank) > KNN_BANK:
+            bank = bank[np.random.default_rng(seed).choice(len(bank), KNN_BANK,
+                                                           replace=False)]
+        arrays["bank"] = bank.astype(np.float32)
+    return arrays
 
 
 def fit_novelty(train_x, train_ids, val_x, val_probs, outlier_x, outlier_probs, *,
