@@ -19,7 +19,7 @@ MobileNetV2's [-1, 1]. Real features are the honest comparison (random ones make
 curves flat); the data then has 6 classes instead of 2 (see synth_folders).
 
   transferkit  `transferkit.train` with the default recipe: scanned, parallel tf.data
-               pipeline, phase 1 on cached features (2 augmented views), phase 2 on
+               pipeline, phase 1 on cached features (clean + 1 augmented view), phase 2 on
                the top two blocks with cosine decay. --kit-augment sets its
                augmentation preset (default light) and --lr-auto runs its LR finder
                (the finder's time counts). The generated classes differ by texture

@@ -77,7 +77,7 @@ def test_second_lookup_hits_the_file_cache(splits, tmp_path, calls):
     # Different views are a different entry: a miss.
     cache.split_features(model, splits, store=fresh, views=2, augment=AugmentConfig(),
                          verbose=0)
-    assert calls["n"] == 4  # two augmented passes; val was a hit
+    assert calls["n"] == 5  # clean + two augmented passes; val was a hit
 
 
 def test_keys_change_with_files_backbone_weights_and_size(tmp_path):
@@ -139,13 +139,18 @@ def test_corrupt_cache_file_is_recomputed(splits, tmp_path, calls, damage):
     assert calls["n"] == 3  # the rewritten file is good again
 
 
-def test_views_store_augmented_passes_and_show_each_image_once(splits):
+def test_views_store_the_clean_pass_and_augmented_ones_and_show_each_image_once(splits):
     model = _model()
     train, val = cache.split_features(model, splits, views=2, augment=AugmentConfig(),
                                       verbose=0)
     n = len(splits.train_files)
-    assert train.x.shape[:2] == (2, n) and val.x.shape[0] == 1
-    assert not np.allclose(train.x[0], train.x[1])  # augmented, so views differ
+    assert train.x.shape[:2] == (3, n) and val.x.shape[0] == 1
+    # View 0 is the clean image (what validation and prediction see), the others are
+    # augmented, so they differ from it and from each other.
+    clean, _ = cache.split_features(model, splits, views=0, verbose=0)
+    np.testing.assert_allclose(train.x[0], clean.x[0], atol=1e-5)
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert not np.allclose(train.x[a], train.x[b])
     seen = [y for _, y in cache.feature_dataset(train, 4, training=True).unbatch()]
     assert len(seen) == n
     with pytest.raises(ConfigError, match="views"):
@@ -178,7 +183,7 @@ def test_train_runs_phase_one_on_cached_features(image_folder, tmp_path, monkeyp
     assert [r["phase"] for r in history] == ["head", "head", "finetune"]
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert {"loss", "val_accuracy", "learning_rate", "phase_epoch"} <= set(history[0])
-    assert calls["n"] == cache.DEFAULT_VIEWS + 1  # train views + val
+    assert calls["n"] == cache.DEFAULT_VIEWS + 2  # clean train, augmented train, val
     assert sum(f.endswith(".npz") for f in os.listdir(tmp_path / "cache" / "features")) == 2
 
 

@@ -40,7 +40,7 @@ class RuntimeConfig:
     cache_features: bool = setting(True, "phase 1 on cached backbone features (the "
                                    "frozen backbone runs once per image and view)")
     feature_views: int = setting(DEFAULT_VIEWS, "augmented views cached per training "
-                                 "image (0: clean features only)")
+                                 "image beside the clean one (0: clean features only)")
     boundary_cache: bool = setting(True, "phase 2 on activations cached at the freeze "
                                    "boundary (the frozen bottom runs once)")
     boundary_cache_max_gb: float = setting(2.0, "largest boundary cache in GB of "

@@ -7,7 +7,7 @@ very `keras.Model` nested in the full model, so training it on features trains t
 model.
 
     splits = load_data("data/pets", image_size=224, augment=AugmentConfig())
-    fine_tune(model, splits, cache=FeatureCache(views=2, augment=AugmentConfig(),
+    fine_tune(model, splits, cache=FeatureCache(views=1, augment=AugmentConfig(),
                                                 store=FeatureStore.default()))
 
 `fine_tune` (the orchestrator) runs phase 1 on the features this package extracts and

@@ -5,7 +5,8 @@ input that phase 1 trains on; with `boundary=cut` the same pass also stores the
 activations at phase 2's freeze boundary (see `training.boundary`), one extractor with
 two outputs, so no extra backbone pass. `split_boundary` finds or computes those
 activations on their own. File splits are re-read in file order, without augmentation
-(views=0) or K times with it (views=K), and keyed (see `keys`); in-memory and TFDS
+(views=0), or once clean and K times augmented (views=K: K + 1 passes, the clean one
+first), and keyed (see `keys`); in-memory and TFDS
 splits are passed over as given and never stored. A file that fails to decode during a
 pass is named, left out (as the live pipeline skips it) and the pass runs again.
 """
@@ -68,8 +69,9 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
     """(train, val) `Features` of `data` (a DataSplits or FeatureSource) at the input of
     `model`'s head (see `models.parts`); val is None without a val split.
 
-    File splits are re-read in file order without augmentation (views=0) or K times
-    with `augment` on (views=K), and cached in `store` (default: memory only) under a
+    File splits are re-read in file order without augmentation (views=0), or once
+    clean and K times with `augment` on (views=K: x [K + 1, N, D], the clean view
+    first), and cached in `store` (default: memory only) under a
     key of model and data. In-memory and TFDS splits have no file identity: their
     datasets are passed over max(1, views) times as given and never cached.
 
@@ -85,7 +87,7 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
     out, boundary_fp = [], None
     for split in ("train", "val"):
         files, _ = source.files(split)
-        passes = max(1, views) if split == "train" else 1
+        passes = _passes(split, views, files)
         if not files:
             dataset = getattr(source, split)
             out.append(None if dataset is None else _compute(extractor, [dataset] * passes,
@@ -151,14 +153,28 @@ def _file_features(model, parts, extractor, source, split, aug, views, passes,
     return found
 
 
+def _passes(split, views, files):
+    """Passes over a split: training files once clean plus `views` augmented times;
+    in-memory and TFDS training data (augmented, if at all, by its own pipeline)
+    max(1, views) times as given; validation once."""
+    if split != "train":
+        return 1
+    return views + 1 if views and files else max(1, views)
+
+
 def _file_passes(source, split, aug, passes, batch_size, seed):
-    """The datasets of a file split's passes: in file order, augmented when `aug`."""
+    """The datasets of a file split's passes, in file order: with `aug`, the first
+    clean and the others augmented."""
     files, labels = source.files(split)
+    # The clean view is kept beside the augmented ones: validation and prediction see
+    # clean images, and a head trained on augmented views alone learns a shifted
+    # distribution (Lite0, generated textures: 0.83 with 2 augmented views, 0.92 with
+    # the clean view + 1 augmented, 0.95 unaugmented; see benchmarks/end_to_end.py).
     # skip_errors=False: a file that fails must stop the pass (then it is named and
     # left out), or the features would not line up with the files that key them.
     return [make_dataset(files, labels, image_size=source.image_size, batch_size=batch_size,
-                         training=aug is not None, augment=aug, seed=seed * 1009 + v,
-                         deterministic=True, skip_errors=False)
+                         training=aug is not None and v > 0, augment=aug if v else None,
+                         seed=seed * 1009 + v, deterministic=True, skip_errors=False)
             for v in range(passes)]
 
 
@@ -180,7 +196,7 @@ def _compute(extractor, datasets, verbose, boundary_out=None):
 
 def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=0,
                    batch_size=32, store=None, verbose=1):
-    """(train, val) `Features` of the activations at `cut`: x [views, N, *cut.shape] in
+    """(train, val) `Features` of the activations at `cut`: x [passes, N, *cut.shape] in
     float16 (memory-mapped when `store` has a directory), as `split_features` reads
     images (views, augmentation, file order); val is None without a val split. File
     splits are looked up in `store` first (phase 1 may have stored them)."""
@@ -189,7 +205,7 @@ def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=
     two, model_fp, out = boundary_extractor(model, cut, parts), None, []
     for split in ("train", "val"):
         files, _ = source.files(split)
-        passes = max(1, views) if split == "train" else 1
+        passes = _passes(split, views, files)
         aug = augment if split == "train" and views else None
         if not files:
             dataset = getattr(source, split)
