@@ -184,11 +184,14 @@ def run_transferkit(train_dir, val_dir, weights, args, cache_dir, **overrides):
 
     keras.utils.set_random_seed(args.seed)
     os.environ["TRANSFERKIT_CACHE"] = cache_dir  # a cold cache: extraction is timed
+    # --kit-epochs default: the recipe's own phase sizing (on cached tensors, to
+    # convergence with early stopping); same: the guide's fixed epoch budget.
+    epochs = dict(head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs) \
+        if args.kit_epochs == "same" else {}
     recipe = recipe_from_dict({**dict(
         data=train_dir, val_data=val_dir, backbone=args.backbone, weights=weights,
-        image_size=args.size, batch_size=args.batch_size, head_epochs=args.head_epochs,
-        finetune_epochs=args.finetune_epochs, seed=args.seed, report=False,
-        augment=args.kit_augment, head_lr_auto=args.lr_auto == "both",
+        image_size=args.size, batch_size=args.batch_size, **epochs, seed=args.seed,
+        report=False, augment=args.kit_augment, head_lr_auto=args.lr_auto == "both",
         finetune_lr_auto=args.lr_auto in ("finetune", "both")), **overrides})
     start = now()
     clock = epoch_clock(start)
@@ -309,9 +312,14 @@ def describe_backbone(args):
     return "mobilenet_v2 alpha 1.0, shared random init (no ImageNet)"
 
 
-def _curve(points):
-    return " ".join(f"{logs.get('val_accuracy', float('nan')):.2f}@{s:.0f}s"
-                    for s, logs, _ in points)
+def _curve(points, most=24):
+    """The val-accuracy curve as "acc@seconds" points: at most `most` of them, evenly
+    spaced, the last always shown (--kit-epochs default can run 100+ head epochs)."""
+    step = max(1, -(-len(points) // most))
+    shown = points[::step] + ([points[-1]] if (len(points) - 1) % step else [])
+    return (" ".join(f"{logs.get('val_accuracy', float('nan')):.2f}@{s:.0f}s"
+                     for s, logs, _ in shown)
+            + (f"  (every {step}th of {len(points)} epochs)" if step > 1 else ""))
 
 
 # --smoke: the same two runs on a handful of small images, for the test suite.
@@ -374,6 +382,10 @@ def main(argv=None):
     parser.add_argument("--kit-augment", default="light",
                         help="transferkit's augmentation preset (default light: "
                         "random-resized crop + flip)")
+    parser.add_argument("--kit-epochs", choices=("same", "default"), default="same",
+                        help="transferkit's epochs: the guide's budget (same, default) or "
+                        "its own recipe's (default: on cached tensors phase 1 to "
+                        "convergence, cap 200, phase 2 cap 15, early stopping)")
     parser.add_argument("--lr-auto", choices=("off", "finetune", "both"), default="off",
                         help="transferkit's side runs the LR finder (its cost timed) for "
                         "phase 2 (--finetune-lr-auto) or both phases; default off: the "
@@ -401,6 +413,9 @@ def main(argv=None):
         walls = [run[f"{key}_total"] for run in runs]
         print(f"  {name:<12} {mean_sd(accs)} ({min(accs):.3f}-{max(accs):.3f})   wall "
               f"{np.mean(walls):6.1f} s mean")
+    best = [run["guide_best"] for run in runs]
+    print(f"  (the guide's best single epoch: {mean_sd(best)} "
+          f"({min(best):.3f}-{max(best):.3f}))")
     plain = [run["kit_plain"] for run in runs]
     kept = sum(run["kit_tta"] == "flip" for run in runs)
     print(f"  (transferkit's final model kept flip TTA in {kept}/{len(runs)} seed(s), "
@@ -451,7 +466,7 @@ def one_seed(args, seed, live=True):
           f"{os.cpu_count()} cores")
     print(f"  (guide phase 2 unfreezes: {args.baseline_unfreeze}; transferkit: last 2 "
           f"blocks; transferkit's augment: {args.kit_augment}, LR finder: "
-          f"{args.lr_auto})")
+          f"{args.lr_auto}, epochs: {args.kit_epochs})")
     print(f"  keras guide  total {guide_total:6.1f} s   val acc per epoch: {_curve(guide)}")
     print(f"  transferkit  total {kit_total:6.1f} s   val acc per epoch: {_curve(kit)}")
     tta = result.tta
@@ -461,7 +476,8 @@ def one_seed(args, seed, live=True):
           f"{'kept' if tta['tta'] else 'not kept'}: {kit_plain:.3f} without, "
           f"{tta.get('flip', {}).get('accuracy', float('nan')):.3f} with)")
     if args.finetune_epochs and live:
-        boundary_epoch = steady_epoch(kit_epochs[-args.finetune_epochs:])
+        phase2 = sum(r["phase"] == "finetune" for r in result.history)
+        boundary_epoch = steady_epoch(kit_epochs[-phase2:])
         live_epoch = steady_epoch(live)
         print(f"phase 2 per epoch ({args.backbone}, last 2 blocks, median after the "
               f"first epoch): live "
@@ -490,6 +506,7 @@ def one_seed(args, seed, live=True):
               f"CPU s of this process (less sensitive to other load): "
               f"{c_guide:.0f} / {c_kit:.0f} = {c_guide / c_kit:.1f}x")
     return {"status": status, "guide_final": guide[-1][1].get("val_accuracy", float("nan")),
+            "guide_best": max(logs.get("val_accuracy", float("nan")) for _, logs, _ in guide),
             "guide_total": guide_total, "kit_final": kit_final, "kit_plain": kit_plain,
             "kit_total": kit_total, "kit_tta": tta["tta"]}
 
