@@ -25,7 +25,7 @@ from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
-from transferkit.evaluation.novelty import ARRAYS_NAME, Novelty, features_and_probs
+from transferkit.evaluation.novelty import ARRAYS_NAME, Novelty, novelty_inputs
 from transferkit.evaluation.tta import tta_of
 from transferkit.models.saving import load_model, read_extra, read_metadata
 
@@ -304,8 +304,8 @@ def predict(model, images, *, top_k=3, batch_size=32, trusted=False):
 
 def novelty_scores(loaded, dataset):
     """The stored novelty score (see `evaluation.novelty`) of each image of `dataset`."""
-    features, probs, _ = features_and_probs(loaded.model, dataset, loaded.task)
-    return loaded.novelty.score(features, probs)
+    features, probs, logits, _ = novelty_inputs(loaded.model, dataset, loaded.task)
+    return loaded.novelty.score(features, probs, logits)
 
 
 def worst_predictions(task, outputs, labels, n=16):

@@ -11,9 +11,12 @@ wins everywhere, so one is chosen per model by a measured criterion):
     class mean under one shared covariance (Ledoit-Wolf shrinkage: a few hundred images
     of 100-2000 features need it);
   - "knn": the k-th nearest-neighbour cosine distance of the L2-normalised features to
-    the training images (Sun et al. 2022; no distribution assumed).
-The energy score needs the head's logits, which a fused softmax output layer does not
-expose; it is left out.
+    the training images (Sun et al. 2022; no distribution assumed);
+  - "energy": -logsumexp of the head's logits (Liu et al. 2020). A softmax output layer
+    fuses its activation, so the logits are recomputed exactly from the output Dense
+    layer's input, kernel and bias (`head_logits`); only where the task says its output
+    is one softmax over the classes (`Task.softmax_logits`), else the candidate is
+    skipped.
 
 The chosen detector is the one with the highest AUROC separating the validation images
 from outliers (Mahalanobis unless another beats it by MARGIN): real "none of these"
@@ -28,13 +31,14 @@ unknown. The arrays travel inside the `.keras` file (`models.saving`, member
 import dataclasses
 import io
 
+import keras
 import numpy as np
 
 from transferkit.core.errors import ConfigError, TransferkitError
 from transferkit.evaluation.tta import unwrap_tta
 from transferkit.models.parts import resolve
 
-DETECTORS = ("msp", "mahalanobis", "knn")
+DETECTORS = ("msp", "mahalanobis", "knn", "energy")
 FALSE_REJECTION = 0.05
 KNN_K = 5
 # Mahalanobis on pretrained features is the prior (Fort et al. 2021): synthetic outliers
@@ -45,7 +49,8 @@ DEFAULT = "mahalanobis"
 MARGIN = 0.02
 KNN_BANK = 4096  # most stored training features for kNN: bounds the model's size
 ARRAYS_NAME = "novelty.npz"
-NEEDS = {"msp": (), "mahalanobis": ("means", "precision"), "knn": ("bank",)}  # arrays
+NEEDS = {"msp": (), "mahalanobis": ("means", "precision"), "knn": ("bank",),
+         "energy": ()}  # arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,19 +66,27 @@ class Novelty:
     criterion: str
     arrays: dict = dataclasses.field(repr=False, default_factory=dict)
 
-    def score(self, features, probs):
-        """Novelty of each row: features [N, D] at the head's input, probs [N, C]."""
+    def score(self, features, probs, logits=None):
+        """Novelty of each row: features [N, D] at the head's input, probs [N, C], and
+        for "energy" the head's logits [N, C] (`head_logits`)."""
+        if self.detector == "energy" and logits is None:
+            raise TransferkitError("The energy novelty score needs the head's logits; "
+                                   "this model's head does not expose them.")
         return _SCORES[self.detector](self.arrays, np.asarray(features, np.float64),
-                                      np.asarray(probs, np.float64))
+                                      np.asarray(probs, np.float64),
+                                      None if logits is None else np.asarray(logits, np.float64))
 
     def unknown(self, scores):
         return np.asarray(scores) > self.threshold
 
-    def tf_score(self, features, probs):
-        """`score` as TensorFlow ops (for the SavedModel's serving signature)."""
+    def tf_score(self, features, probs, logits=None):
+        """`score` as TensorFlow ops (the SavedModel's and the TFLite file's novelty
+        output, `novelty_model`)."""
         import tensorflow as tf
 
         x = tf.reshape(tf.cast(features, tf.float32), [tf.shape(features)[0], -1])
+        if self.detector == "energy":
+            return -tf.reduce_logsumexp(tf.cast(logits, tf.float32), axis=-1)
         if self.detector == "msp":
             return 1.0 - tf.reduce_max(tf.cast(probs, tf.float32), axis=-1)
         if self.detector == "mahalanobis":
@@ -112,24 +125,30 @@ class Novelty:
         return cls(**settings, arrays=arrays)
 
 
-def _msp(arrays, x, probs):
+def _msp(arrays, x, probs, logits):
     return 1.0 - probs.max(axis=1)
 
 
-def _mahalanobis(arrays, x, probs):
+def _energy(arrays, x, probs, logits):
+    from scipy.special import logsumexp
+
+    return -logsumexp(logits, axis=1)
+
+
+def _mahalanobis(arrays, x, probs, logits):
     diff = x[:, None, :] - arrays["means"][None]  # [N, C, D]
     return np.sqrt(np.min(np.einsum("ncd,de,nce->nc", diff, arrays["precision"], diff),
                           axis=1).clip(0))
 
 
-def _knn(arrays, x, probs):
+def _knn(arrays, x, probs, logits):
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     similarity = x @ arrays["bank"].T
     k = min(KNN_K, similarity.shape[1])
     return 1.0 - np.sort(similarity, axis=1)[:, -k]
 
 
-_SCORES = {"msp": _msp, "mahalanobis": _mahalanobis, "knn": _knn}
+_SCORES = {"msp": _msp, "mahalanobis": _mahalanobis, "knn": _knn, "energy": _energy}
 
 
 def fit_arrays(train_x, train_ids, seed=0):
@@ -149,9 +168,11 @@ def fit_arrays(train_x, train_ids, seed=0):
 
 
 def fit_novelty(train_x, train_ids, val_x, val_probs, outlier_x, outlier_probs, *,
-                false_rejection=FALSE_REJECTION, criterion="synthetic", seed=0):
+                val_logits=None, outlier_logits=None, false_rejection=FALSE_REJECTION,
+                criterion="synthetic", seed=0):
     """Fit every detector on the training features, pick the one with the best AUROC of
-    validation vs outliers, and set its threshold on validation. Returns a Novelty."""
+    validation vs outliers, and set its threshold on validation. Returns a Novelty.
+    Energy is a candidate only with the head's logits (`val_logits`, `outlier_logits`)."""
     from sklearn.metrics import roc_auc_score
 
     if not 0 < false_rejection < 1:
@@ -162,15 +183,19 @@ def fit_novelty(train_x, train_ids, val_x, val_probs, outlier_x, outlier_probs, 
                           f"(received {len(val_x)} and {len(outlier_x)}).")
     arrays = fit_arrays(train_x, np.asarray(train_ids), seed)
     truth = np.r_[np.zeros(len(val_x)), np.ones(len(outlier_x))]
+    val = (np.asarray(val_x, np.float64), np.asarray(val_probs, np.float64),
+           None if val_logits is None else np.asarray(val_logits, np.float64))
+    out = (np.asarray(outlier_x, np.float64), np.asarray(outlier_probs, np.float64),
+           None if outlier_logits is None else np.asarray(outlier_logits, np.float64))
     auroc, val_scores = {}, {}
     for name in DETECTORS:
-        val_scores[name] = _SCORES[name](arrays, np.asarray(val_x, np.float64),
-                                         np.asarray(val_probs, np.float64))
-        out = _SCORES[name](arrays, np.asarray(outlier_x, np.float64),
-                            np.asarray(outlier_probs, np.float64))
-        auroc[name] = round(float(roc_auc_score(truth, np.r_[val_scores[name], out])), 4)
+        if name == "energy" and (val[2] is None or out[2] is None):
+            continue  # no logits: the head's output is not one softmax over the classes
+        val_scores[name] = _SCORES[name](arrays, *val)
+        outliers = _SCORES[name](arrays, *out)
+        auroc[name] = round(float(roc_auc_score(truth, np.r_[val_scores[name], outliers])), 4)
     best = DEFAULT
-    for name in DETECTORS:  # another detector must beat the default clearly
+    for name in auroc:  # another detector must beat the default clearly
         if auroc[name] > auroc[best] + MARGIN:
             best = name
     threshold = float(np.quantile(val_scores[best], 1.0 - false_rejection))
@@ -207,24 +232,101 @@ def auroc(known_scores, unknown_scores):
 def features_and_probs(model, dataset, task):
     """(features [N, D] at the head's input, class probabilities [N, C], labels [N, ...])
     of one pass of `model` over (image, label) batches."""
+    features, probs, _, labels = novelty_inputs(model, dataset, task)
+    return features, probs, labels
+
+
+def novelty_inputs(model, dataset, task):
+    """(features [N, D] at the head's input, class probabilities [N, C], the head's
+    logits [N, C] or None (`head_logits`), labels [N, ...]) of one pass of `model`
+    over (image, label) batches: what `Novelty.score` takes."""
     # Features come from one clean view: a TTA wrapper's inner model.
     parts = resolve(unwrap_tta(model))
-    extractor, head = parts.feature_extractor(), parts.head()
-    xs, ps, ys = [], [], []
+    extractor = parts.feature_extractor()
+    xs, ys = [], []
     for images, labels in dataset:
         x = np.asarray(extractor.predict_on_batch(images))
         xs.append(x.reshape(len(x), -1))
-        ps.append(task.probabilities(head.predict_on_batch(x)))
         ys.append(np.asarray(labels))
-    return np.concatenate(xs), np.concatenate(ps), np.concatenate(ys)
+    features = np.concatenate(xs)
+    probs, logits = head_outputs(model, features, task)
+    return features, probs, logits, np.concatenate(ys)
+
+
+def head_logits(model, task):
+    """A function: features [N, D] at the head's input -> the logits [N, C] its softmax
+    output layer fuses (tensors; Keras ops, so it runs eagerly and inside a traced
+    graph), or None where there are none to take: the task's output is not one softmax
+    over the classes (`Task.softmax_logits`) or the head is not a Dense output layer
+    reached from the features (directly or inside one nested head model)."""
+    if not task.softmax_logits:
+        return None
+    parts = resolve(unwrap_tta(model))
+    last, node, _ = parts.model.outputs[0]._keras_history
+    start = parts.features
+    if isinstance(last, keras.Model):  # build_model's layout: a nested "head" model
+        # Its own graph maps the features to its output only if it is called on them.
+        if last._inbound_nodes[node].input_tensors[0] is not parts.features:
+            return None
+        start = last.inputs[0]
+        last = last.outputs[0]._keras_history[0]
+    if not isinstance(last, keras.layers.Dense) or last.activation is not \
+            keras.activations.softmax:
+        return None
+    # The output layer's input, then its own kernel and bias: exactly its pre-activation.
+    before = keras.Model(start, last.input)
+    kernel, bias = last.kernel, last.bias
+
+    def logits(features):
+        h = keras.ops.cast(before(features, training=False), kernel.dtype)
+        out = keras.ops.matmul(h, kernel)
+        return out if bias is None else out + bias
+
+    return logits
+
+
+def head_outputs(model, features, task, batch_size=256):
+    """(class probabilities [N, C], logits [N, C] or None: `head_logits`) of the head of
+    `model` on its input `features` [N, D]."""
+    head = resolve(unwrap_tta(model)).head()
+    to_logits = head_logits(model, task)
+    probs, logits = [], []
+    for i in range(0, len(features), batch_size):
+        batch = features[i:i + batch_size]
+        probs.append(np.asarray(head.predict_on_batch(batch)))
+        if to_logits is not None:
+            logits.append(keras.ops.convert_to_numpy(to_logits(batch)))
+    return (task.probabilities(np.concatenate(probs)),
+            np.concatenate(logits) if to_logits is not None else None)
 
 
 def head_probabilities(model, features, task, batch_size=256):
     """Class probabilities of the head of `model` on its input `features` [N, D]."""
-    head = resolve(unwrap_tta(model)).head()
-    return task.probabilities(np.concatenate(
-        [head.predict_on_batch(features[i:i + batch_size])
-         for i in range(0, len(features), batch_size)]))
+    return head_outputs(model, features, task, batch_size)[0]
+
+
+def novelty_model(model, task, novelty):
+    """A function: images [B, H, W, 3] (tensors) -> (the model's output, novelty [B]),
+    in one pass, as graph ops: `Novelty.tf_score` on the features (and logits) the
+    model computes; what the SavedModel's and the TFLite file's novelty outputs run."""
+    import tensorflow as tf
+
+    if unwrap_tta(model) is model:
+        both = keras.Model(model.inputs, [model.outputs[0], resolve(model).features])
+    else:
+        # A TTA wrapper: the averaged output, and the features of the clean view (as
+        # `novelty_inputs` scores them), from the wrapper's own input; the wrapped
+        # model's inner tensors are not reachable from it.
+        extractor = resolve(unwrap_tta(model)).feature_extractor()
+        both = keras.Model(model.inputs, [model.outputs[0], extractor(model.inputs[0])])
+    to_logits = head_logits(model, task) if novelty.detector == "energy" else None
+
+    def run(images):
+        outputs, features = both(images, training=False)
+        logits = None if to_logits is None else to_logits(features)
+        return outputs, novelty.tf_score(features, task.tf_probabilities(outputs), logits)
+
+    return run
 
 
 def fit_model_novelty(model, task, train, val, val_images, unknown=None, *,
@@ -246,10 +348,12 @@ def fit_model_novelty(model, task, train, val, val_images, unknown=None, *,
         criterion = "synthetic"
     else:
         criterion = "unknown-data"
-    out_x, out_p, _ = features_and_probs(model, unknown, task)
+    out_x, out_p, out_logits, _ = novelty_inputs(model, unknown, task)
+    val_p, val_logits = head_outputs(model, val_x, task)
     return fit_novelty(np.asarray(train[0]).reshape(len(train[0]), -1), ids, val_x,
-                       head_probabilities(model, val_x, task), out_x, out_p,
-                       false_rejection=false_rejection, criterion=criterion, seed=seed)
+                       val_p, out_x, out_p, val_logits=val_logits,
+                       outlier_logits=out_logits, false_rejection=false_rejection,
+                       criterion=criterion, seed=seed)
 
 
 def _tf_shuffled_tiles(images, seed):
