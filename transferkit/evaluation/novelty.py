@@ -90,8 +90,13 @@ class Novelty:
         if self.detector == "msp":
             return 1.0 - tf.reduce_max(tf.cast(probs, tf.float32), axis=-1)
         if self.detector == "mahalanobis":
-            diff = x[:, None, :] - tf.constant(self.arrays["means"])[None]
-            q = tf.einsum("ncd,de,nce->nc", diff, tf.constant(self.arrays["precision"]), diff)
+            # expand_dims and a 2-D matmul, not [:, None] and einsum: TFLite's builtin
+            # ops run these (no Flex delegate needed).
+            diff = tf.expand_dims(x, 1) - tf.expand_dims(tf.constant(self.arrays["means"]), 0)
+            flat = tf.reshape(diff, [-1, tf.shape(diff)[-1]])
+            q = tf.reshape(tf.reduce_sum(
+                tf.matmul(flat, tf.constant(self.arrays["precision"])) * flat, axis=-1),
+                tf.shape(diff)[:2])
             return tf.sqrt(tf.maximum(tf.reduce_min(q, axis=-1), 0.0))
         unit = tf.math.l2_normalize(x, axis=-1, epsilon=1e-12)
         similarity = tf.matmul(unit, tf.constant(self.arrays["bank"]), transpose_b=True)
@@ -227,6 +232,26 @@ def auroc(known_scores, unknown_scores):
 
     return float(roc_auc_score(np.r_[np.zeros(len(known_scores)), np.ones(len(unknown_scores))],
                                np.r_[known_scores, unknown_scores]))
+
+
+def novelty_summary(novelty, known, unknown=None, bins=30):
+    """What a report says of `novelty` on images: its settings, each candidate's AUROC
+    ("candidates"), the share of the `known` scores called unknown ("rejected"), and a
+    histogram of the scores on shared edges that reach the threshold ("histogram":
+    edges, known, unknown counts); with `unknown` scores (images of none of the
+    classes) also their count, "auroc" (known vs unknown) and "unknown_rejected"."""
+    known = np.asarray(known, np.float64)
+    both = known if unknown is None else np.r_[known, np.asarray(unknown, np.float64)]
+    edges = np.histogram_bin_edges(np.r_[both, novelty.threshold], bins=bins)
+    out = {**novelty.to_json(), "candidates": dict(novelty.auroc),
+           "rejected": float(novelty.unknown(known).mean()) if len(known) else 0.0,
+           "histogram": {"edges": edges.tolist(),
+                         "known": np.histogram(known, edges)[0].tolist()}}
+    if unknown is not None:
+        out["histogram"]["unknown"] = np.histogram(unknown, edges)[0].tolist()
+        out.update(unknown_images=len(unknown), auroc=auroc(known, unknown),
+                   unknown_rejected=float(novelty.unknown(unknown).mean()))
+    return out
 
 
 def features_and_probs(model, dataset, task):
