@@ -188,3 +188,36 @@ def test_the_eval_report_has_a_novelty_section(tmp_path):
     assert re.search(r"<img src='report/novelty.png'", section)
     assert os.path.getsize(tmp_path / "eval" / "report" / "novelty.png") > 1000
     assert sum(summary["histogram"]["known"]) == 50 and sum(summary["histogram"]["unknown"]) == 20
+
+
+def test_an_int8_file_with_novelty_exports_and_runs(tiny, tmp_path):
+    """int8 quantizes the novelty's arithmetic too: only that it converts and runs."""
+    loaded, images, _, arrays = tiny
+    loaded = _with(loaded, arrays, "mahalanobis")
+    path = ex.export_model(loaded, "tflite", str(tmp_path), quantize="int8",
+                           representative=[image[None] for image in images])
+    probs, novelty = _run_tflite(path, images)
+    assert probs.shape == (len(images), 3) and novelty.shape == (len(images), 1)
+    assert np.all(np.isfinite(novelty))
+    names = [t.name for t in tm.read_metadata(open(path, "rb").read())
+             .subgraphMetadata[0].outputTensorMetadata]
+    assert names == [b"scores", b"novelty"]
+
+
+def test_the_savedmodel_serves_the_energy_score(tiny, tmp_path):
+    from PIL import Image
+
+    loaded, _, _, arrays = tiny
+    loaded = _with(loaded, arrays, "energy", threshold=-1.1)
+    images = np.round(_images(4, seed=1))  # PNG keeps whole values exactly
+    payload = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image.astype("uint8")).save(buffer, format="PNG")
+        payload.append(buffer.getvalue())
+    saved = tf.saved_model.load(ex.export_model(loaded, "savedmodel", str(tmp_path)))
+    served = saved.signatures["serving_default"](image_bytes=tf.constant(payload))
+    expected = loaded.novelty.score(*nv.novelty_inputs(loaded.model, _batches(images),
+                                                       loaded.task)[:3])
+    np.testing.assert_allclose(served["novelty"].numpy(), expected, rtol=1e-5)
+    assert served["unknown"].numpy().tolist() == (expected > -1.1).tolist()
