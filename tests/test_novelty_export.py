@@ -12,6 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 from scipy.special import logsumexp
 
 from transferkit.core.task_registry import get_task
@@ -19,7 +20,8 @@ from transferkit.evaluation import export as ex
 from transferkit.evaluation import novelty as nv
 from transferkit.evaluation import tflite_metadata as tm
 from transferkit.evaluation._vendor import metadata_schema_py_generated as meta_fb
-from transferkit.evaluation.evaluate import load_run
+from transferkit.data.files import image_dataset
+from transferkit.evaluation.evaluate import load_run, predict
 from transferkit.evaluation.report import write_eval_report
 from transferkit.models.builder import build_model
 from transferkit.models.heads import HeadConfig
@@ -119,8 +121,19 @@ def test_the_tflite_file_returns_the_novelty_score_as_a_second_output(tiny, tmp_
     assert novelty.shape == (len(images), 1)
     np.testing.assert_allclose(novelty[:, 0], loaded.novelty.score(*inputs),
                                rtol=1e-4, atol=1e-5)
-    # Predictions read the probabilities output, whatever else the file returns.
+    # Predictions read the probabilities output, whatever else the file returns;
+    # predict on the file reads the novelty output and the threshold beside it.
     np.testing.assert_allclose(ex.load_predictor(path)(images), probs)
+    files = []
+    for i, image in enumerate(np.round(images[:4])):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(image.astype("uint8")).save(files[-1])
+    rows = predict(path, files)
+    on_files = nv.novelty_inputs(loaded.model, image_dataset(files, SIZE)[0], loaded.task)
+    expected = loaded.novelty.score(*on_files[:3])
+    np.testing.assert_allclose([r["novelty"] for r in rows], expected, rtol=1e-4, atol=1e-5)
+    assert [r["unknown"] for r in rows] == (expected > 0.123456).tolist()
+    assert [r["label"] for r in rows] == [CLASSES[i] for i in on_files[1].argmax(1)]
     # The metadata: head 0 the classes, head 1 the novelty with its threshold.
     content = open(path, "rb").read()
     outputs = tm.read_metadata(content).subgraphMetadata[0].outputTensorMetadata
@@ -205,8 +218,6 @@ def test_an_int8_file_with_novelty_exports_and_runs(tiny, tmp_path):
 
 
 def test_the_savedmodel_serves_the_energy_score(tiny, tmp_path):
-    from PIL import Image
-
     loaded, _, _, arrays = tiny
     loaded = _with(loaded, arrays, "energy", threshold=-1.1)
     images = np.round(_images(4, seed=1))  # PNG keeps whole values exactly

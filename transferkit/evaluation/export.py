@@ -325,7 +325,9 @@ class _TFLitePredictor:
         self.path = os.fspath(path)
         self.spare = tflite_interpreter(self.path)  # not yet sized for a batch
         self.input = self.spare.get_input_details()[0]["index"]
-        self.output = self.spare.get_output_details()[0]["index"]
+        # The model's output first; a novelty score, when the file has one, second.
+        self.output, *more = [d["index"] for d in self.spare.get_output_details()]
+        self.novelty_output = more[0] if more else None
         self.by_batch = {}
 
     def _interpreter(self, shape):
@@ -338,12 +340,22 @@ class _TFLitePredictor:
             self.by_batch[shape[0]] = interpreter
         return self.by_batch[shape[0]]
 
-    def __call__(self, images):
+    def _invoke(self, images):
         images = np.asarray(images, dtype=np.float32)
         interpreter = self._interpreter(images.shape)
         interpreter.set_tensor(self.input, images)
         interpreter.invoke()
-        return interpreter.get_tensor(self.output).copy()
+        return interpreter
+
+    def __call__(self, images):
+        return self._invoke(images).get_tensor(self.output).copy()
+
+    def novelty(self, images):
+        """The file's novelty output [B] (a second output; see `_tflite_source`)."""
+        if self.novelty_output is None:
+            raise TransferkitError(f"{self.path} has no novelty output; export it again "
+                                   "from a model with a novelty score.")
+        return self._invoke(images).get_tensor(self.novelty_output).reshape(-1).copy()
 
     predict_on_batch = __call__  # as a Keras model's: evaluate and predict call this
 
