@@ -13,6 +13,11 @@ backbone's preprocessing are layers inside the model, so nothing is lost on expo
 SavedModel's default signature takes encoded image files instead (`serving_archive`),
 for TF Serving. `export_plan("all", ...)` lists every format; TFLite files run on
 LiteRT's interpreter (`tflite_interpreter`).
+A model with a novelty score (`evaluation.novelty`) exports it everywhere: the .keras
+file keeps it, the SavedModel's `serving_default` returns `novelty` and `unknown`, and
+a .tflite file returns `novelty` [B, 1] as its second output, its threshold in the
+file's metadata (`tflite_metadata`). Both compute it in the graph with
+`novelty.novelty_model`.
 Class names travel with every artifact: `labels.txt` (one per line, output order) and
 `<artifact>.json` (class names, image size, input spec) are written beside it, inside
 a SavedModel's `assets/` too, and inside the .keras file (see saving.save_model).

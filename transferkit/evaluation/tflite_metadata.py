@@ -249,7 +249,10 @@ def _novelty_output(novelty):
     with the category "unknown" exactly for the images above the threshold (ties
     aside), and no category otherwise. Stats would only describe a value range, and
     SubGraphMetadata.custom_metadata is a free-form flatbuffer no client parses.
-    The threshold is also in the description and in transferkit.json ("novelty")."""
+    The threshold is also in the description and in transferkit.json ("novelty").
+    For "msp" (1 - top probability) it is not also written as the class scores' own
+    threshold (1 - threshold): MediaPipe would then drop every class of an unknown
+    image, so head 0 would have no top-1 answer where `predict` has one."""
     tensor = meta_fb.TensorMetadataT()
     tensor.name = "novelty"
     tensor.description = (
