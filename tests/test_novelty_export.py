@@ -200,7 +200,8 @@ def test_the_eval_report_has_a_novelty_section(tmp_path):
         assert f"<tr><th>{name}</th><td>{value:.4f}</td></tr>" in section
     assert re.search(r"<img src='report/novelty.png'", section)
     assert os.path.getsize(tmp_path / "eval" / "report" / "novelty.png") > 1000
-    assert sum(summary["histogram"]["known"]) == 50 and sum(summary["histogram"]["unknown"]) == 20
+    hist = summary["histogram"]
+    assert sum(hist["known"]) == 50 and sum(hist["unknown"]) == 20
 
 
 def test_an_int8_file_with_novelty_exports_and_runs(tiny, tmp_path):

@@ -1,8 +1,10 @@
 """Novelty: how unlike the training classes an image is, with a calibrated threshold.
 
     novelty = fit_novelty(train_x, train_ids, val_x, val_probs, outlier_x, outlier_probs)
-    scores = novelty.score(x, probs)        # higher: more unusual
-    unknown = scores > novelty.threshold    # ~5% of validation images by construction
+    x, probs, logits, _ = novelty_inputs(model, dataset, task)
+    scores = novelty.score(x, probs, logits)  # higher: more unusual
+    unknown = scores > novelty.threshold      # ~5% of validation images by construction
+    run = novelty_model(model, task, novelty)  # images -> (outputs, novelty), graph ops
 
 Candidates, each a score where higher means more novel (OpenOOD v1.5: no single one
 wins everywhere, so one is chosen per model by a measured criterion):
@@ -25,7 +27,8 @@ synthetic ones (each validation image cut into a 4x4 grid whose tiles are shuffl
 the colours and textures stay, the objects go). The threshold is the validation
 scores' (1 - false_rejection) quantile, so that fraction of known images is called
 unknown. The arrays travel inside the `.keras` file (`models.saving`, member
-`novelty.npz`) and the settings in its metadata.
+`novelty.npz`) and the settings in its metadata; exports compute the score in their
+graph (`novelty_model`, `Novelty.tf_score`).
 """
 
 import dataclasses
@@ -72,9 +75,9 @@ class Novelty:
         if self.detector == "energy" and logits is None:
             raise TransferkitError("The energy novelty score needs the head's logits; "
                                    "this model's head does not expose them.")
+        logits = None if logits is None else np.asarray(logits, np.float64)
         return _SCORES[self.detector](self.arrays, np.asarray(features, np.float64),
-                                      np.asarray(probs, np.float64),
-                                      None if logits is None else np.asarray(logits, np.float64))
+                                      np.asarray(probs, np.float64), logits)
 
     def unknown(self, scores):
         return np.asarray(scores) > self.threshold

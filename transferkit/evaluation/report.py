@@ -151,9 +151,9 @@ def _novelty_html(summary, folder):
                  f"{summary['auroc']:.4f}, {summary['unknown_rejected']:.1%} rejected.</p>")
     rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{value:.4f}</td></tr>"
                    for name, value in summary["candidates"].items())
-    return (text + f"<table><tr><th>candidate</th><th>AUROC ({html.escape(summary['criterion'])})"
-            f"</th></tr>{rows}</table>" + _img(plot_novelty(summary, folder),
-                                               "novelty histogram"))
+    criterion = html.escape(summary["criterion"])
+    return (text + f"<table><tr><th>candidate</th><th>AUROC ({criterion})</th></tr>{rows}"
+            "</table>" + _img(plot_novelty(summary, folder), "novelty histogram"))
 
 
 def plot_images(images, titles, folder, name, columns=6):
