@@ -22,6 +22,7 @@ from transferkit.evaluation import tflite_metadata as tm
 from transferkit.evaluation._vendor import metadata_schema_py_generated as meta_fb
 from transferkit.data.files import image_dataset
 from transferkit.evaluation.evaluate import load_run, predict
+from transferkit.evaluation.model_card import model_card
 from transferkit.evaluation.report import write_eval_report
 from transferkit.models.builder import build_model
 from transferkit.models.heads import HeadConfig
@@ -145,6 +146,8 @@ def test_the_tflite_file_returns_the_novelty_score_as_a_second_output(tiny, tmp_
     assert outputs[0].processUnits is None  # the classes keep every score
     with zipfile.ZipFile(io.BytesIO(content)) as archive:
         assert archive.read(tm.NOVELTY_LABELS_FILE) == b"unknown\n"
+    card = model_card(loaded, [path])
+    assert "above 0.123456" in card and "second output" in card
 
 
 def test_a_model_without_novelty_exports_as_before(tiny, tmp_path):
