@@ -236,3 +236,17 @@ def test_the_savedmodel_serves_the_energy_score(tiny, tmp_path):
                                                        loaded.task)[:3])
     np.testing.assert_allclose(served["novelty"].numpy(), expected, rtol=1e-5)
     assert served["unknown"].numpy().tolist() == (expected > -1.1).tolist()
+
+
+def test_a_tta_models_file_scores_novelty_on_the_clean_view_as_predict_does(tiny, tmp_path):
+    from transferkit.evaluation.tta import with_tta
+
+    loaded, images, _, _ = tiny
+    model = with_tta(loaded.model, "flip", task=loaded.task)
+    loaded = dataclasses.replace(loaded, model=model, novelty=nv.Novelty(
+        "msp", 0.5, 0.05, {}, "synthetic"))
+    predictor = ex.load_predictor(ex.export_model(loaded, "tflite", str(tmp_path)))
+    np.testing.assert_allclose(predictor(images), model.predict_on_batch(images), atol=1e-5)
+    inputs = nv.novelty_inputs(model, _batches(images), loaded.task)[:3]
+    np.testing.assert_allclose(predictor.novelty(images), loaded.novelty.score(*inputs),
+                               atol=1e-5)

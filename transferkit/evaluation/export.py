@@ -141,8 +141,9 @@ def _tflite_source(loaded, folder):
 
     archive = keras.export.ExportArchive()
     archive.track(model)
+    # The input as `model.export` writes it (the model's own input shape).
     archive.add_endpoint("serve", tf.function(serve), input_signature=[
-        tf.TensorSpec([None, *loaded.input.size, 3], tf.float32, name="images")])
+        tf.TensorSpec(model.inputs[0].shape, tf.float32, name="images")])
     archive.write_out(folder, verbose=False)
 
 

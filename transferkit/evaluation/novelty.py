@@ -337,22 +337,28 @@ def novelty_model(model, task, novelty):
     """A function: images [B, H, W, 3] (tensors) -> (the model's output, novelty [B]),
     in one pass, as graph ops: `Novelty.tf_score` on the features (and logits) the
     model computes; what the SavedModel's and the TFLite file's novelty outputs run."""
-    import tensorflow as tf
-
+    clean = None  # the clean view's head, when the output is a TTA average
     if unwrap_tta(model) is model:
         both = keras.Model(model.inputs, [model.outputs[0], resolve(model).features])
     else:
         # A TTA wrapper: the averaged output, and the features of the clean view (as
         # `novelty_inputs` scores them), from the wrapper's own input; the wrapped
         # model's inner tensors are not reachable from it.
-        extractor = resolve(unwrap_tta(model)).feature_extractor()
-        both = keras.Model(model.inputs, [model.outputs[0], extractor(model.inputs[0])])
+        parts = resolve(unwrap_tta(model))
+        both = keras.Model(model.inputs, [model.outputs[0],
+                                          parts.feature_extractor()(model.inputs[0])])
+        clean = parts.head()
     to_logits = head_logits(model, task) if novelty.detector == "energy" else None
+    if novelty.detector == "energy" and to_logits is None:
+        raise TransferkitError("The energy novelty score needs the head's logits; this "
+                               f"model's head (task {task.name!r}) does not expose them.")
 
     def run(images):
         outputs, features = both(images, training=False)
+        # Probabilities of the clean view, as the threshold was calibrated on.
+        probs = outputs if clean is None else clean(features, training=False)
         logits = None if to_logits is None else to_logits(features)
-        return outputs, novelty.tf_score(features, task.tf_probabilities(outputs), logits)
+        return outputs, novelty.tf_score(features, task.tf_probabilities(probs), logits)
 
     return run
 
