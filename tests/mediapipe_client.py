@@ -4,7 +4,8 @@ what MediaPipe makes of image files, as JSON.
 
     python mediapipe_client.py JOBS.json   # [{"model", "kind", "images", "masks"}, ...]
 
-kind "classifier": vision.ImageClassifier, every category (name, score) per image.
+kind "classifier": vision.ImageClassifier, every category (name, score) per image of
+head 0, and the further heads' names and categories (a novelty output).
 kind "segmenter": vision.ImageSegmenter's category mask per image, saved as .npy at the
 job's "masks" paths, and the segmenter's labels.
 Only mediapipe, numpy and the standard library are imported: TensorFlow and transferkit
@@ -26,13 +27,16 @@ from mediapipe.tasks.python.core.base_options import BaseOptions  # noqa: E402
 def classify(job):
     options = vision.ImageClassifierOptions(
         base_options=BaseOptions(model_asset_path=job["model"]))
-    rows = []
+    rows, heads, more = [], [], []
     with vision.ImageClassifier.create_from_options(options) as classifier:
         for path in job["images"]:
             result = classifier.classify(mp.Image.create_from_file(path))
             rows.append([[c.category_name, c.score]
                          for c in result.classifications[0].categories])
-    return {"categories": rows}
+            heads = [h.head_name for h in result.classifications]
+            more.append([[[c.category_name, c.score] for c in h.categories]
+                         for h in result.classifications[1:]])
+    return {"categories": rows, "heads": heads, "more_heads": more}
 
 
 def segment(job):

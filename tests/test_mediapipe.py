@@ -25,6 +25,8 @@ import pytest
 from PIL import Image
 
 from transferkit import cli
+from transferkit.core.task_registry import get_task
+from transferkit.data.files import image_dataset
 
 # Looked up, not imported: MediaPipe runs only in the client process.
 if importlib.util.find_spec("mediapipe") is None:
@@ -92,29 +94,57 @@ def _agreement(task, rows, results, class_names):
 
 def test_an_exported_classifier_loads_in_mediapipe_as_it_is(tmp_path):
     """Default run: an untrained three-class model (no training, so it is quick); the
-    images are at the model's input size, so both sides see the same pixels."""
+    images are at the model's input size, so both sides see the same pixels. The same
+    model with a novelty score too: its second output is MediaPipe's head 1, which
+    names "unknown" exactly for the images `predict` calls unknown (the threshold read
+    from the file's metadata), while head 0 stays the classes."""
+    from transferkit.evaluation import novelty as nv
     from transferkit.models.builder import build_model
     from transferkit.models.saving import save_model
 
     model = build_model("tiny_test", 3, weights=None, image_size=SIZE)
-    run = save_model(model, str(tmp_path / "model.keras"),
-                     metadata={"class_names": list(COLOURS), "image_size": SIZE})
+    meta = {"class_names": list(COLOURS), "image_size": SIZE}
+    run = save_model(model, str(tmp_path / "model.keras"), metadata=meta)
     rng = np.random.default_rng(0)
     files = []
     for i in range(6):
         files.append(str(tmp_path / f"{i}.png"))
         _image(files[-1], np.eye(3)[i % 3], rng)
-    path = _export(run, tmp_path / "exp")
+    # A Mahalanobis score on these images' own features, its threshold their median:
+    # half of them fall on each side.
+    features, probs, _ = nv.features_and_probs(model, image_dataset(files, SIZE)[0],
+                                               get_task("multiclass"))
+    arrays = nv.fit_arrays(features, np.arange(6) % 3)
+    scores = nv.Novelty("mahalanobis", 0.0, 0.05, {}, "synthetic", arrays).score(
+        features, probs)
+    novelty = nv.Novelty("mahalanobis", float(np.median(scores)), 0.05,
+                         {"mahalanobis": 0.5}, "synthetic",
+                         {k: arrays[k] for k in nv.NEEDS["mahalanobis"]})
+    with_novelty = save_model(model, str(tmp_path / "novel.keras"),
+                              metadata={**meta, "novelty": novelty.to_json()},
+                              extras={nv.ARRAYS_NAME: novelty.arrays_bytes()})
+    paths = [_export(run, tmp_path / "exp"), _export(with_novelty, tmp_path / "exp2")]
     rows = _predict(run, files)
-    result, = _mediapipe([{"kind": "classifier", "model": path, "images": files}],
-                         str(tmp_path))
-    for row, categories in zip(rows, result["categories"]):
-        assert sorted(name for name, _ in categories) == sorted(COLOURS)
-        scores = {s["class"]: s["probability"] for s in row["scores"]}
-        # The same probabilities: MediaPipe fed the raw 0-255 pixels (identity
-        # normalisation from the metadata) and named every class from the labels.
-        for name, score in categories:
-            assert score == pytest.approx(scores[name], abs=1e-4)
+    novel_rows = _predict(with_novelty, files)
+    results = _mediapipe([{"kind": "classifier", "model": path, "images": files}
+                          for path in paths], str(tmp_path))
+    for result in results:
+        for row, categories in zip(rows, result["categories"]):
+            assert sorted(name for name, _ in categories) == sorted(COLOURS)
+            scores = {s["class"]: s["probability"] for s in row["scores"]}
+            # The same probabilities: MediaPipe fed the raw 0-255 pixels (identity
+            # normalisation from the metadata) and named every class from the labels.
+            for name, score in categories:
+                assert score == pytest.approx(scores[name], abs=1e-4)
+    assert results[0]["heads"] == ["scores"]
+    assert results[1]["heads"] == ["scores", "novelty"]
+    assert {row["unknown"] for row in novel_rows} == {True, False}
+    for row, (head,) in zip(novel_rows, results[1]["more_heads"]):
+        if row["unknown"]:
+            (name, score), = head
+            assert name == "unknown" and score == pytest.approx(row["novelty"], rel=1e-4)
+        else:
+            assert head == []
 
 
 # --- trained runs of every task (slow) -----------------------------------------------

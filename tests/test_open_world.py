@@ -118,6 +118,20 @@ def test_evaluate_reports_rejection_and_auroc_against_unknown_images(run4, tmp_p
     assert report["auroc"] >= 0.85, report
     assert report["rejected"] <= 0.10, report
     assert report["unknown_rejected"] > report["rejected"]
+    # The report shows the same numbers: the model's detector and candidates, and
+    # both histograms on edges that reach the threshold.
+    with open(os.path.join(out, "report.html")) as f:
+        page = f.read()
+    section = page[page.index("<h2>Novelty</h2>"):]
+    loaded = load_run(run4["run"])
+    assert f"<b>{loaded.novelty.detector}</b>" in section
+    assert f"threshold {loaded.novelty.threshold:.6g}," in section
+    assert f"AUROC {report['auroc']:.4f}" in section
+    for name, value in loaded.novelty.auroc.items():
+        assert f"<tr><th>{name}</th><td>{value:.4f}</td></tr>" in section
+    hist = report["histogram"]
+    assert sum(hist["unknown"]) == report["unknown_images"]
+    assert hist["edges"][0] <= loaded.novelty.threshold <= hist["edges"][-1]
 
 
 def test_add_class_grows_the_head_and_records_its_origin(run4, tmp_path):

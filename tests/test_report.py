@@ -49,6 +49,29 @@ def test_run_report_has_every_plot(tmp_path):
         _assert_real_png(image)
     page = open(path).read()
     assert "Validation: Metrics" in page and "blue" in page
+    assert "Novelty" not in page  # no novelty score given
+
+
+def test_run_report_shows_the_novelty_score_on_validation(tmp_path):
+    from transferkit.evaluation import novelty as nv
+
+    folder = make_image_folder(tmp_path / "images", classes=("red", "blue", "green"),
+                               per_class=4, size=32)
+    data = load_data(folder, image_size=32, batch_size=8, val_split=0.5, verbose=False)
+    model = build_model("tiny_test", 3, weights=None, image_size=32)
+    task = get_task("multiclass")
+    features, probs, logits, _ = nv.novelty_inputs(model, data.val, task)
+    scores = -np.log(np.exp(logits).sum(axis=1))  # energy, by hand
+    novelty = nv.Novelty("energy", float(np.median(scores)), 0.05,
+                         {"msp": 0.5, "energy": 0.75}, "synthetic")
+    path = write_report(str(tmp_path / "run"), model, data, [], novelty=novelty)
+    page = open(path).read()
+    section = page[page.index("<h2>Validation: Novelty</h2>"):]
+    assert "<b>energy</b>" in section and f"threshold {novelty.threshold:.6g}," in section
+    assert "<tr><th>energy</th><td>0.7500</td></tr>" in section
+    # Half the validation images lie above the median.
+    assert f"{np.mean(scores > novelty.threshold):.1%} of these images" in section
+    _assert_real_png(os.path.join(tmp_path, "run", "report", "novelty.png"))
 
 
 def test_eval_report_includes_the_reliability_plot(tmp_path):

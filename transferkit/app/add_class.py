@@ -26,7 +26,7 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import load_run
-from transferkit.evaluation.novelty import ARRAYS_NAME, head_probabilities
+from transferkit.evaluation.novelty import ARRAYS_NAME, head_outputs
 from transferkit.evaluation.tta import unwrap_tta
 from transferkit.models.parts import resolve
 from transferkit.models.saving import save_model
@@ -140,8 +140,9 @@ def _refit_novelty(novelty, model, task, recipe, train_x, train_y, val_x):
     # validation images), which would cost a third of add-class's time.
     if novelty is None or val_x is None or not recipe.runtime.novelty:
         return None
-    return novelty.refit(train_x, task.novelty_ids(train_y), val_x,
-                         head_probabilities(model, val_x, task), seed=recipe.seed)
+    probs, logits = head_outputs(model, val_x, task)
+    return novelty.refit(train_x, task.novelty_ids(train_y), val_x, probs, logits,
+                         seed=recipe.seed)
 
 
 def _cached(model, data, store):

@@ -256,7 +256,8 @@ def finish(job, model, history):
     if recipe.runtime.report:
         from transferkit.evaluation.report import write_report  # matplotlib at the end
 
-        write_report(run.path, final if tta["tta"] else plain, data, history)
+        write_report(run.path, final if tta["tta"] else plain, data, history,
+                     novelty=novelty)
     return RunResult(run.path, model, tuple(history), metrics, tuple(data.class_names),
                      skipped, tta)
 

@@ -9,7 +9,7 @@ from transferkit.core.files import write_json
 from transferkit.data.files import image_dataset, list_images
 from transferkit.evaluation import calibrate as cal
 from transferkit.evaluation import data_issues
-from transferkit.evaluation.novelty import auroc
+from transferkit.evaluation.novelty import novelty_summary
 from transferkit.evaluation import evaluate as ev
 from transferkit.evaluation.report import worst_images, write_eval_report
 from transferkit.models.saving import read_metadata, save_model
@@ -88,17 +88,16 @@ def _novelty(loaded, data, args):
         raise ConfigError(f"--unknown-data needs a model with a novelty score; "
                           f"{loaded.path} has none (train it again with novelty on).")
     known = ev.novelty_scores(loaded, data.dataset)
-    out = {**loaded.novelty.to_json(),
-           "rejected": float(loaded.novelty.unknown(known).mean())}
-    print(f"novelty ({out['detector']}): {out['rejected']:.1%} of these labelled images "
-          f"called unknown (calibrated to {out['false_rejection']:.0%} on validation)")
+    unknown = None
     if args.unknown_data:
         files = list_images(args.unknown_data, "--unknown-data")
         unknown = ev.novelty_scores(loaded, image_dataset(files, loaded.input.size)[0])
-        out.update(unknown_images=len(files), auroc=auroc(known, unknown),
-                   unknown_rejected=float(loaded.novelty.unknown(unknown).mean()))
+    out = novelty_summary(loaded.novelty, known, unknown)
+    print(f"novelty ({out['detector']}): {out['rejected']:.1%} of these labelled images "
+          f"called unknown (calibrated to {out['false_rejection']:.0%} on validation)")
+    if unknown is not None:
         print(f"unknown images: AUROC {out['auroc']:.3f}, {out['unknown_rejected']:.1%} "
-              f"of {len(files)} rejected")
+              f"of {len(unknown)} rejected")
     return out
 
 

@@ -25,7 +25,7 @@ from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
-from transferkit.evaluation.novelty import ARRAYS_NAME, Novelty, features_and_probs
+from transferkit.evaluation.novelty import ARRAYS_NAME, Novelty, novelty_inputs
 from transferkit.evaluation.tta import tta_of
 from transferkit.models.saving import load_model, read_extra, read_metadata
 
@@ -42,7 +42,9 @@ class LoadedModel:
     input: InputSpec
     config: dict
     task: object  # a tasks.Task
-    novelty: object = None  # a novelty.Novelty when the model carries one
+    # A novelty.Novelty when the model carries one (a .tflite file's: its settings only,
+    # the file computes the score as its second output).
+    novelty: object = None
 
     @property
     def image_size(self):
@@ -148,8 +150,13 @@ def _load_tflite(file):
     except (ValueError, RuntimeError) as error:  # what the interpreters raise
         raise ConfigError(f"The MODEL argument {file} is not a TFLite model the "
                           f"interpreter can load: {error}") from None
+    # The file computes its novelty score itself (its second output): the settings
+    # travel in the .json, the arrays inside the graph.
+    novelty = Novelty(**meta["novelty"]) if meta.get("novelty") and \
+        predictor.novelty_output is not None else None
     return LoadedModel(file, predictor, tuple(meta.get("class_names") or ()),
-                       InputSpec.from_json(meta["input"]), config, get_task(meta["task"]))
+                       InputSpec.from_json(meta["input"]), config, get_task(meta["task"]),
+                       novelty)
 
 
 def input_spec(model, metadata):
@@ -304,8 +311,11 @@ def predict(model, images, *, top_k=3, batch_size=32, trusted=False):
 
 def novelty_scores(loaded, dataset):
     """The stored novelty score (see `evaluation.novelty`) of each image of `dataset`."""
-    features, probs, _ = features_and_probs(loaded.model, dataset, loaded.task)
-    return loaded.novelty.score(features, probs)
+    if not isinstance(loaded.model, keras.Model):  # a .tflite file: its novelty output
+        return np.concatenate([loaded.model.novelty(images.numpy())
+                               for images, _ in dataset])
+    features, probs, logits, _ = novelty_inputs(loaded.model, dataset, loaded.task)
+    return loaded.novelty.score(features, probs, logits)
 
 
 def worst_predictions(task, outputs, labels, n=16):

@@ -13,6 +13,11 @@ backbone's preprocessing are layers inside the model, so nothing is lost on expo
 SavedModel's default signature takes encoded image files instead (`serving_archive`),
 for TF Serving. `export_plan("all", ...)` lists every format; TFLite files run on
 LiteRT's interpreter (`tflite_interpreter`).
+A model with a novelty score (`evaluation.novelty`) exports it everywhere: the .keras
+file keeps it, the SavedModel's `serving_default` returns `novelty` and `unknown`, and
+a .tflite file returns `novelty` [B, 1] as its second output, its threshold in the
+file's metadata (`tflite_metadata`). Both compute it in the graph with
+`novelty.novelty_model`.
 Class names travel with every artifact: `labels.txt` (one per line, output order) and
 `<artifact>.json` (class names, image size, input spec) are written beside it, inside
 a SavedModel's `assets/` too, and inside the .keras file (see saving.save_model).
@@ -34,10 +39,8 @@ from transferkit.core.files import atomic_path, write_json, write_text
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import decode_bytes, make_dataset
 from transferkit.data.splits import stratified_sample
-from transferkit.evaluation.novelty import ARRAYS_NAME
-from transferkit.evaluation.tflite_metadata import export_metadata
-from transferkit.evaluation.tta import unwrap_tta
-from transferkit.models.parts import resolve
+from transferkit.evaluation.novelty import ARRAYS_NAME, novelty_model
+from transferkit.evaluation.tflite_metadata import NOVELTY_OUTPUT, export_metadata
 from transferkit.models.saving import load_model, save_model
 
 FORMATS = ("keras", "savedmodel", "tflite")
@@ -104,17 +107,44 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
     else:
         with tempfile.TemporaryDirectory() as tmp:
             saved = os.path.join(tmp, "saved_model")
-            loaded.model.export(saved, format="tf_saved_model", verbose=False)
+            _tflite_source(loaded, saved)
             content = tflite_bytes(saved, quantize, representative)
         # Model metadata + labels inside the file: MediaPipe Tasks load it as it is.
         content = export_metadata(content, loaded.task.tflite_output(
-            loaded.class_names, loaded.model.output_shape[-1]), meta)
+            loaded.class_names, loaded.model.output_shape[-1]), meta,
+            novelty=loaded.novelty)
         with atomic_path(path) as tmp_file:
             with open(tmp_file, "wb") as f:
                 f.write(content)
     _write_labels(os.path.join(out_dir, "labels.txt"), loaded.class_names)
     write_json(path + ".json", meta)
     return path
+
+
+def _tflite_source(loaded, folder):
+    """The SavedModel the TFLite converter reads: the model's `serve` signature; with a
+    novelty score, a second output `novelty` [B, 1] (`novelty.novelty_model`, as the
+    SavedModel's), after the model's own output. [B, 1], not [B]: MediaPipe's
+    ImageClassifier takes every output as a classification head [B, classes], so a
+    one-"class" head it reads like any other (see tflite_metadata)."""
+    model = loaded.model
+    if loaded.novelty is None:
+        model.export(folder, format="tf_saved_model", verbose=False)
+        return
+    both = novelty_model(model, loaded.task, loaded.novelty)
+
+    def serve(images):
+        outputs, score = both(images)
+        # Named: the converter orders the graph's outputs as it likes, and the metadata
+        # puts them back in order by these names (`with_metadata`).
+        return {"output_0": outputs, NOVELTY_OUTPUT: score[:, None]}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    # The input as `model.export` writes it (the model's own input shape).
+    archive.add_endpoint("serve", tf.function(serve), input_signature=[
+        tf.TensorSpec(model.inputs[0].shape, tf.float32, name="images")])
+    archive.write_out(folder, verbose=False)
 
 
 SAVED_MODEL_TEMP = ".saved_model."  # prefix of the folders an export builds in
@@ -142,24 +172,15 @@ def serving_archive(loaded):
     size, novelty = loaded.input.size, loaded.novelty
     archive = keras.export.ExportArchive()
     archive.track(model)
-    # With a novelty score: one pass gives the output and the head's input features.
-    both = None
-    if novelty is not None and unwrap_tta(model) is model:
-        both = keras.Model(model.inputs, [model.outputs[0], resolve(model).features])
-    elif novelty is not None:
-        # A TTA wrapper: the averaged output, and the features of the clean view (as
-        # `novelty.features_and_probs` scores them), from the wrapper's own input; the
-        # wrapped model's inner tensors are not reachable from it.
-        extractor = resolve(unwrap_tta(model)).feature_extractor()
-        both = keras.Model(model.inputs, [model.outputs[0], extractor(model.inputs[0])])
+    # With a novelty score: one pass gives the output and the novelty.
+    both = None if novelty is None else novelty_model(model, task, novelty)
 
     def from_bytes(image_bytes):
         images = tf.map_fn(lambda data: decode_bytes(data, size), image_bytes,
                            fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
         if both is None:
             return task.serving_outputs(model(images, training=False), names)
-        outputs, features = both(images, training=False)
-        score = novelty.tf_score(features, task.tf_probabilities(outputs))
+        outputs, score = both(images)
         return {**task.serving_outputs(outputs, names), "novelty": score,
                 "unknown": score > novelty.threshold}
 
@@ -310,7 +331,9 @@ class _TFLitePredictor:
         self.path = os.fspath(path)
         self.spare = tflite_interpreter(self.path)  # not yet sized for a batch
         self.input = self.spare.get_input_details()[0]["index"]
-        self.output = self.spare.get_output_details()[0]["index"]
+        # The model's output first; a novelty score, when the file has one, second.
+        self.output, *more = [d["index"] for d in self.spare.get_output_details()]
+        self.novelty_output = more[0] if more else None
         self.by_batch = {}
 
     def _interpreter(self, shape):
@@ -323,12 +346,22 @@ class _TFLitePredictor:
             self.by_batch[shape[0]] = interpreter
         return self.by_batch[shape[0]]
 
-    def __call__(self, images):
+    def _invoke(self, images):
         images = np.asarray(images, dtype=np.float32)
         interpreter = self._interpreter(images.shape)
         interpreter.set_tensor(self.input, images)
         interpreter.invoke()
-        return interpreter.get_tensor(self.output).copy()
+        return interpreter
+
+    def __call__(self, images):
+        return self._invoke(images).get_tensor(self.output).copy()
+
+    def novelty(self, images):
+        """The file's novelty output [B] (a second output; see `_tflite_source`)."""
+        if self.novelty_output is None:
+            raise TransferkitError(f"{self.path} has no novelty output; export it again "
+                                   "from a model with a novelty score.")
+        return self._invoke(images).get_tensor(self.novelty_output).reshape(-1).copy()
 
     predict_on_batch = __call__  # as a Keras model's: evaluate and predict call this
 

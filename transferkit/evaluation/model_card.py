@@ -148,4 +148,21 @@ def _usage(loaded, files):
                     "'image.jpg'))",
                     "print([(c.category_name, c.score) for c in "
                     "result.classifications[0].categories])", "```", ""]
+    if loaded.novelty is not None:
+        out += _novelty_usage(loaded.novelty, tflite)
     return out
+
+
+def _novelty_usage(novelty, tflite):
+    """How a client reads the novelty score the exports carry."""
+    lines = [f"**Novelty** ({novelty.detector}; higher: more unlike the training classes): "
+             f"an image is unknown when its score is above {novelty.threshold:.6g} "
+             f"(calibrated so {novelty.false_rejection:.0%} of validation images are). "
+             "The SavedModel's `serving_default` returns `novelty` and `unknown`."]
+    if tflite:
+        lines[0] += (" The .tflite files return it as their second output, `novelty` "
+                     "[B, 1] (`get_output_details()[1]`); in MediaPipe it is "
+                     "`result.classifications[1]`, which lists the category `unknown` "
+                     "only for images above the threshold (read from the file's "
+                     "metadata).")
+    return lines + [""]

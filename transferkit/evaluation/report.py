@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from transferkit.core.files import atomic_path, write_text
 from transferkit.core.task_registry import get_task
 from transferkit.evaluation.evaluate import predict_outputs, worst_predictions
+from transferkit.evaluation.novelty import novelty_inputs, novelty_summary
 
 PLOTS = "report"  # subfolder of the run directory holding the PNGs
 
@@ -117,6 +118,44 @@ def plot_histogram(name, edges, counts, folder):
         c if c.isalnum() else "_" for c in name) + ".png")
 
 
+def plot_novelty(summary, folder):
+    """The novelty scores' histogram (known images; unknown ones when scored), the
+    threshold marked: a `novelty_summary`."""
+    hist = summary["histogram"]
+    edges = np.asarray(hist["edges"], dtype=float)
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    for key, label, colour in (("known", "validation" if "unknown" not in hist
+                                else "labelled images", "tab:blue"),
+                               ("unknown", "unknown images", "tab:orange")):
+        if key in hist:
+            ax.bar(edges[:-1], hist[key], width=np.diff(edges), align="edge", alpha=0.6,
+                   color=colour, edgecolor="black", label=label)
+    ax.axvline(summary["threshold"], color="red", linestyle="--",
+               label=f"threshold {summary['threshold']:.4g}")
+    ax.set_xlabel(f"novelty ({summary['detector']}; higher: more unusual)")
+    ax.set_ylabel("images")
+    ax.legend(fontsize=8)
+    return _save(fig, folder, "novelty.png")
+
+
+def _novelty_html(summary, folder):
+    """The Novelty section's body: settings, rejection, candidates, histogram."""
+    text = (f"<p>detector <b>{html.escape(summary['detector'])}</b>, chosen by AUROC "
+            f"against {html.escape(summary['criterion'])} outliers; threshold "
+            f"{summary['threshold']:.6g}, calibrated to a false-rejection rate of "
+            f"{summary['false_rejection']:.1%} on validation; {summary['rejected']:.1%} "
+            "of these images called unknown.</p>")
+    if "unknown_images" in summary:
+        text += (f"<p>{summary['unknown_images']} unknown images: AUROC "
+                 f"{summary['auroc']:.4f}, {summary['unknown_rejected']:.1%} rejected.</p>")
+    rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{value:.4f}</td></tr>"
+                   for name, value in summary["candidates"].items())
+    criterion = html.escape(summary["criterion"])
+    return (text + f"<table><tr><th>candidate</th><th>AUROC ({criterion})</th></tr>{rows}"
+            "</table>" + _img(plot_novelty(summary, folder), "novelty histogram"))
+
+
 def plot_images(images, titles, folder, name, columns=6):
     """A grid of raw RGB 0-255 images with a title under each."""
     rows = max(1, -(-len(images) // columns))
@@ -195,6 +234,8 @@ def evaluation_sections(folder, report, worst=None, reliability=None):
     if worst and len(worst[0]):
         sections.append(("Worst-predicted images", _img(plot_images(
             *worst, folder, "worst.png"), "worst-predicted images")))
+    if report.get("novelty"):  # a `novelty_summary`
+        sections.append(("Novelty", _novelty_html(report["novelty"], folder)))
     if reliability:
         sections.append(("Calibration (temperature scaling)",
                          f"<p>temperature {reliability['temperature']:.3f}</p>" + _img(
@@ -229,11 +270,13 @@ def write_eval_report(folder, report, worst=None, reliability=None, title="Evalu
     return write_html(folder, title, evaluation_sections(folder, report, worst, reliability))
 
 
-def write_report(out_dir, model, data, history, max_samples=18):
+def write_report(out_dir, model, data, history, max_samples=18, novelty=None):
     """A training run's report.html: curves, samples, and the validation evaluation.
 
     data: the run's DataSplits (its `train` batches are augmented, so the sample grid
-    shows what the model really trained on). Returns the path of report.html.
+    shows what the model really trained on). novelty: the run's `Novelty`, shown with
+    its validation scores (default None: no novelty section). Returns the path of
+    report.html.
     """
     sections = []
     if history:
@@ -250,6 +293,10 @@ def write_report(out_dir, model, data, history, max_samples=18):
     if data.val is not None:
         outputs, y = predict_outputs(model, data.val)
         report = task.score(outputs, y, names)
+        if novelty is not None:
+            features, probs, logits, _ = novelty_inputs(model, data.val, task)
+            report["novelty"] = novelty_summary(novelty, novelty.score(features, probs,
+                                                                       logits))
         worst = worst_images(data.val, task, outputs, y, names)
         sections += [(f"Validation: {h}", b) for h, b in
                      evaluation_sections(out_dir, report, worst)]

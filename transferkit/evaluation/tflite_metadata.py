@@ -10,9 +10,10 @@ the model's name, description, version and author; the input image tensor (RGB,
 normalisation mean 0 / std 1 since transferkit models take RGB 0-255 floats and
 normalise inside the graph, value range 0-255, the size it was trained at); the output
 tensor as the task describes it (`Task.tflite_output`: scores with a labels file of type
-TENSOR_AXIS_LABELS, or a segmentation mask); and the associated files zip-appended to
-the model (ZIP_STORED, as tflite-support's MetadataPopulator does): the labels and
-`transferkit.json` (the export's metadata: task, class names, input, version).
+TENSOR_AXIS_LABELS, or a segmentation mask); with a novelty score, the second output
+`novelty` with its threshold (`_novelty_output`); and the associated files zip-appended
+to the model (ZIP_STORED, as tflite-support's MetadataPopulator does): the labels and
+`transferkit.json` (the export's metadata: task, class names, input, version, novelty).
 
 Written with the FlatBuffers object API of two generated schemas: the metadata schema
 (vendored from the mediapipe wheel, `_vendor`) and TensorFlow's model schema.
@@ -35,6 +36,9 @@ METADATA_NAME = "TFLITE_METADATA"  # the Model.metadata entry clients look for
 METADATA_IDENTIFIER = b"M001"
 MODEL_IDENTIFIER = b"TFL3"
 LABELS_FILE = "labels.txt"
+NOVELTY_LABELS_FILE = "novelty_labels.txt"
+NOVELTY_LABEL = "unknown"  # the one "class" of the novelty output
+NOVELTY_OUTPUT = "novelty"  # its name in the model's signature
 JSON_FILE = "transferkit.json"
 OUTPUT_KINDS = ("scores", "mask", "values")
 
@@ -67,11 +71,12 @@ class TfliteOutput:
 MIN_PARSER_VERSION = "1.0.0"
 
 
-def export_metadata(content, output, meta):
+def export_metadata(content, output, meta, novelty=None):
     """`content` with the metadata of a transferkit export: `meta` is the export's
     metadata dict (task, class names, input, source, ...; written in as
-    `transferkit.json`, all but its "source" path), output the task's TfliteOutput. The name is the run's folder
-    (a run's model.keras) or the source file's name; the version transferkit's."""
+    `transferkit.json`, all but its "source" path), output the task's TfliteOutput,
+    novelty the model's `Novelty` (its second output) or None. The name is the run's
+    folder (a run's model.keras) or the source file's name; the version transferkit's."""
     version = transferkit_version()
     source = os.path.abspath(meta["source"]) if meta.get("source") else ""
     name = os.path.splitext(os.path.basename(source))[0]
@@ -84,7 +89,7 @@ def export_metadata(content, output, meta):
                     f"trained at {input_size}. Takes RGB 0-255 images.",
         # The source's path stays out: the file travels to devices, the path is local.
         extra={**{k: v for k, v in meta.items() if k != "source"},
-               "transferkit_version": version})
+               "transferkit_version": version}, novelty=novelty)
 
 
 def transferkit_version():
@@ -96,20 +101,27 @@ def transferkit_version():
 
 
 def with_metadata(content, *, name, output, version="", description="", author="transferkit",
-                  extra=None):
+                  extra=None, novelty=None):
     """`content` (a .tflite flatbuffer, bytes) with model metadata and associated files.
 
     output: a TfliteOutput (the task's). version: the model's version string.
     extra: JSON-able dict written into the model as `transferkit.json` (default none).
-    Raises TransferkitError if the model is not one image in, one tensor out.
+    novelty: the model's novelty score (an `evaluation.novelty.Novelty`: its detector,
+        threshold, false_rejection), whose values are the model's second output
+        [B, 1]; None (default): the model has one output.
+    Raises TransferkitError if the model is not one image in, one tensor out (two with
+    `novelty`).
     """
     model = model_fb.ModelT.InitFromPackedBuf(bytearray(content), 0)
     graph = model.subgraphs[0]
-    if len(model.subgraphs) != 1 or len(graph.inputs) != 1 or len(graph.outputs) != 1:
+    outputs = 1 if novelty is None else 2
+    if len(model.subgraphs) != 1 or len(graph.inputs) != 1 or len(graph.outputs) != outputs:
         raise TransferkitError(
-            "TFLite metadata needs a model with one subgraph, one input and one output; "
-            f"this one has {len(model.subgraphs)} subgraph(s), {len(graph.inputs)} "
-            f"input(s) and {len(graph.outputs)} output(s).")
+            f"TFLite metadata needs a model with one subgraph, one input and {outputs} "
+            f"output(s); this one has {len(model.subgraphs)} subgraph(s), "
+            f"{len(graph.inputs)} input(s) and {len(graph.outputs)} output(s).")
+    if novelty is not None:
+        _novelty_last(model)
     image = graph.tensors[graph.inputs[0]]
     shape = [int(s) for s in image.shape]
     if len(shape) != 4 or shape[-1] != 3 or image.type not in (
@@ -121,6 +133,8 @@ def with_metadata(content, *, name, output, version="", description="", author="
     files = {}
     if output.labels is not None:
         files[LABELS_FILE] = "".join(f"{label}\n" for label in output.labels).encode()
+    if novelty is not None:
+        files[NOVELTY_LABELS_FILE] = f"{NOVELTY_LABEL}\n".encode()
     if extra is not None:
         files[JSON_FILE] = json.dumps(extra, indent=2).encode()
 
@@ -132,6 +146,8 @@ def with_metadata(content, *, name, output, version="", description="", author="
     sub = meta_fb.SubGraphMetadataT()
     sub.inputTensorMetadata = [_image_input(shape[1], shape[2], image.type)]
     sub.outputTensorMetadata = [_output(output)]
+    if novelty is not None:
+        sub.outputTensorMetadata.append(_novelty_output(novelty))
     metadata.subgraphMetadata = [sub]
     if extra is not None:
         metadata.associatedFiles = [_file(JSON_FILE, "The export's metadata (JSON): task, "
@@ -206,6 +222,52 @@ def _output(output):
         threshold.globalScoreThreshold = float(output.score_threshold)
         tensor.processUnits = [_process_unit(
             meta_fb.ProcessUnitOptions.ScoreThresholdingOptions, threshold)]
+    return tensor
+
+
+def _novelty_last(model):
+    """Put the signature's NOVELTY_OUTPUT last among the graph's outputs, the model's
+    own output first: the converter orders them as it likes, and MediaPipe's
+    ImageClassifier reads output 0 as head 0 (the classes clients ask for), each
+    further one as a further head. Raises TransferkitError without that output."""
+    graph = model.subgraphs[0]
+    names = {m.name.decode(): m.tensorIndex for sig in model.signatureDefs or []
+             for m in sig.outputs or []}
+    if NOVELTY_OUTPUT not in names or names[NOVELTY_OUTPUT] not in list(graph.outputs):
+        raise TransferkitError(f"A TFLite model with a novelty score needs a signature "
+                               f"output named {NOVELTY_OUTPUT!r}; this one has "
+                               f"{sorted(names)}.")
+    index = names[NOVELTY_OUTPUT]
+    graph.outputs = [i for i in graph.outputs if i != index] + [index]
+
+
+def _novelty_output(novelty):
+    """The novelty output's metadata. The threshold is machine-readable as the tensor's
+    ScoreThresholdingOptions: MediaPipe's ImageClassifier (and tflite-support's
+    metadata extractor) read it per output tensor and report a head's category only
+    when its score reaches it, so a plain MediaPipe client gets classification head 1
+    with the category "unknown" exactly for the images above the threshold (ties
+    aside), and no category otherwise. Stats would only describe a value range, and
+    SubGraphMetadata.custom_metadata is a free-form flatbuffer no client parses.
+    The threshold is also in the description and in transferkit.json ("novelty").
+    For "msp" (1 - top probability) it is not also written as the class scores' own
+    threshold (1 - threshold): MediaPipe would then drop every class of an unknown
+    image, so head 0 would have no top-1 answer where `predict` has one."""
+    tensor = meta_fb.TensorMetadataT()
+    tensor.name = "novelty"
+    tensor.description = (
+        f"Novelty score ({novelty.detector}): higher is more unlike the training classes; "
+        f"the image is unknown when above {novelty.threshold:.9g} (calibrated so "
+        f"{novelty.false_rejection:.0%} of validation images are).")
+    tensor.content = _content(meta_fb.ContentProperties.FeatureProperties,
+                              meta_fb.FeaturePropertiesT())
+    tensor.stats = meta_fb.StatsT()
+    tensor.associatedFiles = [_file(NOVELTY_LABELS_FILE, "The novelty output's one label.",
+                                    meta_fb.AssociatedFileType.TENSOR_AXIS_LABELS)]
+    threshold = meta_fb.ScoreThresholdingOptionsT()
+    threshold.globalScoreThreshold = float(novelty.threshold)
+    tensor.processUnits = [_process_unit(meta_fb.ProcessUnitOptions.ScoreThresholdingOptions,
+                                         threshold)]
     return tensor
 
 

@@ -66,6 +66,9 @@ class Task:
     # model card names it.
     mediapipe_api = None
     box_output = False  # outputs end in a normalised xyxy box: TTA un-mirrors it
+    # The output layer is one softmax over the classes, so its pre-activation are logits
+    # the energy novelty score can take (`evaluation.novelty.head_logits`).
+    softmax_logits = False
 
     def __repr__(self):
         return f"get_task({self.name!r})"

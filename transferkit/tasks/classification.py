@@ -78,6 +78,7 @@ class Multiclass(_SingleLabel):
     name, activation, calibration, min_classes = "multiclass", "softmax", "softmax", 2
     adds_classes = True
     mediapipe_api = "ImageClassifier"
+    softmax_logits = True
 
     def matches_output(self, model):
         activation, rank, _ = output_layer(model)
