@@ -36,7 +36,8 @@ curves flat); the data then has 6 classes instead of 2 (see synth_folders).
                hold the unfrozen BatchNorm layers in inference mode during `fit` (their
                moving statistics change): the outer call's training=True reaches them.
 
-Runs --seeds seeds (default 3, from --seed; each generates its own data and init) and
+Runs --seeds seeds (default 3, from --seed; each generates its own data and init, or
+with --data-seed S all train on the data of seed S, so the spread is training's) and
 ends with each side's final val accuracy over the seeds, mean ± sd and spread, and its
 mean wall time: the guide's last epoch, and the model transferkit's `train` returns
 (with flip TTA where its end-of-run decision on the same val split kept it; the
@@ -394,6 +395,10 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3,
                         help="seeds run, from --seed up (default 3; each generates its "
                         "own data and init): final accuracies as mean ± sd")
+    parser.add_argument("--data-seed", type=int, default=None,
+                        help="generate every seed's data from this one seed (default: "
+                        "each seed its own data), so the spread over seeds is the "
+                        "training's alone")
     parser.add_argument("--json", help="also write both curves (seconds, logs) here")
     args = parse_smoke_args(parser, argv, SMOKE, imagenet=IMAGENET)
     if args.smooth < 1:
@@ -406,7 +411,9 @@ def main(argv=None):
     runs = [one_seed(args, seed, live=i == 0) for i, seed in enumerate(seeds)]
     status = 0 if args.smoke else max(run["status"] for run in runs)
     n_val = args.classes * args.val_per_class
-    print(f"over {len(seeds)} seed(s) {seeds} (data, init and training; {n_val} val "
+    varied = "data, init and training" if args.data_seed is None else \
+        f"init and training; data of seed {args.data_seed}"
+    print(f"over {len(seeds)} seed(s) {seeds} ({varied}; {n_val} val "
           "images each): final val accuracy, mean ± sd (spread min-max), and wall time")
     for name, key in (("keras guide", "guide"), ("transferkit", "kit")):
         accs = [run[f"{key}_final"] for run in runs]
@@ -435,8 +442,9 @@ def one_seed(args, seed, live=True):
     args = argparse.Namespace(**{**vars(args), "seed": seed})
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tk_e2e_") as tmp:
+        data_seed = args.seed if args.data_seed is None else args.data_seed
         train_dir, val_dir = synth_folders(tmp, args.classes, args.per_class,
-                                           args.val_per_class, args.size, args.seed)
+                                           args.val_per_class, args.size, data_seed)
         weights = "imagenet" if args.imagenet else shared_init(
             os.path.join(tmp, "init.weights.h5"), args.size, args.classes, args.seed)
         guide, guide_total = run_keras_guide(train_dir, val_dir, weights, args)
