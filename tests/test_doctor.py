@@ -146,6 +146,25 @@ def test_doctor_refuses_a_task_and_bad_folds(tmp_path):
         doctor(data, folds=1, backbone="tiny_test")
 
 
+def test_views_add_augmented_rows_only(tmp_path, monkeypatch):
+    """--views K gives the out-of-fold heads K augmented views beside the clean rows
+    (the cache's clean view is not added a second time)."""
+    data = make_image_folder(tmp_path / "d", per_class=6, size=32)
+    seen = {}
+    real = data_issues.out_of_fold_probabilities
+
+    def spy(x, labels, num_classes, **kwargs):
+        seen["x"], seen["views"] = x, kwargs["views"]
+        return real(x, labels, num_classes, **kwargs)
+
+    monkeypatch.setattr(data_issues, "out_of_fold_probabilities", spy)
+    doctor(data, backbone="tiny_test", weights="none", image_size=32, views=2, folds=2,
+           store=None, verbose=False)
+    assert seen["views"].shape == (2, *seen["x"].shape)
+    for view in seen["views"]:  # augmented: none of them is the clean features
+        assert not np.allclose(view, seen["x"])
+
+
 @pytest.mark.slow
 def test_training_with_the_doctors_fixes_is_no_worse_on_clean_validation(checked, tmp_path):
     # The clean validation set: val/ without the leaked copies.

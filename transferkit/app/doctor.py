@@ -95,7 +95,8 @@ def doctor(data, *, out_dir=None, val_data="", backbone=None, weights="imagenet"
     aug_views = None
     if views:
         aug = augment_config(recipe.data.augment) or augment_config("light")
-        aug_views = split_features(model, splits, views=views, augment=aug, **common)[0].x
+        # Row 0 of the cached views is the clean pass (x already holds it).
+        aug_views = split_features(model, splits, views=views, augment=aug, **common)[0].x[1:]
     x = train.x[0] if val is None else np.concatenate([train.x[0], val.x[0]])
     y = train.y[0] if val is None else np.concatenate([train.y[0], val.y[0]])
     labels = np.argmax(y, axis=1)
