@@ -15,8 +15,8 @@ batch size and epochs):
             `--augment` on the fly
   cached    `fine_tune(..., cache=FeatureCache())`: features extracted once without
             augmentation, head trained on them
-  views     `FeatureCache(views=--views, augment=...)`: that many augmented passes
-            extracted once, one random view per epoch
+  views     `FeatureCache(views=--views, augment=...)`: the clean pass and that many
+            augmented ones extracted once, one random view per epoch
 
 Each cache starts empty (in memory), so extraction is timed: "extract s" runs from the
 call to phase 1's first epoch. Prints the per-epoch time ratio live / cached (median of
@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from end_to_end import (IMAGENET, describe_backbone, epoch_clock, now,  # noqa: E402
                         parse_smoke_args, shared_init, synth_folders)
+from transferkit.training.cache import DEFAULT_VIEWS  # noqa: E402
 
 # --smoke: the same three paths on a handful of small images, for the test suite.
 SMOKE = dict(size=32, classes=2, per_class=8, val_per_class=8, batch_size=8, epochs=2)
@@ -61,7 +62,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=5, help="phase-1 epochs E")
     parser.add_argument("--augment", default="light", help="preset of the live path")
-    parser.add_argument("--views", type=int, default=2, help="augmented views (0: skip)")
+    parser.add_argument("--views", type=int, default=DEFAULT_VIEWS,
+                        help=f"augmented views beside the clean one (default "
+                        f"{DEFAULT_VIEWS}, the recipe's; 0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     args = parse_smoke_args(parser, argv, SMOKE,
                             imagenet={"classes": IMAGENET["classes"]})
@@ -122,7 +125,7 @@ def main(argv=None):
             cache = FeatureCache(views=views, augment=augment if views else None,
                                  seed=args.seed)
             extracted, epoch, total = phase_one(m, data, cache)
-            label = f"cached, {views} views ({args.augment} aug)" if views else \
+            label = f"cached, clean + {views} ({args.augment} aug)" if views else \
                 "cached, no aug"
             rows.append((label, extracted, epoch, total, accuracy(m)))
 

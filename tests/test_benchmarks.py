@@ -19,7 +19,7 @@ EXPECTED = {
     "cache.py": [
         rf"cached, no aug: per-epoch ratio live / cached {NUMBER}x .* over 2 epochs with "
         rf"extraction {NUMBER}x",
-        rf"cached, 2 views \(light aug\): per-epoch ratio live / cached {NUMBER}x",
+        rf"cached, clean \+ 1 \(light aug\): per-epoch ratio live / cached {NUMBER}x",
     ],
     "end_to_end.py": [
         rf"keras guide  total +{NUMBER} s   val acc per epoch: ",
