@@ -23,7 +23,8 @@ from transferkit.data.augment import augment_config
 from transferkit.data.fixes import read_fixes
 from transferkit.data.files import image_dataset, list_images, undecodable
 from transferkit.data.load import load_data
-from transferkit.evaluation.evaluate import evaluate_splits, flip_decision, predict_outputs
+from transferkit.evaluation.evaluate import (evaluate_splits, flip_outputs, flip_record,
+                                             predict_outputs)
 from transferkit.evaluation.novelty import ARRAYS_NAME as NOVELTY_ARRAYS
 from transferkit.evaluation.novelty import fit_model_novelty
 from transferkit.evaluation.tta import with_tta
@@ -228,15 +229,13 @@ def finish(job, model, history):
     task = get_task(recipe.task)
     plain = local_copy(model)
     val = predict_outputs(plain, data.val) if data.val is not None else None
-    tta = decide_tta(recipe, plain, data, task, val)
-    if tta["tta"]:
-        final = with_tta(plain, tta["tta"], task=task)
-        metrics = evaluate_splits(final, data, task)
-    else:
-        final = model
-        metrics = evaluate_splits(plain, data, task, splits=("test",))
-        if val is not None:  # val first, as evaluate_splits orders them
-            metrics = {"val": task.score(*val, data.class_names), **metrics}
+    tta, val = decide_tta(recipe, plain, data, task, val)
+    final = with_tta(plain, tta["tta"], task=task) if tta["tta"] else model
+    # Val's outputs are at hand (the decision's, flip-averaged where kept): only test
+    # needs a pass of the final model.
+    metrics = evaluate_splits(final if tta["tta"] else plain, data, task, splits=("test",))
+    if val is not None:  # val first, as evaluate_splits orders them
+        metrics = {"val": task.score(*val, data.class_names), **metrics}
     if "val" in metrics:
         metrics["val"]["tta"] = tta
     novelty = fit_run_novelty(plain, data, recipe)
@@ -263,18 +262,24 @@ def finish(job, model, history):
 
 
 def decide_tta(recipe, model, data, task, val_outputs=None):
-    """The run's flip-TTA decision record: `evaluate.flip_decision` on the val split
-    ({"tta": "flip" or None, the metric, the rule, both scores}), or {"tta": None,
-    "reason": ...} when the recipe turns it off (`auto_tta`), the task's outputs do not
-    mirror (`Task.flip_tta`) or there is no val split. val_outputs: `model`'s (outputs,
-    labels) on val, if already computed."""
+    """(the run's flip-TTA decision record, the final model's val (outputs, labels)).
+
+    The record is `evaluate.flip_decision`'s on the val split ({"tta": "flip" or None,
+    the metric, the rule, both scores}), or {"tta": None, "reason": ...} when the
+    recipe turns it off (`auto_tta`), the task's outputs do not mirror
+    (`Task.flip_tta`) or there is no val split. val_outputs: `model`'s (outputs,
+    labels) on val, if already computed; returned as they are unless flip is kept, then
+    flip-averaged."""
     if not recipe.runtime.auto_tta:
-        return {"tta": None, "reason": "auto_tta is off"}
+        return {"tta": None, "reason": "auto_tta is off"}, val_outputs
     if not task.flip_tta:
-        return {"tta": None, "reason": f"task {task.name!r} does not take flip TTA"}
+        return {"tta": None, "reason": f"task {task.name!r} does not take flip TTA"}, \
+            val_outputs
     if data.val is None:
-        return {"tta": None, "reason": "no validation split to decide on"}
-    return flip_decision(model, data.val, task, data.class_names, outputs=val_outputs)
+        return {"tta": None, "reason": "no validation split to decide on"}, val_outputs
+    plain, both, labels = flip_outputs(model, data.val, task, val_outputs)
+    record = flip_record(plain, both, labels, task, data.class_names)
+    return record, ((both if record["tta"] else plain), labels)
 
 
 def fit_run_novelty(model, data, recipe, verbose=True, features=None):

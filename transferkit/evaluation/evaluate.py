@@ -267,14 +267,24 @@ def flip_decision(model, dataset, task, class_names=(), outputs=None):
 
     Returns {"tta": "flip" or None, "metric", "rule", "plain": {metric, "loss"},
     "flip": {...}}. outputs: `model`'s (outputs, labels) on `dataset` if already
-    computed. The flipped pass reuses `model`'s traced predict; `task.unflip` maps the
-    mirrored outputs back, as `with_tta`'s layers do in the saved model.
+    computed. See `flip_outputs` for the passes it makes.
     """
+    return flip_record(*flip_outputs(model, dataset, task, outputs), task, class_names)
+
+
+def flip_outputs(model, dataset, task, outputs=None):
+    """(plain outputs, flip-TTA outputs, labels) of `model` on `dataset`; outputs: the
+    plain (outputs, labels) if already computed. The flipped pass reuses `model`'s
+    traced predict; `task.unflip` maps the mirrored outputs back and `task.average`
+    averages, as `with_tta`'s layers do in the saved model."""
     plain, labels = outputs if outputs is not None else predict_outputs(model, dataset)
     mirrored, _ = predict_outputs(model, dataset.map(
         lambda images, y: (tf.reverse(images, axis=[2]), y)))
-    both = task.average([plain, task.unflip(mirrored)])
+    return plain, task.average([plain, task.unflip(mirrored)]), labels
 
+
+def flip_record(plain, both, labels, task, class_names=()):
+    """The flip-TTA decision record (see `flip_decision`) from both outputs."""
     def scores(out):
         return {task.headline: float(task.score(out, labels, class_names)[task.headline]),
                 "loss": float(np.mean(task.example_losses(out, labels)))}
