@@ -188,7 +188,7 @@ def run_transferkit(train_dir, val_dir, weights, args, cache_dir, **overrides):
     # --kit-epochs default: the recipe's own phase sizing (on cached tensors, to
     # convergence with early stopping); same: the guide's fixed epoch budget.
     epochs = dict(head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs) \
-        if args.kit_epochs == "same" else {}
+        if args.kit_epochs == "same" else {}  # "default" and "both" (its main run)
     recipe = recipe_from_dict({**dict(
         data=train_dir, val_data=val_dir, backbone=args.backbone, weights=weights,
         image_size=args.size, batch_size=args.batch_size, **epochs, seed=args.seed,
@@ -383,10 +383,13 @@ def main(argv=None):
     parser.add_argument("--kit-augment", default="light",
                         help="transferkit's augmentation preset (default light: "
                         "random-resized crop + flip)")
-    parser.add_argument("--kit-epochs", choices=("same", "default"), default="same",
+    parser.add_argument("--kit-epochs", choices=("same", "default", "both"),
+                        default="same",
                         help="transferkit's epochs: the guide's budget (same, default) or "
                         "its own recipe's (default: on cached tensors phase 1 to "
-                        "convergence, cap 200, phase 2 cap 15, early stopping)")
+                        "convergence, cap 200, phase 2 cap 15, early stopping); both: "
+                        "its own, then the guide's budget again side by side (final "
+                        "accuracy and wall time of each)")
     parser.add_argument("--lr-auto", choices=("off", "finetune", "both"), default="off",
                         help="transferkit's side runs the LR finder (its cost timed) for "
                         "phase 2 (--finetune-lr-auto) or both phases; default off: the "
@@ -420,6 +423,13 @@ def main(argv=None):
         walls = [run[f"{key}_total"] for run in runs]
         print(f"  {name:<12} {mean_sd(accs)} ({min(accs):.3f}-{max(accs):.3f})   wall "
               f"{np.mean(walls):6.1f} s mean")
+    if args.kit_epochs == "both":
+        accs = [run["fixed"][0] for run in runs]
+        ratios = [run["kit_total"] / run["fixed"][1] for run in runs]
+        print(f"  {'transferkit at ' + str(args.head_epochs) + ' + ' + str(args.finetune_epochs) + ' epochs':<12} "
+              f"{mean_sd(accs)} ({min(accs):.3f}-{max(accs):.3f})   wall "
+              f"{np.mean([run['fixed'][1] for run in runs]):6.1f} s mean; its own sizing "
+              f"takes {np.mean(ratios):.2f}x its wall time (per seed, side by side)")
     best = [run["guide_best"] for run in runs]
     print(f"  (the guide's best single epoch: {mean_sd(best)} "
           f"({min(best):.3f}-{max(best):.3f}))")
@@ -450,6 +460,12 @@ def one_seed(args, seed, live=True):
         guide, guide_total = run_keras_guide(train_dir, val_dir, weights, args)
         kit, kit_total, kit_epochs, result = run_transferkit(
             train_dir, val_dir, weights, args, os.path.join(tmp, "tk"))
+        fixed = None
+        if args.kit_epochs == "both":  # the same recipe at the guide's fixed budget
+            fixed_args = argparse.Namespace(**{**vars(args), "kit_epochs": "same"})
+            _, fixed_total, _, fixed_result = run_transferkit(
+                train_dir, val_dir, weights, fixed_args, os.path.join(tmp, "tk_fixed"))
+            fixed = (fixed_result.metrics["val"]["accuracy"], fixed_total)
         disk = boundary_disk(os.path.join(tmp, "tk"))
         live_epochs = min(3, args.finetune_epochs)
         if live:
@@ -483,6 +499,10 @@ def one_seed(args, seed, live=True):
     print(f"  transferkit's final model: val accuracy {kit_final:.3f} (flip TTA "
           f"{'kept' if tta['tta'] else 'not kept'}: {kit_plain:.3f} without, "
           f"{tta.get('flip', {}).get('accuracy', float('nan')):.3f} with)")
+    if fixed is not None:
+        print(f"  transferkit at the fixed {args.head_epochs} + {args.finetune_epochs} "
+              f"epochs, right after: val accuracy {fixed[0]:.3f}, total {fixed[1]:.1f} s; "
+              f"wall time of its own sizing / fixed = {kit_total / fixed[1]:.2f}x")
     if args.finetune_epochs and live:
         phase2 = sum(r["phase"] == "finetune" for r in result.history)
         boundary_epoch = steady_epoch(kit_epochs[-phase2:])
@@ -516,7 +536,7 @@ def one_seed(args, seed, live=True):
     return {"status": status, "guide_final": guide[-1][1].get("val_accuracy", float("nan")),
             "guide_best": max(logs.get("val_accuracy", float("nan")) for _, logs, _ in guide),
             "guide_total": guide_total, "kit_final": kit_final, "kit_plain": kit_plain,
-            "kit_total": kit_total, "kit_tta": tta["tta"]}
+            "kit_total": kit_total, "kit_tta": tta["tta"], "fixed": fixed}
 
 
 if __name__ == "__main__":
