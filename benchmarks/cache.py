@@ -133,10 +133,10 @@ def main(argv=None):
     print(f"phase 1: {describe_backbone(args)} at {args.size} px, {n_train} train / "
           f"{n_val} val generated JPEGs, {args.classes} classes, {args.epochs} epochs, "
           f"batch {args.batch_size}")
-    print(f"  {'path':<28}{'extract s':>10}{'epoch s':>10}{'phase 1 s':>11}{'val acc':>9}")
+    print(f"  {'path':<32}{'extract s':>10}{'epoch s':>10}{'phase 1 s':>11}{'val acc':>9}")
     for label, extracted, epoch, total, acc in rows:
         ext = "-" if extracted is None else f"{extracted:.1f}"
-        print(f"  {label:<28}{ext:>10}{epoch:>10.3f}{total:>11.1f}{acc:>9.3f}")
+        print(f"  {label:<32}{ext:>10}{epoch:>10.3f}{total:>11.1f}{acc:>9.3f}")
     live_epoch, live_total = rows[0][2], rows[0][3]
     for label, extracted, epoch, total, _ in rows[1:]:
         print(f"{label}: per-epoch ratio live / cached {live_epoch / epoch:.0f}x "
