@@ -230,3 +230,13 @@ def test_progress_bar_of_cached_phase_one_counts_the_epochs_steps(splits, capsys
         assert counts and {total for _, total in counts} == {steps}
         assert all(current <= steps for current, _ in counts)
         assert counts[-1][0] == steps
+
+
+def test_has_features_names_the_entry_split_features_reads(splits):
+    store = cache.FeatureStore()
+    model, other = _model(), _model(seed=1)
+    assert not cache.has_features(model, splits, store)
+    cache.split_features(model, splits, store=store, verbose=0)
+    assert cache.has_features(model, splits, store)
+    assert cache.has_features(model, splits, store, "val")
+    assert not cache.has_features(other, splits, store)  # other weights, other key

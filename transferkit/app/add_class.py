@@ -30,9 +30,7 @@ from transferkit.evaluation.novelty import ARRAYS_NAME, head_outputs
 from transferkit.evaluation.tta import unwrap_tta
 from transferkit.models.parts import resolve
 from transferkit.models.saving import save_model
-from transferkit.training.cache import FeatureStore, split_features
-from transferkit.training.cache.config import FeatureSource
-from transferkit.training.cache.keys import feature_key, model_fingerprint, split_fingerprint
+from transferkit.training.cache import FeatureStore, has_features, split_features
 from transferkit.training.recipe import recipe_from_dict
 
 EPOCHS, PATIENCE = 30, 3
@@ -88,7 +86,7 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
     old = load_run_data(recipe, verbose=verbose)
     model = unwrap_tta(loaded.model)  # a TTA wrapper's model: add classes to that one
     store = FeatureStore.default()
-    if verbose and not _cached(model, old, store):
+    if verbose and not has_features(model, old, store):
         print(f"the cached features of {source.path}'s training images are gone: "
               "recomputing them (one backbone pass)")
     common = dict(store=store, batch_size=recipe.schedule.batch_size, verbose=int(verbose))
@@ -143,16 +141,6 @@ def _refit_novelty(novelty, model, task, recipe, train_x, train_y, val_x):
     probs, logits = head_outputs(model, val_x, task)
     return novelty.refit(train_x, task.novelty_ids(train_y), val_x, probs, logits,
                          seed=recipe.seed)
-
-
-def _cached(model, data, store):
-    """Whether the clean training features of `data` under `model` are in `store`."""
-    source = FeatureSource.of(data)
-    if not source.train_files:
-        return False
-    key = feature_key(model_fingerprint(model), split_fingerprint(source, "train", None,
-                                                                   0, 0))
-    return store.get(key) is not None
 
 
 def _output(model):

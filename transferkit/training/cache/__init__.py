@@ -25,8 +25,8 @@ The modules, one concern each:
 
 from transferkit.training.cache.config import (DEFAULT_VIEWS, FORMAT, Features,
                                                FeatureCache, FeatureSource)
-from transferkit.training.cache.extract import (extract_features, split_boundary,
-                                                split_features)
+from transferkit.training.cache.extract import (extract_features, has_features,
+                                                split_boundary, split_features)
 from transferkit.training.cache.keys import (boundary_fingerprint, data_fingerprint,
                                              feature_key, model_fingerprint)
 from transferkit.training.cache.readers import feature_dataset, mapped_dataset, merge
@@ -35,5 +35,6 @@ from transferkit.training.cache.store import FeatureStore, boundary_bytes, cache
 __all__ = ["DEFAULT_VIEWS", "FORMAT", "FeatureCache", "FeatureSource", "FeatureStore",
            "Features", "boundary_bytes", "boundary_fingerprint", "cache_dir",
            "data_fingerprint", "extract_features", "feature_dataset", "feature_key",
+           "has_features",
            "mapped_dataset", "merge", "model_fingerprint", "split_boundary",
            "split_features"]

@@ -111,6 +111,17 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
     return tuple(out)
 
 
+def has_features(model, data, store, split="train", *, parts=None):
+    """Whether `store` holds the clean (views=0) features of `data`'s file `split` under
+    `model`, the entry `split_features(model, data, store=store)` would read."""
+    source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
+    if not source.files(split)[0]:
+        return False
+    key = feature_key(model_fingerprint(model, parts),
+                      split_fingerprint(source, split, None, 0, 0))
+    return store.get(key) is not None
+
+
 def _without_undecodable(source, split, error):
     """`source` without the files of `split` that fail to read or decode; raises
     `error` when every file decodes (the failure is something else)."""
