@@ -282,23 +282,21 @@ def decide_tta(recipe, model, data, task, val_outputs=None):
     return record, ((both if record["tta"] else plain), labels)
 
 
-def fit_run_novelty(model, data, recipe, verbose=True, features=None):
+def fit_run_novelty(model, data, recipe, verbose=True):
     """The run's `Novelty` (see `evaluation.novelty`) from its clean training images, its
     validation split and the recipe's unknown_data folder (else synthetic outliers);
     None when turned off, without a validation split, or for a task without one class
-    per image. features: ((train x, y), (val x, y)) at the head's input when already
-    at hand (default: the cached clean features of `data`'s splits)."""
+    per image."""
     if not recipe.runtime.novelty or data.val is None:
         return None
     task = recipe.task_config()
     if task.novelty_ids(data.val_labels) is None:  # e.g. segmentation: no class per image
         return None
-    if features is None:
-        # Clean features of both splits, kept in the feature cache under the final
-        # model's fingerprint: add-class replays the training ones.
-        train, val = split_features(model, data, store=FeatureStore.default(),
-                                    batch_size=recipe.schedule.batch_size, verbose=0)
-        features = ((train.x[0], train.y[0]), (val.x[0], val.y[0]))
+    # Clean features of both splits, kept in the feature cache under the final model's
+    # fingerprint: add-class replays the training ones.
+    train, val = split_features(model, data, store=FeatureStore.default(),
+                                batch_size=recipe.schedule.batch_size, verbose=0)
+    features = ((train.x[0], train.y[0]), (val.x[0], val.y[0]))
     unknown = None
     if recipe.data.unknown:
         unknown = image_dataset(list_images(recipe.data.unknown, "unknown_data"),
