@@ -87,3 +87,28 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(extract, "extract_features", counting)
     return count
+
+
+# Segmentation masks: background, then the classes "red" and "green".
+SEG_COLOURS = np.array([[20, 20, 20], [230, 40, 40], [40, 230, 40]], dtype=np.uint8)
+
+
+def make_seg_folder(root, count=12, size=32, seed=0, classes=True):
+    """images/ and masks/ with 1-2 axis-aligned boxes of classes 1-2 per image (PNG,
+    `SEG_COLOURS` plus noise), and classes.txt unless classes=False; returns root."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(root, "images"))
+    os.makedirs(os.path.join(root, "masks"))
+    for i in range(count):
+        mask = np.zeros((size, size), np.uint8)
+        for cls in (1, 2)[:1 + i % 2]:
+            y, x = rng.integers(0, size // 2, 2)
+            h, w = rng.integers(size // 4, size // 2, 2)
+            mask[y:y + h, x:x + w] = cls
+        pixels = SEG_COLOURS[mask] + rng.integers(0, 15, (size, size, 3)).astype(np.uint8)
+        Image.fromarray(pixels).save(os.path.join(root, "images", f"{i:02d}.png"))
+        Image.fromarray(mask).save(os.path.join(root, "masks", f"{i:02d}.png"))
+    if classes:
+        with open(os.path.join(root, "classes.txt"), "w") as f:
+            f.write("background\nred\ngreen\n")
+    return str(root)

@@ -28,6 +28,8 @@ from transferkit import cli
 from transferkit.core.task_registry import get_task
 from transferkit.data.files import image_dataset
 
+from conftest import make_seg_folder
+
 # Looked up, not imported: MediaPipe runs only in the client process.
 if importlib.util.find_spec("mediapipe") is None:
     pytest.skip("MediaPipe Tasks is not installed (pip install '.[deploy]')",
@@ -176,25 +178,9 @@ def _classification_data(root, task, n=18, seed=0):
 
 
 def _segmentation_data(root, n=8, seed=0):
-    """images/ and masks/ (background, red and green boxes), classes.txt; the files."""
-    rng = np.random.default_rng(seed)
-    colours = np.array([[20, 20, 20], [230, 40, 40], [40, 230, 40]], np.uint8)
-    for sub in ("images", "masks"):
-        os.makedirs(os.path.join(root, sub))
-    files = []
-    for i in range(n):
-        mask = np.zeros((SIZE, SIZE), np.uint8)
-        for cls in (1, 2)[:1 + i % 2]:
-            y, x = rng.integers(0, SIZE // 2, 2)
-            h, w = rng.integers(SIZE // 4, SIZE // 2, 2)
-            mask[y:y + h, x:x + w] = cls
-        pixels = colours[mask] + rng.integers(0, 15, (SIZE, SIZE, 3)).astype(np.uint8)
-        files.append(os.path.join(root, "images", f"{i:02d}.png"))
-        Image.fromarray(pixels).save(files[-1])
-        Image.fromarray(mask).save(os.path.join(root, "masks", f"{i:02d}.png"))
-    with open(os.path.join(root, "classes.txt"), "w") as f:
-        f.write("background\nred\ngreen\n")
-    return str(root), files
+    """`make_seg_folder`'s images/, masks/ and classes.txt; (root, the image files)."""
+    make_seg_folder(root, count=n, size=SIZE, seed=seed)
+    return str(root), [os.path.join(root, "images", f"{i:02d}.png") for i in range(n)]
 
 
 def _train(data, task, out, epochs):

@@ -30,33 +30,12 @@ from transferkit.models.segmentation import build_segmenter, skip_layers
 from transferkit.training.freezing import FreezePolicy, freeze
 from transferkit.training.recipe import RecipeConfig
 
-from conftest import backbone_params
+from conftest import SEG_COLOURS as COLOURS
+from conftest import backbone_params, make_seg_folder
 
 SEG = get_task("segmentation")
 ROOT = Path(__file__).resolve().parent.parent
 # Pure colours per class: a pixel's class can be read back from its colour.
-COLOURS = np.array([[20, 20, 20], [230, 40, 40], [40, 230, 40]], dtype=np.uint8)
-
-
-def make_seg_folder(root, count=12, size=32, seed=0, classes=True):
-    """images/ and masks/ with 1-2 axis-aligned boxes of classes 1-2 per image."""
-    rng = np.random.default_rng(seed)
-    (Path(root) / "images").mkdir(parents=True)
-    (Path(root) / "masks").mkdir()
-    for i in range(count):
-        mask = np.zeros((size, size), np.uint8)
-        for cls in (1, 2)[:1 + i % 2]:
-            y, x = rng.integers(0, size // 2, 2)
-            h, w = rng.integers(size // 4, size // 2, 2)
-            mask[y:y + h, x:x + w] = cls
-        pixels = COLOURS[mask] + rng.integers(0, 15, (size, size, 3)).astype(np.uint8)
-        Image.fromarray(pixels).save(Path(root) / "images" / f"{i:02d}.png")
-        Image.fromarray(mask).save(Path(root) / "masks" / f"{i:02d}.png")
-    if classes:
-        (Path(root) / "classes.txt").write_text("background\nred\ngreen\n")
-    return str(root)
-
-
 # --- the task ------------------------------------------------------------------------
 
 def test_iou_pixel_accuracy_and_confusion_on_known_masks():
