@@ -74,6 +74,27 @@ def test_run_report_shows_the_novelty_score_on_validation(tmp_path):
     _assert_real_png(os.path.join(tmp_path, "run", "report", "novelty.png"))
 
 
+def test_train_report_novelty_matches_the_saved_models_scores(tmp_path):
+    """`train` hands the report the validation outputs and novelty scores it already
+    has; they must be what the saved model gives on the validation images."""
+    from transferkit.app.train import load_run_data, train
+    from transferkit.evaluation.evaluate import load_run, novelty_scores
+    from transferkit.training.recipe import recipe_from_dict
+
+    folder = make_image_folder(tmp_path / "images", classes=("red", "blue", "green"),
+                               per_class=8, size=32)
+    recipe = recipe_from_dict(dict(data=folder, backbone="tiny_test", weights="none",
+                                   image_size=32, batch_size=8, val_split=0.5,
+                                   head_epochs=1, finetune_epochs=0))
+    train(recipe, tmp_path / "run", verbose=0)
+    loaded = load_run(str(tmp_path / "run"))
+    scores = novelty_scores(loaded, load_run_data(recipe, verbose=False).val)
+    page = open(tmp_path / "run" / "report.html").read()
+    section = page[page.index("<h2>Validation: Novelty</h2>"):]
+    rejected = np.mean(loaded.novelty.unknown(scores))
+    assert f"{rejected:.1%} of these images called unknown" in section
+
+
 def test_eval_report_includes_the_reliability_plot(tmp_path):
     rng = np.random.default_rng(0)
     probs = rng.dirichlet([0.3, 0.3], size=40)

@@ -15,6 +15,7 @@ import os
 import warnings
 
 import keras
+import numpy as np
 
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
@@ -26,7 +27,7 @@ from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import (evaluate_splits, flip_outputs, flip_record,
                                              predict_outputs)
 from transferkit.evaluation.novelty import ARRAYS_NAME as NOVELTY_ARRAYS
-from transferkit.evaluation.novelty import fit_model_novelty
+from transferkit.evaluation.novelty import fit_model_novelty, head_outputs
 from transferkit.evaluation.tta import with_tta
 from transferkit.models.backbones import check_weights_path
 from transferkit.models.registry import is_model_file, register_backbone
@@ -238,7 +239,7 @@ def finish(job, model, history):
         metrics = {"val": task.score(*val, data.class_names), **metrics}
     if "val" in metrics:
         metrics["val"]["tta"] = tta
-    novelty = fit_run_novelty(plain, data, recipe)
+    novelty, novelty_scores = fit_run_novelty(plain, data, recipe)
     meta, extras = {**model_metadata(recipe, data.class_names), "tta": tta}, None
     if novelty is not None:
         metrics["novelty"] = meta["novelty"] = novelty.to_json()
@@ -255,8 +256,9 @@ def finish(job, model, history):
     if recipe.runtime.report:
         from transferkit.evaluation.report import write_report  # matplotlib at the end
 
+        # Val's outputs and novelty scores are at hand: no more passes over val.
         write_report(run.path, final if tta["tta"] else plain, data, history,
-                     novelty=novelty)
+                     novelty=novelty, val=val, novelty_scores=novelty_scores)
     return RunResult(run.path, model, tuple(history), metrics, tuple(data.class_names),
                      skipped, tta)
 
@@ -283,15 +285,15 @@ def decide_tta(recipe, model, data, task, val_outputs=None):
 
 
 def fit_run_novelty(model, data, recipe, verbose=True):
-    """The run's `Novelty` (see `evaluation.novelty`) from its clean training images, its
-    validation split and the recipe's unknown_data folder (else synthetic outliers);
-    None when turned off, without a validation split, or for a task without one class
-    per image."""
+    """(the run's `Novelty` (see `evaluation.novelty`), its scores of the validation
+    images) from its clean training images, its validation split and the recipe's
+    unknown_data folder (else synthetic outliers); (None, None) when turned off,
+    without a validation split, or for a task without one class per image."""
     if not recipe.runtime.novelty or data.val is None:
-        return None
+        return None, None
     task = recipe.task_config()
     if task.novelty_ids(data.val_labels) is None:  # e.g. segmentation: no class per image
-        return None
+        return None, None
     # Clean features of both splits, kept in the feature cache under the final model's
     # fingerprint: add-class replays the training ones.
     train, val = split_features(model, data, store=FeatureStore.default(),
@@ -307,15 +309,20 @@ def fit_run_novelty(model, data, recipe, verbose=True):
                                     seed=recipe.seed)
     except ConfigError as error:  # e.g. too few validation images: the run still stands
         print(f"warning: no novelty score fitted: {error}")
-        return None
-    if novelty is not None and verbose:
+        return None, None
+    if novelty is None:
+        return None, None
+    if verbose:
         others = ", ".join(f"{k} {v:.3f}" for k, v in novelty.auroc.items()
                            if k != novelty.detector)
         print(f"novelty score: {novelty.detector} (AUROC vs {novelty.criterion} outliers "
               f"{novelty.auroc[novelty.detector]:.3f}; {others}); threshold "
               f"{novelty.threshold:.4g} calls {novelty.false_rejection:.0%} of validation "
               "images unknown")
-    return novelty
+    # The validation images' scores as predict computes them, from the clean features.
+    val_x = features[1][0]
+    return novelty, novelty.score(np.reshape(val_x, (len(val_x), -1)),
+                                  *head_outputs(model, val_x, task))
 
 
 def with_rates(recipe, rates):

@@ -270,12 +270,15 @@ def write_eval_report(folder, report, worst=None, reliability=None, title="Evalu
     return write_html(folder, title, evaluation_sections(folder, report, worst, reliability))
 
 
-def write_report(out_dir, model, data, history, max_samples=18, novelty=None):
+def write_report(out_dir, model, data, history, max_samples=18, novelty=None, *,
+                 val=None, novelty_scores=None):
     """A training run's report.html: curves, samples, and the validation evaluation.
 
     data: the run's DataSplits (its `train` batches are augmented, so the sample grid
     shows what the model really trained on). novelty: the run's `Novelty`, shown with
-    its validation scores (default None: no novelty section). Returns the path of
+    its validation scores (default None: no novelty section). val: `model`'s (outputs,
+    labels) on data.val and novelty_scores: the validation images' novelty scores,
+    when already computed (default: a pass over data.val each). Returns the path of
     report.html.
     """
     sections = []
@@ -291,12 +294,13 @@ def write_report(out_dir, model, data, history, max_samples=18, novelty=None):
                      _img(plot_images(images, titles, out_dir, "augmented.png"),
                           "augmented training samples")))
     if data.val is not None:
-        outputs, y = predict_outputs(model, data.val)
+        outputs, y = val if val is not None else predict_outputs(model, data.val)
         report = task.score(outputs, y, names)
         if novelty is not None:
-            features, probs, logits, _ = novelty_inputs(model, data.val, task)
-            report["novelty"] = novelty_summary(novelty, novelty.score(features, probs,
-                                                                       logits))
+            if novelty_scores is None:
+                features, probs, logits, _ = novelty_inputs(model, data.val, task)
+                novelty_scores = novelty.score(features, probs, logits)
+            report["novelty"] = novelty_summary(novelty, novelty_scores)
         worst = worst_images(data.val, task, outputs, y, names)
         sections += [(f"Validation: {h}", b) for h, b in
                      evaluation_sections(out_dir, report, worst)]
