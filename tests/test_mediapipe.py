@@ -114,8 +114,8 @@ def test_an_exported_classifier_loads_in_mediapipe_as_it_is(tmp_path):
         _image(files[-1], np.eye(3)[i % 3], rng)
     # A Mahalanobis score on these images' own features, its threshold their median:
     # half of them fall on each side.
-    features, probs, _ = nv.features_and_probs(model, image_dataset(files, SIZE)[0],
-                                               get_task("multiclass"))
+    features, probs, _, _ = nv.novelty_inputs(model, image_dataset(files, SIZE)[0],
+                                              get_task("multiclass"))
     arrays = nv.fit_arrays(features, np.arange(6) % 3)
     scores = nv.Novelty("mahalanobis", 0.0, 0.05, {}, "synthetic", arrays).score(
         features, probs)

@@ -282,13 +282,6 @@ def novelty_summary(novelty, known, unknown=None, bins=30):
     return out
 
 
-def features_and_probs(model, dataset, task):
-    """(features [N, D] at the head's input, class probabilities [N, C], labels [N, ...])
-    of one pass of `model` over (image, label) batches."""
-    features, probs, _, labels = novelty_inputs(model, dataset, task)
-    return features, probs, labels
-
-
 def novelty_inputs(model, dataset, task):
     """(features [N, D] at the head's input, class probabilities [N, C], the head's
     logits [N, C] or None (`head_logits`), labels [N, ...]) of one pass of `model`
