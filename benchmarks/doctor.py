@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from transferkit.app.doctor import doctor  # noqa: E402
+from transferkit.data_doctor.doctor import doctor  # noqa: E402
 
 SAMPLE = REPO / "data" / "sample"
 SOURCE = dict(backbone="compact_cnn", weights=str(REPO / "data" / "source_compact_cnn.keras"),

@@ -34,7 +34,7 @@ import keras  # noqa: E402
 
 from transferkit.app.train import train  # noqa: E402
 from transferkit.cli import demo  # noqa: E402
-from transferkit.evaluation import export as ex  # noqa: E402
+from transferkit import deploy as ex  # noqa: E402
 from transferkit.evaluation.evaluate import eval_data, load_run  # noqa: E402
 from transferkit.training.recipe import RecipeConfig  # noqa: E402
 

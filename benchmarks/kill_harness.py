@@ -28,7 +28,7 @@ PNG, .keras, .weights.h5, .npz/.npy, SavedModel), and the next run (`--resume`, 
 export again, `tune --resume`) must complete and leave no temp file behind. It prints
 a line per scenario and "N kills, all files loadable: yes/no, next run completed:
 yes/no", and exits 1 unless everything held. The test suite runs `harness` in a fast
-setting (tests/test_resume.py) and the script with --smoke (marked slow).
+setting (tests/training/test_resume.py) and the script with --smoke (marked slow).
 """
 
 import argparse

@@ -36,7 +36,7 @@ from transferkit.app.add_class import add_classes  # noqa: E402
 from transferkit.app.train import train  # noqa: E402
 from transferkit.data.files import image_dataset, list_images  # noqa: E402
 from transferkit.evaluation.evaluate import eval_data, load_run, novelty_scores  # noqa: E402
-from transferkit.evaluation.novelty import auroc  # noqa: E402
+from transferkit.models.novelty import auroc  # noqa: E402
 from transferkit.training.recipe import recipe_from_dict  # noqa: E402
 
 SAMPLE = REPO / "data" / "sample"

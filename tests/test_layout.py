@@ -8,8 +8,8 @@ import transferkit
 
 ROOT = os.path.dirname(os.path.abspath(transferkit.__file__))
 # Lower layers never import higher ones; a subpackage may import its own layer.
-LAYERS = {"core": 0, "models": 1, "data": 1, "evaluation": 2, "tasks": 3, "training": 4,
-          "app": 5, "tuning": 6, "cli": 7}
+LAYERS = {"core": 0, "models": 1, "data": 1, "tasks": 2, "training": 3, "deploy": 3,
+          "evaluation": 4, "data_doctor": 4, "app": 5, "tuning": 6, "cli": 7}
 
 
 def _modules():

@@ -6,8 +6,8 @@
     result = tk.fine_tune(model, data)
 
 The public API is `__all__`; everything else is reachable through its subpackage
-(`transferkit.models`, `.data`, `.evaluation`, `.tasks`, `.training`, `.app`,
-`.tuning`, `.cli`).
+(`transferkit.models`, `.data`, `.tasks`, `.training`, `.evaluation`, `.deploy`,
+`.data_doctor`, `.app`, `.tuning`, `.cli`).
 """
 
 __version__ = "0.2.0"
@@ -33,9 +33,10 @@ from transferkit.training import (FeatureCache, FineTuneResult, FreezePolicy,
                                   PhaseConfig, Position, RecipeConfig, ScheduleConfig,
                                   fine_tune, freeze, load_recipe)
 from transferkit.app.train import train
-from transferkit.app.doctor import doctor
+from transferkit.data_doctor.doctor import doctor
 from transferkit.app.add_class import add_classes
-from transferkit.evaluation import export_model, load_run, predict
+from transferkit.deploy import export_model
+from transferkit.evaluation import load_run, predict
 
 # The tuner pulls in keras-tuner: loaded on first use.
 _LAZY = {"tune": "transferkit.tuning", "TransferHyperModel": "transferkit.tuning",

@@ -20,18 +20,17 @@ import time
 import keras
 import numpy as np
 
-from transferkit.app.train import (build_run_model, claim_run, load_run_data,
-                                   model_metadata, run_dir)
+from transferkit.app.train import claim_run, model_metadata, run_dir
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import load_run
-from transferkit.evaluation.novelty import ARRAYS_NAME, head_outputs
-from transferkit.evaluation.tta import unwrap_tta
+from transferkit.models.novelty import ARRAYS_NAME, head_outputs
+from transferkit.models.tta import unwrap_tta
 from transferkit.models.parts import resolve
 from transferkit.models.saving import save_model
 from transferkit.training.cache import FeatureStore, has_features, split_features
-from transferkit.training.recipe import recipe_from_dict
+from transferkit.training.recipe import build_run_model, load_run_data, recipe_from_dict
 
 EPOCHS, PATIENCE = 30, 3
 

@@ -2,7 +2,7 @@
 `transferkit lr-find` and the tuner run it (a run's own `lr_auto` phases use the
 `AutoLR` hook instead, inside its one `fine_tune` call)."""
 
-from transferkit.app.train import build_run_model, load_run_data
+from transferkit.training.recipe import build_run_model, load_run_data
 from transferkit.training.cache import FeatureStore
 from transferkit.training.lr_find import find_lr
 from transferkit.training.orchestrator import fine_tune

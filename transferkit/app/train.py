@@ -20,15 +20,13 @@ import numpy as np
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task
-from transferkit.data.augment import augment_config
 from transferkit.data.fixes import read_fixes
 from transferkit.data.files import image_dataset, list_images, undecodable
-from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import (evaluate_splits, flip_outputs, flip_record,
                                              predict_outputs)
-from transferkit.evaluation.novelty import ARRAYS_NAME as NOVELTY_ARRAYS
-from transferkit.evaluation.novelty import fit_model_novelty, head_outputs
-from transferkit.evaluation.tta import with_tta
+from transferkit.models.novelty import ARRAYS_NAME as NOVELTY_ARRAYS
+from transferkit.models.novelty import fit_model_novelty, head_outputs
+from transferkit.models.tta import with_tta
 from transferkit.models.backbones import check_weights_path
 from transferkit.models.registry import is_model_file, register_backbone
 from transferkit.models.saving import save_model
@@ -39,7 +37,7 @@ from transferkit.training.distribute import (local_copy, make_strategy, per_repl
                                              precision, prepare_dataset, worker_dir)
 from transferkit.training.lr_find import AutoLR
 from transferkit.training.orchestrator import Position, fine_tune
-from transferkit.training.recipe import recipe_from_dict
+from transferkit.training.recipe import build_run_model, load_run_data, recipe_from_dict
 
 # Recipe keys a resume may change: they do not alter what the run trains on or how.
 # Any other change (data, task, classes, batch size, epochs, image size, backbone,
@@ -72,29 +70,6 @@ class Job:
     manager: CheckpointManager
     state: dict
     data: object
-
-
-def load_run_data(recipe, verbose=True, fixes=None):
-    """The `DataSplits` a recipe trains on, at the recipe's input size. fixes: a read
-    `data.fixes.Fixes` to use instead of reading the recipe's fixes file again."""
-    data = recipe.data
-    return load_data(data.source(), image_size=recipe.input_spec(),
-                     batch_size=recipe.schedule.batch_size, task=recipe.task,
-                     val_split=data.val_split, test_split=data.test_split, seed=recipe.seed,
-                     augment=augment_config(data.augment), scan=data.scan,
-                     class_weights=data.class_weights, follow_links=data.follow_links,
-                     fixes=fixes or data.fixes or None, verbose=verbose)
-
-
-def build_run_model(recipe, num_outputs, *, trusted=False):
-    """The model a recipe describes, with `num_outputs` classes (or targets).
-
-    trusted: load a `.keras` weights file without safe mode (only from the caller,
-        never from a recipe file)."""
-    # The task picks the model: a head on pooled features, or e.g. a U-Net decoder.
-    return recipe.task_config().build_model(recipe.model, num_outputs,
-                                            image_size=recipe.input_spec(),
-                                            trusted=trusted)
 
 
 def model_metadata(recipe, class_names):
@@ -285,7 +260,7 @@ def decide_tta(recipe, model, data, task, val_outputs=None):
 
 
 def fit_run_novelty(model, data, recipe, verbose=True):
-    """(the run's `Novelty` (see `evaluation.novelty`), its scores of the validation
+    """(the run's `Novelty` (see `models.novelty`), its scores of the validation
     images) from its clean training images, its validation split and the recipe's
     unknown_data folder (else synthetic outliers); (None, None) when turned off,
     without a validation split, or for a task without one class per image."""

@@ -8,7 +8,7 @@ import sys
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.evaluation.evaluate import load_run, model_file
-from transferkit.evaluation.tta import PRESETS, unwrap_tta, with_tta
+from transferkit.models.tta import PRESETS, unwrap_tta, with_tta
 
 
 def command(sub, name, help, epilog=None):

@@ -3,7 +3,7 @@ and what to label next, with a review page and a fixes file `train --fixes` read
 
 import os
 
-from transferkit.app.doctor import doctor
+from transferkit.data_doctor.doctor import doctor
 from transferkit.cli.common import command
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir

@@ -8,8 +8,8 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.files import write_json
 from transferkit.data.files import image_dataset, list_images
 from transferkit.evaluation import calibrate as cal
-from transferkit.evaluation import data_issues
-from transferkit.evaluation.novelty import novelty_summary
+from transferkit.data_doctor import issues as data_issues
+from transferkit.models.novelty import novelty_summary
 from transferkit.evaluation import evaluate as ev
 from transferkit.evaluation.report import worst_images, write_eval_report
 from transferkit.models.saving import read_metadata, save_model

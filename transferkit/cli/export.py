@@ -5,9 +5,9 @@ import os
 
 from transferkit.cli.common import add_model_args, check_out, command, loaded_model
 from transferkit.core.errors import ConfigError
-from transferkit.evaluation import export as ex
+from transferkit import deploy as ex
 from transferkit.evaluation.evaluate import SPLITS, eval_data
-from transferkit.evaluation.model_card import write_model_card
+from transferkit.deploy.model_card import write_model_card
 
 EPILOG = """examples:
   transferkit export runs/pets --format savedmodel --out exports/pets

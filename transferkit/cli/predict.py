@@ -10,7 +10,7 @@ from transferkit.core.errors import ConfigError
 from transferkit.data.files import image_dataset
 from transferkit.evaluation.evaluate import predict
 from transferkit.evaluation.gradcam import grad_cam, save_overlay
-from transferkit.evaluation.tta import unwrap_tta
+from transferkit.models.tta import unwrap_tta
 
 EPILOG = """examples:
   transferkit predict runs/pets cat.jpg dog.png

@@ -25,8 +25,9 @@ from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
-from transferkit.evaluation.novelty import ARRAYS_NAME, Novelty, novelty_inputs
-from transferkit.evaluation.tta import tta_of
+from transferkit.deploy.predictors import load_predictor
+from transferkit.models.novelty import ARRAYS_NAME, Novelty, novelty_inputs
+from transferkit.models.tta import tta_of
 from transferkit.models.saving import load_model, read_extra, read_metadata
 
 SPLITS = ("all", "val", "test")
@@ -133,8 +134,6 @@ def run_settings(config):
 
 
 def _load_tflite(file):
-    from transferkit.evaluation.export import load_predictor  # same layer, after this
-
     meta = read_json_object(file + ".json", "TFLite metadata") \
         if os.path.exists(file + ".json") else None
     if not meta or not meta.get("input") or not meta.get("task"):
@@ -320,7 +319,7 @@ def predict(model, images, *, top_k=3, batch_size=32, trusted=False):
 
 
 def novelty_scores(loaded, dataset):
-    """The stored novelty score (see `evaluation.novelty`) of each image of `dataset`."""
+    """The stored novelty score (see `models.novelty`) of each image of `dataset`."""
     if not isinstance(loaded.model, keras.Model):  # a .tflite file: its novelty output
         return np.concatenate([loaded.model.novelty(images.numpy())
                                for images, _ in dataset])

@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from transferkit.core.files import atomic_path, write_text
 from transferkit.core.task_registry import get_task
 from transferkit.evaluation.evaluate import predict_outputs, worst_predictions
-from transferkit.evaluation.novelty import novelty_inputs, novelty_summary
+from transferkit.models.novelty import novelty_inputs, novelty_summary
 
 PLOTS = "report"  # subfolder of the run directory holding the PNGs
 

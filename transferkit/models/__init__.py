@@ -1,4 +1,5 @@
-"""Models: the backbone registry, backbones with their weights, heads, the builder.
+"""Models: the backbone registry, backbones with their weights, heads, the builder, and
+the state a trained model carries (TTA and temperature layers, the novelty score).
 
 Importing this package registers every built-in backbone (Keras Applications in
 `applications`, EfficientNet-Lite in `efficientnet_lite`, the from-scratch and test
@@ -6,6 +7,8 @@ networks in `scratch`; `hub` resolves `hub:PRESET` names through KerasHub).
 """
 
 from transferkit.models import applications, efficientnet_lite, hub, scratch  # noqa: F401
+# Registered Keras layers a saved model may name: loadable once `models` is imported.
+from transferkit.models import temperature, tta  # noqa: F401
 from transferkit.models.backbones import create_backbone, imagenet_cache_dir
 from transferkit.models.builder import build_model, resolve_input
 from transferkit.models.heads import HeadConfig, build_head

@@ -32,7 +32,7 @@ from transferkit.data import sources
 from transferkit.data.augment import augment_image
 from transferkit.data.files import list_source
 from transferkit.data.scan import scan, with_problems
-from transferkit.evaluation.tflite_metadata import TfliteOutput
+from transferkit.tasks.outputs import TfliteOutput
 from transferkit.models.builder import build_model
 
 THRESHOLD = 0.5  # a sigmoid output above it predicts the class
@@ -67,7 +67,7 @@ class Task:
     mediapipe_api = None
     box_output = False  # outputs end in a normalised xyxy box: TTA un-mirrors it
     # The output layer is one softmax over the classes, so its pre-activation are logits
-    # the energy novelty score can take (`evaluation.novelty.head_logits`).
+    # the energy novelty score can take (`models.novelty.head_logits`).
     softmax_logits = False
 
     def __repr__(self):
@@ -383,7 +383,7 @@ class Task:
 
     def tflite_output(self, class_names, units):
         """What an exported .tflite's output tensor (of `units` units) is, for its model
-        metadata (`evaluation.tflite_metadata.TfliteOutput`), so MediaPipe's
+        metadata (`tasks.outputs.TfliteOutput`), so MediaPipe's
         ImageClassifier names the classes: by default one score per class, labelled in
         output order (class indices if `class_names` does not fit)."""
         return TfliteOutput("scores", f"Probabilities of the {units} classes (softmax), "

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import DataError
-from transferkit.evaluation.tflite_metadata import TfliteOutput
+from transferkit.tasks.outputs import TfliteOutput
 from transferkit.tasks.base import (EPSILON, THRESHOLD, Task, _bce, _mean, _names,
                                     _per_class, _per_row, output_layer)
 

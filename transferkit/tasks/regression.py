@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import DataError
-from transferkit.evaluation.tflite_metadata import TfliteOutput
+from transferkit.tasks.outputs import TfliteOutput
 from transferkit.tasks.base import Task, _mean, output_layer
 
 

@@ -9,8 +9,8 @@ from transferkit.data import masks
 from transferkit.data.augment import augment_pair, mixup_refusal
 from transferkit.data.mask_tensors import mask_pairs
 from transferkit.data.masks import list_pairs, scan_pairs
-from transferkit.evaluation.masks import overlay, write_masks
-from transferkit.evaluation.tflite_metadata import TfliteOutput
+from transferkit.tasks.masks import overlay, write_masks
+from transferkit.tasks.outputs import TfliteOutput
 from transferkit.models.losses import LOSS_MODES, SegmentationLoss
 from transferkit.models.segmentation import build_segmenter
 from transferkit.tasks.base import (EPSILON, THRESHOLD, Task, _mean, _names, _per_row,

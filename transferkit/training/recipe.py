@@ -26,6 +26,7 @@ from transferkit.core.task_registry import get_task
 from transferkit.core.files import read_json_object
 from transferkit.data.augment import augment_config
 from transferkit.data.config import DataConfig
+from transferkit.data.load import load_data
 from transferkit.models.builder import ModelConfig
 from transferkit.training.cache import DEFAULT_VIEWS, FeatureCache
 from transferkit.training.distribute import STRATEGIES
@@ -198,3 +199,26 @@ def load_recipe(path, base=None):
         return recipe_from_dict(values, base)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+
+
+def load_run_data(recipe, verbose=True, fixes=None):
+    """The `DataSplits` a recipe trains on, at the recipe's input size. fixes: a read
+    `data.fixes.Fixes` to use instead of reading the recipe's fixes file again."""
+    data = recipe.data
+    return load_data(data.source(), image_size=recipe.input_spec(),
+                     batch_size=recipe.schedule.batch_size, task=recipe.task,
+                     val_split=data.val_split, test_split=data.test_split, seed=recipe.seed,
+                     augment=augment_config(data.augment), scan=data.scan,
+                     class_weights=data.class_weights, follow_links=data.follow_links,
+                     fixes=fixes or data.fixes or None, verbose=verbose)
+
+
+def build_run_model(recipe, num_outputs, *, trusted=False):
+    """The model a recipe describes, with `num_outputs` classes (or targets).
+
+    trusted: load a `.keras` weights file without safe mode (only from the caller,
+        never from a recipe file)."""
+    # The task picks the model: a head on pooled features, or e.g. a U-Net decoder.
+    return recipe.task_config().build_model(recipe.model, num_outputs,
+                                            image_size=recipe.input_spec(),
+                                            trusted=trusted)

@@ -10,7 +10,7 @@ features, shared across trials with the same backbone and input size, then phase
 import keras
 import keras_tuner
 
-from transferkit.app.train import build_run_model, load_run_data
+from transferkit.training.recipe import build_run_model, load_run_data
 from transferkit.core.errors import ConfigError
 from transferkit.training.cache import FeatureStore
 from transferkit.training.orchestrator import Position, fine_tune

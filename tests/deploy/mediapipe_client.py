@@ -1,0 +1,62 @@
+"""A plain MediaPipe Tasks client, run as a script by tests/deploy/test_mediapipe.py: it loads
+exported .tflite files as they are (no labels, no options from transferkit) and prints
+what MediaPipe makes of image files, as JSON.
+
+    python mediapipe_client.py JOBS.json   # [{"model", "kind", "images", "masks"}, ...]
+
+kind "classifier": vision.ImageClassifier, every category (name, score) per image of
+head 0, and the further heads' names and categories (a novelty output).
+kind "segmenter": vision.ImageSegmenter's category mask per image, saved as .npy at the
+job's "masks" paths, and the segmenter's labels.
+Only mediapipe, numpy and the standard library are imported: TensorFlow and transferkit
+are blocked, so this proves a client without them loads the files.
+"""
+
+import json
+import sys
+
+sys.modules["tensorflow"] = None  # mediapipe uses TF when present; a client may lack it
+sys.modules["transferkit"] = None
+
+import mediapipe as mp  # noqa: E402
+import numpy as np  # noqa: E402
+from mediapipe.tasks.python import vision  # noqa: E402
+from mediapipe.tasks.python.core.base_options import BaseOptions  # noqa: E402
+
+
+def classify(job):
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=job["model"]))
+    rows, heads, more = [], [], []
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for path in job["images"]:
+            result = classifier.classify(mp.Image.create_from_file(path))
+            rows.append([[c.category_name, c.score]
+                         for c in result.classifications[0].categories])
+            heads = [h.head_name for h in result.classifications]
+            more.append([[[c.category_name, c.score] for c in h.categories]
+                         for h in result.classifications[1:]])
+    return {"categories": rows, "heads": heads, "more_heads": more}
+
+
+def segment(job):
+    options = vision.ImageSegmenterOptions(
+        base_options=BaseOptions(model_asset_path=job["model"]),
+        output_category_mask=True, output_confidence_masks=False)
+    with vision.ImageSegmenter.create_from_options(options) as segmenter:
+        for path, out in zip(job["images"], job["masks"]):
+            result = segmenter.segment(mp.Image.create_from_file(path))
+            np.save(out, np.asarray(result.category_mask.numpy_view()).squeeze())
+        return {"labels": list(segmenter.labels)}
+
+
+def main(jobs_file):
+    with open(jobs_file) as f:
+        jobs = json.load(f)
+    results = [classify(job) if job["kind"] == "classifier" else segment(job)
+               for job in jobs]
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,9 @@
+"""The data doctor: wrong labels, near-duplicates and leaks across splits, outliers,
+class imbalance and what to label next, with a review page that writes a fixes file.
+
+    result = doctor("data/pets", out_dir="doctor/pets")   # issues.json, review.html
+"""
+
+from transferkit.data_doctor.doctor import DoctorResult, doctor
+
+__all__ = ["DoctorResult", "doctor"]

@@ -1,0 +1,233 @@
+"""Export to .keras, SavedModel and TFLite (fp32, fp16, int8), and check parity.
+
+    path = export_model(loaded, "tflite", "exports/", quantize="int8",
+                        representative=representative_images(loaded, "data/pets"))
+    rows = check_parity(loaded, [path], eval_data(loaded, "data/pets", split="val"))
+
+Parity is the model's task's (`Task.parity`): the headline metric (accuracy, or MAE for
+regression) within the tolerance, and the artifact agreeing with the source model's
+predictions on all but that fraction of the images.
+
+Every artifact takes raw RGB 0-255 float32 images [B, H, W, 3]: resizing and the
+backbone's preprocessing are layers inside the model, so nothing is lost on export. A
+SavedModel's default signature takes encoded image files instead (`serving_archive`),
+for TF Serving. `export_plan("all", ...)` lists every format; TFLite files run on
+LiteRT's interpreter (`tflite_interpreter`).
+A model with a novelty score (`models.novelty`) exports it everywhere: the .keras
+file keeps it, the SavedModel's `serving_default` returns `novelty` and `unknown`, and
+a .tflite file returns `novelty` [B, 1] as its second output, its threshold in the
+file's metadata (`tflite_metadata`). Both compute it in the graph with
+`novelty.novelty_model`.
+Class names travel with every artifact: `labels.txt` (one per line, output order) and
+`<artifact>.json` (class names, image size, input spec) are written beside it, inside
+a SavedModel's `assets/` too, and inside the .keras file (see saving.save_model).
+"""
+
+import ctypes
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from transferkit.core.errors import ConfigError, check_choice
+from transferkit.core.files import atomic_path, write_json, write_text
+from transferkit.data.load import load_data
+from transferkit.data.pipeline import make_dataset
+from transferkit.data.splits import stratified_sample
+from transferkit.deploy.serving import serving_archive, signature_summary
+from transferkit.deploy.tflite_metadata import NOVELTY_OUTPUT, export_metadata
+from transferkit.models.novelty import ARRAYS_NAME, novelty_model
+from transferkit.models.saving import save_model
+
+FORMATS = ("keras", "savedmodel", "tflite")
+ALL = "all"  # every format: keras, savedmodel, TFLite fp32 and fp16, int8 with data
+QUANTIZE = ("fp16", "int8")
+INPUT_SPEC = "float32 RGB 0-255, shape [batch, height, width, 3]"
+
+
+def artifact_name(fmt, quantize=None):
+    """File or folder name of an export: model.keras, saved_model, model_int8.tflite."""
+    if fmt == "keras":
+        return "model.keras"
+    if fmt == "savedmodel":
+        return "saved_model"
+    return f"model_{quantize}.tflite" if quantize else "model.tflite"
+
+
+def export_plan(fmt, quantize=None, *, calibration_data=False):
+    """The (format, quantize) pairs an export writes: `fmt` with `quantize`, or for
+    fmt="all" keras, savedmodel, TFLite fp32 and fp16, and int8 if `calibration_data`
+    (int8 calibrates on training images). Bad combinations raise ConfigError naming
+    the argument and the allowed values."""
+    check_choice("format", fmt, FORMATS + (ALL,))
+    if quantize is not None:
+        check_choice("quantize", quantize, QUANTIZE)
+        if fmt != "tflite":
+            raise ConfigError(
+                f"The `--quantize` argument applies to --format tflite only (allowed: "
+                f"{list(QUANTIZE)} with --format tflite; --format all writes fp32, fp16 "
+                f"and, with --data, int8). Received: format={fmt!r}, quantize={quantize!r}")
+    if fmt != ALL:
+        return [(fmt, quantize)]
+    plan = [("keras", None), ("savedmodel", None), ("tflite", None), ("tflite", "fp16")]
+    return plan + ([("tflite", "int8")] if calibration_data else [])
+
+
+def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
+                 metadata=None):
+    """Write `loaded.model` (a LoadedModel) as `fmt` into `out_dir`; returns the path.
+
+    quantize: None, "fp16" or "int8" (TFLite only). representative: for int8, an
+        iterable of [1, H, W, 3] float32 images from the training split.
+    metadata: extra JSON-able keys for the artifact's metadata (e.g. {"tta": "flip"}).
+    """
+    check_choice("format", fmt, FORMATS)
+    export_plan(fmt, quantize)
+    if quantize == "int8" and representative is None:
+        raise ConfigError("int8 quantization needs a representative dataset from the "
+                          "training split: pass `--data DIR`.")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, artifact_name(fmt, quantize))
+    meta = {"class_names": list(loaded.class_names), "task": loaded.task.name,
+            "input": loaded.input.to_json(), "input_format": INPUT_SPEC,
+            "format": fmt, "quantize": quantize,
+            "source": os.path.abspath(loaded.path), **(metadata or {})}
+    if loaded.novelty is not None:
+        meta["novelty"] = loaded.novelty.to_json()
+    if fmt == "keras":
+        extras = None if loaded.novelty is None else {
+            ARRAYS_NAME: loaded.novelty.arrays_bytes()}
+        save_model(loaded.model, path, metadata=meta, extras=extras)
+    elif fmt == "savedmodel":
+        meta["signatures"] = _export_savedmodel(loaded, path, meta)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = os.path.join(tmp, "saved_model")
+            _tflite_source(loaded, saved)
+            content = tflite_bytes(saved, quantize, representative)
+        # Model metadata + labels inside the file: MediaPipe Tasks load it as it is.
+        content = export_metadata(content, loaded.task.tflite_output(
+            loaded.class_names, loaded.model.output_shape[-1]), meta,
+            novelty=loaded.novelty)
+        with atomic_path(path) as tmp_file:
+            with open(tmp_file, "wb") as f:
+                f.write(content)
+    _write_labels(os.path.join(out_dir, "labels.txt"), loaded.class_names)
+    write_json(path + ".json", meta)
+    return path
+
+
+def _tflite_source(loaded, folder):
+    """The SavedModel the TFLite converter reads: the model's `serve` signature; with a
+    novelty score, a second output `novelty` [B, 1] (`novelty.novelty_model`, as the
+    SavedModel's), after the model's own output. [B, 1], not [B]: MediaPipe's
+    ImageClassifier takes every output as a classification head [B, classes], so a
+    one-"class" head it reads like any other (see tflite_metadata)."""
+    model = loaded.model
+    if loaded.novelty is None:
+        model.export(folder, format="tf_saved_model", verbose=False)
+        return
+    both = novelty_model(model, loaded.task, loaded.novelty)
+
+    def serve(images):
+        outputs, score = both(images)
+        # Named: the converter orders the graph's outputs as it likes, and the metadata
+        # puts them back in order by these names (`with_metadata`).
+        return {"output_0": outputs, NOVELTY_OUTPUT: score[:, None]}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    # The input as `model.export` writes it (the model's own input shape).
+    archive.add_endpoint("serve", tf.function(serve), input_signature=[
+        tf.TensorSpec(model.inputs[0].shape, tf.float32, name="images")])
+    archive.write_out(folder, verbose=False)
+
+
+SAVED_MODEL_TEMP = ".saved_model."  # prefix of the folders an export builds in
+
+
+def _export_savedmodel(loaded, path, meta):
+    # Export beside the target, then swap it in: a failed or killed export never
+    # leaves a half-written folder where a good one was.
+    folder = os.path.dirname(path) or "."
+    _remove_stale_exports(folder)
+    tmp = tempfile.mkdtemp(prefix=SAVED_MODEL_TEMP, dir=folder)
+    try:
+        target = os.path.join(tmp, "model")
+        archive, endpoints = serving_archive(loaded)
+        archive.write_out(target, verbose=False)
+        meta = {**meta, "signatures": signature_summary(endpoints)}
+        os.makedirs(os.path.join(target, "assets"), exist_ok=True)
+        _write_labels(os.path.join(target, "assets", "labels.txt"), meta["class_names"])
+        write_json(os.path.join(target, "assets", "transferkit.json"), meta)
+        os.chmod(target, 0o755)
+        if not (os.path.isdir(path) and _exchange(target, path)):
+            if os.path.exists(path):  # no atomic exchange here: a short window
+                os.replace(path, os.path.join(tmp, "old"))
+            os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta["signatures"]
+
+
+def _exchange(a, b):
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False if the
+    system cannot, so the caller renames twice instead."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b),
+                              rename_exchange) == 0
+    except (AttributeError, OSError):
+        return False
+
+
+def _remove_stale_exports(folder):
+    # The build folders a killed export left: ours by name, never read by anything.
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith(SAVED_MODEL_TEMP) and os.path.isdir(path) \
+                and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def tflite_bytes(saved_model_dir, quantize=None, representative=None):
+    """Convert a SavedModel with the TFLite converter; inputs and outputs stay float32.
+
+    fp16 stores float16 weights; int8 quantizes weights and activations, calibrated on
+    `representative`, and keeps float I/O so every artifact takes the same images.
+    """
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        images = list(representative)
+        converter.representative_dataset = lambda: ([image] for image in images)
+    return converter.convert()
+
+
+def representative_images(loaded, data, n=64):
+    """Up to `n` [1, H, W, 3] images of the training split of `data` (the run's split
+    seed), drawn round-robin across classes so int8 ranges see every class."""
+    cfg = loaded.config
+    splits = load_data(os.path.expanduser(os.fspath(data)), image_size=loaded.input,
+                       task=loaded.task, class_names=loaded.class_names or None,
+                       seed=cfg.get("seed", 0), val_split=cfg.get("val_split", 0.2),
+                       test_split=cfg.get("test_split", 0.0), verbose=False)
+    labels = splits.train_labels
+    strata = [tuple(row) for row in labels] if loaded.task.has_classes else [0] * len(labels)
+    chosen = stratified_sample(strata, n, seed=cfg.get("seed", 0))
+    dataset = make_dataset([splits.train_files[i] for i in chosen], labels[chosen],
+                           image_size=loaded.input.size, batch_size=1, training=False,
+                           task=loaded.task, num_classes=len(splits.class_names))
+    return [images.numpy() for images, _ in dataset]
+
+
+def _write_labels(path, class_names):
+    write_text(path, "".join(f"{name}\n" for name in class_names))
+
+
