@@ -12,8 +12,9 @@ from conftest import (DETECTION_CLASSES, DETECTION_COLOURS, DETECTION_FORMATS,
                       make_detection_folder)
 
 from transferkit.core.errors import DataError
-from transferkit.data.annotations import (MAX_BOXES, ImageObjects, Obj, choose_max_boxes,
-                                          drop_unknown, pad_objects, read_objects)
+from transferkit.data.annotations import (MAX_BOXES, ImageObjects, Obj, check_rows,
+                                          choose_max_boxes, drop_unknown, pad_objects,
+                                          read_objects)
 
 
 def _image(path, width, height, orientation=None):
@@ -229,3 +230,22 @@ def test_all_four_formats_read_to_the_objects_in_the_pixels(tmp_path):
             np.testing.assert_allclose(np.reshape([o[1] for o in objects], (-1, 4)),
                                        np.reshape([t[1] for t in truth[name]], (-1, 4)),
                                        atol=1e-9, err_msg=f"{fmt} {name}")
+
+
+def test_check_rows_accepts_padded_rows_and_names_bad_ones():
+    labels = [_objects((0.1, 0.1, 0.5, 0.5), label="b"), _objects()]
+    rows = pad_objects(labels, ["a", "b"])
+    np.testing.assert_array_equal(check_rows(rows, 2), rows)
+    assert labels[0].classes == ("b",) and labels[1].classes == ()
+    bad = rows.copy()
+    bad[0, 0, 0] = 2
+    with pytest.raises(DataError, match=r"image 0 row 0 has a bad class id .* 0..1"):
+        check_rows(bad, 2)
+    bad = rows.copy()
+    bad[0, 0, 3] = 0.05  # xmax < xmin
+    with pytest.raises(DataError, match="image 0 row 0 has a bad box"):
+        check_rows(bad)
+    with pytest.raises(DataError, match=r"Received shape \(2, 5\)"):
+        check_rows(rows[:, 0])
+    with pytest.raises(DataError, match="not finite"):
+        check_rows(np.full((1, 1, 5), np.nan))

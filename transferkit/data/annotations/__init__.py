@@ -26,11 +26,11 @@ device or oversized file is a problem, never a hang.
 """
 
 from transferkit.data.annotations.model import ImageObjects, Obj, drop_unknown
-from transferkit.data.annotations.padding import (MAX_BOXES, PAD_CLASS, choose_max_boxes,
-                                                  pad_objects)
+from transferkit.data.annotations.padding import (MAX_BOXES, PAD_CLASS, check_rows,
+                                                  choose_max_boxes, pad_objects)
 from transferkit.data.annotations.read import read_objects, sniff, split_sources
 from transferkit.data.annotations.yolo import YoloSplit
 
-__all__ = ["ImageObjects", "MAX_BOXES", "Obj", "PAD_CLASS", "YoloSplit",
+__all__ = ["ImageObjects", "MAX_BOXES", "Obj", "PAD_CLASS", "YoloSplit", "check_rows",
            "choose_max_boxes", "drop_unknown", "pad_objects", "read_objects", "sniff",
            "split_sources"]
