@@ -188,7 +188,8 @@ def test_coco_entry_problems_name_the_annotation_id(tmp_path):
      '{"id": 2, "name": "a"}]}', "several categories are named 'a'"),
     ('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}], "x": '
      + "1" * 5000 + "}", "not valid JSON"),
-])
+], ids=["syntax", "deep_nesting", "list", "no_categories", "category_id", "repeated_id",
+        "repeated_name", "huge_int"])
 def test_coco_structure_errors_are_data_errors(tmp_path, text, match):
     (tmp_path / "c.json").write_text(text)
     with pytest.raises(DataError, match=match):

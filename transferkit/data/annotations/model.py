@@ -82,10 +82,10 @@ def number(value) -> float:
     return out
 
 
-def finish(listed, problems=(), *, class_names=None, workers=None):
+def finish(listed, problems=(), *, workers=None):
     """(paths, [ImageObjects], problems): every listing checked, pixel boxes
     normalised by their image's upright size. The first listing of a path counts; a
-    later one is a warning. class_names: objects of other classes are left out."""
+    later one is a warning."""
     problems = list(problems)
     first = {}
     for item in listed:
@@ -106,7 +106,6 @@ def finish(listed, problems=(), *, class_names=None, workers=None):
         else:
             usable.append(item)
     sizes = _sizes([i.path for i in usable if i.boxes and not i.normalised], workers)
-    known = None if class_names is None else set(class_names)
     paths, labels = [], []
     for item in usable:
         size = (1.0, 1.0)
@@ -125,9 +124,6 @@ def finish(listed, problems=(), *, class_names=None, workers=None):
         for label, box, where in item.boxes:
             obj = check_box(item.path, label, box, where, size, item.normalised,
                             problems)
-            if obj is not None and known is not None and obj.label not in known:
-                problems.append(unknown_class(item.path, obj, class_names))
-                obj = None
             if obj is not None:
                 objects.append(obj)
         paths.append(item.path)
