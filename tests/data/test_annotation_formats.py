@@ -155,7 +155,7 @@ def test_coco_entry_problems_name_the_annotation_id(tmp_path):
               {"file_name": "x.png"}, {"id": 1, "file_name": "c.png"}]
     path = _coco(tmp_path, images=images, annotations=[
         _ann(1, [0, 0, 20, 10], category=99),          # unknown category: left out
-        _ann(2, [0, 0, "wide", 10], image=2),          # bad bbox: b.png left out
+        _ann(2, [0, 0, 10**400, 10], image=2),         # bad bbox: b.png left out
         _ann(3, [0, 0, 20, 10], image=42),             # no such image
         _ann(4, [0, 0, 20, 10], image=3, iscrowd=7),   # bad iscrowd
         "not an object"])
@@ -173,6 +173,7 @@ def test_coco_entry_problems_name_the_annotation_id(tmp_path):
                 f"{path} annotations[4]: not an object"]
     for text in expected:
         assert sum(r.startswith(text) for r in reasons) == 1, (text, reasons)
+    assert any("is too large a number" in r for r in reasons)
 
 
 @pytest.mark.parametrize("text, match", [

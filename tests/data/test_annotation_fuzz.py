@@ -21,7 +21,7 @@ FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
 
 # Values a field may hold: numbers of every kind, numeric-looking and odd text.
 NUMBERS = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-                    st.sampled_from([0, 1, 20, 40, 0.5, -1, 1e308, 10**30]))
+                    st.sampled_from([0, 1, 20, 40, 0.5, -1, 1e308, 10**30, 10**400]))
 WORDS = st.sampled_from(["", "a.png", "b.png", "cat", "nan", "inf", "-0", "1e999",
                          "0x10", "1_0", " 3 ", "../a.png", "/dev/zero", "\x00", "é"])
 CELL = st.one_of(NUMBERS.map(str), WORDS, st.text(max_size=8))

@@ -76,7 +76,10 @@ def number(value) -> float:
     NaN and infinities included: none is a coordinate)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"{value!r} is not a number")
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:  # an integer beyond float's range
+        raise ValueError(f"{str(value)[:20]}... is too large a number") from None
     if not math.isfinite(out):
         raise ValueError(f"{value!r} is not a finite number")
     return out
