@@ -39,9 +39,11 @@ def _often(valid, other):
 
 
 # (left, top, width, height): mostly a real box on the 40x20 image, at times anything.
-XYWH = _often(st.tuples(st.integers(-5, 40), st.integers(-5, 20), st.integers(1, 30),
-                        st.integers(1, 20)), st.tuples(*[PIXEL] * 4))
-XYXY = XYWH.map(lambda v: (v[0], v[1], v[0] + v[2], v[1] + v[3]))
+ON_IMAGE = st.tuples(st.integers(-5, 40), st.integers(-5, 20), st.integers(1, 30),
+                     st.integers(1, 20))
+XYWH = _often(ON_IMAGE, st.tuples(*[PIXEL] * 4))
+XYXY = _often(ON_IMAGE.map(lambda v: (v[0], v[1], v[0] + v[2], v[1] + v[3])),
+              st.tuples(*[PIXEL] * 4))
 
 
 def _check(source):
