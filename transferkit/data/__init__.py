@@ -1,5 +1,8 @@
 """Data: sources, the health scan, image I/O, splits, augmentation and the pipeline.
 
+Boxed objects: `data.annotations` reads CSV, Pascal VOC, COCO and YOLO annotations
+(`read_objects`, `pad_objects`); `data.box_augment` moves boxes with their image.
+
     from transferkit.data import load_data
     splits = load_data("~/photos", image_size=224, augment=augment_config("light"))
 """

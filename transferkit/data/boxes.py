@@ -31,13 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from transferkit.core.errors import DataError
+from transferkit.data.annotations import guarded
 from transferkit.data.scan import SKIPPED, WARNING, Problem, walk
 
 HEADER = ("path", "label", "xmin", "ymin", "xmax", "ymax")
-ORIENTATION_TAG = 0x0112  # EXIF orientation
 CSV_NAME = "boxes.csv"  # a folder holding it is read as that CSV
 
 
@@ -54,15 +53,9 @@ class BoxLabel:
 def image_size(path) -> tuple[int, int] | None:
     """(width, height) of an image file as the pipeline decodes it, upright (EXIF
     rotation applied, as the scan's normalised copy is), from its header; None if
-    unreadable."""
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            # Orientations 5-8 turn the image a quarter: width and height swap.
-            turned = img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
-    except (OSError, ValueError):
-        return None
-    return (height, width) if turned else (width, height)
+    unreadable. A guarded read (`annotations.guarded.image_size`): a FIFO or device
+    listed in a CSV is refused, never opened."""
+    return guarded.image_size(os.fspath(path))[0]
 
 
 def list_boxes(src, follow_links=False):
