@@ -42,6 +42,16 @@ def make_image_folder(root, classes=("red", "blue"), per_class=12, size=40, seed
     return str(root)
 
 
+def make_linked_class_folder(root):
+    """root/data with classes red and blue, plus green: a link to root/elsewhere/green, a
+    folder outside the data folder (4 images of 16 px per class); returns root/data."""
+    folder = make_image_folder(os.path.join(root, "data"), per_class=4, size=16)
+    outside = make_image_folder(os.path.join(root, "elsewhere"), classes=("green",),
+                                per_class=4, size=16)
+    os.symlink(os.path.join(outside, "green"), os.path.join(folder, "green"))
+    return folder
+
+
 def backbone_params(names, max_operations, one_per_family=False):
     """pytest parameters over backbone `names`, the heavy ones marked slow.
 

@@ -1,4 +1,5 @@
-"""report.html and its PNGs: they exist, are real images, and are linked relatively."""
+"""report.html and its PNGs: they exist, are real images, are linked relatively and
+escape any class name."""
 
 import os
 import re
@@ -109,3 +110,20 @@ def test_eval_report_includes_the_reliability_plot(tmp_path):
     assert "reliability.png" in {os.path.basename(p) for p in images}
     for image in images:
         _assert_real_png(image)
+
+
+HOSTILE_NAMES = ("$\\notacommand{x}$ 5", "<b>bold<b> & \"q\" 'x'", "猫 кот ψ", "a b$")
+
+
+def test_reports_render_and_escape_any_class_name(tmp_path):
+    folder = make_image_folder(tmp_path / "images", classes=HOSTILE_NAMES, per_class=3,
+                               size=16)
+    data = load_data(folder, image_size=16, batch_size=4, val_split=0.34, verbose=False)
+    model = build_model("tiny_test", len(HOSTILE_NAMES), weights=None, image_size=16)
+    history = [{"epoch": 1, "phase": "head", "loss": 1.0, "val_loss": 1.1}]
+    page = open(write_report(str(tmp_path / "run"), model, data, history)).read()
+    assert "<b>bold" not in page
+    assert "&lt;b&gt;bold&lt;b&gt; &amp; &quot;q&quot; &#x27;x&#x27;" in page
+    assert "猫 кот ψ" in page
+    for name in ("confusion_matrix.png", "per_class.png", "worst.png", "augmented.png"):
+        assert os.path.getsize(tmp_path / "run" / "report" / name) > 1000
