@@ -18,6 +18,16 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(REPO, "data", "sample")  # the shipped sample: 5 shape classes
+# The shipped source checkpoint (compact_cnn pretrained on 10 other classes): features
+# that separate the sample's shapes.
+SOURCE = dict(backbone="compact_cnn", weights=os.path.join(REPO, "data",
+                                                           "source_compact_cnn.keras"),
+              image_size=64)
+KNOWN = ("arrow", "crescent", "cross", "frame")  # the sample's 5th class, ring, is unknown
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     # Every test starts from the same random state, so failures reproduce.
@@ -198,3 +208,24 @@ def make_seg_folder(root, count=12, size=32, seed=0, classes=True):
         with open(os.path.join(root, "classes.txt"), "w") as f:
             f.write("background\nred\ngreen\n")
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def open_world_run(tmp_path_factory):
+    """{"run": a run of the source checkpoint on the 4 KNOWN sample classes (phase 1
+    only, so with its novelty score), "known": their folder, "new": a folder of the
+    unknown 5th class, ring}: trained once per session; tests only read it."""
+    def build(root):
+        from transferkit.app.train import train
+        from transferkit.training.recipe import recipe_from_dict
+
+        for name in KNOWN:
+            shutil.copytree(os.path.join(SAMPLE, name), root / "known" / name)
+        shutil.copytree(os.path.join(SAMPLE, "ring"), root / "new" / "ring")
+        recipe = recipe_from_dict({"data": str(root / "known"), **SOURCE, "report": False,
+                                   "finetune_epochs": 0, "seed": 0})
+        train(recipe, str(root / "run4"), verbose=0)
+
+    root = once_per_session(tmp_path_factory, "open_world", build)
+    return {"run": str(root / "run4"), "known": str(root / "known"),
+            "new": str(root / "new")}

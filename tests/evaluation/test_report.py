@@ -11,6 +11,7 @@ from conftest import make_image_folder
 from transferkit.core.task_registry import get_task
 from transferkit.evaluation import calibrate as cal
 from transferkit.data.load import load_data
+from transferkit.models import novelty as nv
 from transferkit.models.builder import build_model
 from transferkit.evaluation.report import write_eval_report, write_report
 from transferkit.data.augment import augment_config
@@ -110,6 +111,31 @@ def test_eval_report_includes_the_reliability_plot(tmp_path):
     assert "reliability.png" in {os.path.basename(p) for p in images}
     for image in images:
         _assert_real_png(image)
+
+
+def test_the_eval_report_has_a_novelty_section(tmp_path):
+    rng = np.random.default_rng(0)
+    novelty = nv.Novelty("knn", 0.25, 0.05, {"msp": 0.61, "mahalanobis": 0.83, "knn": 0.87},
+                         "unknown-data")
+    summary = nv.novelty_summary(novelty, rng.uniform(0, 0.3, 50), rng.uniform(0.2, 1, 20))
+    task = get_task("multiclass")
+    probs = rng.dirichlet([1, 1], size=10)
+    report = task.score(probs, np.eye(2)[rng.integers(0, 2, 10)], ["a", "b"])
+    page = open(write_eval_report(str(tmp_path / "plain"), report)).read()
+    assert "Novelty" not in page
+    report["novelty"] = summary
+    path = write_eval_report(str(tmp_path / "eval"), report)
+    page = open(path).read()
+    section = page[page.index("<h2>Novelty</h2>"):]
+    assert "<b>knn</b>" in section and "threshold 0.25," in section
+    assert f"{summary['rejected']:.1%} of these images" in section
+    assert f"AUROC {summary['auroc']:.4f}" in section and "20 unknown images" in section
+    for name, value in novelty.auroc.items():
+        assert f"<tr><th>{name}</th><td>{value:.4f}</td></tr>" in section
+    assert re.search(r"<img src='report/novelty.png'", section)
+    assert os.path.getsize(tmp_path / "eval" / "report" / "novelty.png") > 1000
+    hist = summary["histogram"]
+    assert sum(hist["known"]) == 50 and sum(hist["unknown"]) == 20
 
 
 HOSTILE_NAMES = ("$\\notacommand{x}$ 5", "<b>bold<b> & \"q\" 'x'", "猫 кот ψ", "a b$")
