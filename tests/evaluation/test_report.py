@@ -7,7 +7,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from conftest import make_image_folder
+from conftest import make_image_folder, tiny_recipe
 from transferkit.core.task_registry import get_task
 from transferkit.evaluation import calibrate as cal
 from transferkit.data.load import load_data
@@ -82,13 +82,10 @@ def test_train_report_novelty_matches_the_saved_models_scores(tmp_path):
     from transferkit.app.train import train
     from transferkit.training.recipe import load_run_data
     from transferkit.evaluation.evaluate import load_run, novelty_scores
-    from transferkit.training.recipe import recipe_from_dict
 
     folder = make_image_folder(tmp_path / "images", classes=("red", "blue", "green"),
                                per_class=8, size=32)
-    recipe = recipe_from_dict(dict(data=folder, backbone="tiny_test", weights="none",
-                                   image_size=32, batch_size=8, val_split=0.5,
-                                   head_epochs=1, finetune_epochs=0))
+    recipe = tiny_recipe(folder, val_split=0.5, report=True)
     train(recipe, tmp_path / "run", verbose=0)
     loaded = load_run(str(tmp_path / "run"))
     scores = novelty_scores(loaded, load_run_data(recipe, verbose=False).val)
