@@ -7,9 +7,12 @@
 
 Each round trains the tiny_test backbone on a generated image folder in a subprocess
 and kills it, in turn, at each kill point: "phase1" (mid-epoch in phase 1, after a
-first checkpoint), "save" (inside a checkpoint write, held open by a test hook, while
-an older checkpoint exists), "boundary" (the first step of phase 2) and "phase2"
-(mid-epoch in the last epoch). After each kill it
+first checkpoint), "save" (inside a checkpoint write, held open while an older
+checkpoint exists), "boundary" (the first step of phase 2) and "phase2" (mid-epoch in
+the last epoch). The training process is `transferkit train` run by this script's
+`--child` mode, which adds two probes from outside (no hook in transferkit itself): a
+progress line after every batch, and a pause inside a checkpoint's weights write.
+After each kill it
 resumes with `--resume`; the last resume runs to the end. A round survives when:
 - history.json has exactly head_epochs + finetune_epochs records, numbered 1..N, with
   the right phase each;
@@ -28,7 +31,7 @@ PNG, .keras, .weights.h5, .npz/.npy, SavedModel), and the next run (`--resume`, 
 export again, `tune --resume`) must complete and leave no temp file behind. It prints
 a line per scenario and "N kills, all files loadable: yes/no, next run completed:
 yes/no", and exits 1 unless everything held. The test suite runs `harness` in a fast
-setting (tests/training/test_resume.py) and the script with --smoke (marked slow).
+setting (tests/training/test_checkpoint.py) and the script with --smoke (marked slow).
 """
 
 import argparse
@@ -49,6 +52,10 @@ from end_to_end import parse_smoke_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POINTS = ("phase1", "save", "boundary", "phase2")
+# What `--child` reads: the file that receives "global_step phase epoch step" after
+# every batch, and "SECONDS@STEP", a pause inside each checkpoint weights write from
+# global step STEP on (so a kill can land mid-save).
+PROGRESS_ENV, HOLD_SAVE_ENV = "KILL_HARNESS_PROGRESS", "KILL_HARNESS_HOLD_SAVE"
 # --smoke: one run through every kill point, on the 2 + 2 epochs `harness` defaults to.
 SMOKE = dict(rounds=1, head_epochs=2, finetune_epochs=2, kills=1)
 
@@ -75,7 +82,7 @@ def harness(root, points=POINTS, *, head_epochs=2, finetune_epochs=2, every=3, s
     data = make_images(os.path.join(root, "images"), seed=seed)
     run = os.path.join(root, "run")
     progress = os.path.join(root, "progress.txt")
-    cmd = [sys.executable, "-m", "transferkit", "train", "--data", data,
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "train", "--data", data,
            "--backbone", "tiny_test", "--weights", "none", "--image-size", "32",
            "--batch-size", "4", "--augment", "none", "--no-cache-features",
            "--head-epochs", str(head_epochs), "--finetune-epochs", str(finetune_epochs),
@@ -84,13 +91,13 @@ def harness(root, points=POINTS, *, head_epochs=2, finetune_epochs=2, every=3, s
     problems, states, total = [], {}, head_epochs + finetune_epochs
     for i, point in enumerate([*points, None]):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO,
-               "TRANSFERKIT_TEST_PROGRESS": progress}
+               PROGRESS_ENV: progress}
         if point == "save":
             # hold a save open after the first checkpoint, so the kill tears a write
             # while an older checkpoint exists
             kept = _committed(run)
             after = kept[-1]["global_step"] + 1 if kept else every + 1
-            env["TRANSFERKIT_TEST_SLEEP_IN_SAVE"] = f"30@{after}"
+            env[HOLD_SAVE_ENV] = f"30@{after}"
         args = cmd + (["--resume"] if i else [])
         with open(os.path.join(root, f"log-{i}.txt"), "w") as out:
             proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out,
@@ -397,6 +404,46 @@ def scenarios(root, names=SCENARIOS, kills=1, seed=0, log=print):
     return results
 
 
+def child(argv):
+    """`transferkit ARGV` with the harness's probes (see PROGRESS_ENV, HOLD_SAVE_ENV)
+    patched in from outside: transferkit itself has no test hooks."""
+    import contextlib
+
+    from transferkit.cli.main import main as transferkit
+    from transferkit.training import checkpoint
+
+    progress = os.environ.get(PROGRESS_ENV)
+    if progress:
+        batch_end = checkpoint.Checkpointer.on_train_batch_end
+
+        def on_train_batch_end(self, batch, logs=None):
+            # Written before the batch end's own work, which first counts this step
+            # (hence the + 1s) and then may save: a kill inside that save finds this
+            # step recorded as done.
+            with open(progress, "a") as f:
+                f.write(f"{self.global_step + 1} {self.run.name} {self.epoch} "
+                        f"{self.step + 1}\n")
+            batch_end(self, batch, logs)
+
+        checkpoint.Checkpointer.on_train_batch_end = on_train_batch_end
+    seconds, _, from_step = (os.environ.get(HOLD_SAVE_ENV) or "0").partition("@")
+    if float(seconds):
+        atomic_path, weights = checkpoint.atomic_path, checkpoint.FILE_NAMES["weights"]
+
+        @contextlib.contextmanager
+        def held_open(path, *args, **kwargs):
+            # CheckpointManager.save writes ckpt-<global step>.weights.h5 through this:
+            # pause once the temp file is written, before it is renamed into place.
+            with atomic_path(path, *args, **kwargs) as tmp:
+                yield tmp
+                name = os.path.basename(path)
+                if weights.fullmatch(name) and int(name[5:13]) >= int(from_step or 0):
+                    time.sleep(float(seconds))
+
+        checkpoint.atomic_path = held_open
+    return transferkit(argv)
+
+
 def main(argv=None):
     import tempfile
 
@@ -446,4 +493,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:  # the training process harness() runs and kills
+        sys.exit(child(sys.argv[2:]))
     sys.exit(main())

@@ -1,6 +1,10 @@
-"""Shared test setup: quiet TF logs, seed everything, and a tiny image folder factory."""
+"""Shared test setup: quiet TF logs, seed everything, tiny image folder factories, the
+tiny recipe every training test starts from, and artifacts built once per session."""
 
+import fcntl
+import functools
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Feature caches and normalised image copies go to a throwaway folder, not ~/.cache.
@@ -12,6 +16,16 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(REPO, "data", "sample")  # the shipped sample: 5 shape classes
+# The shipped source checkpoint (compact_cnn pretrained on 10 other classes): features
+# that separate the sample's shapes.
+SOURCE = dict(backbone="compact_cnn", weights=os.path.join(REPO, "data",
+                                                           "source_compact_cnn.keras"),
+              image_size=64)
+KNOWN = ("arrow", "crescent", "cross", "frame")  # the sample's 5th class, ring, is unknown
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +52,16 @@ def make_image_folder(root, classes=("red", "blue"), per_class=12, size=40, seed
     return str(root)
 
 
+def make_linked_class_folder(root):
+    """root/data with classes red and blue, plus green: a link to root/elsewhere/green, a
+    folder outside the data folder (4 images of 16 px per class); returns root/data."""
+    folder = make_image_folder(os.path.join(root, "data"), per_class=4, size=16)
+    outside = make_image_folder(os.path.join(root, "elsewhere"), classes=("green",),
+                                per_class=4, size=16)
+    os.symlink(os.path.join(outside, "green"), os.path.join(folder, "green"))
+    return folder
+
+
 def backbone_params(names, max_operations, one_per_family=False):
     """pytest parameters over backbone `names`, the heavy ones marked slow.
 
@@ -59,6 +83,71 @@ def backbone_params(names, max_operations, one_per_family=False):
             for name in names]
 
 
+# The recipe of a run that trains in seconds: the registered tiny backbone from random
+# weights, small images, one head epoch and no fine-tuning, no augmentation, no report.
+TINY_RECIPE = dict(backbone="tiny_test", weights="none", image_size=32, batch_size=8,
+                   head_epochs=1, finetune_epochs=0, augment="none", report=False)
+
+
+def tiny_recipe(data=None, **keys):
+    """The `RecipeConfig` of `TINY_RECIPE` on `data` (a folder, CSV or split dict), with
+    `keys` (flat recipe keys, e.g. finetune_epochs=1) over it."""
+    from transferkit.training.recipe import RecipeConfig
+
+    given = {} if data is None else {"data": os.fspath(data) if isinstance(
+        data, os.PathLike) else data}
+    return RecipeConfig.from_keys(**{**TINY_RECIPE, **given, **keys})
+
+
+def trained_listing(monkeypatch, recipe, out_dir):
+    """{real path: class name} of the files `app.train.train(recipe, out_dir)` fed to its
+    training split's pipeline (`make_dataset` with training=True): what the model
+    learnt from, whatever the listing said before."""
+    from transferkit.app.train import train
+    from transferkit.data import files, pipeline
+
+    fed = []
+
+    def spy(paths, labels, *, training, **kwargs):
+        if training:
+            fed.append((list(paths), np.argmax(labels, axis=-1)))
+        return pipeline.make_dataset(paths, labels, training=training, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files, "make_dataset", spy)
+        result = train(recipe, out_dir, verbose=0)
+    (paths, ids), = fed
+    return {os.path.realpath(p): result.class_names[i] for p, i in zip(paths, ids)}
+
+
+def truncate(path):
+    """Cut an image file to its first 40 bytes (a PNG's signature and part of its
+    header): its name and first bytes still say PNG, but it no longer decodes."""
+    with open(path, "rb") as f:
+        head = f.read(40)
+    with open(path, "wb") as f:
+        f.write(head)
+
+
+def once_per_session(tmp_path_factory, name, build):
+    """The folder `name` that `build(folder)` filled, built once per test session even
+    when pytest-xdist runs several workers (the first builds it, the others wait for it
+    and reuse it): for an expensive artifact, such as a trained run, that tests of
+    several files read. Tests must not change what is in it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, shared by its workers
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     """A two-class separable folder of 40x40 PNGs (12 per class)."""
@@ -71,6 +160,13 @@ def splits(image_folder):
     from transferkit.data.load import load_data
 
     return load_data(image_folder, image_size=32, batch_size=8, seed=0, verbose=False)
+
+
+@pytest.fixture
+def folder_recipe(image_folder):
+    """`tiny_recipe` on `image_folder`; call it with the keys a test changes:
+    `folder_recipe(finetune_epochs=2, unfreeze="last_blocks:1")`."""
+    return functools.partial(tiny_recipe, image_folder)
 
 
 @pytest.fixture
@@ -242,3 +338,24 @@ def make_detection_folder(root, count=8, size=40, seed=0, fmt="csv"):
             handle.write(f"path: .\ntrain: images\nnames: {list(DETECTION_CLASSES)}\n")
         return os.path.join(root, "data.yaml")
     raise ValueError(f"fmt should be one of {DETECTION_FORMATS}; received {fmt!r}")
+
+
+@pytest.fixture(scope="session")
+def open_world_run(tmp_path_factory):
+    """{"run": a run of the source checkpoint on the 4 KNOWN sample classes (phase 1
+    only, so with its novelty score), "known": their folder, "new": a folder of the
+    unknown 5th class, ring}: trained once per session; tests only read it."""
+    def build(root):
+        from transferkit.app.train import train
+        from transferkit.training.recipe import recipe_from_dict
+
+        for name in KNOWN:
+            shutil.copytree(os.path.join(SAMPLE, name), root / "known" / name)
+        shutil.copytree(os.path.join(SAMPLE, "ring"), root / "new" / "ring")
+        recipe = recipe_from_dict({"data": str(root / "known"), **SOURCE, "report": False,
+                                   "finetune_epochs": 0, "seed": 0})
+        train(recipe, str(root / "run4"), verbose=0)
+
+    root = once_per_session(tmp_path_factory, "open_world", build)
+    return {"run": str(root / "run4"), "known": str(root / "known"),
+            "new": str(root / "new")}

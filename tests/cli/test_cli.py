@@ -1,5 +1,5 @@
 """The `transferkit` CLI end to end: train (a real subprocess), then evaluate, predict
-and export --check in-process on the run directory it wrote."""
+and export --check in-process on the run directory it wrote; neither writes into it."""
 
 import json
 import os
@@ -68,6 +68,23 @@ def test_evaluate_predict_and_export_check(trained, tmp_path, capsys):
                      "--check", "--data", folder, "--tolerance", "-1"]) == 2
     assert "parity check failed" in capsys.readouterr().err
 
+
+def test_export_and_evaluate_refuse_to_write_into_a_run_directory(trained, tmp_path,
+                                                                  capsys):
+    run, folder = trained
+    before = open(os.path.join(run, "model.keras"), "rb").read()
+    assert cli.main(["export", run, "--format", "keras", "--out", run]) == 2
+    assert "run directory" in capsys.readouterr().err
+    assert cli.main(["evaluate", run, "--data", folder, "--out", run]) == 2
+    assert "run directory" in capsys.readouterr().err
+    # The model file itself, as a .keras MODEL beside which --out would write.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model.keras").write_bytes(before)
+    assert cli.main(["export", str(alone / "model.keras"), "--format", "keras",
+                     "--out", str(alone)]) == 2
+    assert "MODEL file" in capsys.readouterr().err
+    assert open(os.path.join(run, "model.keras"), "rb").read() == before
 
 def test_every_command_has_help_with_examples(capsys):
     for command in ("scan", "train", "evaluate", "predict", "export"):

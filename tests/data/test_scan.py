@@ -1,5 +1,7 @@
-"""Health scan: a folder of bad and odd files, made here, reported file by file."""
+"""Health scan: a folder of bad and odd files, made here, reported file by file; special
+files and links leaving the folder; files TensorFlow cannot decode."""
 
+import importlib
 import io
 import json
 import os
@@ -12,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from conftest import make_image_folder
+from transferkit import cli
 from transferkit.data.load import load_data
 from transferkit.core.errors import DataError
 from transferkit.data.scan import scan
@@ -182,3 +186,51 @@ def test_one_class_or_no_images_is_a_clear_error(tmp_path):
         load_data(tmp_path / "none", image_size=16, normalized_dir=tmp_path / "n")
     with pytest.raises(DataError, match="not a folder"):
         scan(tmp_path / "nope")
+
+
+# --- special files, links leaving the folder, what TF cannot decode ------------------
+
+def _hostile_folder(root):
+    """A two-class folder with a FIFO, a link to /dev/zero, a link leaving the folder,
+    an ICO (a format Pillow knows but is not allowed to parse) and a text file .jpg."""
+    folder = make_image_folder(root / "data", per_class=3, size=16)
+    outside = make_image_folder(root / "outside", classes=("red",), per_class=1, size=16,
+                                seed=1)
+    os.mkfifo(os.path.join(folder, "red", "pipe.jpg"))
+    os.symlink("/dev/zero", os.path.join(folder, "red", "zero.png"))
+    os.symlink(os.path.join(outside, "red", "0.png"), os.path.join(folder, "blue", "x.png"))
+    Image.new("RGB", (16, 16)).save(os.path.join(folder, "blue", "icon.ico"))
+    with open(os.path.join(folder, "blue", "notes.jpg"), "w") as f:
+        f.write("not an image")
+    return folder
+
+
+def test_the_scan_skips_special_files_outside_links_and_unallowed_formats(tmp_path):
+    folder = _hostile_folder(tmp_path)
+    report = scan(folder, normalized_dir=tmp_path / "norm")
+    kinds = {os.path.basename(p.path): p.kind for p in report.problems if p.path}
+    assert kinds["pipe.jpg"] == "not_regular" and "FIFO" in str(report.problems)
+    assert kinds["zero.png"] == "outside_link" and kinds["x.png"] == "outside_link"
+    assert kinds["icon.ico"] == "not_image" and kinds["notes.jpg"] == "not_image"
+    assert len(report.decode_paths) == 6
+    followed = scan(folder, normalized_dir=tmp_path / "norm", follow_links=True)
+    kinds = {os.path.basename(p.path): p.kind for p in followed.problems if p.path}
+    assert kinds["zero.png"] == "not_regular"  # a device: refused, not read forever
+    assert len(followed.decode_paths) == 7  # the outside image, when asked
+    assert cli.main(["scan", folder, "--follow-links"]) == 0
+    assert cli.main(["scan", folder, "--workers", "0"]) == 2
+
+
+def test_a_file_tf_cannot_decode_is_normalised_by_the_scan(tmp_path, monkeypatch):
+    scan_module = importlib.import_module("transferkit.data.scan")  # not data.scan()
+
+    folder = make_image_folder(tmp_path / "data", per_class=2, size=16)
+    odd = os.path.join(folder, "red", "0.png")
+    odd_bytes = open(odd, "rb").read()
+    real = scan_module.tf_decodes
+    # Stands in for a file Pillow reads and TF refuses (which varies by TF build).
+    monkeypatch.setattr(scan_module, "tf_decodes",
+                        lambda data: data != odd_bytes and real(data))
+    report = scan_module.scan(folder, normalized_dir=tmp_path / "norm")
+    assert report.decode_paths[odd] != odd and "tf_undecodable" in report.converted
+    assert decode_image(report.decode_paths[odd], (16, 16)).shape == (16, 16, 3)

@@ -1,5 +1,6 @@
-"""`transferkit doctor` and fixes files: planted label flips and leaks are found, the
-review page shows every flagged image, and `train --fixes` applies the decisions."""
+"""`transferkit doctor` (`data_doctor`): planted label flips and leaks are found, the
+review page shows every flagged image and saves a fixes file, and training with the
+doctor's fixes learns from the fixed listing."""
 
 import csv
 import importlib.util
@@ -13,13 +14,13 @@ import pytest
 from transferkit.data_doctor.doctor import doctor
 from transferkit.app.train import train
 from transferkit.cli.main import main
-from transferkit.core.errors import ConfigError, DataError
-from transferkit.data.fixes import read_fixes, write_fixes
-from transferkit.data.load import load_data
+from transferkit.core.errors import ConfigError
+from transferkit.core.rundir import RunDir
+from transferkit.data.fixes import read_fixes
 from transferkit.data_doctor import issues as data_issues
 from transferkit.training.recipe import recipe_from_dict
 
-from conftest import make_image_folder
+from conftest import make_image_folder, trained_listing
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The planting (flips, leaks) is the benchmark's, so both measure the same faults.
@@ -80,57 +81,6 @@ def test_review_page_and_fixes_file(checked):
     assert fixes.exclude == frozenset(checked["copies"].values())
 
 
-def test_fixes_apply_at_load_time_without_touching_files(tmp_path):
-    data = make_image_folder(tmp_path / "d", per_class=6, size=32)
-    red0, blue1 = os.path.join(data, "red", "0.png"), os.path.join(data, "blue", "1.png")
-    before = sorted(os.listdir(os.path.join(data, "red")))
-    write_fixes(tmp_path / "fixes.csv", [(red0, "relabel", "blue"), (blue1, "exclude", ""),
-                                         (os.path.join(data, "red", "2.png"), "keep", "")])
-    splits = load_data(data, image_size=32, val_split=0.0, fixes=str(tmp_path / "fixes.csv"),
-                       verbose=False)
-    files = dict(zip(splits.train_files, np.argmax(splits.train_labels, axis=1)))
-    assert blue1 not in files and len(files) == 11
-    assert splits.class_names[files[red0]] == "blue"
-    assert sorted(os.listdir(os.path.join(data, "red"))) == before
-
-
-def test_fixes_errors_name_the_file_line_and_missing_files(tmp_path, capsys):
-    data = make_image_folder(tmp_path / "d", per_class=3, size=32)
-    bad = tmp_path / "bad.csv"
-    bad.write_text("path,action,label\n" + os.path.join(data, "red", "0.png") + ",rename,x\n")
-    with pytest.raises(DataError, match=r"bad.csv, line 2: action 'rename' is not one of"):
-        read_fixes(bad)
-    gone = tmp_path / "gone.csv"
-    gone.write_text("path,action,label\n/nowhere/a.png,exclude,\n/nowhere/b.png,keep,\n")
-    with pytest.raises(DataError, match=r"2 file\(s\) that do not exist.*a.png, /nowhere/b.png"):
-        read_fixes(gone)
-    unknown = tmp_path / "unknown.csv"
-    write_fixes(unknown, [(os.path.join(data, "red", "0.png"), "relabel", "purple")])
-    with pytest.raises(DataError, match=r"relabel to 'purple'.*Allowed: \['blue', 'red'\]"):
-        load_data(data, image_size=32, fixes=str(unknown), verbose=False)
-    assert main(["train", "--data", data, "--fixes", str(gone), "--backbone", "tiny_test",
-                 "--out", str(tmp_path / "run")]) == 2
-    assert "gone.csv names 2 file(s) that do not exist" in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / "run" / "run.json")  # refused before claiming
-
-
-def test_train_records_the_fixes_and_resume_refuses_a_changed_file(tmp_path):
-    data = make_image_folder(tmp_path / "d", per_class=6, size=32)
-    fixes = tmp_path / "fixes.csv"
-    write_fixes(fixes, [(os.path.join(data, "blue", "1.png"), "exclude", "")])
-    recipe = recipe_from_dict({"data": data, "backbone": "tiny_test", "weights": None,
-                               "image_size": 32, "head_epochs": 1, "finetune_epochs": 1,
-                               "fixes": str(fixes), "report": False, "batch_size": 4})
-    out = str(tmp_path / "run")
-    train(recipe, out, verbose=0)
-    with open(os.path.join(out, "run.json")) as f:
-        record = json.load(f)["fixes"]
-    assert record["exclude"] == 1 and len(record["sha256"]) == 64
-    write_fixes(fixes, [(os.path.join(data, "blue", "2.png"), "exclude", "")])
-    with pytest.raises(ConfigError, match="--resume cannot change the fixes file"):
-        train(recipe, out, verbose=0, resume=True)
-
-
 def test_proposals_exclude_the_training_copy_of_a_leak_once():
     rows = [{"path": "t/a.png", "kind": "leak", "split": "train", "other": "v/a.jpg"},
             {"path": "t/a.png", "kind": "label", "split": "train", "suggested_label": "x"},
@@ -166,7 +116,8 @@ def test_views_add_augmented_rows_only(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_training_with_the_doctors_fixes_is_no_worse_on_clean_validation(checked, tmp_path):
+def test_training_with_the_doctors_fixes_is_no_worse_on_clean_validation(checked, tmp_path,
+                                                                           monkeypatch):
     # The clean validation set: val/ without the leaked copies.
     clean = str(tmp_path / "clean_val")
     shutil.copytree(checked["val"], clean)
@@ -175,15 +126,25 @@ def test_training_with_the_doctors_fixes_is_no_worse_on_clean_validation(checked
     scores = {}
     # Heads on cached features, trained to a plateau, over 3 seeds: 40 validation images
     # make one seed's accuracy move in steps of 0.025.
-    for name, fixes in (("as given", ""), ("fixed", os.path.join(checked["out"], "fixes.csv"))):
+    fixes_file = os.path.join(checked["out"], "fixes.csv")
+    proposed = read_fixes(fixes_file)
+    for name, fixes in (("as given", ""), ("fixed", fixes_file)):
         runs = []
         for seed in range(3):
             recipe = recipe_from_dict({"data": checked["train"], "val_data": clean, **SOURCE,
                                        "fixes": fixes, "report": False, "head_epochs": 40,
                                        "finetune_epochs": 0, "seed": seed})
-            result = train(recipe, str(tmp_path / f"{name}{seed}"), verbose=0)
-            runs.append(result.metrics["val"]["accuracy"])
+            out = str(tmp_path / f"{name}{seed}")
+            trained = trained_listing(monkeypatch, recipe, out)
+            runs.append(RunDir(out).read_metrics()["val"]["accuracy"])
+        # What the model learnt from: the fixes' exclusions gone, their relabels applied.
+        changed = {p: trained.get(p) for p in (*proposed.exclude, *proposed.relabel)}
         scores[name] = float(np.mean(runs))
+        if name == "fixed":
+            assert changed == {**dict.fromkeys(proposed.exclude), **proposed.relabel}
+        else:
+            assert None not in changed.values() and changed != {
+                **dict.fromkeys(proposed.exclude), **proposed.relabel}
     assert scores["fixed"] >= scores["as given"] - 0.01, scores
 
 

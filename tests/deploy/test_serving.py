@@ -1,7 +1,9 @@
 """Deploying an export: the SavedModel's encoded-image signature (what TF Serving's REST
-API calls) answers like `transferkit predict`, TFLite runs on LiteRT, and
-`export --format all --check` writes one table and a model card."""
+API calls) answers like `transferkit predict`, novelty score included, TFLite runs on
+LiteRT, and `export --format all --check` writes one table and a model card."""
 
+import dataclasses
+import io
 import json
 import os
 import sys
@@ -17,6 +19,7 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.task_registry import get_task
 from transferkit import deploy as ex
 from transferkit.evaluation.evaluate import load_run
+from transferkit.models import novelty as nv
 from transferkit.models.builder import build_model
 from transferkit.models.saving import save_model
 
@@ -65,6 +68,27 @@ def test_encoded_image_signature_answers_like_predict(tiny, capsys):
     meta = json.load(open(saved_dir + ".json"))
     assert meta["signatures"]["serving_default"]["inputs"] == {
         "image_bytes": ["string", [None]]}
+
+
+def test_the_savedmodel_serves_the_energy_score(tiny, tmp_path):
+    # Energy, -logsumexp of the head's logits, needs no fitted arrays.
+    loaded = dataclasses.replace(tiny[0], novelty=nv.Novelty(
+        "energy", -1.1, 0.05, {"energy": 0.9}, "synthetic"))
+    # Whole values (PNG keeps them exactly)
+    images = np.round(np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3))).astype(
+        "float32")
+    payload = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image.astype("uint8")).save(buffer, format="PNG")
+        payload.append(buffer.getvalue())
+    saved = tf.saved_model.load(ex.export_model(loaded, "savedmodel", str(tmp_path)))
+    served = saved.signatures["serving_default"](image_bytes=tf.constant(payload))
+    expected = loaded.novelty.score(*nv.novelty_inputs(
+        loaded.model, tf.data.Dataset.from_tensor_slices((images, np.zeros(4))).batch(8),
+        loaded.task)[:3])
+    np.testing.assert_allclose(served["novelty"].numpy(), expected, rtol=1e-5)
+    assert served["unknown"].numpy().tolist() == (expected > -1.1).tolist()
 
 
 @pytest.mark.parametrize("task", ["multiclass", "binary", "multilabel", "regression",

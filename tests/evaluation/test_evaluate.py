@@ -1,4 +1,5 @@
-"""Metrics, TTA, ensembles, calibration, Grad-CAM and the safe-mode refusal."""
+"""`evaluation.evaluate`: metrics, ensembles, the flip-TTA decision, the safe-mode
+refusal and predict's decoding."""
 
 import os
 
@@ -10,12 +11,11 @@ from conftest import make_image_folder
 from transferkit import cli
 from transferkit.core.errors import ConfigError
 from transferkit.core.task_registry import get_task
-from transferkit.evaluation import calibrate as cal
 from transferkit.evaluation import evaluate as ev
-from transferkit.evaluation.gradcam import grad_cam
+from transferkit.evaluation.evaluate import flip_decision
 from transferkit.models.builder import build_model
-from transferkit.models.saving import load_model, save_model
-from transferkit.models.tta import TTAViews, ViewMean, with_tta
+from transferkit.models.saving import save_model
+from transferkit.models.tta import with_tta
 
 
 MULTICLASS = get_task("multiclass")
@@ -30,37 +30,6 @@ def _tiny(classes=3, seed=0):
 
 def _images(n=4, size=32, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
-
-
-def test_tta_flip_averages_the_image_and_its_mirror():
-    model, x = _tiny(), _images()
-    got = with_tta(model, "flip").predict(x, verbose=0)
-    manual = (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
-    assert got.shape == (4, 3)
-    np.testing.assert_allclose(got, manual, atol=1e-6)
-
-
-def test_tta_ten_crop_views_are_the_five_crops_and_their_mirrors():
-    x = _images(n=2, size=8)
-    views = TTAViews(multi_crop=True, flip=True, crop_fraction=0.5)(x).numpy()
-    assert views.shape == (20, 8, 8, 3)  # view-major: 10 views of 2 images
-    resize = lambda crop: tf.image.resize(crop, (8, 8)).numpy()  # noqa: E731
-    expected = [resize(x[:, 2:6, 2:6]), resize(x[:, :4, :4]), resize(x[:, :4, 4:]),
-                resize(x[:, 4:, :4]), resize(x[:, 4:, 4:])]
-    expected += [e[:, :, ::-1] for e in expected]
-    np.testing.assert_allclose(views, np.concatenate(expected), atol=1e-4)
-    means = ViewMean(10)(np.arange(20, dtype="float32").reshape(20, 1)).numpy()
-    np.testing.assert_allclose(means[:, 0], [9.0, 10.0])  # mean of 0,2,..,18 and 1,..,19
-
-
-def test_tta_model_survives_a_safe_mode_round_trip(tmp_path):
-    model, x = _tiny(), _images()
-    tta = with_tta(model, "ten_crop")
-    before = tta.predict(x, verbose=0)
-    path = save_model(tta, str(tmp_path / "tta.keras"))
-    after = load_model(path).predict(x, verbose=0)  # trusted=False: safe_mode on
-    assert before.shape == (4, 3)
-    np.testing.assert_allclose(after, before, atol=1e-6)
 
 
 def test_ensemble_prediction_is_the_mean_of_the_members():
@@ -88,52 +57,6 @@ def test_classification_report_counts_and_top_k():
     assert report["per_class"]["b"]["recall"] == pytest.approx(1 / 3)
     assert report["per_class"]["c"]["precision"] == 0.0  # never right, no division error
     assert list(ev.worst_predictions(MULTICLASS, probs, labels, 2)) == [1, 3]  # p .3, .4
-
-
-def test_temperature_scaling_lowers_nll_of_an_over_confident_model():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(400, 4)) * 2
-    true_p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    labels = np.eye(4)[[rng.choice(4, p=p) for p in true_p]]
-    # logits x4: deliberately over-confident
-    over = MULTICLASS.apply_temperature(true_p, 1 / 4)
-    result = cal.calibrate(MULTICLASS, over, labels, over, labels)
-    temperature = result["temperature"]
-    scaled = MULTICLASS.apply_temperature(over, temperature)
-    assert temperature == pytest.approx(4.0, rel=0.3)
-    assert result["nll_after"] == pytest.approx(MULTICLASS.nll(scaled, labels))
-    assert result["nll_after"] < result["nll_before"] - 0.1
-    assert result["after"]["ece"] < result["before"]["ece"]
-    np.testing.assert_array_equal(scaled.argmax(1), over.argmax(1))  # accuracy unchanged
-    layer = cal.with_temperature(_tiny(classes=4), temperature, MULTICLASS)
-    x = _images(n=2)
-    inner = layer.layers[1].predict(x, verbose=0)
-    np.testing.assert_allclose(layer.predict(x, verbose=0),
-                               MULTICLASS.apply_temperature(inner, temperature), atol=1e-5)
-
-
-def test_binary_temperature_rescales_the_sigmoid_and_keeps_the_ranking():
-    # One sigmoid unit: calibration rescales its log-odds. (A softmax over one column
-    # would output 1.0 for every image.)
-    binary = get_task("binary")
-    rng = np.random.default_rng(1)
-    logit = rng.normal(size=300) * 1.5
-    labels = (rng.uniform(size=300) < 1 / (1 + np.exp(-logit))).astype("float32")[:, None]
-    over = 1 / (1 + np.exp(-4 * logit))[:, None]  # 4x the log-odds: over-confident
-    temperature = binary.fit_temperature(over, labels)
-    assert temperature == pytest.approx(4.0, rel=0.3)
-    scaled = binary.apply_temperature(over, temperature)
-    assert binary.nll(scaled, labels) < binary.nll(over, labels)
-    order = np.argsort(over[:, 0], kind="stable")  # the ranking survives (ties allowed)
-    assert np.all(np.diff(scaled[order, 0]) >= 0)
-    layer = cal.TemperatureScale(temperature, "sigmoid")  # float32 log-odds near 1
-    np.testing.assert_allclose(layer(over.astype("float32")), scaled, atol=1e-3)
-
-
-def test_grad_cam_heatmap_has_the_image_size_and_range():
-    heatmap = grad_cam(_tiny(), _images(n=1)[0])
-    assert heatmap.shape == (32, 32)
-    assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0
 
 
 def _lambda_model(path):
@@ -191,3 +114,30 @@ def test_predict_decodes_files_exactly_as_training_does(tmp_path):
     expected = model.predict(predicted[None], verbose=0)[0]
     got = {s["class"]: s["probability"] for s in row["scores"]}
     assert got["red"] == pytest.approx(float(expected[1]), abs=1e-5)
+
+
+@pytest.mark.parametrize("task_name", ["segmentation", "localization"])
+def test_the_decision_scores_mirrored_outputs_as_the_saved_wrapper_predicts(task_name):
+    # Masks are mirrored back and a box's x-range is mirrored back (Task.unflip) before
+    # the mean, as with_tta's layers do in the model that would be saved.
+    from transferkit.models.segmentation import build_segmenter
+
+    task, rng = get_task(task_name), np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    if task_name == "segmentation":
+        model = build_segmenter("tiny_test", 3, weights=None, image_size=32,
+                                decoder_width=4)
+        y = np.eye(3, dtype="float32")[rng.integers(0, 3, (4, 32, 32))]  # one-hot
+    else:
+        model = build_model("tiny_test", 3, task=task_name, weights=None, image_size=32)
+        corners = np.sort(rng.uniform(0, 1, (4, 2, 2)), axis=1)  # [N, (min, max), (x, y)]
+        boxes = np.stack([corners[:, 0, 0], corners[:, 0, 1], corners[:, 1, 0],
+                          corners[:, 1, 1]], axis=1)
+        y = np.concatenate([np.eye(3)[rng.integers(0, 3, 4)], boxes], 1).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    decision = flip_decision(model, dataset, task, ("a", "b", "c"))
+    wrapped = with_tta(model, "flip", task=task).predict(x, verbose=0)
+    assert decision["flip"][task.headline] == pytest.approx(
+        task.score(wrapped, y, ("a", "b", "c"))[task.headline], abs=1e-6)
+    assert decision["flip"]["loss"] == pytest.approx(
+        float(np.mean(task.example_losses(wrapped, y))), rel=1e-5)

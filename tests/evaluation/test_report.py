@@ -1,4 +1,5 @@
-"""report.html and its PNGs: they exist, are real images, and are linked relatively."""
+"""report.html and its PNGs: they exist, are real images, are linked relatively and
+escape any class name."""
 
 import os
 import re
@@ -6,10 +7,11 @@ import re
 import numpy as np
 from PIL import Image
 
-from conftest import make_image_folder
+from conftest import make_image_folder, tiny_recipe
 from transferkit.core.task_registry import get_task
 from transferkit.evaluation import calibrate as cal
 from transferkit.data.load import load_data
+from transferkit.models import novelty as nv
 from transferkit.models.builder import build_model
 from transferkit.evaluation.report import write_eval_report, write_report
 from transferkit.data.augment import augment_config
@@ -80,13 +82,10 @@ def test_train_report_novelty_matches_the_saved_models_scores(tmp_path):
     from transferkit.app.train import train
     from transferkit.training.recipe import load_run_data
     from transferkit.evaluation.evaluate import load_run, novelty_scores
-    from transferkit.training.recipe import recipe_from_dict
 
     folder = make_image_folder(tmp_path / "images", classes=("red", "blue", "green"),
                                per_class=8, size=32)
-    recipe = recipe_from_dict(dict(data=folder, backbone="tiny_test", weights="none",
-                                   image_size=32, batch_size=8, val_split=0.5,
-                                   head_epochs=1, finetune_epochs=0))
+    recipe = tiny_recipe(folder, val_split=0.5, report=True)
     train(recipe, tmp_path / "run", verbose=0)
     loaded = load_run(str(tmp_path / "run"))
     scores = novelty_scores(loaded, load_run_data(recipe, verbose=False).val)
@@ -109,3 +108,45 @@ def test_eval_report_includes_the_reliability_plot(tmp_path):
     assert "reliability.png" in {os.path.basename(p) for p in images}
     for image in images:
         _assert_real_png(image)
+
+
+def test_the_eval_report_has_a_novelty_section(tmp_path):
+    rng = np.random.default_rng(0)
+    novelty = nv.Novelty("knn", 0.25, 0.05, {"msp": 0.61, "mahalanobis": 0.83, "knn": 0.87},
+                         "unknown-data")
+    summary = nv.novelty_summary(novelty, rng.uniform(0, 0.3, 50), rng.uniform(0.2, 1, 20))
+    task = get_task("multiclass")
+    probs = rng.dirichlet([1, 1], size=10)
+    report = task.score(probs, np.eye(2)[rng.integers(0, 2, 10)], ["a", "b"])
+    page = open(write_eval_report(str(tmp_path / "plain"), report)).read()
+    assert "Novelty" not in page
+    report["novelty"] = summary
+    path = write_eval_report(str(tmp_path / "eval"), report)
+    page = open(path).read()
+    section = page[page.index("<h2>Novelty</h2>"):]
+    assert "<b>knn</b>" in section and "threshold 0.25," in section
+    assert f"{summary['rejected']:.1%} of these images" in section
+    assert f"AUROC {summary['auroc']:.4f}" in section and "20 unknown images" in section
+    for name, value in novelty.auroc.items():
+        assert f"<tr><th>{name}</th><td>{value:.4f}</td></tr>" in section
+    assert re.search(r"<img src='report/novelty.png'", section)
+    assert os.path.getsize(tmp_path / "eval" / "report" / "novelty.png") > 1000
+    hist = summary["histogram"]
+    assert sum(hist["known"]) == 50 and sum(hist["unknown"]) == 20
+
+
+HOSTILE_NAMES = ("$\\notacommand{x}$ 5", "<b>bold<b> & \"q\" 'x'", "猫 кот ψ", "a b$")
+
+
+def test_reports_render_and_escape_any_class_name(tmp_path):
+    folder = make_image_folder(tmp_path / "images", classes=HOSTILE_NAMES, per_class=3,
+                               size=16)
+    data = load_data(folder, image_size=16, batch_size=4, val_split=0.34, verbose=False)
+    model = build_model("tiny_test", len(HOSTILE_NAMES), weights=None, image_size=16)
+    history = [{"epoch": 1, "phase": "head", "loss": 1.0, "val_loss": 1.1}]
+    page = open(write_report(str(tmp_path / "run"), model, data, history)).read()
+    assert "<b>bold" not in page
+    assert "&lt;b&gt;bold&lt;b&gt; &amp; &quot;q&quot; &#x27;x&#x27;" in page
+    assert "猫 кот ψ" in page
+    for name in ("confusion_matrix.png", "per_class.png", "worst.png", "augmented.png"):
+        assert os.path.getsize(tmp_path / "run" / "report" / name) > 1000

@@ -7,6 +7,7 @@ import os
 import keras
 import pytest
 
+from conftest import tiny_recipe
 from transferkit import cli
 from transferkit.core.errors import ConfigError
 from transferkit.models import hub
@@ -15,7 +16,6 @@ from transferkit.models.builder import build_model
 from transferkit.models.registry import (OWN_ARGUMENTS, BackboneSpec, get_spec,
                                          list_backbones, spec_from_model)
 from transferkit.models.segmentation import build_segmenter
-from transferkit.training.recipe import RecipeConfig
 from transferkit.app.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -113,9 +113,7 @@ def test_spec_kwargs_are_checked_at_registration_and_var_kwargs_accept_any():
 
 
 def test_train_refuses_before_touching_the_run_folder(tmp_path, nothing_built):
-    recipe = RecipeConfig.from_keys(data=os.path.join(ROOT, "data", "sample"),
-                                    backbone="tiny_test", weights="none", image_size=32,
-                                    backbone_kwargs={"foo": 1})
+    recipe = tiny_recipe(os.path.join(ROOT, "data", "sample"), backbone_kwargs={"foo": 1})
     with pytest.raises(ConfigError, match=r"\['foo'\]"):
         train(recipe, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()

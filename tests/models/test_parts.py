@@ -4,6 +4,7 @@ fine-tunes in two phases like one from `build_model`."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from transferkit.core.errors import ConfigError
 from transferkit.evaluation.gradcam import grad_cam
@@ -111,7 +112,17 @@ def test_discriminative_rates_and_grad_cam_follow_the_named_parts():
     conv = moved[0.1]["Conv1/kernel"] / moved[1.0]["Conv1/kernel"]
     assert head == pytest.approx(1.0, rel=0.02) and conv == pytest.approx(0.1, rel=0.02)
     heatmap = grad_cam(model, x[0], parts=parts)
-    assert heatmap.shape == (SIZE, SIZE) and 0.0 <= heatmap.min() <= heatmap.max() <= 1.0
+    # Independently: Grad-CAM on the maps of the backbone the parts name, by hand.
+    maps = base(model.get_layer("scale")(x[:1]), training=False)
+    with tf.GradientTape() as tape:
+        tape.watch(maps)
+        probs = model.get_layer("predictions")(model.get_layer("gap")(maps))
+        score = probs[0, int(np.argmax(probs[0]))]
+    grads = tape.gradient(score, maps)[0].numpy()
+    cam = np.maximum(np.sum(maps[0].numpy() * grads.mean(axis=(0, 1)), axis=-1), 0)
+    expected = tf.image.resize(cam[..., None], (SIZE, SIZE))[..., 0].numpy()
+    assert expected.max() > 0  # something to find: an all-zero map would not match
+    np.testing.assert_allclose(heatmap, expected / expected.max(), atol=1e-4)
     # The same functions on a build_model model need no parts at all.
     assert grad_cam(build_model("tiny_test", 2, weights=None, image_size=SIZE),
                     x[0]).shape == (SIZE, SIZE)

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import tiny_recipe
 from transferkit import cli
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.task_registry import get_task, task_for_model
@@ -283,15 +284,11 @@ def test_shipped_sample_regenerates_byte_for_byte(tmp_path):
 
 @pytest.mark.slow  # two tiny trials, ~10 s: over the default run's budget
 def test_tune_searches_the_box_loss_weight(tiny_run, tmp_path):
-    from transferkit.training.recipe import RecipeConfig
     from transferkit.tuning.space import SearchSpace
     from transferkit.tuning.tuner import tune
 
     _, _, _, data = tiny_run
-    base = RecipeConfig.from_keys(data=str(data), task="localization", backbone="tiny_test",
-                                  weights="none", image_size=32, batch_size=6,
-                                  head_epochs=1, finetune_epochs=0, augment="none",
-                                  scan=False)
+    base = tiny_recipe(data, task="localization", batch_size=6, scan=False)
     space = SearchSpace(head_width=None, head_depth=None, dropout=None, head_lr=None,
                         finetune_lr=None, unfreeze_blocks=None, label_smoothing=None,
                         box_weight=(1.0, 10.0))

@@ -31,7 +31,7 @@ from transferkit.training.freezing import FreezePolicy, freeze
 from transferkit.training.recipe import RecipeConfig
 
 from conftest import SEG_COLOURS as COLOURS
-from conftest import backbone_params, make_seg_folder
+from conftest import backbone_params, make_seg_folder, tiny_recipe, truncate
 
 SEG = get_task("segmentation")
 ROOT = Path(__file__).resolve().parents[2]
@@ -398,19 +398,12 @@ def test_tfds_features_that_do_not_say_which_is_the_mask_are_listed():
 
 # --- one pipeline: what classification sources have, masks have --------------------
 
-def _truncate(path):
-    with open(path, "rb") as f:
-        head = f.read(40)  # a PNG signature and a cut-off header: decoding fails
-    with open(path, "wb") as f:
-        f.write(head)
-
-
 def test_a_mask_broken_after_the_scan_is_skipped_and_counted(tmp_path):
     root = make_seg_folder(tmp_path / "d", count=8)
     splits = load_data(root, image_size=32, task="segmentation", val_split=0.0,
                        batch_size=4, verbose=False)
     broken = splits.train_labels[2]
-    _truncate(broken)  # after the scan accepted it: training must not die on it
+    truncate(broken)  # after the scan accepted it: training must not die on it
     for _ in range(3):  # every epoch keeps its length: the file is skipped, not fatal
         assert [int(x.shape[0]) for x, _ in splits.train] == [4, 3]
     # Counted once per pass that ran to its end (the read-ahead reaches it).
@@ -423,22 +416,23 @@ def test_a_mask_broken_after_the_scan_is_skipped_and_counted(tmp_path):
 @pytest.mark.slow
 def test_train_names_a_broken_mask_in_run_json(tmp_path, monkeypatch, capsys):
     from transferkit.app import train as run_module
+    from transferkit.training import recipe as recipe_module
 
     root = make_seg_folder(tmp_path / "d", count=12)
-    real, broken = run_module.load_data, []
+    real, broken = recipe_module.load_data, []
 
     def load_then_break_one(*args, **kwargs):  # after the scan, before training
         data = real(*args, **kwargs)
         broken.append(data.train_labels[1])
-        _truncate(broken[0])
+        truncate(broken[0])
         return data
 
-    monkeypatch.setattr(run_module, "load_data", load_then_break_one)
+    # load_run_data reads the run's data through it
+    monkeypatch.setattr(recipe_module, "load_data", load_then_break_one)
     out = tmp_path / "run"
-    result = run_module.train(RecipeConfig.from_keys(
-        data=root, task="segmentation", backbone="tiny_test", weights="none",
-        image_size=32, batch_size=4, head_epochs=1, finetune_epochs=0, augment="none",
-        report=False, decoder_width=8, early_stopping_patience=0), str(out), verbose=0)
+    result = run_module.train(tiny_recipe(
+        root, task="segmentation", batch_size=4, decoder_width=8,
+        early_stopping_patience=0), str(out), verbose=0)
     assert list(result.skipped_files) == broken
     assert broken[0] in capsys.readouterr().out
     assert list(json.loads((out / "run.json").read_text())["skipped_files"]) == broken
@@ -633,9 +627,7 @@ def test_tuner_searches_decoder_width_on_val_miou(tmp_path):
     objective = make_objective(None, "segmentation")
     assert (objective.name, objective.direction) == ("val_miou", "max")
     data = make_seg_folder(tmp_path / "d", count=8)
-    base = RecipeConfig.from_keys(data=data, task="segmentation", backbone="tiny_test",
-                                   weights="none", image_size=32, batch_size=4, head_epochs=1,
-                                   finetune_epochs=0, augment="none", scan=False, report=False)
+    base = tiny_recipe(data, task="segmentation", batch_size=4, scan=False)
     space = SearchSpace(head_width=None, head_depth=None, dropout=None, head_lr=None,
                         finetune_lr=None, unfreeze_blocks=None, label_smoothing=None,
                         decoder_width=(4, 8))

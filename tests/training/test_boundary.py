@@ -16,7 +16,7 @@ from transferkit.training.boundary import boundary_extractor, find_cut, top_mode
 from transferkit.training.checkpoint import CheckpointConfig, CheckpointManager, Checkpointer
 from transferkit.training.freezing import freeze
 from transferkit.training.orchestrator import fine_tune
-from transferkit.training.recipe import RecipeConfig, recipe_from_dict
+from transferkit.training.recipe import recipe_from_dict
 from transferkit.app.train import train
 from transferkit.training.schedule import PhaseConfig, ScheduleConfig, compile_phase
 
@@ -194,13 +194,11 @@ def test_checkpoints_in_a_boundary_phase_resume_live_to_the_same_weights(splits,
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:weights=none")  # a random tiny backbone, on purpose
-def test_train_uses_the_boundary_cache_unless_turned_off(image_folder, tmp_path,
+def test_train_uses_the_boundary_cache_unless_turned_off(folder_recipe, tmp_path,
                                                          monkeypatch, capsys):
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
-    recipe = RecipeConfig.from_keys(data=image_folder, backbone="tiny_test", weights="none",
-                                     image_size=32, batch_size=8, head_epochs=1, finetune_epochs=2,
-                                     unfreeze="last_blocks:1", augment="light", feature_views=2,
-                                     report=False)
+    recipe = folder_recipe(finetune_epochs=2, unfreeze="last_blocks:1", augment="light",
+                           feature_views=2)
     train(recipe, tmp_path / "run", verbose=1)
     assert "phase 2 on cached activations" in capsys.readouterr().out
     assert [r["phase"] for r in RunDir(tmp_path / "run").read_history()] == ["head", "finetune",
@@ -215,13 +213,11 @@ def test_train_uses_the_boundary_cache_unless_turned_off(image_folder, tmp_path,
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:weights=none")
-def test_train_resume_after_a_kill_in_a_boundary_phase(image_folder, tmp_path, monkeypatch,
+def test_train_resume_after_a_kill_in_a_boundary_phase(folder_recipe, tmp_path, monkeypatch,
                                                        capsys):
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
-    recipe = RecipeConfig.from_keys(data=image_folder, backbone="tiny_test", weights="none",
-                                     image_size=32, batch_size=8, head_epochs=1, finetune_epochs=3,
-                                     unfreeze="last_blocks:1", augment="none", report=False,
-                                     early_stopping_patience=0)
+    recipe = folder_recipe(finetune_epochs=3, unfreeze="last_blocks:1",
+                           early_stopping_patience=0)
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

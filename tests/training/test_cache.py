@@ -17,7 +17,6 @@ from transferkit.core.errors import ConfigError
 from transferkit.training.freezing import FreezePolicy, freeze
 from transferkit.models.heads import HeadConfig
 from transferkit.models import build_model, resolve_parts
-from transferkit.training.recipe import RecipeConfig
 from transferkit.app.train import train
 from transferkit.training.schedule import PhaseConfig, ScheduleConfig
 from transferkit.training.orchestrator import fine_tune
@@ -171,13 +170,11 @@ def test_head_on_cached_features_matches_the_live_path(splits):
     assert cached_acc == live_acc == 1.0
 
 
-def test_train_runs_phase_one_on_cached_features(image_folder, tmp_path, monkeypatch,
+def test_train_runs_phase_one_on_cached_features(folder_recipe, tmp_path, monkeypatch,
                                                  calls):
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
-    recipe = RecipeConfig.from_keys(data=image_folder, backbone="tiny_test", weights="none",
-                                     image_size=32, batch_size=8, head_epochs=2, finetune_epochs=1,
-                                     unfreeze="last_blocks:1", augment="light",
-                                     novelty=False)  # its fit reads clean features too
+    recipe = folder_recipe(head_epochs=2, finetune_epochs=1, unfreeze="last_blocks:1",
+                           augment="light", novelty=False)  # its fit reads clean features too
     train(recipe, tmp_path / "run", verbose=0)
     history = RunDir(tmp_path / "run").read_history()
     assert [r["phase"] for r in history] == ["head", "head", "finetune"]

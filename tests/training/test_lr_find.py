@@ -98,18 +98,16 @@ def test_cli_lr_find_writes_the_finding_and_the_plot(image_folder, tmp_path, cap
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:weights=none")  # a random tiny backbone, on purpose
-def test_train_with_auto_rates_uses_and_records_the_suggestions(image_folder, tmp_path,
+def test_train_with_auto_rates_uses_and_records_the_suggestions(folder_recipe, tmp_path,
                                                                 monkeypatch):
-    from transferkit.training.recipe import RecipeConfig, load_recipe
+    from transferkit.training.recipe import load_recipe
     from transferkit.app.train import train
     from transferkit.core.rundir import RunDir
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
-    recipe = RecipeConfig.from_keys(data=image_folder, backbone="tiny_test", weights="none",
-                                     image_size=32, batch_size=8, head_epochs=2, finetune_epochs=2,
-                                     unfreeze="last_blocks:1", augment="none", decay="constant",
-                                     early_stopping_patience=0, report=False, head_lr_auto=True,
-                                     finetune_lr_auto=True)
+    recipe = folder_recipe(head_epochs=2, finetune_epochs=2, unfreeze="last_blocks:1",
+                           decay="constant", early_stopping_patience=0, head_lr_auto=True,
+                           finetune_lr_auto=True)
     train(recipe, tmp_path / "run", verbose=0)
     found = {phase: json.loads((tmp_path / "run" / f"lr_find_{phase}.json").read_text())
              for phase in ("head", "finetune")}

@@ -13,7 +13,7 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
-from conftest import make_image_folder
+from conftest import make_image_folder, tiny_recipe
 
 from transferkit import cli
 from transferkit.core.errors import ConfigError
@@ -36,9 +36,7 @@ SMALL_SPACE = SearchSpace(head_width=(0, 8), head_depth=None, label_smoothing=No
 
 
 def _base(data, **changes):
-    values = dict(data=data, backbone="tiny_test", weights="none", batch_size=8,
-                  head_epochs=1, finetune_epochs=1, augment="none", scan=False)
-    return RecipeConfig.from_keys(**{**values, **changes})
+    return tiny_recipe(data, **{"finetune_epochs": 1, "scan": False, **changes})
 
 
 @pytest.fixture

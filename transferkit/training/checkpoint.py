@@ -49,11 +49,6 @@ FILE_NAMES = {"weights": re.compile(r"ckpt-\d{8}\.weights\.h5"),
 # atomic_path's temp files for those names: ".<base>.<random>.tmp<ext>"
 TEMP_NAME = re.compile(rf"\.(ckpt|best)-\d{{8}}(\.weights)?\.[^/]*"
                        rf"{re.escape(TEMP_MARK)}[.a-z0-9]*")
-# Test hooks for the kill harness: "SECONDS[@STEP]" to sleep inside weights writes (from
-# global step STEP on), so a kill can land mid-save; a file that receives the global
-# step, phase, epoch and step after every batch.
-SLEEP_IN_SAVE_ENV = "TRANSFERKIT_TEST_SLEEP_IN_SAVE"
-PROGRESS_ENV = "TRANSFERKIT_TEST_PROGRESS"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +69,8 @@ class CheckpointManager:
     """Writes, lists, prunes and restores the checkpoints of one directory.
 
     run_id: the run these checkpoints belong to; states of other runs (or of none) are
-        invisible to `states`, `latest` and `prune` (None: any run's, for tests).
+        invisible to `states`, `latest` and `prune` (None: any run's, e.g. to `clear`
+        a folder before an overwrite).
     """
 
     def __init__(self, directory, keep=3, run_id=None):
@@ -91,7 +87,6 @@ class CheckpointManager:
         name = f"ckpt-{state['global_step']:08d}"
         with atomic_path(self._path(name + ".weights.h5")) as tmp:
             model.save_weights(tmp)
-            _test_sleep(state["global_step"])
         if best_weights is not None:
             with atomic_path(self._path(best_file)) as tmp:
                 with open(tmp, "wb") as f:
@@ -330,7 +325,6 @@ class Checkpointer(PhaseCallback):
                 f"{self.step} (phase {self.run.name!r}); training stopped. The last good "
                 f"checkpoint is {last['weights'] if last else 'none'} in "
                 f"{self.manager.directory}: lower the learning rate and --resume.")
-        _test_progress(self.global_step, self.run.name, self.epoch, self.step)
         if self.config.every_steps and self.global_step % self.config.every_steps == 0:
             self.save()
         if self.stop_requested:
@@ -408,15 +402,3 @@ def save_on_sigterm(checkpointer):
         for signum, old in previous.items():
             signal.signal(signum, old)
 
-
-def _test_sleep(global_step):
-    seconds, _, from_step = (os.environ.get(SLEEP_IN_SAVE_ENV) or "0").partition("@")
-    if float(seconds) and global_step >= int(from_step or 0):
-        time.sleep(float(seconds))
-
-
-def _test_progress(*fields):
-    path = os.environ.get(PROGRESS_ENV)
-    if path:
-        with open(path, "a") as f:
-            f.write(" ".join(map(str, fields)) + "\n")

@@ -1,7 +1,9 @@
-"""Checkpoints, resume, NaN stop, SIGTERM, and the kill harness in its fast setting."""
+"""Checkpoints (`training.checkpoint`): what a state records, resume, damaged or foreign
+checkpoints, NaN stop, SIGTERM and Ctrl-C, and the kill harness in its fast setting."""
 
 import dataclasses
 import glob
+import json
 import os
 import signal
 import sys
@@ -234,6 +236,109 @@ def test_a_kill_in_phase_2_then_resume_ends_with_the_best_weights_of_the_whole_p
     for a, b in zip(resumed.get_weights(), whole.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
+
+
+# --- ownership and damage: a run loads only its own, whole checkpoints -------------
+
+def _save(manager, model, step, **extra):
+    state = {"phase": "head", "phase_start_epoch": 0, "epoch": step, "step": 0,
+             "global_step": step, "phase_complete": False, "optimizer_iterations": 0,
+             "history": [], **extra}
+    return manager.save(model, state)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return build_model("tiny_test", 2, weights=None, image_size=16)
+
+
+def test_resume_never_loads_another_runs_checkpoint(tmp_path, tiny_model):
+    folder = tmp_path / "ckpt"
+    ours, theirs = CheckpointManager(folder, run_id="ours"), CheckpointManager(
+        folder, run_id="theirs")
+    _save(ours, tiny_model, 1)
+    _save(theirs, tiny_model, 9)  # a higher step, as an old run's would be
+    assert ours.latest()["global_step"] == 1 and theirs.latest()["global_step"] == 9
+    assert CheckpointManager(folder, run_id="new").latest() is None
+
+
+def test_a_torn_or_altered_newest_checkpoint_falls_back_to_the_previous(tmp_path,
+                                                                       tiny_model):
+    manager = CheckpointManager(tmp_path, keep=5, run_id="r")
+    for step in (1, 2, 3):
+        _save(manager, tiny_model, step)
+    newest = tmp_path / "ckpt-00000003.weights.h5"
+    newest.write_bytes(newest.read_bytes()[:100])  # torn
+    with pytest.warns(UserWarning, match="ckpt-00000003.json is damaged"):
+        assert manager.latest()["global_step"] == 2
+    data = bytearray((tmp_path / "ckpt-00000002.weights.h5").read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    (tmp_path / "ckpt-00000002.weights.h5").write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="checksum"):
+        assert manager.latest()["global_step"] == 1
+    (tmp_path / "ckpt-00000001.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert manager.latest() is None
+
+
+def test_checkpoint_paths_are_confined_and_only_its_own_files_are_deleted(tmp_path,
+                                                                         tiny_model):
+    outside = tmp_path / "precious.weights.h5"
+    outside.write_text("user data")
+    folder = tmp_path / "ckpt"
+    manager = CheckpointManager(folder, keep=1, run_id="r")
+    _save(manager, tiny_model, 1)
+    # A state pointing outside the folder is refused, never loaded or deleted.
+    evil = json.load(open(folder / "ckpt-00000001.json"))
+    evil.update(global_step=5, weights="../precious.weights.h5")
+    (folder / "ckpt-00000005.json").write_text(json.dumps(evil))
+    (folder / "other.weights.h5").write_text("not the manager's")
+    (folder / ".ckpt-00000007.abc.tmp.weights.h5").write_text("torn temp")
+    (folder / "ckpt-00000008.weights.h5").write_text("uncommitted")
+    with pytest.warns(UserWarning, match="not a checkpoint file name"):
+        assert manager.latest()["global_step"] == 1
+    manager.clean()
+    _save(manager, tiny_model, 2)  # prunes step 1 (keep=1)
+    assert outside.read_text() == "user data"
+    assert sorted(os.listdir(folder)) == ["ckpt-00000002.json", "ckpt-00000002.weights.h5",
+                                          "ckpt-00000005.json", "other.weights.h5"]
+
+
+# --- Ctrl-C and SIGTERM ---------------------------------------------------------------
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_save_then_exit(tmp_path, signum, code):
+    import tensorflow as tf
+
+    model = build_model("tiny_test", 2, weights=None, image_size=16)
+    manager = CheckpointManager(tmp_path, run_id="r")
+    saver = Checkpointer(manager, model)
+
+    class Kill(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                os.kill(os.getpid(), signum)
+
+    x = np.zeros((16, 16, 16, 3), "float32")
+    y = keras.utils.to_categorical(np.arange(16) % 2, 2)
+    schedule = ScheduleConfig(head=PhaseConfig(epochs=2, early_stopping_patience=None),
+                              finetune=PhaseConfig(epochs=0), batch_size=4)
+    before = signal.getsignal(signum)
+    with save_on_sigterm(saver), pytest.raises(SystemExit) as exit_info:
+        assert signal.getsignal(signum) != before  # its own handler while inside
+        fine_tune(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(4),
+                  config=schedule, callbacks=[saver, Kill()], verbose=0)
+    assert exit_info.value.code == code
+    assert manager.latest()["global_step"] == 2  # saved at the batch end after the signal
+    assert signal.getsignal(signum) == before  # the handlers were put back
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    saver = Checkpointer(CheckpointManager(tmp_path), None)
+    with pytest.raises(KeyboardInterrupt), save_on_sigterm(saver):
+        os.kill(os.getpid(), signal.SIGINT)  # the first asks for a save at a batch end
+        assert saver.stop_requested == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGINT)
 
 # ~20 s of subprocess training: slow (CI runs `-m slow` on every landing), like the
 # harness's own --smoke run in tests/test_benchmarks.py.
