@@ -115,7 +115,7 @@ def _voc_rows(root: Path, follow_links):
         except DataError as error:
             problems.append(Problem(xml, "bad_annotation", str(error), SKIPPED))
             continue
-        except (ET.ParseError, ValueError) as error:  # ValueError: e.g. an odd encoding
+        except (ET.ParseError, ValueError, LookupError) as error:  # an unknown encoding
             problems.append(Problem(xml, "bad_annotation", f"not valid XML: {error}",
                                     SKIPPED))
             continue
