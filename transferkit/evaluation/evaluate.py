@@ -27,7 +27,8 @@ from transferkit.data.pipeline import make_dataset
 from transferkit.deploy.predictors import load_predictor
 from transferkit.models.bundle import read_bundle_metadata, read_novelty, read_sidecar
 from transferkit.models.novelty import Novelty, novelty_inputs
-from transferkit.models.tta import tta_of
+from transferkit.models.parts import resolve
+from transferkit.models.tta import tta_of, unwrap_tta
 from transferkit.models.saving import load_model
 from transferkit.training.recipe import recipe_from_dict
 
@@ -112,8 +113,29 @@ def load_run(path, *, trusted=False):
     # compile=False: scoring needs no optimizer, and its state would only be skipped.
     model = load_model(file, trusted=trusted, compile=False)
     task = get_task(meta.get("task") or task_for_model(model))
+    if novelty is not None:
+        check_novelty_fits(novelty, model, file)
     return LoadedModel(file, model, tuple(names or ()), input_spec(model, meta), config,
                        task, novelty)
+
+
+def check_novelty_fits(novelty, model, file):
+    """ConfigError naming `file` when the novelty arrays' feature size is not the
+    model's (the arrays of another model: every score would fail)."""
+    if not novelty.arrays:
+        return
+    size = next(iter(novelty.arrays.values())).shape[1]
+    try:
+        features = resolve(unwrap_tta(model)).features
+    except ConfigError:  # a model without the named parts has no features to score
+        raise ConfigError(f"{file} carries a novelty score but its model has no "
+                          "feature layer to score ('pool'); drop 'novelty' from its "
+                          "metadata.") from None
+    found = int(np.prod(features.shape[1:]))
+    if found != size:
+        raise ConfigError(f"The novelty arrays of {file} are for {size} features; its "
+                          f"model's feature layer has {found}. The file was changed or "
+                          "assembled from two models.")
 
 
 def read_run_config(run):
