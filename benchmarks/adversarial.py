@@ -461,7 +461,7 @@ def main(argv=None):
     crashes = [r for r in results if r["code"] not in (0, 2)]
     tracebacks = [r for r in results if r["traceback"]]
     for r in results:
-        print(f"  {r['name']:<42} exit {r['code']!s:<9} {r['seconds']:5.1f} s"
+        print(f"  {r['name']:<56} exit {r['code']!s:<9} {r['seconds']:5.1f} s"
               + ("  TRACEBACK" if r["traceback"] else ""))
     for r in crashes + tracebacks:
         print(f"--- {r['name']}: {r['stderr']}")
