@@ -131,19 +131,26 @@ def test_a_fifo_in_a_class_folder_or_label_csv_is_skipped(tmp_path, where):
     assert len(data.train_files) == 8
 
 
-def test_a_fifo_mask_is_a_bad_mask_not_a_hang(tmp_path):
+@pytest.mark.parametrize("listing", ["csv", "folder"])
+def test_a_fifo_mask_or_image_is_reported_not_waited_on(tmp_path, listing):
     root = make_seg_folder(tmp_path / "seg", count=6, size=16)
     masks = sorted(os.listdir(os.path.join(root, "masks")))
     os.remove(os.path.join(root, "masks", masks[0]))
     os.mkfifo(os.path.join(root, "masks", masks[0]))
-    rows = [f"images/{m},masks/{m}" for m in masks]
-    (tmp_path / "seg" / "pairs.csv").write_text("image,mask\n" + "\n".join(rows))
+    os.remove(os.path.join(root, "images", masks[1]))
+    os.mkfifo(os.path.join(root, "images", masks[1]))
+    source = root
+    if listing == "csv":
+        rows = [f"images/{m},masks/{m}" for m in masks]
+        (tmp_path / "seg" / "pairs.csv").write_text("image,mask\n" + "\n".join(rows))
+        source = str(tmp_path / "seg" / "pairs.csv")
     with no_hang():
-        data = load_data(str(tmp_path / "seg" / "pairs.csv"), task="segmentation",
-                         image_size=16, val_split=0.0, verbose=False)
+        data = load_data(source, task="segmentation", image_size=16, val_split=0.0,
+                         verbose=False)
     bad = [p for p in data.scan_report.problems if p.kind == "bad_mask"]
     assert len(bad) == 1 and "FIFO" in bad[0].reason
-    assert len(data.train_files) == 5
+    assert _skipped(data.scan_report, masks[1]) == {"not_regular"}
+    assert len(data.train_files) == 4
 
 
 def test_an_unknown_data_folder_skips_and_names_unusable_files(tmp_path, capsys):

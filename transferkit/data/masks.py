@@ -110,7 +110,8 @@ def _list_folder(root, follow_links):
 
 
 def _files(folder, root, follow_links, problems):
-    """Image files directly in `folder`; links leaving `root` go to `problems`."""
+    """Files with image extensions directly in `folder` (special files too: the scan
+    and the mask check report and skip them); links leaving `root` go to `problems`."""
     found = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
@@ -118,7 +119,7 @@ def _files(folder, root, follow_links, problems):
         problem = link_problem(str(path), root, follow_links)
         if problem is not None:
             problems.append(problem)
-        elif path.is_file() and path.suffix.lower() in imageio.IMAGE_EXTENSIONS:
+        elif not path.is_dir() and path.suffix.lower() in imageio.IMAGE_EXTENSIONS:
             found.append(str(path))
     return found
 
