@@ -174,7 +174,7 @@ def check_minimums(recipe, data):
     if recipe.runtime.novelty and val is not None and val < MIN_VALIDATION:
         print(f"warning: the novelty score needs at least {MIN_VALIDATION} validation "
               f"images; the validation split has {val}: this run will have none "
-              "(--no-novelty says so without the warning).")
+              "(--no-novelty, recipe key novelty=false, turns it off).")
 
 
 def build(job, checkpoint=CheckpointConfig(), *, trusted=False):

@@ -182,7 +182,12 @@ class RunDir:
         saved = self.read_config() if resume else None
         if saved is None:
             return []
-        saved = read_config(saved) if read_config else saved
+        if read_config:
+            try:
+                saved = read_config(saved)
+            except ConfigError as error:
+                raise ConfigError(f"The run config {self.config_file} is not valid: "
+                                  f"{error}") from None
         return self.check_resume(saved, config, may_change)
 
     def check_resume(self, saved, given, may_change=()):
