@@ -108,7 +108,8 @@ def read_regular_file(path, limit: int = MAX_BYTES, head: bool = False) -> bytes
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
-                    else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
+                    else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "folder" if stat.S_ISDIR(mode) else "special file")
             raise NotRegularFile(path, f"a {kind}, not a regular file")
         data = handle.read(limit if head else limit + 1)
     if len(data) > limit:

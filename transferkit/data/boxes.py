@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 # Expat >= 2.4.1 (Python's own) refuses billion-laughs and quadratic-blowup entities,
 # and ElementTree never fetches external entities: safe for untrusted XML.
 import xml.etree.ElementTree as ET
@@ -165,6 +166,11 @@ def check_rows(rows, problems=()):
     by_path = {}
     for row in rows:
         by_path.setdefault(row[0], []).append(row)
+    single = [p for p, found in by_path.items() if len(found) == 1]
+    # Each image read and decoded once by the listing guard, in threads as the scan
+    # does (Pillow releases the GIL while decoding).
+    with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4)) as pool:
+        sizes = dict(zip(single, pool.map(image_size, single)))
     paths, labels = [], []
     for path, found in by_path.items():
         if len(found) > 1:
@@ -175,7 +181,7 @@ def check_rows(rows, problems=()):
                                     SKIPPED))
             continue
         _, label, box, where = found[0]
-        size = image_size(path)
+        size = sizes[path]
         if size is None:  # the scan names the unreadable file itself
             paths.append(path)
             labels.append(BoxLabel(label, (0.0, 0.0, 1.0, 1.0), where))
