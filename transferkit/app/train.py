@@ -169,9 +169,12 @@ def unknown_images(recipe, data, verbose=True):
 
 def check_minimums(recipe, data):
     """Say before training what an end step will skip for want of data: the novelty
-    score needs MIN_VALIDATION validation images."""
+    score (for tasks with one class per image) needs MIN_VALIDATION validation images."""
+    if not recipe.runtime.novelty or data.train_labels is None or \
+            recipe.task_config().novelty_ids(data.train_labels) is None:
+        return
     val = (data.counts or {}).get("val", 0 if data.val is None else None)
-    if recipe.runtime.novelty and val is not None and val < MIN_VALIDATION:
+    if val is not None and val < MIN_VALIDATION:
         print(f"warning: the novelty score needs at least {MIN_VALIDATION} validation "
               f"images; the validation split has {val}: this run will have none "
               "(--no-novelty, recipe key novelty=false, turns it off).")

@@ -88,7 +88,8 @@ def doctor(data, *, out_dir=None, val_data="", backbone=None, weights="imagenet"
     splits = load_run_data(recipe, verbose=verbose)
     _check_sizes(splits)  # every input checked before any feature is computed
     to_rank = None if not unlabeled else folder_dataset(
-        unlabeled, "unlabeled", splits.image_size, batch_size=recipe.schedule.batch_size)
+        unlabeled, "unlabeled", splits.image_size, batch_size=recipe.schedule.batch_size,
+        verbose=verbose)
     model = build_run_model(recipe, splits.num_classes)
     store = store if store is not None else FeatureStore.default()
     common = dict(store=store, seed=seed, batch_size=recipe.schedule.batch_size,
