@@ -19,7 +19,13 @@ The corpus (all generated here, in a temp folder):
   with a bad row or missing files, the same files in train and val;
 - run directories: a new run into a finished run, a resume changing batch size,
   `--resume --overwrite`, a torn newest checkpoint, a checkpoint state whose paths
-  leave the folder, `export`/`evaluate --out` into the run, temp files left by kills.
+  leave the folder, `export`/`evaluate --out` into the run, temp files left by kills;
+- the edges of later features (issue 30, `make_edge_corpus`, one input per class): a
+  boxes CSV naming a FIFO; an unknown-data folder of files that do not decode; a
+  .tflite sidecar with a value of the wrong type and a model whose novelty member was
+  tampered with; fixes files with bad bytes, a NUL, an oversized field, and rows
+  naming files outside the data; two images per class for the doctor; a new class
+  differing from the run's only in case, and add-class into a run.
 
 A crash is an exit code other than 0 (done) or 2 (refused with one message), or a
 hang; a traceback is "Traceback (most recent call last)" on stderr; a file is lost
@@ -126,6 +132,112 @@ def make_corpus(root):
     return files
 
 
+def make_edge_corpus(root):
+    """The hostile files of the edges of later features (issue 30): {name: path}."""
+    edge = os.path.join(root, "edge")
+    files = {}
+    # A listing naming a special file: a boxes CSV whose last row is a FIFO.
+    boxes = os.path.join(edge, "boxes")
+    os.makedirs(boxes)
+    rows = ["path,label,xmin,ymin,xmax,ymax"]
+    for i in range(8):
+        _rgb(24, seed=20 + i).save(os.path.join(boxes, f"{i}.png"))
+        rows.append(f"{i}.png,{'ab'[i % 2]},2,2,{12 + i},{14 + i}")
+    os.mkfifo(os.path.join(boxes, "fifo.png"))
+    rows.append("fifo.png,a,2,2,12,12")
+    files["boxes_fifo"] = _write(boxes, "boxes.csv", "\n".join(rows).encode())
+    # A check that could run first: image-named files that do not decode.
+    bad = os.path.join(edge, "unknown_bad")
+    os.makedirs(bad)
+    for i in range(3):
+        _write(bad, f"{i}.jpg", b"\xff\xd8\xff not a jpeg")
+    files["unknown_bad"] = bad
+    # Values beside a model: a sidecar value of the wrong type (the .tflite is never run).
+    files["tflite"] = _write(edge, "model.tflite", b"TFL3 never run: the sidecar is bad")
+    _write(edge, "model.tflite.json", json.dumps({
+        "class_names": ["a", "b"], "task": "multiclass",
+        "input": {"height": "24", "width": 24}}).encode())
+    # The fixes reader: bad bytes, a NUL, an oversized field; rows outside the data.
+    image = os.path.join(root, "data", "plain", "ok 0.png").encode()
+    header = b"path,action,label\n" + image + b",exclude,\n"
+    files["fixes_bytes"] = _write(edge, "fixes_bytes.csv", header + b"\xe9t\xe9,exclude,\n")
+    files["fixes_nul"] = _write(edge, "fixes_nul.csv", header + image + b",relabel,p\x00\n")
+    files["fixes_field"] = _write(edge, "fixes_field.csv",
+                                  header + image + b",relabel," + b"x" * 200_000 + b"\n")
+    files["fixes_outside"] = _write(edge, "fixes_outside.csv", header + os.path.join(
+        root, "outside.png").encode() + b",exclude,\n")
+    # A method with a minimum: two images per class for the doctor's folds.
+    small = os.path.join(edge, "small")
+    for c, name in enumerate(("a", "b")):
+        os.makedirs(os.path.join(small, name))
+        for i in range(2):
+            _rgb(24, seed=40 + 2 * c + i).save(os.path.join(small, name, f"{i}.png"))
+    files["small"] = small
+    # Names differing only in case: "PLAIN" beside the run's "plain"; a proper new one.
+    for folder, name in (("case", "PLAIN"), ("new_class", "extra")):
+        os.makedirs(os.path.join(edge, folder, name))
+        for i in range(3):
+            _rgb(24, seed=50 + i).save(os.path.join(edge, folder, name, f"{i}.png"))
+        files[folder] = os.path.join(edge, folder)
+    return files
+
+
+def tamper_novelty(root):
+    """A copy of the run's model.keras claiming a novelty score whose member is a
+    pickled object array (never unpickled: it must be refused, naming the file)."""
+    source, target = os.path.join(root, "run", "model.keras"), os.path.join(root,
+                                                                             "tampered.keras")
+    with zipfile.ZipFile(source) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    meta = json.loads(members.get("transferkit.json", b"{}"))
+    meta["novelty"] = {"detector": "mahalanobis", "threshold": 1.0, "false_rejection": 0.05,
+                       "auroc": {"mahalanobis": 0.9}, "criterion": "synthetic"}
+    members["transferkit.json"] = json.dumps(meta).encode()
+    buffer = io.BytesIO()
+    np.savez(buffer, means=np.array([{"run": "code"}], dtype=object),
+             precision=np.eye(2, dtype=np.float32))
+    members["novelty.npz"] = buffer.getvalue()
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def edge_inputs(root, f, e):
+    """(name, argv, preparation) of the edge corpus `e` (`make_edge_corpus`); the run
+    directory root/run must exist (the first inputs train it)."""
+    run, data = os.path.join(root, "run"), f["data"]
+    new = lambda name: os.path.join(root, name)  # noqa: E731
+    # The inputs are tested, not training: no epoch, no optional end step.
+    quick = ("--finetune-epochs", "0", "--no-report", "--no-novelty", "--no-auto-tta")
+    return [
+        ("scan a boxes CSV naming a FIFO", ["scan", e["boxes_fifo"], "--task",
+                                           "localization"], None),
+        ("train on a boxes CSV naming a FIFO", train_args(
+            e["boxes_fifo"], new("r_boxes"), "--task", "localization", *quick), None),
+        ("train with an unknown-data folder that does not decode", train_args(
+            data, new("r_unknown"), "--unknown-data", e["unknown_bad"]), None),
+        ("evaluate a .tflite with a bad sidecar", ["evaluate", e["tflite"], "--data",
+                                                   data], None),
+        ("predict with a .tflite with a bad sidecar", ["predict", e["tflite"],
+                                                       f["outside"]], None),
+        ("evaluate a model with a tampered novelty member", [
+            "evaluate", new("tampered.keras"), "--data", data], "tamper_novelty"),
+        *((f"train with a fixes file with {what}", train_args(
+            data, new("r_fixes"), "--fixes", e[key], *quick), None)
+          for what, key in (("bad bytes", "fixes_bytes"), ("a NUL", "fixes_nul"),
+                            ("an oversized field", "fixes_field"),
+                            ("rows outside the data", "fixes_outside"))),
+        ("doctor on two images per class", ["doctor", e["small"], "--backbone",
+                                            "tiny_test", "--weights", "none",
+                                            "--image-size", "16", "--out", new("doc")],
+         None),
+        ("add-class a class differing only in case", [
+            "add-class", run, "--data", e["case"], "--out", new("plus")], None),
+        ("add-class into a run", ["add-class", run, "--data", e["new_class"], "--out",
+                                  run], None),
+    ]
+
+
 def _write(root, name, data):
     path = os.path.join(root, name)
     with open(path, "wb") as f:
@@ -170,7 +282,8 @@ def kill_leftovers(root):
     _write(os.path.join(run, "checkpoints"), ".ckpt-00000009.zz.tmp.weights.h5", b"torn")
 
 
-PREPARE = {f.__name__: f for f in (tear_newest, hostile_state, kill_leftovers)}
+PREPARE = {f.__name__: f for f in (tear_newest, hostile_state, kill_leftovers,
+                                   tamper_novelty)}
 
 
 def inputs(root, f):
@@ -327,7 +440,7 @@ def main(argv=None):
            "TRANSFERKIT_CACHE": os.path.join(root, "cache")}
     try:
         files = make_corpus(root)
-        cases = inputs(root, files)
+        cases = inputs(root, files) + edge_inputs(root, files, make_edge_corpus(root))
         precious = snapshot([files["data"], files["outside"], files["notes"]])
         run_model = os.path.join(root, "run", "model.keras")
         if args.smoke:
@@ -348,7 +461,7 @@ def main(argv=None):
     crashes = [r for r in results if r["code"] not in (0, 2)]
     tracebacks = [r for r in results if r["traceback"]]
     for r in results:
-        print(f"  {r['name']:<42} exit {r['code']!s:<9} {r['seconds']:5.1f} s"
+        print(f"  {r['name']:<56} exit {r['code']!s:<9} {r['seconds']:5.1f} s"
               + ("  TRACEBACK" if r["traceback"] else ""))
     for r in crashes + tracebacks:
         print(f"--- {r['name']}: {r['stderr']}")

@@ -20,15 +20,16 @@ import time
 import keras
 import numpy as np
 
-from transferkit.app.train import claim_run, model_metadata, run_dir
+from transferkit.app.train import check_claim, claim_run, model_metadata, run_dir
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.data.load import load_data
-from transferkit.evaluation.evaluate import load_run
-from transferkit.models.novelty import ARRAYS_NAME, head_outputs
+from transferkit.data.names import confusable_pairs, describe
+from transferkit.evaluation.evaluate import load_run, read_run_config
+from transferkit.models.bundle import save_bundle
+from transferkit.models.novelty import head_outputs
 from transferkit.models.tta import unwrap_tta
 from transferkit.models.parts import resolve
-from transferkit.models.saving import save_model
 from transferkit.training.cache import FeatureStore, has_features, split_features
 from transferkit.training.recipe import build_run_model, load_run_data, recipe_from_dict
 
@@ -60,23 +61,22 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
     """
     start = time.perf_counter()
     source = RunDir(os.path.expanduser(os.fspath(run)))
-    saved = source.read_config()
-    if saved is None:
+    if source.read_config() is None:
         raise ConfigError(f"The `run` argument should be a run directory (with "
                           f"config.json). Received: run={os.fspath(run)!r}")
-    recipe = recipe_from_dict(saved)
+    read_run_config(source)  # checked as a recipe, naming the file
+    recipe = recipe_from_dict(source.read_config())
     task = recipe.task_config()
     if not task.adds_classes:
         raise ConfigError(f"add-class extends multiclass and multilabel classifiers. "
                           f"Received: a run of task={recipe.task!r} ({source.path})")
+    out = run_dir(out_dir)
+    check_claim(out, recipe, overwrite=overwrite, resumable=False)  # before the work
     loaded = load_run(source.path, trusted=trusted)
     old_names = tuple(loaded.class_names)
     data = os.path.expanduser(os.fspath(data))
     added = _class_names(task, data)
-    clash = sorted(set(added) & set(old_names))
-    if clash:
-        raise ConfigError(f"add-class adds new classes; {clash} already exist in "
-                          f"{source.path} (its classes: {list(old_names)}).")
+    _check_new_names(added, old_names, source.path)
     names = old_names + added
     # Encoded over all classes at once: the new images' label rows are final.
     new = load_data(data, image_size=recipe.input_spec(), task=recipe.task,
@@ -111,8 +111,7 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
         _fit_head(head, task, recipe, train_x, train_y, val_x, val_y, epochs, patience)
     metrics = _metrics(head, task, val_x, val_y, k_old, before, names)
     # The new run: its directory, recipe, classes, metrics, model and novelty score.
-    out = run_dir(out_dir)
-    claim_run(out, recipe, overwrite=overwrite)
+    claim_run(out, recipe, overwrite=overwrite, resumable=False)
     out.record("derived_from", {"run": os.path.abspath(source.path),
                                 "run_id": (source.read_info() or {}).get("run_id"),
                                 "added_classes": list(added),
@@ -120,12 +119,10 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
     out.write_config(recipe.to_dict())
     out.write_class_names(names)
     novelty = _refit_novelty(loaded.novelty, grown, task, recipe, train_x, train_y, val_x)
-    meta, extras = model_metadata(recipe, names), None
     if novelty is not None:
-        metrics["novelty"] = meta["novelty"] = novelty.to_json()
-        extras = {ARRAYS_NAME: novelty.arrays_bytes()}
+        metrics["novelty"] = novelty.to_json()
+    save_bundle(grown, out.model_file, model_metadata(recipe, names), novelty=novelty)
     out.write_metrics(metrics)
-    save_model(grown, out.model_file, metadata=meta, extras=extras)
     return AddClassResult(out.path, names, metrics, time.perf_counter() - start)
 
 
@@ -230,6 +227,22 @@ def _metrics(head, task, x, y, k_old, before, class_names):
                       old_classes_accuracy_before=before,
                       new_classes_recall=float(np.mean(pred[new] == truth[new])))
     return {"val": report}
+
+
+def _check_new_names(added, old_names, where):
+    """ConfigError for a new class that is an old one, or differs from an old one or
+    another new one only in case or Unicode normalisation (on macOS and Windows such
+    class folders merge into one)."""
+    clash = sorted(set(added) & set(old_names))
+    if clash:
+        raise ConfigError(f"add-class adds new classes; {clash} already exist in "
+                          f"{where} (its classes: {list(old_names)}).")
+    alike = confusable_pairs(added, old_names) + confusable_pairs(added)
+    if alike:
+        raise ConfigError("add-class adds new classes, but " + "; ".join(
+            describe(*pair) for pair in alike) + f" (the classes of {where}: "
+            f"{list(old_names)}). Rename the new class (its folder, or its label in "
+            "the CSV).")
 
 
 def _class_names(task, data):

@@ -7,7 +7,12 @@ The run directory (its files, who may write it, how it resumes) is `core.rundir.
 2. `build`: the model, and where training starts (a resume's checkpoint);
 3. `run_schedule`: one `fine_tune` call from there, with checkpoints, TensorBoard and
    the LR finder (`AutoLR`, for phases with `lr_auto`) as its hooks;
-4. `finish`: history, the flip-TTA decision, metrics, model.keras and report.html.
+4. `finish`: model.keras first, then the optional end steps (the flip-TTA decision,
+   metrics, the novelty score, report.html), each a warning if it fails.
+
+Every input (data, validation data, fixes, unknown-data images, weights) is read and
+checked in `prepare` before anything is written to the run directory, and a trained
+model is on disk before any step that could fail after training.
 """
 
 import dataclasses
@@ -21,15 +26,14 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task
 from transferkit.data.fixes import read_fixes
-from transferkit.data.files import image_dataset, list_images, undecodable
+from transferkit.data.files import folder_dataset, list_images, undecodable
 from transferkit.evaluation.evaluate import (evaluate_splits, flip_outputs, flip_record,
                                              predict_outputs)
-from transferkit.models.novelty import ARRAYS_NAME as NOVELTY_ARRAYS
-from transferkit.models.novelty import fit_model_novelty, head_outputs
+from transferkit.models.bundle import bundle_metadata, save_bundle
+from transferkit.models.novelty import MIN_VALIDATION, fit_model_novelty, head_outputs
 from transferkit.models.tta import with_tta
 from transferkit.models.backbones import check_weights_path
 from transferkit.models.registry import is_model_file, register_backbone
-from transferkit.models.saving import save_model
 from transferkit.training.cache import FeatureStore, split_features
 from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
                                              Checkpointer, save_on_sigterm)
@@ -56,13 +60,15 @@ class RunResult:
     class_names: tuple
     skipped_files: dict = dataclasses.field(default_factory=dict)  # path -> reason
     tta: dict = dataclasses.field(default_factory=dict)  # the flip-TTA decision record
+    # Optional end steps that failed ({"step", "error"}; also in run.json "warnings").
+    warnings: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
     """A prepared run, handed from step to step: its RunDir, recipe, tf.distribute
-    strategy, checkpoint manager, the checkpoint state it resumes from (or None) and
-    its data."""
+    strategy, checkpoint manager, the checkpoint state it resumes from (or None), its
+    data and the unknown-data images (a dataset, checked up front; or None)."""
 
     run: RunDir
     recipe: object
@@ -70,12 +76,14 @@ class Job:
     manager: CheckpointManager
     state: dict
     data: object
+    unknown: object = None
 
 
-def model_metadata(recipe, class_names):
-    """What `model.keras` carries so every command can use it without the run folder."""
-    return {"class_names": list(class_names), "task": recipe.task,
-            "backbone": recipe.model.backbone, "input": recipe.input_spec().to_json()}
+def model_metadata(recipe, class_names, **extra):
+    """What `model.keras` carries so every command can use it without the run folder
+    (`models.bundle.bundle_metadata` for the recipe's task, input and backbone)."""
+    return bundle_metadata(class_names, recipe.task, recipe.input_spec(),
+                           backbone=recipe.model.backbone, **extra)
 
 
 def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
@@ -103,8 +111,9 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
 
 def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=3, data_service=None,
             trusted=False):
-    """Check the recipe, claim `out_dir` (see `claim_run`), record the recipe and load
-    the data; returns the `Job`. Cheap checks come first, before out_dir is touched."""
+    """Check the recipe, load and check every input, then claim `out_dir` (see
+    `claim_run`) and record the recipe; returns the `Job`. Cheap checks come first;
+    nothing is written to out_dir before every input is known to be readable."""
     if trusted and is_model_file(recipe.model.backbone):
         # Before anything looks the backbone file up (which loads it in safe mode).
         register_backbone(recipe.model.backbone, trusted=True)
@@ -116,10 +125,16 @@ def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=3, data_serv
     per_replica_batch(recipe.schedule.batch_size, strategy)  # batch_size is global: check it splits
     run = run_dir(worker_dir(out_dir, strategy))
     fixes = read_fixes(recipe.data.fixes) if recipe.data.fixes else None
+    check_claim(run, recipe, resume=resume, overwrite=overwrite)  # before the slow part
     if resume:
         check_same_fixes(run, fixes)
+    # Every input read and checked (the scan decodes each image) before out_dir is
+    # written: a bad file is refused now, not after training.
+    data = load_run_data(recipe, fixes=fixes)
+    unknown = unknown_images(recipe, data)
+    check_minimums(recipe, data)
     run_id, changed = claim_run(run, recipe, resume=resume, overwrite=overwrite)
-    run.record("fixes", fixes_record(fixes))
+    run.record("fixes", fixes_record(fixes, data.fixes))
     manager = CheckpointManager(run.checkpoints, keep, run_id=run_id)
     manager.clean()  # temp files and uncommitted weights a kill left behind
     state = manager.latest() if resume else None
@@ -131,7 +146,6 @@ def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=3, data_serv
     if changed:
         print(f"resuming with changed settings (recorded in config.json): "
               f"{', '.join(changed)}")
-    data = load_run_data(recipe, fixes=fixes)
     data = dataclasses.replace(
         data, train=prepare_dataset(data.train, strategy, service=data_service),
         val=prepare_dataset(data.val, strategy), test=prepare_dataset(data.test, strategy))
@@ -140,7 +154,30 @@ def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=3, data_serv
     run.write_class_names(data.class_names)
     if data.scan_report is not None:
         data.scan_report.to_json(run.scan_file)
-    return Job(run, recipe, strategy, manager, state, data)
+    return Job(run, recipe, strategy, manager, state, data, unknown)
+
+
+def unknown_images(recipe, data, verbose=True):
+    """The recipe's unknown-data images as a dataset at the data's input size, read
+    and decoded now (`data.files.folder_dataset`: unusable files reported and
+    skipped; none usable is a DataError), or None without an unknown_data folder."""
+    if not recipe.data.unknown:
+        return None
+    return folder_dataset(recipe.data.unknown, "unknown_data", data.image_size,
+                          batch_size=recipe.schedule.batch_size, verbose=verbose)[0]
+
+
+def check_minimums(recipe, data):
+    """Say before training what an end step will skip for want of data: the novelty
+    score (for tasks with one class per image) needs MIN_VALIDATION validation images."""
+    if not recipe.runtime.novelty or data.train_labels is None or \
+            recipe.task_config().novelty_ids(data.train_labels) is None:
+        return
+    val = (data.counts or {}).get("val", 0 if data.val is None else None)
+    if val is not None and val < MIN_VALIDATION:
+        print(f"warning: the novelty score needs at least {MIN_VALIDATION} validation "
+              f"images; the validation split has {val}: this run will have none "
+              "(--no-novelty, recipe key novelty=false, turns it off).")
 
 
 def build(job, checkpoint=CheckpointConfig(), *, trusted=False):
@@ -196,46 +233,103 @@ def run_schedule(job, model, start, saver, *, callbacks=(), verbose="auto"):
 
 
 def finish(job, model, history):
-    """Write history.json, decide flip TTA (`decide_tta`), write metrics.json,
-    model.keras (wrapped by `with_tta` when flip TTA was chosen, so every command and
-    export uses it) and (with `report`) report.html; returns the `RunResult`."""
+    """The end of a run, each step a call: the records and model.keras first
+    (`save_trained`), so the trained model is on disk before anything that could fail;
+    then the optional steps (`EndSteps`: validation outputs, the flip-TTA decision
+    `decide_tta`, `run_metrics`, `fit_run_novelty`, the report), a failure of each a
+    warning printed and recorded in run.json "warnings"; then model.keras again,
+    atomically, with the TTA wrapper (`with_tta`) and novelty score they chose, and
+    metrics.json. Returns the `RunResult`."""
     run, recipe, data = job.run, job.recipe, job.data
-    skipped = name_skipped_files(data, run)
-    run.write_history(history)
     task = get_task(recipe.task)
+    skipped = name_skipped_files(data, run)
+    meta = save_trained(job, model, history)
+    steps = EndSteps(run)
     plain = local_copy(model)
-    val = predict_outputs(plain, data.val) if data.val is not None else None
-    tta, val = decide_tta(recipe, plain, data, task, val)
+    val = steps.run("validation outputs", validation_outputs, plain, data)
+    tta, val = steps.run("flip TTA decision", decide_tta, recipe, plain, data, task, val,
+                         fallback=({"tta": None, "reason": "the decision failed"}, val))
     final = with_tta(plain, tta["tta"], task=task) if tta["tta"] else model
-    # Val's outputs are at hand (the decision's, flip-averaged where kept): only test
-    # needs a pass of the final model.
-    metrics = evaluate_splits(final if tta["tta"] else plain, data, task, splits=("test",))
+    metrics = steps.run("metrics", run_metrics, final if tta["tta"] else plain, data,
+                        task, val, tta, fallback={})
+    novelty, novelty_scores = steps.run("novelty score", fit_run_novelty, plain, data,
+                                        recipe, unknown=job.unknown,
+                                        fallback=(None, None))
+    if novelty is not None:
+        metrics["novelty"] = novelty.to_json()
+    save_bundle(final, run.model_file, {**meta, "tta": tta}, novelty=novelty)
+    run.write_metrics(metrics)
+    run.record("tta", tta)
+    print_tta(tta)
+    if recipe.runtime.report:
+        # Val's outputs and novelty scores are at hand: no more passes over val.
+        steps.run("report", write_run_report, run, final if tta["tta"] else plain, data,
+                  history, novelty, val, novelty_scores)
+    return RunResult(run.path, model, tuple(history), metrics, tuple(data.class_names),
+                     skipped, tta, tuple(steps.failed))
+
+
+def save_trained(job, model, history):
+    """history.json and model.keras (with its metadata; atomically) of the trained
+    model, before any optional end step; returns the metadata."""
+    job.run.write_history(history)
+    meta = model_metadata(job.recipe, job.data.class_names)
+    save_bundle(model, job.run.model_file, meta)
+    return meta
+
+
+class EndSteps:
+    """Runs the optional end steps of a run: a step that raises is a warning (printed,
+    and recorded in run.json "warnings" as {"step", "error"}) and gives its fallback,
+    so the run ends with its model.keras (exit 0), never lost to a late failure."""
+
+    def __init__(self, run):
+        self.run_dir, self.failed = run, []
+
+    def run(self, step, fn, *args, fallback=None, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - the model is saved; say, go on
+            record = {"step": step, "error": f"{type(error).__name__}: {error}"}
+            self.failed.append(record)
+            print(f"warning: the {step} step failed; model.keras is saved without it "
+                  f"(recorded in run.json): {record['error']}")
+            self.run_dir.record("warnings", list(self.failed))
+            return fallback
+
+
+def validation_outputs(model, data):
+    """`model`'s (outputs, labels) on the validation split, or None without one."""
+    return predict_outputs(model, data.val) if data.val is not None else None
+
+
+def run_metrics(model, data, task, val, tta):
+    """The run's metrics: val from its outputs at hand (`val`, the final model's),
+    test from one pass of `model`; val records the TTA decision."""
+    metrics = evaluate_splits(model, data, task, splits=("test",))
     if val is not None:  # val first, as evaluate_splits orders them
         metrics = {"val": task.score(*val, data.class_names), **metrics}
     if "val" in metrics:
         metrics["val"]["tta"] = tta
-    novelty, novelty_scores = fit_run_novelty(plain, data, recipe)
-    meta, extras = {**model_metadata(recipe, data.class_names), "tta": tta}, None
-    if novelty is not None:
-        metrics["novelty"] = meta["novelty"] = novelty.to_json()
-        extras = {NOVELTY_ARRAYS: novelty.arrays_bytes()}
-    run.write_metrics(metrics)
-    run.record("tta", tta)
-    save_model(final, run.model_file, metadata=meta, extras=extras)
+    return metrics
+
+
+def print_tta(tta):
+    """One line on the flip-TTA decision, when one was made."""
     if "plain" in tta:
         metric = tta["metric"]
         print(f"flip TTA {'kept' if tta['tta'] else 'not kept'}: val {metric} "
               f"{tta['plain'][metric]:.4f} -> {tta['flip'][metric]:.4f}, loss "
               f"{tta['plain']['loss']:.4f} -> {tta['flip']['loss']:.4f}"
               + (" (model.keras averages each image and its mirror)" if tta["tta"] else ""))
-    if recipe.runtime.report:
-        from transferkit.evaluation.report import write_report  # matplotlib at the end
 
-        # Val's outputs and novelty scores are at hand: no more passes over val.
-        write_report(run.path, final if tta["tta"] else plain, data, history,
-                     novelty=novelty, val=val, novelty_scores=novelty_scores)
-    return RunResult(run.path, model, tuple(history), metrics, tuple(data.class_names),
-                     skipped, tta)
+
+def write_run_report(run, model, data, history, novelty, val, novelty_scores):
+    """report.html of the run (`evaluation.report.write_report`)."""
+    from transferkit.evaluation.report import write_report  # matplotlib at the end
+
+    write_report(run.path, model, data, history, novelty=novelty, val=val,
+                 novelty_scores=novelty_scores)
 
 
 def decide_tta(recipe, model, data, task, val_outputs=None):
@@ -259,13 +353,16 @@ def decide_tta(recipe, model, data, task, val_outputs=None):
     return record, ((both if record["tta"] else plain), labels)
 
 
-def fit_run_novelty(model, data, recipe, verbose=True):
+def fit_run_novelty(model, data, recipe, verbose=True, unknown=None):
     """(the run's `Novelty` (see `models.novelty`), its scores of the validation
     images) from its clean training images, its validation split and the recipe's
-    unknown_data folder (else synthetic outliers); (None, None) when turned off,
-    without a validation split, or for a task without one class per image."""
+    unknown_data images (`unknown`, a dataset read up front by `unknown_images`; read
+    now when None; else synthetic outliers); (None, None) when turned off, without
+    MIN_VALIDATION validation images, or for a task without one class per image."""
     if not recipe.runtime.novelty or data.val is None:
         return None, None
+    if (data.counts or {}).get("val", MIN_VALIDATION) < MIN_VALIDATION:
+        return None, None  # said before training (`check_minimums`)
     task = recipe.task_config()
     if task.novelty_ids(data.val_labels) is None:  # e.g. segmentation: no class per image
         return None, None
@@ -274,17 +371,11 @@ def fit_run_novelty(model, data, recipe, verbose=True):
     train, val = split_features(model, data, store=FeatureStore.default(),
                                 batch_size=recipe.schedule.batch_size, verbose=0)
     features = ((train.x[0], train.y[0]), (val.x[0], val.y[0]))
-    unknown = None
-    if recipe.data.unknown:
-        unknown = image_dataset(list_images(recipe.data.unknown, "unknown_data"),
-                                data.image_size, batch_size=recipe.schedule.batch_size)[0]
-    try:
-        novelty = fit_model_novelty(model, task, *features, data.val, unknown,
-                                    false_rejection=recipe.runtime.false_rejection,
-                                    seed=recipe.seed)
-    except ConfigError as error:  # e.g. too few validation images: the run still stands
-        print(f"warning: no novelty score fitted: {error}")
-        return None, None
+    if unknown is None and recipe.data.unknown:
+        unknown = unknown_images(recipe, data, verbose=verbose)
+    novelty = fit_model_novelty(model, task, *features, data.val, unknown,
+                                false_rejection=recipe.runtime.false_rejection,
+                                seed=recipe.seed)
     if novelty is None:
         return None, None
     if verbose:
@@ -309,11 +400,15 @@ def with_rates(recipe, rates):
     return recipe_from_dict(keys, recipe)
 
 
-def fixes_record(fixes):
-    """What run.json says of the fixes file a run used (None: none)."""
+def fixes_record(fixes, applied=None):
+    """What run.json says of the fixes file a run used (None: none): its path and
+    sha256, and what it changed in the data (`applied`, `Fixes.applied`: relabels and
+    exclusions of files in the data, and the rows naming files not in it), else its
+    rows' counts."""
     if fixes is None:
         return None
-    return {"path": os.path.abspath(fixes.path), "sha256": fixes.digest, **fixes.counts()}
+    return {"path": os.path.abspath(fixes.path), "sha256": fixes.digest,
+            **(applied if applied is not None else fixes.counts())}
 
 
 def check_same_fixes(run, fixes):
@@ -339,12 +434,24 @@ def run_dir(out_dir):
     return RunDir(out_dir, clear_checkpoints=lambda folder: CheckpointManager(folder).clear())
 
 
-def claim_run(run, recipe, *, resume=False, overwrite=False):
+def claim_run(run, recipe, *, resume=False, overwrite=False, resumable=True):
     """`RunDir.claim` for `recipe`: returns (run_id, keys changed at resume). Only
-    RESUME_HARMLESS keys may differ from the run's config.json."""
+    RESUME_HARMLESS keys may differ from the run's config.json. resumable: the command
+    has --resume (its refusal suggests it; add-class has not)."""
     return run.claim(recipe.flat(), resume=resume, overwrite=overwrite,
-                     may_change=RESUME_HARMLESS,
-                     read_config=lambda saved: recipe_from_dict(saved).flat())
+                     may_change=RESUME_HARMLESS, read_config=_saved_flat,
+                     resumable=resumable)
+
+
+def check_claim(run, recipe, *, resume=False, overwrite=False, resumable=True):
+    """What `claim_run` refuses, checked without writing (`RunDir.check_claim`)."""
+    return run.check_claim(recipe.flat(), resume=resume, overwrite=overwrite,
+                           may_change=RESUME_HARMLESS, read_config=_saved_flat,
+                           resumable=resumable)
+
+
+def _saved_flat(saved):
+    return recipe_from_dict(saved).flat()
 
 
 def name_skipped_files(data, run):
@@ -381,5 +488,5 @@ def check_recipe_paths(recipe):
     weights = recipe.model.weights_arg()
     if weights is not None and weights != "imagenet":
         check_weights_path(weights)
-    if recipe.data.unknown:  # used at the end of the run: a bad folder is said now
+    if recipe.data.unknown:  # listed now; its images are decoded in `prepare`
         list_images(recipe.data.unknown, "unknown_data")

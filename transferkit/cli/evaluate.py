@@ -6,13 +6,13 @@ import os
 from transferkit.cli.common import add_model_args, check_out, command, loaded_model
 from transferkit.core.errors import ConfigError
 from transferkit.core.files import write_json
-from transferkit.data.files import image_dataset, list_images
+from transferkit.data.files import folder_dataset
 from transferkit.evaluation import calibrate as cal
 from transferkit.data_doctor import issues as data_issues
 from transferkit.models.novelty import novelty_summary
 from transferkit.evaluation import evaluate as ev
 from transferkit.evaluation.report import worst_images, write_eval_report
-from transferkit.models.saving import read_metadata, save_model
+from transferkit.models.bundle import read_bundle_metadata, save_bundle
 
 EPILOG = """examples:
   transferkit evaluate runs/pets --data data/pets --split val
@@ -58,8 +58,23 @@ def run(args):
     members = [loaded_model(path, args) for path in (args.model, *args.ensemble)]
     ev.check_same_classes(members)
     first, task = members[0], members[0].task
+    if args.unknown_data and first.novelty is None:
+        raise ConfigError(f"--unknown-data needs a model with a novelty score; "
+                          f"{first.path} has none (train it again with novelty on).")
+    if args.calibrate:
+        task.check_calibratable()
+    # Every input read and checked before the first pass of a model over them.
     data = ev.eval_data(first, args.data, split=args.split, batch_size=args.batch_size,
                         follow_links=args.follow_links)
+    unknown = None if not args.unknown_data else folder_dataset(
+        args.unknown_data, "--unknown-data", first.input.size,
+        batch_size=args.batch_size)[0]
+    fit = None
+    if args.calibrate:
+        fit = data if args.split == "val" else ev.eval_data(
+            first, args.data, split="val", batch_size=args.batch_size,
+            follow_links=args.follow_links)
+        cal.check_calibration_size(len(fit.files))
     outputs, labels = ev.ensemble_outputs([m.model for m in members], data.dataset, task,
                                           verbose=True)
     report = task.score(outputs, labels, data.class_names)
@@ -68,11 +83,11 @@ def run(args):
     print(ev.format_report(report, task))
     if args.label_issues:
         report["label_issues"] = _label_issues(task, outputs, labels, data)
-    if first.novelty is not None or args.unknown_data:
-        report["novelty"] = _novelty(first, data, args)
+    if first.novelty is not None:
+        report["novelty"] = _novelty(first, data, unknown)
     calibration = None
     if args.calibrate:
-        calibration = _calibrate(members, args, outputs, labels)
+        calibration = _calibrate(members, args, outputs, labels, fit)
         report["calibration"] = calibration
     if args.out:
         write_json(os.path.join(args.out, "evaluation.json"), report)
@@ -82,16 +97,12 @@ def run(args):
         print(f"report: {path}")
 
 
-def _novelty(loaded, data, args):
-    """The rejection rate of the labelled images and, with --unknown-data, the AUROC."""
-    if loaded.novelty is None:
-        raise ConfigError(f"--unknown-data needs a model with a novelty score; "
-                          f"{loaded.path} has none (train it again with novelty on).")
+def _novelty(loaded, data, unknown=None):
+    """The rejection rate of the labelled images and, with `unknown` (the
+    --unknown-data images, a dataset), the AUROC."""
     known = ev.novelty_scores(loaded, data.dataset)
-    unknown = None
-    if args.unknown_data:
-        files = list_images(args.unknown_data, "--unknown-data")
-        unknown = ev.novelty_scores(loaded, image_dataset(files, loaded.input.size)[0])
+    if unknown is not None:
+        unknown = ev.novelty_scores(loaded, unknown)
     out = novelty_summary(loaded.novelty, known, unknown)
     print(f"novelty ({out['detector']}): {out['rejected']:.1%} of these labelled images "
           f"called unknown (calibrated to {out['false_rejection']:.0%} on validation)")
@@ -117,23 +128,22 @@ def _without_novelty(metadata):
     return {k: v for k, v in metadata.items() if k != "novelty"}
 
 
-def _calibrate(members, args, outputs, labels):
+def _calibrate(members, args, outputs, labels, fit):
+    """Temperature scaling fitted on `fit` (the val split's EvalData, checked up front;
+    the scored outputs themselves when they are the val split's)."""
     task = members[0].task
-    task.check_calibratable()  # before the second pass over the val split
     fit_outputs, fit_labels = outputs, labels
     if args.split != "val":
-        val = ev.eval_data(members[0], args.data, split="val", batch_size=args.batch_size,
-                           follow_links=args.follow_links)
         fit_outputs, fit_labels = ev.ensemble_outputs([m.model for m in members],
-                                                      val.dataset, task)
+                                                      fit.dataset, task)
     result = {**cal.calibrate(task, fit_outputs, fit_labels, outputs, labels),
               "fitted_on": "val"}
     if args.out and len(members) == 1:  # an ensemble is not one model to save
         path = os.path.join(args.out, "calibrated.keras")
         model = members[0].keras_model("--calibrate with --out (calibrated.keras)")
-        save_model(cal.with_temperature(model, result["temperature"], task), path,
-                   metadata={**_without_novelty(read_metadata(members[0].path)),
-                             "temperature": result["temperature"]})
+        save_bundle(cal.with_temperature(model, result["temperature"], task), path,
+                    {**_without_novelty(read_bundle_metadata(members[0].path)),
+                     "temperature": result["temperature"]})
         result["model"] = path
     same = " (fitted on these same images)" if args.split == "val" else ""
     print(f"temperature {result['temperature']:.3f}{same}: NLL {result['nll_before']:.4f} "

@@ -8,6 +8,7 @@ from transferkit.core.errors import ConfigError
 from transferkit import deploy as ex
 from transferkit.evaluation.evaluate import SPLITS, eval_data
 from transferkit.deploy.model_card import write_model_card
+from transferkit.models.bundle import LABELS_NAME, sidecar_path
 
 EPILOG = """examples:
   transferkit export runs/pets --format savedmodel --out exports/pets
@@ -64,7 +65,8 @@ def run(args):
     for fmt, quantize in plan:
         path = ex.export_model(loaded, fmt, args.out, quantize=quantize,
                                representative=representative, metadata={"tta": loaded.tta})
-        print(f"exported: {path} (+ labels.txt, {os.path.basename(path)}.json)")
+        print(f"exported: {path} (+ {LABELS_NAME}, "
+              f"{os.path.basename(sidecar_path(path))})")
         paths.append(path)
     rows = None
     if args.check:

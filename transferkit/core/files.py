@@ -1,17 +1,23 @@
-"""Files written whole or not at all, and JSON read with errors that name the file.
+"""Files written whole or not at all, and files read without blocking or flooding memory.
 
 Every model, checkpoint, report and JSON file transferkit writes goes through
 `atomic_path`: a temp file beside the target, fsynced, then renamed over it, so a crash
 or a kill mid-write leaves the previous file intact, never a torn one. The temp
 file's name holds the writer's pid, so `remove_stale_temp_files` can tell what a
 killed writer left from a write in progress.
+
+Every file transferkit reads (JSON records, recipes, listings, images) is opened by
+`read_regular_file`: only a regular file, opened non-blocking (a FIFO named where a
+file belongs cannot hang a command), at most a byte limit read (a link to /dev/zero is
+refused, not read forever). `read_json` adds errors that name the file.
 """
 
 import contextlib
 import json
 import os
-import tempfile
 import re
+import stat
+import tempfile
 import time
 
 from transferkit.core.errors import ConfigError
@@ -88,6 +94,45 @@ def _alive(pid):
     return True
 
 
+MAX_BYTES = 256 * 2**20  # larger files are refused before being read into memory
+MAX_JSON_BYTES = 64 * 2**20  # a JSON record or recipe larger than this is not ours
+
+
+def read_regular_file(path, limit: int = MAX_BYTES, head: bool = False) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes (with
+    `head`: its first `limit` bytes); raises OSError otherwise (`NotRegularFile`,
+    `FileTooLarge`, or the system's). Opened non-blocking and checked on the open
+    descriptor, so a FIFO, socket or device is refused without blocking or reading it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+                    else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "folder" if stat.S_ISDIR(mode) else "special file")
+            raise NotRegularFile(path, f"a {kind}, not a regular file")
+        data = handle.read(limit if head else limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(path, f"more than {limit} bytes")
+    return data
+
+
+class NotRegularFile(OSError):
+    """A FIFO, socket, device or folder where a file was expected."""
+
+    def __init__(self, path, reason):
+        super().__init__(reason)
+        self.filename, self.strerror = path, reason
+
+
+class FileTooLarge(OSError):
+    """A file over the byte limit (refused before it is read into memory)."""
+
+    def __init__(self, path, reason):
+        super().__init__(reason)
+        self.filename, self.strerror = path, reason
+
+
 def write_json(path, data):
     """Write `data` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
@@ -105,17 +150,28 @@ def write_text(path, text):
 def read_json(path, what="JSON file"):
     """The JSON value in file `path`, or None if there is no such file.
 
-    A file that exists but is not valid JSON raises ConfigError naming `what` and path.
+    A file that exists but is not a regular file of at most MAX_JSON_BYTES holding
+    valid UTF-8 JSON raises ConfigError naming `what` and the path.
     """
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"The {what} {path} is not valid JSON: {error}") from None
+        return parse_json(read_regular_file(path, MAX_JSON_BYTES), f"{what} {path}")
     except OSError as error:
-        raise ConfigError(f"Cannot read the {what} {path}: {error.strerror}") from None
+        raise ConfigError(f"Cannot read the {what} {path}: "
+                          f"{error.strerror or error}") from None
+
+
+def parse_json(data, what):
+    """The JSON value of `data` (bytes or str); ConfigError naming `what` (e.g. "run file
+    runs/x/run.json") for anything that is not valid JSON: bad UTF-8, integers of
+    thousands of digits, nesting deeper than Python's recursion limit."""
+    try:
+        return json.loads(data)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, int digit limit
+        raise ConfigError(f"The {what} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"The {what} is nested too deeply to be ours.") from None
 
 
 def read_json_object(path, what):

@@ -38,6 +38,7 @@ import uuid
 from transferkit.core.errors import ConfigError
 from transferkit.core.files import (TEMP_MARK, read_json, read_json_object,
                                    remove_stale_temp_files, write_json)
+from transferkit.core.schema import Any, Int, List, Map, Nullable, Num, Obj, Str, check
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
@@ -54,6 +55,22 @@ LOGS_DIR, REPORT_DIR, CHECKPOINTS_DIR = "logs", "report", "checkpoints"
 RUN_FILES = (RUN_FILE, CONFIG_FILE, CLASS_NAMES_FILE, SCAN_FILE, HISTORY_FILE,
              METRICS_FILE, MODEL_FILE, REPORT_FILE)
 RUN_DIRS = (LOGS_DIR, REPORT_DIR)
+
+# What run.json may hold, checked field by field when it is read (`core.schema`).
+RUN_SCHEMA = Obj({
+    "run_id": Str(nonempty=True),
+    "created": Num(min=0),
+    "resumes": List(Obj({"time": Num(min=0), "changed": Map()})),
+    "skipped_files": Map(Str()),  # path -> reason
+    "fixes": Nullable(Obj({"path": Str(), "sha256": Str(), "relabel": Int(min=0),
+                           "exclude": Int(min=0), "not_in_data": List(Str())})),
+    "tta": Map(),  # the flip-TTA decision record
+    "derived_from": Map(),  # add-class: the run and data a run was made from
+    "warnings": List(Obj({"step": Str(), "error": Str()}, required=("step", "error"))),
+})
+CLASS_NAMES_SCHEMA = List(Str(), unique=True)
+HISTORY_SCHEMA = List(Map())
+METRICS_SCHEMA = Map(Any())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +132,7 @@ class RunDir:
     # Claiming it for a run ------------------------------------------------------------
 
     def claim(self, config, *, resume=False, overwrite=False, may_change=(),
-              read_config=None):
+              read_config=None, resumable=True):
         """Make the folder this run's directory; returns (run_id, keys changed at resume).
 
         config: the run's settings as a flat {key: value} dict. A folder holding a run
@@ -123,28 +140,16 @@ class RunDir:
         config.json, see `check_resume`) or `overwrite` (then the old run's files are
         deleted, see `remove`). read_config: turns the saved config.json into the same
         flat form (default: used as read). Temp files a kill left are removed; run.json
-        gets a new run_id, or on resume a record of the keys changed.
+        gets a new run_id, or on resume a record of the keys changed. resumable: the
+        command can resume (its refusal then suggests --resume; default True).
         """
-        if resume and overwrite:
-            raise ConfigError("Give either `--resume` (continue the run) or `--overwrite` "
-                              "(replace it), not both.")
-        if os.path.exists(self.path) and not os.path.isdir(self.path):
-            raise ConfigError(f"The `--out` argument should be a directory. Received: "
-                              f"out={self.path} (a file)")
-        if self.holds_run() and not (resume or overwrite):
-            raise ConfigError(
-                f"{self.path} already holds a run. Pass --resume to continue it, "
-                "--overwrite to replace it (resume=True / overwrite=True in the API), or "
-                "choose another --out.")
+        changed = self.check_claim(config, resume=resume, overwrite=overwrite,
+                                   may_change=may_change, read_config=read_config,
+                                   resumable=resumable)
         if not resume:  # a new run: nothing of an earlier one may survive into it
             self.remove()
         os.makedirs(self.path, exist_ok=True)
         self.remove_temp_files()
-        changed = []
-        saved = self.read_config() if resume else None
-        if saved is not None:
-            saved = read_config(saved) if read_config else saved
-            changed = self.check_resume(saved, config, may_change)
         info = self.read_info() if resume else None
         if not isinstance(info, dict) or not isinstance(info.get("run_id"), str):
             info = {"run_id": uuid.uuid4().hex, "created": time.time(), "resumes": []}
@@ -153,6 +158,37 @@ class RunDir:
                 k: config[k] for k in changed}})
         write_json(self.file(RUN_FILE), info)
         return info["run_id"], changed
+
+    def check_claim(self, config, *, resume=False, overwrite=False, may_change=(),
+                    read_config=None, resumable=True):
+        """What `claim` checks, without writing anything (so a command can refuse
+        before any slow work): returns the keys a resume changes; raises ConfigError
+        as `claim` would."""
+        if resume and overwrite:
+            raise ConfigError("Give either `--resume` (continue the run) or `--overwrite` "
+                              "(replace it), not both.")
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise ConfigError(f"The `--out` argument should be a directory. Received: "
+                              f"out={self.path} (a file)")
+        if self.holds_run() and not (resume or overwrite):
+            if resumable:
+                raise ConfigError(
+                    f"{self.path} already holds a run. Pass --resume to continue it, "
+                    "--overwrite to replace it (resume=True / overwrite=True in the API), "
+                    "or choose another --out.")
+            raise ConfigError(f"{self.path} already holds a run. Pass --overwrite to "
+                              "replace it (overwrite=True in the API), or choose another "
+                              "--out.")
+        saved = self.read_config() if resume else None
+        if saved is None:
+            return []
+        if read_config:
+            try:
+                saved = read_config(saved)
+            except ConfigError as error:
+                raise ConfigError(f"The run config {self.config_file} is not valid: "
+                                  f"{error}") from None
+        return self.check_resume(saved, config, may_change)
 
     def check_resume(self, saved, given, may_change=()):
         """The keys whose values differ between the run's `saved` and the `given`
@@ -210,8 +246,14 @@ class RunDir:
     # The records ----------------------------------------------------------------------
 
     def read_info(self):
-        """run.json ({run_id, created, resumes, skipped_files?}), or None."""
-        return read_json(self.file(RUN_FILE), "run file")
+        """run.json ({run_id, created, resumes, skipped_files?, ...}: RUN_SCHEMA), or
+        None; a file that does not fit the schema is a ConfigError naming the field."""
+        return self._read(RUN_FILE, "run file", RUN_SCHEMA)
+
+    def _read(self, name, what, schema):
+        path = self.file(name)
+        value = read_json(path, what)
+        return None if value is None else check(value, schema, f"{what} {path}")
 
     def record_skipped(self, skipped):
         """Record {path: reason} of files skipped during training in run.json."""
@@ -231,22 +273,22 @@ class RunDir:
         write_json(self.config_file, config)
 
     def read_class_names(self):
-        """The class names (a list), or None."""
-        return read_json(self.file(CLASS_NAMES_FILE), "class names file")
+        """The class names (a list of distinct strings), or None."""
+        return self._read(CLASS_NAMES_FILE, "class names file", CLASS_NAMES_SCHEMA)
 
     def write_class_names(self, class_names):
         write_json(self.file(CLASS_NAMES_FILE), list(class_names))
 
     def read_history(self):
         """The per-epoch records (a list; empty when there is no history.json)."""
-        return read_json(self.file(HISTORY_FILE), "run history") or []
+        return self._read(HISTORY_FILE, "run history", HISTORY_SCHEMA) or []
 
     def write_history(self, records):
         write_json(self.file(HISTORY_FILE), list(records))
 
     def read_metrics(self):
         """{split: metrics} of the finished run, or None."""
-        return read_json(self.file(METRICS_FILE), "run metrics")
+        return self._read(METRICS_FILE, "run metrics", METRICS_SCHEMA)
 
     def write_metrics(self, metrics):
         write_json(self.file(METRICS_FILE), metrics)

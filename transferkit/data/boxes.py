@@ -24,8 +24,11 @@ is the same in the image and in the model input, whatever the image's size.
 
 from __future__ import annotations
 
-import csv
+import math
 import os
+from concurrent.futures import ThreadPoolExecutor
+# Expat >= 2.4.1 (Python's own) refuses billion-laughs and quadratic-blowup entities,
+# and ElementTree never fetches external entities: safe for untrusted XML.
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.core.errors import DataError
-from transferkit.data.annotations import guarded
+from transferkit.data.listing import (ListedFileRejected, csv_rows, is_header,
+                                      read_listed_image, read_listing_bytes)
 from transferkit.data.scan import SKIPPED, WARNING, Problem, walk
 
 HEADER = ("path", "label", "xmin", "ymin", "xmax", "ymax")
@@ -52,10 +56,12 @@ class BoxLabel:
 
 def image_size(path) -> tuple[int, int] | None:
     """(width, height) of an image file as the pipeline decodes it, upright (EXIF
-    rotation applied, as the scan's normalised copy is), from its header; None if
-    unreadable. A guarded read (`annotations.guarded.image_size`): a FIFO or device
-    listed in a CSV is refused, never opened."""
-    return guarded.image_size(os.fspath(path))[0]
+    rotation applied, as the scan's normalised copy is); None if the listing guard
+    (`data.listing`: regular file, size and pixel limits, decodes) rejects it."""
+    try:
+        return read_listed_image(path).upright_size
+    except ListedFileRejected:
+        return None
 
 
 def list_boxes(src, follow_links=False):
@@ -79,23 +85,22 @@ def list_boxes(src, follow_links=False):
 def _csv_rows(path: Path):
     """[(image path, label, (xmin, ymin, xmax, ymax) pixels, where)] of a boxes CSV."""
     out = []
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
-        for row in reader:
-            if not row or not any(c.strip() for c in row):
-                continue
-            where = f"{path} line {reader.line_num}"
-            if row[0].strip().lower() in ("path", "file", "filename", "image"):
-                continue  # header row
-            try:
-                if len(row) != 6:
-                    raise ValueError
-                box = tuple(float(v) for v in row[2:6])
-            except ValueError:
-                raise DataError(f"{where}: a row should be `path,label,xmin,ymin,xmax,"
-                                f"ymax` with the box in pixels; received {row!r}") from None
-            out.append((str((path.parent / row[0].strip()).resolve(strict=False)),
-                        row[1].strip(), box, where))
+    for line, row in csv_rows(path, "boxes CSV"):
+        where = f"{path} line {line}"
+        if is_header(row):
+            continue
+        try:
+            if len(row) != 6 or not row[0].strip():
+                raise ValueError
+            box = tuple(float(v) for v in row[2:6])
+            if not all(math.isfinite(v) for v in box):
+                raise ValueError
+            image = str((path.parent / row[0].strip()).resolve(strict=False))
+        except (ValueError, OSError):
+            raise DataError(f"{where}: a row should be `path,label,xmin,ymin,xmax,"
+                            f"ymax` with the box in pixels (finite numbers); received "
+                            f"{row!r}") from None
+        out.append((image, row[1].strip(), box, where))
     return out
 
 
@@ -106,8 +111,12 @@ def _voc_rows(root: Path, follow_links):
     rows = []
     for xml in sorted(f for f in files if f.lower().endswith(".xml")):
         try:
-            tree = ET.parse(xml).getroot()
-        except ET.ParseError as error:
+            # Read by the listing guard: a FIFO named .xml is refused, never waited on.
+            tree = ET.fromstring(read_listing_bytes(xml, "VOC annotation"))
+        except DataError as error:
+            problems.append(Problem(xml, "bad_annotation", str(error), SKIPPED))
+            continue
+        except (ET.ParseError, ValueError, LookupError) as error:  # an unknown encoding
             problems.append(Problem(xml, "bad_annotation", f"not valid XML: {error}",
                                     SKIPPED))
             continue
@@ -124,6 +133,8 @@ def _voc_rows(root: Path, follow_links):
             try:
                 bb = obj.find("bndbox")
                 x0, y0, x1, y1 = (float(bb.findtext(k)) for k in HEADER[2:])
+                if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+                    raise ValueError
             except (AttributeError, TypeError, ValueError):
                 problems.append(Problem(xml, "bad_annotation",
                                         f"object {i + 1} has no numeric <bndbox>", SKIPPED))
@@ -135,12 +146,16 @@ def _voc_rows(root: Path, follow_links):
 
 
 def _voc_image(root: Path, xml: Path, name: str):
-    if not name:
+    if not name or "\0" in name:
         return None
     for folder in (root / "JPEGImages", root / "images", xml.parent,
                    xml.parent.parent / "JPEGImages", root):
-        if (folder / name).is_file():
-            return str((folder / name).resolve())
+        try:
+            # exists, not is_file: a FIFO found here is named by the scan, not missed.
+            if (folder / name).exists() and not (folder / name).is_dir():
+                return str((folder / name).resolve())
+        except (OSError, ValueError):  # a name too long, or one no file system takes
+            return None
     return None
 
 
@@ -151,6 +166,11 @@ def check_rows(rows, problems=()):
     by_path = {}
     for row in rows:
         by_path.setdefault(row[0], []).append(row)
+    single = [p for p, found in by_path.items() if len(found) == 1]
+    # Each image read and decoded once by the listing guard, in threads as the scan
+    # does (Pillow releases the GIL while decoding).
+    with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4)) as pool:
+        sizes = dict(zip(single, pool.map(image_size, single)))
     paths, labels = [], []
     for path, found in by_path.items():
         if len(found) > 1:
@@ -161,7 +181,7 @@ def check_rows(rows, problems=()):
                                     SKIPPED))
             continue
         _, label, box, where = found[0]
-        size = image_size(path)
+        size = sizes[path]
         if size is None:  # the scan names the unreadable file itself
             paths.append(path)
             labels.append(BoxLabel(label, (0.0, 0.0, 1.0, 1.0), where))

@@ -6,7 +6,6 @@ training (prediction, evaluation), through the same scan and decoder training us
 
 from __future__ import annotations
 
-import csv
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +13,10 @@ from pathlib import Path
 from transferkit.core.errors import DataError, suggest
 from transferkit.data import imageio
 from transferkit.data.pipeline import SkipWatch, make_dataset, tf_decodes
-from transferkit.data.scan import read_regular_file, walk
+from transferkit.core.files import read_regular_file
+from transferkit.data.listing import csv_rows, is_header
+from transferkit.data.names import check_class_names
+from transferkit.data.scan import walk
 from transferkit.data.scan import scan as run_scan
 from transferkit.data.splits import SPLIT_NAMES, DataSplits, cache_for, stratified_split
 
@@ -44,12 +46,18 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
         class_names = listed["train"][3]
     files = {k: (paths, labels) for k, (paths, labels, *_) in listed.items()}
     files = _without_shared_paths(files, named, verbose)
+    applied = None
     if fixes is not None:
+        applied = fixes.applied(files)
         files = fixes.apply(files)
         if verbose:
-            counts = fixes.counts()
-            print(f"fixes {fixes.path}: {counts['relabel']} relabel(s), "
-                  f"{counts['exclude']} exclusion(s) applied to the listing")
+            print(f"fixes {fixes.path}: {applied['relabel']} relabel(s), "
+                  f"{applied['exclude']} exclusion(s) applied to the listing")
+            outside = applied["not_in_data"]
+            if outside:
+                print(f"warning: {len(outside)} row(s) of {fixes.path} name files that are "
+                      "not in the data (not applied): " + ", ".join(outside[:10])
+                      + (" ..." if len(outside) > 10 else ""))
     walk_problems = [p for _, _, found, _ in listed.values() for p in found]
     report = None
     if not scan:
@@ -65,6 +73,7 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
         report, found = _scan_files(files, walk_problems, task, class_names,
                                     normalized_dir, workers, verbose)
     names = task.class_names(found, class_names, where=named["train"])
+    check_class_names(names, named["train"], verbose=verbose)
     idx = stratified_split(task.stratum(files["train"][1]),
                            0.0 if "val" in files else val_split,
                            0.0 if "test" in files else test_split, pipe["seed"])
@@ -94,7 +103,7 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
         **{f"{s}_files": tuple(parts[s][0]) for s in parts},
         **{f"{s}_labels": parts[s][1] for s in parts},
         scan_report=report, counts={s: len(p[0]) for s, p in parts.items()},
-        skipped=watch)
+        skipped=watch, fixes=applied)
 
 
 def undecodable(paths, workers=None) -> dict[str, str]:
@@ -127,6 +136,30 @@ def list_images(folder, argument="images"):
         raise DataError(f"The `{argument}` folder {folder} holds no image files "
                         f"({', '.join(sorted(imageio.IMAGE_EXTENSIONS))}).")
     return files
+
+
+def folder_dataset(folder, argument, image_size, *, batch_size=32, verbose=True,
+                   normalized_dir=None, workers=None):
+    """(dataset of (images, dummy labels), the paths it reads, in order) of the usable
+    images of the folder argument `argument` (e.g. unknown_data): listed
+    (`list_images`), then scanned and decoded as training decodes them. A file the scan
+    rejects (a FIFO, a file that does not decode, ...) is reported (printed when
+    `verbose`) and skipped; a folder with no usable image is a DataError naming it."""
+    files = list_images(folder, argument)
+    report = run_scan(files, normalized_dir=normalized_dir, workers=workers)
+    kept = [p for p in files if p in report.decode_paths]
+    rejected = [p for p in report.problems if p.action == "skipped"]
+    if not kept:
+        raise DataError(f"The `{argument}` folder {folder} holds no usable image: "
+                        + "; ".join(f"{p.path}: {p.reason}" for p in rejected[:5])
+                        + (" ..." if len(rejected) > 5 else ""))
+    if rejected and verbose:
+        print(f"`{argument}` {folder}: skipped {len(rejected)} of {len(files)} files:\n  "
+              + "\n  ".join(f"{p.path}: {p.reason}" for p in rejected[:20])
+              + ("\n  ..." if len(rejected) > 20 else ""))
+    dataset = make_dataset([report.decode_paths[p] for p in kept], [[0.0]] * len(kept),
+                           image_size=image_size, batch_size=batch_size, training=False)
+    return dataset, kept
 
 
 def image_dataset(paths, image_size, *, batch_size=32, normalized_dir=None, workers=None):
@@ -179,17 +212,25 @@ def list_source(src, *, scanned: bool = True, follow_links: bool = False):
 
 
 def _read_csv(path: Path):
-    with open(path, newline="") as handle:
-        rows = [r for r in csv.reader(handle, delimiter="\t" if path.suffix == ".tsv"
-                                      else ",") if r and any(c.strip() for c in r)]
-    if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
-        rows = rows[1:]  # header row
-    bad = [i for i, r in enumerate(rows) if len(r) < 2 or not r[0].strip()]
-    if bad:
-        raise DataError(f"{path}: row {bad[0] + 1} should be `path,label`; received "
-                        f"{rows[bad[0]]!r}")
-    paths = [str((path.parent / r[0].strip()).resolve(strict=False)) for r in rows]
-    return paths, ["|".join(c.strip() for c in r[1:]).strip("|") for r in rows]
+    rows = csv_rows(path, "label CSV")
+    if rows and is_header(rows[0][1]):
+        rows = rows[1:]
+    for line, row in rows:
+        if len(row) < 2 or not row[0].strip():
+            raise DataError(f"{path}, line {line}: a row should be `path,label`; received "
+                            f"{row!r}")
+    paths = [_listed_path(path, row[0]) for _, row in rows]
+    return paths, ["|".join(c.strip() for c in r[1:]).strip("|") for _, r in rows]
+
+
+def _listed_path(listing: Path, name: str) -> str:
+    """The absolute path a CSV row names (relative to the CSV's folder); DataError for a
+    name no file system takes (a NUL byte is refused before: this is the rest)."""
+    try:
+        return str((listing.parent / name.strip()).resolve(strict=False))
+    except (OSError, ValueError) as error:
+        raise DataError(f"{listing}: the path {name.strip()!r} cannot be used: "
+                        f"{error}") from None
 
 
 def _without_shared_paths(files, named, verbose):

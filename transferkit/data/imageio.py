@@ -63,6 +63,14 @@ class Inspection:
     format: str
     size: tuple[int, int]
     traits: tuple[str, ...]  # e.g. ("cmyk", "exif_rotated"); empty for plain files
+    orientation: int = 1  # EXIF orientation (1: upright)
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(width, height) as viewers and the pipeline show it: orientations 5-8 turn
+        the image a quarter, so width and height swap."""
+        width, height = self.size
+        return (height, width) if self.orientation in (5, 6, 7, 8) else (width, height)
 
 
 def default_normalized_dir() -> Path:
@@ -101,10 +109,15 @@ def inspect_image(data: bytes, path: str, *, max_pixels: int, min_side: int) -> 
             img.load()  # full decode: truncated or corrupt data fails here
     except Exception as exc:
         raise ImageRejected("corrupt", f"decoding failed: {exc}") from None
-    return Inspection(img.format or "?", img.size, _traits(img, path))
+    try:
+        orientation = int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: the image stays as stored
+        orientation = 1
+    return Inspection(img.format or "?", img.size, _traits(img, path, orientation),
+                      orientation)
 
 
-def _traits(img: Image.Image, path: str) -> tuple[str, ...]:
+def _traits(img: Image.Image, path: str, orientation: int) -> tuple[str, ...]:
     traits = []
     expected = EXTENSION_FORMATS.get(Path(path).suffix.lower())
     if expected != img.format:
@@ -126,7 +139,7 @@ def _traits(img: Image.Image, path: str) -> tuple[str, ...]:
         traits.append(f"mode_{mode.lower()}")
     if getattr(img, "n_frames", 1) > 1:
         traits.append("animated")
-    if img.getexif().get(_ORIENTATION_TAG, 1) not in (0, 1):
+    if orientation not in (0, 1):
         traits.append("exif_rotated")
     return tuple(traits)
 

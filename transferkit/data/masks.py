@@ -19,7 +19,7 @@ with nearest neighbour, so they keep class indices, and augmented with their ima
 
 from __future__ import annotations
 
-import csv
+import io
 import os
 from pathlib import Path
 
@@ -29,6 +29,8 @@ from PIL import Image
 
 from transferkit.core.errors import DataError
 from transferkit.data import imageio
+from transferkit.data.listing import (ListedFileRejected, csv_rows, is_header,
+                                      read_listed_image, read_listing_text)
 from transferkit.data.scan import SKIPPED, WARNING, Problem, link_problem, with_problems
 from transferkit.data.scan import scan as run_scan
 
@@ -36,18 +38,24 @@ CLASSES_FILE = "classes.txt"
 
 
 def read_mask(path) -> np.ndarray:
-    """A mask file as uint8 [H, W] of class indices (palette PNGs: their indices)."""
+    """A mask file as uint8 [H, W] of class indices (palette PNGs: their indices).
+    Opened through the listing guard (`data.listing`): a FIFO, an oversized or
+    undecodable file is a DataError naming it, never a hang."""
     try:
-        with Image.open(path) as img:
-            if img.mode in ("P", "L", "1"):
-                return np.asarray(img.convert("L") if img.mode == "1" else img,
-                                  dtype=np.uint8)
+        listed = read_listed_image(path, min_side=1)
+    except ListedFileRejected as rejected:
+        raise DataError(f"Cannot read mask {path}: {rejected.problem.reason}") from None
+    try:
+        with Image.open(io.BytesIO(listed.data)) as img:
+            mode = img.mode
+            if mode in ("P", "L", "1"):
+                return np.asarray(img.convert("L") if mode == "1" else img, dtype=np.uint8)
             array = np.asarray(img)
     except (OSError, ValueError) as error:
         raise DataError(f"Cannot read mask {path}: {error}") from None
     if array.ndim == 3 and (array[..., :3] == array[..., :1]).all():
         return array[..., 0].astype(np.uint8)  # grey stored as RGB
-    raise DataError(f"Mask {path} is a {Image.open(path).mode} colour image; masks should "
+    raise DataError(f"Mask {path} is a {mode} colour image; masks should "
                     "be 8-bit class-index PNGs (mode L or P).")
 
 
@@ -96,13 +104,14 @@ def _list_folder(root, follow_links):
                          WARNING) for stem, m in sorted(masks.items())]
     names = None
     if (root / CLASSES_FILE).is_file():
-        names = [n.strip() for n in (root / CLASSES_FILE).read_text().splitlines()
-                 if n.strip()]
+        names = [n.strip() for n in read_listing_text(root / CLASSES_FILE, "classes file")
+                 .splitlines() if n.strip()]
     return [i for i, _ in paired], [m for _, m in paired], names, problems
 
 
 def _files(folder, root, follow_links, problems):
-    """Image files directly in `folder`; links leaving `root` go to `problems`."""
+    """Files with image extensions directly in `folder` (special files too: the scan
+    and the mask check report and skip them); links leaving `root` go to `problems`."""
     found = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
@@ -110,24 +119,28 @@ def _files(folder, root, follow_links, problems):
         problem = link_problem(str(path), root, follow_links)
         if problem is not None:
             problems.append(problem)
-        elif path.is_file() and path.suffix.lower() in imageio.IMAGE_EXTENSIONS:
+        elif not path.is_dir() and path.suffix.lower() in imageio.IMAGE_EXTENSIONS:
             found.append(str(path))
     return found
 
 
 def _read_csv(path):
-    with open(path, newline="") as handle:
-        rows = [r for r in csv.reader(handle, delimiter="\t" if path.suffix == ".tsv"
-                                      else ",") if r and any(c.strip() for c in r)]
-    if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+    rows = csv_rows(path, "mask CSV")
+    if rows and is_header(rows[0][1]):
         rows = rows[1:]
-    bad = [i for i, r in enumerate(rows) if len(r) < 2 or not r[0].strip()
-           or not r[1].strip()]
-    if bad:
-        raise DataError(f"{path}: row {bad[0] + 1} should be `image,mask`; received "
-                        f"{rows[bad[0]]!r}")
-    resolve = lambda p: str((path.parent / p.strip()).resolve(strict=False))  # noqa: E731
-    return [resolve(r[0]) for r in rows], [resolve(r[1]) for r in rows]
+    for line, row in rows:
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise DataError(f"{path}, line {line}: a row should be `image,mask`; "
+                            f"received {row!r}")
+
+    def resolve(name):
+        try:
+            return str((path.parent / name.strip()).resolve(strict=False))
+        except (OSError, ValueError) as error:
+            raise DataError(f"{path}: the path {name.strip()!r} cannot be used: "
+                            f"{error}") from None
+
+    return [resolve(r[0]) for _, r in rows], [resolve(r[1]) for _, r in rows]
 
 
 def check_masks(images, masks, num_classes=None):
@@ -141,10 +154,10 @@ def check_masks(images, masks, num_classes=None):
             problems.append(Problem(image, "bad_mask", str(error), SKIPPED))
             continue
         try:
-            with Image.open(image) as img:
-                size = img.size[::-1]
-        except OSError:
-            continue  # the image scan reports unreadable images
+            width, height = read_listed_image(image).inspection.size
+        except ListedFileRejected:
+            continue  # the image scan reports unusable images
+        size = (height, width)
         if tuple(array.shape) != tuple(size):
             problems.append(Problem(image, "mask_size", f"mask {mask} is "
                                     f"{array.shape[1]}x{array.shape[0]} but the image is "

@@ -12,44 +12,35 @@ wrong extension, or simply refused by TF's decoder) are kept; those TF would dec
 wrongly or not at all get a normalised RGB PNG copy under `normalized_dir`, and
 `decode_paths` points at it: every file the scan accepts decodes in the pipeline.
 
-Hostile files: only regular files are opened (non-blocking, so a FIFO cannot hang the
-scan), at most MAX_BYTES are read (a link to /dev/zero is refused, not read forever),
-Pillow only parses `imageio.ALLOWED_FORMATS`, and the pixel limit is checked on the
-header, so memory stays below workers x (MAX_BYTES + max_pixels x 4 bytes).
+Hostile files: each file goes through `data.listing.read_listed_image`, the guard every
+listing reader uses: only regular files are opened (non-blocking, so a FIFO cannot hang
+the scan), at most MAX_BYTES are read (a link to /dev/zero is refused, not read
+forever), Pillow only parses `imageio.ALLOWED_FORMATS`, and the pixel limit is checked
+on the header, so memory stays below workers x (MAX_BYTES + max_pixels x 4 bytes).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import errno
 import hashlib
 import os
-import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from transferkit.data import imageio
-from transferkit.data.pipeline import tf_decodes
 from transferkit.core.errors import DataError
-from transferkit.core.files import write_json
+from transferkit.core.files import (MAX_BYTES, FileTooLarge,  # noqa: F401 - re-exported
+                                    NotRegularFile, read_regular_file, write_json)
+from transferkit.data import imageio
+from transferkit.data.listing import (CONVERTED, MIN_SIDE, SKIPPED, WARNING, Problem,
+                                      ListedFileRejected, read_listed_image)
+from transferkit.data.listing import os_problem as _os_problem
+from transferkit.data.pipeline import tf_decodes
 
-SKIPPED, CONVERTED, WARNING = "skipped", "converted", "warning"
 CLASS_KINDS = ("empty_class", "small_class", "imbalance")
-MAX_BYTES = 256 * 2**20  # larger files are refused before being read into memory
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One finding: `action` is "skipped", "converted" or "warning"."""
-
-    path: str
-    kind: str
-    reason: str
-    action: str
 
 
 @dataclass(frozen=True)
@@ -161,54 +152,10 @@ def link_problem(path: str, root, follow_links: bool = False) -> Problem | None:
                    "(follow_links=True to use it)", SKIPPED)
 
 
-def read_regular_file(path: str, limit: int = MAX_BYTES, head: bool = False) -> bytes:
-    """The bytes of `path` if it is a regular file of at most `limit` bytes (with
-    `head`: its first `limit` bytes); raises OSError otherwise. Opened non-blocking
-    and checked on the open descriptor, so a FIFO, socket or device is refused
-    without blocking or reading it."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
-                    else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
-            raise NotRegularFile(path, f"a {kind}, not a regular file")
-        data = handle.read(limit if head else limit + 1)
-    if len(data) > limit:
-        raise FileTooLarge(path, f"more than {limit} bytes")
-    return data
-
-
-class NotRegularFile(OSError):
-    """A FIFO, socket or device where an image file was expected."""
-
-    def __init__(self, path, reason):
-        super().__init__(reason)
-        self.filename, self.strerror = path, reason
-
-
-class FileTooLarge(OSError):
-    """A file over the byte limit (refused before it is read into memory)."""
-
-    def __init__(self, path, reason):
-        super().__init__(reason)
-        self.filename, self.strerror = path, reason
-
-
-def _os_problem(path: str, exc: OSError) -> Problem:
-    if isinstance(exc, NotRegularFile):
-        return Problem(path, "not_regular", exc.strerror, SKIPPED)
-    if isinstance(exc, FileTooLarge):
-        return Problem(path, "too_large", exc.strerror, SKIPPED)
-    if exc.errno == errno.ELOOP:
-        return Problem(path, "symlink_loop", "symbolic link loop", SKIPPED)
-    return Problem(path, "unreadable", f"{exc.strerror or exc}", SKIPPED)
-
-
 def scan(source, *, labels: Sequence[str] | None = None,
          splits: Sequence[str] | None = None, workers: int | None = None,
          normalized_dir=None, max_pixels: int = imageio.MAX_PIXELS,
-         min_side: int = 8, min_class_size: int = 5,
+         min_side: int = MIN_SIDE, min_class_size: int = 5,
          imbalance_ratio: float = 3.0, follow_links: bool = False) -> ScanReport:
     """Scan a folder of class subfolders, or a list of files.
 
@@ -289,14 +236,11 @@ def _class_of(path: str, root: Path) -> str:
 
 def _check(path: str, out_dir: Path, max_pixels: int, min_side: int):
     """(digest, decode path, traits, None) for a usable file, else (.., Problem)."""
-    try:
-        data = read_regular_file(path)
-    except OSError as exc:
-        return None, None, (), _os_problem(path, exc)
-    try:
-        found = imageio.inspect_image(data, path, max_pixels=max_pixels, min_side=min_side)
-    except imageio.ImageRejected as exc:
-        return None, None, (), Problem(path, exc.kind, exc.reason, SKIPPED)
+    try:  # the guard every listing reader goes through (`data.listing`)
+        listed = read_listed_image(path, max_pixels=max_pixels, min_side=min_side)
+    except ListedFileRejected as rejected:
+        return None, None, (), rejected.problem
+    data, found = listed.data, listed.inspection
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     target = path
     if not imageio.needs_copy(found.traits) and not tf_decodes(data):

@@ -50,6 +50,9 @@ class DataSplits:
     scan_report: ScanReport | None = None
     counts: dict[str, int] | None = None  # images per split, when known
     skipped: object = None  # file sources: a pipeline.SkipWatch of skipped images
+    # With a fixes file: what it changed ({"relabel": n, "exclude": n, "not_in_data":
+    # [paths of rows naming no file of the data]}, `data.fixes.Fixes.applied`).
+    fixes: dict | None = None
 
     def example_files(self) -> list[str]:
         """Every file an example of a split is read from: the images, and the label

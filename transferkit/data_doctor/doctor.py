@@ -24,9 +24,8 @@ from transferkit.training.recipe import build_run_model, load_run_data
 from transferkit.core.errors import ConfigError
 from transferkit.core.files import write_json
 from transferkit.data.augment import augment_config
-from transferkit.data.files import list_images
+from transferkit.data.files import folder_dataset
 from transferkit.data.fixes import write_fixes
-from transferkit.data.pipeline import make_dataset
 from transferkit.data_doctor import issues as data_issues
 from transferkit.data_doctor.review import write_review
 from transferkit.models.parts import resolve
@@ -87,6 +86,10 @@ def doctor(data, *, out_dir=None, val_data="", backbone=None, weights="imagenet"
         raise ConfigError(f"The `views` argument should be 0 or more. Received: "
                           f"views={views}")
     splits = load_run_data(recipe, verbose=verbose)
+    _check_sizes(splits)  # every input checked before any feature is computed
+    to_rank = None if not unlabeled else folder_dataset(
+        unlabeled, "unlabeled", splits.image_size, batch_size=recipe.schedule.batch_size,
+        verbose=verbose)
     model = build_run_model(recipe, splits.num_classes)
     store = store if store is not None else FeatureStore.default()
     common = dict(store=store, seed=seed, batch_size=recipe.schedule.batch_size,
@@ -109,9 +112,8 @@ def doctor(data, *, out_dir=None, val_data="", backbone=None, weights="imagenet"
     probs = data_issues.out_of_fold_probabilities(x, labels, len(names), folds=folds,
                                                   views=aug_views, seed=seed)
     rows = data_issues.find_issues(x, labels, probs, paths, split_of, names)
-    if unlabeled:
-        rows += _label_next(model, x, labels, names, unlabeled, splits.image_size,
-                            recipe.schedule.batch_size, seed)
+    if to_rank is not None:
+        rows += _label_next(model, x, labels, names, *to_rank, seed)
     rows = data_issues.rank(rows)
     epoch = _epoch_seconds(model, splits, recipe.schedule.batch_size)
     files = {}
@@ -121,12 +123,19 @@ def doctor(data, *, out_dir=None, val_data="", backbone=None, weights="imagenet"
                         time.perf_counter() - start, epoch)
 
 
-def _label_next(model, x, labels, names, folder, image_size, batch_size, seed):
-    """Rows of the images in `folder`, ranked by the uncertainty of a head fitted on
-    all labelled features."""
-    files = list_images(folder, "unlabeled")
-    dataset = make_dataset(files, np.zeros((len(files), 1), np.float32),
-                           image_size=image_size, batch_size=batch_size)
+def _check_sizes(splits):
+    """`issues.check_class_sizes` on the images per class of the training and
+    validation splits, when the source lists them (file sources)."""
+    rows = [y for y in (splits.train_labels, splits.val_labels) if y is not None]
+    if rows:
+        ids = np.argmax(np.concatenate(rows), axis=1)
+        data_issues.check_class_sizes(np.bincount(ids, minlength=len(splits.class_names)),
+                                      splits.class_names)
+
+
+def _label_next(model, x, labels, names, dataset, files, seed):
+    """Rows of the unlabelled images (`dataset` of `files`, `data.files.folder_dataset`),
+    ranked by the uncertainty of a head fitted on all labelled features."""
     features, _ = extract_features(resolve(model).feature_extractor(), dataset, verbose=0)
     head = data_issues.fit_head(x, labels, seed)
     probs = np.zeros((len(files), len(names)))

@@ -15,15 +15,39 @@ Every row: path, kind, split, given_label, suggested_label (or None), score in [
 (higher: more likely a real issue), other (the other file of a duplicate pair, or None).
 """
 
+import io
+
 import numpy as np
 
 from transferkit.core.errors import DataError
+from transferkit.data.listing import ListedFileRejected, read_listed_image
 
 # Kinds in the order a review should look at them.
 KINDS = ("leak", "label", "near_duplicate", "outlier", "class_imbalance", "label_next")
+INNER_FOLDS = 3  # the heads' inner search of the L2 strength
+# Images a class needs (training and validation together): K outer folds leave at
+# least half of a class's images to train each head on, and the inner search needs
+# 2 of them per class (it uses min(INNER_FOLDS, that) folds).
+MIN_PER_CLASS = 4
 
 
-def _head(seed):
+def check_class_sizes(counts, class_names=None):
+    """DataError naming MIN_PER_CLASS unless at least 2 classes have images and every
+    class with images has at least MIN_PER_CLASS of them (the out-of-fold heads'
+    minimum); `counts` [C] images per class id."""
+    counts = np.asarray(counts)
+    names = list(class_names) if class_names is not None else list(range(len(counts)))
+    present = [(names[c], int(n)) for c, n in enumerate(counts) if n > 0]
+    small = [(name, n) for name, n in present if n < MIN_PER_CLASS]
+    if len(present) < 2 or small:
+        found = ", ".join(f"{name}: {n}" for name, n in (small or present))
+        raise DataError(f"The doctor's out-of-fold heads need at least 2 classes with at "
+                        f"least {MIN_PER_CLASS} images each (training and validation "
+                        f"together). Received: {found or 'no images'}. Add images, or "
+                        "leave the small classes out.")
+
+
+def _head(seed, cv=INNER_FOLDS):
     # Imported here: scikit-learn loads in ~1 s and only the doctor needs it.
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
@@ -33,13 +57,19 @@ def _head(seed):
     # 100-2000 features a weakly regularised head is overconfident, and confident
     # learning then flags many right labels (measured on data/sample, 10% flipped).
     return make_pipeline(StandardScaler(), LogisticRegressionCV(
-        Cs=(0.01, 0.1, 1.0), cv=3, max_iter=2000, random_state=seed))
+        Cs=(0.01, 0.1, 1.0), cv=cv, max_iter=2000, random_state=seed))
 
 
 def fit_head(x, labels, seed=0):
     """A linear head (standardised features, logistic regression) fitted on x [N, D]
-    with class ids `labels` [N]."""
-    return _head(seed).fit(x, labels)
+    with class ids `labels` [N]; its inner search uses min(INNER_FOLDS, the smallest
+    class's count) folds (at least 2 images a class, see MIN_PER_CLASS)."""
+    counts = np.bincount(np.asarray(labels))
+    smallest = int(counts[counts > 0].min()) if counts.any() else 0
+    if smallest < 2:
+        raise DataError(f"A linear head's inner search needs at least 2 images per "
+                        f"class; received class counts {counts.tolist()}.")
+    return _head(seed, cv=min(INNER_FOLDS, smallest)).fit(x, labels)
 
 
 def out_of_fold_probabilities(x, labels, num_classes, *, folds=5, views=None, seed=0):
@@ -53,11 +83,8 @@ def out_of_fold_probabilities(x, labels, num_classes, *, folds=5, views=None, se
 
     labels = np.asarray(labels)
     counts = np.bincount(labels, minlength=num_classes)
-    present = counts[counts > 0]
-    k = int(min(folds, present.min())) if len(present) else 0
-    if len(present) < 2 or k < 2:
-        raise DataError(f"Out-of-fold probabilities need at least 2 classes with at least "
-                        f"2 images each. Received class counts: {counts.tolist()}")
+    check_class_sizes(counts)
+    k = int(min(folds, counts[counts > 0].min()))
     probs = np.zeros((len(labels), num_classes), dtype=np.float64)
     for train, held in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, labels):
         xs, ys = [x[train]], [labels[train]]
@@ -83,11 +110,11 @@ def hash_pairs(paths, max_bits=HASH_BITS):
 
     bits, index = [], []
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as image:
+        try:  # through the listing guard: a file swapped for a FIFO cannot hang it
+            with Image.open(io.BytesIO(read_listed_image(path).data)) as image:
                 bits.append(imagehash.phash(image.convert("RGB")).hash.reshape(-1))
                 index.append(i)
-        except (OSError, ValueError):
+        except (ListedFileRejected, OSError, ValueError):
             continue
     if len(bits) < 2:
         return {}

@@ -20,7 +20,8 @@ file's metadata (`tflite_metadata`). Both compute it in the graph with
 `novelty.novelty_model`.
 Class names travel with every artifact: `labels.txt` (one per line, output order) and
 `<artifact>.json` (class names, image size, input spec) are written beside it, inside
-a SavedModel's `assets/` too, and inside the .keras file (see saving.save_model).
+a SavedModel's `assets/` too, and inside the .keras file: the bundle `models.bundle`
+writes for train and add-class too.
 """
 
 import ctypes
@@ -32,14 +33,15 @@ import keras
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, check_choice
-from transferkit.core.files import atomic_path, write_json, write_text
+from transferkit.core.files import atomic_path
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
 from transferkit.data.splits import stratified_sample
 from transferkit.deploy.serving import serving_archive, signature_summary
 from transferkit.deploy.tflite_metadata import NOVELTY_OUTPUT, export_metadata
-from transferkit.models.novelty import ARRAYS_NAME, novelty_model
-from transferkit.models.saving import save_model
+from transferkit.models.bundle import (bundle_metadata, save_bundle, write_assets,
+                                      write_companions)
+from transferkit.models.novelty import novelty_model
 
 FORMATS = ("keras", "savedmodel", "tflite")
 ALL = "all"  # every format: keras, savedmodel, TFLite fp32 and fp16, int8 with data
@@ -90,17 +92,15 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
                           "training split: pass `--data DIR`.")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, artifact_name(fmt, quantize))
-    meta = {"class_names": list(loaded.class_names), "task": loaded.task.name,
-            "input": loaded.input.to_json(), "input_format": INPUT_SPEC,
-            "format": fmt, "quantize": quantize,
-            "source": os.path.abspath(loaded.path), **(metadata or {})}
-    if loaded.novelty is not None:
-        meta["novelty"] = loaded.novelty.to_json()
+    meta = bundle_metadata(loaded.class_names, loaded.task, loaded.input,
+                           novelty=loaded.novelty, input_format=INPUT_SPEC, format=fmt,
+                           quantize=quantize, source=os.path.abspath(loaded.path),
+                           **(metadata or {}))
     if fmt == "keras":
-        extras = None if loaded.novelty is None else {
-            ARRAYS_NAME: loaded.novelty.arrays_bytes()}
-        save_model(loaded.model, path, metadata=meta, extras=extras)
-    elif fmt == "savedmodel":
+        # The bundle: the model with its metadata and novelty arrays, labels, sidecar.
+        return save_bundle(loaded.model, path, meta, novelty=loaded.novelty,
+                           companions=True)
+    if fmt == "savedmodel":
         meta["signatures"] = _export_savedmodel(loaded, path, meta)
     else:
         with tempfile.TemporaryDirectory() as tmp:
@@ -114,8 +114,7 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
         with atomic_path(path) as tmp_file:
             with open(tmp_file, "wb") as f:
                 f.write(content)
-    _write_labels(os.path.join(out_dir, "labels.txt"), loaded.class_names)
-    write_json(path + ".json", meta)
+    write_companions(path, meta)
     return path
 
 
@@ -160,8 +159,7 @@ def _export_savedmodel(loaded, path, meta):
         archive.write_out(target, verbose=False)
         meta = {**meta, "signatures": signature_summary(endpoints)}
         os.makedirs(os.path.join(target, "assets"), exist_ok=True)
-        _write_labels(os.path.join(target, "assets", "labels.txt"), meta["class_names"])
-        write_json(os.path.join(target, "assets", "transferkit.json"), meta)
+        write_assets(os.path.join(target, "assets"), meta)
         os.chmod(target, 0o755)
         if not (os.path.isdir(path) and _exchange(target, path)):
             if os.path.exists(path):  # no atomic exchange here: a short window
@@ -225,9 +223,5 @@ def representative_images(loaded, data, n=64):
                            image_size=loaded.input.size, batch_size=1, training=False,
                            task=loaded.task, num_classes=len(splits.class_names))
     return [images.numpy() for images, _ in dataset]
-
-
-def _write_labels(path, class_names):
-    write_text(path, "".join(f"{name}\n" for name in class_names))
 
 

@@ -16,6 +16,7 @@ from transferkit.core.files import write_text
 from transferkit.deploy.export import INPUT_SPEC
 from transferkit.deploy.parity import artifact_format, size_bytes
 from transferkit.deploy.serving import BYTES_INPUT
+from transferkit.models.bundle import LABELS_NAME
 
 CARD = "MODEL_CARD.md"
 
@@ -42,7 +43,7 @@ def model_card(loaded, artifacts, *, rows=None, tolerance=None):
              f"- **Task:** {task.name}; headline metric: {task.headline}.",
              f"- **Classes ({len(names)}, output order):** "
              f"{', '.join(names) if names else '(none: regression targets)'}. "
-             "`labels.txt` lists them one per line.",
+             f"`{LABELS_NAME}` lists them one per line.",
              f"- **Input:** {height}x{width} RGB; {INPUT_SPEC}. Resizing and the "
              "backbone's preprocessing are inside the model.",
              f"- **Source run:** `{os.path.abspath(loaded.path)}`"

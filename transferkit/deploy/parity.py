@@ -8,7 +8,6 @@ and the artifact agreeing with the source model's predictions on all but that fr
 of the images.
 """
 
-import json
 import os
 import time
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from transferkit.core.errors import TransferkitError
 from transferkit.deploy.predictors import load_predictor
+from transferkit.models.bundle import read_sidecar
 
 def check_parity(loaded, artifacts, data, tolerance=0.01, trusted=False):
     """Score the source model and every artifact on `data` (an EvalData) side by side.
@@ -52,10 +52,7 @@ def artifact_format(path):
     """What an artifact is, read off its metadata file (else its name): "keras",
     "savedmodel", "tflite fp32", "tflite int8"."""
     path = os.fspath(path).rstrip("/")
-    meta = {}
-    if os.path.exists(path + ".json"):
-        with open(path + ".json", encoding="utf-8") as f:
-            meta = json.load(f)
+    meta = read_sidecar(path) or {}
     fmt = meta.get("format") or ("tflite" if path.endswith(".tflite") else
                                  "savedmodel" if os.path.isdir(path) else "keras")
     return f"tflite {meta.get('quantize') or 'fp32'}" if fmt == "tflite" else fmt

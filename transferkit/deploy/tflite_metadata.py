@@ -30,16 +30,17 @@ from tensorflow.lite.python import schema_py_generated as model_fb
 
 from transferkit.core.errors import TransferkitError
 from transferkit.deploy._vendor import metadata_schema_py_generated as meta_fb
+from transferkit.models.bundle import LABELS_NAME
+from transferkit.models.saving import METADATA_NAME as JSON_FILE
 
 
 METADATA_NAME = "TFLITE_METADATA"  # the Model.metadata entry clients look for
 METADATA_IDENTIFIER = b"M001"
 MODEL_IDENTIFIER = b"TFL3"
-LABELS_FILE = "labels.txt"
+LABELS_FILE = LABELS_NAME  # the bundle's names (`models.bundle`), inside the file too
 NOVELTY_LABELS_FILE = "novelty_labels.txt"
 NOVELTY_LABEL = "unknown"  # the one "class" of the novelty output
 NOVELTY_OUTPUT = "novelty"  # its name in the model's signature
-JSON_FILE = "transferkit.json"
 
 
 # min_parser_version, as the real populator records it: the newest schema version among

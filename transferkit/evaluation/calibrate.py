@@ -11,8 +11,23 @@ sigmoid unit is rescaled as a sigmoid, never pushed through a softmax.
 
 import numpy as np
 
+from transferkit.core.errors import ConfigError
 from transferkit.core.task_registry import get_task
 from transferkit.models.temperature import TemperatureScale, with_temperature  # noqa: F401
+
+
+# One image's NLL falls without bound as T shrinks (right) or grows (wrong): the fit
+# then only finds a bound of the search. It needs images to trade off.
+MIN_EXAMPLES = 2
+
+
+def check_calibration_size(n, split="val"):
+    """ConfigError naming MIN_EXAMPLES when the `split` images a temperature is
+    fitted on are fewer."""
+    if n < MIN_EXAMPLES:
+        raise ConfigError(f"Temperature calibration needs at least {MIN_EXAMPLES} images "
+                          f"to fit on; the {split} split has {n}. Give more data, or a "
+                          "run with a larger val_split.")
 
 
 def calibrate(task, fit_outputs, fit_labels, outputs, labels):
@@ -20,6 +35,7 @@ def calibrate(task, fit_outputs, fit_labels, outputs, labels):
     {"temperature", "nll_before", "nll_after", "before", "after"} on `labels` (the last
     two are `reliability` diagrams)."""
     task = get_task(task)
+    check_calibration_size(len(fit_outputs))
     temperature = task.fit_temperature(fit_outputs, fit_labels)
     scaled = task.apply_temperature(outputs, temperature)
     return {"temperature": temperature,

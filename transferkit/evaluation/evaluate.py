@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, DataError, check_choice
-from transferkit.core.files import read_json_object
 from transferkit.core.inputs import InputSpec
 from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task, task_for_model
@@ -26,9 +25,12 @@ from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
 from transferkit.deploy.predictors import load_predictor
-from transferkit.models.novelty import ARRAYS_NAME, Novelty, novelty_inputs
-from transferkit.models.tta import tta_of
-from transferkit.models.saving import load_model, read_extra, read_metadata
+from transferkit.models.bundle import read_bundle_metadata, read_novelty, read_sidecar
+from transferkit.models.novelty import Novelty, novelty_inputs
+from transferkit.models.parts import resolve
+from transferkit.models.tta import tta_of, unwrap_tta
+from transferkit.models.saving import load_model
+from transferkit.training.recipe import recipe_from_dict
 
 SPLITS = ("all", "val", "test")
 
@@ -97,22 +99,57 @@ def load_run(path, *, trusted=False):
     The task, class names and input spec come from the model's own metadata, else
     from the run directory, else from the model (input shape, output layer).
     An exported `.tflite` file loads too (run by LiteRT), with the class names, task
-    and input of its `<file>.json` and the config of the run it was exported from."""
+    and input of its `<file>.json` and the config of the run it was exported from.
+    Everything read is checked first (`models.bundle`, the run's config.json and
+    class_names.json): a bad value is a ConfigError naming the file and the field."""
     file = model_file(path)
     if file.endswith(".tflite"):
         return _load_tflite(file)
+    meta = read_bundle_metadata(file)  # checked before the model is even loaded
+    novelty = read_novelty(file, meta)
+    run = RunDir(os.path.dirname(os.path.abspath(file)))  # a .keras file's folder too
+    config = read_run_config(run)
+    names = meta.get("class_names") or run.read_class_names()
     # compile=False: scoring needs no optimizer, and its state would only be skipped.
     model = load_model(file, trusted=trusted, compile=False)
-    meta = read_metadata(file)
-    run = RunDir(os.path.dirname(os.path.abspath(file)))  # a .keras file's folder too
-    config = run_settings(run.read_config() or {})
-    names = meta.get("class_names") or run.read_class_names()
     task = get_task(meta.get("task") or task_for_model(model))
-    novelty = None
-    if meta.get("novelty"):
-        novelty = Novelty.from_parts(meta["novelty"], read_extra(file, ARRAYS_NAME) or b"")
+    if novelty is not None:
+        check_novelty_fits(novelty, model, file)
     return LoadedModel(file, model, tuple(names or ()), input_spec(model, meta), config,
                        task, novelty)
+
+
+def check_novelty_fits(novelty, model, file):
+    """ConfigError naming `file` when the novelty arrays' feature size is not the
+    model's (the arrays of another model: every score would fail)."""
+    if not novelty.arrays:
+        return
+    size = next(iter(novelty.arrays.values())).shape[1]
+    try:
+        features = resolve(unwrap_tta(model)).features
+    except ConfigError:  # a model without the named parts has no features to score
+        raise ConfigError(f"{file} carries a novelty score but its model has no "
+                          "feature layer to score ('pool'); drop 'novelty' from its "
+                          "metadata.") from None
+    found = int(np.prod(features.shape[1:]))
+    if found != size:
+        raise ConfigError(f"The novelty arrays of {file} are for {size} features; its "
+                          f"model's feature layer has {found}. The file was changed or "
+                          "assembled from two models.")
+
+
+def read_run_config(run):
+    """The flat settings (`run_settings`) of `run`'s config.json, checked as a recipe
+    (ConfigError naming the file and the key); {} when there is none."""
+    config = run.read_config()
+    if config is None:
+        return {}
+    try:
+        recipe_from_dict(config)
+    except ConfigError as error:
+        raise ConfigError(f"The run config {run.config_file} is not valid: {error}") \
+            from None
+    return run_settings(config)
 
 
 def run_settings(config):
@@ -134,16 +171,14 @@ def run_settings(config):
 
 
 def _load_tflite(file):
-    meta = read_json_object(file + ".json", "TFLite metadata") \
-        if os.path.exists(file + ".json") else None
-    if not meta or not meta.get("input") or not meta.get("task"):
-        raise ConfigError(f"The MODEL argument {file} is a .tflite file without the "
-                          f"{os.path.basename(file)}.json that `transferkit export` "
-                          "writes beside it (class names, task, input size); export it "
+    meta = read_sidecar(file, required=True)
+    missing = [key for key in ("input", "task") if not meta.get(key)]
+    if missing:
+        raise ConfigError(f"The sidecar {file}.json lacks {missing}: the class names, "
+                          "task and input size `transferkit export` writes; export it "
                           "again, or pass the run it came from.")
     source = meta.get("source")
-    config = run_settings(
-        (RunDir(os.path.dirname(source)).read_config() if source else None) or {})
+    config = read_run_config(RunDir(os.path.dirname(source))) if source else {}
     try:
         predictor = load_predictor(file)
     except (ValueError, RuntimeError) as error:  # what the interpreters raise
@@ -152,7 +187,7 @@ def _load_tflite(file):
     # The file computes its novelty score itself (its second output): the settings
     # travel in the .json, the arrays inside the graph.
     novelty = Novelty(**meta["novelty"]) if meta.get("novelty") and \
-        predictor.novelty_output is not None else None
+        predictor.novelty_output is not None else None  # settings checked by the schema
     return LoadedModel(file, predictor, tuple(meta.get("class_names") or ()),
                        InputSpec.from_json(meta["input"]), config, get_task(meta["task"]),
                        novelty)

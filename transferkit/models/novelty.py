@@ -38,6 +38,7 @@ import keras
 import numpy as np
 
 from transferkit.core.errors import ConfigError, TransferkitError
+from transferkit.core.schema import Map, Num, Obj, Str, check
 from transferkit.models.tta import unwrap_tta
 from transferkit.models.parts import resolve
 
@@ -54,6 +55,14 @@ KNN_BANK = 4096  # most stored training features for kNN: bounds the model's siz
 ARRAYS_NAME = "novelty.npz"
 NEEDS = {"msp": (), "mahalanobis": ("means", "precision"), "knn": ("bank",),
          "energy": ()}  # arrays
+ARRAY_NAMES = ("means", "precision", "bank")
+# The settings as the metadata stores them (`Novelty.to_json`), checked when read back.
+SETTINGS_SCHEMA = Obj({"detector": Str(choices=DETECTORS), "threshold": Num(),
+                       "false_rejection": Num(above=0, below=1),
+                       "auroc": Map(Num(min=0, max=1)), "criterion": Str()},
+                      required=("detector", "threshold", "false_rejection", "auroc",
+                                "criterion"))
+MIN_VALIDATION = 2  # validation images a threshold (a quantile) and an AUROC need
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,19 +140,54 @@ class Novelty:
         return buffer.getvalue()
 
     @classmethod
-    def from_parts(cls, settings, data):
-        """From the metadata's settings and the `novelty.npz` bytes (no pickle)."""
+    def from_parts(cls, settings, data, where="the model"):
+        """From the metadata's settings and the `novelty.npz` bytes (no pickle), both
+        checked: the settings against SETTINGS_SCHEMA, the arrays for their names,
+        float dtypes, finite values and shapes (means [C, D], precision [D, D], bank
+        [N, D]). ConfigError naming `where` (the file) otherwise."""
+        check(settings, SETTINGS_SCHEMA, f"novelty settings of {where}")
         arrays = {}
         if data:
-            with np.load(io.BytesIO(data), allow_pickle=False) as stored:
-                arrays = {k: stored[k] for k in stored.files}
+            try:
+                with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+                    arrays = {k: stored[k] for k in stored.files}
+            except Exception as error:  # noqa: BLE001 - np.load raises many types
+                raise ConfigError(f"The novelty arrays of {where} cannot be read (not an "
+                                  f"npz of plain arrays): {type(error).__name__}: "
+                                  f"{error}") from None
         missing = sorted(set(NEEDS[settings["detector"]]) - set(arrays))
         if missing:
-            raise TransferkitError(f"The model's novelty score ({settings['detector']}) "
-                                   f"lacks its arrays {missing} ({ARRAYS_NAME} missing "
-                                   "from the .keras file); save it with save_model's "
-                                   "extras, or drop 'novelty' from its metadata.")
+            raise ConfigError(f"The novelty score of {where} ({settings['detector']}) "
+                              f"lacks its arrays {missing} ({ARRAYS_NAME} missing or "
+                              "incomplete); save it with save_model's extras, or drop "
+                              "'novelty' from its metadata.")
+        _check_arrays(arrays, where)
         return cls(**settings, arrays=arrays)
+
+
+def _check_arrays(arrays, where):
+    """ConfigError naming `where` unless the arrays are known names of finite floats
+    with consistent 2-D shapes."""
+    def bad(name, what):
+        raise ConfigError(f"The novelty arrays of {where} are not valid: `{name}` "
+                          f"{what}.")
+
+    unknown = sorted(set(arrays) - set(ARRAY_NAMES))
+    if unknown:
+        bad(unknown[0], f"is not one of the arrays a novelty score stores {ARRAY_NAMES}")
+    dims = set()
+    for name, array in arrays.items():
+        if array.dtype.kind != "f" or array.ndim != 2 or 0 in array.shape:
+            bad(name, f"should be a non-empty 2-D float array; it is {array.dtype} "
+                f"{list(array.shape)}")
+        if not np.isfinite(array).all():
+            bad(name, "holds NaN or infinite values")
+        dims.add(array.shape[1])
+    if "precision" in arrays and arrays["precision"].shape[0] != arrays["precision"].shape[1]:
+        bad("precision", f"should be square; it is {list(arrays['precision'].shape)}")
+    if len(dims) > 1:
+        bad(", ".join(sorted(arrays)), f"should share one feature size; they have "
+            f"{sorted(dims)}")
 
 
 def _msp(arrays, x, probs, logits):

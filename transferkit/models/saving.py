@@ -19,7 +19,8 @@ import keras
 from transferkit.core.errors import TransferkitError, UnsafeModelError
 from transferkit.core.files import atomic_path
 
-METADATA_NAME = "transferkit.json"
+METADATA_NAME = "transferkit.json"  # the metadata's name everywhere (models.bundle)
+MAX_MEMBER_BYTES = 2**30  # a member of a .keras file this large is not transferkit's
 
 
 def save_model(model, path, metadata=None, extras=None):
@@ -40,23 +41,38 @@ def save_model(model, path, metadata=None, extras=None):
 
 
 def read_extra(path, name):
-    """The bytes of member `name` that `save_model(..., extras=)` stored, or None."""
+    """The bytes of member `name` that `save_model(..., extras=)` stored, or None; a
+    member over MAX_MEMBER_BYTES (a zip bomb) or unreadable is refused naming it."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return archive.read(name) if name in archive.namelist() else None
-    except (zipfile.BadZipFile, OSError) as error:
-        raise TransferkitError(f"{path} is not a .keras model file: {error}") from None
+            if name not in archive.namelist():
+                return None
+            if archive.getinfo(name).file_size > MAX_MEMBER_BYTES:
+                raise TransferkitError(f"{path}: member {name} is larger than "
+                                       f"{MAX_MEMBER_BYTES} bytes; refused.")
+            return archive.read(name)
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError,
+            NotImplementedError) as error:  # what a damaged or odd zip raises
+        raise TransferkitError(f"{path} is not a .keras model file (member {name}): "
+                               f"{error}") from None
 
 
 def read_metadata(path):
-    """The transferkit metadata stored in a `.keras` file ({} if there is none)."""
+    """The transferkit metadata stored in a `.keras` file ({} if there is none); a
+    member that is not a JSON object is refused naming the file (its fields are checked
+    where they are used: `models.bundle.read_bundle_metadata`)."""
+    data = read_extra(path, METADATA_NAME)
+    if data is None:
+        return {}
     try:
-        with zipfile.ZipFile(path) as archive:
-            if METADATA_NAME in archive.namelist():
-                return json.loads(archive.read(METADATA_NAME))
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise TransferkitError(f"{path} is not a .keras model file: {error}") from None
-    return {}
+        values = json.loads(data)
+    except (ValueError, RecursionError) as error:
+        raise TransferkitError(f"{path} is not a .keras model file: its {METADATA_NAME} "
+                               f"is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise TransferkitError(f"{path}: its {METADATA_NAME} should hold a JSON object. "
+                               f"Received: {type(values).__name__}")
+    return values
 
 
 def load_model(path, *, trusted=False, compile=True):

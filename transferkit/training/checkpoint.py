@@ -35,7 +35,8 @@ import keras
 import numpy as np
 
 from transferkit.core.errors import ConfigError, TransferkitError
-from transferkit.core.files import TEMP_MARK, atomic_path, write_json
+from transferkit.core.files import (MAX_JSON_BYTES, TEMP_MARK, atomic_path, read_regular_file,
+                                    write_json)
 from transferkit.training.freezing import count_params, trainable_signature
 from transferkit.training.orchestrator import PhaseCallback, Position, StopperState
 from transferkit.training.schedule import PHASES
@@ -107,10 +108,9 @@ class CheckpointManager:
             return []
         out = []
         for name in names:
-            try:
-                with open(self._path(name)) as f:
-                    state = json.load(f)
-            except (OSError, ValueError) as error:
+            try:  # a regular file, read non-blocking: a FIFO here cannot hang a resume
+                state = json.loads(read_regular_file(self._path(name), MAX_JSON_BYTES))
+            except (OSError, ValueError, RecursionError) as error:
                 out.append(({"name": name}, f"unreadable ({error})"))
                 continue
             if not isinstance(state, dict):
