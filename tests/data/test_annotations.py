@@ -144,7 +144,7 @@ def test_a_fifo_as_the_csv_itself_is_a_data_error(tmp_path):
 
 def test_files_that_are_not_csv_text_are_data_errors(tmp_path):
     (tmp_path / "latin.csv").write_bytes(b"caf\xe9.png,a,1,1,2,2\n")
-    with pytest.raises(DataError, match="not UTF-8"):
+    with pytest.raises(DataError, match="should be UTF-8"):
         read_objects(tmp_path / "latin.csv")
     (tmp_path / "quote.csv").write_text('a.png,"unterminated\n' + "x" * 200_000)
     with pytest.raises(DataError, match="quote.csv line"):
