@@ -20,6 +20,7 @@ import time
 import keras
 import numpy as np
 
+from transferkit.app.config import AddClassConfig
 from transferkit.app.train import claim_run, model_metadata, run_dir
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
@@ -32,7 +33,7 @@ from transferkit.models.saving import save_model
 from transferkit.training.cache import FeatureStore, has_features, split_features
 from transferkit.training.recipe import build_run_model, load_run_data, recipe_from_dict
 
-EPOCHS, PATIENCE = 30, 3
+EPOCHS, PATIENCE = AddClassConfig.epochs, AddClassConfig.patience
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from transferkit.core.errors import DataError, suggest
 from transferkit.data import imageio
+from transferkit.data.config import DEFAULT_BATCH_SIZE
 from transferkit.data.pipeline import SkipWatch, make_dataset, tf_decodes
 from transferkit.data.scan import read_regular_file, walk
 from transferkit.data.scan import scan as run_scan
@@ -129,7 +130,8 @@ def list_images(folder, argument="images"):
     return files
 
 
-def image_dataset(paths, image_size, *, batch_size=32, normalized_dir=None, workers=None):
+def image_dataset(paths, image_size, *, batch_size=DEFAULT_BATCH_SIZE, normalized_dir=None,
+                  workers=None):
     """(dataset of (images, dummy labels) in `paths` order, scan report) for files to
     predict on: scanned and decoded exactly as training decodes them (EXIF rotation,
     CMYK, 16-bit, palette and alpha normalised), so a model sees the same pixels.

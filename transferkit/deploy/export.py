@@ -33,24 +33,24 @@ import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.files import atomic_path, write_json, write_text
+from transferkit.core.rundir import MODEL_FILE
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
 from transferkit.data.splits import stratified_sample
+# The choices live in the light `deploy.config`; importable from here as before.
+from transferkit.deploy.config import ALL, FORMATS, QUANTIZE  # noqa: F401
 from transferkit.deploy.serving import serving_archive, signature_summary
 from transferkit.deploy.tflite_metadata import NOVELTY_OUTPUT, export_metadata
 from transferkit.models.novelty import ARRAYS_NAME, novelty_model
 from transferkit.models.saving import save_model
 
-FORMATS = ("keras", "savedmodel", "tflite")
-ALL = "all"  # every format: keras, savedmodel, TFLite fp32 and fp16, int8 with data
-QUANTIZE = ("fp16", "int8")
 INPUT_SPEC = "float32 RGB 0-255, shape [batch, height, width, 3]"
 
 
 def artifact_name(fmt, quantize=None):
     """File or folder name of an export: model.keras, saved_model, model_int8.tflite."""
-    if fmt == "keras":
-        return "model.keras"
+    if fmt == "keras":  # named as in a run directory, so `load_run` reads the folder too
+        return MODEL_FILE
     if fmt == "savedmodel":
         return "saved_model"
     return f"model_{quantize}.tflite" if quantize else "model.tflite"

@@ -1,7 +1,7 @@
 """`export --check`: the source model and every artifact scored side by side.
 
     rows = check_parity(loaded, [path], eval_data(loaded, "data/pets", split="val"))
-    print(format_parity(rows, 0.01, loaded.task))
+    print(format_parity(rows, ExportConfig.tolerance, loaded.task))
 
 Parity is the model's task's (`Task.parity`): the headline metric within the tolerance,
 and the artifact agreeing with the source model's predictions on all but that fraction
@@ -15,10 +15,12 @@ import time
 import numpy as np
 
 from transferkit.core.errors import TransferkitError
+from transferkit.deploy.config import ExportConfig
 from transferkit.deploy.predictors import load_predictor
 
-def check_parity(loaded, artifacts, data, tolerance=0.01, trusted=False):
-    """Score the source model and every artifact on `data` (an EvalData) side by side.
+def check_parity(loaded, artifacts, data, tolerance=ExportConfig.tolerance, trusted=False):
+    """Score the source model and every artifact on `data` (an EvalData) side by side
+    (tolerance: default `ExportConfig`'s, 0.01).
 
     Returns one row per model: {"artifact", "format", "size_mb", <headline metric>,
     "agreement", "max_abs_diff", "ms_per_image", "ok"}; the source's row is first and

@@ -18,6 +18,7 @@ from typing import Callable
 import keras
 
 from transferkit.core.errors import ConfigError, WeightsError, suggest
+from transferkit.core.inputs import InputSpec, parse_size
 from transferkit.models.layers import PREPROCESSING_MODES
 from transferkit.models.saving import load_model
 
@@ -29,6 +30,10 @@ from transferkit.models.saving import load_model
 # whether it normalises internally (include_preprocessing).
 OWN_ARGUMENTS = ("include_top", "weights", "input_shape", "input_tensor", "pooling",
                  "classes", "classifier_activation", "include_preprocessing", "name")
+
+
+# Larger inputs are surely a typo (one batch would not fit in memory), refused up front.
+MAX_IMAGE_SIDE = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +126,18 @@ class BackboneSpec:
 _REGISTRY: dict = {}
 _SOURCES: dict = {}  # registry key -> real path of the .keras file it was made from
 _RESOLVERS: dict = {}  # name prefix ("hub:") -> function(name) -> BackboneSpec
+_BUILTINS = []  # [True] once the built-in backbones are registered
+
+
+def _with_builtins():
+    """Register the built-in backbones on the registry's first use, not at import: a
+    name is looked up only when a model is about to be built or listed, so
+    `import transferkit` and `--help` never build the Keras Applications table."""
+    if not _BUILTINS:
+        _BUILTINS.append(True)  # first: their own registrations come back here
+        import transferkit.models as models
+
+        models.register_builtins()
 
 
 def register_resolver(prefix, resolve):
@@ -150,6 +167,7 @@ def register_backbone(spec, *, name=None, preprocessing="none", block_pattern=No
         default everywhere) keeps them, `weights=None` re-initialises it.
     A second backbone with the same name raises (re-registering the same file is fine).
     """
+    _with_builtins()  # a name clashing with a built-in one raises now, not later
     source = None
     if not isinstance(spec, BackboneSpec):
         if is_model_file(spec):
@@ -261,6 +279,7 @@ def get_spec(name):
     a saved `.keras` model registers that model (in safe mode) on first use."""
     if isinstance(name, BackboneSpec):
         return name
+    _with_builtins()
     for prefix, resolve in _RESOLVERS.items():
         if isinstance(name, str) and name.startswith(prefix):
             spec = resolve(name)
@@ -282,8 +301,22 @@ def get_spec(name):
     return spec
 
 
+def resolve_input(backbone, image_size=None):
+    """The `InputSpec` a model on `backbone` takes: `image_size` (an int or
+    (height, width); None or 0: the spec's default size), checked against the spec's
+    minimum size. Every entry point resolves the input size here, once."""
+    spec = get_spec(backbone)
+    height, width = parse_size(image_size or spec.default_size)
+    if min(height, width) < spec.min_size or max(height, width) > MAX_IMAGE_SIDE:
+        raise ConfigError(f"Backbone {spec.name!r} takes images of {spec.min_size} to "
+                          f"{MAX_IMAGE_SIDE} pixels a side. Received: "
+                          f"image_size={image_size!r}")
+    return InputSpec(height, width, 3)
+
+
 def list_backbones(pattern="*", tag=None):
     """Registered backbone names matching a shell-style `pattern` (default "*")."""
+    _with_builtins()
     return sorted(
         s.name
         for s in _REGISTRY.values()

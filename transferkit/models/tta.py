@@ -27,8 +27,8 @@ import keras
 from keras import ops
 
 from transferkit.core.errors import ConfigError, check_choice
-
-PRESETS = {"flip": (False, True), "five_crop": (True, False), "ten_crop": (True, True)}
+# The presets live in the light `models.config` (the commands' `--tta` offers them).
+from transferkit.models.config import TTA_PRESETS as PRESETS
 CROP_ORDER = ("center", "top_left", "top_right", "bottom_left", "bottom_right")
 
 

@@ -307,11 +307,12 @@ class Task:
         """Fraction of examples on which two models' outputs agree."""
         raise NotImplementedError
 
-    def parity(self, reference, outputs, labels, tolerance=0.01):
+    def parity(self, reference, outputs, labels, tolerance):
         """Does `outputs` (an exported artifact's) match `reference` (the source's)?
 
-        ok when the headline metric moves by at most `tolerance` and the two agree on
-        at least 1 - `tolerance` of the examples.
+        ok when the headline metric moves by at most `tolerance` (the export's, see
+        `deploy.config.ExportConfig`) and the two agree on at least 1 - `tolerance` of
+        the examples.
         """
         ref = self.score(reference, labels)[self.headline]
         got = self.score(outputs, labels)[self.headline]
