@@ -192,11 +192,11 @@ def test_the_decision_scores_mirrored_outputs_as_the_saved_wrapper_predicts(task
     task, rng = get_task(task_name), np.random.default_rng(0)
     x = rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
     if task_name == "segmentation":
-        model = build_segmenter("tiny_test", 3, weights=None, image_size=SIZE,
+        model = build_segmenter("tiny_test", 3, weights=None, input_shape=SIZE,
                                 decoder_width=4)
         y = np.eye(3, dtype="float32")[rng.integers(0, 3, (4, SIZE, SIZE))]  # one-hot
     else:
-        model = build_model("tiny_test", 3, task=task_name, weights=None, image_size=SIZE)
+        model = build_model("tiny_test", 3, task=task_name, weights=None, input_shape=SIZE)
         corners = np.sort(rng.uniform(0, 1, (4, 2, 2)), axis=1)  # [N, (min, max), (x, y)]
         boxes = np.stack([corners[:, 0, 0], corners[:, 0, 1], corners[:, 1, 0],
                           corners[:, 1, 1]], axis=1)

@@ -31,7 +31,7 @@ def _save(manager, model, step, **extra):
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return build_model("tiny_test", 2, weights=None, image_size=16)
+    return build_model("tiny_test", 2, weights=None, input_shape=16)
 
 
 # 1. Run ownership ------------------------------------------------------------------
@@ -190,7 +190,7 @@ def test_ctrl_c_and_sigterm_save_then_exit(tmp_path, signum, code):
     from transferkit.training.orchestrator import fine_tune
     from transferkit.training.schedule import PhaseConfig, ScheduleConfig
 
-    model = build_model("tiny_test", 2, weights=None, image_size=16)
+    model = build_model("tiny_test", 2, weights=None, input_shape=16)
     manager = CheckpointManager(tmp_path, run_id="r")
     saver = Checkpointer(manager, model)
 
@@ -525,7 +525,7 @@ def test_reports_render_and_escape_any_class_name(tmp_path):
     folder = make_image_folder(tmp_path / "images", classes=HOSTILE_NAMES, per_class=3,
                                size=16)
     data = load_data(folder, image_size=16, batch_size=4, val_split=0.34, verbose=False)
-    model = build_model("tiny_test", len(HOSTILE_NAMES), weights=None, image_size=16)
+    model = build_model("tiny_test", len(HOSTILE_NAMES), weights=None, input_shape=16)
     history = [{"epoch": 1, "phase": "head", "loss": 1.0, "val_loss": 1.1}]
     page = open(write_report(str(tmp_path / "run"), model, data, history)).read()
     assert "<b>bold" not in page

@@ -45,7 +45,7 @@ def _batches(images):
 def tiny(tmp_path_factory):
     """(LoadedModel without novelty, images, their novelty inputs, fitted arrays)."""
     tmp = tmp_path_factory.mktemp("tiny")
-    model = build_model("tiny_test", 3, weights=None, image_size=SIZE)
+    model = build_model("tiny_test", 3, weights=None, input_shape=SIZE)
     loaded = load_run(save_model(model, str(tmp / "model.keras"),
                                  metadata={"class_names": CLASSES, "image_size": SIZE}))
     images = _images(12)
@@ -73,7 +73,7 @@ def _run_tflite(path, images):
 
 @pytest.mark.parametrize("units", [(), (8,)])
 def test_energy_is_minus_logsumexp_of_the_dense_logits(units):
-    model = build_model("tiny_test", 3, weights=None, image_size=SIZE,
+    model = build_model("tiny_test", 3, weights=None, input_shape=SIZE,
                         head=HeadConfig(units=units, dropout=0.3))
     images = _images(5)
     features, probs, logits, _ = nv.novelty_inputs(model, _batches(images),

@@ -113,5 +113,5 @@ def test_discriminative_rates_and_grad_cam_follow_the_named_parts():
     heatmap = grad_cam(model, x[0], parts=parts)
     assert heatmap.shape == (SIZE, SIZE) and 0.0 <= heatmap.min() <= heatmap.max() <= 1.0
     # The same functions on a build_model model need no parts at all.
-    assert grad_cam(build_model("tiny_test", 2, weights=None, image_size=SIZE),
+    assert grad_cam(build_model("tiny_test", 2, weights=None, input_shape=SIZE),
                     x[0]).shape == (SIZE, SIZE)

@@ -137,7 +137,7 @@ def test_source_checkpoint_loads_as_a_backbone():
     assert meta["backbone"] == "compact_cnn" and meta["image_size"] == 64
     backbone = create_backbone("compact_cnn", weights=str(CHECKPOINT),
                                input_shape=(64, 64, 3))
-    saved = load_model(CHECKPOINT, trusted=False).get_layer("backbone")
+    saved = load_model(CHECKPOINT, safe_mode=True).get_layer("backbone")
     for mine, theirs in zip(backbone.get_weights(), saved.get_weights()):
         np.testing.assert_array_equal(mine, theirs)
     # The source task's classes are not the sample set's.

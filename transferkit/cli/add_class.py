@@ -36,7 +36,7 @@ def run(args):
     from transferkit.app.add_class import add_classes
 
     result = add_classes(args.run, args.data, args.out, epochs=settings.epochs,
-                         patience=settings.patience, trusted=args.trusted,
+                         patience=settings.patience, safe_mode=not args.trusted,
                          overwrite=args.overwrite)
     val = result.metrics.get("val", {})
     print(f"classes: {', '.join(result.class_names)}")

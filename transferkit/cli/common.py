@@ -45,7 +45,7 @@ def loaded_model(path, args):
     from transferkit.evaluation.evaluate import load_run
     from transferkit.models.tta import unwrap_tta, with_tta
 
-    loaded = load_run(path, trusted=args.trusted)
+    loaded = load_run(path, safe_mode=not args.trusted)
     wanted = getattr(args, "tta", None)
     if not wanted:
         return loaded

@@ -70,9 +70,11 @@ def run(args):
     rows = None
     if args.check:
         data = eval_data(loaded, args.data, split=settings.split)
-        rows = ex.check_parity(loaded, paths, data, settings.tolerance, trusted=args.trusted)
+        rows = ex.check_parity(loaded, paths, data, settings.tolerance,
+                               safe_mode=not args.trusted)
         print(ex.format_parity(rows, settings.tolerance, loaded.task))
-    card = write_model_card(args.out, loaded, paths, rows=rows, tolerance=settings.tolerance)
+    card = write_model_card(args.out, loaded, paths, rows=rows,
+                            tolerance=settings.tolerance)
     print(f"model card: {card}")
     if rows:
         ex.raise_on_mismatch(rows, settings.tolerance, loaded.task)

@@ -29,8 +29,8 @@ def add_config_flags(parser, config, *, title=None, skip=(), only=None, overlay=
     for leaf in added:
         help = leaf.doc if leaf.key in required else \
             f"{leaf.doc} (default: {shown(leaf.default)})"
-        add_flag(group, leaf.key, leaf.kind, help, default=None if overlay else leaf.default,
-                 choices=leaf.choices, required=leaf.key in required)
+        add_flag(group, leaf.key, leaf.kind, help, choices=leaf.choices,
+                 default=None if overlay else leaf.default, required=leaf.key in required)
     return added
 
 

@@ -37,7 +37,7 @@ def run(args):
                           "subfolders, a CSV file, or tfds:NAME.")
     from transferkit.app.lr_find import find_lr_for_recipe
 
-    finding = find_lr_for_recipe(recipe, args.out, settings=settings, trusted=args.trusted,
-                                 verbose=0)
+    finding = find_lr_for_recipe(recipe, args.out, settings=settings,
+                                 safe_mode=not args.trusted, verbose=0)
     print(finding.reason)
     print(f"plot: {lr_find_plot(args.out)}")

@@ -99,7 +99,8 @@ def run_recipe(name, argv=None, prog=None):
         quiet_tensorflow()
         from transferkit.app.train import train
 
-        result = train(recipe, args.out, trusted=args.trusted, overwrite=args.overwrite)
+        result = train(recipe, args.out, safe_mode=not args.trusted,
+                       overwrite=args.overwrite)
     except TransferkitError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2

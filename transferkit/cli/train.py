@@ -102,7 +102,7 @@ def run(args):
 
     result = train(recipe, args.out, resume=args.resume, data_service=args.data_service,
                    checkpoint=config_from_args(CheckpointConfig, args),
-                   trusted=args.trusted, overwrite=args.overwrite)
+                   safe_mode=not args.trusted, overwrite=args.overwrite)
     print_result(result, recipe.task)
 
 

@@ -14,11 +14,13 @@ import time
 
 import numpy as np
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import TransferkitError
 from transferkit.deploy.config import ExportConfig
 from transferkit.deploy.predictors import load_predictor
 
-def check_parity(loaded, artifacts, data, tolerance=ExportConfig.tolerance, trusted=False):
+@renamed(**TRUSTED)
+def check_parity(loaded, artifacts, data, tolerance=ExportConfig.tolerance, safe_mode=True):
     """Score the source model and every artifact on `data` (an EvalData) side by side
     (tolerance: default `ExportConfig`'s, 0.01).
 
@@ -30,7 +32,7 @@ def check_parity(loaded, artifacts, data, tolerance=ExportConfig.tolerance, trus
     candidates = [("source " + os.path.basename(loaded.path), loaded.path,
                    loaded.model.predict_on_batch)]
     candidates += [(os.path.basename(os.fspath(a).rstrip("/")), a,
-                    load_predictor(a, trusted=trusted)) for a in artifacts]
+                    load_predictor(a, safe_mode=safe_mode)) for a in artifacts]
     first = next(iter(data.dataset))[0].numpy()
     # Warm-up on both batch sizes the pass sees (full, and the last one's remainder):
     # tracing a Keras predict function or resizing an interpreter is not latency.

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError, DataError, check_choice
 from transferkit.core.files import read_json_object
 from transferkit.core.inputs import InputSpec
@@ -94,8 +95,9 @@ def model_file(path):
     return path
 
 
-def load_run(path, *, trusted=False):
-    """Load a run directory or `.keras` file (safe mode unless `trusted`).
+@renamed(**TRUSTED)
+def load_run(path, *, safe_mode=True):
+    """Load a run directory or `.keras` file (Keras safe mode unless `safe_mode=False`).
 
     The task, class names and input spec come from the model's own metadata, else
     from the run directory, else from the model (input shape, output layer).
@@ -105,7 +107,7 @@ def load_run(path, *, trusted=False):
     if file.endswith(".tflite"):
         return _load_tflite(file)
     # compile=False: scoring needs no optimizer, and its state would only be skipped.
-    model = load_model(file, trusted=trusted, compile=False)
+    model = load_model(file, safe_mode=safe_mode, compile=False)
     meta = read_metadata(file)
     run = RunDir(os.path.dirname(os.path.abspath(file)))  # a .keras file's folder too
     config = run_settings(run.read_config() or {})
@@ -301,8 +303,9 @@ def flip_record(plain, both, labels, task, class_names=()):
             "plain": before, "flip": after}
 
 
+@renamed(**TRUSTED)
 def predict(model, images, *, top_k=PredictConfig.top_k, batch_size=PredictConfig.batch_size,
-            trusted=False):
+            safe_mode=True):
     """Predictions for image files: one {"image", "label", "scores"} dict per file, plus
     "novelty" (higher: more unlike the training classes) and "unknown" (above the
     model's threshold) when the model carries a novelty score. top_k, batch_size:
@@ -311,7 +314,8 @@ def predict(model, images, *, top_k=PredictConfig.top_k, batch_size=PredictConfi
     model: a run directory, a .keras file or a LoadedModel. Files are decoded by the
     same scan and decoder training uses, at the model's input size.
     """
-    loaded = model if isinstance(model, LoadedModel) else load_run(model, trusted=trusted)
+    loaded = model if isinstance(model, LoadedModel) else load_run(model,
+                                                                   safe_mode=safe_mode)
     dataset, _ = image_dataset(images, loaded.input.size, batch_size=batch_size)
     outputs, _ = predict_outputs(loaded.model, dataset)
     names = loaded.class_names

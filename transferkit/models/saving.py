@@ -16,6 +16,7 @@ import zipfile
 
 import keras
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import TransferkitError, UnsafeModelError
 from transferkit.core.files import atomic_path
 
@@ -59,8 +60,10 @@ def read_metadata(path):
     return {}
 
 
-def load_model(path, *, trusted=False, compile=True):
-    """Load a `.keras` model with Keras `safe_mode` on unless `trusted=True`.
+@renamed(**TRUSTED)
+def load_model(path, *, safe_mode=True, compile=True):
+    """Load a `.keras` model with Keras `safe_mode` on (default) unless `safe_mode=False`
+    (a file from someone you trust: `--trusted` on the command line).
 
     A file that needs unsafe deserialization (a Lambda layer's Python code) is refused
     with an explanation: loading it would run code written by whoever made the file.
@@ -72,16 +75,16 @@ def load_model(path, *, trusted=False, compile=True):
         raise TransferkitError(f"{path} is not a .keras model file (not a zip archive).")
     _import_layer_packages(path)
     try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=not trusted)
+        return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
     except Exception as error:  # noqa: BLE001 - any failure to read a model names it
-        if trusted or "safe_mode" not in str(error) or not isinstance(error, ValueError):
+        if not safe_mode or "safe_mode" not in str(error) or not isinstance(error, ValueError):
             # Chained, so `--debug` still shows where Keras failed.
             raise TransferkitError(f"Cannot load the model file {path}: "
                                    f"{type(error).__name__}: {error}") from error
         raise UnsafeModelError(
             f"Refusing to load {path}: it contains a layer that runs arbitrary Python "
             "code when loaded (e.g. a Lambda layer), which Keras blocks in safe mode. "
-            "Load it only if you trust whoever wrote the file: pass trusted=True "
+            "Load it only if you trust whoever wrote the file: pass safe_mode=False "
             "(`--trusted` on the command line).") from error
 
 

@@ -19,6 +19,7 @@ of keys, and SHORTHANDS keep the flat recipes of earlier versions loading.
 
 import dataclasses
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.config import (apply, check_value, flatten, leaves, nest, section,
                                      setting, unnest)
 from transferkit.core.errors import ConfigError, suggest
@@ -131,7 +132,7 @@ def flat_values(values):
     if "trusted" in values:
         raise ConfigError("`trusted` is not a recipe key: only the person running "
                           "transferkit can vouch for a model file, with --trusted on the "
-                          "command line (or trusted=True in the call), never a file.")
+                          "command line (or safe_mode=False in the call), never a file.")
     if any(isinstance(values.get(name), dict) for name in ("data", "model", "schedule",
                                                            "runtime")):
         values = unnest(RecipeConfig, values)
@@ -178,12 +179,13 @@ def load_run_data(recipe, verbose=True, fixes=None):
                      fixes=fixes or data.fixes or None, verbose=verbose)
 
 
-def build_run_model(recipe, num_outputs, *, trusted=False):
+@renamed(**TRUSTED)
+def build_run_model(recipe, num_outputs, *, safe_mode=True):
     """The model a recipe describes, with `num_outputs` classes (or targets).
 
-    trusted: load a `.keras` weights file without safe mode (only from the caller,
-        never from a recipe file)."""
+    safe_mode: False loads a `.keras` weights file without Keras safe mode (only from
+        the caller, never from a recipe file)."""
     # The task picks the model: a head on pooled features, or e.g. a U-Net decoder.
     return recipe.task_config().build_model(recipe.model, num_outputs,
                                             image_size=recipe.input_spec(),
-                                            trusted=trusted)
+                                            trusted=not safe_mode)
