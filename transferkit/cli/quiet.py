@@ -30,8 +30,9 @@ import transferkit
 
 LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_LEVEL = "3"
-# absl's line prefix: severity, MMDD, time, thread id, file:line]
-NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\] ")
+# absl's line prefix: severity, MMDD, time (before absl is initialised the seconds are
+# the Unix time: "00:00:1796653821.403277"), thread id, file:line]
+NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] ")
 ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
 
 

@@ -195,6 +195,9 @@ def _compute(extractor, datasets, verbose, boundary_out=None):
     [views, N, ...]), a two-output extractor's activations are written into it."""
     pairs = []
     for v, dataset in enumerate(datasets):
+        if verbose:  # names what the progress line below it counts
+            print(f"caching backbone features: pass {v + 1} of {len(datasets)} over the "
+                  f"split's images")
         sink = None
         if boundary_out is not None:
             offset = [0]
