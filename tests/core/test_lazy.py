@@ -32,16 +32,30 @@ def test_import_transferkit_loads_no_tensorflow_and_no_vendored_schema():
     assert loaded == []
 
 
-def test_first_use_loads_the_name_and_the_registries_fill_themselves():
+def test_first_use_loads_the_name_and_the_registries_fill_themselves(tmp_path):
+    # A model naming transferkit's own Keras classes (TTA views, a temperature layer,
+    # the preprocessing layer), loaded first thing in a fresh process.
+    from transferkit.models.builder import build_model
+    from transferkit.models.saving import save_model
+    from transferkit.models.temperature import with_temperature
+    from transferkit.models.tta import with_tta
+
+    path = str(tmp_path / "model.keras")
+    model = with_temperature(build_model("tiny_test", 2, weights=None, input_shape=16),
+                             1.5, "multiclass")
+    save_model(with_tta(model, "flip"), path)
     found = _fresh(
         "import sys, json, transferkit as tk\n"
+        f"layers = len(tk.load_model({path!r}).layers)\n"
         "before = 'transferkit.training.orchestrator' in sys.modules\n"
         "fine_tune = tk.fine_tune\n"
         "from transferkit.models.registry import get_spec\n"
         "from transferkit.core.task_registry import get_task\n"
-        "print(json.dumps([before, fine_tune.__module__, get_spec('tiny_test').name,\n"
-        "                  get_task('binary').name, 'tiny_test' in tk.list_backbones()]))")
-    assert found == [False, "transferkit.training.orchestrator", "tiny_test", "binary", True]
+        "print(json.dumps([layers > 1, before, fine_tune.__module__,\n"
+        "                  get_spec('tiny_test').name, get_task('binary').name,\n"
+        "                  'tiny_test' in tk.list_backbones()]))")
+    assert found == [True, False, "transferkit.training.orchestrator", "tiny_test",
+                     "binary", True]
 
 
 def test_every_public_name_resolves_and_dir_lists_it():

@@ -12,14 +12,13 @@ import importlib
 
 from transferkit.core.lazy import lazy_package
 
-# Modules that register backbones, and the Keras layers a saved model may name.
-BUILTIN_MODULES = ("applications", "efficientnet_lite", "hub", "scratch", "temperature",
-                   "tta")
+# The modules that register the built-in backbones.
+BUILTIN_MODULES = ("applications", "efficientnet_lite", "hub", "scratch")
 
 
 def register_builtins():
-    """Import the modules that register the built-in backbones and layers (the
-    registry calls this on its first use; importing them again is a no-op)."""
+    """Import the modules that register the built-in backbones (the registry calls
+    this on its first use; importing them again is a no-op)."""
     for name in BUILTIN_MODULES:
         importlib.import_module(f"{__name__}.{name}")
 

@@ -4,8 +4,9 @@ A `.keras` file is a zip; transferkit adds one more member, `transferkit.json` (
 names, task, input spec, backbone), which Keras ignores on load, so everything a
 command needs to use the model travels inside the model file itself.
 
-Custom classes (layers, optimizers) register when `transferkit` is imported, which
-happens before any module of the package runs, so every load can find them.
+Custom classes (layers, losses, optimizers) register when their modules are imported:
+`load_model` imports them first (`transferkit.KERAS_OBJECT_MODULES`), so every load can
+find them.
 """
 
 import importlib
@@ -16,6 +17,7 @@ import zipfile
 
 import keras
 
+import transferkit
 from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import TransferkitError, UnsafeModelError
 from transferkit.core.files import atomic_path
@@ -74,6 +76,8 @@ def load_model(path, *, safe_mode=True, compile=True):
     if not zipfile.is_zipfile(path):  # Keras would say "File not found" for these
         raise TransferkitError(f"{path} is not a .keras model file (not a zip archive).")
     _import_layer_packages(path)
+    for module in transferkit.KERAS_OBJECT_MODULES:  # their classes: by name in the file
+        importlib.import_module(module)
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
     except Exception as error:  # noqa: BLE001 - any failure to read a model names it
