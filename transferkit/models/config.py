@@ -8,6 +8,9 @@ from transferkit.core.config import section, setting
 from transferkit.core.errors import ConfigError, check_choice
 
 POOLINGS = ("avg", "max", "flatten")
+# Fraction of validation images the novelty threshold calls unknown, by default
+# (`models.novelty`; a recipe's `RuntimeConfig.false_rejection`).
+FALSE_REJECTION = 0.05
 # Test-time augmentation presets (`models.tta`): name -> (multi_crop, flip).
 TTA_PRESETS = {"flip": (False, True), "five_crop": (True, False), "ten_crop": (True, True)}
 

@@ -19,6 +19,7 @@ import re
 from transferkit.core.config import section, setting
 from transferkit.core.errors import ConfigError, check_choice, suggest
 from transferkit.data.config import DEFAULT_BATCH_SIZE
+from transferkit.models.config import FALSE_REJECTION
 
 PHASES = ("head", "finetune")
 DECAYS = ("constant", "cosine")
@@ -244,8 +245,8 @@ class RuntimeConfig:
     novelty: bool = setting(True, "fit a novelty score at the end of the run (stored in "
                             "model.keras; predict then says which images are unlike "
                             "every class)")
-    false_rejection: float = setting(0.05, "fraction of validation images the novelty "
-                                     "threshold calls unknown (in (0, 1))")
+    false_rejection: float = setting(FALSE_REJECTION, "fraction of validation images the "
+                                     "novelty threshold calls unknown (in (0, 1))")
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
