@@ -1,9 +1,11 @@
 """The registry of tasks: how every layer turns a task name into its `Task` object.
 
 The concrete tasks live in `transferkit.tasks` (above core, models, data and
-evaluation), which registers the built-in ones when `transferkit` is imported. Lower
-layers only look a task up here and call its methods; none of them knows which kinds
-of task exist.
+evaluation), which registers the built-in ones when `transferkit` is imported: their
+names at once, each task's code (and TensorFlow) when it is first asked for
+(`register_task_loader`). Lower layers only look a task up here and call its methods;
+none of them knows which kinds of task exist (the name of the default one,
+`DEFAULT_TASK`, aside).
 
     task = get_task("binary")           # the registered Task object
     get_task(task) is task              # a Task passes through
