@@ -110,7 +110,7 @@ def main(argv=None):
         def model():
             keras.utils.set_random_seed(args.seed)  # the same head init on every path
             return build_model(args.backbone, args.classes, weights=weights,
-                               image_size=args.size)
+                               input_shape=args.size)
 
         def accuracy(m):
             return m.evaluate(data.val, verbose=0, return_dict=True)["accuracy"]

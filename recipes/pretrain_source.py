@@ -58,7 +58,7 @@ def pretrain(args):
     # A different seed for validation: same distribution, never the same images.
     val = procedural.make_arrays(classes, max(20, args.per_class // 8), args.seed + 1,
                                  args.image_size)
-    model = build_model(BACKBONE, len(classes), weights=None, image_size=args.image_size,
+    model = build_model(BACKBONE, len(classes), weights=None, input_shape=args.image_size,
                         head=HeadConfig(dropout=0.1))
     # From scratch every layer learns, BatchNorm included: there are no source
     # statistics to protect yet. The head-only phase is skipped (0 epochs).
@@ -76,7 +76,7 @@ def save_without_optimizer(model, path, metadata):
     # A fresh, uncompiled copy: the optimizer's moment estimates would triple the file
     # and mean nothing to anyone transferring from it.
     clean = build_model(BACKBONE, model.output_shape[-1], weights=None,
-                        image_size=model.input_shape[1], head=HeadConfig(dropout=0.1))
+                        input_shape=model.input_shape[1], head=HeadConfig(dropout=0.1))
     clean.set_weights(model.get_weights())
     return save_model(clean, path, metadata=metadata)
 

@@ -68,6 +68,12 @@ EXPECTED = {
         rf"peak at 100 / peak at 50 images: {NUMBER}",
         rf"\(d\) skip counting, .* ratio with / without {NUMBER}",
     ],
+    "startup.py": [
+        rf"  python -c pass +{NUMBER} s\n",
+        *(rf"  transferkit {cmd} +{NUMBER} s = {NUMBER}x python -c pass \(\+{NUMBER} s\)"
+          for cmd in (r"--help", r"train --help", r"recipes")),
+        rf"  import tensorflow +{NUMBER} s = {NUMBER}x python -c pass",
+        rf"transferkit --help under 1 s: (yes|no) \({NUMBER} s; {NUMBER}x faster"],
     "tuning_memory.py": [
         rf"  {mode} +({NUMBER} +)+growth trial 2 -> 2: [+-]{NUMBER} MiB"
         for mode in ("isolated", "cleared", "kept")

@@ -5,9 +5,11 @@
     model = tk.build_model("mobilenet_v2", data.num_classes, weights="imagenet")
     result = tk.fine_tune(model, data)
 
-The public API is `__all__`; everything else is reachable through its subpackage
-(`transferkit.models`, `.data`, `.tasks`, `.training`, `.evaluation`, `.deploy`,
-`.data_doctor`, `.app`, `.tuning`, `.cli`).
+The public API is `__all__`: the workflows, their configs and the errors; everything
+else is reachable through its subpackage (`transferkit.models`, `.data`, `.tasks`,
+`.training`, `.evaluation`, `.deploy`, `.data_doctor`, `.app`, `.tuning`, `.cli`).
+Names load on first use (`tk.fine_tune` imports the training loop, and TensorFlow,
+when first asked for), so `import transferkit` itself is quick.
 """
 
 __version__ = "0.2.0"
@@ -15,47 +17,65 @@ __version__ = "0.2.0"
 import os as _os
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) buries real messages;
-# an explicit TF_CPP_MIN_LOG_LEVEL from the user still wins.
+# an explicit TF_CPP_MIN_LOG_LEVEL from the user still wins. (The command line quiets
+# what this cannot reach, unless the user set the level: see `cli.quiet`.)
+TF_LOG_LEVEL_GIVEN = "TF_CPP_MIN_LOG_LEVEL" in _os.environ
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# First: registers the built-in tasks, which every layer looks up by name.
+# The modules defining the Keras classes (layers, losses, optimizers) a saved model may
+# name: `models.saving.load_model` imports them before it loads a file.
+KERAS_OBJECT_MODULES = ("transferkit.models.layers", "transferkit.models.losses",
+                        "transferkit.models.temperature", "transferkit.models.tta",
+                        "transferkit.training.optimizers")
+
+# Registers the built-in task names, which every layer looks up (each task's module
+# loads when the task is first asked for).
 from transferkit import tasks  # noqa: E402,F401
+from transferkit.core.errors import (ConfigError, DataError,  # noqa: E402
+                                     TrainableChangedError, TransferkitError,
+                                     UnsafeModelError, WeightsError)
+from transferkit.core.lazy import lazy_package  # noqa: E402
 
-from transferkit.core.errors import (ConfigError, DataError, TrainableChangedError,
-                                     TransferkitError, UnsafeModelError, WeightsError)
-from transferkit.core.inputs import InputSpec
-from transferkit.tasks import Task, get_task
-from transferkit.models import (BackboneSpec, HeadConfig, ModelParts, build_model,
-                                get_spec, list_backbones, load_model, read_metadata,
-                                register_backbone, save_model)
-from transferkit.data import AugmentConfig, DataSplits, augment_config, load_data, scan
-from transferkit.training import (FeatureCache, FineTuneResult, FreezePolicy,
-                                  PhaseConfig, Position, RecipeConfig, ScheduleConfig,
-                                  fine_tune, freeze, load_recipe)
-from transferkit.app.train import train
-from transferkit.data_doctor.doctor import doctor
-from transferkit.app.add_class import add_classes
-from transferkit.deploy import export_model
-from transferkit.evaluation import load_run, predict
-
-# The tuner pulls in keras-tuner: loaded on first use.
-_LAZY = {"tune": "transferkit.tuning", "TransferHyperModel": "transferkit.tuning",
-         "SearchSpace": "transferkit.tuning"}
-
-__all__ = ["AugmentConfig", "add_classes", "BackboneSpec", "ConfigError", "DataError", "DataSplits",
-           "FeatureCache", "FineTuneResult", "FreezePolicy", "HeadConfig", "InputSpec",
-           "ModelParts", "PhaseConfig", "Position", "RecipeConfig", "ScheduleConfig",
-           "SearchSpace", "Task", "TrainableChangedError", "TransferHyperModel",
-           "TransferkitError", "UnsafeModelError", "WeightsError", "augment_config",
-           "build_model", "doctor", "export_model", "fine_tune", "freeze", "get_spec", "get_task",
-           "list_backbones", "load_data", "load_model", "load_recipe", "load_run",
-           "predict", "read_metadata", "register_backbone", "save_model", "scan", "train",
-           "tune"]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
+_ERRORS = ["ConfigError", "DataError", "TrainableChangedError", "TransferkitError",
+           "UnsafeModelError", "WeightsError"]
+__all__ = sorted(_ERRORS + lazy_package(__name__, {
+    # workflows
+    "train": "transferkit.app.train", "add_classes": "transferkit.app.add_class",
+    "fine_tune": "transferkit.training.orchestrator",
+    "freeze": "transferkit.training.freezing",
+    "load_data": "transferkit.data.load", "scan": "transferkit.data.scan",
+    "augment_config": "transferkit.data.config",
+    "build_model": "transferkit.models.builder",
+    "load_model": "transferkit.models.saving", "save_model": "transferkit.models.saving",
+    "read_metadata": "transferkit.models.saving",
+    "get_spec": "transferkit.models.registry",
+    "list_backbones": "transferkit.models.registry",
+    "register_backbone": "transferkit.models.registry",
+    "get_task": "transferkit.core.task_registry", "Task": "transferkit.tasks.base",
+    "load_recipe": "transferkit.training.recipe",
+    "load_run": "transferkit.evaluation.evaluate",
+    "predict": "transferkit.evaluation.evaluate",
+    "export_model": "transferkit.deploy.export",
+    "doctor": "transferkit.data_doctor.doctor",
+    "tune": "transferkit.tuning.tuner",
+    "TransferHyperModel": "transferkit.tuning.hypermodel",
+    # what they return
+    "DataSplits": "transferkit.data.splits",
+    "FineTuneResult": "transferkit.training.orchestrator",
+    "BackboneSpec": "transferkit.models.registry",
+    # configs
+    "RecipeConfig": "transferkit.training.recipe",
+    "RuntimeConfig": "transferkit.training.config",
+    "DataConfig": "transferkit.data.config", "AugmentConfig": "transferkit.data.config",
+    "ModelConfig": "transferkit.models.config", "HeadConfig": "transferkit.models.config",
+    "ScheduleConfig": "transferkit.training.config",
+    "PhaseConfig": "transferkit.training.config",
+    "FreezePolicy": "transferkit.training.config",
+    "FeatureCache": "transferkit.training.cache.config",
+    "SearchSpace": "transferkit.tuning.space",
+}, moved={
+    # Internals that left the top level (one release of warnings, then gone).
+    "Position": ("transferkit.training.orchestrator", "transferkit.training"),
+    "ModelParts": ("transferkit.models.parts", "transferkit.models"),
+    "InputSpec": ("transferkit.core.inputs", "transferkit.core.inputs"),
+}))

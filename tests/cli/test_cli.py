@@ -10,6 +10,7 @@ import pytest
 
 from conftest import make_image_folder
 from transferkit import cli
+from transferkit.deploy import parity
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,7 +43,7 @@ def test_train_writes_the_run_directory_and_report(trained):
     assert [r["phase"] for r in history] == ["head", "head", "finetune"]
 
 
-def test_evaluate_predict_and_export_check(trained, tmp_path, capsys):
+def test_evaluate_predict_and_export_check(trained, tmp_path, capsys, monkeypatch):
     run, folder = trained
     assert cli.main(["evaluate", run, "--data", folder, "--split", "val", "--tta",
                      "--ensemble", os.path.join(run, "model.keras"), "--calibrate",
@@ -63,9 +64,18 @@ def test_evaluate_predict_and_export_check(trained, tmp_path, capsys):
                      "--check", "--data", folder]) == 0
     out = capsys.readouterr().out
     assert "model.tflite" in out and "FAIL" not in out
-    # A tolerance no artifact can meet (negative) must fail with a non-zero exit.
+    # A negative tolerance means nothing: refused before any work, naming it.
     assert cli.main(["export", run, "--format", "keras", "--out", str(tmp_path / "y"),
                      "--check", "--data", folder, "--tolerance", "-1"]) == 2
+    assert "tolerance=-1.0" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "y")
+    # An artifact whose class columns come out swapped disagrees with its source: the
+    # check fails with a non-zero exit.
+    real = parity.load_predictor
+    monkeypatch.setattr(parity, "load_predictor",
+                        lambda path, **kw: (lambda x: real(path, **kw)(x)[:, ::-1]))
+    assert cli.main(["export", run, "--format", "keras", "--out", str(tmp_path / "z"),
+                     "--check", "--data", folder]) == 2
     assert "parity check failed" in capsys.readouterr().err
 
 

@@ -141,3 +141,51 @@ def test_temp_files_of_a_kill_are_removed_and_others_kept(tmp_path):
     run.remove_temp_files()
     assert sorted(os.listdir(tmp_path)) == [".mine.tmp.keras", "report"]
     assert os.listdir(tmp_path / "report") == []
+
+
+# Constants equal to a run-directory name that mean something else (module, value).
+NOT_FILE_NAMES = {
+    ("transferkit/app/train.py", "report"),  # the recipe key `report` a resume may change
+    ("transferkit/models/saving.py", "config.json"),  # a member of every .keras archive
+}
+
+
+def test_no_run_directory_file_name_is_written_outside_rundir():
+    """RunDir names every file of a run: no string constant of the package (an f-string's
+    pieces included) spells one of its names (alone or as a path's first part, e.g.
+    "report/x.png"), or the lr_find / worker- patterns, except in core/rundir.py."""
+    import ast
+
+    import transferkit
+    from transferkit.core import rundir
+
+    names = set(rundir.RUN_FILES) | set(rundir.RUN_DIRS) | {rundir.CHECKPOINTS_DIR}
+    prefixes = (rundir.LR_FIND, rundir.WORKER_DIR.split("{")[0])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(transferkit.__file__)))
+    found = []
+    for folder, _, files in os.walk(os.path.join(root, "transferkit")):
+        for name in files:
+            path = os.path.join(folder, name)
+            module = os.path.relpath(path, root).replace(os.sep, "/")
+            if not name.endswith(".py") or module == "transferkit/core/rundir.py" \
+                    or "/_vendor/" in module:
+                continue
+            for node in ast.walk(ast.parse(open(path).read())):
+                value = getattr(node, "value", None)
+                if isinstance(node, ast.Constant) and isinstance(value, str) and (
+                        value.split("/")[0] in names or value.startswith(prefixes)) \
+                        and (module, value) not in NOT_FILE_NAMES:
+                    found.append(f"{module}:{node.lineno} {value!r}")
+    assert not found, found
+
+
+def test_the_scan_would_catch_a_literal(tmp_path):
+    """The names the scan looks for are the ones RunDir writes (not an empty set)."""
+    from transferkit.core import rundir
+
+    run = RunDir(tmp_path)
+    assert os.path.basename(run.report_file) == rundir.REPORT_FILE == "report.html"
+    assert os.path.basename(run.report_dir) in rundir.RUN_DIRS
+    assert rundir.lr_find_name("head") == "lr_find_head" and rundir.lr_find_name() == "lr_find"
+    assert rundir.lr_find_plot(str(tmp_path), "finetune").endswith("lr_find_finetune.png")
+    assert rundir.worker_path("out", 2) == os.path.join("out", "worker-2")

@@ -33,7 +33,7 @@ SIZE = 32
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    model = build_model("tiny_test", 2, weights=None, image_size=32)
+    model = build_model("tiny_test", 2, weights=None, input_shape=32)
     path = save_model(model, str(tmp_path / "model.keras"),
                       metadata={"class_names": ["blue", "red"], "image_size": 32})
     folder = make_image_folder(tmp_path / "images", per_class=5, size=32)

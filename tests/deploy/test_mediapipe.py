@@ -104,7 +104,7 @@ def test_an_exported_classifier_loads_in_mediapipe_as_it_is(tmp_path):
     from transferkit.models.builder import build_model
     from transferkit.models.saving import save_model
 
-    model = build_model("tiny_test", 3, weights=None, image_size=SIZE)
+    model = build_model("tiny_test", 3, weights=None, input_shape=SIZE)
     meta = {"class_names": list(COLOURS), "image_size": SIZE}
     run = save_model(model, str(tmp_path / "model.keras"), metadata=meta)
     rng = np.random.default_rng(0)
@@ -274,7 +274,7 @@ def test_a_one_channel_segmenter_reads_as_mediapipe_reads_one_channel(tmp_path):
     from transferkit.models.saving import save_model
     from transferkit.models.segmentation import build_segmenter
 
-    model = build_segmenter("tiny_test", 1, weights=None, image_size=SIZE, decoder_width=8)
+    model = build_segmenter("tiny_test", 1, weights=None, input_shape=SIZE, decoder_width=8)
     run = save_model(model, str(tmp_path / "model.keras"), metadata={
         "class_names": ["background", "object"], "image_size": SIZE,
         "task": "segmentation"})

@@ -29,7 +29,7 @@ NAMES = ["blue", "green", "red"]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
-    model = build_model("tiny_test", 3, weights=None, image_size=32)
+    model = build_model("tiny_test", 3, weights=None, input_shape=32)
     path = save_model(model, str(root / "model.keras"),
                       metadata={"class_names": NAMES, "image_size": 32})
     return load_run(path), root
@@ -208,7 +208,7 @@ def test_check_scores_the_val_split_the_run_held_out(tmp_path):
     from transferkit.evaluation.evaluate import eval_data
     from transferkit.training.recipe import RecipeConfig
 
-    model = build_model("tiny_test", 2, weights=None, image_size=32)
+    model = build_model("tiny_test", 2, weights=None, input_shape=32)
     path = save_model(model, str(tmp_path / "run" / "model.keras"),
                       metadata={"class_names": ["blue", "red"], "image_size": 32})
     recipe = RecipeConfig.from_keys(val_split=0.5, seed=3, backbone="tiny_test")

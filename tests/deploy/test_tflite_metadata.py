@@ -29,7 +29,7 @@ CLASSES = ["blue", "green", "red"]
 def plain(tmp_path_factory):
     """(LoadedModel, the .tflite bytes the converter wrote, without metadata)."""
     tmp = tmp_path_factory.mktemp("plain")
-    model = build_model("tiny_test", 3, weights=None, image_size=(32, 40))
+    model = build_model("tiny_test", 3, weights=None, input_shape=(32, 40))
     loaded = load_run(save_model(model, str(tmp / "model.keras"),
                                  metadata={"class_names": CLASSES, "image_size": [32, 40]}))
     loaded.model.export(str(tmp / "saved"), format="tf_saved_model", verbose=False)

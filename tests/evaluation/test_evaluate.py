@@ -25,7 +25,7 @@ def _tiny(classes=3, seed=0):
     import keras
 
     keras.utils.set_random_seed(seed)
-    return build_model("tiny_test", classes, weights=None, image_size=32)
+    return build_model("tiny_test", classes, weights=None, input_shape=32)
 
 
 def _images(n=4, size=32, seed=0):

@@ -38,7 +38,7 @@ def test_run_report_has_every_plot(tmp_path):
                                per_class=6, size=32)
     data = load_data(folder, image_size=32, batch_size=8, val_split=0.34,
                      augment=augment_config("medium"), verbose=False)
-    model = build_model("tiny_test", 3, weights=None, image_size=32)
+    model = build_model("tiny_test", 3, weights=None, input_shape=32)
     history = [{"epoch": e, "phase": "head" if e <= 2 else "finetune", "loss": 1.0 / e,
                 "val_loss": 1.1 / e, "accuracy": 0.3 * e, "val_accuracy": 0.25 * e}
                for e in (1, 2, 3)]
@@ -60,7 +60,7 @@ def test_run_report_shows_the_novelty_score_on_validation(tmp_path):
     folder = make_image_folder(tmp_path / "images", classes=("red", "blue", "green"),
                                per_class=4, size=32)
     data = load_data(folder, image_size=32, batch_size=8, val_split=0.5, verbose=False)
-    model = build_model("tiny_test", 3, weights=None, image_size=32)
+    model = build_model("tiny_test", 3, weights=None, input_shape=32)
     task = get_task("multiclass")
     features, probs, logits, _ = nv.novelty_inputs(model, data.val, task)
     scores = -np.log(np.exp(logits).sum(axis=1))  # energy, by hand

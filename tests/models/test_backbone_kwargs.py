@@ -57,9 +57,9 @@ def test_accepted_arguments_are_the_constructors_own():
 
 
 def test_known_arguments_still_reach_the_constructor():
-    slim = build_model("mobilenet_v2", 3, weights=None, image_size=32,
+    slim = build_model("mobilenet_v2", 3, weights=None, input_shape=32,
                        backbone_kwargs={"alpha": 0.35})
-    full = build_model("mobilenet_v2", 3, weights=None, image_size=32)
+    full = build_model("mobilenet_v2", 3, weights=None, input_shape=32)
     assert slim.get_layer("backbone").count_params() < full.get_layer("backbone").count_params()
     cnn = create_backbone("compact_cnn", input_shape=(32, 32, 3), bn_momentum=0.9, width=4)
     assert cnn.get_layer("block1_bn1").momentum == 0.9

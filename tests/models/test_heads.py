@@ -48,7 +48,7 @@ def _head_only(epochs, lr=3e-2):
 @pytest.mark.parametrize("task", ["multiclass", "binary", "multilabel", "regression"])
 def test_each_task_learns_a_separable_dataset(task):
     # width 32: enough random features for a linear head to separate every label
-    model = build_model("tiny_test", 3, weights=None, image_size=SIZE,
+    model = build_model("tiny_test", 3, weights=None, input_shape=SIZE,
                         task=task, head=HeadConfig(dropout=0.0),
                         backbone_kwargs={"width": 32})
     assert task_for_model(model).name == task
@@ -70,7 +70,7 @@ def test_two_phase_run_on_an_image_folder_reaches_high_accuracy(tmp_path):
     data = keras.utils.image_dataset_from_directory(
         folder, label_mode="categorical", image_size=(SIZE, SIZE), batch_size=10,
         shuffle=True, seed=0, verbose=False)
-    model = build_model("tiny_test", 3, weights=None, image_size=SIZE)
+    model = build_model("tiny_test", 3, weights=None, input_shape=SIZE)
     config = ScheduleConfig(
         head=PhaseConfig(epochs=25, learning_rate=3e-2, early_stopping_patience=None),
         finetune=PhaseConfig(epochs=3, learning_rate=1e-3, freeze="last_blocks:1",
@@ -92,7 +92,7 @@ def test_head_config_rejects_bad_values_naming_the_argument():
 
 def test_head_config_suggests_and_is_frozen():
     with pytest.raises(ConfigError, match="'multiclass'"):
-        build_model("tiny_test", 3, task="multi_class", weights=None, image_size=SIZE)
+        build_model("tiny_test", 3, task="multi_class", weights=None, input_shape=SIZE)
     config = HeadConfig(units=[64, 32.0])
     assert config.units == (64, 32)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -126,7 +126,7 @@ def test_build_head_layers_regularisation_and_float32_output():
 
 def test_pooling_sets_the_feature_size():
     for pooling, features in [("avg", 16), ("max", 16), ("flatten", 256)]:
-        model = build_model("tiny_test", 2, weights=None, image_size=SIZE,
+        model = build_model("tiny_test", 2, weights=None, input_shape=SIZE,
                             head=HeadConfig(pooling=pooling))
         assert model.get_layer("pool").output.shape[-1] == features, pooling
 

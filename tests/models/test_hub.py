@@ -133,7 +133,7 @@ def test_cnn_preset_takes_any_size_and_reloads(tmp_path):
         patch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
         spec = get_spec(f"hub:{folder}")
         assert (spec.default_size, spec.min_size, spec.preprocessing) == (32, 32, "torch")
-        model = build_model(f"hub:{folder}", 3, image_size=48)  # any size: a CNN
+        model = build_model(f"hub:{folder}", 3, input_shape=48)  # any size: a CNN
         backbone = model.get_layer("backbone")
         assert len(backbone.layers) > 10  # its own layers, each a block
         x = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 3)).astype("float32")

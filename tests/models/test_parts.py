@@ -124,5 +124,5 @@ def test_discriminative_rates_and_grad_cam_follow_the_named_parts():
     assert expected.max() > 0  # something to find: an all-zero map would not match
     np.testing.assert_allclose(heatmap, expected / expected.max(), atol=1e-4)
     # The same functions on a build_model model need no parts at all.
-    assert grad_cam(build_model("tiny_test", 2, weights=None, image_size=SIZE),
+    assert grad_cam(build_model("tiny_test", 2, weights=None, input_shape=SIZE),
                     x[0]).shape == (SIZE, SIZE)

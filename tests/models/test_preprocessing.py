@@ -44,7 +44,7 @@ def _close(actual, expected):
                          ids=[c[0] for c in CASES])
 def test_features_equal_keras_preprocess_input_then_backbone(backbone, module, size,
                                                              kwargs):
-    model = build_model(backbone, 3, weights=None, image_size=size, backbone_kwargs=kwargs)
+    model = build_model(backbone, 3, weights=None, input_shape=size, backbone_kwargs=kwargs)
     images = _raw_images(2, size)
     features = resolve_parts(model).feature_extractor().predict(images, verbose=0)
     assert features.shape == (2, get_spec(backbone).feature_size)
@@ -97,7 +97,7 @@ def test_preprocess_layer_unit_mode_and_bad_mode():
 
 
 def test_resize_accepts_other_input_sizes():
-    model = build_model("tiny_test", 2, weights=None, image_size=16, resize=True)
+    model = build_model("tiny_test", 2, weights=None, input_shape=16, resize=True)
     assert model.input_shape == (None, None, None, 3)
     extract = resolve_parts(model).feature_extractor()
     big = _raw_images(2, 40)
@@ -112,7 +112,7 @@ def test_resize_accepts_other_input_sizes():
 def test_saved_model_keeps_its_preprocessing(tmp_path):
     from transferkit.models.saving import load_model, save_model
 
-    model = build_model("tiny_test", 2, weights=None, image_size=16)
+    model = build_model("tiny_test", 2, weights=None, input_shape=16)
     path = save_model(model, str(tmp_path / "m.keras"))
     loaded = load_model(path)  # safe mode: Preprocess is a registered class, no Lambda
     images = _raw_images(2, 16)

@@ -16,7 +16,7 @@ from transferkit.models.saving import load_model, read_metadata, save_model
 
 
 def _tiny(classes=2):
-    return build_model("tiny_test", classes, weights=None, image_size=16)
+    return build_model("tiny_test", classes, weights=None, input_shape=16)
 
 
 def test_save_model_is_atomic_when_the_save_crashes(tmp_path, monkeypatch):
@@ -73,13 +73,13 @@ def test_lambda_layer_is_refused_unless_trusted(tmp_path):
     path = save_model(model, str(tmp_path / "lambda.keras"))
     with pytest.raises(UnsafeModelError) as info:
         load_model(path)
-    assert "lambda.keras" in str(info.value) and "trusted=True" in str(info.value)
-    loaded = load_model(path, trusted=True)
+    assert "lambda.keras" in str(info.value) and "safe_mode=False" in str(info.value)
+    loaded = load_model(path, safe_mode=False)
     np.testing.assert_allclose(loaded.predict(np.ones((1, 4)), verbose=0), [[2.0] * 4])
 
 
 def test_discriminative_optimizer_survives_a_save(tmp_path):
-    model = build_model("tiny_test", 2, weights=None, image_size=16,
+    model = build_model("tiny_test", 2, weights=None, input_shape=16,
                         head=HeadConfig(dropout=0.0))
     model.compile(optimizer=make_optimizer("adam", 1e-3, backbone_multiplier=0.1),
                   loss="categorical_crossentropy")

@@ -63,18 +63,18 @@ def test_scratch_backbone_has_no_imagenet_weights():
 
 
 def test_saved_keras_model_backbone_transfers_at_another_size(tmp_path):
-    source = build_model("tiny_test", 3, weights=None, image_size=32)
+    source = build_model("tiny_test", 3, weights=None, input_shape=32)
     for w in source.get_layer("backbone").weights:
         w.assign(np.random.default_rng(2).normal(size=w.shape).astype("float32"))
     path = save_model(source, str(tmp_path / "source.keras"))
     for size in (32, 48):
-        target = build_model("tiny_test", 5, weights=path, image_size=size)
+        target = build_model("tiny_test", 5, weights=path, input_shape=size)
         assert target.input_shape == (None, size, size, 3)
         _assert_same_weights(source.get_layer("backbone"), target.get_layer("backbone"))
 
 
 def test_saved_keras_model_of_another_backbone_is_refused(tmp_path):
-    path = save_model(build_model("lenet", 2, weights=None, image_size=32),
+    path = save_model(build_model("lenet", 2, weights=None, input_shape=32),
                       str(tmp_path / "lenet.keras"))
     with pytest.raises(WeightsError, match="lenet.keras"):
         create_backbone("tiny_test", weights=path, input_shape=(32, 32, 3))

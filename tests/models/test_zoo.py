@@ -54,7 +54,7 @@ def test_lite_uses_keras_efficientnet_names_and_blocks():
     assert {type(l).__name__ for l in lite.layers if "activation" in l.name} == {"ReLU"}
     assert all(l.max_value == 6 for l in lite.layers if type(l).__name__ == "ReLU")
     # last_blocks:2 trains block6d, block7a and the top, nothing before.
-    model = build_model(LITE0, 3, weights=None, image_size=32)
+    model = build_model(LITE0, 3, weights=None, input_shape=32)
     freeze(model, FreezePolicy("last_blocks", 2))
     backbone = model.get_layer("backbone")
     trainable = [l.name for l in backbone.layers if l.trainable and l.weights]
@@ -289,11 +289,11 @@ def test_keras_model_registers_as_backbone_with_its_own_weights(registry_copy):
     assert (spec.name, spec.default_size, spec.min_size, spec.feature_size) == (
         "my_net", 16, 16, 6)
     assert get_spec("My_Net") is spec
-    model = build_model("my_net", 3, image_size=16)  # default weights: the model's own
+    model = build_model("my_net", 3, input_shape=16)  # default weights: the model's own
     for got, own in zip(_backbone_weights(model), mine.get_weights()):
         np.testing.assert_array_equal(got, own)
     assert model.get_layer("backbone") is not mine  # a copy: training it leaves yours be
-    fresh = build_model("my_net", 3, weights=None, image_size=16)
+    fresh = build_model("my_net", 3, weights=None, input_shape=16)
     assert not np.array_equal(_backbone_weights(fresh)[0], mine.get_weights()[0])
     # Every layer is a block: last_blocks:1 trains c2 only.
     freeze(model, FreezePolicy("last_blocks", 1))
@@ -301,7 +301,7 @@ def test_keras_model_registers_as_backbone_with_its_own_weights(registry_copy):
     with pytest.raises(ConfigError, match="already registered"):
         register_backbone(_tiny_model())
     with pytest.raises(ConfigError, match="16x16"):
-        build_model("my_net", 3, image_size=32)
+        build_model("my_net", 3, input_shape=32)
 
 
 def test_callable_registers_with_given_layout(registry_copy):
@@ -314,7 +314,7 @@ def test_callable_registers_with_given_layout(registry_copy):
     spec = register_backbone(small_net, block_pattern=r"^(stage\d+)_",
                              preprocessing="unit", default_size=24, min_size=16)
     assert (spec.name, spec.default_size, spec.feature_size) == ("small_net", 24, 5)
-    model = build_model("small_net", 2, weights=None, image_size=20)
+    model = build_model("small_net", 2, weights=None, input_shape=20)
     assert model.get_layer("backbone").input_shape == (None, 20, 20, 3)
     assert model.predict(np.zeros((1, 20, 20, 3)), verbose=0).shape == (1, 2)
     with pytest.raises(ConfigError, match="keras.Model"):
@@ -352,7 +352,7 @@ def test_backbone_file_loads_in_safe_mode_unless_trusted(registry_copy, tmp_path
     keras.Model(inputs, keras.layers.Conv2D(3, 3, name="c")(x)).save(path)
     with pytest.raises(UnsafeModelError, match="lambda_net.keras"):
         get_spec(path)
-    spec = register_backbone(path, trusted=True)
+    spec = register_backbone(path, safe_mode=False)
     assert get_spec(path) is spec and spec.name == "lambda_net"
     backbone = create_backbone(path, weights="imagenet", input_shape=(16, 16, 3))
     assert backbone.output_shape == (None, 14, 14, 3)

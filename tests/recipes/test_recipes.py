@@ -14,7 +14,7 @@ from transferkit.core.errors import ConfigError
 from transferkit.training.freezing import freeze
 from transferkit.app.train import RunResult
 from transferkit.training.recipe import build_run_model
-from transferkit.cli import recipes as recipes_cli
+from transferkit.app import train as app_train
 from transferkit.cli.recipes import resolve_recipe, run_recipe
 from transferkit.models.saving import load_model, read_metadata
 from transferkit.training.recipe import SHORTHANDS
@@ -120,7 +120,8 @@ def test_recipe_hands_the_resolved_config_to_train(tmp_path, monkeypatch, capsys
         return RunResult(out_dir, None, (), {"val": {"num_images": 4, "accuracy": 0.5}},
                          ("a", "b"))
 
-    monkeypatch.setattr(recipes_cli, "train", fake_train)
+    # The command imports train when it runs (its parser loads no TensorFlow).
+    monkeypatch.setattr(app_train, "train", fake_train)
     code = run_recipe("efficientnet_b0", [
         "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--head-epochs", "1"])
     assert code == 0
@@ -136,7 +137,7 @@ def test_source_checkpoint_loads_as_a_backbone():
     assert meta["backbone"] == "compact_cnn" and meta["image_size"] == 64
     backbone = create_backbone("compact_cnn", weights=str(CHECKPOINT),
                                input_shape=(64, 64, 3))
-    saved = load_model(CHECKPOINT, trusted=False).get_layer("backbone")
+    saved = load_model(CHECKPOINT, safe_mode=True).get_layer("backbone")
     for mine, theirs in zip(backbone.get_weights(), saved.get_weights()):
         np.testing.assert_array_equal(mine, theirs)
     # The source task's classes are not the sample set's.

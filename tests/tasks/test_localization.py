@@ -162,7 +162,7 @@ def test_score_and_keras_metrics_against_an_independent_computation():
 
 
 def test_model_output_is_class_probabilities_then_a_box_and_flip_tta_unflips_it():
-    model = build_model("tiny_test", 3, task="localization", weights=None, image_size=32)
+    model = build_model("tiny_test", 3, task="localization", weights=None, input_shape=32)
     assert model.output_shape == (None, 7) and task_for_model(model) is TASK
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     out = model.predict(x, verbose=0)

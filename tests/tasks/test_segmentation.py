@@ -119,7 +119,7 @@ def test_class_weights_come_from_pixel_counts_and_weigh_the_loss(tmp_path):
     ("tiny_test", 32, {}), ("tiny_test", (32, 48), {}), ("compact_cnn", 64, {}),
     pytest.param("mobilenet_v2", 64, {"alpha": 0.35}, marks=pytest.mark.slow)])
 def test_decoder_output_has_the_input_resolution(backbone, size, kwargs):
-    model = build_segmenter(backbone, 3, weights=None, image_size=size,
+    model = build_segmenter(backbone, 3, weights=None, input_shape=size,
                             backbone_kwargs=kwargs)
     h, w = (size, size) if isinstance(size, int) else size
     assert model.output_shape == (None, h, w, 3)
@@ -140,9 +140,9 @@ def test_every_registered_backbone_gets_a_segmenter_or_a_reason(name):
     probe = create_backbone(spec, weights=None, input_shape=(size, size, 3))
     if len(probe.output.shape) != 4:  # e.g. LeNet's dense features: no map to decode
         with pytest.raises(ConfigError, match=f"Backbone {name!r} outputs"):
-            build_segmenter(name, 3, weights=None, image_size=size)
+            build_segmenter(name, 3, weights=None, input_shape=size)
         return
-    model = build_segmenter(name, 3, weights=None, image_size=size, decoder_width=4)
+    model = build_segmenter(name, 3, weights=None, input_shape=size, decoder_width=4)
     assert model.output_shape == (None, size, size, 3)
     skips = model.get_layer("backbone").outputs[1:]
     assert skips, name  # every convolutional backbone joins at least one skip
@@ -172,7 +172,7 @@ def test_derived_skips_stay_on_the_main_path_of_a_custom_backbone():
 
 
 def test_parts_freezing_and_bn_follow_the_classification_contract():
-    model = build_segmenter("compact_cnn", 3, weights=None, image_size=32)
+    model = build_segmenter("compact_cnn", 3, weights=None, input_shape=32)
     parts = resolve(model)
     assert parts.backbone.name == "backbone" and parts.spec.name == "compact_cnn"
     backbone_ids = {id(v) for v in parts.backbone.weights}
@@ -187,7 +187,7 @@ def test_parts_freezing_and_bn_follow_the_classification_contract():
 
 def test_maps_not_an_integer_factor_apart_are_bridged_by_resizing():
     # 40 px on compact_cnn: maps of 20, 10, 5 and 2 px; 2 -> 5 is no integer factor.
-    model = build_segmenter("compact_cnn", 2, weights=None, image_size=40)
+    model = build_segmenter("compact_cnn", 2, weights=None, input_shape=40)
     assert model.output_shape == (None, 40, 40, 2)
     assert model.get_layer("decoder2_up_resize")  # the 2 -> 5 step
 
@@ -537,7 +537,7 @@ def test_flip_tta_on_the_run_and_crops_refused(tiny_run, capsys):
 def test_flip_tta_mirrors_the_mirrored_prediction_back():
     from transferkit.models.tta import with_tta
 
-    model = build_segmenter("tiny_test", 3, weights=None, image_size=32, decoder_width=4)
+    model = build_segmenter("tiny_test", 3, weights=None, input_shape=32, decoder_width=4)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     mirrored = model.predict(x[:, :, ::-1], verbose=0)[:, :, ::-1]
     expected = (model.predict(x, verbose=0) + mirrored) / 2

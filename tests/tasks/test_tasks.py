@@ -29,10 +29,10 @@ def test_a_task_name_is_registered_once():
                                   "segmentation"])
 def test_each_task_recognises_its_own_models_output(task):
     if task == "segmentation":
-        model = build_segmenter("tiny_test", 3, weights=None, image_size=32,
+        model = build_segmenter("tiny_test", 3, weights=None, input_shape=32,
                                 decoder_width=4)
     else:
-        model = build_model("tiny_test", 3, weights=None, image_size=32,
+        model = build_model("tiny_test", 3, weights=None, input_shape=32,
                             task=task, head=HeadConfig())
     assert task_for_model(model).name == task
 
@@ -44,7 +44,7 @@ def test_predict_out_is_refused_by_a_task_without_prediction_files(tmp_path, cap
     from transferkit.models.saving import save_model
 
     path = str(tmp_path / "model.keras")
-    save_model(build_model("tiny_test", 2, weights=None, image_size=32), path,
+    save_model(build_model("tiny_test", 2, weights=None, input_shape=32), path,
                metadata={"task": "multiclass", "class_names": ["a", "b"]})
     Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
     code = cli.main(["predict", path, str(tmp_path / "x.png"), "--out",

@@ -20,7 +20,7 @@ SCRATCH = FreezePolicy("none", train_batchnorm=True)
 
 def _model(seed=0):
     keras.utils.set_random_seed(seed)
-    return build_model("tiny_test", 2, weights=None, image_size=32,
+    return build_model("tiny_test", 2, weights=None, input_shape=32,
                        head=HeadConfig(dropout=0.0))
 
 

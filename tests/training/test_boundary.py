@@ -29,7 +29,7 @@ SCHEDULE = ScheduleConfig(
 
 def _model(seed=0, dropout=0.2):
     keras.utils.set_random_seed(seed)
-    return build_model("tiny_test", 2, weights=None, image_size=32,
+    return build_model("tiny_test", 2, weights=None, input_shape=32,
                        head=HeadConfig(dropout=dropout))
 
 
@@ -45,7 +45,7 @@ def test_cut_is_below_the_first_trainable_layer_and_below_residual_blocks():
     assert find_cut(model)[0] is None and "no single tensor" in find_cut(model)[1]
     # MobileNetV2's block_15 adds its input to its output: a cut just below block_16's
     # first layer would let the skip connection cross it, so the cut is the add itself.
-    mobile = build_model("mobilenet_v2", 2, weights=None, image_size=32,
+    mobile = build_model("mobilenet_v2", 2, weights=None, input_shape=32,
                          backbone_kwargs={"alpha": 0.35})
     freeze(mobile, "from_layer:block_15_project")
     cut, _ = find_cut(mobile)

@@ -30,7 +30,7 @@ def _model(seed=0, **kwargs):
     import keras
 
     keras.utils.set_random_seed(seed)
-    return build_model("tiny_test", 2, weights=None, image_size=32, **kwargs)
+    return build_model("tiny_test", 2, weights=None, input_shape=32, **kwargs)
 
 
 def _images(n=6, size=32):
@@ -101,14 +101,14 @@ def test_keys_change_with_files_backbone_weights_and_size(tmp_path):
     assert cache.model_fingerprint(_model(seed=1)) != fp  # random init differs per seed
     assert cache.model_fingerprint(_model(backbone_kwargs={"width": 4})) != fp
     assert cache.model_fingerprint(build_model("tiny_test", 2, weights=None,
-                                               image_size=40)) != fp
+                                               input_shape=40)) != fp
     assert cache.model_fingerprint(_model(head=HeadConfig(pooling="max"))) != fp  # pooling
     # Weights files: the same file gives the same key, another file a new one.
     first, second = tmp_path / "a.weights.h5", tmp_path / "b.weights.h5"
     model.get_layer("backbone").save_weights(first)
     _model(seed=2).get_layer("backbone").save_weights(second)
-    from_first = build_model("tiny_test", 2, weights=str(first), image_size=32)
-    from_second = build_model("tiny_test", 2, weights=str(second), image_size=32)
+    from_first = build_model("tiny_test", 2, weights=str(first), input_shape=32)
+    from_second = build_model("tiny_test", 2, weights=str(second), input_shape=32)
     assert cache.model_fingerprint(from_first) == fp
     assert cache.model_fingerprint(from_second) != fp
     assert cache.feature_key(fp, base) != cache.feature_key(fp, touched)

@@ -31,7 +31,7 @@ SHORT = ScheduleConfig(head=dataclasses.replace(SCHEDULE.head, epochs=1),
 
 
 def _model():
-    return build_model("tiny_test", 2, weights=None, image_size=32)
+    return build_model("tiny_test", 2, weights=None, input_shape=32)
 
 
 def _compile(model, phase, schedule=SCHEDULE):

@@ -129,7 +129,7 @@ def test_multiworker_two_workers_end_with_identical_weights(tmp_path):
 
 def test_mixed_precision_builds_with_a_float32_output():
     with precision(True):
-        model = build_model("tiny_test", 3, weights=None, image_size=32)
+        model = build_model("tiny_test", 3, weights=None, input_shape=32)
     assert keras.config.dtype_policy().name == "float32"  # restored after the block
     assert model.get_layer("backbone").dtype_policy.compute_dtype in ("float16", "bfloat16")
     assert model.output.dtype == "float32"
@@ -150,7 +150,7 @@ def test_tf_data_service_feeds_fit():
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     fed = prepare_dataset(dataset, service=dispatcher.target, job_name="test")
     assert int(fed.cardinality()) == 3  # the length survives the service
-    model = build_model("tiny_test", 2, weights=None, image_size=32)
+    model = build_model("tiny_test", 2, weights=None, input_shape=32)
     schedule = ScheduleConfig(head=PhaseConfig(epochs=2, decay="cosine"))
     compile_phase(model, schedule.head, schedule, get_task("multiclass"),
                   steps_per_epoch=int(fed.cardinality()))

@@ -31,7 +31,7 @@ EXPECTED = {  # policy -> trainable backbone layers (BN excluded by default)
 
 @pytest.fixture
 def model():
-    return build_model("tiny_test", 3, weights=None, image_size=16,
+    return build_model("tiny_test", 3, weights=None, input_shape=16,
                        head=_head(units=(4,), batch_norm=True))
 
 
@@ -147,7 +147,7 @@ def test_last_blocks_needs_a_spec_when_the_model_is_not_named_after_one():
 
 
 def test_last_blocks_on_a_keras_backbone():
-    model = build_model("mobilenet_v2", 2, weights=None, image_size=32,
+    model = build_model("mobilenet_v2", 2, weights=None, input_shape=32,
                         backbone_kwargs={"alpha": 0.35})
     freeze(model, FreezePolicy("last_blocks", 2))
     layers = [l.name for l in model.get_layer("backbone").layers]

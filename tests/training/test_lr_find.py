@@ -28,7 +28,7 @@ def splits(image_folder):
 
 def _model():
     keras.utils.set_random_seed(0)
-    return build_model("tiny_test", 2, weights=None, image_size=32)
+    return build_model("tiny_test", 2, weights=None, input_shape=32)
 
 
 def test_suggestion_is_a_tenth_of_the_rate_at_the_smoothed_minimum():
@@ -187,7 +187,7 @@ def test_cli_tune_with_auto_rates_searches_around_the_suggestion(image_folder, t
 def test_lr_auto_without_the_hook_is_refused_not_ignored():
     rng = np.random.default_rng(0)
     data = (rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32"), np.arange(8) % 2)
-    model = build_model("tiny_test", 2, weights=None, image_size=32)
+    model = build_model("tiny_test", 2, weights=None, input_shape=32)
     config = ScheduleConfig(head=PhaseConfig(epochs=1, lr_auto=True),
                             finetune=PhaseConfig(epochs=0), batch_size=4)
     with pytest.raises(ConfigError, match=r"'head' has lr_auto=True.*AutoLR"):

@@ -201,7 +201,7 @@ def test_fine_tune_and_train_without_options_run_the_same_phases_and_rates(image
                  "--no-boundary-cache", "--out", str(run)]) == 0
     cli = json.loads((run / "history.json").read_text())
     data = tk.load_data(image_folder, image_size=32, verbose=False)
-    model = tk.build_model("tiny_test", data.num_classes, weights=None, image_size=32)
+    model = tk.build_model("tiny_test", data.num_classes, weights=None, input_shape=32)
     api = tk.fine_tune(model, data, verbose=0).history
     # Early stopping may end a phase at another epoch on either side; every epoch both
     # ran has the same phase, epoch in phase and learning rate.

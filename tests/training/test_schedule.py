@@ -35,7 +35,7 @@ def _snapshot(layer):
 
 
 def _model(backbone="tiny_test", size=16, **kwargs):
-    return build_model(backbone, 2, weights=None, image_size=size,
+    return build_model(backbone, 2, weights=None, input_shape=size,
                        head=HeadConfig(dropout=0.0), **kwargs)
 
 

@@ -104,7 +104,7 @@ def test_hyperband_epoch_spans_map_onto_the_two_phases(capsys):
                                        early_stopping_patience=0, batch_size=4).schedule
     rng = np.random.default_rng(0)
     data = (rng.uniform(0, 255, (8, 16, 16, 3)).astype("float32"), np.arange(8) % 2)
-    model = build_model("tiny_test", 2, weights=None, image_size=16)
+    model = build_model("tiny_test", 2, weights=None, input_shape=16)
     phases = {}
     for initial, epochs in ((0, 1), (1, 4), (3, 5), (0, None)):
         start = timeline_position(schedule, initial)

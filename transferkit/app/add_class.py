@@ -20,7 +20,9 @@ import time
 import keras
 import numpy as np
 
+from transferkit.app.config import AddClassConfig
 from transferkit.app.train import check_claim, claim_run, model_metadata, run_dir
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.data.load import load_data
@@ -33,7 +35,7 @@ from transferkit.models.parts import resolve
 from transferkit.training.cache import FeatureStore, has_features, split_features
 from transferkit.training.recipe import build_run_model, load_run_data, recipe_from_dict
 
-EPOCHS, PATIENCE = 30, 3
+EPOCHS, PATIENCE = AddClassConfig.epochs, AddClassConfig.patience
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,8 @@ class AddClassResult:
     seconds: float
 
 
-def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted=False,
+@renamed(**TRUSTED)
+def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, safe_mode=True,
                 overwrite=False, verbose=True):
     """Add the classes of `data` (a folder of new class subfolders, or a CSV) to the run
     directory `run`, writing a new run directory `out_dir`; returns AddClassResult.
@@ -57,7 +60,7 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
     features are replayed; when they are gone they are recomputed, which is said).
     epochs, patience: the head fit's cap and early-stopping patience (defaults 30, 3;
         epochs=0: imprinting only).
-    trusted: the run's model may run code when loaded.
+    safe_mode: False lets the run's model run code when loaded (Keras safe mode off).
     """
     start = time.perf_counter()
     source = RunDir(os.path.expanduser(os.fspath(run)))
@@ -72,7 +75,7 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
                           f"Received: a run of task={recipe.task!r} ({source.path})")
     out = run_dir(out_dir)
     check_claim(out, recipe, overwrite=overwrite, resumable=False)  # before the work
-    loaded = load_run(source.path, trusted=trusted)
+    loaded = load_run(source.path, safe_mode=safe_mode)
     old_names = tuple(loaded.class_names)
     data = os.path.expanduser(os.fspath(data))
     added = _class_names(task, data)
@@ -104,7 +107,7 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
         else (None, None)
     grown = _grown_model(model, recipe, len(names), old_train.x[0], old_train.y[0],
                          train_x[old_train.count:], train_y[old_train.count:, k_old:],
-                         trusted)
+                         safe_mode)
     head = resolve(grown).head()
     before = _old_accuracy(resolve(model).head(), task, old_val)
     if epochs:
@@ -150,12 +153,12 @@ def _output(model):
     return holder, layer
 
 
-def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y, trusted):
+def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y, safe_mode):
     """The recipe's model with `num_classes` outputs, every weight copied from `model`,
     the old output units kept and one imprinted unit per new class."""
     # weights=none: every weight is copied below, so loading ImageNet's is wasted work.
     grown = build_run_model(recipe_from_dict({"weights": None}, recipe), num_classes,
-                            trusted=trusted)
+                            safe_mode=safe_mode)
     _, old_out = _output(model)
     holder, new_out = _output(grown)
     old_vars = [v for v in model.weights if not any(v is w for w in old_out.weights)]

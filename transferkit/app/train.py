@@ -22,6 +22,7 @@ import warnings
 import keras
 import numpy as np
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task
@@ -86,8 +87,9 @@ def model_metadata(recipe, class_names, **extra):
                            backbone=recipe.model.backbone, **extra)
 
 
+@renamed(**TRUSTED)
 def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
-          checkpoint=CheckpointConfig(), data_service=None, trusted=False,
+          checkpoint=CheckpointConfig(), data_service=None, safe_mode=True,
           overwrite=False):
     """Run `recipe` (a RecipeConfig) end to end and fill `out_dir`; returns RunResult.
 
@@ -98,25 +100,25 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
         recipe may differ from the run's config.json. overwrite: delete the run's files
         (only those `train` writes) and start a new run. checkpoint: a CheckpointConfig
         (save frequency, how many to keep). data_service: a tf.data service dispatcher
-        address. trusted: the `weights` or `backbone` .keras file may run code when
-        loaded (see `models.saving.load_model`). callbacks: more Keras callbacks
-        (`PhaseCallback`s hear the phases too).
+        address. safe_mode: False lets the `weights` or `backbone` .keras file run code
+        when loaded (Keras safe mode off; see `models.saving.load_model`). callbacks:
+        more Keras callbacks (`PhaseCallback`s hear the phases too).
     """
     job = prepare(recipe, out_dir, resume=resume, overwrite=overwrite,
-                  keep=checkpoint.keep, data_service=data_service, trusted=trusted)
-    model, start, saver = build(job, checkpoint, trusted=trusted)
+                  keep=checkpoint.keep, data_service=data_service, safe_mode=safe_mode)
+    model, start, saver = build(job, checkpoint, safe_mode=safe_mode)
     run_schedule(job, model, start, saver, callbacks=callbacks, verbose=verbose)
     return finish(job, model, saver.history)
 
 
-def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=3, data_service=None,
-            trusted=False):
+def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=CheckpointConfig.keep,
+            data_service=None, safe_mode=True):
     """Check the recipe, load and check every input, then claim `out_dir` (see
     `claim_run`) and record the recipe; returns the `Job`. Cheap checks come first;
     nothing is written to out_dir before every input is known to be readable."""
-    if trusted and is_model_file(recipe.model.backbone):
+    if not safe_mode and is_model_file(recipe.model.backbone):
         # Before anything looks the backbone file up (which loads it in safe mode).
-        register_backbone(recipe.model.backbone, trusted=True)
+        register_backbone(recipe.model.backbone, safe_mode=False)
     # Before any slow work, and before touching out_dir: the backbone name, the image
     # size range, and the data and weights paths.
     recipe.input_spec()
@@ -180,13 +182,13 @@ def check_minimums(recipe, data):
               "(--no-novelty, recipe key novelty=false, turns it off).")
 
 
-def build(job, checkpoint=CheckpointConfig(), *, trusted=False):
+def build(job, checkpoint=CheckpointConfig(), *, safe_mode=True):
     """(model, start, checkpointer): the recipe's model, the `Position` training starts
     from (None when the resumed run's schedule is done) with the checkpoint's weights
     loaded where its phase was complete, and the `Checkpointer` that saves the run."""
     recipe, state, manager = job.recipe, job.state, job.manager
     with job.strategy.scope(), precision(recipe.runtime.mixed_precision):
-        model = build_run_model(recipe, job.data.num_classes, trusted=trusted)
+        model = build_run_model(recipe, job.data.num_classes, safe_mode=safe_mode)
     if recipe.model.weights_arg() is None and recipe.schedule.head.epochs:
         # A frozen random backbone gives near-constant features (MobileNetV2's pooled
         # output is ~1e-12): phase 1 then trains a head on noise. Say so, don't refuse:

@@ -1,5 +1,5 @@
 """The `transferkit` command line: one module per command group, `main` the entry point."""
 
-from transferkit.cli.main import main
+from transferkit.core.lazy import lazy_package
 
-__all__ = ["main"]
+__all__ = lazy_package(__name__, {"main": "transferkit.cli.main"})

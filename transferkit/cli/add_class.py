@@ -1,7 +1,8 @@
 """`transferkit add-class`: add classes to a trained classifier without retraining it."""
 
-from transferkit.app.add_class import add_classes
+from transferkit.app.config import AddClassConfig
 from transferkit.cli.common import command
+from transferkit.cli.flags import add_config_flags, config_from_args
 
 EPILOG = """examples:
   transferkit add-class runs/shapes --data data/new_classes --out runs/shapes_plus
@@ -23,10 +24,7 @@ def register(sub):
     p.add_argument("--data", required=True, metavar="DIR",
                    help="folder of new class subfolders, or a CSV of path,label rows")
     p.add_argument("--out", required=True, metavar="DIR", help="the new run directory")
-    p.add_argument("--epochs", type=int, default=30,
-                   help="head fit cap, with early stopping (default 30; 0: imprint only)")
-    p.add_argument("--patience", type=int, default=3,
-                   help="early-stopping patience of the head fit (default 3)")
+    add_config_flags(p, AddClassConfig)  # --epochs, --patience
     p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
     p.add_argument("--trusted", action="store_true",
                    help="the run's model may run Python code when loaded")
@@ -34,8 +32,11 @@ def register(sub):
 
 
 def run(args):
-    result = add_classes(args.run, args.data, args.out, epochs=args.epochs,
-                         patience=args.patience, trusted=args.trusted,
+    settings = config_from_args(AddClassConfig, args)
+    from transferkit.app.add_class import add_classes
+
+    result = add_classes(args.run, args.data, args.out, epochs=settings.epochs,
+                         patience=settings.patience, safe_mode=not args.trusted,
                          overwrite=args.overwrite)
     val = result.metrics.get("val", {})
     print(f"classes: {', '.join(result.class_names)}")

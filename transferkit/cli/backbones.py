@@ -2,8 +2,6 @@
 ImageNet weights come from."""
 
 from transferkit.cli.common import command
-from transferkit.models.backbones import create_backbone
-from transferkit.models.registry import get_spec, list_backbones
 
 EPILOG = """examples:
   transferkit backbones
@@ -27,6 +25,9 @@ def register(sub):
 
 
 def run(args):
+    from transferkit.models.backbones import create_backbone
+    from transferkit.models.registry import get_spec, list_backbones
+
     print(f"{'name':<22}{'size':>6}{'min':>6}{'features':>10}{'params':>14}  "
           f"{'preprocessing':<15}imagenet")
     for name in list_backbones(args.pattern):

@@ -1,4 +1,5 @@
-"""What the commands share: the subparser factory and the MODEL argument."""
+"""What the commands share: the subparser factory and the MODEL argument. (Light: the
+model code loads when a command runs.)"""
 
 import argparse
 import dataclasses
@@ -7,8 +8,7 @@ import sys
 
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
-from transferkit.evaluation.evaluate import load_run, model_file
-from transferkit.models.tta import PRESETS, unwrap_tta, with_tta
+from transferkit.models.config import TTA_PRESETS
 
 
 def command(sub, name, help, epilog=None):
@@ -30,7 +30,8 @@ def add_model_args(p, tta=True):
                    help="allow models whose loading runs Python code (Lambda layers); "
                    "only for files from people you trust")
     if tta:
-        p.add_argument("--tta", nargs="?", const="flip", choices=[*sorted(PRESETS), "none"],
+        p.add_argument("--tta", nargs="?", const="flip",
+                       choices=[*sorted(TTA_PRESETS), "none"],
                        help="test-time augmentation (bare --tta: flip; ten_crop is the "
                        "course notes' 10-crop; none: without the flip TTA a run may "
                        "have kept in its model)")
@@ -41,7 +42,10 @@ def loaded_model(path, args):
 
     A model that already averages TTA views (a run that kept flip TTA) is never wrapped
     twice: the same preset is a no-op, another one (or "none") replaces it."""
-    loaded = load_run(path, trusted=args.trusted)
+    from transferkit.evaluation.evaluate import load_run
+    from transferkit.models.tta import unwrap_tta, with_tta
+
+    loaded = load_run(path, safe_mode=not args.trusted)
     wanted = getattr(args, "tta", None)
     if not wanted:
         return loaded
@@ -64,6 +68,8 @@ def check_out(out, model, writes, suggestion="exports"):
     e.g. ("model.keras",)) or the MODEL file itself: never a silent overwrite."""
     if not out:
         return
+    from transferkit.evaluation.evaluate import model_file
+
     if RunDir(out).is_run_dir():
         raise ConfigError(f"The `--out` argument {out} is a run directory: writing there "
                           f"would replace the run's {' and '.join(writes)}. Choose another "

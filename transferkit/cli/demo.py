@@ -31,22 +31,20 @@ import sys
 import time
 from pathlib import Path
 
-import keras
-
 import transferkit
-from transferkit.app.train import train
 from transferkit.cli.common import command
 from transferkit.core.errors import DataError
 from transferkit.core.files import atomic_path, write_json, write_text
-from transferkit.core.task_registry import get_task
+from transferkit.core.rundir import REPORT_FILE
+from transferkit.core.task_registry import DEFAULT_TASK, get_task
 from transferkit.training.recipe import RecipeConfig, recipe_from_dict
 
 SAMPLE_DIR = "sample"
 # Per demo task: its shipped sample folder, and its settings beyond the shared ones.
-SAMPLES = {"multiclass": SAMPLE_DIR, "segmentation": "segmentation",
+SAMPLES = {DEFAULT_TASK: SAMPLE_DIR, "segmentation": "segmentation",
            "localization": "localization"}
 TASK_SETTINGS = {
-    "multiclass": dict(batch_size=16, dropout=0.2,
+    DEFAULT_TASK: dict(batch_size=16, dropout=0.2,
                        # 1e-2 for the new head on frozen features, as in the Keras
                        # EfficientNet example.
                        head_lr=1e-2),
@@ -64,6 +62,7 @@ TASK_SETTINGS = {
 # Full-run epochs per task where the shared 6 + 6 fall short (a box regresses slowly).
 FULL_BUDGETS = {"localization": (20, 30)}
 CHECKPOINT = "source_compact_cnn.keras"
+SUMMARY_FILE, CURVES_PLOT = "summary.json", "report.png"  # in <out>, beside report.html
 DATA_ENV = "TRANSFERKIT_DATA"  # overrides where the shipped data is looked for
 IMAGENET_BACKBONE = "efficientnet_lite0"  # --imagenet: its weights work offline
 
@@ -119,7 +118,7 @@ def find_data_dir(sample=SAMPLE_DIR):
         "`python recipes/make_sample.py` and `python recipes/pretrain_source.py`.")
 
 
-def demo_recipes(data_dir, seed=0, budget=FULL, task="multiclass"):
+def demo_recipes(data_dir, seed=0, budget=FULL, task=DEFAULT_TASK):
     """(transfer, scratch) RecipeConfigs over the shipped data of `task` ("multiclass"
     or "segmentation"), at equal epoch budgets."""
     data_dir = Path(data_dir)
@@ -161,12 +160,16 @@ def imagenet_recipe(transfer):
 
 
 def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=True,
-             task="multiclass", imagenet=False):
-    """Run the whole demo of `task` ("multiclass" or "segmentation") into `out_dir`;
-    returns a DemoResult.
+             task=DEFAULT_TASK, imagenet=False):
+    """Run the whole demo of `task` ("multiclass", "segmentation" or "localization")
+    into `out_dir`; returns a DemoResult.
 
     imagenet: also transfer from EfficientNet-Lite0's ImageNet weights (default False).
     """
+    import keras
+
+    from transferkit.app.train import train
+
     start = time.time()
     data_dir = Path(data_dir) if data_dir else find_data_dir(SAMPLES[task])
     budget = FAST if fast else DemoBudget(*FULL_BUDGETS.get(task, (FULL.head_epochs,
@@ -178,7 +181,7 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
     if imagenet:
         runs.append(("imagenet", imagenet_recipe(transfer)))
     steps = len(runs) + 1
-    say(f"data: {data_dir}\n1/{steps} scanning {transfer.data}")
+    say(f"data: {data_dir}\n1/{steps} scanning {_what_is_scanned(transfer)}")
     say(_scan_summary(transfer))
     results = {}
     for step, (name, recipe) in enumerate(runs, start=2):
@@ -202,8 +205,17 @@ def run_demo(out_dir="runs/demo", *, fast=False, seed=0, data_dir=None, verbose=
         f"  from scratch (same network, random init): {result.scratch_accuracy:.3f}\n"
         f"{extra}"
         f"  margin: {result.margin:+.3f}   ({result.seconds:.0f} s)\n"
-        f"report: {os.path.join(out_dir, 'report.html')}")
+        f"report: {os.path.join(out_dir, REPORT_FILE)}")
     return result
+
+
+def _what_is_scanned(recipe):
+    """The scan step in words: which images, and how they will be split."""
+    data = recipe.data
+    held = f"{data.val_split:.0%} held out for validation" if not data.val else \
+        f"validation images from {data.val}"
+    return (f"the {recipe.task} images in {data.train} as `transferkit scan` would "
+            f"({held}, {data.augment} augmentation for training)")
 
 
 def _scan_summary(recipe):
@@ -212,8 +224,9 @@ def _scan_summary(recipe):
 
 
 def write_report(out_dir, results, transfer_recipe, result):
-    """report.png (curves, phase boundary), report.html and summary.json in `out_dir`."""
-    png = os.path.join(out_dir, "report.png")
+    """report.png (curves, phase boundary), report.html and summary.json in `out_dir`
+    (the page named as a run directory's, `core.rundir.REPORT_FILE`)."""
+    png = os.path.join(out_dir, CURVES_PLOT)
     with atomic_path(png) as tmp:
         plot_curves(results, transfer_recipe.schedule.head.epochs, result.metric).savefig(
             tmp, format="png", dpi=110)
@@ -227,9 +240,8 @@ def write_report(out_dir, results, transfer_recipe, result):
                "runs": {k: os.path.join(out_dir, k) for k in results}}
     if result.imagenet_accuracy is not None:
         summary[f"imagenet_val_{metric}"] = result.imagenet_accuracy
-    write_json(os.path.join(out_dir, "summary.json"), summary)
-    write_text(os.path.join(out_dir, "report.html"), _html(summary, transfer_recipe,
-                                                           metric))
+    write_json(os.path.join(out_dir, SUMMARY_FILE), summary)
+    write_text(os.path.join(out_dir, REPORT_FILE), _html(summary, transfer_recipe, metric))
 
 
 def plot_curves(results, boundary, metric="accuracy"):
@@ -277,7 +289,7 @@ def _html(summary, recipe, metric="accuracy"):
             + (f", ImageNet transfer ({IMAGENET_BACKBONE}) "
                f"<b>{summary[f'imagenet_val_{metric}']:.3f}</b>"
                if f"imagenet_val_{metric}" in summary else "") + ".</p>"
-            f"<img src='report.png' alt='learning curves' style='max-width:100%'>"
+            f"<img src='{CURVES_PLOT}' alt='learning curves' style='max-width:100%'>"
             f"<table border=1 cellpadding=4>{rows}</table><ul>{links}</ul>\n")
 
 
@@ -305,7 +317,7 @@ def register(sub):
                    help="2 + 2 epochs instead of 6 + 6 (tens of seconds)")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="split and init seed (default: 0)")
-    p.add_argument("--task", default="multiclass", choices=sorted(SAMPLES),
+    p.add_argument("--task", default=DEFAULT_TASK, choices=sorted(SAMPLES),
                    help="multiclass (default: data/sample/), segmentation "
                    "(data/segmentation/, scored by mean IoU) or localization "
                    "(data/localization/, scored by correct_iou50)")

@@ -3,10 +3,12 @@ and what to label next, with a review page and a fixes file `train --fixes` read
 
 import os
 
-from transferkit.data_doctor.doctor import doctor
 from transferkit.cli.common import command
+from transferkit.cli.flags import add_config_flags, config_from_args
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
+from transferkit.data_doctor.config import DoctorConfig
+from transferkit.training.recipe import RecipeConfig
 
 EPILOG = """examples:
   transferkit doctor data/pets --out doctor/pets
@@ -22,23 +24,21 @@ wrong labels, exclude the training copy of each leak).
 """
 
 
+# What the doctor reads as `train` does (their defaults and help are the recipe's).
+RECIPE_KEYS = ("backbone", "weights", "image_size", "seed")
+
+
 def register(sub):
     p = command(sub, "doctor", "Find wrong labels, leaks between splits, near-duplicates "
                 "and outliers; write a review page and a fixes file.", EPILOG)
     p.add_argument("data", metavar="DATA", help="folder of class subfolders or CSV")
     p.add_argument("--val-data", default="", metavar="VAL",
                    help="validation data (default: carved from DATA as train does)")
-    p.add_argument("--backbone", help="feature extractor (default: the recipe default)")
-    p.add_argument("--weights", default="imagenet",
-                   help="imagenet, none or a weights file (default imagenet)")
-    p.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
-    p.add_argument("--folds", type=int, default=5,
-                   help="K of the out-of-fold heads (default 5)")
-    p.add_argument("--views", type=int, default=0,
-                   help="augmented views per training image for the heads (default 0)")
+    add_config_flags(p, RecipeConfig, only=RECIPE_KEYS, overlay=True,
+                     title="the feature extractor and split (recipe keys)")
+    add_config_flags(p, DoctorConfig, title="the out-of-fold heads (DoctorConfig)")
     p.add_argument("--unlabeled", metavar="DIR",
                    help="also rank these unlabelled images, most uncertain first")
-    p.add_argument("--seed", type=int, default=0, help="split and fold seed (default 0)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for issues.json, review.html and fixes.csv")
     p.set_defaults(func=run)
@@ -48,10 +48,13 @@ def run(args):
     if RunDir(args.out).is_run_dir():
         raise ConfigError(f"The `--out` argument {args.out} is a run directory; choose "
                           f"another folder, e.g. --out {os.path.join(args.out, 'doctor')}.")
+    settings = config_from_args(DoctorConfig, args)
+    keys = {k: getattr(args, k) for k in RECIPE_KEYS if getattr(args, k) is not None}
+    from transferkit.data_doctor.doctor import doctor
+
     result = doctor(args.data, out_dir=args.out, val_data=args.val_data,
-                    backbone=args.backbone, weights=args.weights,
-                    image_size=args.image_size, folds=args.folds, views=args.views,
-                    unlabeled=args.unlabeled, seed=args.seed)
+                    folds=settings.folds, views=settings.views, unlabeled=args.unlabeled,
+                    **keys)
     counts = ", ".join(f"{n} {kind}" for kind, n in result.counts.items()) or "no issues"
     print(f"doctor: {counts}")
     for row in result.rows[:10]:

@@ -4,11 +4,10 @@ check judged by the model's task."""
 import os
 
 from transferkit.cli.common import add_model_args, check_out, command, loaded_model
+from transferkit.cli.flags import add_config_flags, config_from_args
 from transferkit.core.errors import ConfigError
-from transferkit import deploy as ex
-from transferkit.evaluation.evaluate import SPLITS, eval_data
-from transferkit.deploy.model_card import write_model_card
-from transferkit.models.bundle import LABELS_NAME, sidecar_path
+from transferkit.core.rundir import MODEL_FILE
+from transferkit.deploy.config import ALL, FORMATS, QUANTIZE, ExportConfig
 
 EPILOG = """examples:
   transferkit export runs/pets --format savedmodel --out exports/pets
@@ -31,31 +30,33 @@ def register(sub):
     p = command(sub, "export", "Export a model to .keras, SavedModel or TFLite, with "
                 "its class names, and optionally check parity.", EPILOG)
     add_model_args(p)
-    p.add_argument("--format", required=True, choices=ex.FORMATS + (ex.ALL,),
+    p.add_argument("--format", required=True, choices=FORMATS + (ALL,),
                    help="one format, or all of them (int8 only with --data)")
-    p.add_argument("--quantize", choices=ex.QUANTIZE,
+    p.add_argument("--quantize", choices=QUANTIZE,
                    help="--format tflite only; int8 needs --data (representative "
                    "training images)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
     p.add_argument("--data", metavar="DIR", help="the run's data folder or CSV")
     p.add_argument("--check", action="store_true",
                    help="compare metric, agreement and latency with the source model")
-    p.add_argument("--split", default="val", choices=SPLITS,
-                   help="images --check scores: the run's val split of --data (default)")
-    p.add_argument("--tolerance", type=float, default=0.01,
-                   help="largest metric difference and disagreement --check accepts "
-                   "(default 0.01)")
+    add_config_flags(p, ExportConfig, title="the parity check (--check; ExportConfig)")
     p.set_defaults(func=run)
 
 
 def run(args):
+    settings = config_from_args(ExportConfig, args)
+    from transferkit import deploy as ex
+    from transferkit.deploy.model_card import write_model_card
+    from transferkit.evaluation.evaluate import eval_data
+    from transferkit.models.bundle import LABELS_NAME, sidecar_path
+
     plan = ex.export_plan(args.format, args.quantize, calibration_data=bool(args.data))
     if args.check and not args.data:
         raise ConfigError("`--check` needs `--data DIR` to evaluate the artifacts on.")
     if ("tflite", "int8") in plan and not args.data:
         raise ConfigError("`--quantize int8` needs `--data DIR`: int8 calibrates on "
                           "images of the run's training split.")
-    check_out(args.out, args.model, ("model.keras",))
+    check_out(args.out, args.model, (MODEL_FILE,))
     loaded = loaded_model(args.model, args)
     loaded.keras_model("export")
     representative = None
@@ -70,10 +71,12 @@ def run(args):
         paths.append(path)
     rows = None
     if args.check:
-        data = eval_data(loaded, args.data, split=args.split)
-        rows = ex.check_parity(loaded, paths, data, args.tolerance, trusted=args.trusted)
-        print(ex.format_parity(rows, args.tolerance, loaded.task))
-    card = write_model_card(args.out, loaded, paths, rows=rows, tolerance=args.tolerance)
+        data = eval_data(loaded, args.data, split=settings.split)
+        rows = ex.check_parity(loaded, paths, data, settings.tolerance,
+                               safe_mode=not args.trusted)
+        print(ex.format_parity(rows, settings.tolerance, loaded.task))
+    card = write_model_card(args.out, loaded, paths, rows=rows,
+                            tolerance=settings.tolerance)
     print(f"model card: {card}")
     if rows:
-        ex.raise_on_mismatch(rows, args.tolerance, loaded.task)
+        ex.raise_on_mismatch(rows, settings.tolerance, loaded.task)

@@ -4,15 +4,19 @@ one message and exit code 2. Each command lives in its own module with a
 
 Exit codes: 0 success, 2 a bad argument or file (one message naming it), 130 Ctrl-C,
 143 SIGTERM (training saves a checkpoint first), 1 an unexpected error (a bug: one
-message; `--debug` shows the traceback instead)."""
+message; `--debug` shows the traceback instead).
+
+Building the parser loads no TensorFlow: each command imports what it runs inside its
+`run`, so `--help` and `recipes` answer at once. A command that needs TensorFlow gets
+it imported quietly first (`cli.quiet`), unless it says `tensorflow=False`.
+"""
 
 import argparse
 import sys
 
-import tensorflow as tf
-
 from transferkit.cli import (add_class, backbones, demo, doctor, evaluate, export,
                              lr_find, predict, recipes, scan, train, tune)
+from transferkit.cli.quiet import quiet_tensorflow
 from transferkit.core.errors import TransferkitError
 
 COMMANDS = (backbones, recipes, scan, doctor, train, add_class, lr_find, evaluate, predict,
@@ -28,6 +32,8 @@ def main(argv=None):
         return 2
     prefix = f"transferkit {args.command}: error:"
     try:
+        if getattr(args, "tensorflow", True):
+            quiet_tensorflow()
         return args.func(args) or 0
     except TransferkitError as error:
         if args.debug:
@@ -45,19 +51,23 @@ def main(argv=None):
         where = f" {error.filename}" if error.filename else ""
         print(f"{prefix}{where}: {error.strerror or error}", file=sys.stderr)
         return 2
-    except tf.errors.OpError as error:  # e.g. a file changed on disk since the scan
-        if args.debug:
-            raise
-        print(f"{prefix} TensorFlow could not process an input: "
-              f"{error.message.strip().splitlines()[0]}", file=sys.stderr)
-        return 2
     except Exception as error:  # noqa: BLE001 - the boundary: one message, not a traceback
         if args.debug:
             raise
+        if _is_op_error(error):  # e.g. a file changed on disk since the scan
+            print(f"{prefix} TensorFlow could not process an input: "
+                  f"{error.message.strip().splitlines()[0]}", file=sys.stderr)
+            return 2
         print(f"{prefix} unexpected {type(error).__name__}: {error}\n(this is likely a "
               "bug in transferkit; run again with --debug for the traceback and report "
               "it)", file=sys.stderr)
         return 1
+
+
+def _is_op_error(error):
+    # TensorFlow raised it only if it is loaded; asking must not load it.
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(error, tf.errors.OpError)
 
 
 def build_parser():

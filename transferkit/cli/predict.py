@@ -3,14 +3,10 @@
 import json
 import os
 
-import numpy as np
-
 from transferkit.cli.common import add_model_args, command, loaded_model
+from transferkit.cli.flags import add_config_flags, config_from_args
 from transferkit.core.errors import ConfigError
-from transferkit.data.files import image_dataset
-from transferkit.evaluation.evaluate import predict
-from transferkit.evaluation.gradcam import grad_cam, save_overlay
-from transferkit.models.tta import unwrap_tta
+from transferkit.evaluation.config import PredictConfig
 
 EPILOG = """examples:
   transferkit predict runs/pets cat.jpg dog.png
@@ -25,7 +21,7 @@ def register(sub):
                 "the predicted values, for regression).", EPILOG)
     add_model_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--top-k", type=int, default=3, help="classes to print (default 3)")
+    add_config_flags(p, PredictConfig)  # --top-k, --batch-size
     p.add_argument("--gradcam", metavar="DIR", help="write Grad-CAM overlays here")
     p.add_argument("--json", action="store_true", help="print JSON lines instead")
     p.add_argument("--out", metavar="DIR", help="segmentation: write each image's "
@@ -34,15 +30,16 @@ def register(sub):
 
 
 def run(args):
-    if args.top_k < 1:
-        raise ConfigError(f"The `--top-k` argument should be at least 1. Received: "
-                          f"--top-k {args.top_k}")
+    settings = config_from_args(PredictConfig, args)  # checked before any work
+    from transferkit.evaluation.evaluate import predict
+
     loaded = loaded_model(args.model, args)
     if args.out and not loaded.task.writes_predictions:  # before any prediction
         raise ConfigError(f"--out writes per-image prediction files (masks), which "
                           f"task={loaded.task.name!r} does not have; use --json for its "
                           "predictions.")
-    rows = predict(loaded, args.images, top_k=args.top_k)
+    rows = predict(loaded, args.images, top_k=settings.top_k,
+                   batch_size=settings.batch_size)
     for row in rows:
         if args.json:
             print(json.dumps(row))
@@ -58,6 +55,10 @@ def run(args):
 
 
 def _prediction_files(args, loaded):
+    import numpy as np
+
+    from transferkit.data.files import image_dataset
+
     dataset, _ = image_dataset(args.images, loaded.input.size)
     images, outputs = [], []
     for batch, _ in dataset:
@@ -68,6 +69,10 @@ def _prediction_files(args, loaded):
 
 
 def _gradcam(args, loaded, rows):
+    from transferkit.data.files import image_dataset
+    from transferkit.evaluation.gradcam import grad_cam, save_overlay
+    from transferkit.models.tta import unwrap_tta
+
     # Grad-CAM walks the model's parts, which the TTA wrapper hides: use the plain model.
     model = unwrap_tta(loaded.keras_model("--gradcam"))
     dataset, _ = image_dataset(args.images, loaded.input.size, batch_size=1)

@@ -14,8 +14,8 @@ import argparse
 import json
 import sys
 
-from transferkit.app.train import train
 from transferkit.cli.common import command
+from transferkit.cli.quiet import quiet_tensorflow
 from transferkit.cli.train import add_recipe_flags, print_result, recipe_from_args
 from transferkit.core.errors import ConfigError, TransferkitError
 from transferkit.training.recipe_book import RECIPES, get_recipe
@@ -32,7 +32,7 @@ def register(sub):
                 "papers and guides, each with its source.", EPILOG)
     p.add_argument("name", nargs="?", metavar="NAME",
                    help="show this recipe's settings and sources (default: list all)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, tensorflow=False)  # the book is data: listed at once
 
 
 def run(args):
@@ -96,7 +96,11 @@ def run_recipe(name, argv=None, prog=None):
         if not recipe.data.train:
             raise ConfigError("The `--data` argument is required: a folder of class "
                               "subfolders, a CSV file, or tfds:NAME. Received: no --data")
-        result = train(recipe, args.out, trusted=args.trusted, overwrite=args.overwrite)
+        quiet_tensorflow()
+        from transferkit.app.train import train
+
+        result = train(recipe, args.out, safe_mode=not args.trusted,
+                       overwrite=args.overwrite)
     except TransferkitError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2

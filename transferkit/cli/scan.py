@@ -4,7 +4,7 @@ import os
 
 from transferkit.cli.common import command
 from transferkit.core.errors import DataError
-from transferkit.core.task_registry import get_task, task_names
+from transferkit.core.task_registry import DEFAULT_TASK, get_task, task_names
 
 EPILOG = """examples:
   transferkit scan data/pets
@@ -22,7 +22,7 @@ def register(sub):
     p.add_argument("--workers", type=int, help="decoding threads (default: automatic)")
     p.add_argument("--follow-links", action="store_true",
                    help="also read files that symbolic links outside DIR point at")
-    p.add_argument("--task", default="multiclass", choices=sorted(task_names()),
+    p.add_argument("--task", default=DEFAULT_TASK, choices=sorted(task_names()),
                    help="segmentation: DIR holds images/ and masks/, and every mask is "
                    "checked too (missing, extra, size, class range); localization: "
                    "DIR is a boxes CSV, a folder holding boxes.csv or a Pascal VOC "

@@ -3,21 +3,18 @@
 field's doc), so the CLI, recipe files, recipe scripts and the API can never drift
 apart."""
 
-import argparse
 import json
 import os
 
-from transferkit.app.train import train
 from transferkit.cli.common import command
+from transferkit.cli.flags import add_config_flags, add_flag, config_from_args
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
-from transferkit.data.splits import SPLIT_NAMES
-from transferkit.evaluation.evaluate import format_report
-from transferkit.training.checkpoint import CheckpointConfig
+from transferkit.data.config import SPLIT_NAMES
+from transferkit.training.config import CheckpointConfig
 from transferkit.training.recipe import (KEYS, LEAVES, SHORTHANDS, RecipeConfig, load_recipe,
                                          recipe_from_dict)
 from transferkit.training.recipe_book import recipe_by_name
-from transferkit.tuning.report import best_recipe_path
 
 EPILOG = """examples:
   transferkit train --data data/sample --backbone mobilenet_v2 --weights imagenet \\
@@ -48,10 +45,7 @@ def register(sub):
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its model, checkpoints and "
                    "reports are deleted)")
-    p.add_argument("--save-every", type=int, default=0, metavar="STEPS",
-                   help="also checkpoint every STEPS optimizer steps (default: epoch ends)")
-    p.add_argument("--keep-checkpoints", type=int, default=3, metavar="K",
-                   help="checkpoints to keep (default 3)")
+    add_config_flags(p, CheckpointConfig)  # --save-every, --keep-checkpoints
     p.add_argument("--data-service", metavar="ADDRESS",
                    help="tf.data service dispatcher, e.g. grpc://host:5050: preprocessing "
                    "runs on its workers")
@@ -66,36 +60,13 @@ def register(sub):
 def add_recipe_flags(parser, skip=()):
     """One `--flag` per recipe key (RecipeConfig's leaves, then the shorthands), its
     help the field's doc and default; None (not given) leaves the setting alone."""
-    group = parser.add_argument_group("recipe settings (recipe keys; see RecipeConfig)")
-    for leaf in LEAVES.values():
-        if leaf.key not in skip:
-            _add_flag(group, leaf.key, leaf.kind, f"{leaf.doc} (default: "
-                      f"{_shown(leaf.default)})")
+    add_config_flags(parser, RecipeConfig, skip=skip, overlay=True,
+                     title="recipe settings (recipe keys; see RecipeConfig)")
     shorthands = parser.add_argument_group("shorthands (set one or both phases)")
     for key, targets in SHORTHANDS.items():
         leaf = LEAVES[targets[0]]
         flags = " and ".join("--" + t.replace("_", "-") for t in targets)
-        _add_flag(shorthands, key, leaf.kind, f"sets {flags}")
-
-
-def _add_flag(group, key, kind, help):
-    flag = "--" + key.replace("_", "-")
-    if kind is bool:
-        group.add_argument(flag, dest=key, default=None, help=help,
-                           action=argparse.BooleanOptionalAction)
-    elif kind is tuple:
-        group.add_argument(flag, dest=key, default=None, type=_tuple_arg, metavar="LIST",
-                           help=f"{help}; comma-separated")
-    else:
-        group.add_argument(flag, dest=key, default=None, type=kind,
-                           metavar=kind.__name__.upper(), help=help)
-
-
-def _shown(value):
-    if isinstance(value, tuple):
-        return ",".join("=".join(map(str, v)) if isinstance(v, tuple) else str(v)
-                        for v in value) or "none"
-    return repr(value) if isinstance(value, str) else value
+        add_flag(shorthands, key, leaf.kind, f"sets {flags}", choices=leaf.choices)
 
 
 def recipe_from_args(args, base=None):
@@ -108,22 +79,6 @@ def recipe_from_args(args, base=None):
     if "data" in values:
         values["data"] = os.path.expanduser(values["data"])
     return recipe_from_dict(values, base)
-
-
-def _tuple_arg(text):
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if all("=" in t for t in items) and items:
-        return tuple((k, _number(v)) for k, v in (t.split("=", 1) for t in items))
-    return tuple(_number(t) for t in items)
-
-
-def _number(text):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def run(args):
@@ -143,14 +98,18 @@ def run(args):
     if not recipe.data.train:
         raise ConfigError("The `--data` argument is required: a folder of class "
                           "subfolders, a CSV file, or tfds:NAME.")
+    from transferkit.app.train import train  # TensorFlow: when a run starts
+
     result = train(recipe, args.out, resume=args.resume, data_service=args.data_service,
-                   checkpoint=CheckpointConfig(args.save_every, args.keep_checkpoints),
-                   trusted=args.trusted, overwrite=args.overwrite)
+                   checkpoint=config_from_args(CheckpointConfig, args),
+                   safe_mode=not args.trusted, overwrite=args.overwrite)
     print_result(result, recipe.task)
 
 
 def print_result(result, task):
     """The run directory and each split's headline metrics (`task`: the run's)."""
+    from transferkit.evaluation.evaluate import format_report
+
     print(f"run directory: {result.out_dir}")
     for split in SPLIT_NAMES:  # metrics.json also holds e.g. the novelty settings
         if split in result.metrics:
@@ -163,4 +122,6 @@ def from_tuning(args):
         return None
     if getattr(args, "recipe", None):
         raise ConfigError("Give either `--recipe` or `--from-tuning`, not both.")
+    from transferkit.tuning.report import best_recipe_path
+
     return load_recipe(best_recipe_path(args.from_tuning))

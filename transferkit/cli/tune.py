@@ -4,9 +4,12 @@ import dataclasses
 import os
 
 from transferkit.cli.common import command
+from transferkit.cli.flags import add_config_flags, config_from_args
 from transferkit.cli.train import add_recipe_flags, recipe_from_args
+from transferkit.core.config import flatten
 from transferkit.core.errors import TransferkitError
 from transferkit.training.recipe import recipe_from_dict
+from transferkit.tuning.config import RESULTS_CSV, RESULTS_HTML, SEARCH_FILE, TuneConfig
 
 EPILOG_TUNE = """examples:
   transferkit tune --data data/sample --backbone mobilenet_v2 --max-trials 20 \\
@@ -36,13 +39,9 @@ def register(sub):
     p = command(sub, "tune", "Search hyperparameters of the whole two-phase recipe with "
                  "keras-tuner; write a results table and the best recipe.", EPILOG_TUNE)
     p.add_argument("--out", required=True, help="tuning directory to write")
-    p.add_argument("--max-trials", type=int, help="trials to run (default 10; Hyperband "
-                   "decides its own number)")
-    p.add_argument("--tuner", choices=("random", "bayesian", "hyperband"),
-                   help="keras-tuner search algorithm (default random)")
+    # None: not given, so a resumed search keeps its own settings.
+    add_config_flags(p, TuneConfig, overlay=True, title="the search (TuneConfig)")
     p.add_argument("--space", metavar="FILE", help="JSON search space (see below)")
-    p.add_argument("--objective", help="metric to optimise: val_accuracy (default; "
-                   "val_loss for regression), or NAME:min / NAME:max")
     p.add_argument("--resume", action="store_true", help="continue the search in --out "
                    "with its saved settings (finished trials are kept)")
     p.add_argument("--in-process", action="store_true", help="train trials in this "
@@ -61,11 +60,13 @@ def run(args):
     from transferkit.tuning.space import SearchSpace, load_space
     from transferkit.tuning.tuner import load_search, tune
 
-    settings = {"tuner": "random", "max_trials": 10, "objective": None}
+    settings = TuneConfig()
     base, space = None, SearchSpace()
-    if args.resume and os.path.exists(os.path.join(args.out, "search.json")):
+    if args.resume and os.path.exists(os.path.join(args.out, SEARCH_FILE)):
         base, space, saved = load_search(args.out)
-        settings.update({k: v for k, v in saved.items() if k in settings})
+        settings = dataclasses.replace(settings, **{
+            k: v for k, v in saved.items() if k in flatten(settings) and v is not None})
+    settings = config_from_args(settings, args)  # flags given now win
     names = [n.strip() for n in (args.backbone or "").split(",") if n.strip()]
     base = recipe_from_args(args, base)
     if names:
@@ -73,18 +74,17 @@ def run(args):
     space = load_space(args.space, space) if args.space else space
     if len(names) > 1:
         space = dataclasses.replace(space, backbone=tuple(names))
-    settings.update({k: getattr(args, k) for k in settings if getattr(args, k) is not None})
     result = tune(base, args.out, space=space, resume=args.resume, seed=base.seed,
-                  process_per_trial=not args.in_process, **settings)
+                  process_per_trial=not args.in_process, **flatten(settings))
     if not result.rows:  # a distributed worker: the chief writes the report
         print(f"tuner {os.environ.get('KERASTUNER_TUNER_ID', '')}: done")
         return
     for row in result.rows[:5]:
         print(f"#{row['rank']} trial {row['trial']} ({row['status']}): {row['objective']}")
     if result.best_recipe is None:
-        raise TransferkitError(f"No trial finished: see {args.out}/results.csv and the "
+        raise TransferkitError(f"No trial finished: see {args.out}/{RESULTS_CSV} and the "
                                "trial.json files under it for their errors.")
-    print(f"results: {os.path.join(args.out, 'results.html')}\n"
+    print(f"results: {os.path.join(args.out, RESULTS_HTML)}\n"
           f"retrain the best: transferkit train --from-tuning {args.out} --out RUN_DIR")
 
 

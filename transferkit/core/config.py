@@ -21,13 +21,16 @@ _SECTION = "transferkit.section"
 _SETTING = "transferkit.setting"
 
 
-def setting(default, doc, *, key=None, parse=None, show=None, also=()):
+def setting(default, doc, *, key=None, parse=None, show=None, also=(), choices=None):
     """A leaf field: its `default`, its help text `doc` (what it does and the values it
     takes; the default is added by whoever shows it). key: its flat key (default: the
     field name). parse/show: from/to the flat (JSON) form when the value is not a plain
     bool/int/float/str/tuple (e.g. a FreezePolicy as "last_blocks:2"). also: extra flat
-    keys reaching into the value, as (key, attribute, doc) triples."""
-    meta = {_SETTING: dict(doc=doc, key=key, parse=parse, show=show, also=tuple(also))}
+    keys reaching into the value, as (key, attribute, doc) triples. choices: the values
+    it takes, when they are a fixed set (a flag offers exactly these; the dataclass
+    still checks them itself)."""
+    meta = {_SETTING: dict(doc=doc, key=key, parse=parse, show=show, also=tuple(also),
+                           choices=None if choices is None else tuple(choices))}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -49,6 +52,7 @@ class Leaf:
     kind: type  # of the flat form: bool, int, float, str or tuple
     parse: object = None  # flat form -> tree value (None: the flat form is the value)
     show: object = None  # tree value -> flat form
+    choices: tuple | None = None  # the values it takes, when a fixed set
 
     def read(self, tree):
         value = get_at(tree, self.path)
@@ -69,11 +73,14 @@ def replace_at(tree, path, value):
 
 
 def leaves(tree, prefix="", path=()):
-    """Every `Leaf` of a config tree (a config dataclass or an instance), in field order."""
-    instance = tree if not isinstance(tree, type) else tree()
+    """Every `Leaf` of a config tree (a config dataclass or an instance), in field order.
+
+    A class is read from its fields' defaults, not built: its own checks may look
+    things up (a task, a backbone) that listing its settings, e.g. for `--help`, must
+    not load."""
     out = []
-    for field in dataclasses.fields(instance):
-        value = getattr(instance, field.name)
+    for field in dataclasses.fields(tree):
+        value = field.default if isinstance(tree, type) else getattr(tree, field.name)
         if _SECTION in field.metadata:
             out += leaves(value, prefix + field.metadata[_SECTION]["prefix"],
                           path + (field.name,))
@@ -85,7 +92,7 @@ def leaves(tree, prefix="", path=()):
         flat = show(value) if show else value
         out.append(Leaf(prefix + (meta["key"] or field.name), path + (field.name,),
                         path + (field.name,), meta["doc"], flat, type(flat), meta["parse"],
-                        show))
+                        show, meta["choices"]))
         for key, attribute, doc in meta["also"]:
             inner = getattr(value, attribute)
             out.append(Leaf(prefix + key, path + (field.name, attribute), path + (key,),

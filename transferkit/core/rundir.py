@@ -20,6 +20,10 @@ Layout (a contract for the CLI, reports, resume and the tuner):
     worker-<i>/      under multi-worker, the same files from worker i (the chief
                      writes the directory itself)
 
+The names are this module's constants, and nothing else spells them (a test scans the
+package): a command writing a report elsewhere (`evaluate --out`, the demo) names it
+with `REPORT_FILE` / `REPORT_DIR` too, and `lr-find --out` its files with `lr_find_name`.
+
     run = RunDir("runs/pets")
     run_id, changed = run.claim(recipe.flat(), resume=True, may_change=("report",))
     run.write_history(records); run.read_metrics()
@@ -49,6 +53,8 @@ METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 REPORT_FILE = "report.html"
 LOGS_DIR, REPORT_DIR, CHECKPOINTS_DIR = "logs", "report", "checkpoints"
+LR_FIND = "lr_find"  # the range test's record and plot: lr_find[_<phase>].json / .png
+WORKER_DIR = "worker-{}"  # a multi-worker run's worker i writes into worker-<i>/
 # What `train` writes into a run directory: the only names it ever deletes (on
 # overwrite, and the temp files a kill left behind). Checkpoint files are deleted by
 # the `clear_checkpoints` a RunDir is given: their names belong to the checkpoint code.
@@ -71,6 +77,22 @@ RUN_SCHEMA = Obj({
 CLASS_NAMES_SCHEMA = List(Str(), unique=True)
 HISTORY_SCHEMA = List(Map())
 METRICS_SCHEMA = Map(Any())
+
+
+def lr_find_name(phase=None):
+    """The base name of a range test's files (+ ".json", ".png"): `lr_find_<phase>` for
+    a phase's test inside a run or a tuning directory, `lr_find` on its own."""
+    return f"{LR_FIND}_{phase}" if phase else LR_FIND
+
+
+def lr_find_plot(out_dir, phase=None):
+    """The path of the range test's plot in `out_dir` (see `lr_find_name`)."""
+    return os.path.join(out_dir, f"{lr_find_name(phase)}.png")
+
+
+def worker_path(out_dir, task_id):
+    """Where worker `task_id` of a multi-worker run writes (the chief: `out_dir`)."""
+    return os.path.join(out_dir, WORKER_DIR.format(task_id))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +129,14 @@ class RunDir:
     @property
     def logs(self):
         return self.file(LOGS_DIR)
+
+    @property
+    def report_file(self):
+        return self.file(REPORT_FILE)
+
+    @property
+    def report_dir(self):
+        return self.file(REPORT_DIR)
 
     @property
     def checkpoints(self):

@@ -1,9 +1,11 @@
 """The registry of tasks: how every layer turns a task name into its `Task` object.
 
 The concrete tasks live in `transferkit.tasks` (above core, models, data and
-evaluation), which registers the built-in ones when `transferkit` is imported. Lower
-layers only look a task up here and call its methods; none of them knows which kinds
-of task exist.
+evaluation), which registers the built-in ones when `transferkit` is imported: their
+names at once, each task's code (and TensorFlow) when it is first asked for
+(`register_task_loader`). Lower layers only look a task up here and call its methods;
+none of them knows which kinds of task exist (the name of the default one,
+`DEFAULT_TASK`, aside).
 
     task = get_task("binary")           # the registered Task object
     get_task(task) is task              # a Task passes through
@@ -16,7 +18,11 @@ from transferkit.core.errors import ConfigError, suggest
 # scores and by the temperature layer, so the two agree.
 EPSILON = 1e-7
 
+# The task of a model, a dataset or a recipe when none is named.
+DEFAULT_TASK = "multiclass"
+
 _TASKS = {}  # name -> Task, in registration order
+_LOADERS = {}  # name -> function returning the Task, for tasks not loaded yet
 
 
 def register_task(task):
@@ -29,6 +35,27 @@ def register_task(task):
                           f"(registered: {task_names()}).")
     _TASKS[name] = task
     return task
+
+
+def register_task_loader(name, load):
+    """Add task `name`, made by `load()` (a function returning its Task) when the task
+    is first asked for: its name is known at once, its code (and TensorFlow) loads then."""
+    if name in _TASKS:
+        raise ConfigError(f"A task named {name!r} is already registered "
+                          f"(registered: {task_names()}).")
+    _TASKS[name] = _LOADERS[name] = load
+
+
+def _loaded(name):
+    task = _TASKS[name]
+    if _LOADERS.get(name) is task:
+        loaded = task()
+        if getattr(loaded, "name", None) != name:
+            raise ConfigError(f"The loader of task {name!r} returned a task named "
+                              f"{getattr(loaded, 'name', None)!r}.")
+        _TASKS[name] = loaded
+        del _LOADERS[name]
+    return _TASKS[name]
 
 
 def task_names():
@@ -46,14 +73,14 @@ def get_task(task):
     if task not in _TASKS:
         raise ConfigError(f"The `task` argument should be one of {task_names()}. "
                           f"Received: task={task!r}.{suggest(task, _TASKS)}")
-    return _TASKS[task]
+    return _loaded(task)
 
 
 def task_for_model(model):
     """The first registered Task (in registration order) whose `matches_output(model)`
     says the model's output layer is its kind. Saved models carry their task in their
     metadata; this is for models that do not."""
-    for task in _TASKS.values():
+    for task in map(_loaded, list(_TASKS)):
         if task.matches_output(model):
             return task
     raise ConfigError(f"No registered task (of {task_names()}) recognises the output "

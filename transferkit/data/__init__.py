@@ -5,17 +5,20 @@ Boxed objects: `data.annotations` reads CSV, Pascal VOC, COCO and YOLO annotatio
 
     from transferkit.data import load_data
     splits = load_data("~/photos", image_size=224, augment=augment_config("light"))
+
+`data.config` (DataConfig, AugmentConfig and its presets) is light; the names below
+load their module (and TensorFlow) on first use.
 """
 
-from transferkit.data.augment import AUGMENT_PRESETS, AugmentConfig, augment_config
-from transferkit.data.files import image_dataset, list_source
-from transferkit.data.load import load_data
-from transferkit.data.pipeline import (as_batches, dataset_from_arrays, decode_image,
-                                       make_dataset)
-from transferkit.data.scan import ScanReport, scan
-from transferkit.data.splits import DataSplits, stratified_sample, stratified_split
+from transferkit.core.lazy import lazy_package
 
-__all__ = ["AUGMENT_PRESETS", "AugmentConfig", "DataSplits", "ScanReport",
-           "as_batches", "augment_config", "dataset_from_arrays", "decode_image",
-           "image_dataset", "list_source", "load_data", "make_dataset", "scan",
-           "stratified_sample", "stratified_split"]
+__all__ = lazy_package(__name__, {
+    **dict.fromkeys(("AUGMENT_PRESETS", "AugmentConfig", "DataConfig", "augment_config"),
+                    "transferkit.data.config"),
+    **dict.fromkeys(("image_dataset", "list_source"), "transferkit.data.files"),
+    "load_data": "transferkit.data.load",
+    **dict.fromkeys(("as_batches", "dataset_from_arrays", "decode_image", "make_dataset"),
+                    "transferkit.data.pipeline"),
+    **dict.fromkeys(("ScanReport", "scan"), "transferkit.data.scan"),
+    **dict.fromkeys(("DataSplits", "stratified_sample", "stratified_split"),
+                    "transferkit.data.splits")})

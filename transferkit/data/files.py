@@ -12,6 +12,7 @@ from pathlib import Path
 
 from transferkit.core.errors import DataError, suggest
 from transferkit.data import imageio
+from transferkit.data.config import DEFAULT_BATCH_SIZE
 from transferkit.data.pipeline import SkipWatch, make_dataset, tf_decodes
 from transferkit.core.files import read_regular_file
 from transferkit.data.listing import csv_rows, is_header
@@ -138,7 +139,7 @@ def list_images(folder, argument="images"):
     return files
 
 
-def folder_dataset(folder, argument, image_size, *, batch_size=32, verbose=True,
+def folder_dataset(folder, argument, image_size, *, batch_size=DEFAULT_BATCH_SIZE,
                    normalized_dir=None, workers=None):
     """(dataset of (images, dummy labels), the paths it reads, in order) of the usable
     images of the folder argument `argument` (e.g. unknown_data): listed
@@ -162,7 +163,8 @@ def folder_dataset(folder, argument, image_size, *, batch_size=32, verbose=True,
     return dataset, kept
 
 
-def image_dataset(paths, image_size, *, batch_size=32, normalized_dir=None, workers=None):
+def image_dataset(paths, image_size, *, batch_size=DEFAULT_BATCH_SIZE, normalized_dir=None,
+                  workers=None):
     """(dataset of (images, dummy labels) in `paths` order, scan report) for files to
     predict on: scanned and decoded exactly as training decodes them (EXIF rotation,
     CMYK, 16-bit, palette and alpha normalised), so a model sees the same pixels.

@@ -40,24 +40,29 @@ import tensorflow as tf
 
 from transferkit.core.errors import DataError
 from transferkit.core.inputs import parse_size
-from transferkit.core.task_registry import get_task
+from transferkit.core.task_registry import DEFAULT_TASK, get_task
 from transferkit.data import files, sources
-from transferkit.data.augment import AugmentConfig
+from transferkit.data.config import (DEFAULT_BATCH_SIZE, AugmentConfig, DataConfig,
+                                     check_split_fractions)
 from transferkit.data.fixes import read_fixes
-from transferkit.data.splits import DataSplits, check_split_fractions
+from transferkit.data.splits import DataSplits
 
 
-def load_data(source, *, image_size, batch_size: int = 32, task: str = "multiclass",
-              val_split: float = 0.2, test_split: float = 0.0, seed: int = 0,
+def load_data(source, *, image_size, batch_size: int = DEFAULT_BATCH_SIZE,
+              task: str = DEFAULT_TASK, val_split: float = DataConfig.val_split,
+              test_split: float = DataConfig.test_split, seed: int = 0,
               augment: AugmentConfig | bool | None = None,
-              shuffle_buffer: int | None = None, cache=None, scan: bool = True,
-              class_weights: bool = False, deterministic: bool = False,
+              shuffle_buffer: int | None = None, cache=None, scan: bool = DataConfig.scan,
+              class_weights: bool = DataConfig.class_weights, deterministic: bool = False,
               class_names=None, data_dir=None, normalized_dir=None,
-              workers: int | None = None, follow_links: bool = False,
+              workers: int | None = None, follow_links: bool = DataConfig.follow_links,
               fixes=None, verbose: bool = True) -> DataSplits:
     """Load, scan, split and batch a data source (see the module docstring).
 
-    image_size: an int, (height, width) or an `InputSpec`.
+    image_size: an int, (height, width) or an `InputSpec`. The defaults of batch_size,
+    task, val_split, test_split, scan, class_weights and follow_links are a recipe's
+    (`DataConfig`, `DEFAULT_BATCH_SIZE`, `DEFAULT_TASK`: 32, multiclass, 0.2, 0.0, True,
+    False, False).
     augment: an AugmentConfig, True for AugmentConfig(), or None (default); applied to
         the training split only. cache: None, "memory" or a file path prefix.
     class_names: fixes the class order (default sorted). scan: run the health scan

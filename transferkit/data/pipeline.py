@@ -27,8 +27,9 @@ import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.inputs import parse_size
-from transferkit.core.task_registry import get_task
+from transferkit.core.task_registry import DEFAULT_TASK, get_task
 from transferkit.data.augment import AugmentConfig, mix_batch
+from transferkit.data.config import DEFAULT_BATCH_SIZE
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_IMAGE_BUFFER = 1024  # shuffle buffer when elements are decoded images
@@ -143,17 +144,17 @@ def _label_array(labels, n: int) -> np.ndarray:
     return labels
 
 
-def make_dataset(paths, labels, *, image_size, batch_size: int = 32,
+def make_dataset(paths, labels, *, image_size, batch_size: int = DEFAULT_BATCH_SIZE,
                  training: bool = False, augment: AugmentConfig | None = None,
                  seed: int | None = None, cache=None, shuffle_buffer: int | None = None,
                  deterministic: bool = False, drop_remainder: bool = False,
                  skip_errors: bool | None = None, watch: SkipWatch | None = None,
-                 task="multiclass", num_classes: int | None = None) -> tf.data.Dataset:
+                 task=DEFAULT_TASK, num_classes: int | None = None) -> tf.data.Dataset:
     """Batches of (float32 [B, H, W, 3] 0-255, float32 labels) from image files.
 
     labels: one per path: encoded targets (see tasks.Task.encode), or what `task`
         reads as labels (`Task.source_labels`: e.g. mask file paths).
-    task, num_classes: the task (default "multiclass") whose hooks decode, augment
+    task, num_classes: the task (default DEFAULT_TASK) whose hooks decode, augment
         and encode the labels, and its number of classes.
     training=False (default): no shuffle, no augmentation, files in the given order.
     cache: None, "memory" or a file path prefix; holds decoded, resized images.
@@ -187,11 +188,11 @@ def make_dataset(paths, labels, *, image_size, batch_size: int = 32,
         return ds
 
 
-def dataset_from_arrays(x, y, *, image_size=None, batch_size: int = 32,
+def dataset_from_arrays(x, y, *, image_size=None, batch_size: int = DEFAULT_BATCH_SIZE,
                         training: bool = False, augment: AugmentConfig | None = None,
                         seed: int | None = None, cache=None,
                         shuffle_buffer: int | None = None, deterministic: bool = False,
-                        drop_remainder: bool = False, task="multiclass",
+                        drop_remainder: bool = False, task=DEFAULT_TASK,
                         num_classes: int | None = None) -> tf.data.Dataset:
     """Like make_dataset, from in-memory images x [N, H, W(, C)] and encoded labels y
     (or what `task` reads as labels, e.g. masks [N, H, W] of class indices).
@@ -222,7 +223,7 @@ def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
           augment: AugmentConfig | None, seed: int | None, cache,
           shuffle_buffer: int | None, deterministic: bool, drop_remainder: bool,
           cheap_elements: bool = True, skip_errors: bool = False,
-          watch: SkipWatch | None = None, task="multiclass",
+          watch: SkipWatch | None = None, task=DEFAULT_TASK,
           num_classes: int | None = None) -> tf.data.Dataset:
     """The pipeline of every source and task. `ds` yields elements `prepare` maps to
     (float32 image at the model's size, raw label); `task`'s hooks then decode the
@@ -317,7 +318,7 @@ def with_seeds(ds, seed, stream: int):
     return tf.data.Dataset.zip((ds, seeds))
 
 
-def as_batches(data, task, units, batch_size=32, training=False, seed=0):
+def as_batches(data, task, units, batch_size=DEFAULT_BATCH_SIZE, training=False, seed=0):
     """A batched tf.data dataset of (image, float label) from a dataset or (x, y) arrays.
 
     Integer class labels are one-hot encoded when the task's head has several units.

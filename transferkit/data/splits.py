@@ -8,21 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from transferkit.core.errors import DataError
+# Light, in `data.config`; importable from here as before.
+from transferkit.data.config import SPLIT_NAMES, check_split_fractions  # noqa: F401
 from transferkit.data.scan import ScanReport
-
-
-def check_split_fractions(val_split, test_split, error=DataError):
-    """Raise `error` (default DataError) unless both fractions are in [0, 1) and
-    leave some training data (their sum < 1)."""
-    for name, value in (("val_split", val_split), ("test_split", test_split)):
-        if not 0 <= value < 1:
-            raise error(f"{name} must be in [0, 1). Received: {name}={value}")
-    if val_split + test_split >= 1:
-        raise error(f"val_split + test_split must be < 1. Received: "
-                    f"{val_split} + {test_split}")
-
-SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ class imbalance and what to label next, with a review page that writes a fixes f
     result = doctor("data/pets", out_dir="doctor/pets")   # issues.json, review.html
 """
 
-from transferkit.data_doctor.doctor import DoctorResult, doctor
+from transferkit.core.lazy import lazy_package
 
-__all__ = ["DoctorResult", "doctor"]
+__all__ = lazy_package(__name__, dict.fromkeys(("DoctorResult", "doctor"),
+                                               "transferkit.data_doctor.doctor"))

@@ -30,7 +30,9 @@ from transferkit.data_doctor import issues as data_issues
 from transferkit.data_doctor.review import write_review
 from transferkit.models.parts import resolve
 from transferkit.training.cache import FeatureStore, extract_features, split_features
-from transferkit.training.recipe import recipe_from_dict
+from transferkit.training.recipe import RecipeConfig, recipe_from_dict
+from transferkit.data_doctor.config import DoctorConfig
+from transferkit.models.config import ModelConfig
 
 ISSUES_FILE, REVIEW_FILE, FIXES_FILE = "issues.json", "review.html", "fixes.csv"
 
@@ -48,9 +50,9 @@ class DoctorResult:
     epoch_seconds: float
 
 
-def doctor(data, *, out_dir=None, val_data="", backbone=None, weights="imagenet",
-           image_size=None, folds=5, views=0, unlabeled=None, seed=0, store=None,
-           verbose=True, **recipe_keys):
+def doctor(data, *, out_dir=None, val_data="", backbone=None, weights=ModelConfig.weights,
+           image_size=None, folds=DoctorConfig.folds, views=DoctorConfig.views,
+           unlabeled=None, seed=RecipeConfig.seed, store=None, verbose=True, **recipe_keys):
     """Check the labelled images of `data` (any source `train` takes); returns a
     DoctorResult and, with `out_dir`, writes issues.json, review.html and fixes.csv.
 
@@ -60,7 +62,8 @@ def doctor(data, *, out_dir=None, val_data="", backbone=None, weights="imagenet"
         extractor (default: the recipe default backbone with ImageNet weights).
     folds: K of the out-of-fold heads (default 5). views: augmented views per training
         image added to the heads' training rows (default 0: clean features only, which
-        flagged flips more precisely on data/sample with both backbones measured).
+        flagged flips more precisely on data/sample with both backbones measured); see
+        `DoctorConfig`.
     unlabeled: a folder of unlabelled images to rank, most uncertain first.
     store: a FeatureStore (default: the on-disk cache training uses).
     recipe_keys: any other recipe key (val_split, augment, scan, ...).
@@ -74,17 +77,14 @@ def doctor(data, *, out_dir=None, val_data="", backbone=None, weights="imagenet"
         raise ConfigError("The doctor checks one class label per image (multiclass "
                           f"data): the `task` cannot be set. Received: "
                           f"task={recipe_keys['task']!r}")
+    DoctorConfig(folds, views)  # checked before any work
+    # Confident learning needs one class per image: the single-label task, whatever
+    # the default task is.
     keys = {"task": "multiclass", "data": os.fspath(data), "val_data": os.fspath(val_data or ""),
             "weights": weights, "seed": seed, **recipe_keys}
     keys.update({k: v for k, v in (("backbone", backbone), ("image_size", image_size))
                  if v is not None})
     recipe = recipe_from_dict(keys)
-    if folds < 2:
-        raise ConfigError(f"The `folds` argument should be at least 2. Received: "
-                          f"folds={folds}")
-    if views < 0:
-        raise ConfigError(f"The `views` argument should be 0 or more. Received: "
-                          f"views={views}")
     splits = load_run_data(recipe, verbose=verbose)
     _check_sizes(splits)  # every input checked before any feature is computed
     to_rank = None if not unlabeled else folder_dataset(

@@ -5,17 +5,15 @@ Serving, TFLite with MediaPipe metadata), the predictors that run them, parity, 
     predict = load_predictor(path)
 """
 
-from transferkit.deploy.export import (ALL, FORMATS, INPUT_SPEC, QUANTIZE, artifact_name,
-                                       export_model, export_plan, representative_images,
-                                       tflite_bytes)
-from transferkit.deploy.parity import (artifact_format, check_parity, format_parity,
-                                       raise_on_mismatch, size_bytes)
-from transferkit.deploy.predictors import load_predictor, tflite_interpreter
-from transferkit.deploy.serving import (BYTES_INPUT, BYTES_SIGNATURE, FLOAT_SIGNATURE,
-                                        serving_archive)
+from transferkit.core.lazy import lazy_package
 
-__all__ = ["ALL", "BYTES_INPUT", "BYTES_SIGNATURE", "FLOAT_SIGNATURE", "FORMATS",
-           "INPUT_SPEC", "QUANTIZE", "artifact_format", "artifact_name", "check_parity",
-           "export_model", "export_plan", "format_parity", "load_predictor",
-           "raise_on_mismatch", "representative_images", "serving_archive", "size_bytes",
-           "tflite_bytes", "tflite_interpreter"]
+__all__ = lazy_package(__name__, {
+    **dict.fromkeys(("ALL", "FORMATS", "INPUT_SPEC", "QUANTIZE", "artifact_name",
+                     "export_model", "export_plan", "representative_images",
+                     "tflite_bytes"), "transferkit.deploy.export"),
+    **dict.fromkeys(("artifact_format", "check_parity", "format_parity",
+                     "raise_on_mismatch", "size_bytes"), "transferkit.deploy.parity"),
+    **dict.fromkeys(("load_predictor", "tflite_interpreter"),
+                    "transferkit.deploy.predictors"),
+    **dict.fromkeys(("BYTES_INPUT", "BYTES_SIGNATURE", "FLOAT_SIGNATURE",
+                     "serving_archive"), "transferkit.deploy.serving")})

@@ -32,75 +32,80 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from transferkit.core.compat import renamed
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.files import atomic_path
+from transferkit.core.rundir import MODEL_FILE
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
 from transferkit.data.splits import stratified_sample
+# The choices live in the light `deploy.config`; importable from here as before.
+from transferkit.deploy.config import ALL, FORMATS, QUANTIZE  # noqa: F401
 from transferkit.deploy.serving import serving_archive, signature_summary
 from transferkit.deploy.tflite_metadata import NOVELTY_OUTPUT, export_metadata
 from transferkit.models.bundle import (bundle_metadata, save_bundle, write_assets,
                                       write_companions)
 from transferkit.models.novelty import novelty_model
 
-FORMATS = ("keras", "savedmodel", "tflite")
-ALL = "all"  # every format: keras, savedmodel, TFLite fp32 and fp16, int8 with data
-QUANTIZE = ("fp16", "int8")
 INPUT_SPEC = "float32 RGB 0-255, shape [batch, height, width, 3]"
 
 
-def artifact_name(fmt, quantize=None):
+@renamed(fmt="format")
+def artifact_name(format, quantize=None):
     """File or folder name of an export: model.keras, saved_model, model_int8.tflite."""
-    if fmt == "keras":
-        return "model.keras"
-    if fmt == "savedmodel":
+    if format == "keras":  # named as in a run directory, so `load_run` reads the folder too
+        return MODEL_FILE
+    if format == "savedmodel":
         return "saved_model"
     return f"model_{quantize}.tflite" if quantize else "model.tflite"
 
 
-def export_plan(fmt, quantize=None, *, calibration_data=False):
-    """The (format, quantize) pairs an export writes: `fmt` with `quantize`, or for
-    fmt="all" keras, savedmodel, TFLite fp32 and fp16, and int8 if `calibration_data`
+@renamed(fmt="format")
+def export_plan(format, quantize=None, *, calibration_data=False):
+    """The (format, quantize) pairs an export writes: `format` with `quantize`, or for
+    format="all" keras, savedmodel, TFLite fp32 and fp16, and int8 if `calibration_data`
     (int8 calibrates on training images). Bad combinations raise ConfigError naming
     the argument and the allowed values."""
-    check_choice("format", fmt, FORMATS + (ALL,))
+    check_choice("format", format, FORMATS + (ALL,))
     if quantize is not None:
         check_choice("quantize", quantize, QUANTIZE)
-        if fmt != "tflite":
+        if format != "tflite":
             raise ConfigError(
                 f"The `--quantize` argument applies to --format tflite only (allowed: "
                 f"{list(QUANTIZE)} with --format tflite; --format all writes fp32, fp16 "
-                f"and, with --data, int8). Received: format={fmt!r}, quantize={quantize!r}")
-    if fmt != ALL:
-        return [(fmt, quantize)]
+                f"and, with --data, int8). Received: format={format!r}, "
+                f"quantize={quantize!r}")
+    if format != ALL:
+        return [(format, quantize)]
     plan = [("keras", None), ("savedmodel", None), ("tflite", None), ("tflite", "fp16")]
     return plan + ([("tflite", "int8")] if calibration_data else [])
 
 
-def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
+@renamed(fmt="format")
+def export_model(loaded, format, out_dir, *, quantize=None, representative=None,
                  metadata=None):
-    """Write `loaded.model` (a LoadedModel) as `fmt` into `out_dir`; returns the path.
+    """Write `loaded.model` (a LoadedModel) as `format` into `out_dir`; returns the path.
 
     quantize: None, "fp16" or "int8" (TFLite only). representative: for int8, an
         iterable of [1, H, W, 3] float32 images from the training split.
     metadata: extra JSON-able keys for the artifact's metadata (e.g. {"tta": "flip"}).
     """
-    check_choice("format", fmt, FORMATS)
-    export_plan(fmt, quantize)
+    check_choice("format", format, FORMATS)
+    export_plan(format, quantize)
     if quantize == "int8" and representative is None:
         raise ConfigError("int8 quantization needs a representative dataset from the "
                           "training split: pass `--data DIR`.")
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, artifact_name(fmt, quantize))
+    path = os.path.join(out_dir, artifact_name(format, quantize))
     meta = bundle_metadata(loaded.class_names, loaded.task, loaded.input,
-                           novelty=loaded.novelty, input_format=INPUT_SPEC, format=fmt,
+                           novelty=loaded.novelty, input_format=INPUT_SPEC, format=format,
                            quantize=quantize, source=os.path.abspath(loaded.path),
                            **(metadata or {}))
-    if fmt == "keras":
+    if format == "keras":
         # The bundle: the model with its metadata and novelty arrays, labels, sidecar.
         return save_bundle(loaded.model, path, meta, novelty=loaded.novelty,
                            companions=True)
-    if fmt == "savedmodel":
+    if format == "savedmodel":
         meta["signatures"] = _export_savedmodel(loaded, path, meta)
     else:
         with tempfile.TemporaryDirectory() as tmp:

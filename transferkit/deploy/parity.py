@@ -1,7 +1,7 @@
 """`export --check`: the source model and every artifact scored side by side.
 
     rows = check_parity(loaded, [path], eval_data(loaded, "data/pets", split="val"))
-    print(format_parity(rows, 0.01, loaded.task))
+    print(format_parity(rows, ExportConfig.tolerance, loaded.task))
 
 Parity is the model's task's (`Task.parity`): the headline metric within the tolerance,
 and the artifact agreeing with the source model's predictions on all but that fraction
@@ -13,12 +13,16 @@ import time
 
 import numpy as np
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import TransferkitError
+from transferkit.deploy.config import ExportConfig
 from transferkit.deploy.predictors import load_predictor
 from transferkit.models.bundle import read_sidecar
 
-def check_parity(loaded, artifacts, data, tolerance=0.01, trusted=False):
-    """Score the source model and every artifact on `data` (an EvalData) side by side.
+@renamed(**TRUSTED)
+def check_parity(loaded, artifacts, data, tolerance=ExportConfig.tolerance, safe_mode=True):
+    """Score the source model and every artifact on `data` (an EvalData) side by side
+    (tolerance: default `ExportConfig`'s, 0.01).
 
     Returns one row per model: {"artifact", "format", "size_mb", <headline metric>,
     "agreement", "max_abs_diff", "ms_per_image", "ok"}; the source's row is first and
@@ -28,7 +32,7 @@ def check_parity(loaded, artifacts, data, tolerance=0.01, trusted=False):
     candidates = [("source " + os.path.basename(loaded.path), loaded.path,
                    loaded.model.predict_on_batch)]
     candidates += [(os.path.basename(os.fspath(a).rstrip("/")), a,
-                    load_predictor(a, trusted=trusted)) for a in artifacts]
+                    load_predictor(a, safe_mode=safe_mode)) for a in artifacts]
     first = next(iter(data.dataset))[0].numpy()
     # Warm-up on both batch sizes the pass sees (full, and the last one's remainder):
     # tracing a Keras predict function or resizing an interpreter is not latency.

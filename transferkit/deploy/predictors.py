@@ -9,10 +9,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError, TransferkitError
 from transferkit.models.saving import load_model
 
-def load_predictor(path, *, trusted=False):
+
+@renamed(**TRUSTED)
+def load_predictor(path, *, safe_mode=True):
     """A callable numpy images [B, H, W, 3] -> probabilities, for any artifact."""
     path = os.fspath(path)
     if path.endswith(".tflite"):
@@ -22,7 +25,7 @@ def load_predictor(path, *, trusted=False):
         saved = tf.saved_model.load(path)
         return lambda images: saved.serve(tf.constant(images, tf.float32)).numpy()
     if path.endswith(".keras"):
-        return load_model(path, trusted=trusted, compile=False).predict_on_batch
+        return load_model(path, safe_mode=safe_mode, compile=False).predict_on_batch
     raise ConfigError(f"Cannot load {path}: expected a .keras file, a SavedModel folder "
                       "or a .tflite file.")
 

@@ -5,7 +5,8 @@ and the HTML reports, all through the model's task so every command agrees.
     outputs, labels = predict_outputs(loaded.model, eval_data(loaded, "data/pets").dataset)
 """
 
-from transferkit.evaluation.evaluate import (LoadedModel, eval_data, load_run, predict,
-                                             predict_outputs)
+from transferkit.core.lazy import lazy_package
 
-__all__ = ["LoadedModel", "eval_data", "load_run", "predict", "predict_outputs"]
+__all__ = lazy_package(__name__, dict.fromkeys(
+    ("LoadedModel", "eval_data", "load_run", "predict", "predict_outputs"),
+    "transferkit.evaluation.evaluate"))

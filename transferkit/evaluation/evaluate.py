@@ -17,22 +17,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError, DataError, check_choice
 from transferkit.core.inputs import InputSpec
 from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task, task_for_model
+from transferkit.data.config import EVAL_SPLITS, DataConfig
 from transferkit.data.files import image_dataset
 from transferkit.data.load import load_data
 from transferkit.data.pipeline import make_dataset
 from transferkit.deploy.predictors import load_predictor
+from transferkit.evaluation.config import EvaluateConfig, PredictConfig
 from transferkit.models.bundle import read_bundle_metadata, read_novelty, read_sidecar
 from transferkit.models.novelty import Novelty, novelty_inputs
 from transferkit.models.parts import resolve
 from transferkit.models.tta import tta_of, unwrap_tta
 from transferkit.models.saving import load_model
-from transferkit.training.recipe import recipe_from_dict
+from transferkit.training.recipe import RecipeConfig, recipe_from_dict
 
-SPLITS = ("all", "val", "test")
+SPLITS = EVAL_SPLITS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +96,9 @@ def model_file(path):
     return path
 
 
-def load_run(path, *, trusted=False):
-    """Load a run directory or `.keras` file (safe mode unless `trusted`).
+@renamed(**TRUSTED)
+def load_run(path, *, safe_mode=True):
+    """Load a run directory or `.keras` file (Keras safe mode unless `safe_mode=False`).
 
     The task, class names and input spec come from the model's own metadata, else
     from the run directory, else from the model (input shape, output layer).
@@ -111,7 +115,7 @@ def load_run(path, *, trusted=False):
     config = read_run_config(run)
     names = meta.get("class_names") or run.read_class_names()
     # compile=False: scoring needs no optimizer, and its state would only be skipped.
-    model = load_model(file, trusted=trusted, compile=False)
+    model = load_model(file, safe_mode=safe_mode, compile=False)
     task = get_task(meta.get("task") or task_for_model(model))
     if novelty is not None:
         check_novelty_fits(novelty, model, file)
@@ -207,12 +211,14 @@ def input_spec(model, metadata):
     return InputSpec(height, width, channels or 3)
 
 
-def eval_data(loaded, data, *, split="all", batch_size=32, val_split=None, seed=None,
+def eval_data(loaded, data, *, split=EvaluateConfig.split,
+              batch_size=EvaluateConfig.batch_size, val_split=None, seed=None,
               follow_links=None):
     """The images of `data` (a folder or CSV) to score `loaded` on, in a fixed order.
 
     split: "all" (default: every image), or "val"/"test": the split a run with the
-        same `val_split`/`seed` (default: the run's config, else 0.2 and 0) held out.
+        same `val_split`/`seed` (default: the run's config, else the recipe defaults,
+        0.2 and 0) held out. batch_size: default `EvaluateConfig`'s (32).
     Labels are encoded by the model's task; class order follows the model, and a class
     the model does not know is an error. follow_links: use links that leave the folder
     (default: the run's setting, else False).
@@ -220,10 +226,10 @@ def eval_data(loaded, data, *, split="all", batch_size=32, val_split=None, seed=
     check_choice("split", split, SPLITS)
     cfg = loaded.config
     # loaded.config is flat (`run_settings`), whichever form config.json has.
-    val_split = cfg.get("val_split", 0.2) if val_split is None else val_split
-    test_split = cfg.get("test_split", 0.0)
-    seed = cfg.get("seed", 0) if seed is None else seed
-    follow = (bool(cfg.get("follow_links", False)) if follow_links is None
+    val_split = cfg.get("val_split", DataConfig.val_split) if val_split is None else val_split
+    test_split = cfg.get("test_split", DataConfig.test_split)
+    seed = cfg.get("seed", RecipeConfig.seed) if seed is None else seed
+    follow = (bool(cfg.get("follow_links", DataConfig.follow_links)) if follow_links is None
               else follow_links)
     splits = load_data(os.path.expanduser(os.fspath(data)), image_size=loaded.input,
                        batch_size=batch_size, task=loaded.task,
@@ -331,15 +337,19 @@ def flip_record(plain, both, labels, task, class_names=()):
             "plain": before, "flip": after}
 
 
-def predict(model, images, *, top_k=3, batch_size=32, trusted=False):
+@renamed(**TRUSTED)
+def predict(model, images, *, top_k=PredictConfig.top_k, batch_size=PredictConfig.batch_size,
+            safe_mode=True):
     """Predictions for image files: one {"image", "label", "scores"} dict per file, plus
     "novelty" (higher: more unlike the training classes) and "unknown" (above the
-    model's threshold) when the model carries a novelty score.
+    model's threshold) when the model carries a novelty score. top_k, batch_size:
+    default `PredictConfig`'s (3, 32).
 
     model: a run directory, a .keras file or a LoadedModel. Files are decoded by the
     same scan and decoder training uses, at the model's input size.
     """
-    loaded = model if isinstance(model, LoadedModel) else load_run(model, trusted=trusted)
+    loaded = model if isinstance(model, LoadedModel) else load_run(model,
+                                                                   safe_mode=safe_mode)
     dataset, _ = image_dataset(images, loaded.input.size, batch_size=batch_size)
     outputs, _ = predict_outputs(loaded.model, dataset)
     names = loaded.class_names

@@ -17,11 +17,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from transferkit.core.files import atomic_path, write_text
+from transferkit.core.rundir import REPORT_DIR, REPORT_FILE
 from transferkit.core.task_registry import get_task
 from transferkit.evaluation.evaluate import predict_outputs, worst_predictions
 from transferkit.models.novelty import novelty_inputs, novelty_summary
 
-PLOTS = "report"  # subfolder of the run directory holding the PNGs
+PLOTS = REPORT_DIR  # the folder beside report.html holding its PNGs
 
 
 def _save(fig, folder, name):
@@ -187,7 +188,7 @@ def plot_reliability(before, after, folder):
     return _save(fig, folder, "reliability.png")
 
 
-def write_html(folder, title, sections, name="report.html"):
+def write_html(folder, title, sections, name=REPORT_FILE):
     """Write `name` in `folder`: sections are (heading, html_body) pairs."""
     body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{b}" for h, b in sections)
     page = (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}"

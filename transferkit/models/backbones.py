@@ -10,18 +10,20 @@ import re
 
 import keras
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError, WeightsError
 from transferkit.models.registry import get_spec
 from transferkit.models.saving import load_model
 
 
-def create_backbone(name, *, weights=None, input_shape=None, trusted=False, **kwargs):
+@renamed(**TRUSTED)
+def create_backbone(name, *, weights=None, input_shape=None, safe_mode=True, **kwargs):
     """Build backbone `name` without its classifier, as a `keras.Model` named "backbone".
 
     weights: None (random init, default), "imagenet" (Keras's own download and cache,
         so a pre-filled `~/.keras/models` works offline), the path to a weights file
         (`.weights.h5` or Keras's `.h5`), or a saved `.keras` model whose backbone is
-        taken over (loaded with `safe_mode` on unless `trusted=True`).
+        taken over (loaded with Keras `safe_mode` on unless `safe_mode=False`).
     input_shape: (height, width, 3); default: the spec's square default size.
     kwargs: passed to the constructor, e.g. `alpha=0.35` for MobileNets; one it does
         not take raises ConfigError naming the ones it does (`spec.accepted_kwargs()`).
@@ -46,7 +48,7 @@ def create_backbone(name, *, weights=None, input_shape=None, trusted=False, **kw
             include_top=False, weights=None, input_shape=input_shape, **kwargs
         )
         if weights is not None:
-            _load_local_weights(model, spec, str(weights), trusted)
+            _load_local_weights(model, spec, str(weights), safe_mode)
     model.name = "backbone"
     return model
 
@@ -103,10 +105,10 @@ def check_weights_path(path):
         )
 
 
-def _load_local_weights(model, spec, path, trusted):
+def _load_local_weights(model, spec, path, safe_mode):
     check_weights_path(path)
     if path.endswith(".keras"):
-        source = _backbone_of_saved_model(path, trusted)
+        source = _backbone_of_saved_model(path, safe_mode)
         try:
             model.set_weights(source.get_weights())
         except ValueError as error:
@@ -123,8 +125,8 @@ def _load_local_weights(model, spec, path, trusted):
         ) from error
 
 
-def _backbone_of_saved_model(path, trusted):
-    saved = load_model(path, trusted=trusted, compile=False)
+def _backbone_of_saved_model(path, safe_mode):
+    saved = load_model(path, safe_mode=safe_mode, compile=False)
     # A run's model, or one a wrapper holds (a run that kept flip TTA saves its model
     # inside `with_tta`'s layers).
     for model in (saved, *(l for l in saved.layers if isinstance(l, keras.Model))):

@@ -5,47 +5,13 @@ features and on the live backbone. Its output layer's width and activation come 
 the task (a `tasks.Task`).
 """
 
-import dataclasses
-
 import keras
 from keras import layers
 
-from transferkit.core.config import setting
-from transferkit.core.errors import ConfigError, check_choice
-from transferkit.core.task_registry import get_task
-
-POOLINGS = ("avg", "max", "flatten")
-
-
-@dataclasses.dataclass(frozen=True)
-class HeadConfig:
-    """Head hyperparameters (defaults: avg pooling, no hidden layer, dropout 0.2)."""
-
-    pooling: str = setting("avg", "how the backbone's feature maps become the feature "
-                           f"vector: {', '.join(POOLINGS)}")
-    units: tuple = setting((), "widths of hidden Dense layers before the output, e.g. "
-                           "256,128 (empty: a linear probe)", key="head_units")
-    activation: str = setting("relu", "activation of the hidden Dense layers",
-                              key="head_activation")
-    dropout: float = setting(0.2, "dropout rate in [0, 1) before the output layer "
-                             "(and after each hidden layer)")
-    batch_norm: bool = setting(False, "BatchNorm after each hidden Dense layer",
-                               key="head_batch_norm")
-    l2: float = setting(0.0, "L2 penalty on the head's kernels (0: off)")
-
-    def __post_init__(self):
-        check_choice("pooling", self.pooling, POOLINGS)
-        object.__setattr__(self, "units", tuple(int(u) for u in self.units))
-        if any(u < 1 for u in self.units):
-            raise ConfigError(f"The `head_units` setting should hold widths >= 1. "
-                              f"Received: head_units={self.units}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(
-                f"The `dropout` argument should be in [0, 1). Received: dropout={self.dropout}"
-            )
-        if self.l2 < 0:
-            raise ConfigError(f"The `l2` argument should be >= 0. Received: l2={self.l2}")
-
+from transferkit.core.errors import check_choice
+from transferkit.core.task_registry import DEFAULT_TASK, get_task
+# The config lives in the light `models.config`; importable from here as before.
+from transferkit.models.config import POOLINGS, HeadConfig  # noqa: F401
 
 def pooling_layer(pooling):
     """The layer that turns backbone feature maps into a vector."""
@@ -54,9 +20,9 @@ def pooling_layer(pooling):
             "flatten": layers.Flatten}[pooling](name="pool")
 
 
-def build_head(feature_size, num_outputs, config=HeadConfig(), task="multiclass"):
+def build_head(feature_size, num_outputs, config=HeadConfig(), task=DEFAULT_TASK):
     """A `keras.Model` named "head": feature vector in, predictions out, the output
-    layer's activation the task's (`task`, default "multiclass").
+    layer's activation the task's (`task`, default DEFAULT_TASK: "multiclass").
 
     The output layer computes in float32 so mixed precision never rounds the softmax.
     """

@@ -39,11 +39,11 @@ import numpy as np
 
 from transferkit.core.errors import ConfigError, TransferkitError
 from transferkit.core.schema import Map, Num, Obj, Str, check
+from transferkit.models.config import FALSE_REJECTION
 from transferkit.models.tta import unwrap_tta
 from transferkit.models.parts import resolve
 
 DETECTORS = ("msp", "mahalanobis", "knn", "energy")
-FALSE_REJECTION = 0.05
 KNN_K = 5
 # Mahalanobis on pretrained features is the prior (Fort et al. 2021): synthetic outliers
 # only approximate real unknowns, so another detector replaces it only when it beats it

@@ -17,7 +17,9 @@ from typing import Callable
 
 import keras
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError, WeightsError, suggest
+from transferkit.core.inputs import InputSpec, parse_size
 from transferkit.models.layers import PREPROCESSING_MODES
 from transferkit.models.saving import load_model
 
@@ -29,6 +31,10 @@ from transferkit.models.saving import load_model
 # whether it normalises internally (include_preprocessing).
 OWN_ARGUMENTS = ("include_top", "weights", "input_shape", "input_tensor", "pooling",
                  "classes", "classifier_activation", "include_preprocessing", "name")
+
+
+# Larger inputs are surely a typo (one batch would not fit in memory), refused up front.
+MAX_IMAGE_SIDE = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +127,18 @@ class BackboneSpec:
 _REGISTRY: dict = {}
 _SOURCES: dict = {}  # registry key -> real path of the .keras file it was made from
 _RESOLVERS: dict = {}  # name prefix ("hub:") -> function(name) -> BackboneSpec
+_BUILTINS = []  # [True] once the built-in backbones are registered
+
+
+def _with_builtins():
+    """Register the built-in backbones on the registry's first use, not at import: a
+    name is looked up only when a model is about to be built or listed, so
+    `import transferkit` and `--help` never build the Keras Applications table."""
+    if not _BUILTINS:
+        _BUILTINS.append(True)  # first: their own registrations come back here
+        import transferkit.models as models
+
+        models.register_builtins()
 
 
 def register_resolver(prefix, resolve):
@@ -134,13 +152,14 @@ def _key(name):
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
+@renamed(**TRUSTED)
 def register_backbone(spec, *, name=None, preprocessing="none", block_pattern=None,
-                      default_size=224, min_size=32, trusted=False):
+                      default_size=224, min_size=32, safe_mode=True):
     """Add a backbone to the registry and return its `BackboneSpec`.
 
     spec: a `BackboneSpec`, or your own model as a backbone: a `keras.Model`, the path
         to a saved `.keras` model (loaded with Keras `safe_mode` on unless
-        `trusted=True`), or a callable returning a `keras.Model` (called with
+        `safe_mode=False`), or a callable returning a `keras.Model` (called with
         `input_shape=` if it takes that argument). The spec is read off the model: input
         size from its input shape (`default_size`/`min_size`, 224/32 by default, when
         the model takes any size), feature size from its output; `name` defaults to the
@@ -150,13 +169,14 @@ def register_backbone(spec, *, name=None, preprocessing="none", block_pattern=No
         default everywhere) keeps them, `weights=None` re-initialises it.
     A second backbone with the same name raises (re-registering the same file is fine).
     """
+    _with_builtins()  # a name clashing with a built-in one raises now, not later
     source = None
     if not isinstance(spec, BackboneSpec):
         if is_model_file(spec):
             source = os.path.realpath(os.fspath(spec))
         spec = spec_from_model(spec, name=name, preprocessing=preprocessing,
                                block_pattern=block_pattern, default_size=default_size,
-                               min_size=min_size, trusted=trusted)
+                               min_size=min_size, safe_mode=safe_mode)
     key = _key(spec.name)
     if key in _REGISTRY and not (source and _SOURCES.get(key) == source):
         raise ConfigError(f"A backbone named {spec.name!r} is already registered."
@@ -173,15 +193,16 @@ def is_model_file(value):
     return isinstance(value, (str, os.PathLike)) and os.fspath(value).endswith(".keras")
 
 
+@renamed(**TRUSTED)
 def spec_from_model(model, *, name=None, preprocessing="none", block_pattern=None,
-                    default_size=224, min_size=32, trusted=False):
+                    default_size=224, min_size=32, safe_mode=True):
     """A `BackboneSpec` for your own model (see `register_backbone`), not registered."""
     if is_model_file(model):
         path = os.fspath(model)
         if not os.path.exists(path):
             raise ConfigError(f"The `backbone` argument names a .keras file that does not "
                               f"exist. Received: backbone={path!r}")
-        make = lambda: load_model(path, trusted=trusted, compile=False)  # noqa: E731
+        make = lambda: load_model(path, safe_mode=safe_mode, compile=False)  # noqa: E731
         default_name = os.path.splitext(os.path.basename(path))[0]
     elif isinstance(model, keras.Model):
         make = lambda: _copy(model)  # noqa: E731
@@ -261,6 +282,7 @@ def get_spec(name):
     a saved `.keras` model registers that model (in safe mode) on first use."""
     if isinstance(name, BackboneSpec):
         return name
+    _with_builtins()
     for prefix, resolve in _RESOLVERS.items():
         if isinstance(name, str) and name.startswith(prefix):
             spec = resolve(name)
@@ -282,8 +304,28 @@ def get_spec(name):
     return spec
 
 
+def resolve_input(backbone, image_size=None):
+    """The `InputSpec` a model on `backbone` takes: `image_size` (an int, (height,
+    width) or Keras's input_shape (height, width, 3); None or 0: the spec's default
+    size), checked against the spec's minimum size. Every entry point resolves the
+    input size here, once."""
+    spec = get_spec(backbone)
+    if isinstance(image_size, (tuple, list)) and len(image_size) == 3:
+        if image_size[2] != 3:
+            raise ConfigError(f"Models take RGB images: the `input_shape` argument should "
+                              f"end in 3 channels. Received: input_shape={image_size!r}")
+        image_size = tuple(image_size[:2])
+    height, width = parse_size(image_size or spec.default_size)
+    if min(height, width) < spec.min_size or max(height, width) > MAX_IMAGE_SIDE:
+        raise ConfigError(f"Backbone {spec.name!r} takes images of {spec.min_size} to "
+                          f"{MAX_IMAGE_SIDE} pixels a side. Received: "
+                          f"image_size={image_size!r}")
+    return InputSpec(height, width, 3)
+
+
 def list_backbones(pattern="*", tag=None):
     """Registered backbone names matching a shell-style `pattern` (default "*")."""
+    _with_builtins()
     return sorted(
         s.name
         for s in _REGISTRY.values()

@@ -4,8 +4,9 @@ A `.keras` file is a zip; transferkit adds one more member, `transferkit.json` (
 names, task, input spec, backbone), which Keras ignores on load, so everything a
 command needs to use the model travels inside the model file itself.
 
-Custom classes (layers, optimizers) register when `transferkit` is imported, which
-happens before any module of the package runs, so every load can find them.
+Custom classes (layers, losses, optimizers) register when their modules are imported:
+`load_model` imports them first (`transferkit.KERAS_OBJECT_MODULES`), so every load can
+find them.
 """
 
 import importlib
@@ -16,6 +17,8 @@ import zipfile
 
 import keras
 
+import transferkit
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import TransferkitError, UnsafeModelError
 from transferkit.core.files import atomic_path
 
@@ -75,8 +78,10 @@ def read_metadata(path):
     return values
 
 
-def load_model(path, *, trusted=False, compile=True):
-    """Load a `.keras` model with Keras `safe_mode` on unless `trusted=True`.
+@renamed(**TRUSTED)
+def load_model(path, *, safe_mode=True, compile=True):
+    """Load a `.keras` model with Keras `safe_mode` on (default) unless `safe_mode=False`
+    (a file from someone you trust: `--trusted` on the command line).
 
     A file that needs unsafe deserialization (a Lambda layer's Python code) is refused
     with an explanation: loading it would run code written by whoever made the file.
@@ -87,17 +92,19 @@ def load_model(path, *, trusted=False, compile=True):
     if not zipfile.is_zipfile(path):  # Keras would say "File not found" for these
         raise TransferkitError(f"{path} is not a .keras model file (not a zip archive).")
     _import_layer_packages(path)
+    for module in transferkit.KERAS_OBJECT_MODULES:  # their classes: by name in the file
+        importlib.import_module(module)
     try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=not trusted)
+        return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
     except Exception as error:  # noqa: BLE001 - any failure to read a model names it
-        if trusted or "safe_mode" not in str(error) or not isinstance(error, ValueError):
+        if not safe_mode or "safe_mode" not in str(error) or not isinstance(error, ValueError):
             # Chained, so `--debug` still shows where Keras failed.
             raise TransferkitError(f"Cannot load the model file {path}: "
                                    f"{type(error).__name__}: {error}") from error
         raise UnsafeModelError(
             f"Refusing to load {path}: it contains a layer that runs arbitrary Python "
             "code when loaded (e.g. a Lambda layer), which Keras blocks in safe mode. "
-            "Load it only if you trust whoever wrote the file: pass trusted=True "
+            "Load it only if you trust whoever wrote the file: pass safe_mode=False "
             "(`--trusted` on the command line).") from error
 
 

@@ -18,22 +18,25 @@ as Inception), bilinear resizing and a 3x3 convolution replace the transposed on
 import keras
 from keras import layers
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError
 from transferkit.core.inputs import InputSpec
 from transferkit.core.task_registry import get_task
 from transferkit.models.backbones import create_backbone
 from transferkit.models.builder import resolve_input
+from transferkit.models.config import ModelConfig
 from transferkit.models.layers import Preprocess
 from transferkit.models.registry import get_spec
 
 
-def build_segmenter(backbone, num_classes, *, weights="imagenet", image_size=None,
-                    decoder_width=32, task="segmentation", trusted=False,
-                    backbone_kwargs=None):
+@renamed(image_size="input_shape", **TRUSTED)
+def build_segmenter(backbone, num_classes, *, weights=ModelConfig.weights, input_shape=None,
+                    decoder_width=ModelConfig.decoder_width, task="segmentation",
+                    safe_mode=True, backbone_kwargs=None):
     """A segmentation model on registered backbone `backbone` (e.g. "mobilenet_v2").
 
     num_classes: classes per pixel, background included (1: one sigmoid channel).
-    weights, image_size, trusted, backbone_kwargs: as in `build_model`.
+    weights, input_shape, safe_mode, backbone_kwargs: as in `build_model`.
     decoder_width: filters of the decoder stage at the shallowest skip (32); each
         deeper stage doubles it. Output: [B, H, W, C] at the input's resolution.
     """
@@ -41,12 +44,12 @@ def build_segmenter(backbone, num_classes, *, weights="imagenet", image_size=Non
     if int(decoder_width) < 1:
         raise ConfigError(f"The `decoder_width` argument should be >= 1. Received: "
                           f"decoder_width={decoder_width!r}")
-    size = image_size if isinstance(image_size, InputSpec) else resolve_input(spec,
-                                                                              image_size)
+    size = input_shape if isinstance(input_shape, InputSpec) else resolve_input(spec,
+                                                                                input_shape)
     task = get_task(task)
     units = task.output_units(num_classes)
-    base = create_backbone(spec, weights=weights, input_shape=size.shape, trusted=trusted,
-                           **dict(backbone_kwargs or {}))
+    base = create_backbone(spec, weights=weights, input_shape=size.shape,
+                           safe_mode=safe_mode, **dict(backbone_kwargs or {}))
     # One nested model returning the deepest map first, then the skips: the parts
     # contract takes the backbone's first output as its output.
     by_name = {op.name: op for op in base.operations}  # layers and bare ops (x + y)

@@ -27,9 +27,10 @@ import keras
 from keras import ops
 
 from transferkit.core.errors import ConfigError, check_choice
-
-PRESETS = {"flip": (False, True), "five_crop": (True, False), "ten_crop": (True, True)}
+# The presets live in the light `models.config` (the commands' `--tta` offers them).
+from transferkit.models.config import TTA_PRESETS as PRESETS
 CROP_ORDER = ("center", "top_left", "top_right", "bottom_left", "bottom_right")
+CROP_FRACTION = 0.875  # each crop's side over the image's: 224 of 256
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
@@ -41,7 +42,7 @@ class TTAViews(keras.layers.Layer):
     crop_fraction: side of each crop as a fraction of the image side (default 0.875).
     """
 
-    def __init__(self, multi_crop=False, flip=True, crop_fraction=0.875, **kwargs):
+    def __init__(self, multi_crop=False, flip=True, crop_fraction=CROP_FRACTION, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 < crop_fraction <= 1.0:
             raise ConfigError("The `crop_fraction` argument should be in (0, 1]. "
@@ -121,7 +122,7 @@ class ViewMean(keras.layers.Layer):
                 "unflip": self.unflip, "unflip_box": self.unflip_box}
 
 
-def with_tta(model, preset="flip", crop_fraction=0.875, task=None):
+def with_tta(model, preset="flip", crop_fraction=CROP_FRACTION, task=None):
     """A `keras.Model` with `model`'s input and output shapes that averages TTA views.
 
     preset: "flip" (default), "five_crop" or "ten_crop"; see the module docstring.

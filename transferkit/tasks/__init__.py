@@ -7,24 +7,36 @@
     localization.py    localization (one object's class and box per image)
 
 Importing this package (which `import transferkit` does first) registers the built-in
-tasks in `core.task_registry`, where every lower layer looks them up by name. A new task
-subclasses `Task` (or a task near it), overrides the hooks where it differs, and is
-added with `register_task(MyTask())`.
+tasks' names in `core.task_registry`, where every lower layer looks them up; a task's
+module (and TensorFlow) loads when the task is first asked for. A new task subclasses
+`Task` (or a task near it), overrides the hooks where it differs, and is added with
+`register_task(MyTask())`.
 """
 
-from transferkit.core.task_registry import (get_task, register_task, task_for_model,
-                                           task_names)
-from transferkit.tasks.base import Task
-from transferkit.tasks.classification import Binary, Multiclass, Multilabel
-from transferkit.tasks.localization import Localization
-from transferkit.tasks.regression import Regression
-from transferkit.tasks.segmentation import Segmentation
+import importlib
 
-# Registration order is the order `task_for_model` asks the tasks. (Lower layers look
-# tasks up only when called, never at import, so these imports may load them first.)
-for _task in (Multiclass(), Binary(), Multilabel(), Localization(), Regression(),
-              Segmentation()):
-    register_task(_task)
+from transferkit.core.lazy import lazy_package
+from transferkit.core.task_registry import register_task_loader
 
-__all__ = ["Binary", "Localization", "Multiclass", "Multilabel", "Regression", "Segmentation", "Task",
-           "get_task", "register_task", "task_for_model", "task_names"]
+# name -> (module, class), in the order `task_for_model` asks the tasks.
+BUILTIN_TASKS = {"multiclass": ("classification", "Multiclass"),
+                 "binary": ("classification", "Binary"),
+                 "multilabel": ("classification", "Multilabel"),
+                 "localization": ("localization", "Localization"),
+                 "regression": ("regression", "Regression"),
+                 "segmentation": ("segmentation", "Segmentation")}
+
+
+def _loader(module, cls):
+    return lambda: getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+
+
+for _name, (_module, _cls) in BUILTIN_TASKS.items():
+    register_task_loader(_name, _loader(_module, _cls))
+
+_REGISTRY = "transferkit.core.task_registry"
+__all__ = lazy_package(__name__, {
+    "Task": f"{__name__}.base",
+    **{cls: f"{__name__}.{module}" for module, cls in BUILTIN_TASKS.values()},
+    **dict.fromkeys(("get_task", "register_task", "register_task_loader",
+                     "task_for_model", "task_names"), _REGISTRY)})

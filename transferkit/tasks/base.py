@@ -167,12 +167,13 @@ class Task:
     def build_model(self, config, num_outputs, *, image_size=None, trusted=False):
         """This task's model as `config` (a `models.ModelConfig`) describes it: by
         default a head (`config.head`) on the pooled features (`models.build_model`).
-        image_size: an InputSpec (default: the config's). trusted: as for
-        `build_model`."""
+        image_size: an InputSpec (default: the config's; `build_model`'s input_shape).
+        trusted: load a .keras weights file without Keras safe mode (`build_model`'s
+        safe_mode=False)."""
         return build_model(config.backbone, num_outputs, task=self,
                            weights=config.weights_arg(),
-                           image_size=image_size or config.input_spec(),
-                           head=config.head, trusted=trusted,
+                           input_shape=image_size or config.input_spec(),
+                           head=config.head, safe_mode=not trusted,
                            backbone_kwargs=dict(config.backbone_kwargs))
 
     # --- data: how a source's labels are read, paired with images and fed ------------
@@ -307,11 +308,12 @@ class Task:
         """Fraction of examples on which two models' outputs agree."""
         raise NotImplementedError
 
-    def parity(self, reference, outputs, labels, tolerance=0.01):
+    def parity(self, reference, outputs, labels, tolerance):
         """Does `outputs` (an exported artifact's) match `reference` (the source's)?
 
-        ok when the headline metric moves by at most `tolerance` and the two agree on
-        at least 1 - `tolerance` of the examples.
+        ok when the headline metric moves by at most `tolerance` (the export's, see
+        `deploy.config.ExportConfig`) and the two agree on at least 1 - `tolerance` of
+        the examples.
         """
         ref = self.score(reference, labels)[self.headline]
         got = self.score(outputs, labels)[self.headline]

@@ -266,7 +266,7 @@ class Localization(Task):
         iou = box_ious(self.boxes(reference), self.boxes(outputs))
         return _mean(same & (iou >= 1.0 - 5.0 * tolerance))
 
-    def parity(self, reference, outputs, labels, tolerance=0.01):
+    def parity(self, reference, outputs, labels, tolerance):
         """The task's parity, plus the two models' mean box IoU with each other."""
         out = super().parity(reference, outputs, labels, tolerance)
         out["box_iou"] = _mean(box_ious(self.boxes(reference), self.boxes(outputs)))

@@ -74,9 +74,9 @@ class Segmentation(Task):
         apply."""
         return build_segmenter(config.backbone, num_outputs,
                                weights=config.weights_arg(),
-                               image_size=image_size or config.input_spec(),
+                               input_shape=image_size or config.input_spec(),
                                decoder_width=config.decoder_width, task=self,
-                               trusted=trusted,
+                               safe_mode=not trusted,
                                backbone_kwargs=dict(config.backbone_kwargs))
 
     def caption(self, row, class_names):

@@ -2,20 +2,22 @@
 caches, the LR finder, checkpoints, tf.distribute strategies and recipes.
 
 `orchestrator.fine_tune` is the one training loop; `app.train` wraps it for a run
-directory, and the tuner, the demo and the benchmarks call one of the two.
+directory, and the tuner, the demo and the benchmarks call one of the two. The configs
+(`training.config`, `training.recipe`) are light; the names below load their module
+(and TensorFlow) on first use.
 """
 
-from transferkit.training.cache import FeatureCache, FeatureStore
-from transferkit.training.checkpoint import CheckpointConfig
-from transferkit.training.freezing import FreezeAudit, FreezePolicy, RecompileGuard, freeze
-from transferkit.training.lr_find import AutoLR, LRFinding, find_lr
-from transferkit.training.optimizers import make_optimizer
-from transferkit.training.orchestrator import (FineTuneResult, PhaseCallback, Position,
-                                               fine_tune)
-from transferkit.training.recipe import RecipeConfig, load_recipe, recipe_from_dict
-from transferkit.training.schedule import PhaseConfig, ScheduleConfig
+from transferkit.core.lazy import lazy_package
 
-__all__ = ["AutoLR", "CheckpointConfig", "FeatureCache", "FeatureStore", "FineTuneResult",
-           "FreezeAudit", "FreezePolicy", "LRFinding", "PhaseCallback", "PhaseConfig",
-           "Position", "RecipeConfig", "RecompileGuard", "ScheduleConfig", "find_lr",
-           "fine_tune", "freeze", "load_recipe", "make_optimizer", "recipe_from_dict"]
+__all__ = lazy_package(__name__, {
+    **dict.fromkeys(("FeatureCache", "FeatureStore"), "transferkit.training.cache"),
+    **dict.fromkeys(("CheckpointConfig", "FreezePolicy", "LRFindConfig", "PhaseConfig",
+                     "RuntimeConfig", "ScheduleConfig"), "transferkit.training.config"),
+    **dict.fromkeys(("FreezeAudit", "RecompileGuard", "freeze"),
+                    "transferkit.training.freezing"),
+    **dict.fromkeys(("AutoLR", "LRFinding", "find_lr"), "transferkit.training.lr_find"),
+    "make_optimizer": "transferkit.training.optimizers",
+    **dict.fromkeys(("FineTuneResult", "PhaseCallback", "Position", "fine_tune"),
+                    "transferkit.training.orchestrator"),
+    **dict.fromkeys(("RecipeConfig", "load_recipe", "recipe_from_dict"),
+                    "transferkit.training.recipe")})

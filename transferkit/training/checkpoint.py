@@ -20,7 +20,6 @@ loads weights and optimizer once the model is frozen and compiled for that phase
 """
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import math
@@ -34,12 +33,13 @@ import warnings
 import keras
 import numpy as np
 
-from transferkit.core.errors import ConfigError, TransferkitError
+from transferkit.core.errors import TransferkitError
 from transferkit.core.files import (MAX_JSON_BYTES, TEMP_MARK, atomic_path, read_regular_file,
                                     write_json)
+# The config lives in the light `training.config`; importable from here as before.
+from transferkit.training.config import PHASES, CheckpointConfig
 from transferkit.training.freezing import count_params, trainable_signature
 from transferkit.training.orchestrator import PhaseCallback, Position, StopperState
-from transferkit.training.schedule import PHASES
 
 FORMAT = 3
 # The only names the manager writes, reads and deletes (a state naming anything else
@@ -52,20 +52,6 @@ TEMP_NAME = re.compile(rf"\.(ckpt|best)-\d{{8}}(\.weights)?\.[^/]*"
                        rf"{re.escape(TEMP_MARK)}[.a-z0-9]*")
 
 
-@dataclasses.dataclass(frozen=True)
-class CheckpointConfig:
-    """every_steps: also save every N optimizer steps (0: at epoch ends only, default).
-    keep: how many checkpoints to keep (default 3)."""
-
-    every_steps: int = 0
-    keep: int = 3
-
-    def __post_init__(self):
-        if self.every_steps < 0 or self.keep < 1:
-            raise ConfigError("CheckpointConfig needs every_steps >= 0 and keep >= 1. "
-                              f"Received: every_steps={self.every_steps}, keep={self.keep}")
-
-
 class CheckpointManager:
     """Writes, lists, prunes and restores the checkpoints of one directory.
 
@@ -74,7 +60,7 @@ class CheckpointManager:
         a folder before an overwrite).
     """
 
-    def __init__(self, directory, keep=3, run_id=None):
+    def __init__(self, directory, keep=CheckpointConfig.keep, run_id=None):
         self.directory, self.keep, self.run_id = os.fspath(directory), keep, run_id
 
     def _path(self, name):

@@ -26,8 +26,8 @@ import keras
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, check_choice
-
-STRATEGIES = ("auto", "one", "mirrored", "multiworker", "tpu")
+from transferkit.core.rundir import worker_path
+from transferkit.training.config import STRATEGIES
 # The code of keras/src/backend/tensorflow/trainer.py that keras-team/keras #20585 trips
 # over (read in Keras 3.15): while a function still contains it, it gets the wrapper.
 FAILING_CODE = {
@@ -120,7 +120,7 @@ def worker_dir(out_dir, strategy):
     """
     if is_chief(strategy):
         return out_dir
-    return os.path.join(out_dir, f"worker-{strategy.cluster_resolver.task_id}")
+    return worker_path(out_dir, strategy.cluster_resolver.task_id)
 
 
 def _is_multiworker(strategy):

@@ -6,68 +6,18 @@ applying a policy twice (or after another one) always gives the same model state
 
 import dataclasses
 import math
-import re
 import weakref
 
 import keras
 
-from transferkit.core.errors import ConfigError, TrainableChangedError, check_choice, suggest
+from transferkit.core.errors import ConfigError, TrainableChangedError, suggest
 from transferkit.models.parts import resolve
 from transferkit.models.blocks import block_layout, descendants, sublayers
 from transferkit.models.registry import get_spec
+# The policy lives in the light `training.config`; importable from here as before.
+from transferkit.training.config import KINDS, FreezePolicy, compile_regex  # noqa: F401
 
-KINDS = ("all", "none", "top_layers", "from_layer", "last_blocks", "fraction", "regex")
 _BN = (keras.layers.BatchNormalization,)
-
-
-@dataclasses.dataclass(frozen=True)
-class FreezePolicy:
-    """What stays frozen in the backbone (the head always trains).
-
-    kind: "all" (phase 1), "none", "top_layers" (value: N layers from the top train),
-        "from_layer" (value: name of the first layer that trains), "last_blocks"
-        (value: K blocks, per the spec's block layout), "fraction" (value: 0-1 of layers
-        from the top), or "regex" (value: pattern; matching layers train).
-    train_batchnorm: False (default) keeps BatchNorm frozen, hence in inference mode:
-        its moving statistics came from the source data and small target batches
-        would wreck them (keras-team/keras #9214).
-    """
-
-    kind: str = "all"
-    value: object = None
-    train_batchnorm: bool = False
-
-    def __post_init__(self):
-        check_choice("kind", self.kind, KINDS)
-        needs = {"top_layers": int, "last_blocks": int, "fraction": float,
-                 "from_layer": str, "regex": str}
-        if self.kind in needs and not isinstance(self.value, needs[self.kind]):
-            raise ConfigError(
-                f"FreezePolicy(kind={self.kind!r}) needs a value of type "
-                f"{needs[self.kind].__name__}. "
-                f"Received: value={self.value!r}")
-        if self.kind == "regex":
-            _regex(self.value)
-        if self.kind == "fraction" and not 0.0 <= self.value <= 1.0:
-            raise ConfigError(f"The `value` of a 'fraction' policy should be in [0, 1]. "
-                              f"Received: value={self.value}")
-
-    @classmethod
-    def parse(cls, text):
-        """From a string: "all", "none", "last_blocks:2", "top_layers:20", "regex:^block5"."""
-        if isinstance(text, cls):
-            return text
-        kind, _, value = str(text).partition(":")
-        caster = {"top_layers": int, "last_blocks": int, "fraction": float}.get(kind, str)
-        try:
-            value = caster(value) if value else None
-        except ValueError:
-            raise ConfigError(f"Cannot read freeze policy {text!r}: the value after ':' "
-                              f"should be of type {caster.__name__}.") from None
-        return cls(kind, value)
-
-    def __str__(self):
-        return self.kind if self.value is None else f"{self.kind}:{self.value}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +68,7 @@ def freeze(model, policy=FreezePolicy(), spec=None, parts=None, verbose=False):
     layout = block_layout(backbone, spec)
     first = _first_trainable(policy, layout)
     backbone.trainable = True
-    pattern = _regex(policy.value) if policy.kind == "regex" else None
+    pattern = compile_regex(policy.value) if policy.kind == "regex" else None
     for i, unit in enumerate(layout.units):
         unit.trainable = bool(pattern.search(unit.name)) if pattern else i >= first
         if not policy.train_batchnorm:  # BN inside a unit (a nested block) too
@@ -141,14 +91,6 @@ def layer_depths(model, spec=None, parts=None):
                           "which layer_lr_decay needs: pass a registered backbone as "
                           "ModelParts(spec=...), or use layer_lr_decay=1.0 (off).")
     return block_layout(resolved.backbone, spec).depths()
-
-
-def _regex(text):
-    try:
-        return re.compile(text)
-    except re.error as error:
-        raise ConfigError(f"The freeze policy 'regex:{text}' is not a valid regular "
-                          f"expression: {error}.") from None
 
 
 def _first_trainable(policy, layout):

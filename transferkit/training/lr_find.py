@@ -25,11 +25,12 @@ import os
 import keras
 import numpy as np
 
-from transferkit.core.errors import ConfigError, check_choice
+from transferkit.core.errors import ConfigError
 from transferkit.core.files import atomic_path, write_json
+from transferkit.core.rundir import lr_find_name
+from transferkit.training.config import LRFindConfig
 from transferkit.training.orchestrator import PhaseCallback, prepare_phase
-from transferkit.training.schedule import (PHASES, ScheduleConfig, optimizer_paths,
-                                           phase_optimizer)
+from transferkit.training.schedule import ScheduleConfig, optimizer_paths, phase_optimizer
 
 DIVERGED = 4.0  # stop when the smoothed loss exceeds this multiple of its best
 
@@ -67,8 +68,9 @@ class LRFinding:
         axes.legend()
         return figure
 
-    def save(self, out_dir, name="lr_find"):
-        """Write `<name>.json` and `<name>.png` into `out_dir`; returns the PNG's path."""
+    def save(self, out_dir, name=lr_find_name()):
+        """Write `<name>.json` and `<name>.png` into `out_dir` (name: `lr_find`, see
+        `core.rundir.lr_find_name`); returns the PNG's path."""
         os.makedirs(out_dir, exist_ok=True)
         write_json(os.path.join(out_dir, f"{name}.json"), self.to_json())
         return self.save_plot(os.path.join(out_dir, f"{name}.png"))
@@ -80,18 +82,23 @@ class LRFinding:
         return path
 
 
-def find_lr(model, data, val=None, *, phase="head", config=ScheduleConfig(), parts=None,
-            task=None, cache=None, min_lr=1e-7, max_lr=1.0, steps=100, beta=0.98,
+_DEFAULTS = LRFindConfig()
+
+
+def find_lr(model, data, val=None, *, phase=_DEFAULTS.phase, config=ScheduleConfig(),
+            parts=None, task=None, cache=None, min_lr=_DEFAULTS.min_lr,
+            max_lr=_DEFAULTS.max_lr, steps=_DEFAULTS.steps, beta=_DEFAULTS.beta,
             verbose="auto"):
-    """Run the range test for `phase` ("head" or "finetune") of `model`; returns an
-    `LRFinding`. The model should be where that phase starts (for "finetune": after
-    phase 1). Its weights are restored afterwards, its compiled optimizer is not
-    (`fine_tune` compiles every phase anew).
+    """Run the range test for `phase` ("head" or "finetune", default "finetune") of
+    `model`; returns an `LRFinding`. The model should be where that phase starts (for
+    "finetune": after phase 1). Its weights are restored afterwards, its compiled
+    optimizer is not (`fine_tune` compiles every phase anew).
 
     data, val, config, parts, task, cache: as for `fine_tune` (a `FeatureCache` makes
         phase 1 run on cached features and, with boundary=True, phase 2 on the boundary
         cache). min_lr, max_lr: the range (1e-7 to 1). steps: at most this many steps
-        (100), fewer if the loss diverges. beta: the smoothing factor (0.98).
+        (100), fewer if the loss diverges. beta: the smoothing factor (0.98). The
+        defaults are `LRFindConfig`'s.
     """
     check_range(phase, min_lr, max_lr, steps, beta)
     saved = model.get_weights()
@@ -151,10 +158,11 @@ class AutoLR(PhaseCallback):
         config.json). Other arguments as for `find_lr`. `found` holds the rates.
     """
 
-    def __init__(self, out_dir=None, *, on_found=None, min_lr=1e-7, max_lr=1.0, steps=100,
-                 beta=0.98, verbose="auto"):
+    def __init__(self, out_dir=None, *, on_found=None, min_lr=_DEFAULTS.min_lr,
+                 max_lr=_DEFAULTS.max_lr, steps=_DEFAULTS.steps, beta=_DEFAULTS.beta,
+                 verbose="auto"):
         super().__init__()
-        check_range("head", min_lr, max_lr, steps, beta)
+        check_range(min_lr=min_lr, max_lr=max_lr, steps=steps, beta=beta)
         self.out_dir, self.on_found, self.verbose = out_dir, on_found, verbose
         self.settings = (min_lr, max_lr, steps, beta)
         self.found = {}
@@ -170,7 +178,7 @@ class AutoLR(PhaseCallback):
         finally:
             loop.model.set_weights(saved)
         if self.out_dir is not None:
-            finding.save(self.out_dir, f"lr_find_{name}")
+            finding.save(self.out_dir, lr_find_name(name))
         print(f"{name} learning rate: {finding.reason}")
         self.found[name] = finding.suggestion
         if self.on_found is not None:
@@ -178,13 +186,11 @@ class AutoLR(PhaseCallback):
         return dataclasses.replace(phase, learning_rate=finding.suggestion, lr_auto=False)
 
 
-def check_range(phase="head", min_lr=1e-7, max_lr=1.0, steps=100, beta=0.98):
-    """Raise ConfigError unless the range test's settings make sense (before any work)."""
-    check_choice("phase", phase, PHASES)
-    if not 0 < min_lr < max_lr or steps < 5 or not 0 <= beta < 1:
-        raise ConfigError("find_lr needs 0 < min_lr < max_lr, steps >= 5 and 0 <= beta < 1. "
-                          f"Received: min_lr={min_lr}, max_lr={max_lr}, steps={steps}, "
-                          f"beta={beta}")
+def check_range(phase=_DEFAULTS.phase, min_lr=_DEFAULTS.min_lr, max_lr=_DEFAULTS.max_lr,
+                steps=_DEFAULTS.steps, beta=_DEFAULTS.beta):
+    """Raise ConfigError unless the range test's settings make sense (before any work);
+    returns them as an `LRFindConfig`."""
+    return LRFindConfig(phase, min_lr, max_lr, steps, beta)
 
 
 def suggest_rate(rates, smoothed):

@@ -16,6 +16,8 @@ import keras
 
 from transferkit.core.errors import check_choice
 
+# Keyed by `training.config.OPTIMIZERS`, the names a PhaseConfig accepts (a test keeps
+# the two the same).
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 

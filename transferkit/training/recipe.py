@@ -3,12 +3,12 @@
     RecipeConfig
       task, segmentation_loss, box_weight, seed
       data      DataConfig       (data.config)      data, val_data, val_split, augment ...
-      model     ModelConfig      (models.builder)   backbone, weights, image_size, ...
-        head    HeadConfig       (models.heads)     pooling, head_units, dropout, ...
-      schedule  ScheduleConfig   (training.schedule) batch_size, label_smoothing, ...
+      model     ModelConfig      (models.config)    backbone, weights, image_size, ...
+        head    HeadConfig       (models.config)    pooling, head_units, dropout, ...
+      schedule  ScheduleConfig   (training.config)  batch_size, label_smoothing, ...
         head      PhaseConfig    head_epochs, head_lr, head_lr_auto, ...
         finetune  PhaseConfig    finetune_epochs, finetune_lr, finetune_unfreeze, ...
-      runtime   RuntimeConfig    cache_features, boundary_cache, strategy, report ...
+      runtime   RuntimeConfig    (training.config)  cache_features, boundary_cache, ...
 
 `fine_tune(model, data)` runs `ScheduleConfig()`, and `transferkit train` runs
 `RecipeConfig().schedule`, the very same object: each default is written once, in the
@@ -19,60 +19,16 @@ of keys, and SHORTHANDS keep the flat recipes of earlier versions loading.
 
 import dataclasses
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.config import (apply, check_value, flatten, leaves, nest, section,
                                      setting, unnest)
 from transferkit.core.errors import ConfigError, suggest
-from transferkit.core.task_registry import get_task
 from transferkit.core.files import read_json_object
-from transferkit.data.augment import augment_config
-from transferkit.data.config import DataConfig
-from transferkit.data.load import load_data
-from transferkit.models.builder import ModelConfig
-from transferkit.training.cache import DEFAULT_VIEWS, FeatureCache
-from transferkit.training.distribute import STRATEGIES
-from transferkit.training.schedule import ScheduleConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class RuntimeConfig:
-    """How a run executes: caches, scale-out and outputs (none of it changes what the
-    model learns, except mixed precision's rounding)."""
-
-    cache_features: bool = setting(True, "phase 1 on cached backbone features (the "
-                                   "frozen backbone runs once per image and view)")
-    feature_views: int = setting(DEFAULT_VIEWS, "augmented views cached per training "
-                                 "image beside the clean one (0: clean features only)")
-    boundary_cache: bool = setting(True, "phase 2 on activations cached at the freeze "
-                                   "boundary (the frozen bottom runs once)")
-    boundary_cache_max_gb: float = setting(2.0, "largest boundary cache in GB of "
-                                           "float16 activations; above it phase 2 runs "
-                                           "live and says so")
-    strategy: str = setting("auto", f"tf.distribute strategy: {', '.join(STRATEGIES)}")
-    mixed_precision: bool = setting(False, "mixed_float16 compute (GPUs with tensor "
-                                    "cores); the output layer stays float32")
-    report: bool = setting(True, "write report.html with plots at the end of the run")
-    auto_tta: bool = setting(True, "at the end of the run, score flip TTA on the val "
-                             "split and keep it in model.keras only where it helps "
-                             "(strictly better headline metric, loss no worse)")
-    novelty: bool = setting(True, "fit a novelty score at the end of the run (stored in "
-                            "model.keras; predict then says which images are unlike "
-                            "every class)")
-    false_rejection: float = setting(0.05, "fraction of validation images the novelty "
-                                     "threshold calls unknown (in (0, 1))")
-
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"The `strategy` setting should be one of "
-                              f"{list(STRATEGIES)}. Received: strategy={self.strategy!r}"
-                              f"{suggest(self.strategy, STRATEGIES)}")
-        if not 0 < self.false_rejection < 1:
-            raise ConfigError(f"The `false_rejection` setting should be in (0, 1). "
-                              f"Received: false_rejection={self.false_rejection}")
-        if self.boundary_cache_max_gb < 0 or self.feature_views < 0:
-            raise ConfigError("The `boundary_cache_max_gb` (GB) and `feature_views` "
-                              "settings should be >= 0. Received: boundary_cache_max_gb="
-                              f"{self.boundary_cache_max_gb}, "
-                              f"feature_views={self.feature_views}")
+from transferkit.core.task_registry import DEFAULT_TASK, get_task, task_names
+from transferkit.data.config import DataConfig, augment_config
+from transferkit.models.config import ModelConfig
+# RuntimeConfig is importable from here as before.
+from transferkit.training.config import RuntimeConfig, ScheduleConfig  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +37,8 @@ class RecipeConfig:
     on cached features until validation stops improving, then fine-tuning of the top 2
     blocks at 1e-5 on boundary activations; see `ScheduleConfig`)."""
 
-    task: str = setting("multiclass", "what the model predicts, a registered task: "
-                        "multiclass, binary, multilabel, localization, regression or "
-                        "segmentation")
+    task: str = setting(DEFAULT_TASK, "what the model predicts, a registered task: "
+                        f"{', '.join(task_names())}")
     segmentation_loss: str = setting("crossentropy", "segmentation only: the loss, "
                                      "crossentropy, dice or both (their sum)")
     box_weight: float = setting(3.0, "localization only: weight of the box loss (Huber + "
@@ -116,6 +71,8 @@ class RecipeConfig:
         """The FeatureCache of phase 1 (`cache_features`) and phase 2 (`boundary_cache`),
         or None when both are off or the task cannot train on cached tensors (e.g.
         segmentation, whose decoder reads several encoder layers)."""
+        from transferkit.training.cache.config import FeatureCache
+
         runtime = self.runtime
         if not (runtime.cache_features or runtime.boundary_cache) or \
                 not get_task(self.task).caches_features:
@@ -159,11 +116,23 @@ def recipe_from_dict(values, base=None):
     Unknown keys raise ConfigError listing the valid ones; values are type-checked
     against the defaults so "5" for an int field is refused early, not mid-run.
     """
-    base = base or RecipeConfig()
+    flat = flat_values(values)
+    try:
+        return apply(base or RecipeConfig(), flat)
+    except (TypeError, ValueError) as error:  # e.g. head_units: ["a"]
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"Invalid recipe value: {error}. Received: {values}") from None
+
+
+def flat_values(values):
+    """{flat key: value} of recipe `values` (the nested or the flat form; shorthands
+    resolved, each value type-checked against its setting), not yet applied to a
+    recipe: raises ConfigError naming an unknown key or a value of the wrong type."""
     if "trusted" in values:
         raise ConfigError("`trusted` is not a recipe key: only the person running "
                           "transferkit can vouch for a model file, with --trusted on the "
-                          "command line (or trusted=True in the call), never a file.")
+                          "command line (or safe_mode=False in the call), never a file.")
     if any(isinstance(values.get(name), dict) for name in ("data", "model", "schedule",
                                                            "runtime")):
         values = unnest(RecipeConfig, values)
@@ -184,12 +153,7 @@ def recipe_from_dict(values, base=None):
         cached = {f"{phase}_cached_epochs", f"{phase}_cached_patience"}
         if asked and not cached & set(flat):
             flat.update(dict.fromkeys(cached, 0))
-    try:
-        return apply(base, flat)
-    except (TypeError, ValueError) as error:  # e.g. head_units: ["a"]
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(f"Invalid recipe value: {error}. Received: {values}") from None
+    return flat
 
 
 def load_recipe(path, base=None):
@@ -204,6 +168,8 @@ def load_recipe(path, base=None):
 def load_run_data(recipe, verbose=True, fixes=None):
     """The `DataSplits` a recipe trains on, at the recipe's input size. fixes: a read
     `data.fixes.Fixes` to use instead of reading the recipe's fixes file again."""
+    from transferkit.data.load import load_data  # TensorFlow: when data is loaded
+
     data = recipe.data
     return load_data(data.source(), image_size=recipe.input_spec(),
                      batch_size=recipe.schedule.batch_size, task=recipe.task,
@@ -213,12 +179,13 @@ def load_run_data(recipe, verbose=True, fixes=None):
                      fixes=fixes or data.fixes or None, verbose=verbose)
 
 
-def build_run_model(recipe, num_outputs, *, trusted=False):
+@renamed(**TRUSTED)
+def build_run_model(recipe, num_outputs, *, safe_mode=True):
     """The model a recipe describes, with `num_outputs` classes (or targets).
 
-    trusted: load a `.keras` weights file without safe mode (only from the caller,
-        never from a recipe file)."""
+    safe_mode: False loads a `.keras` weights file without Keras safe mode (only from
+        the caller, never from a recipe file)."""
     # The task picks the model: a head on pooled features, or e.g. a U-Net decoder.
     return recipe.task_config().build_model(recipe.model, num_outputs,
                                             image_size=recipe.input_spec(),
-                                            trusted=trusted)
+                                            trusted=not safe_mode)

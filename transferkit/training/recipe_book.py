@@ -14,7 +14,7 @@ import dataclasses
 import os
 
 from transferkit.core.errors import ConfigError, suggest
-from transferkit.training.recipe import load_recipe, recipe_from_dict
+from transferkit.training.recipe import flat_values, load_recipe, recipe_from_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +42,12 @@ RECIPES = {}
 
 
 def register_recipe(recipe):
-    """Add `recipe` to the book (validated now: a bad key fails at import, not mid-run);
-    a second recipe of the same name raises."""
+    """Add `recipe` to the book (its keys and value types checked now: a bad one fails
+    at import, not mid-run; the whole RecipeConfig, whose task check loads the task's
+    code, is built when the recipe is used); a second recipe of the same name raises."""
     if recipe.name in RECIPES:
         raise ConfigError(f"A recipe named {recipe.name!r} is already registered.")
-    recipe.config()
+    flat_values(recipe.values())
     RECIPES[recipe.name] = recipe
     return recipe
 

@@ -6,18 +6,11 @@ the tuners, resume and distributed search), `process`/`trial` (a process per tri
 use, so `transferkit.tuning.report` and `.space` stay light.
 """
 
-_LAZY = {"TransferHyperModel": "transferkit.tuning.hypermodel",
-         "Range": "transferkit.tuning.space", "SearchSpace": "transferkit.tuning.space",
-         "TuneResult": "transferkit.tuning.tuner", "load_search": "transferkit.tuning.tuner",
-         "tune": "transferkit.tuning.tuner",
-         "best_recipe_path": "transferkit.tuning.report"}
+from transferkit.core.lazy import lazy_package
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'transferkit.tuning' has no attribute {name!r}")
+__all__ = lazy_package(__name__, {
+    "TransferHyperModel": "transferkit.tuning.hypermodel",
+    "Range": "transferkit.tuning.space", "SearchSpace": "transferkit.tuning.space",
+    "TuneResult": "transferkit.tuning.tuner", "load_search": "transferkit.tuning.tuner",
+    "tune": "transferkit.tuning.tuner",
+    "best_recipe_path": "transferkit.tuning.report"})

@@ -15,6 +15,8 @@ import os
 
 from transferkit.core.errors import ConfigError
 from transferkit.core.files import atomic_path, write_json, write_text
+from transferkit.tuning.config import (BEST_RECIPE_FILE, OBJECTIVE_PLOT, RESULTS_CSV,
+                                       RESULTS_HTML)
 from transferkit.tuning.space import resolve
 
 FIXED_COLUMNS = ("rank", "trial", "status", "objective")
@@ -41,21 +43,21 @@ def write_report(tuner, base, out_dir):
     RecipeConfig or None when no trial finished)."""
     rows = trial_rows(tuner.oracle)
     columns = list(FIXED_COLUMNS) + sorted({k for r in rows for k in r} - set(FIXED_COLUMNS))
-    with atomic_path(os.path.join(out_dir, "results.csv")) as tmp:
+    with atomic_path(os.path.join(out_dir, RESULTS_CSV)) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
     name = tuner.oracle.objective.name
     plot_objective(rows, name, tuner.oracle.objective.direction,
-                   os.path.join(out_dir, "objective.png"))
-    write_text(os.path.join(out_dir, "results.html"),
+                   os.path.join(out_dir, OBJECTIVE_PLOT))
+    write_text(os.path.join(out_dir, RESULTS_HTML),
                _html(rows, columns, name, tuner.oracle.objective.direction))
     best = None
     finished = [t for t in tuner.oracle.get_best_trials(1) if t.score is not None]
     if finished:
         best = resolve(finished[0].hyperparameters.values, base)
-        write_json(os.path.join(out_dir, "best_recipe.json"), best.to_dict())
+        write_json(os.path.join(out_dir, BEST_RECIPE_FILE), best.to_dict())
     return rows, best
 
 
@@ -99,8 +101,8 @@ def _html(rows, columns, name, direction):
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}</style></head>
 <body><h1>Tuning results</h1>
 <p>{len(rows)} trials, sorted by {html.escape(name)} ({direction}imised; best first).
-The best recipe is in <a href="best_recipe.json">best_recipe.json</a>.</p>
-<img src="objective.png" alt="{html.escape(name)} per trial">
+The best recipe is in <a href="{BEST_RECIPE_FILE}">{BEST_RECIPE_FILE}</a>.</p>
+<img src="{OBJECTIVE_PLOT}" alt="{html.escape(name)} per trial">
 <table><tr>{head}</tr>
 {body}
 </table></body></html>
@@ -109,7 +111,7 @@ The best recipe is in <a href="best_recipe.json">best_recipe.json</a>.</p>
 
 def best_recipe_path(out_dir):
     """The `best_recipe.json` of a finished search in `out_dir` (ConfigError if none)."""
-    path = os.path.join(out_dir, "best_recipe.json")
+    path = os.path.join(out_dir, BEST_RECIPE_FILE)
     if not os.path.exists(path):
         raise ConfigError(f"No best_recipe.json in {out_dir}: is it the out directory "
                           "of a finished `transferkit tune`?")

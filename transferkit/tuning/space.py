@@ -18,8 +18,7 @@ import dataclasses
 
 from transferkit.core.errors import ConfigError, check_choice, suggest
 from transferkit.core.files import read_json_object
-from transferkit.data.augment import AUGMENT_PRESETS
-from transferkit.models.registry import get_spec
+from transferkit.data.config import AUGMENT_PRESETS
 from transferkit.training.recipe import recipe_from_dict
 
 
@@ -86,8 +85,11 @@ class SearchSpace:
             if isinstance(value, tuple) and not value:
                 raise ConfigError(f"Search dimension `{name}` has no choices. Give a "
                                   "list of values, a range, or null for the recipe's value.")
-        for name in choices(self.backbone):
-            get_spec(name)  # raises with close matches for an unknown backbone
+        if choices(self.backbone):
+            from transferkit.models.registry import get_spec  # Keras: only to check names
+
+            for name in choices(self.backbone):
+                get_spec(name)  # raises with close matches for an unknown backbone
         for name in choices(self.augment):
             check_choice("augment", name, AUGMENT_PRESETS)
 
@@ -165,6 +167,8 @@ def resolve(values, base):
                                       "decoder_width", "layer_lr_decay", "box_weight")
                if k in values}
     if "backbone" in values:
+        from transferkit.models.registry import get_spec
+
         spec = get_spec(values["backbone"])
         # Another backbone trains at its own default size (image_size 0, resolved by
         # RecipeConfig.input_spec like every size), and constructor kwargs (e.g. alpha)

@@ -26,15 +26,19 @@ from transferkit.app.lr_find import find_lr_for_recipe
 from transferkit.app.train import with_rates
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.files import read_json_object, write_json
-from transferkit.core.task_registry import get_task
+from transferkit.core.rundir import lr_find_name
+from transferkit.core.task_registry import DEFAULT_TASK, get_task
 from transferkit.training.cache import FeatureStore
+from transferkit.training.config import PHASES
 from transferkit.training.recipe import recipe_from_dict
-from transferkit.training.schedule import PHASES
+from transferkit.tuning.config import (BASE_RECIPE_FILE, FEATURES_DIR, SEARCH_FILE,
+                                       SPACE_FILE, TuneConfig)
 from transferkit.tuning.hypermodel import TransferHyperModel
 from transferkit.tuning.process import IsolatedTrials
 from transferkit.tuning.report import write_report
 from transferkit.tuning.space import Range, SearchSpace, space_from_dict
 
+# Keyed by `tuning.config.TUNERS`, the names TuneConfig accepts (a test keeps them equal).
 TUNERS = {"random": keras_tuner.RandomSearch,
           "bayesian": keras_tuner.BayesianOptimization,
           "hyperband": keras_tuner.Hyperband}
@@ -44,7 +48,7 @@ PROJECT = "search"  # keras-tuner's project folder inside the out directory
 LR_SPREAD = 10.0
 
 
-def make_objective(objective, task="multiclass"):
+def make_objective(objective, task=DEFAULT_TASK):
     """A keras-tuner Objective: by default the task's headline metric on validation
     ("val_accuracy"; "val_miou" for segmentation; "val_loss" for regression), or
     "name:min" / "name:max" for a metric whose direction keras-tuner cannot infer."""
@@ -92,10 +96,13 @@ class TuneResult:
     rows: tuple = ()
 
 
-def tune(base, out_dir, *, space=SearchSpace(), tuner="random", max_trials=10,
-         objective=None, resume=False, seed=0, verbose=1, callbacks=(),
-         process_per_trial=True):
+def tune(base, out_dir, *, space=SearchSpace(), tuner=TuneConfig.tuner,
+         max_trials=TuneConfig.max_trials, objective=None, resume=False, seed=0, verbose=1,
+         callbacks=(), process_per_trial=True):
     """Search `space` around recipe `base`; write the report into `out_dir`.
+
+    tuner, max_trials, objective: as `TuneConfig` (random search, 10 trials, the task's
+        headline metric on validation; None or "" for that).
 
     With `head_lr_auto` / `finetune_lr_auto` set on `base`, the range test runs once first and
     that rate's dimension is centred on its suggestion (see `centre_rates`).
@@ -122,19 +129,20 @@ def tune(base, out_dir, *, space=SearchSpace(), tuner="random", max_trials=10,
     if not base.data.train:
         raise ConfigError("The `data` recipe setting is required to tune (`--data`).")
     base.input_spec()  # the backbone, its arguments and the size: before any file
-    store = FeatureStore(os.path.join(out_dir, "features")) if base.runtime.cache_features \
+    store = FeatureStore(os.path.join(out_dir, FEATURES_DIR)) if base.runtime.cache_features \
         else None
     if worker:  # the chief's oracle hands out the rates; no range test here
         base = recipe_from_dict({"head_lr_auto": False, "finetune_lr_auto": False}, base)
     else:
         base, space = centre_rates(base, space, out_dir, store=store, resume=resume,
                                    verbose=verbose)
+    objective = objective or None  # "" (TuneConfig's): the task's headline
     settings = {"tuner": tuner, "max_trials": max_trials, "objective": objective,
                 "seed": seed}
     if not worker:
-        write_json(os.path.join(out_dir, "base_recipe.json"), base.to_dict())
-        write_json(os.path.join(out_dir, "space.json"), space.to_dict())
-        write_json(os.path.join(out_dir, "search.json"), settings)
+        write_json(os.path.join(out_dir, BASE_RECIPE_FILE), base.to_dict())
+        write_json(os.path.join(out_dir, SPACE_FILE), space.to_dict())
+        write_json(os.path.join(out_dir, SEARCH_FILE), settings)
     hypermodel = TransferHyperModel(base, space, store=store, verbose=verbose)
     max_epochs = (space.max_value("head_epochs", base)
                   + space.max_value("finetune_epochs", base))
@@ -155,7 +163,8 @@ def centre_rates(base, space, out_dir, *, store=None, resume=False, verbose=1):
 
     The test runs once, before the search, on `base` (`app.find_lr_for_recipe`; for
     phase 2 after phase 1 at the head rate, s when it was found too), and is recorded
-    in `out_dir` as lr_find_<phase>.json / .png; a resumed search reuses that record.
+    in `out_dir` as lr_find_<phase>.json / .png (`core.rundir.lr_find_name`); a resumed
+    search reuses that record.
     Each trial then searches the rate in the centred range instead of running its own
     test, which would replace the rate the search chose. store: the FeatureStore the
     trials share (None: the default store).
@@ -163,7 +172,7 @@ def centre_rates(base, space, out_dir, *, store=None, resume=False, verbose=1):
     for phase in PHASES:
         if not base.schedule.phase(phase).lr_auto:
             continue
-        name = f"lr_find_{phase}"
+        name = lr_find_name(phase)
         record = os.path.join(out_dir, f"{name}.json")
         if resume and os.path.exists(record):
             suggestion = float(read_json_object(record, "range test record")["suggestion"])
@@ -184,8 +193,8 @@ def centre_rates(base, space, out_dir, *, store=None, resume=False, verbose=1):
 
 def load_search(out_dir):
     """(base RecipeConfig, SearchSpace, settings dict) of the search in `out_dir`."""
-    paths = {name: os.path.join(out_dir, f"{name}.json")
-             for name in ("base_recipe", "space", "search")}
+    paths = {name: os.path.join(out_dir, file) for name, file in (
+        ("base_recipe", BASE_RECIPE_FILE), ("space", SPACE_FILE), ("search", SEARCH_FILE))}
     for path in paths.values():
         if not os.path.exists(path):
             raise ConfigError(f"{out_dir} is not a transferkit tuning directory: "

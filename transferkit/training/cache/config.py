@@ -11,12 +11,12 @@ import dataclasses
 import numpy as np
 
 from transferkit.data.splits import DataSplits
+from transferkit.training.config import RuntimeConfig
 
 FORMAT = 2  # bump when the file layout or the key recipe changes
-# Augmented views per training image when augmentation is on, beside the clean one:
-# 1 costs what 2 augmented views cost before the clean view was kept, and a second
-# augmented view changed accuracy by 0.003 (Lite0, generated textures, one seed).
-DEFAULT_VIEWS = 1
+# Augmented views per training image when augmentation is on, beside the clean one: a
+# recipe's default (`RuntimeConfig.feature_views`, which says why).
+DEFAULT_VIEWS = RuntimeConfig.feature_views
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +38,7 @@ class FeatureCache:
     # `head=False` leaves phase 1 live while phase 2 still uses the boundary cache.
     head: bool = True
     boundary: bool = False
-    boundary_max_gb: float = 2.0
+    boundary_max_gb: float = RuntimeConfig.boundary_cache_max_gb
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, DataError
+from transferkit.data.config import DEFAULT_BATCH_SIZE
 from transferkit.data.files import undecodable
 from transferkit.data.pipeline import make_dataset
 from transferkit.models.parts import resolve
@@ -65,7 +66,7 @@ def extract_features(extractor, dataset, verbose=1, sink=None):
 
 
 def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
-                   batch_size=32, store=None, verbose=1, boundary=None):
+                   batch_size=DEFAULT_BATCH_SIZE, store=None, verbose=1, boundary=None):
     """(train, val) `Features` of `data` (a DataSplits or FeatureSource) at the input of
     `model`'s head (see `models.parts`); val is None without a val split.
 
@@ -194,6 +195,9 @@ def _compute(extractor, datasets, verbose, boundary_out=None):
     [views, N, ...]), a two-output extractor's activations are written into it."""
     pairs = []
     for v, dataset in enumerate(datasets):
+        if verbose:  # names what the progress line below it counts
+            print(f"caching backbone features: pass {v + 1} of {len(datasets)} over the "
+                  f"split's images")
         sink = None
         if boundary_out is not None:
             offset = [0]
@@ -206,7 +210,7 @@ def _compute(extractor, datasets, verbose, boundary_out=None):
 
 
 def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=0,
-                   batch_size=32, store=None, verbose=1):
+                   batch_size=DEFAULT_BATCH_SIZE, store=None, verbose=1):
     """(train, val) `Features` of the activations at `cut`: x [passes, N, *cut.shape] in
     float16 (memory-mapped when `store` has a directory), as `split_features` reads
     images (views, augmentation, file order); val is None without a val split. File

@@ -11,9 +11,10 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.core.errors import ConfigError
+from transferkit.data.config import DEFAULT_BATCH_SIZE
 
 
-def feature_dataset(features, batch_size=32, *, training=False, seed=0):
+def feature_dataset(features, batch_size=DEFAULT_BATCH_SIZE, *, training=False, seed=0):
     """Batches of (feature, label); training: reshuffled each epoch, every image once
     per epoch in one of its views drawn at random."""
     views, n = features.x.shape[:2]
@@ -24,7 +25,7 @@ def feature_dataset(features, batch_size=32, *, training=False, seed=0):
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def mapped_dataset(features, batch_size=32, *, training=False, seed=0):
+def mapped_dataset(features, batch_size=DEFAULT_BATCH_SIZE, *, training=False, seed=0):
     """Batches of (activations as float32, label) from (memory-mapped) `Features`, read
     batch by batch; training: shuffled and one view per image per epoch, as
     `feature_dataset`."""
