@@ -140,7 +140,7 @@ def list_images(folder, argument="images"):
 
 
 def folder_dataset(folder, argument, image_size, *, batch_size=DEFAULT_BATCH_SIZE,
-                   normalized_dir=None, workers=None):
+                   verbose=True, normalized_dir=None, workers=None):
     """(dataset of (images, dummy labels), the paths it reads, in order) of the usable
     images of the folder argument `argument` (e.g. unknown_data): listed
     (`list_images`), then scanned and decoded as training decodes them. A file the scan
