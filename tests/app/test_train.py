@@ -132,10 +132,10 @@ def test_resume_accepts_the_same_data_spelled_another_way(trained_run, monkeypat
 @pytest.mark.parametrize("split,cache", [("train", False), ("train", True), ("val", False)])
 def test_a_file_broken_after_the_scan_is_named_skipped_and_counted(tmp_path, monkeypatch,
                                                                   capsys, split, cache):
-    from transferkit.training import recipe as recipe_module
+    from transferkit.data import load as load_module
 
     folder = make_image_folder(tmp_path / "data", per_class=5, size=16)
-    real, broken = recipe_module.load_data, []
+    real, broken = load_module.load_data, []
 
     def load_then_break_one(*args, **kwargs):  # after the scan, before training
         data = real(*args, **kwargs)
@@ -143,8 +143,8 @@ def test_a_file_broken_after_the_scan_is_named_skipped_and_counted(tmp_path, mon
         truncate(broken[0])
         return data
 
-    # load_run_data reads the run's data through it
-    monkeypatch.setattr(recipe_module, "load_data", load_then_break_one)
+    # load_run_data imports load_data from data.load when it runs, so it gets this one
+    monkeypatch.setattr(load_module, "load_data", load_then_break_one)
     out = str(tmp_path / "run")
     result = train(tiny_recipe(folder, **dict(RUN, cache_features=cache)), out, verbose=0)
     assert list(result.skipped_files) == broken

@@ -416,10 +416,10 @@ def test_a_mask_broken_after_the_scan_is_skipped_and_counted(tmp_path):
 @pytest.mark.slow
 def test_train_names_a_broken_mask_in_run_json(tmp_path, monkeypatch, capsys):
     from transferkit.app import train as run_module
-    from transferkit.training import recipe as recipe_module
+    from transferkit.data import load as load_module
 
     root = make_seg_folder(tmp_path / "d", count=12)
-    real, broken = recipe_module.load_data, []
+    real, broken = load_module.load_data, []
 
     def load_then_break_one(*args, **kwargs):  # after the scan, before training
         data = real(*args, **kwargs)
@@ -427,8 +427,8 @@ def test_train_names_a_broken_mask_in_run_json(tmp_path, monkeypatch, capsys):
         truncate(broken[0])
         return data
 
-    # load_run_data reads the run's data through it
-    monkeypatch.setattr(recipe_module, "load_data", load_then_break_one)
+    # load_run_data imports load_data from data.load when it runs, so it gets this one
+    monkeypatch.setattr(load_module, "load_data", load_then_break_one)
     out = tmp_path / "run"
     result = run_module.train(tiny_recipe(
         root, task="segmentation", batch_size=4, decoder_width=8,
