@@ -22,12 +22,6 @@ import os as _os
 TF_LOG_LEVEL_GIVEN = "TF_CPP_MIN_LOG_LEVEL" in _os.environ
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# The modules defining the Keras classes (layers, losses, optimizers) a saved model may
-# name: `models.saving.load_model` imports them before it loads a file.
-KERAS_OBJECT_MODULES = ("transferkit.models.layers", "transferkit.models.losses",
-                        "transferkit.models.temperature", "transferkit.models.tta",
-                        "transferkit.training.optimizers")
-
 # Registers the built-in task names, which every layer looks up (each task's module
 # loads when the task is first asked for).
 from transferkit import tasks  # noqa: E402,F401

@@ -5,7 +5,7 @@ names, task, input spec, backbone), which Keras ignores on load, so everything a
 command needs to use the model travels inside the model file itself.
 
 Custom classes (layers, losses, optimizers) register when their modules are imported:
-`load_model` imports them first (`transferkit.KERAS_OBJECT_MODULES`), so every load can
+`load_model` imports them first (`KERAS_OBJECT_MODULES`), so every load can
 find them.
 """
 
@@ -17,12 +17,17 @@ import zipfile
 
 import keras
 
-import transferkit
 from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import TransferkitError, UnsafeModelError
 from transferkit.core.files import atomic_path
 
 METADATA_NAME = "transferkit.json"  # the metadata's name everywhere (models.bundle)
+# The modules defining the Keras classes (layers, losses, optimizers) a saved model may
+# name, by module name: imported (by importlib, so this layer imports nothing above it)
+# before a file is loaded, so its classes resolve by their registered names.
+KERAS_OBJECT_MODULES = ("transferkit.models.layers", "transferkit.models.losses",
+                        "transferkit.models.temperature", "transferkit.models.tta",
+                        "transferkit.training.optimizers")
 MAX_MEMBER_BYTES = 2**30  # a member of a .keras file this large is not transferkit's
 
 
@@ -92,7 +97,7 @@ def load_model(path, *, safe_mode=True, compile=True):
     if not zipfile.is_zipfile(path):  # Keras would say "File not found" for these
         raise TransferkitError(f"{path} is not a .keras model file (not a zip archive).")
     _import_layer_packages(path)
-    for module in transferkit.KERAS_OBJECT_MODULES:  # their classes: by name in the file
+    for module in KERAS_OBJECT_MODULES:  # their classes: by name in the file
         importlib.import_module(module)
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
