@@ -30,8 +30,8 @@ every file left in the run, cache, export and tuning folders must load (JSON, HT
 PNG, .keras, .weights.h5, .npz/.npy, SavedModel), and the next run (`--resume`, the
 export again, `tune --resume`) must complete and leave no temp file behind. It prints
 a line per scenario and "N kills, all files loadable: yes/no, next run completed:
-yes/no", and exits 1 unless everything held. The test suite runs `harness` in a fast
-setting (tests/training/test_checkpoint.py) and the script with --smoke (marked slow).
+yes/no", and exits 1 unless everything held. The test suite runs the script with
+--smoke (tests/test_benchmarks.py, marked slow): every kill point once.
 """
 
 import argparse

@@ -6,7 +6,6 @@ import glob
 import json
 import os
 import signal
-import sys
 
 import keras
 import numpy as np
@@ -20,7 +19,6 @@ from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager
 from transferkit.training.orchestrator import fine_tune
 from transferkit.training.schedule import PhaseConfig, ScheduleConfig, compile_phase
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCHEDULE = ScheduleConfig(
     head=PhaseConfig(epochs=2, learning_rate=1e-2, early_stopping_patience=None),
     finetune=PhaseConfig(epochs=2, learning_rate=1e-3, freeze="none", decay="cosine",
@@ -339,15 +337,3 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
         os.kill(os.getpid(), signal.SIGINT)  # the first asks for a save at a batch end
         assert saver.stop_requested == signal.SIGINT
         os.kill(os.getpid(), signal.SIGINT)
-
-# ~20 s of subprocess training: slow (CI runs `-m slow` on every landing), like the
-# harness's own --smoke run in tests/test_benchmarks.py.
-@pytest.mark.slow
-def test_kill_harness_fast_setting(tmp_path):
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    from kill_harness import harness
-
-    lines = []
-    problems = harness(str(tmp_path), ("phase1", "boundary", "phase2"), head_epochs=2,
-                       finetune_epochs=2, every=3, timeout=240, log=lines.append)
-    assert len(lines) == 3 and problems == [], "\n".join(lines + problems)
