@@ -42,7 +42,7 @@ def test_cut_is_below_the_first_trainable_layer_and_below_residual_blocks():
     freeze(model, "all")
     assert find_cut(model)[0] is None and "whole backbone is frozen" in find_cut(model)[1]
     freeze(model, "none")
-    assert find_cut(model)[0] is None and "no single tensor" in find_cut(model)[1]
+    assert find_cut(model)[0] is None and "nothing is frozen below" in find_cut(model)[1]
     # MobileNetV2's block_15 adds its input to its output: a cut just below block_16's
     # first layer would let the skip connection cross it, so the cut is the add itself.
     mobile = build_model("mobilenet_v2", 2, weights=None, input_shape=32,
@@ -148,7 +148,7 @@ def test_over_the_cap_or_without_a_cut_phase_2_runs_live_and_says_why(splits, ca
         short, finetune=dataclasses.replace(short.finetune, freeze="none"))
     fine_tune(_model(), splits, config=everything, verbose=1,
               cache=cache.FeatureCache(boundary=True))
-    assert "phase 2 runs live, not on the boundary cache: no single tensor" in \
+    assert "phase 2 runs live, not on the boundary cache: nothing is frozen below" in \
         capsys.readouterr().out
 
 

@@ -56,6 +56,9 @@ def find_cut(model, parts=None):
                   if getattr(layer, "trainable_weights", None)), None)
     if first is None:
         return None, "the whole backbone is frozen (phase 1's feature cache applies)"
+    if not any(getattr(layer, "weights", None) for layer in layers[:first]):
+        return None, (f"nothing is frozen below {layers[first].name!r}, the first "
+                      "trainable layer (the whole network trains)")
     where = {id(layer): i for i, layer in enumerate(layers)}
     edges = []  # (producer index, consumer index, tensor) inside the backbone's graph
     for nodes in backbone._nodes_by_depth.values():

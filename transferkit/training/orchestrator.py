@@ -435,8 +435,9 @@ class _Loop:
                      steps_per_execution=FEATURE_STEPS_PER_EXECUTION)
         mark_compiled(head)
         if self.verbose:
-            print(f"phase 1 on cached backbone features ({options.views or 'no'} augmented "
-                  f"views per image; cache: {getattr(options.store, 'directory', None) or 'memory'})")
+            views = options.views or "no"
+            print(f"phase 1 on cached backbone features ({views} augmented "
+                  f"view{'' if views == 1 else 's'} per image; cache: {getattr(options.store, 'directory', None) or 'memory'})")
         return head, train, val
 
     def _planned_cut(self):
