@@ -20,6 +20,7 @@ import numpy as np
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task
+from transferkit.core.timing import StageTimer, stage
 from transferkit.data.fixes import read_fixes
 from transferkit.data.files import image_dataset, list_images, undecodable
 from transferkit.evaluation.evaluate import (evaluate_splits, flip_outputs, flip_record,
@@ -30,7 +31,8 @@ from transferkit.models.tta import with_tta
 from transferkit.models.backbones import check_weights_path
 from transferkit.models.registry import is_model_file, register_backbone
 from transferkit.models.saving import save_model
-from transferkit.training.cache import FeatureStore, split_features
+from transferkit.training.cache import (FeatureStore, frozen_inputs, split_features,
+                                        store_features)
 from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
                                              Checkpointer, save_on_sigterm)
 from transferkit.training.distribute import (local_copy, make_strategy, per_replica_batch,
@@ -80,7 +82,7 @@ def model_metadata(recipe, class_names):
 
 def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
           checkpoint=CheckpointConfig(), data_service=None, trusted=False,
-          overwrite=False):
+          overwrite=False, timer=None):
     """Run `recipe` (a RecipeConfig) end to end and fill `out_dir`; returns RunResult.
 
     A directory that already holds a run is refused unless `resume` or `overwrite`.
@@ -92,13 +94,22 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
         (save frequency, how many to keep). data_service: a tf.data service dispatcher
         address. trusted: the `weights` or `backbone` .keras file may run code when
         loaded (see `models.saving.load_model`). callbacks: more Keras callbacks
-        (`PhaseCallback`s hear the phases too).
+        (`PhaseCallback`s hear the phases too). timer: the `core.timing.StageTimer`
+        the run's stages are timed in (default: a new one; the CLI's counts the
+        process's start-up too); run.json records them ("stages") and the run ends
+        by printing them on one line.
     """
-    job = prepare(recipe, out_dir, resume=resume, overwrite=overwrite,
-                  keep=checkpoint.keep, data_service=data_service, trusted=trusted)
-    model, start, saver = build(job, checkpoint, trusted=trusted)
-    run_schedule(job, model, start, saver, callbacks=callbacks, verbose=verbose)
-    return finish(job, model, saver.history)
+    timer = timer or StageTimer()
+    with timer.active():
+        job = prepare(recipe, out_dir, resume=resume, overwrite=overwrite,
+                      keep=checkpoint.keep, data_service=data_service, trusted=trusted)
+        with stage("build"):
+            model, start, saver = build(job, checkpoint, trusted=trusted)
+        run_schedule(job, model, start, saver, callbacks=callbacks, verbose=verbose)
+        result = finish(job, model, saver.history)
+    job.run.record("stages", timer.to_json())
+    print(f"time: {timer.summary()}")
+    return result
 
 
 def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=3, data_service=None,
@@ -131,7 +142,8 @@ def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=3, data_serv
     if changed:
         print(f"resuming with changed settings (recorded in config.json): "
               f"{', '.join(changed)}")
-    data = load_run_data(recipe, fixes=fixes)
+    with stage("scan"):
+        data = load_run_data(recipe, fixes=fixes)
     data = dataclasses.replace(
         data, train=prepare_dataset(data.train, strategy, service=data_service),
         val=prepare_dataset(data.val, strategy), test=prepare_dataset(data.test, strategy))
@@ -204,24 +216,32 @@ def finish(job, model, history):
     run.write_history(history)
     task = get_task(recipe.task)
     plain = local_copy(model)
-    val = predict_outputs(plain, data.val) if data.val is not None else None
-    tta, val = decide_tta(recipe, plain, data, task, val)
+    # The part of the model below the layers that trained is in the run's caches: the
+    # end of the run reads its images back from there, without backbone passes.
+    frozen = frozen_inputs(plain, data, recipe.feature_cache(FeatureStore.default()))
+    with stage("tta"):
+        val, mirrored = val_outputs(plain, data, frozen)
+        tta, val = decide_tta(recipe, plain, data, task, val, mirrored)
     final = with_tta(plain, tta["tta"], task=task) if tta["tta"] else model
     # Val's outputs are at hand (the decision's, flip-averaged where kept): only test
     # needs a pass of the final model.
-    metrics = evaluate_splits(final if tta["tta"] else plain, data, task, splits=("test",))
+    with stage("test"):
+        metrics = evaluate_splits(final if tta["tta"] else plain, data, task,
+                                  splits=("test",))
     if val is not None:  # val first, as evaluate_splits orders them
         metrics = {"val": task.score(*val, data.class_names), **metrics}
     if "val" in metrics:
         metrics["val"]["tta"] = tta
-    novelty, novelty_scores = fit_run_novelty(plain, data, recipe)
+    with stage("novelty"):
+        novelty, novelty_scores = fit_run_novelty(plain, data, recipe, frozen=frozen)
     meta, extras = {**model_metadata(recipe, data.class_names), "tta": tta}, None
     if novelty is not None:
         metrics["novelty"] = meta["novelty"] = novelty.to_json()
         extras = {NOVELTY_ARRAYS: novelty.arrays_bytes()}
     run.write_metrics(metrics)
     run.record("tta", tta)
-    save_model(final, run.model_file, metadata=meta, extras=extras)
+    with stage("save"):
+        save_model(final, run.model_file, metadata=meta, extras=extras)
     if "plain" in tta:
         metric = tta["metric"]
         print(f"flip TTA {'kept' if tta['tta'] else 'not kept'}: val {metric} "
@@ -232,13 +252,28 @@ def finish(job, model, history):
         from transferkit.evaluation.report import write_report  # matplotlib at the end
 
         # Val's outputs and novelty scores are at hand: no more passes over val.
-        write_report(run.path, final if tta["tta"] else plain, data, history,
-                     novelty=novelty, val=val, novelty_scores=novelty_scores)
+        with stage("report"):
+            write_report(run.path, final if tta["tta"] else plain, data, history,
+                         novelty=novelty, val=val, novelty_scores=novelty_scores)
     return RunResult(run.path, model, tuple(history), metrics, tuple(data.class_names),
                      skipped, tta)
 
 
-def decide_tta(recipe, model, data, task, val_outputs=None):
+def val_outputs(model, data, frozen=None):
+    """(`model`'s (outputs, labels) on the val split, its outputs on the mirrored val
+    images or None), from `frozen` (a `FrozenInputs`: the part above the cached
+    tensors only) where it holds them, else (outputs) from a pass over val; (None,
+    None) without a val split."""
+    if data.val is None:
+        return None, None
+    if frozen is None:
+        return predict_outputs(model, data.val), None
+    labels = frozen.labels("val")
+    mirrored = frozen.outputs("val", 1)[1] if frozen.mirrored else None
+    return (frozen.outputs("val")[1], labels), mirrored
+
+
+def decide_tta(recipe, model, data, task, val_outputs=None, mirrored=None):
     """(the run's flip-TTA decision record, the final model's val (outputs, labels)).
 
     The record is `evaluate.flip_decision`'s on the val split ({"tta": "flip" or None,
@@ -246,7 +281,7 @@ def decide_tta(recipe, model, data, task, val_outputs=None):
     recipe turns it off (`auto_tta`), the task's outputs do not mirror
     (`Task.flip_tta`) or there is no val split. val_outputs: `model`'s (outputs,
     labels) on val, if already computed; returned as they are unless flip is kept, then
-    flip-averaged."""
+    flip-averaged. mirrored: its outputs on the mirrored val images, if computed."""
     if not recipe.runtime.auto_tta:
         return {"tta": None, "reason": "auto_tta is off"}, val_outputs
     if not task.flip_tta:
@@ -254,16 +289,20 @@ def decide_tta(recipe, model, data, task, val_outputs=None):
             val_outputs
     if data.val is None:
         return {"tta": None, "reason": "no validation split to decide on"}, val_outputs
-    plain, both, labels = flip_outputs(model, data.val, task, val_outputs)
+    plain, both, labels = flip_outputs(model, data.val, task, val_outputs, mirrored)
     record = flip_record(plain, both, labels, task, data.class_names)
     return record, ((both if record["tta"] else plain), labels)
 
 
-def fit_run_novelty(model, data, recipe, verbose=True):
+def fit_run_novelty(model, data, recipe, verbose=True, frozen=None):
     """(the run's `Novelty` (see `models.novelty`), its scores of the validation
     images) from its clean training images, its validation split and the recipe's
     unknown_data folder (else synthetic outliers); (None, None) when turned off,
-    without a validation split, or for a task without one class per image."""
+    without a validation split, or for a task without one class per image.
+
+    frozen: the run's `FrozenInputs`: features come from the part above the cached
+    tensors, and synthetic outliers from its cached activations with their positions
+    shuffled (no backbone pass); else from passes over the images."""
     if not recipe.runtime.novelty or data.val is None:
         return None, None
     task = recipe.task_config()
@@ -271,9 +310,18 @@ def fit_run_novelty(model, data, recipe, verbose=True):
         return None, None
     # Clean features of both splits, kept in the feature cache under the final model's
     # fingerprint: add-class replays the training ones.
-    train, val = split_features(model, data, store=FeatureStore.default(),
-                                batch_size=recipe.schedule.batch_size, verbose=0)
-    features = ((train.x[0], train.y[0]), (val.x[0], val.y[0]))
+    store, outliers = FeatureStore.default(), None
+    if frozen is not None:
+        features = tuple((frozen.outputs(split)[0], frozen.labels(split))
+                         for split in ("train", "val"))
+        for split, (x, y) in zip(("train", "val"), features):
+            store_features(model, data, split, x, y, store)
+        if frozen.where == "boundary":
+            outliers = frozen.outputs("val", shuffle=recipe.seed)
+    else:
+        train, val = split_features(model, data, store=store,
+                                    batch_size=recipe.schedule.batch_size, verbose=0)
+        features = ((train.x[0], train.y[0]), (val.x[0], val.y[0]))
     unknown = None
     if recipe.data.unknown:
         unknown = image_dataset(list_images(recipe.data.unknown, "unknown_data"),
@@ -281,7 +329,7 @@ def fit_run_novelty(model, data, recipe, verbose=True):
     try:
         novelty = fit_model_novelty(model, task, *features, data.val, unknown,
                                     false_rejection=recipe.runtime.false_rejection,
-                                    seed=recipe.seed)
+                                    seed=recipe.seed, outliers=outliers)
     except ConfigError as error:  # e.g. too few validation images: the run still stands
         print(f"warning: no novelty score fitted: {error}")
         return None, None

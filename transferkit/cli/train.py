@@ -11,6 +11,7 @@ from transferkit.app.train import train
 from transferkit.cli.common import command
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
+from transferkit.core.timing import StageTimer
 from transferkit.data.splits import SPLIT_NAMES
 from transferkit.evaluation.evaluate import format_report
 from transferkit.training.checkpoint import CheckpointConfig
@@ -143,9 +144,11 @@ def run(args):
     if not recipe.data.train:
         raise ConfigError("The `--data` argument is required: a folder of class "
                           "subfolders, a CSV file, or tfds:NAME.")
+    # The process's start-up (interpreter, imports, arguments) is the run's first stage.
     result = train(recipe, args.out, resume=args.resume, data_service=args.data_service,
                    checkpoint=CheckpointConfig(args.save_every, args.keep_checkpoints),
-                   trusted=args.trusted, overwrite=args.overwrite)
+                   trusted=args.trusted, overwrite=args.overwrite,
+                   timer=StageTimer.since_process_start())
     print_result(result, recipe.task)
 
 

@@ -50,6 +50,10 @@ class DataSplits:
     scan_report: ScanReport | None = None
     counts: dict[str, int] | None = None  # images per split, when known
     skipped: object = None  # file sources: a pipeline.SkipWatch of skipped images
+    # What `load_data` was given: the training split's augmentation (an AugmentConfig,
+    # or None) and the seed, so a feature cache can re-read the files the same way.
+    augment: object = None
+    seed: int = 0
 
     def example_files(self) -> list[str]:
         """Every file an example of a split is read from: the images, and the label

@@ -27,6 +27,7 @@ import numpy as np
 
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.files import atomic_path, write_json
+from transferkit.core.timing import stage
 from transferkit.training.orchestrator import PhaseCallback, prepare_phase
 from transferkit.training.schedule import (PHASES, ScheduleConfig, optimizer_paths,
                                            phase_optimizer)
@@ -165,8 +166,9 @@ class AutoLR(PhaseCallback):
         saved = loop.model.get_weights()
         try:
             prepared = (*loop.runner(name, phase), loop.task)
-            finding = _range_test(loop.model, prepared, name, phase, loop.config,
-                                  loop.parts, *self.settings, self.verbose)
+            with stage("lr finder"):
+                finding = _range_test(loop.model, prepared, name, phase, loop.config,
+                                      loop.parts, *self.settings, self.verbose)
         finally:
             loop.model.set_weights(saved)
         if self.out_dir is not None:

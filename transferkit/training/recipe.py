@@ -28,7 +28,7 @@ from transferkit.data.augment import augment_config
 from transferkit.data.config import DataConfig
 from transferkit.data.load import load_data
 from transferkit.models.builder import ModelConfig
-from transferkit.training.cache import DEFAULT_VIEWS, FeatureCache
+from transferkit.training.cache import RUN_CACHE, FeatureCache, run_cache
 from transferkit.training.distribute import STRATEGIES
 from transferkit.training.schedule import ScheduleConfig
 
@@ -38,15 +38,16 @@ class RuntimeConfig:
     """How a run executes: caches, scale-out and outputs (none of it changes what the
     model learns, except mixed precision's rounding)."""
 
-    cache_features: bool = setting(True, "phase 1 on cached backbone features (the "
-                                   "frozen backbone runs once per image and view)")
-    feature_views: int = setting(DEFAULT_VIEWS, "augmented views cached per training "
+    # Defaults: RUN_CACHE, what `fine_tune(model, data)` trains with too.
+    cache_features: bool = setting(RUN_CACHE.head, "phase 1 on cached backbone features "
+                                   "(the frozen backbone runs once per image and view)")
+    feature_views: int = setting(RUN_CACHE.views, "augmented views cached per training "
                                  "image beside the clean one (0: clean features only)")
-    boundary_cache: bool = setting(True, "phase 2 on activations cached at the freeze "
-                                   "boundary (the frozen bottom runs once)")
-    boundary_cache_max_gb: float = setting(2.0, "largest boundary cache in GB of "
-                                           "float16 activations; above it phase 2 runs "
-                                           "live and says so")
+    boundary_cache: bool = setting(RUN_CACHE.boundary, "phase 2 on activations cached at "
+                                   "the freeze boundary (the frozen bottom runs once)")
+    boundary_cache_max_gb: float = setting(RUN_CACHE.boundary_max_gb, "largest boundary "
+                                           "cache in GB of float16 activations; above it "
+                                           "phase 2 runs live and says so")
     strategy: str = setting("auto", f"tf.distribute strategy: {', '.join(STRATEGIES)}")
     mixed_precision: bool = setting(False, "mixed_float16 compute (GPUs with tensor "
                                     "cores); the output layer stays float32")
@@ -115,16 +116,17 @@ class RecipeConfig:
     def feature_cache(self, store=None):
         """The FeatureCache of phase 1 (`cache_features`) and phase 2 (`boundary_cache`),
         or None when both are off or the task cannot train on cached tensors (e.g.
-        segmentation, whose decoder reads several encoder layers)."""
+        segmentation, whose decoder reads several encoder layers): `run_cache`, which
+        `fine_tune` calls too, on this recipe's settings."""
         runtime = self.runtime
-        if not (runtime.cache_features or runtime.boundary_cache) or \
-                not get_task(self.task).caches_features:
-            return None
-        augment = augment_config(self.data.augment)
-        return FeatureCache(views=runtime.feature_views if augment else 0,
-                            augment=augment, store=store, seed=self.seed,
-                            head=runtime.cache_features, boundary=runtime.boundary_cache,
-                            boundary_max_gb=runtime.boundary_cache_max_gb)
+        # The flip-TTA decision at the end of the run reads the mirrored val images
+        # from the same pass.
+        wanted = FeatureCache(views=runtime.feature_views, head=runtime.cache_features,
+                              boundary=runtime.boundary_cache,
+                              boundary_max_gb=runtime.boundary_cache_max_gb,
+                              mirror_val=runtime.auto_tta and self.task_config().flip_tta)
+        return run_cache(self.task, augment_config(self.data.augment), self.seed, store,
+                         wanted)
 
     def to_dict(self):
         """The nested JSON form (what config.json and --print-config hold)."""

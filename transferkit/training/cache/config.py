@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 
+from transferkit.core.task_registry import get_task
 from transferkit.data.splits import DataSplits
 
 FORMAT = 2  # bump when the file layout or the key recipe changes
@@ -21,7 +22,8 @@ DEFAULT_VIEWS = 1
 
 @dataclasses.dataclass(frozen=True)
 class FeatureCache:
-    """Phase 1 on cached features (`fine_tune(..., cache=FeatureCache())`).
+    """Phase 1 on cached features (`fine_tune(..., cache=FeatureCache())`); a run's
+    default is `RUN_CACHE`, fitted to its data by `run_cache`.
 
     views: augmented views per training image, stored beside the clean one (0: the
         clean pass only). augment: the
@@ -39,6 +41,38 @@ class FeatureCache:
     head: bool = True
     boundary: bool = False
     boundary_max_gb: float = 2.0
+    # The val split's mirrored images as a second view, from the same decode: the
+    # flip-TTA decision at the end of `transferkit train` reads them back (only the
+    # clean view validates).
+    mirror_val: bool = False
+
+
+# The caches a run trains with unless told otherwise, `transferkit train` and
+# `fine_tune(model, data)` alike (both through `run_cache`): phase 1 on cached features
+# (the clean view and DEFAULT_VIEWS augmented ones), phase 2 on activations cached at
+# its freeze boundary, up to 2 GB of them.
+RUN_CACHE = FeatureCache(views=DEFAULT_VIEWS, head=True, boundary=True, boundary_max_gb=2.0)
+
+
+def run_cache(task, augment=None, seed=0, store=None, wanted=RUN_CACHE):
+    """The `FeatureCache` a run trains with: `wanted` (default RUN_CACHE) for data
+    augmented by `augment` (views only with it; they are drawn with `seed`), kept in
+    `store` (None: memory); None (both phases live) when `wanted` caches nothing or
+    `task` cannot train on cached tensors (`cache_reason` says why)."""
+    if cache_reason(task, wanted) is not None:
+        return None
+    return dataclasses.replace(wanted, views=wanted.views if augment else 0,
+                               augment=augment or None, store=store, seed=seed)
+
+
+def cache_reason(task, wanted=RUN_CACHE):
+    """Why a run of `task` trains without any cache (None: it may use one)."""
+    if not (wanted.head or wanted.boundary):
+        return "both caches are turned off"
+    if not get_task(task).caches_features:
+        return (f"task {get_task(task).name!r} does not train on cached tensors (e.g. a "
+                "decoder that reads several backbone layers)")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +113,7 @@ class Features:
     @property
     def count(self):
         return self.x.shape[1]
+
+    def view(self, index):
+        """The `Features` of one view ([1, N, ...]; a memory map stays one)."""
+        return Features(self.x[index:index + 1], self.y[index:index + 1])

@@ -24,8 +24,8 @@ from transferkit.data.pipeline import make_dataset
 from transferkit.models.parts import resolve
 from transferkit.training.boundary import boundary_extractor
 from transferkit.training.cache.config import Features, FeatureSource
-from transferkit.training.cache.keys import (boundary_fingerprint, feature_key,
-                                             model_fingerprint, split_fingerprint)
+from transferkit.training.cache.keys import (boundary_fingerprint, model_fingerprint,
+                                             split_key)
 from transferkit.training.cache.store import FeatureStore
 
 # What the file pipeline raises for a file it cannot read or decode.
@@ -65,7 +65,7 @@ def extract_features(extractor, dataset, verbose=1, sink=None):
 
 
 def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
-                   batch_size=32, store=None, verbose=1, boundary=None):
+                   batch_size=32, store=None, verbose=1, boundary=None, mirror_val=False):
     """(train, val) `Features` of `data` (a DataSplits or FeatureSource) at the input of
     `model`'s head (see `models.parts`); val is None without a val split.
 
@@ -77,6 +77,8 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
 
     boundary: a `boundary.Cut`; the same passes also store the activations at the cut
     in `store` (file splits only), where `split_boundary` finds them in phase 2.
+    mirror_val: the val split also as its horizontal mirror, a second view
+        (x [2, N, D]), for the flip-TTA decision at the end of a run.
     """
     source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
     if views < 0 or (views and augment is None and source.train_files):
@@ -87,11 +89,11 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
     out, boundary_fp = [], None
     for split in ("train", "val"):
         files, _ = source.files(split)
-        passes = _passes(split, views, files)
+        passes = _passes(split, views, files, mirror_val)
         if not files:
             dataset = getattr(source, split)
-            out.append(None if dataset is None else _compute(extractor, [dataset] * passes,
-                                                             verbose))
+            out.append(None if dataset is None else _compute(
+                extractor, _given_passes(dataset, split, passes), verbose))
             continue
         aug = augment if split == "train" and views else None
         model_fp = model_fp or model_fingerprint(model, parts)
@@ -117,9 +119,7 @@ def has_features(model, data, store, split="train", *, parts=None):
     source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
     if not source.files(split)[0]:
         return False
-    key = feature_key(model_fingerprint(model, parts),
-                      split_fingerprint(source, split, None, 0, 0))
-    return store.get(key) is not None
+    return store.get(split_key(model_fingerprint(model, parts), source, split)) is not None
 
 
 def _without_undecodable(source, split, error):
@@ -145,10 +145,11 @@ def _file_features(model, parts, extractor, source, split, aug, views, passes,
                    batch_size, seed, store, verbose, boundary, fps):
     """Features of one file split (from `store`, or extracted and stored)."""
     model_fp, boundary_fp = fps
-    data_fp = split_fingerprint(source, split, aug, views, seed)
-    key = feature_key(model_fp, data_fp)
+    mirror = split == "val" and passes > 1
+    key = split_key(model_fp, source, split, aug, views, seed, mirror)
     found = store.get(key)
-    boundary_key = None if boundary is None else feature_key(boundary_fp, data_fp)
+    boundary_key = None if boundary is None else split_key(boundary_fp, source, split, aug,
+                                                            views, seed, mirror)
     needs_boundary = boundary_key is not None and store.get_mapped(boundary_key) is None
     if found is None or needs_boundary:
         datasets = _file_passes(source, split, aug, passes, batch_size, seed)
@@ -164,13 +165,25 @@ def _file_features(model, parts, extractor, source, split, aug, views, passes,
     return found
 
 
-def _passes(split, views, files):
+def _passes(split, views, files, mirror_val=False):
     """Passes over a split: training files once clean plus `views` augmented times;
     in-memory and TFDS training data (augmented, if at all, by its own pipeline)
-    max(1, views) times as given; validation once."""
+    max(1, views) times as given; validation once, twice with its mirror."""
     if split != "train":
-        return 1
+        return 2 if mirror_val else 1
     return views + 1 if views and files else max(1, views)
+
+
+def _mirrored(images, labels):
+    return tf.reverse(images, axis=[2]), labels
+
+
+def _given_passes(dataset, split, passes):
+    """The passes over an in-memory or TFDS split: as given, the val split's second
+    one mirrored."""
+    if split == "val" and passes > 1:
+        return [dataset, dataset.map(_mirrored)]
+    return [dataset] * passes
 
 
 def _file_passes(source, split, aug, passes, batch_size, seed):
@@ -183,10 +196,13 @@ def _file_passes(source, split, aug, passes, batch_size, seed):
     # the clean view + 1 augmented, 0.95 unaugmented; see benchmarks/end_to_end.py).
     # skip_errors=False: a file that fails must stop the pass (then it is named and
     # left out), or the features would not line up with the files that key them.
-    return [make_dataset(files, labels, image_size=source.image_size, batch_size=batch_size,
-                         training=aug is not None and v > 0, augment=aug if v else None,
-                         seed=seed * 1009 + v, deterministic=True, skip_errors=False)
-            for v in range(passes)]
+    datasets = [make_dataset(files, labels, image_size=source.image_size,
+                             batch_size=batch_size, training=aug is not None and v > 0,
+                             augment=aug if v else None, seed=seed * 1009 + v,
+                             deterministic=True, skip_errors=False)
+                for v in range(1 if split == "val" else passes)]
+    # The val split's second view is its mirror (`mirror_val`), from the same decode.
+    return datasets + [datasets[0].map(_mirrored)] * (passes - len(datasets))
 
 
 def _compute(extractor, datasets, verbose, boundary_out=None):
@@ -206,17 +222,18 @@ def _compute(extractor, datasets, verbose, boundary_out=None):
 
 
 def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=0,
-                   batch_size=32, store=None, verbose=1):
+                   batch_size=32, store=None, verbose=1, mirror_val=False):
     """(train, val) `Features` of the activations at `cut`: x [passes, N, *cut.shape] in
     float16 (memory-mapped when `store` has a directory), as `split_features` reads
-    images (views, augmentation, file order); val is None without a val split. File
-    splits are looked up in `store` first (phase 1 may have stored them)."""
+    images (views, augmentation, file order, the val split's mirror); val is None
+    without a val split. File splits are looked up in `store` first (phase 1 may have
+    stored them)."""
     source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
     store = store if store is not None else FeatureStore()
     two, model_fp, out = boundary_extractor(model, cut, parts), None, []
     for split in ("train", "val"):
         files, _ = source.files(split)
-        passes = _passes(split, views, files)
+        passes = _passes(split, views, files, mirror_val)
         aug = augment if split == "train" and views else None
         if not files:
             dataset = getattr(source, split)
@@ -224,7 +241,8 @@ def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=
                 out.append(None)
                 continue
             parts_x = []
-            features = _compute(two, [dataset] * passes, verbose, _Collector(parts_x))
+            features = _compute(two, _given_passes(dataset, split, passes), verbose,
+                                _Collector(parts_x))
             x = np.stack([np.concatenate(p) for p in parts_x]).astype(np.float16)
             out.append(Features(x, features.y))
             continue
@@ -243,7 +261,7 @@ def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=
 def _file_boundary(source, two, model_fp, split, aug, views, passes, batch_size, seed,
                    store, verbose, cut):
     """Boundary activations of one file split (from `store`, or extracted and stored)."""
-    key = feature_key(model_fp, split_fingerprint(source, split, aug, views, seed))
+    key = split_key(model_fp, source, split, aug, views, seed, split == "val" and passes > 1)
     found = store.get_mapped(key)
     if found is None:
         n = len(source.files(split)[0])
