@@ -18,11 +18,13 @@ import keras
 import numpy as np
 
 from transferkit.core.errors import ConfigError
-from transferkit.core.rundir import RunDir
+from transferkit.core.rundir import REPORT_FILE, RunDir
 from transferkit.core.task_registry import get_task
-from transferkit.core.timing import StageTimer, stage
+from transferkit.core.timing import StageTimer, format_summary, in_background, stage
 from transferkit.data.fixes import read_fixes
 from transferkit.data.files import image_dataset, list_images, undecodable
+from transferkit.data.pipeline import make_dataset
+from transferkit.data.splits import stratified_sample
 from transferkit.evaluation.evaluate import (evaluate_splits, flip_outputs, flip_record,
                                              predict_outputs)
 from transferkit.models.novelty import ARRAYS_NAME as NOVELTY_ARRAYS
@@ -107,8 +109,13 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
             model, start, saver = build(job, checkpoint, trusted=trusted)
         run_schedule(job, model, start, saver, callbacks=callbacks, verbose=verbose)
         result = finish(job, model, saver.history)
-    job.run.record("stages", timer.to_json())
-    print(f"time: {timer.summary()}")
+    record = timer.to_json()
+    job.run.record("stages", record)
+    print(f"time: {format_summary(record)}")
+    if recipe.runtime.report:
+        from transferkit.evaluation.report import add_section, stages_html
+
+        add_section(job.run.file(REPORT_FILE), "Where the time went", stages_html(record))
     return result
 
 
@@ -225,9 +232,11 @@ def finish(job, model, history):
     final = with_tta(plain, tta["tta"], task=task) if tta["tta"] else model
     # Val's outputs are at hand (the decision's, flip-averaged where kept): only test
     # needs a pass of the final model.
-    with stage("test"):
-        metrics = evaluate_splits(final if tta["tta"] else plain, data, task,
-                                  splits=("test",))
+    metrics = {}
+    if data.test is not None:
+        with stage("test"):
+            metrics = evaluate_splits(final if tta["tta"] else plain, data, task,
+                                      splits=("test",))
     if val is not None:  # val first, as evaluate_splits orders them
         metrics = {"val": task.score(*val, data.class_names), **metrics}
     if "val" in metrics:
@@ -240,6 +249,15 @@ def finish(job, model, history):
         extras = {NOVELTY_ARRAYS: novelty.arrays_bytes()}
     run.write_metrics(metrics)
     run.record("tta", tta)
+    report = None
+    if recipe.runtime.report:
+        from transferkit.evaluation.report import write_report  # matplotlib at the end
+
+        # Drawn in a thread while the model is saved. Val's outputs and novelty scores
+        # are at hand: no more passes over val.
+        report = in_background("report", write_report, run.path,
+                               final if tta["tta"] else plain, data, history,
+                               novelty=novelty, val=val, novelty_scores=novelty_scores)
     with stage("save"):
         save_model(final, run.model_file, metadata=meta, extras=extras)
     if "plain" in tta:
@@ -248,13 +266,9 @@ def finish(job, model, history):
               f"{tta['plain'][metric]:.4f} -> {tta['flip'][metric]:.4f}, loss "
               f"{tta['plain']['loss']:.4f} -> {tta['flip']['loss']:.4f}"
               + (" (model.keras averages each image and its mirror)" if tta["tta"] else ""))
-    if recipe.runtime.report:
-        from transferkit.evaluation.report import write_report  # matplotlib at the end
-
-        # Val's outputs and novelty scores are at hand: no more passes over val.
-        with stage("report"):
-            write_report(run.path, final if tta["tta"] else plain, data, history,
-                         novelty=novelty, val=val, novelty_scores=novelty_scores)
+    if report is not None:
+        with stage("report"):  # what is left of it once the model is saved
+            report.join()
     return RunResult(run.path, model, tuple(history), metrics, tuple(data.class_names),
                      skipped, tta)
 
@@ -309,15 +323,13 @@ def fit_run_novelty(model, data, recipe, verbose=True, frozen=None):
     if task.novelty_ids(data.val_labels) is None:  # e.g. segmentation: no class per image
         return None, None
     # Clean features of both splits, kept in the feature cache under the final model's
-    # fingerprint: add-class replays the training ones.
-    store, outliers = FeatureStore.default(), None
+    # fingerprint: add-class replays them.
+    store = FeatureStore.default()
     if frozen is not None:
         features = tuple((frozen.outputs(split)[0], frozen.labels(split))
                          for split in ("train", "val"))
         for split, (x, y) in zip(("train", "val"), features):
             store_features(model, data, split, x, y, store)
-        if frozen.where == "boundary":
-            outliers = frozen.outputs("val", shuffle=recipe.seed)
     else:
         train, val = split_features(model, data, store=store,
                                     batch_size=recipe.schedule.batch_size, verbose=0)
@@ -327,9 +339,9 @@ def fit_run_novelty(model, data, recipe, verbose=True, frozen=None):
         unknown = image_dataset(list_images(recipe.data.unknown, "unknown_data"),
                                 data.image_size, batch_size=recipe.schedule.batch_size)[0]
     try:
-        novelty = fit_model_novelty(model, task, *features, data.val, unknown,
-                                    false_rejection=recipe.runtime.false_rejection,
-                                    seed=recipe.seed, outliers=outliers)
+        novelty = fit_model_novelty(model, task, *features, outlier_images(data, recipe),
+                                    unknown, false_rejection=recipe.runtime.false_rejection,
+                                    seed=recipe.seed)
     except ConfigError as error:  # e.g. too few validation images: the run still stands
         print(f"warning: no novelty score fitted: {error}")
         return None, None
@@ -346,6 +358,27 @@ def fit_run_novelty(model, data, recipe, verbose=True, frozen=None):
     val_x = features[1][0]
     return novelty, novelty.score(np.reshape(val_x, (len(val_x), -1)),
                                   *head_outputs(model, val_x, task))
+
+
+# Synthetic outliers (shuffled tiles) are made from at most this many validation
+# images, drawn across classes: each costs a backbone pass at the end of the run, and
+# the detector choice and its AUROC need far fewer than a large val split holds (see
+# README, "Novelty": the AUROC on a real unseen class with 16 or all of them).
+OUTLIER_IMAGES = 64
+
+
+def outlier_images(data, recipe):
+    """The validation images synthetic outliers are made from: a class-stratified
+    sample of OUTLIER_IMAGES of a file split (fixed by the seed), else all of val."""
+    files, labels = data.val_files, data.val_labels
+    if not files or len(files) <= OUTLIER_IMAGES:
+        return data.val
+    keys = [tuple(row) for row in np.asarray(labels).reshape(len(files), -1).tolist()]
+    chosen = stratified_sample(keys, OUTLIER_IMAGES, seed=recipe.seed)
+    return make_dataset([files[i] for i in chosen], np.asarray(labels)[chosen],
+                        image_size=data.image_size, batch_size=recipe.schedule.batch_size,
+                        training=False, skip_errors=True, task=data.task,
+                        num_classes=len(data.class_names))
 
 
 def with_rates(recipe, rates):

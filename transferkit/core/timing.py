@@ -11,7 +11,9 @@
 
 A stage's time excludes the stages run inside it, so the stages add up to the time the
 timer was active; what no stage claimed is "other". CPU seconds are the process's (all
-threads: TensorFlow's pools make them exceed wall time on several cores).
+threads: TensorFlow's pools make them exceed wall time on several cores). Work run in
+a thread beside the stages (`in_background`) is recorded apart, with its own wall time
+and its thread's CPU time; the stage that waits for it counts only the wait.
 `StageTimer.since_process_start()` also counts the process's start-up (interpreter,
 imports, argument parsing) from the process's own start time, for a command that times
 itself as a user would.
@@ -48,8 +50,10 @@ class StageTimer:
 
     def __init__(self):
         self.stages = {}  # name -> [wall, cpu]
+        self.background = {}  # name -> [wall, thread CPU]: work beside the stages
         self._stack = []  # open stages: [name, wall start, cpu start]
         self._wall0, self._cpu0 = time.perf_counter(), time.process_time()
+        self._owner = threading.get_ident()  # stages are the creating thread's
         self._before = (0.0, 0.0)  # start-up: time before this timer existed
 
     @classmethod
@@ -72,7 +76,11 @@ class StageTimer:
 
     @contextlib.contextmanager
     def stage(self, name):
-        """Time the block as stage `name` (less the stages nested inside it)."""
+        """Time the block as stage `name` (less the stages nested inside it); in
+        another thread than the timer's, not timed (see `in_background`)."""
+        if threading.get_ident() != self._owner:
+            yield
+            return
         now = (time.perf_counter(), time.process_time())
         if self._stack:  # the enclosing stage stops counting while this one runs
             self._pause(self._stack[-1], now)
@@ -113,9 +121,13 @@ class StageTimer:
         if rest[0] > 0.005:
             stages[OTHER] = [rest[0] + stages.get(OTHER, [0, 0])[0],
                              max(0.0, rest[1]) + stages.get(OTHER, [0, 0])[1]]
-        return {"total": {"wall": round(wall, 3), "cpu": round(cpu, 3)},
-                "stages": {k: {"wall": round(w, 3), "cpu": round(c, 3)}
-                           for k, (w, c) in stages.items()}}
+        out = {"total": {"wall": round(wall, 3), "cpu": round(cpu, 3)},
+               "stages": {k: {"wall": round(w, 3), "cpu": round(c, 3)}
+                          for k, (w, c) in stages.items()}}
+        if self.background:
+            out["background"] = {k: {"wall": round(w, 3), "cpu": round(c, 3)}
+                                 for k, (w, c) in self.background.items()}
+        return out
 
     def summary(self):
         """"52 s: extraction 14, phase 1 6, ..." (wall seconds; stages under 0.5 s
@@ -141,3 +153,40 @@ def stage(name):
         return
     with _active[-1].stage(name):
         yield
+
+
+class Background:
+    """Work running in a thread beside the stages: `join()` waits for it and returns
+    its result (or raises its error)."""
+
+    def __init__(self, name, function, args, kwargs):
+        self.timer = _active[-1] if _active else None
+        self.result, self.error = None, None
+
+        def run():
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                self.result = function(*args, **kwargs)
+            except BaseException as error:  # noqa: BLE001 - re-raised by join
+                self.error = error
+            if self.timer is not None:
+                with _lock:
+                    totals = self.timer.background.setdefault(name, [0.0, 0.0])
+                    totals[0] += time.perf_counter() - wall
+                    totals[1] += time.thread_time() - cpu
+
+        self.thread = threading.Thread(target=run, name=f"transferkit-{name}")
+        self.thread.start()
+
+    def join(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def in_background(name, function, *args, **kwargs):
+    """Start `function(*args, **kwargs)` in a thread, timed as background work `name`
+    of the active `StageTimer`; returns its `Background` (join it before relying on
+    what it writes)."""
+    return Background(name, function, args, kwargs)

@@ -139,7 +139,8 @@ def top_model(model, cut, parts=None, features=False):
         if resolved.features is not resolved.backbone_output:  # e.g. a pooling layer
             inner = keras.Model(resolved.backbone_output, resolved.features,
                                 name="to_features")(inner)
-        return TopModel(activations, [inner, resolved.head()(inner)], full=model,
+        head = keras.Model(resolved.features, model.outputs[0], name="head")
+        return TopModel(activations, [inner, head(inner)], full=model,
                         name="top_of_" + model.name)
     rest = keras.Model(resolved.backbone_output, model.outputs[0], name="above_backbone")
     return TopModel(activations, rest(upper(activations)), full=model,

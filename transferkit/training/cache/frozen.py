@@ -40,19 +40,16 @@ class FrozenInputs:
     def mirrored(self):
         return self.val.x.shape[0] > 1
 
-    def outputs(self, split="val", view=0, shuffle=None, batch_size=256):
+    def outputs(self, split="val", view=0, batch_size=256):
         """(head-input features [N, D], model outputs [N, ...]) of one view of `split`
         ("train": its clean view), from the part above the stored tensors (computed
-        once). shuffle: a seed: the activations' positions shuffled first (boundary
-        activations only; see `shuffled_positions`), for synthetic outliers."""
-        key = (split, view, shuffle)
+        once)."""
+        key = (split, view)
         if key not in self._done:
             x = (self.train if split == "train" else self.val).x[view]
             features, outputs = [], []
             for i in range(0, len(x), batch_size):
                 batch = np.asarray(x[i:i + batch_size], np.float32)
-                if shuffle is not None:
-                    batch = shuffled_positions(batch, shuffle + i)
                 if self.where == "features":
                     features.append(batch.reshape(len(batch), -1))
                     outputs.append(np.asarray(self.top.predict_on_batch(batch)))
@@ -65,19 +62,6 @@ class FrozenInputs:
 
     def labels(self, split="val"):
         return np.asarray((self.train if split == "train" else self.val).y[0])
-
-
-def shuffled_positions(activations, seed=0):
-    """Activation maps [N, H, W, C] with each map's H x W positions in a random order
-    (a seeded permutation per map): the image's parts, as the frozen bottom saw them,
-    without their arrangement. The top's convolutions then see what no real image
-    gives them, as the image-level `models.novelty.shuffled_tiles` does, without a
-    backbone pass."""
-    n, h, w, c = activations.shape
-    rng = np.random.default_rng(seed)
-    flat = activations.reshape(n, h * w, c)
-    order = np.stack([rng.permutation(h * w) for _ in range(n)])
-    return np.take_along_axis(flat, order[:, :, None], axis=1).reshape(n, h, w, c)
 
 
 def frozen_inputs(model, data, cache, *, parts=None):

@@ -18,17 +18,18 @@ import warnings
 
 import numpy as np
 
-from transferkit.core.files import atomic_path, remove_stale_temp_files, write_json
+from transferkit.core.files import (atomic_path, cache_root, remove_stale_temp_files,
+                                    write_json)
 from transferkit.training.cache.config import FORMAT, Features
 
 
 def cache_dir(directory=None):
-    """The feature cache folder: `directory`, else $TRANSFERKIT_CACHE/features, else
-    ~/.cache/transferkit/features (the same root as the scan's normalised copies)."""
+    """The feature cache folder: `directory`, else "features" under `core.files.
+    cache_root()` ($TRANSFERKIT_CACHE or ~/.cache/transferkit, beside the scan's
+    normalised copies)."""
     if directory:
         return os.path.expanduser(directory)
-    root = os.environ.get("TRANSFERKIT_CACHE") or "~/.cache/transferkit"
-    return os.path.join(os.path.expanduser(root), "features")
+    return cache_root("features")
 
 
 class FeatureStore:
