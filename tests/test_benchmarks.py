@@ -68,6 +68,17 @@ EXPECTED = {
         rf"peak at 100 / peak at 50 images: {NUMBER}",
         rf"\(d\) skip counting, .* ratio with / without {NUMBER}",
     ],
+    "stages.py": [
+        rf"  start-up +{NUMBER} ± {NUMBER} +\d+% +{NUMBER} ± {NUMBER}",
+        rf"  extraction +{NUMBER} ± {NUMBER} +\d+% ",
+        rf"floor \(imports, the model, one backbone pass per image and view: \d+ passes\)",
+        rf"whole run / floor: wall {NUMBER} ± {NUMBER}x, CPU {NUMBER} ± {NUMBER}x",
+        r"the run's own summary \(seed 0\): time: [\d.]+ s: start-up ",
+    ],
+    "add_class.py": [
+        rf"seed 0: add-class {NUMBER} s / train on all 5 {NUMBER} s = {NUMBER}x wall",
+        rf"add-class / train = {NUMBER} ± {NUMBER}x wall, {NUMBER} ± {NUMBER}x CPU",
+    ],
     "tuning_memory.py": [
         rf"  {mode} +({NUMBER} +)+growth trial 2 -> 2: [+-]{NUMBER} MiB"
         for mode in ("isolated", "cleared", "kept")

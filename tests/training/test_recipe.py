@@ -197,7 +197,7 @@ def test_fine_tune_and_train_without_options_run_the_same_phases_and_rates(tmp_p
     from transferkit.cli.main import main
     from transferkit.data.augment import augment_config
     from transferkit.evaluation.evaluate import predict_outputs
-    from tests.conftest import make_image_folder
+    from conftest import make_image_folder
 
     folder = make_image_folder(tmp_path / "images", per_class=20)
     run = tmp_path / "run"

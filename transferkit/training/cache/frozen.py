@@ -16,6 +16,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from transferkit.core.errors import ConfigError
 from transferkit.models.parts import resolve
 from transferkit.training.boundary import find_cut, top_model
 from transferkit.training.cache.config import Features, FeatureSource
@@ -77,7 +78,10 @@ def frozen_inputs(model, data, cache, *, parts=None):
     train_args = dict(augment=cache.augment if cache.views else None, views=cache.views,
                       seed=cache.seed)
     store = cache.store
-    cut, _ = find_cut(model, parts)
+    try:
+        cut, _ = find_cut(model, parts)
+    except ConfigError:  # no backbone to cut, as the caches need: nothing was stored
+        return None
     if cut is not None:
         fp = boundary_fingerprint(model, cut, parts)
         train = store.get_mapped(split_key(fp, source, "train", **train_args))
