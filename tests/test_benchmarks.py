@@ -33,6 +33,10 @@ EXPECTED = {
         rf"boundary cache: {NUMBER} MiB on disk .* peak RSS",
         rf"transferkit's final model: val accuracy {NUMBER} \(flip TTA (not )?kept: "
         rf"{NUMBER} without, {NUMBER} with\)",
+        rf"transferkit's whole run {NUMBER} s / its floor {NUMBER} s \(the model built "
+        rf"and one backbone pass per image and view, \d+ passes, in this process\) = "
+        rf"{NUMBER}x",
+        rf"transferkit's whole run / its floor: {NUMBER} ± {NUMBER}x",
         rf"over 1 seed\(s\) \[0\] .*\n  keras guide  {NUMBER} ± {NUMBER} \({NUMBER}-"
         rf"{NUMBER}\)   wall +{NUMBER} s mean\n  transferkit  {NUMBER} ± {NUMBER} "
         rf"\({NUMBER}-{NUMBER}\)   wall +{NUMBER} s mean",

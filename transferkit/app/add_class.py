@@ -19,18 +19,22 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from transferkit.app.train import claim_run, model_metadata, run_dir
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
+from transferkit.core.timing import StageTimer, format_summary, stage
 from transferkit.data.load import load_data
 from transferkit.evaluation.evaluate import load_run
 from transferkit.models.novelty import ARRAYS_NAME, head_outputs
 from transferkit.models.tta import unwrap_tta
 from transferkit.models.parts import resolve
 from transferkit.models.saving import save_model
+from transferkit.models.heads import build_head
 from transferkit.training.cache import FeatureStore, has_features, split_features
-from transferkit.training.recipe import build_run_model, load_run_data, recipe_from_dict
+from transferkit.training.orchestrator import CachedValidation
+from transferkit.training.recipe import load_run_data, recipe_from_dict
 
 EPOCHS, PATIENCE = 30, 3
 
@@ -48,7 +52,7 @@ class AddClassResult:
 
 
 def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted=False,
-                overwrite=False, verbose=True):
+                overwrite=False, verbose=True, timer=None):
     """Add the classes of `data` (a folder of new class subfolders, or a CSV) to the run
     directory `run`, writing a new run directory `out_dir`; returns AddClassResult.
 
@@ -56,8 +60,23 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
     features are replayed; when they are gone they are recomputed, which is said).
     epochs, patience: the head fit's cap and early-stopping patience (defaults 30, 3;
         epochs=0: imprinting only).
-    trusted: the run's model may run code when loaded.
+    trusted: the run's model may run code when loaded. timer: the
+    `core.timing.StageTimer` its stages are timed in (default: a new one); the new
+    run's run.json records them ("stages") and, with `verbose`, one line prints them.
     """
+    start = time.perf_counter()
+    timer = timer or StageTimer()
+    with timer.active():
+        result = _add_classes(run, data, out_dir, epochs, patience, trusted, overwrite,
+                              verbose)
+    record = timer.to_json()
+    RunDir(result.out_dir).record("stages", record)
+    if verbose:
+        print(f"time: {format_summary(record)}")
+    return dataclasses.replace(result, seconds=time.perf_counter() - start)
+
+
+def _add_classes(run, data, out_dir, epochs, patience, trusted, overwrite, verbose):
     start = time.perf_counter()
     source = RunDir(os.path.expanduser(os.fspath(run)))
     saved = source.read_config()
@@ -69,7 +88,8 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
     if not task.adds_classes:
         raise ConfigError(f"add-class extends multiclass and multilabel classifiers. "
                           f"Received: a run of task={recipe.task!r} ({source.path})")
-    loaded = load_run(source.path, trusted=trusted)
+    with stage("load"):
+        loaded = load_run(source.path, trusted=trusted)
     old_names = tuple(loaded.class_names)
     data = os.path.expanduser(os.fspath(data))
     added = _class_names(task, data)
@@ -78,19 +98,23 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
         raise ConfigError(f"add-class adds new classes; {clash} already exist in "
                           f"{source.path} (its classes: {list(old_names)}).")
     names = old_names + added
-    # Encoded over all classes at once: the new images' label rows are final.
-    new = load_data(data, image_size=recipe.input_spec(), task=recipe.task,
-                    class_names=names, val_split=recipe.data.val_split, seed=recipe.seed,
-                    batch_size=recipe.schedule.batch_size, verbose=verbose)
-    old = load_run_data(recipe, verbose=verbose)
+    with stage("scan"):
+        # Encoded over all classes at once: the new images' label rows are final.
+        new = load_data(data, image_size=recipe.input_spec(), task=recipe.task,
+                        class_names=names, val_split=recipe.data.val_split,
+                        seed=recipe.seed, batch_size=recipe.schedule.batch_size,
+                        verbose=verbose)
+        old = load_run_data(recipe, verbose=verbose)
     model = unwrap_tta(loaded.model)  # a TTA wrapper's model: add classes to that one
     store = FeatureStore.default()
-    if verbose and not has_features(model, old, store):
-        print(f"the cached features of {source.path}'s training images are gone: "
-              "recomputing them (one backbone pass)")
-    common = dict(store=store, batch_size=recipe.schedule.batch_size, verbose=int(verbose))
-    old_train, old_val = split_features(model, old, **common)
-    new_train, new_val = split_features(model, new, **common)
+    with stage("extraction"):
+        if verbose and not has_features(model, old, store):
+            print(f"the cached features of {source.path}'s training images are gone: "
+                  "recomputing them (one backbone pass)")
+        common = dict(store=store, batch_size=recipe.schedule.batch_size,
+                      verbose=int(verbose))
+        old_train, old_val = split_features(model, old, **common)
+        new_train, new_val = split_features(model, new, **common)
     k_old = len(old_names)
 
     def joined(a, b):  # features and labels of old + new images, labels over all classes
@@ -102,14 +126,15 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
     train_x, train_y = joined(old_train, new_train)
     val_x, val_y = joined(old_val, new_val) if old_val is not None and new_val is not None \
         else (None, None)
-    grown = _grown_model(model, recipe, len(names), old_train.x[0], old_train.y[0],
-                         train_x[old_train.count:], train_y[old_train.count:, k_old:],
-                         trusted)
-    head = resolve(grown).head()
-    before = _old_accuracy(resolve(model).head(), task, old_val)
-    if epochs:
-        _fit_head(head, task, recipe, train_x, train_y, val_x, val_y, epochs, patience)
-    metrics = _metrics(head, task, val_x, val_y, k_old, before, names)
+    with stage("fit"):
+        grown = _grown_model(model, recipe, len(names), old_train.x[0], old_train.y[0],
+                             train_x[old_train.count:], train_y[old_train.count:, k_old:])
+        head = resolve(grown).head()
+        before = _old_accuracy(resolve(model).head(), task, old_val)
+        if epochs:
+            _fit_head(head, task, recipe, train_x, train_y, val_x, val_y, epochs,
+                      patience)
+        metrics = _metrics(head, task, val_x, val_y, k_old, before, names)
     # The new run: its directory, recipe, classes, metrics, model and novelty score.
     out = run_dir(out_dir)
     claim_run(out, recipe, overwrite=overwrite)
@@ -119,13 +144,16 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, trusted
                                 "added_data": os.path.abspath(os.fspath(data))})
     out.write_config(recipe.to_dict())
     out.write_class_names(names)
-    novelty = _refit_novelty(loaded.novelty, grown, task, recipe, train_x, train_y, val_x)
+    with stage("novelty"):
+        novelty = _refit_novelty(loaded.novelty, grown, task, recipe, train_x, train_y,
+                                 val_x)
     meta, extras = model_metadata(recipe, names), None
     if novelty is not None:
         metrics["novelty"] = meta["novelty"] = novelty.to_json()
         extras = {ARRAYS_NAME: novelty.arrays_bytes()}
     out.write_metrics(metrics)
-    save_model(grown, out.model_file, metadata=meta, extras=extras)
+    with stage("save"):
+        save_model(grown, out.model_file, metadata=meta, extras=extras)
     return AddClassResult(out.path, names, metrics, time.perf_counter() - start)
 
 
@@ -153,16 +181,22 @@ def _output(model):
     return holder, layer
 
 
-def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y, trusted):
-    """The recipe's model with `num_classes` outputs, every weight copied from `model`,
-    the old output units kept and one imprinted unit per new class."""
-    # weights=none: every weight is copied below, so loading ImageNet's is wasted work.
-    grown = build_run_model(recipe_from_dict({"weights": None}, recipe), num_classes,
-                            trusted=trusted)
+def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y):
+    """`model` with `num_classes` outputs: everything below the head is `model`'s own
+    (shared, not rebuilt), the head is the recipe's with `model`'s head weights, the old
+    output units kept and one imprinted unit per new class."""
+    task = recipe.task_config()
+    resolved = resolve(model)
+    # The layout build_model makes (image -> ... -> pool -> head), on the loaded layers:
+    # rebuilding the backbone only to copy every weight into it cost seconds.
+    head = build_head(resolved.features.shape[-1], task.output_units(num_classes),
+                      recipe.model.head, task)
+    grown = keras.Model(model.inputs, head(resolved.features), name=model.name)
     _, old_out = _output(model)
     holder, new_out = _output(grown)
-    old_vars = [v for v in model.weights if not any(v is w for w in old_out.weights)]
-    new_vars = [v for v in grown.weights if not any(v is w for w in new_out.weights)]
+    old_vars = [v for v in resolve(model).head_variables()
+                if not any(v is w for w in old_out.weights)]
+    new_vars = [v for v in head.weights if not any(v is w for w in new_out.weights)]
     if [v.shape for v in old_vars] != [v.shape for v in new_vars]:
         raise ConfigError("add-class could not match the run's model to its recipe "
                           "(the weights differ in shape); was the run's model changed?")
@@ -170,8 +204,7 @@ def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y, trusted
         target.assign(value)
     kernel, bias = (np.asarray(w) for w in old_out.weights)
     inner = keras.Model(holder.inputs, new_out.input)  # the output layer's input
-    new_h = inner.predict(new_x, verbose=0)
-    old_h = inner.predict(old_x, verbose=0)
+    new_h, old_h = _predict(inner, new_x), _predict(inner, old_x)
     old_ids = old_y.argmax(axis=1)
     # A plain linear head is not a cosine classifier: pooled (ReLU) features share one
     # big mean direction, so a unit along the raw new-class mean would win for every
@@ -194,14 +227,20 @@ def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y, trusted
 
 def _fit_head(head, task, recipe, x, y, val_x, val_y, epochs, patience):
     """Train the head alone on features in memory (everything below it is untouched)."""
-    phase = recipe.schedule.head
+    phase, batch = recipe.schedule.head, recipe.schedule.batch_size
+    steps = -(-len(x) // batch)
+    # As phase 1 on cached features trains: an epoch per call from one iterator over
+    # the reshuffled features, validated in memory (per-epoch iterators would cost
+    # more than the epochs).
     head.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss=task.loss(),
-                 metrics=task.metrics(y.shape[1]))
-    validation = (val_x, val_y) if val_x is not None else None
+                 metrics=task.metrics(y.shape[1]), steps_per_execution=steps)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+        len(x), seed=recipe.seed, reshuffle_each_iteration=True).batch(batch).repeat()
+    validation = [] if val_x is None else [CachedValidation([(val_x, val_y)])]
     stop = keras.callbacks.EarlyStopping(monitor="val_loss" if validation else "loss",
                                          patience=patience, restore_best_weights=True)
-    head.fit(x, y, validation_data=validation, epochs=epochs, callbacks=[stop],
-             batch_size=recipe.schedule.batch_size, shuffle=True, verbose=0)
+    head.fit(data, steps_per_epoch=steps, epochs=epochs, callbacks=[*validation, stop],
+             verbose=0)
 
 
 def _old_accuracy(head, task, features):
@@ -212,7 +251,7 @@ def _old_accuracy(head, task, features):
     truth = task.novelty_ids(features.y[0])
     if truth is None:
         return None
-    outputs = head.predict(features.x[0], verbose=0)
+    outputs = _predict(head, features.x[0])
     return float(np.mean(task.novelty_ids(outputs) == truth))
 
 
@@ -221,7 +260,7 @@ def _metrics(head, task, x, y, k_old, before, class_names):
     classes' accuracy before and after and the new classes' recall."""
     if x is None:
         return {}
-    outputs = head.predict(x, verbose=0)
+    outputs = _predict(head, x)
     report = task.score(outputs, y, class_names)
     truth, pred = task.novelty_ids(y), task.novelty_ids(outputs)
     if truth is not None:
@@ -230,6 +269,12 @@ def _metrics(head, task, x, y, k_old, before, class_names):
                       old_classes_accuracy_before=before,
                       new_classes_recall=float(np.mean(pred[new] == truth[new])))
     return {"val": report}
+
+
+def _predict(model, x, batch_size=1024):
+    """`model`'s outputs on in-memory features, in a few calls (no dataset iterator)."""
+    return np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch_size]))
+                           for i in range(0, len(x), batch_size)])
 
 
 def _class_names(task, data):

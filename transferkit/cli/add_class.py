@@ -2,6 +2,7 @@
 
 from transferkit.app.add_class import add_classes
 from transferkit.cli.common import command
+from transferkit.core.timing import StageTimer
 
 EPILOG = """examples:
   transferkit add-class runs/shapes --data data/new_classes --out runs/shapes_plus
@@ -34,9 +35,10 @@ def register(sub):
 
 
 def run(args):
+    # The process's start-up (interpreter, imports, arguments) is its first stage.
     result = add_classes(args.run, args.data, args.out, epochs=args.epochs,
                          patience=args.patience, trusted=args.trusted,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, timer=StageTimer.since_process_start())
     val = result.metrics.get("val", {})
     print(f"classes: {', '.join(result.class_names)}")
     if "new_classes_recall" in val:
