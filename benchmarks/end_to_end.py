@@ -222,7 +222,7 @@ def run_floor(train_dir, val_dir, weights, args, **overrides):
     train, val = split_features(model, data, views=cache.views, augment=cache.augment,
                                 seed=cache.seed, batch_size=recipe.schedule.batch_size,
                                 store=cache.store, verbose=0, mirror_val=cache.mirror_val)
-    passes = train.x.shape[0] * train.count + val.x.shape[0] * val.count
+    passes = train.x.shape[0] * train.count + val.count * (2 if cache.mirror_val else 1)
     return time.perf_counter() - start, passes
 
 

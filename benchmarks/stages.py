@@ -158,7 +158,8 @@ def floor_run(argv):
     train, val = split_features(model, data, views=cache.views, augment=cache.augment,
                                 seed=cache.seed, batch_size=recipe.schedule.batch_size,
                                 store=cache.store, verbose=0, mirror_val=cache.mirror_val)
-    passes = train.x.shape[0] * train.count + (0 if val is None else val.x.shape[0] * val.count)
+    passes = train.x.shape[0] * train.count + (0 if val is None else val.count * (
+        2 if cache.mirror_val else 1))
     print(json.dumps({"passes": int(passes)}))
     return 0
 

@@ -183,8 +183,8 @@ def test_train_runs_phase_one_on_cached_features(image_folder, tmp_path, monkeyp
     assert [r["phase"] for r in history] == ["head", "head", "finetune"]
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert {"loss", "val_accuracy", "learning_rate", "phase_epoch"} <= set(history[0])
-    # Clean train, augmented train, val and its mirror (for the flip-TTA decision): the
-    # end of the run reads them back instead of passing the images again.
+    # Clean train, augmented train, val; at phase 2's start the val images' mirrors (for
+    # the flip-TTA decision): the end of the run reads them back, no pass again.
     assert calls["n"] == cache.DEFAULT_VIEWS + 3
     assert sum(f.endswith(".npz") for f in os.listdir(tmp_path / "cache" / "features")) == 2
 

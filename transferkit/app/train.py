@@ -282,9 +282,8 @@ def val_outputs(model, data, frozen=None):
         return None, None
     if frozen is None:
         return predict_outputs(model, data.val), None
-    labels = frozen.labels("val")
-    mirrored = frozen.outputs("val", 1)[1] if frozen.mirrored else None
-    return (frozen.outputs("val")[1], labels), mirrored
+    mirrored = frozen.outputs("mirror")[1] if frozen.mirror is not None else None
+    return (frozen.outputs("val")[1], frozen.labels("val")), mirrored
 
 
 def decide_tta(recipe, model, data, task, val_outputs=None, mirrored=None):

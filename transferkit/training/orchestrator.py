@@ -511,13 +511,12 @@ class _Loop:
                 self.model, source, parts=self.parts, views=options.views,
                 augment=options.augment, seed=options.seed,
                 batch_size=self.config.batch_size, store=options.store, verbose=bar,
-                boundary=planned, mirror_val=options.mirror_val)
+                boundary=planned)
         head = self.resolved.head()
         batch = self.config.batch_size
         train = cache_lib.feature_dataset(train_f, batch, training=True, seed=options.seed)
         # Validation batches can be large (nothing is learnt from them): fewer steps.
-        val = None if val_f is None else cache_lib.feature_dataset(val_f.view(0),
-                                                                   max(batch, 1024))
+        val = None if val_f is None else cache_lib.feature_dataset(val_f, max(batch, 1024))
         head_paths = [v.path for v in head.weights]
         steps = math.ceil(train_f.count / batch)
         head.compile(**compile_args(phase, self.config, self.task, self.model.output_shape[-1],
@@ -588,7 +587,7 @@ class _Loop:
         top.compile(**{**args, "optimizer": self.model.optimizer})
         mark_compiled(top)
         train = cache_lib.mapped_dataset(train_b, batch, training=True, seed=options.seed)
-        val = None if val_b is None else cache_lib.mapped_dataset(val_b.view(0), batch)
+        val = None if val_b is None else cache_lib.mapped_dataset(val_b, batch)
         if self.verbose:
             print(f"phase 2 on cached activations of {cut.layer!r} (first trainable layer "
                   f"{cut.first_trainable!r})")

@@ -21,7 +21,8 @@ The modules, one concern each:
               `Features`
     store     `FeatureStore`: memory and files, checksums, memory-mapped activations
     keys      fingerprints of model, boundary and data, and the cache key
-    extract   the backbone passes for both caches: `split_features`, `split_boundary`
+    extract   the backbone passes for both caches: `split_features`, `split_boundary`,
+              `split_mirror` (the val files' mirrors, for the flip-TTA decision)
     readers   batches of stored features for `fit`, and `merge`
     frozen    what the end of a run reads back: `frozen_inputs` (the part below the
               layers that trained, for the clean training images and the val images
@@ -32,7 +33,8 @@ from transferkit.training.cache.config import (DEFAULT_VIEWS, FORMAT, RUN_CACHE,
                                                FeatureCache, FeatureSource, cache_reason,
                                                run_cache)
 from transferkit.training.cache.extract import (extract_features, has_features,
-                                                split_boundary, split_features)
+                                                split_boundary, split_features,
+                                                split_mirror)
 from transferkit.training.cache.keys import (boundary_fingerprint, data_fingerprint,
                                              feature_key, model_fingerprint)
 from transferkit.training.cache.frozen import FrozenInputs, frozen_inputs, store_features
@@ -44,4 +46,4 @@ __all__ = ["DEFAULT_VIEWS", "FORMAT", "FeatureCache", "FeatureSource", "FeatureS
            "boundary_fingerprint", "cache_dir", "cache_reason", "data_fingerprint",
            "extract_features", "feature_dataset", "feature_key", "frozen_inputs",
            "has_features", "mapped_dataset", "merge", "model_fingerprint", "run_cache",
-           "split_boundary", "split_features", "store_features"]
+           "split_boundary", "split_features", "split_mirror", "store_features"]

@@ -41,9 +41,9 @@ class FeatureCache:
     head: bool = True
     boundary: bool = False
     boundary_max_gb: float = 2.0
-    # The val split's mirrored images as a second view, from the same decode: the
-    # flip-TTA decision at the end of `transferkit train` reads them back (only the
-    # clean view validates).
+    # Also store the val files' mirrors (`split_mirror`), at phase 2's start beside its
+    # boundary activations, so as not to delay phase 1: the flip-TTA decision at the end
+    # of `transferkit train` reads them back.
     mirror_val: bool = False
 
 

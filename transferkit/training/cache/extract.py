@@ -77,8 +77,7 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
 
     boundary: a `boundary.Cut`; the same passes also store the activations at the cut
     in `store` (file splits only), where `split_boundary` finds them in phase 2.
-    mirror_val: the val split also as its horizontal mirror, a second view
-        (x [2, N, D]), for the flip-TTA decision at the end of a run.
+    mirror_val: also store the val files' horizontal mirrors (`split_mirror`).
     """
     source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
     if views < 0 or (views and augment is None and source.train_files):
@@ -89,11 +88,11 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
     out, boundary_fp = [], None
     for split in ("train", "val"):
         files, _ = source.files(split)
-        passes = _passes(split, views, files, mirror_val)
+        passes = _passes(split, views, files)
         if not files:
             dataset = getattr(source, split)
-            out.append(None if dataset is None else _compute(
-                extractor, _given_passes(dataset, split, passes), verbose))
+            out.append(None if dataset is None else _compute(extractor, [dataset] * passes,
+                                                             verbose))
             continue
         aug = augment if split == "train" and views else None
         model_fp = model_fp or model_fingerprint(model, parts)
@@ -110,6 +109,9 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
             found = _file_features(model, parts, extractor, source, split, aug, views,
                                    passes, batch_size, seed, store, verbose, boundary, fps)
         out.append(found)
+    if mirror_val:
+        split_mirror(model, source, parts=parts, batch_size=batch_size, store=store,
+                     verbose=verbose)
     return tuple(out)
 
 
@@ -145,11 +147,10 @@ def _file_features(model, parts, extractor, source, split, aug, views, passes,
                    batch_size, seed, store, verbose, boundary, fps):
     """Features of one file split (from `store`, or extracted and stored)."""
     model_fp, boundary_fp = fps
-    mirror = split == "val" and passes > 1
-    key = split_key(model_fp, source, split, aug, views, seed, mirror)
+    key = split_key(model_fp, source, split, aug, views, seed)
     found = store.get(key)
     boundary_key = None if boundary is None else split_key(boundary_fp, source, split, aug,
-                                                            views, seed, mirror)
+                                                            views, seed)
     needs_boundary = boundary_key is not None and store.get_mapped(boundary_key) is None
     if found is None or needs_boundary:
         datasets = _file_passes(source, split, aug, passes, batch_size, seed)
@@ -165,12 +166,12 @@ def _file_features(model, parts, extractor, source, split, aug, views, passes,
     return found
 
 
-def _passes(split, views, files, mirror_val=False):
+def _passes(split, views, files):
     """Passes over a split: training files once clean plus `views` augmented times;
     in-memory and TFDS training data (augmented, if at all, by its own pipeline)
-    max(1, views) times as given; validation once, twice with its mirror."""
+    max(1, views) times as given; validation once."""
     if split != "train":
-        return 2 if mirror_val else 1
+        return 1
     return views + 1 if views and files else max(1, views)
 
 
@@ -178,12 +179,48 @@ def _mirrored(images, labels):
     return tf.reverse(images, axis=[2]), labels
 
 
-def _given_passes(dataset, split, passes):
-    """The passes over an in-memory or TFDS split: as given, the val split's second
-    one mirrored."""
-    if split == "val" and passes > 1:
-        return [dataset, dataset.map(_mirrored)]
-    return [dataset] * passes
+def split_mirror(model, data, cut=None, *, parts=None, batch_size=32, store=None,
+                 verbose=1):
+    """The val files' horizontal mirrors, one pass (x [1, N, ...]): at `cut` (float16,
+    memory-mapped, as `split_boundary` stores) or, without one, at the head's input (as
+    `split_features`), found in or added to `store` under the val split's key with
+    mirror=True. What the flip-TTA decision at the end of a run reads back; None
+    without val files (in-memory and TFDS splits are not stored)."""
+    source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
+    if not source.val_files:
+        return None
+    store = store if store is not None else FeatureStore()
+    try:
+        return _file_mirror(model, parts, source, cut, batch_size, store, verbose)
+    except DECODE_ERRORS as error:  # as in split_features: name, leave out, again
+        source = _without_undecodable(source, "val", error)
+        return _file_mirror(model, parts, source, cut, batch_size, store, verbose)
+
+
+def _file_mirror(model, parts, source, cut, batch_size, store, verbose):
+    if cut is None:
+        key = split_key(model_fingerprint(model, parts), source, "val", mirror=True)
+        found = store.get(key)
+        if found is None:
+            found = _compute(resolve(model, parts).feature_extractor(),
+                             _mirror_passes(source, batch_size), verbose)
+            store.put(key, found)
+        return found
+    key = split_key(boundary_fingerprint(model, cut, parts), source, "val", mirror=True)
+    found = store.get_mapped(key)
+    if found is None:
+        bottom = boundary_extractor(model, cut, parts, features=False)
+        computed = _compute(bottom, _mirror_passes(source, batch_size), verbose)
+        with store.mapped_writer(key, computed.x.shape) as (x, y):
+            x[...] = computed.x
+            y[...] = computed.y
+        found = store.get_mapped(key)
+    return found
+
+
+def _mirror_passes(source, batch_size):
+    return [dataset.map(_mirrored) for dataset in _file_passes(source, "val", None, 1,
+                                                                 batch_size, 0)]
 
 
 def _file_passes(source, split, aug, passes, batch_size, seed):
@@ -196,13 +233,10 @@ def _file_passes(source, split, aug, passes, batch_size, seed):
     # the clean view + 1 augmented, 0.95 unaugmented; see benchmarks/end_to_end.py).
     # skip_errors=False: a file that fails must stop the pass (then it is named and
     # left out), or the features would not line up with the files that key them.
-    datasets = [make_dataset(files, labels, image_size=source.image_size,
-                             batch_size=batch_size, training=aug is not None and v > 0,
-                             augment=aug if v else None, seed=seed * 1009 + v,
-                             deterministic=True, skip_errors=False)
-                for v in range(1 if split == "val" else passes)]
-    # The val split's second view is its mirror (`mirror_val`), from the same decode.
-    return datasets + [datasets[0].map(_mirrored)] * (passes - len(datasets))
+    return [make_dataset(files, labels, image_size=source.image_size, batch_size=batch_size,
+                         training=aug is not None and v > 0, augment=aug if v else None,
+                         seed=seed * 1009 + v, deterministic=True, skip_errors=False)
+            for v in range(passes)]
 
 
 def _compute(extractor, datasets, verbose, boundary_out=None):
@@ -225,15 +259,15 @@ def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=
                    batch_size=32, store=None, verbose=1, mirror_val=False):
     """(train, val) `Features` of the activations at `cut`: x [passes, N, *cut.shape] in
     float16 (memory-mapped when `store` has a directory), as `split_features` reads
-    images (views, augmentation, file order, the val split's mirror); val is None
-    without a val split. File splits are looked up in `store` first (phase 1 may have
-    stored them)."""
+    images (views, augmentation, file order); val is None without a val split. File
+    splits are looked up in `store` first (phase 1 may have stored them). mirror_val:
+    also store the val files' mirrors at the cut (`split_mirror`)."""
     source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
     store = store if store is not None else FeatureStore()
     two, model_fp, out = boundary_extractor(model, cut, parts), None, []
     for split in ("train", "val"):
         files, _ = source.files(split)
-        passes = _passes(split, views, files, mirror_val)
+        passes = _passes(split, views, files)
         aug = augment if split == "train" and views else None
         if not files:
             dataset = getattr(source, split)
@@ -241,8 +275,7 @@ def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=
                 out.append(None)
                 continue
             parts_x = []
-            features = _compute(two, _given_passes(dataset, split, passes), verbose,
-                                _Collector(parts_x))
+            features = _compute(two, [dataset] * passes, verbose, _Collector(parts_x))
             x = np.stack([np.concatenate(p) for p in parts_x]).astype(np.float16)
             out.append(Features(x, features.y))
             continue
@@ -255,13 +288,16 @@ def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=
             source = _without_undecodable(source, split, error)
             found = _file_boundary(source, *args)
         out.append(found)
+    if mirror_val:
+        split_mirror(model, source, cut, parts=parts, batch_size=batch_size, store=store,
+                     verbose=verbose)
     return tuple(out)
 
 
 def _file_boundary(source, two, model_fp, split, aug, views, passes, batch_size, seed,
                    store, verbose, cut):
     """Boundary activations of one file split (from `store`, or extracted and stored)."""
-    key = split_key(model_fp, source, split, aug, views, seed, split == "val" and passes > 1)
+    key = split_key(model_fp, source, split, aug, views, seed)
     found = store.get_mapped(key)
     if found is None:
         n = len(source.files(split)[0])

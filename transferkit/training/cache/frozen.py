@@ -6,9 +6,9 @@ the caches were filled: the whole backbone when phase 2 did not train it (the fe
 cache holds its output), else the bottom below phase 2's cut (the boundary cache holds
 its activations). The cache keys hash that part's weights, so a key that is found
 proves the stored tensors are the current model's. `frozen_inputs` finds them for the
-training images' clean view and the validation images (clean, and mirrored when the
-run stored that view for its flip-TTA decision); `FrozenInputs.outputs` runs only the
-part above them, for the head's input features and the model's outputs.
+training images' clean view and the validation images (and their mirrors, when the run
+stored them for its flip-TTA decision); `FrozenInputs.outputs` runs only the part above
+them, for the head's input features and the model's outputs.
 """
 
 import dataclasses
@@ -26,28 +26,24 @@ from transferkit.training.cache.keys import boundary_fingerprint, model_fingerpr
 @dataclasses.dataclass(frozen=True)
 class FrozenInputs:
     """What the frozen part of a trained model computes for a run's images, read back
-    from its caches: `train` (the clean view, Features [1, N, ...]) and `val` (view 0
-    clean, view 1 mirrored when `mirrored`), at the input of `top` (boundary
+    from its caches: `train` (the clean view), `val` and `mirror` (the val images'
+    mirrors, or None), each Features [1, N, ...], at the input of `top` (boundary
     activations -> [head-input features, outputs]; for "features", the head's input
     itself and `top` the head). `where`: "boundary" or "features"."""
 
     top: keras.Model
     train: Features
     val: Features
+    mirror: Features
     where: str
     _done: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
-    @property
-    def mirrored(self):
-        return self.val.x.shape[0] > 1
-
-    def outputs(self, split="val", view=0, batch_size=256):
-        """(head-input features [N, D], model outputs [N, ...]) of one view of `split`
-        ("train": its clean view), from the part above the stored tensors (computed
-        once)."""
-        key = (split, view)
+    def outputs(self, split="val", batch_size=256):
+        """(head-input features [N, D], model outputs [N, ...]) of `split` ("train",
+        "val" or "mirror"), from the part above the stored tensors (computed once)."""
+        key = split
         if key not in self._done:
-            x = (self.train if split == "train" else self.val).x[view]
+            x = getattr(self, split).x[0]
             features, outputs = [], []
             for i in range(0, len(x), batch_size):
                 batch = np.asarray(x[i:i + batch_size], np.float32)
@@ -62,7 +58,7 @@ class FrozenInputs:
         return self._done[key]
 
     def labels(self, split="val"):
-        return np.asarray((self.train if split == "train" else self.val).y[0])
+        return np.asarray(getattr(self, split).y[0])
 
 
 def frozen_inputs(model, data, cache, *, parts=None):
@@ -85,15 +81,20 @@ def frozen_inputs(model, data, cache, *, parts=None):
     if cut is not None:
         fp = boundary_fingerprint(model, cut, parts)
         train = store.get_mapped(split_key(fp, source, "train", **train_args))
-        val = store.get_mapped(split_key(fp, source, "val", mirror=cache.mirror_val))
+        val = store.get_mapped(split_key(fp, source, "val"))
         if train is not None and val is not None:
+            mirror = store.get_mapped(split_key(fp, source, "val", mirror=True)) \
+                if cache.mirror_val else None
             return FrozenInputs(top_model(model, cut, parts, features=True), train.view(0),
-                                val, "boundary")
+                                val, mirror, "boundary")
     fp = model_fingerprint(model, parts)
     train = store.get(split_key(fp, source, "train", **train_args))
-    val = store.get(split_key(fp, source, "val", mirror=cache.mirror_val))
+    val = store.get(split_key(fp, source, "val"))
     if train is not None and val is not None:
-        return FrozenInputs(resolve(model, parts).head(), train.view(0), val, "features")
+        mirror = store.get(split_key(fp, source, "val", mirror=True)) \
+            if cache.mirror_val else None
+        return FrozenInputs(resolve(model, parts).head(), train.view(0), val, mirror,
+                            "features")
     return None
 
 
