@@ -51,7 +51,7 @@ def folders(root, per_class=None):
 
 def one_seed(args, seed, root):
     known, new, both = folders(os.path.join(root, f"data{seed}"), args.per_class)
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get(
+    env = {**os.environ, "PYTHONPATH": args.source + os.pathsep + os.environ.get(
         "PYTHONPATH", ""), "TRANSFERKIT_CACHE": os.path.join(root, f"cache{seed}")}
     flags = ["--image-size", str(args.image_size), "--seed", str(seed)]
     tk = [sys.executable, "-m", "transferkit"]
@@ -85,6 +85,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     parser.add_argument("--per-class", type=int, default=None,
                         help="only this many images of each class (default all 40)")
+    parser.add_argument("--source", default=str(REPO),
+                        help="the transferkit source tree to time (default: this one)")
     parser.add_argument("--smoke", action="store_true",
                         help="1 seed, 8 images a class at 32 px: the code paths only")
     args = parser.parse_args(argv)

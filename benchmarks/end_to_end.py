@@ -65,6 +65,7 @@ cache's disk use (its float16 files) and the process's peak resident memory are 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -205,6 +206,7 @@ def run_floor(train_dir, val_dir, weights, args, **overrides):
     data listed (no health scan), its model built and every image passed once per view
     the run stores (clean and augmented training views, val and its mirror) through
     the backbone on the same input pipeline, into memory."""
+    from transferkit.app.train import train_cache
     from transferkit.training.cache import FeatureStore, split_features
     from transferkit.training.recipe import (build_run_model, load_run_data,
                                              recipe_from_dict)
@@ -218,7 +220,7 @@ def run_floor(train_dir, val_dir, weights, args, **overrides):
     start = time.perf_counter()
     data = load_run_data(recipe, verbose=False)
     model = build_run_model(recipe, data.num_classes)
-    cache = recipe.feature_cache(FeatureStore())
+    cache = dataclasses.replace(train_cache(recipe), store=FeatureStore())  # memory
     train, val = split_features(model, data, views=cache.views, augment=cache.augment,
                                 seed=cache.seed, batch_size=recipe.schedule.batch_size,
                                 store=cache.store, verbose=0, mirror_val=cache.mirror_val)

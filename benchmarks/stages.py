@@ -25,6 +25,7 @@ to other jobs on a shared machine than wall seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -63,6 +64,10 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     parser.add_argument("--smoke", action="store_true",
                         help="6 images a class at 32 px, 1 seed: the code paths only")
+    parser.add_argument("--source", default=str(REPO),
+                        help="the transferkit source tree whose `train` is timed (default: "
+                        "this one; the floor always runs this one), to time another "
+                        "version side by side")
     parser.add_argument("--floor", nargs=argparse.REMAINDER,
                         help=argparse.SUPPRESS)  # the floor process itself
     args = parser.parse_args(argv)
@@ -121,13 +126,14 @@ def timed(command, env):
 def one_seed(args, data, seed, root):
     """The default train run and its floor, each a whole process on a cold cache."""
     size = ["--image-size", str(args.image_size)] if args.image_size else []
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get(
-        "PYTHONPATH", "")}
+    rest = os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, "PYTHONPATH": args.source + os.pathsep + rest}
     out = os.path.join(root, f"run{seed}")
     load = os.getloadavg()[0]
     env["TRANSFERKIT_CACHE"] = os.path.join(root, f"cache{seed}")  # cold
     wall, cpu, stdout = timed([sys.executable, "-m", "transferkit", "train", *data, *size,
                                "--seed", str(seed), "--out", out], env)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + rest
     env["TRANSFERKIT_CACHE"] = os.path.join(root, f"floor_cache{seed}")
     floor_wall, floor_cpu, floor_out = timed(
         [sys.executable, __file__, "--floor", *data, *size, "--seed", str(seed)], env)
@@ -146,6 +152,7 @@ def floor_run(argv):
     import transferkit.cli.main  # noqa: F401 - the imports a train run pays for
     from transferkit.cli.train import recipe_from_args
     from transferkit.cli.main import build_parser
+    from transferkit.app.train import train_cache
     from transferkit.training.cache import FeatureStore, split_features
     from transferkit.training.recipe import (build_run_model, load_run_data,
                                              recipe_from_dict)
@@ -154,7 +161,7 @@ def floor_run(argv):
     recipe = recipe_from_dict({"scan": False}, recipe_from_args(args))  # no health scan
     data = load_run_data(recipe, verbose=False)
     model = build_run_model(recipe, data.num_classes)
-    cache = recipe.feature_cache(FeatureStore())  # in memory: nothing written
+    cache = dataclasses.replace(train_cache(recipe), store=FeatureStore())  # memory  # in memory: nothing written
     train, val = split_features(model, data, views=cache.views, augment=cache.augment,
                                 seed=cache.seed, batch_size=recipe.schedule.batch_size,
                                 store=cache.store, verbose=0, mirror_val=cache.mirror_val)
@@ -177,6 +184,8 @@ def report(args, data, runs):
         return run["stages"]["stages"].get(name, {}).get(key, 0.0)
 
     where = "generated textures" if args.generated else " ".join(data)
+    if os.path.realpath(args.source) != str(REPO):
+        where += f" (train from {args.source})"
     loads = ", ".join(f"{a:.1f}/{b:.1f}" for run in runs for a, b in [run["load"]])
     print(f"default `transferkit train` on {where}"
           f"{f' at {args.image_size} px' if args.image_size else ''}, {len(runs)} seed(s), "

@@ -202,7 +202,7 @@ def run_schedule(job, model, start, saver, *, callbacks=(), verbose="auto"):
     # A resumed run trains phase 1 live: its cached features would not know where the
     # interrupted run stood. Phase 2 may use the boundary cache when it starts afresh
     # (the orchestrator decides; mid-phase it runs live).
-    cache = recipe.feature_cache(FeatureStore.default())
+    cache = train_cache(recipe)
     if job.state is not None and cache is not None:
         cache = dataclasses.replace(cache, head=False)
     auto = AutoLR(run.path, verbose=verbose, on_found=lambda rates: run.write_config(
@@ -214,6 +214,13 @@ def run_schedule(job, model, start, saver, *, callbacks=(), verbose="auto"):
                   verbose=verbose)
 
 
+def train_cache(recipe):
+    """The FeatureCache of a `train` run: the recipe's, in the default store, also
+    keeping the val files' mirrors when the flip-TTA decision at its end reads them."""
+    flip = recipe.runtime.auto_tta and recipe.task_config().flip_tta
+    return recipe.feature_cache(FeatureStore.default(), mirror_val=flip)
+
+
 def finish(job, model, history):
     """Write history.json, decide flip TTA (`decide_tta`), write metrics.json,
     model.keras (wrapped by `with_tta` when flip TTA was chosen, so every command and
@@ -223,10 +230,10 @@ def finish(job, model, history):
     run.write_history(history)
     task = get_task(recipe.task)
     plain = local_copy(model)
-    # The part of the model below the layers that trained is in the run's caches: the
-    # end of the run reads its images back from there, without backbone passes.
-    frozen = frozen_inputs(plain, data, recipe.feature_cache(FeatureStore.default()))
     with stage("tta"):
+        # The part of the model below the layers that trained is in the run's caches:
+        # the end of the run reads its images back from there, without backbone passes.
+        frozen = frozen_inputs(plain, data, train_cache(recipe))
         val, mirrored = val_outputs(plain, data, frozen)
         tta, val = decide_tta(recipe, plain, data, task, val, mirrored)
     final = with_tta(plain, tta["tta"], task=task) if tta["tta"] else model

@@ -442,7 +442,7 @@ class _Loop:
         pieces = [(train.skip(skipped), epoch + 1)] if skipped else []
         pieces.append((train, last))
         fit_args = {}
-        if mode != "live":  # a fresh phase on cached tensors: no batches to skip
+        if mode != "live" and _steps(train):  # a fresh cached phase: no batches to skip
             fit_args = dict(steps_per_epoch=_steps(train))
             pieces = [(train.repeat(), last)]  # one iterator for the whole phase
             fast = CachedValidation.of(val)
@@ -521,7 +521,7 @@ class _Loop:
         steps = math.ceil(train_f.count / batch)
         head.compile(**compile_args(phase, self.config, self.task, self.model.output_shape[-1],
                                     steps, head_paths),
-                     steps_per_execution=steps)  # an epoch per call (CACHED_VAL_BYTES)
+                     steps_per_execution=steps)  # an epoch per call (see CACHED_VAL_BYTES)
         mark_compiled(head)
         if self.verbose:
             print(f"phase 1 on cached backbone features ({options.views or 'no'} augmented "

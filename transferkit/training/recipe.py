@@ -113,18 +113,17 @@ class RecipeConfig:
         """The InputSpec of this recipe's model (its image_size, else the backbone's)."""
         return self.model.input_spec()
 
-    def feature_cache(self, store=None):
+    def feature_cache(self, store=None, *, mirror_val=False):
         """The FeatureCache of phase 1 (`cache_features`) and phase 2 (`boundary_cache`),
         or None when both are off or the task cannot train on cached tensors (e.g.
         segmentation, whose decoder reads several encoder layers): `run_cache`, which
-        `fine_tune` calls too, on this recipe's settings."""
+        `fine_tune` calls too, on this recipe's settings. mirror_val: also store the val
+        files' mirrors (for a flip-TTA decision; default False)."""
         runtime = self.runtime
-        # The flip-TTA decision at the end of the run reads the mirrored val images
-        # from the same pass.
         wanted = FeatureCache(views=runtime.feature_views, head=runtime.cache_features,
                               boundary=runtime.boundary_cache,
                               boundary_max_gb=runtime.boundary_cache_max_gb,
-                              mirror_val=runtime.auto_tta and self.task_config().flip_tta)
+                              mirror_val=mirror_val)
         return run_cache(self.task, augment_config(self.data.augment), self.seed, store,
                          wanted)
 
