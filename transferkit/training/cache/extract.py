@@ -40,7 +40,8 @@ def extract_features(extractor, dataset, verbose=1, sink=None):
     mixed batches stay aligned.
 
     sink: for a two-output extractor (features, boundary activations), called with each
-    batch of the second output, so large activations are written out as they come.
+    batch of the second output, so large activations are written out as they come; for
+    a one-output extractor, with its output, and features is then None.
     """
     steps = int(dataset.cardinality())
     bar = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose,
@@ -54,14 +55,15 @@ def extract_features(extractor, dataset, verbose=1, sink=None):
                                                  images.dtype)], axis=0)
         out = extractor.predict_on_batch(images)
         if sink is not None:
-            out, activations = out
+            out, activations = out if isinstance(out, (list, tuple)) else (None, out)
             sink(np.asarray(activations[:n]))
-        xs.append(np.asarray(out[:n], dtype=np.float32))
+        if out is not None:
+            xs.append(np.asarray(out[:n], dtype=np.float32))
         ys.append(np.asarray(labels, dtype=np.float32).reshape(n, -1))
         bar.add(1)
-    if not xs:
+    if not ys:
         raise DataError("extract_features: the dataset is empty.")
-    return np.concatenate(xs), np.concatenate(ys)
+    return np.concatenate(xs) if xs else None, np.concatenate(ys)
 
 
 def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
@@ -210,10 +212,15 @@ def _file_mirror(model, parts, source, cut, batch_size, store, verbose):
     found = store.get_mapped(key)
     if found is None:
         bottom = boundary_extractor(model, cut, parts, features=False)
-        computed = _compute(bottom, _mirror_passes(source, batch_size), verbose)
-        with store.mapped_writer(key, computed.x.shape) as (x, y):
-            x[...] = computed.x
-            y[...] = computed.y
+        with store.mapped_writer(key, (1, len(source.val_files), *cut.shape)) as (x, y):
+            offset = [0]
+
+            def sink(batch):  # written as they come: activations can be large
+                x[0, offset[0]:offset[0] + len(batch)] = batch
+                offset[0] += len(batch)
+
+            y[...] = extract_features(bottom, _mirror_passes(source, batch_size)[0],
+                                      verbose, sink=sink)[1][None]
         found = store.get_mapped(key)
     return found
 
