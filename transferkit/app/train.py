@@ -368,8 +368,8 @@ def fit_run_novelty(model, data, recipe, verbose=True, frozen=None):
 
 # Synthetic outliers (shuffled tiles) are made from at most this many validation
 # images, drawn across classes: each costs a backbone pass at the end of the run, and
-# the detector choice and its AUROC need far fewer than a large val split holds (see
-# README, "Novelty": the AUROC on a real unseen class with 16 or all of them).
+# the detector choice needs far fewer than a large val split holds (measured on a real
+# unseen class: `benchmarks/open_world.py --outlier-images`).
 OUTLIER_IMAGES = 64
 
 
