@@ -50,8 +50,8 @@ class FeatureCache:
 # The caches a run trains with unless told otherwise, `transferkit train` and
 # `fine_tune(model, data)` alike (both through `run_cache`): phase 1 on cached features
 # (the clean view and DEFAULT_VIEWS augmented ones), phase 2 on activations cached at
-# its freeze boundary, up to 2 GB of them.
-RUN_CACHE = FeatureCache(views=DEFAULT_VIEWS, head=True, boundary=True, boundary_max_gb=2.0)
+# its freeze boundary (up to FeatureCache's boundary_max_gb of them).
+RUN_CACHE = FeatureCache(views=DEFAULT_VIEWS, boundary=True)
 
 
 def run_cache(task, augment=None, seed=0, store=None, wanted=RUN_CACHE):
