@@ -57,12 +57,12 @@ def one_seed(args, seed, root):
     tk = [sys.executable, "-m", "transferkit"]
     run4, run5, full = (os.path.join(root, f"{name}{seed}") for name in ("run4_", "run5_",
                                                                          "full_"))
-    timed([*tk, "train", "--data", known, *flags, "--out", run4], env)
+    timed([*tk, "train", "--data", known, *flags, "--out", run4], env, root)
     load = os.getloadavg()[0]
     add_wall, add_cpu, _ = timed([*tk, "add-class", run4, "--data", new, "--out", run5],
-                                 env)
+                                 env, root)
     full_wall, full_cpu, _ = timed([*tk, "train", "--data", both, *flags, "--out", full],
-                                   env)
+                                   env, root)
 
     def accuracy(run):
         return json.load(open(os.path.join(run, "metrics.json")))["val"]["accuracy"]

@@ -109,11 +109,12 @@ def prepare_data(args, root):
     return ["--data", args.data]
 
 
-def timed(command, env):
-    """(wall seconds, CPU seconds of the child, stdout) of a whole process."""
+def timed(command, env, cwd):
+    """(wall seconds, CPU seconds of the child, stdout) of a whole process, run in `cwd`
+    (not the repository: `python -m` puts the working directory first on the path)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
@@ -132,11 +133,12 @@ def one_seed(args, data, seed, root):
     load = os.getloadavg()[0]
     env["TRANSFERKIT_CACHE"] = os.path.join(root, f"cache{seed}")  # cold
     wall, cpu, stdout = timed([sys.executable, "-m", "transferkit", "train", *data, *size,
-                               "--seed", str(seed), "--out", out], env)
+                               "--seed", str(seed), "--out", out], env, root)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + rest
     env["TRANSFERKIT_CACHE"] = os.path.join(root, f"floor_cache{seed}")
     floor_wall, floor_cpu, floor_out = timed(
-        [sys.executable, __file__, "--floor", *data, *size, "--seed", str(seed)], env)
+        [sys.executable, os.path.abspath(__file__), "--floor", *data, *size, "--seed",
+         str(seed)], env, root)
     info = json.load(open(os.path.join(out, "run.json")))
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     summary = next(line for line in stdout.splitlines() if line.startswith("time: "))
