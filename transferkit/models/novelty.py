@@ -421,31 +421,25 @@ def novelty_model(model, task, novelty):
 
 
 def fit_model_novelty(model, task, train, val, val_images, unknown=None, *,
-                      false_rejection=FALSE_REJECTION, seed=0, outliers=None):
+                      false_rejection=FALSE_REJECTION, seed=0):
     """The Novelty of `model` from (features, encoded labels) arrays of its training
     and validation images at the head's input (`train`, `val`, e.g. cached features),
     the validation images themselves (`val_images`, (image, label) batches: synthetic
     outliers are made from them) or real `unknown` images when given. None for a task
-    without one class per image (`Task.novelty_ids`). outliers: the synthetic outliers'
-    head-input features [M, D] and outputs [M, ...], if already computed (e.g. from a
-    run's cached activations); then `val_images` is not read."""
+    without one class per image (`Task.novelty_ids`)."""
     ids = task.novelty_ids(train[1])
     if ids is None:
         return None
     val_x = np.asarray(val[0]).reshape(len(val[0]), -1)
-    if unknown is None and outliers is not None:
-        out_x = np.asarray(outliers[0]).reshape(len(outliers[0]), -1)
-        out_p, out_logits = head_outputs(model, out_x, task)
-        criterion = "synthetic"
-    elif unknown is None:
+    if unknown is None:
         def shuffled(images, labels):
             return _tf_shuffled_tiles(images, seed), labels
 
-        out_x, out_p, out_logits, _ = novelty_inputs(model, val_images.map(shuffled), task)
+        unknown = val_images.map(shuffled)
         criterion = "synthetic"
     else:
-        out_x, out_p, out_logits, _ = novelty_inputs(model, unknown, task)
         criterion = "unknown-data"
+    out_x, out_p, out_logits, _ = novelty_inputs(model, unknown, task)
     val_p, val_logits = head_outputs(model, val_x, task)
     return fit_novelty(np.asarray(train[0]).reshape(len(train[0]), -1), ids, val_x,
                        val_p, out_x, out_p, val_logits=val_logits,
