@@ -203,10 +203,12 @@ def report(args, data, runs):
         cpus = [stage(run, name, "cpu") for run in runs]
         print(f"  {name:<14} {mean_sd(walls):>13} {np.mean(walls) / total:6.0%} "
               f"{mean_sd(cpus):>13}")
-    if not names:
+    if names:
+        print(f"  {'recorded':<14} "
+              f"{mean_sd([r['stages']['total']['wall'] for r in runs]):>13} "
+              f"{'':>6} {mean_sd([r['stages']['total']['cpu'] for r in runs]):>13}")
+    else:
         print("  (no stage timings: this version does not record them)")
-    print(f"  {'recorded':<14} {mean_sd([r['stages']['total']['wall'] for r in runs]):>13} "
-          f"{'':>6} {mean_sd([r['stages']['total']['cpu'] for r in runs]):>13}")
     print(f"  {'whole process':<14} {mean_sd([r['wall'] for r in runs]):>13} {'':>6} "
           f"{mean_sd([r['cpu'] for r in runs]):>13}")
     print(f"floor (imports, the model, one backbone pass per image and view: "
