@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from transferkit.app import train as train_module  # noqa: E402
 from transferkit.app.add_class import add_classes  # noqa: E402
 from transferkit.app.train import train  # noqa: E402
 from transferkit.data.files import image_dataset, list_images  # noqa: E402
@@ -88,7 +89,15 @@ def main(argv=None):
                         help="EfficientNet-Lite0 input size (default 128)")
     parser.add_argument("--smoke", action="store_true",
                         help="1 seed, 10 images a class, Lite0 at 32 px, 2 + 1 epochs")
+    parser.add_argument("--outlier-images", type=int, default=None,
+                        help="make the synthetic outliers of the novelty choice from at "
+                        "most this many validation images (default: train's own, "
+                        f"{train_module.OUTLIER_IMAGES}), to measure what the cap costs")
+    parser.add_argument("--backbone", choices=("both", "source", "lite0"), default="both",
+                        help="which backbone's rows to run (default both)")
     args = parser.parse_args(argv)
+    if args.outlier_images is not None:
+        train_module.OUTLIER_IMAGES = args.outlier_images
     seeds, per_class, lite, epochs = args.seeds, None, args.lite_size, {}
     if args.smoke:  # and 2 + 1 epochs: the code paths, not figures
         seeds, per_class, lite = [0], 10, 32
@@ -99,6 +108,8 @@ def main(argv=None):
             image_size=64),
         f"efficientnet_lite0 with its ImageNet weights ({lite} px)": dict(
             backbone="efficientnet_lite0", weights="imagenet", image_size=lite)}
+    if args.backbone != "both":
+        backbones = dict(list(backbones.items())[args.backbone == "lite0":][:1])
     for label, keys in backbones.items():
         rows = []
         for seed in seeds:
@@ -116,7 +127,8 @@ def main(argv=None):
               f"rejected: known test {ms('test_rejected')}, unknown {ms('ring_rejected')}\n"
               f"  add-class '{UNKNOWN}': old classes {ms('old_before')} -> {ms('old_after')}, "
               f"new recall {ms('new_recall')}; time add-class {ms('add_time')} s vs full "
-              f"retrain {ms('full_time')} s = {ratio:.2f}x")
+              f"retrain {ms('full_time')} s = {ratio:.2f}x; synthetic outliers from at "
+              f"most {train_module.OUTLIER_IMAGES} val images")
 
 
 if __name__ == "__main__":

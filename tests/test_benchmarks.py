@@ -33,6 +33,10 @@ EXPECTED = {
         rf"boundary cache: {NUMBER} MiB on disk .* peak RSS",
         rf"transferkit's final model: val accuracy {NUMBER} \(flip TTA (not )?kept: "
         rf"{NUMBER} without, {NUMBER} with\)",
+        rf"transferkit's whole run {NUMBER} s / its floor {NUMBER} s \(the model built "
+        rf"and one backbone pass per image and view, \d+ passes, in this process\) = "
+        rf"{NUMBER}x",
+        rf"transferkit's whole run / its floor: {NUMBER} ± {NUMBER}x",
         rf"over 1 seed\(s\) \[0\] .*\n  keras guide  {NUMBER} ± {NUMBER} \({NUMBER}-"
         rf"{NUMBER}\)   wall +{NUMBER} s mean\n  transferkit  {NUMBER} ± {NUMBER} "
         rf"\({NUMBER}-{NUMBER}\)   wall +{NUMBER} s mean",
@@ -74,6 +78,17 @@ EXPECTED = {
           for cmd in (r"--help", r"train --help", r"recipes")),
         rf"  import tensorflow +{NUMBER} s = {NUMBER}x python -c pass",
         rf"transferkit --help under 1 s: (yes|no) \({NUMBER} s; {NUMBER}x faster"],
+    "stages.py": [
+        rf"  start-up +{NUMBER} ± {NUMBER} +\d+% +{NUMBER} ± {NUMBER}",
+        rf"  extraction +{NUMBER} ± {NUMBER} +\d+% ",
+        rf"floor \(imports, the model, one backbone pass per image and view: \d+ passes\)",
+        rf"whole run / floor: wall {NUMBER} ± {NUMBER}x, CPU {NUMBER} ± {NUMBER}x",
+        r"the run's own summary \(seed 0\): time: [\d.]+ s: start-up ",
+    ],
+    "add_class.py": [
+        rf"seed 0: add-class {NUMBER} s / train on all 5 {NUMBER} s = {NUMBER}x wall",
+        rf"add-class / train = {NUMBER} ± {NUMBER}x wall, {NUMBER} ± {NUMBER}x CPU",
+    ],
     "tuning_memory.py": [
         rf"  {mode} +({NUMBER} +)+growth trial 2 -> 2: [+-]{NUMBER} MiB"
         for mode in ("isolated", "cleared", "kept")

@@ -1,7 +1,11 @@
 """`app.train`: one run into a run directory. Who owns the directory (resume,
 overwrite, another run's checkpoints), files that fail after the scan, the fixes a run
-trains with, and the flip-TTA decision at the end of training."""
+trains with, the flip-TTA decision at the end of training, what the end of a run reads
+back from the caches instead of new backbone passes, and the stage timings a run
+records, prints and reports."""
 
+import contextlib
+import io
 import json
 import os
 
@@ -11,16 +15,20 @@ import pytest
 from PIL import Image
 
 from conftest import make_image_folder, tiny_recipe, trained_listing, truncate
+from transferkit.app import train as train_module
 from transferkit.app.train import claim_run, finish, prepare, run_dir, train
 from transferkit.cli.main import main
 from transferkit.core.errors import ConfigError
+from transferkit.core.rundir import RunDir
 from transferkit.data.fixes import write_fixes
-from transferkit.evaluation.evaluate import eval_data, load_run, predict
+from transferkit.evaluation import evaluate
+from transferkit.evaluation.evaluate import eval_data, flip_decision, load_run, predict
 from transferkit.models.builder import build_model
 from transferkit.models.saving import read_metadata, save_model
 from transferkit.models.tta import tta_of, unwrap_tta, with_tta
 from transferkit.training.checkpoint import CheckpointManager
-from transferkit.training.recipe import load_recipe
+from transferkit.data.config import DataConfig
+from transferkit.training.recipe import load_recipe, load_run_data
 
 # The run's keys over the tiny recipe: 16 px, batches of 4, 1 + 1 epochs, live phase 1.
 RUN = dict(image_size=16, batch_size=4, finetune_epochs=1, cache_features=False,
@@ -353,6 +361,72 @@ def test_a_trained_run_records_its_decision_and_trains_again_from_a_wrapped_mode
     for a, b in zip(plain.get_layer("backbone").weights,
                     again.model.get_layer("backbone").weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+# --- the end of a run reads back from the caches; stage timings -----------------------
+
+STAGES = ("scan", "build", "extraction", "phase 1", "phase 2", "tta", "novelty", "save",
+          "report")
+
+
+@pytest.fixture(scope="module")
+def cached_run(tmp_path_factory):
+    """One run with the defaults but what a tiny offline run needs (both caches, the
+    recipe's augmentation, the flip decision, the novelty score, the report), counting
+    passes over val: (recipe, RunResult, its output, the passes)."""
+    root = tmp_path_factory.mktemp("train")
+    folder = make_image_folder(root / "images")
+    recipe = tiny_recipe(folder, val_split=0.5, head_epochs=3, finetune_epochs=2,
+                         augment=DataConfig().augment, report=True)
+    passes, real = [], evaluate.predict_outputs
+
+    def counting(*args, **kwargs):
+        passes.append(args)
+        return real(*args, **kwargs)
+
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
+        patch.setattr(train_module, "predict_outputs", counting)
+        patch.setattr(evaluate, "predict_outputs", counting)
+        result = train(recipe, root / "run", verbose=0)
+    return recipe, result, out.getvalue(), passes
+
+
+@pytest.mark.filterwarnings("ignore:weights=none")
+def test_the_end_of_a_run_reads_val_and_its_mirror_from_the_caches(cached_run):
+    recipe, result, _, passes = cached_run
+    assert result.warnings == ()
+    assert passes == []  # neither val nor its mirror went through the backbone again
+    # What the end of the run computed above the cached activations is what the saved
+    # model computes on the images (float16 activations: close, not bit-equal).
+    loaded = load_run(result.out_dir)
+    data = load_run_data(recipe, verbose=False)
+    again = flip_decision(unwrap_tta(loaded.model), data.val, loaded.task, data.class_names)
+    record = result.metrics["val"]["tta"]
+    assert record["tta"] == again["tta"]
+    for side in ("plain", "flip"):
+        assert record[side]["loss"] == pytest.approx(again[side]["loss"], rel=1e-2, abs=1e-3)
+        assert record[side]["accuracy"] == again[side]["accuracy"]
+    outputs, labels = evaluate.predict_outputs(loaded.model, data.val)
+    assert result.metrics["val"]["accuracy"] == np.mean(outputs.argmax(1) == labels.argmax(1))
+
+
+@pytest.mark.filterwarnings("ignore:weights=none")
+def test_a_run_records_prints_and_reports_its_stage_timings(cached_run):
+    _, result, out, _ = cached_run
+    record = RunDir(result.out_dir).read_info()["stages"]
+    assert set(STAGES) <= set(record["stages"])
+    assert record["background"]["report"]["wall"] > 0  # drawn while the model was saved
+    # The stages (and what none claimed, "other") add up to the whole.
+    assert sum(v["wall"] for v in record["stages"].values()) == pytest.approx(
+        record["total"]["wall"], abs=0.01)
+    line = next(line for line in out.splitlines() if line.startswith("time: "))
+    assert line.split(" s: ")[0] in (f"time: {record['total']['wall']:.0f}",
+                                     f"time: {record['total']['wall']:.1f}")
+    page = open(RunDir(result.out_dir).report_file).read()
+    section = page[page.index("<h2>Where the time went</h2>"):]
+    assert all(f"<th>{name}</th>" in section for name in record["stages"])
+    assert "<th>total</th>" in section
 
 
 # Last of the tests on `trained_run`: it renames a class folder of its images.

@@ -180,7 +180,9 @@ def test_train_runs_phase_one_on_cached_features(folder_recipe, tmp_path, monkey
     assert [r["phase"] for r in history] == ["head", "head", "finetune"]
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert {"loss", "val_accuracy", "learning_rate", "phase_epoch"} <= set(history[0])
-    assert calls["n"] == cache.DEFAULT_VIEWS + 2  # clean train, augmented train, val
+    # Clean train, augmented train, val; at phase 2's start the val images' mirrors (for
+    # the flip-TTA decision): the end of the run reads them back, no pass again.
+    assert calls["n"] == cache.DEFAULT_VIEWS + 3
     assert sum(f.endswith(".npz") for f in os.listdir(tmp_path / "cache" / "features")) == 2
 
 
@@ -237,3 +239,47 @@ def test_has_features_names_the_entry_split_features_reads(splits):
     assert cache.has_features(model, splits, store)
     assert cache.has_features(model, splits, store, "val")
     assert not cache.has_features(other, splits, store)  # other weights, other key
+
+
+@pytest.mark.parametrize("rows", [7, 1024])  # several chunks, and one
+def test_cached_validation_logs_what_keras_evaluate_computes(rows):
+    import keras
+    import tensorflow as tf
+
+    from transferkit.training.orchestrator import CachedValidation
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 6)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 30)]
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    model.compile("adam", "categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=4)
+    expected = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    val = CachedValidation.of(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), rows=rows)
+    assert len(val.chunks) == -(-30 // rows)
+    val.set_model(model)
+    logs = {"loss": 123.0}
+    val.on_epoch_end(0, logs)
+    assert logs["loss"] == 123.0  # the training logs stay
+    assert logs["val_loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert logs["val_accuracy"] == pytest.approx(expected["accuracy"])
+
+
+def test_the_val_files_mirrors_are_their_own_cache_entry(splits, tmp_path, calls):
+    model = _model()
+    store = cache.FeatureStore(str(tmp_path / "features"))
+    train, val = cache.split_features(model, splits, store=store, verbose=0,
+                                      mirror_val=True)
+    assert calls["n"] == 3  # train, val, and the val images mirrored
+    mirror = cache.split_mirror(model, splits, store=store, verbose=0)
+    assert calls["n"] == 3  # found, not recomputed
+    assert mirror.x.shape == val.x.shape
+    # Each row is the features of that val image mirrored; the clean entry is untouched.
+    import tensorflow as tf
+    from transferkit.models.parts import resolve
+
+    images = np.concatenate([x.numpy() for x, _ in splits.val])
+    flipped = resolve(model).feature_extractor().predict_on_batch(tf.reverse(images, [2]))
+    np.testing.assert_allclose(mirror.x[0], flipped, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(mirror.x[0], val.x[0])

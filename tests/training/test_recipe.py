@@ -187,30 +187,60 @@ def test_every_train_flag_has_a_description():
 
 
 @pytest.mark.filterwarnings("ignore:weights=none")  # a random tiny backbone, on purpose
-def test_fine_tune_and_train_without_options_run_the_same_phases_and_rates(image_folder,
-                                                                          tmp_path):
+def test_fine_tune_and_train_without_options_run_the_same_phases_and_rates(tmp_path,
+                                                                          capsys):
     # Only what a tiny offline run needs differs from the defaults (backbone, weights,
-    # size); the schedule is each side's own default. fine_tune runs live without a
-    # cache, so train does too (on cached tensors phases are sized differently).
+    # size); everything else, the caches included, is each side's own default.
+    import keras
+
     import transferkit as tk
     from transferkit.cli.main import main
+    from transferkit.data.config import augment_config
+    from transferkit.evaluation.evaluate import predict_outputs
+    from conftest import make_image_folder
 
+    folder = make_image_folder(tmp_path / "images", per_class=20)
     run = tmp_path / "run"
-    assert main(["train", "--data", image_folder, "--backbone", "tiny_test", "--weights",
-                 "none", "--image-size", "32", "--no-report", "--no-cache-features",
-                 "--no-boundary-cache", "--out", str(run)]) == 0
+    keras.utils.set_random_seed(0)
+    assert main(["train", "--data", folder, "--backbone", "tiny_test", "--weights",
+                 "none", "--image-size", "32", "--no-report", "--out", str(run)]) == 0
+    cli_out = capsys.readouterr().out
     cli = json.loads((run / "history.json").read_text())
-    data = tk.load_data(image_folder, image_size=32, verbose=False)
+    cli_accuracy = json.loads((run / "metrics.json").read_text())["val"]["tta"]["plain"][
+        "accuracy"]
+    # load_data is given the recipe's augmentation (its own default is none): the
+    # same data on both sides, so any difference is fine_tune's.
+    data = tk.load_data(folder, image_size=32, verbose=False,
+                        augment=augment_config(RecipeConfig().data.augment))
+    keras.utils.set_random_seed(0)
     model = tk.build_model("tiny_test", data.num_classes, weights=None, input_shape=32)
-    api = tk.fine_tune(model, data, verbose=0).history
+    api = tk.fine_tune(model, data).history
+    api_out = capsys.readouterr().out
+    # Both trained phase 1 on cached features and phase 2 on boundary activations,
+    # sized for cached tensors (PhaseConfig.on_cache: caps of 200 and 15 epochs).
+    for out in (cli_out, api_out):
+        assert "phase 1 on cached backbone features (1 augmented view" in out
+        assert "phase 2 on cached activations of" in out
+        assert "Epoch 1/200" in out
     # Early stopping may end a phase at another epoch on either side; every epoch both
     # ran has the same phase, epoch in phase and learning rate.
     assert len(cli) >= 2 and len(api) >= 2
     assert {r["phase"] for r in cli} == {r["phase"] for r in api} == {"head", "finetune"}
-    for mine, theirs in zip(cli, api):
-        if mine["phase"] == theirs["phase"]:
-            assert mine["phase_epoch"] == theirs["phase_epoch"]
-            assert mine["learning_rate"] == pytest.approx(theirs["learning_rate"])
+    for phase in ("head", "finetune"):
+        mine = [r for r in cli if r["phase"] == phase]
+        theirs = [r for r in api if r["phase"] == phase]
+        for a, b in zip(mine, theirs):
+            assert a["phase_epoch"] == b["phase_epoch"]
+            assert a["learning_rate"] == pytest.approx(b["learning_rate"])
+    # Phase 2's cosine runs over the cached cap (15 epochs), not the live 5 (after one
+    # epoch of 5: 0.90e-5).
+    for history in (cli, api):
+        finetune = [r for r in history if r["phase"] == "finetune"]
+        assert finetune[0]["learning_rate"] > 0.98e-5 and len(finetune) <= 15
+    # The same final validation accuracy, to within one image of noise.
+    outputs, labels = predict_outputs(model, data.val)
+    api_accuracy = float(np.mean(outputs.argmax(1) == labels.argmax(1)))
+    assert abs(api_accuracy - cli_accuracy) <= 1 / len(labels) + 1e-9
 
 
 def test_phases_on_cached_tensors_are_sized_for_convergence_unless_epochs_are_asked():

@@ -19,12 +19,14 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from transferkit.app.config import AddClassConfig
 from transferkit.app.train import check_claim, claim_run, model_metadata, run_dir
 from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
+from transferkit.core.timing import StageTimer, format_summary, stage
 from transferkit.data.load import load_data
 from transferkit.data.names import confusable_pairs, describe
 from transferkit.evaluation.evaluate import load_run, read_run_config
@@ -32,8 +34,10 @@ from transferkit.models.bundle import save_bundle
 from transferkit.models.novelty import head_outputs
 from transferkit.models.tta import unwrap_tta
 from transferkit.models.parts import resolve
+from transferkit.models.heads import build_head
 from transferkit.training.cache import FeatureStore, has_features, split_features
-from transferkit.training.recipe import build_run_model, load_run_data, recipe_from_dict
+from transferkit.training.orchestrator import CachedValidation
+from transferkit.training.recipe import load_run_data, recipe_from_dict
 
 EPOCHS, PATIENCE = AddClassConfig.epochs, AddClassConfig.patience
 
@@ -52,7 +56,7 @@ class AddClassResult:
 
 @renamed(**TRUSTED)
 def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, safe_mode=True,
-                overwrite=False, verbose=True):
+                overwrite=False, verbose=True, timer=None):
     """Add the classes of `data` (a folder of new class subfolders, or a CSV) to the run
     directory `run`, writing a new run directory `out_dir`; returns AddClassResult.
 
@@ -61,7 +65,23 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, safe_mo
     epochs, patience: the head fit's cap and early-stopping patience (defaults 30, 3;
         epochs=0: imprinting only).
     safe_mode: False lets the run's model run code when loaded (Keras safe mode off).
+    timer: the `core.timing.StageTimer` its stages are timed in (default: a new one);
+        the new run's run.json records them ("stages") and, with `verbose`, one line
+        prints them.
     """
+    start = time.perf_counter()
+    timer = timer or StageTimer()
+    with timer.active():
+        result = _add_classes(run, data, out_dir, epochs, patience, safe_mode, overwrite,
+                              verbose)
+    record = timer.to_json()
+    RunDir(result.out_dir).record("stages", record)
+    if verbose:
+        print(f"time: {format_summary(record)}")
+    return dataclasses.replace(result, seconds=time.perf_counter() - start)
+
+
+def _add_classes(run, data, out_dir, epochs, patience, safe_mode, overwrite, verbose):
     start = time.perf_counter()
     source = RunDir(os.path.expanduser(os.fspath(run)))
     if source.read_config() is None:
@@ -75,25 +95,30 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, safe_mo
                           f"Received: a run of task={recipe.task!r} ({source.path})")
     out = run_dir(out_dir)
     check_claim(out, recipe, overwrite=overwrite, resumable=False)  # before the work
-    loaded = load_run(source.path, safe_mode=safe_mode)
+    with stage("load"):
+        loaded = load_run(source.path, safe_mode=safe_mode)
     old_names = tuple(loaded.class_names)
     data = os.path.expanduser(os.fspath(data))
     added = _class_names(task, data)
     _check_new_names(added, old_names, source.path)
     names = old_names + added
-    # Encoded over all classes at once: the new images' label rows are final.
-    new = load_data(data, image_size=recipe.input_spec(), task=recipe.task,
-                    class_names=names, val_split=recipe.data.val_split, seed=recipe.seed,
-                    batch_size=recipe.schedule.batch_size, verbose=verbose)
-    old = load_run_data(recipe, verbose=verbose)
+    with stage("scan"):
+        # Encoded over all classes at once: the new images' label rows are final.
+        new = load_data(data, image_size=recipe.input_spec(), task=recipe.task,
+                        class_names=names, val_split=recipe.data.val_split,
+                        seed=recipe.seed, batch_size=recipe.schedule.batch_size,
+                        verbose=verbose)
+        old = load_run_data(recipe, verbose=verbose)
     model = unwrap_tta(loaded.model)  # a TTA wrapper's model: add classes to that one
     store = FeatureStore.default()
-    if verbose and not has_features(model, old, store):
-        print(f"the cached features of {source.path}'s training images are gone: "
-              "recomputing them (one backbone pass)")
-    common = dict(store=store, batch_size=recipe.schedule.batch_size, verbose=int(verbose))
-    old_train, old_val = split_features(model, old, **common)
-    new_train, new_val = split_features(model, new, **common)
+    with stage("extraction"):
+        if verbose and not has_features(model, old, store):
+            print(f"the cached features of {source.path}'s training images are gone: "
+                  "recomputing them (one backbone pass)")
+        common = dict(store=store, batch_size=recipe.schedule.batch_size,
+                      verbose=int(verbose))
+        old_train, old_val = split_features(model, old, **common)
+        new_train, new_val = split_features(model, new, **common)
     k_old = len(old_names)
 
     def joined(a, b):  # features and labels of old + new images, labels over all classes
@@ -105,14 +130,15 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, safe_mo
     train_x, train_y = joined(old_train, new_train)
     val_x, val_y = joined(old_val, new_val) if old_val is not None and new_val is not None \
         else (None, None)
-    grown = _grown_model(model, recipe, len(names), old_train.x[0], old_train.y[0],
-                         train_x[old_train.count:], train_y[old_train.count:, k_old:],
-                         safe_mode)
-    head = resolve(grown).head()
-    before = _old_accuracy(resolve(model).head(), task, old_val)
-    if epochs:
-        _fit_head(head, task, recipe, train_x, train_y, val_x, val_y, epochs, patience)
-    metrics = _metrics(head, task, val_x, val_y, k_old, before, names)
+    with stage("fit"):
+        grown = _grown_model(model, recipe, len(names), old_train.x[0], old_train.y[0],
+                             train_x[old_train.count:], train_y[old_train.count:, k_old:])
+        head = resolve(grown).head()
+        before = _old_accuracy(resolve(model).head(), task, old_val)
+        if epochs:
+            _fit_head(head, task, recipe, train_x, train_y, val_x, val_y, epochs,
+                      patience)
+        metrics = _metrics(head, task, val_x, val_y, k_old, before, names)
     # The new run: its directory, recipe, classes, metrics, model and novelty score.
     claim_run(out, recipe, overwrite=overwrite, resumable=False)
     out.record("derived_from", {"run": os.path.abspath(source.path),
@@ -121,10 +147,13 @@ def add_classes(run, data, out_dir, *, epochs=EPOCHS, patience=PATIENCE, safe_mo
                                 "added_data": os.path.abspath(os.fspath(data))})
     out.write_config(recipe.to_dict())
     out.write_class_names(names)
-    novelty = _refit_novelty(loaded.novelty, grown, task, recipe, train_x, train_y, val_x)
+    with stage("novelty"):
+        novelty = _refit_novelty(loaded.novelty, grown, task, recipe, train_x, train_y,
+                                 val_x)
     if novelty is not None:
         metrics["novelty"] = novelty.to_json()
-    save_bundle(grown, out.model_file, model_metadata(recipe, names), novelty=novelty)
+    with stage("save"):
+        save_bundle(grown, out.model_file, model_metadata(recipe, names), novelty=novelty)
     out.write_metrics(metrics)
     return AddClassResult(out.path, names, metrics, time.perf_counter() - start)
 
@@ -153,16 +182,22 @@ def _output(model):
     return holder, layer
 
 
-def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y, safe_mode):
-    """The recipe's model with `num_classes` outputs, every weight copied from `model`,
-    the old output units kept and one imprinted unit per new class."""
-    # weights=none: every weight is copied below, so loading ImageNet's is wasted work.
-    grown = build_run_model(recipe_from_dict({"weights": None}, recipe), num_classes,
-                            safe_mode=safe_mode)
+def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y):
+    """`model` with `num_classes` outputs: everything below the head is `model`'s own
+    (shared, not rebuilt), the head is the recipe's with `model`'s head weights, the old
+    output units kept and one imprinted unit per new class."""
+    task = recipe.task_config()
+    resolved = resolve(model)
+    # The layout build_model makes (image -> ... -> pool -> head), on the loaded layers:
+    # rebuilding the backbone only to copy every weight into it cost seconds.
+    head = build_head(resolved.features.shape[-1], task.output_units(num_classes),
+                      recipe.model.head, task)
+    grown = keras.Model(model.inputs, head(resolved.features), name=model.name)
     _, old_out = _output(model)
     holder, new_out = _output(grown)
-    old_vars = [v for v in model.weights if not any(v is w for w in old_out.weights)]
-    new_vars = [v for v in grown.weights if not any(v is w for w in new_out.weights)]
+    old_vars = [v for v in resolve(model).head_variables()
+                if not any(v is w for w in old_out.weights)]
+    new_vars = [v for v in head.weights if not any(v is w for w in new_out.weights)]
     if [v.shape for v in old_vars] != [v.shape for v in new_vars]:
         raise ConfigError("add-class could not match the run's model to its recipe "
                           "(the weights differ in shape); was the run's model changed?")
@@ -170,8 +205,7 @@ def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y, safe_mo
         target.assign(value)
     kernel, bias = (np.asarray(w) for w in old_out.weights)
     inner = keras.Model(holder.inputs, new_out.input)  # the output layer's input
-    new_h = inner.predict(new_x, verbose=0)
-    old_h = inner.predict(old_x, verbose=0)
+    new_h, old_h = _predict(inner, new_x), _predict(inner, old_x)
     old_ids = old_y.argmax(axis=1)
     # A plain linear head is not a cosine classifier: pooled (ReLU) features share one
     # big mean direction, so a unit along the raw new-class mean would win for every
@@ -194,14 +228,20 @@ def _grown_model(model, recipe, num_classes, old_x, old_y, new_x, new_y, safe_mo
 
 def _fit_head(head, task, recipe, x, y, val_x, val_y, epochs, patience):
     """Train the head alone on features in memory (everything below it is untouched)."""
-    phase = recipe.schedule.head
+    phase, batch = recipe.schedule.head, recipe.schedule.batch_size
+    steps = -(-len(x) // batch)
+    # As phase 1 on cached features trains: an epoch per call from one iterator over
+    # the reshuffled features, validated in memory (per-epoch iterators would cost
+    # more than the epochs).
     head.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss=task.loss(),
-                 metrics=task.metrics(y.shape[1]))
-    validation = (val_x, val_y) if val_x is not None else None
+                 metrics=task.metrics(y.shape[1]), steps_per_execution=steps)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+        len(x), seed=recipe.seed, reshuffle_each_iteration=True).batch(batch).repeat()
+    validation = [] if val_x is None else [CachedValidation([(val_x, val_y)])]
     stop = keras.callbacks.EarlyStopping(monitor="val_loss" if validation else "loss",
                                          patience=patience, restore_best_weights=True)
-    head.fit(x, y, validation_data=validation, epochs=epochs, callbacks=[stop],
-             batch_size=recipe.schedule.batch_size, shuffle=True, verbose=0)
+    head.fit(data, steps_per_epoch=steps, epochs=epochs, callbacks=[*validation, stop],
+             verbose=0)
 
 
 def _old_accuracy(head, task, features):
@@ -212,7 +252,7 @@ def _old_accuracy(head, task, features):
     truth = task.novelty_ids(features.y[0])
     if truth is None:
         return None
-    outputs = head.predict(features.x[0], verbose=0)
+    outputs = _predict(head, features.x[0])
     return float(np.mean(task.novelty_ids(outputs) == truth))
 
 
@@ -221,7 +261,7 @@ def _metrics(head, task, x, y, k_old, before, class_names):
     classes' accuracy before and after and the new classes' recall."""
     if x is None:
         return {}
-    outputs = head.predict(x, verbose=0)
+    outputs = _predict(head, x)
     report = task.score(outputs, y, class_names)
     truth, pred = task.novelty_ids(y), task.novelty_ids(outputs)
     if truth is not None:
@@ -246,6 +286,12 @@ def _check_new_names(added, old_names, where):
             describe(*pair) for pair in alike) + f" (the classes of {where}: "
             f"{list(old_names)}). Rename the new class (its folder, or its label in "
             "the CSV).")
+
+
+def _predict(model, x, batch_size=1024):
+    """`model`'s outputs on in-memory features, in a few calls (no dataset iterator)."""
+    return np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch_size]))
+                           for i in range(0, len(x), batch_size)])
 
 
 def _class_names(task, data):

@@ -26,8 +26,11 @@ from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
 from transferkit.core.task_registry import get_task
+from transferkit.core.timing import StageTimer, format_summary, in_background, stage
 from transferkit.data.fixes import read_fixes
 from transferkit.data.files import folder_dataset, list_images, undecodable
+from transferkit.data.pipeline import make_dataset
+from transferkit.data.splits import stratified_sample
 from transferkit.evaluation.evaluate import (evaluate_splits, flip_outputs, flip_record,
                                              predict_outputs)
 from transferkit.models.bundle import bundle_metadata, save_bundle
@@ -35,7 +38,8 @@ from transferkit.models.novelty import MIN_VALIDATION, fit_model_novelty, head_o
 from transferkit.models.tta import with_tta
 from transferkit.models.backbones import check_weights_path
 from transferkit.models.registry import is_model_file, register_backbone
-from transferkit.training.cache import FeatureStore, split_features
+from transferkit.training.cache import (FeatureStore, frozen_inputs, split_features,
+                                        store_features)
 from transferkit.training.checkpoint import (CheckpointConfig, CheckpointManager,
                                              Checkpointer, save_on_sigterm)
 from transferkit.training.distribute import (local_copy, make_strategy, per_replica_batch,
@@ -90,7 +94,7 @@ def model_metadata(recipe, class_names, **extra):
 @renamed(**TRUSTED)
 def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
           checkpoint=CheckpointConfig(), data_service=None, safe_mode=True,
-          overwrite=False):
+          overwrite=False, timer=None):
     """Run `recipe` (a RecipeConfig) end to end and fill `out_dir`; returns RunResult.
 
     A directory that already holds a run is refused unless `resume` or `overwrite`.
@@ -102,13 +106,27 @@ def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,
         (save frequency, how many to keep). data_service: a tf.data service dispatcher
         address. safe_mode: False lets the `weights` or `backbone` .keras file run code
         when loaded (Keras safe mode off; see `models.saving.load_model`). callbacks:
-        more Keras callbacks (`PhaseCallback`s hear the phases too).
+        more Keras callbacks (`PhaseCallback`s hear the phases too). timer: the
+        `core.timing.StageTimer` the run's stages are timed in (default: a new one; the
+        CLI's counts the process's start-up too); run.json records them ("stages") and
+        the run ends by printing them on one line.
     """
-    job = prepare(recipe, out_dir, resume=resume, overwrite=overwrite,
-                  keep=checkpoint.keep, data_service=data_service, safe_mode=safe_mode)
-    model, start, saver = build(job, checkpoint, safe_mode=safe_mode)
-    run_schedule(job, model, start, saver, callbacks=callbacks, verbose=verbose)
-    return finish(job, model, saver.history)
+    timer = timer or StageTimer()
+    with timer.active():
+        job = prepare(recipe, out_dir, resume=resume, overwrite=overwrite,
+                      keep=checkpoint.keep, data_service=data_service, safe_mode=safe_mode)
+        with stage("build"):
+            model, start, saver = build(job, checkpoint, safe_mode=safe_mode)
+        run_schedule(job, model, start, saver, callbacks=callbacks, verbose=verbose)
+        result = finish(job, model, saver.history)
+    record = timer.to_json()
+    job.run.record("stages", record)
+    print(f"time: {format_summary(record)}")
+    if recipe.runtime.report and os.path.exists(job.run.report_file):
+        from transferkit.evaluation.report import add_section, stages_html
+
+        add_section(job.run.report_file, "Where the time went", stages_html(record))
+    return result
 
 
 def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=CheckpointConfig.keep,
@@ -132,8 +150,9 @@ def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=CheckpointCo
         check_same_fixes(run, fixes)
     # Every input read and checked (the scan decodes each image) before out_dir is
     # written: a bad file is refused now, not after training.
-    data = load_run_data(recipe, fixes=fixes)
-    unknown = unknown_images(recipe, data)
+    with stage("scan"):
+        data = load_run_data(recipe, fixes=fixes)
+        unknown = unknown_images(recipe, data)
     check_minimums(recipe, data)
     run_id, changed = claim_run(run, recipe, resume=resume, overwrite=overwrite)
     run.record("fixes", fixes_record(fixes, data.fixes))
@@ -222,7 +241,7 @@ def run_schedule(job, model, start, saver, *, callbacks=(), verbose="auto"):
     # A resumed run trains phase 1 live: its cached features would not know where the
     # interrupted run stood. Phase 2 may use the boundary cache when it starts afresh
     # (the orchestrator decides; mid-phase it runs live).
-    cache = recipe.feature_cache(FeatureStore.default())
+    cache = train_cache(recipe)
     if job.state is not None and cache is not None:
         cache = dataclasses.replace(cache, head=False)
     auto = AutoLR(run.path, verbose=verbose, on_found=lambda rates: run.write_config(
@@ -234,39 +253,63 @@ def run_schedule(job, model, start, saver, *, callbacks=(), verbose="auto"):
                   verbose=verbose)
 
 
+def train_cache(recipe):
+    """The FeatureCache of a `train` run: the recipe's, in the default store, also
+    keeping the val files' mirrors when the flip-TTA decision at its end reads them."""
+    flip = recipe.runtime.auto_tta and recipe.task_config().flip_tta
+    return recipe.feature_cache(FeatureStore.default(), mirror_val=flip)
+
+
 def finish(job, model, history):
     """The end of a run, each step a call: the records and model.keras first
     (`save_trained`), so the trained model is on disk before anything that could fail;
-    then the optional steps (`EndSteps`: validation outputs, the flip-TTA decision
-    `decide_tta`, `run_metrics`, `fit_run_novelty`, the report), a failure of each a
-    warning printed and recorded in run.json "warnings"; then model.keras again,
-    atomically, with the TTA wrapper (`with_tta`) and novelty score they chose, and
-    metrics.json. Returns the `RunResult`."""
+    then the optional steps (`EndSteps`: the cached inputs `frozen_inputs`, validation
+    outputs, the flip-TTA decision `decide_tta`, `run_metrics`, `fit_run_novelty`, the
+    report), a failure of each a warning printed and recorded in run.json "warnings";
+    then model.keras again, atomically, with the TTA wrapper (`with_tta`) and novelty
+    score they chose (while report.html is drawn in a thread), and metrics.json.
+    Returns the `RunResult`."""
     run, recipe, data = job.run, job.recipe, job.data
     task = get_task(recipe.task)
     skipped = name_skipped_files(data, run)
-    meta = save_trained(job, model, history)
+    with stage("save"):
+        meta = save_trained(job, model, history)
     steps = EndSteps(run)
     plain = local_copy(model)
-    val = steps.run("validation outputs", validation_outputs, plain, data)
-    tta, val = steps.run("flip TTA decision", decide_tta, recipe, plain, data, task, val,
-                         fallback=({"tta": None, "reason": "the decision failed"}, val))
+    with stage("tta"):
+        # The part of the model below the layers that trained is in the run's caches:
+        # the end of the run reads its images back from there, without backbone passes
+        # (None: no cache, or it does not hold them; the steps then pass over images).
+        frozen = steps.run("cached inputs", frozen_inputs, plain, data, train_cache(recipe))
+        val, mirrored = steps.run("validation outputs", validation_outputs, plain, data,
+                                  frozen, fallback=(None, None))
+        tta, val = steps.run("flip TTA decision", decide_tta, recipe, plain, data, task,
+                             val, mirrored,
+                             fallback=({"tta": None, "reason": "the decision failed"}, val))
     final = with_tta(plain, tta["tta"], task=task) if tta["tta"] else model
     metrics = steps.run("metrics", run_metrics, final if tta["tta"] else plain, data,
                         task, val, tta, fallback={})
-    novelty, novelty_scores = steps.run("novelty score", fit_run_novelty, plain, data,
-                                        recipe, unknown=job.unknown,
-                                        fallback=(None, None))
+    with stage("novelty"):
+        novelty, novelty_scores = steps.run("novelty score", fit_run_novelty, plain, data,
+                                            recipe, unknown=job.unknown, frozen=frozen,
+                                            fallback=(None, None))
     if novelty is not None:
         metrics["novelty"] = novelty.to_json()
-    save_bundle(final, run.model_file, {**meta, "tta": tta}, novelty=novelty)
     run.write_metrics(metrics)
     run.record("tta", tta)
-    print_tta(tta)
+    report = None
     if recipe.runtime.report:
-        # Val's outputs and novelty scores are at hand: no more passes over val.
-        steps.run("report", write_run_report, run, final if tta["tta"] else plain, data,
-                  history, novelty, val, novelty_scores)
+        # Drawn in a thread while the model is saved. Val's outputs and novelty scores
+        # are at hand: no more passes over val.
+        report = in_background("report", write_run_report, run,
+                               final if tta["tta"] else plain, data, history, novelty,
+                               val, novelty_scores)
+    with stage("save"):
+        save_bundle(final, run.model_file, {**meta, "tta": tta}, novelty=novelty)
+    print_tta(tta)
+    if report is not None:
+        with stage("report"):  # what is left of it once the model is saved
+            steps.run("report", report.join)
     return RunResult(run.path, model, tuple(history), metrics, tuple(data.class_names),
                      skipped, tta, tuple(steps.failed))
 
@@ -300,15 +343,27 @@ class EndSteps:
             return fallback
 
 
-def validation_outputs(model, data):
-    """`model`'s (outputs, labels) on the validation split, or None without one."""
-    return predict_outputs(model, data.val) if data.val is not None else None
+def validation_outputs(model, data, frozen=None):
+    """(`model`'s (outputs, labels) on the val split, its outputs on the mirrored val
+    images or None), from `frozen` (a `FrozenInputs`: the part above the cached
+    tensors only) where it holds them, else (outputs) from a pass over val; (None,
+    None) without a val split."""
+    if data.val is None:
+        return None, None
+    if frozen is None:
+        return predict_outputs(model, data.val), None
+    mirrored = frozen.outputs("mirror")[1] if frozen.mirror is not None else None
+    return (frozen.outputs("val")[1], frozen.labels("val")), mirrored
 
 
 def run_metrics(model, data, task, val, tta):
     """The run's metrics: val from its outputs at hand (`val`, the final model's),
-    test from one pass of `model`; val records the TTA decision."""
-    metrics = evaluate_splits(model, data, task, splits=("test",))
+    test from one pass of `model` (when there is a test split); val records the TTA
+    decision."""
+    metrics = {}
+    if data.test is not None:
+        with stage("test"):
+            metrics = evaluate_splits(model, data, task, splits=("test",))
     if val is not None:  # val first, as evaluate_splits orders them
         metrics = {"val": task.score(*val, data.class_names), **metrics}
     if "val" in metrics:
@@ -334,7 +389,7 @@ def write_run_report(run, model, data, history, novelty, val, novelty_scores):
                  novelty_scores=novelty_scores)
 
 
-def decide_tta(recipe, model, data, task, val_outputs=None):
+def decide_tta(recipe, model, data, task, val_outputs=None, mirrored=None):
     """(the run's flip-TTA decision record, the final model's val (outputs, labels)).
 
     The record is `evaluate.flip_decision`'s on the val split ({"tta": "flip" or None,
@@ -342,7 +397,7 @@ def decide_tta(recipe, model, data, task, val_outputs=None):
     recipe turns it off (`auto_tta`), the task's outputs do not mirror
     (`Task.flip_tta`) or there is no val split. val_outputs: `model`'s (outputs,
     labels) on val, if already computed; returned as they are unless flip is kept, then
-    flip-averaged."""
+    flip-averaged. mirrored: its outputs on the mirrored val images, if computed."""
     if not recipe.runtime.auto_tta:
         return {"tta": None, "reason": "auto_tta is off"}, val_outputs
     if not task.flip_tta:
@@ -350,17 +405,21 @@ def decide_tta(recipe, model, data, task, val_outputs=None):
             val_outputs
     if data.val is None:
         return {"tta": None, "reason": "no validation split to decide on"}, val_outputs
-    plain, both, labels = flip_outputs(model, data.val, task, val_outputs)
+    plain, both, labels = flip_outputs(model, data.val, task, val_outputs, mirrored)
     record = flip_record(plain, both, labels, task, data.class_names)
     return record, ((both if record["tta"] else plain), labels)
 
 
-def fit_run_novelty(model, data, recipe, verbose=True, unknown=None):
+def fit_run_novelty(model, data, recipe, verbose=True, unknown=None, frozen=None):
     """(the run's `Novelty` (see `models.novelty`), its scores of the validation
     images) from its clean training images, its validation split and the recipe's
     unknown_data images (`unknown`, a dataset read up front by `unknown_images`; read
-    now when None; else synthetic outliers); (None, None) when turned off, without
-    MIN_VALIDATION validation images, or for a task without one class per image."""
+    now when None; else synthetic outliers from `outlier_images`); (None, None) when
+    turned off, without MIN_VALIDATION validation images, or for a task without one
+    class per image.
+
+    frozen: the run's `FrozenInputs`: the clean features come from the part above the
+    cached tensors (no backbone pass); else from passes over the images."""
     if not recipe.runtime.novelty or data.val is None:
         return None, None
     if (data.counts or {}).get("val", MIN_VALIDATION) < MIN_VALIDATION:
@@ -369,14 +428,21 @@ def fit_run_novelty(model, data, recipe, verbose=True, unknown=None):
     if task.novelty_ids(data.val_labels) is None:  # e.g. segmentation: no class per image
         return None, None
     # Clean features of both splits, kept in the feature cache under the final model's
-    # fingerprint: add-class replays the training ones.
-    train, val = split_features(model, data, store=FeatureStore.default(),
-                                batch_size=recipe.schedule.batch_size, verbose=0)
-    features = ((train.x[0], train.y[0]), (val.x[0], val.y[0]))
+    # fingerprint: add-class replays them.
+    store = FeatureStore.default()
+    if frozen is not None:
+        features = tuple((frozen.outputs(split)[0], frozen.labels(split))
+                         for split in ("train", "val"))
+        for split, (x, y) in zip(("train", "val"), features):
+            store_features(model, data, split, x, y, store)
+    else:
+        train, val = split_features(model, data, store=store,
+                                    batch_size=recipe.schedule.batch_size, verbose=0)
+        features = ((train.x[0], train.y[0]), (val.x[0], val.y[0]))
     if unknown is None and recipe.data.unknown:
         unknown = unknown_images(recipe, data, verbose=verbose)
-    novelty = fit_model_novelty(model, task, *features, data.val, unknown,
-                                false_rejection=recipe.runtime.false_rejection,
+    novelty = fit_model_novelty(model, task, *features, outlier_images(data, recipe),
+                                unknown, false_rejection=recipe.runtime.false_rejection,
                                 seed=recipe.seed)
     if novelty is None:
         return None, None
@@ -391,6 +457,27 @@ def fit_run_novelty(model, data, recipe, verbose=True, unknown=None):
     val_x = features[1][0]
     return novelty, novelty.score(np.reshape(val_x, (len(val_x), -1)),
                                   *head_outputs(model, val_x, task))
+
+
+# Synthetic outliers (shuffled tiles) are made from at most this many validation
+# images, drawn across classes: each costs a backbone pass at the end of the run, and
+# the detector choice needs far fewer than a large val split holds (measured on a real
+# unseen class: `benchmarks/open_world.py --outlier-images`).
+OUTLIER_IMAGES = 64
+
+
+def outlier_images(data, recipe):
+    """The validation images synthetic outliers are made from: a class-stratified
+    sample of OUTLIER_IMAGES of a file split (fixed by the seed), else all of val."""
+    files, labels = data.val_files, data.val_labels
+    if not files or len(files) <= OUTLIER_IMAGES:
+        return data.val
+    keys = [tuple(row) for row in np.asarray(labels).reshape(len(files), -1).tolist()]
+    chosen = stratified_sample(keys, OUTLIER_IMAGES, seed=recipe.seed)
+    return make_dataset([files[i] for i in chosen], np.asarray(labels)[chosen],
+                        image_size=data.image_size, batch_size=recipe.schedule.batch_size,
+                        training=False, skip_errors=True, task=data.task,
+                        num_classes=len(data.class_names))
 
 
 def with_rates(recipe, rates):

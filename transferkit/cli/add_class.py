@@ -3,6 +3,7 @@
 from transferkit.app.config import AddClassConfig
 from transferkit.cli.common import command
 from transferkit.cli.flags import add_config_flags, config_from_args
+from transferkit.core.timing import StageTimer
 
 EPILOG = """examples:
   transferkit add-class runs/shapes --data data/new_classes --out runs/shapes_plus
@@ -35,9 +36,12 @@ def run(args):
     settings = config_from_args(AddClassConfig, args)
     from transferkit.app.add_class import add_classes
 
+    # The process's start-up (interpreter, imports, TensorFlow's above, arguments) is
+    # its first stage.
+    timer = StageTimer.since_process_start()
     result = add_classes(args.run, args.data, args.out, epochs=settings.epochs,
                          patience=settings.patience, safe_mode=not args.trusted,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, timer=timer)
     val = result.metrics.get("val", {})
     print(f"classes: {', '.join(result.class_names)}")
     if "new_classes_recall" in val:

@@ -10,6 +10,7 @@ from transferkit.cli.common import command
 from transferkit.cli.flags import add_config_flags, add_flag, config_from_args
 from transferkit.core.errors import ConfigError
 from transferkit.core.rundir import RunDir
+from transferkit.core.timing import StageTimer
 from transferkit.data.config import SPLIT_NAMES
 from transferkit.training.config import CheckpointConfig
 from transferkit.training.recipe import (KEYS, LEAVES, SHORTHANDS, RecipeConfig, load_recipe,
@@ -100,9 +101,12 @@ def run(args):
                           "subfolders, a CSV file, or tfds:NAME.")
     from transferkit.app.train import train  # TensorFlow: when a run starts
 
+    # The process's start-up (interpreter, imports, TensorFlow's above, arguments) is
+    # its first stage.
+    timer = StageTimer.since_process_start()
     result = train(recipe, args.out, resume=args.resume, data_service=args.data_service,
                    checkpoint=config_from_args(CheckpointConfig, args),
-                   safe_mode=not args.trusted, overwrite=args.overwrite)
+                   safe_mode=not args.trusted, overwrite=args.overwrite, timer=timer)
     print_result(result, recipe.task)
 
 

@@ -55,6 +55,14 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def cache_root(*parts):
+    """transferkit's cache folder, $TRANSFERKIT_CACHE or ~/.cache/transferkit (with
+    `parts` joined below it): the feature cache ("features") and the scan's normalised
+    copies ("normalized") live there."""
+    root = os.environ.get("TRANSFERKIT_CACHE") or os.path.join("~", ".cache", "transferkit")
+    return os.path.join(os.path.expanduser(root), *parts)
+
+
 def remove_stale_temp_files(folder, max_age: float = 3600.0) -> int:
     """Delete the temp files `atomic_path` left in `folder` when its process was killed
     mid-write; returns how many. A file whose writer (by the pid in its name) still

@@ -62,6 +62,8 @@ RUN_FILES = (RUN_FILE, CONFIG_FILE, CLASS_NAMES_FILE, SCAN_FILE, HISTORY_FILE,
              METRICS_FILE, MODEL_FILE, REPORT_FILE)
 RUN_DIRS = (LOGS_DIR, REPORT_DIR)
 
+# Wall and CPU seconds, as `core.timing.StageTimer.to_json` records a stage.
+_SECONDS = Obj({"wall": Num(min=0), "cpu": Num(min=0)}, required=("wall", "cpu"))
 # What run.json may hold, checked field by field when it is read (`core.schema`).
 RUN_SCHEMA = Obj({
     "run_id": Str(nonempty=True),
@@ -73,6 +75,10 @@ RUN_SCHEMA = Obj({
     "tta": Map(),  # the flip-TTA decision record
     "derived_from": Map(),  # add-class: the run and data a run was made from
     "warnings": List(Obj({"step": Str(), "error": Str()}, required=("step", "error"))),
+    # Where the run's time went (`core.timing`): the total, each stage, and the work
+    # done in a thread beside them.
+    "stages": Obj({"total": _SECONDS, "stages": Map(_SECONDS), "background": Map(_SECONDS)},
+                  required=("total", "stages")),
 })
 CLASS_NAMES_SCHEMA = List(Str(), unique=True)
 HISTORY_SCHEMA = List(Map())

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from transferkit.core.files import atomic_path
+from transferkit.core.files import atomic_path, cache_root
 
 # Formats `tf.io.decode_image` reads by content (checked against TF 2.21).
 TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
@@ -74,9 +74,9 @@ class Inspection:
 
 
 def default_normalized_dir() -> Path:
-    """Cache folder for normalised copies: $TRANSFERKIT_CACHE or ~/.cache/transferkit."""
-    root = os.environ.get("TRANSFERKIT_CACHE") or Path.home() / ".cache" / "transferkit"
-    return Path(root) / "normalized"
+    """Cache folder for normalised copies: "normalized" under `core.files.cache_root()`
+    ($TRANSFERKIT_CACHE or ~/.cache/transferkit)."""
+    return Path(cache_root("normalized"))
 
 
 def inspect_image(data: bytes, path: str, *, max_pixels: int, min_side: int) -> Inspection:

@@ -34,6 +34,7 @@ sources are split by position (not stratified). Labels are encoded by the task
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import tensorflow as tf
@@ -101,11 +102,13 @@ def load_data(source, *, image_size, batch_size: int = DEFAULT_BATCH_SIZE,
     if isinstance(fixes, (str, os.PathLike)):
         fixes = read_fixes(fixes)
     if is_tfds or isinstance(source, tf.data.Dataset):
-        return sources.from_tensors(str(source) if is_tfds else source, data_dir=data_dir,
-                                    class_names=class_names, **common)
-    if isinstance(source, tuple) and len(source) == 2:
-        return sources.from_arrays(*source, class_names=class_names, **common)
-    return files.from_files(source, class_names=class_names, scan=scan,
-                            normalized_dir=normalized_dir, workers=workers,
-                            follow_links=follow_links, fixes=fixes, verbose=verbose,
-                            **common)
+        splits = sources.from_tensors(str(source) if is_tfds else source,
+                                      data_dir=data_dir, class_names=class_names, **common)
+    elif isinstance(source, tuple) and len(source) == 2:
+        splits = sources.from_arrays(*source, class_names=class_names, **common)
+    else:
+        splits = files.from_files(source, class_names=class_names, scan=scan,
+                                  normalized_dir=normalized_dir, workers=workers,
+                                  follow_links=follow_links, fixes=fixes, verbose=verbose,
+                                  **common)
+    return dataclasses.replace(splits, augment=augment or None, seed=seed)

@@ -41,6 +41,10 @@ class DataSplits:
     # With a fixes file: what it changed ({"relabel": n, "exclude": n, "not_in_data":
     # [paths of rows naming no file of the data]}, `data.fixes.Fixes.applied`).
     fixes: dict | None = None
+    # What `load_data` was given: the training split's augmentation (an AugmentConfig,
+    # or None) and the seed, so a feature cache can re-read the files the same way.
+    augment: object = None
+    seed: int = 0
 
     def example_files(self) -> list[str]:
         """Every file an example of a split is read from: the images, and the label

@@ -312,14 +312,16 @@ def flip_decision(model, dataset, task, class_names=(), outputs=None):
     return flip_record(*flip_outputs(model, dataset, task, outputs), task, class_names)
 
 
-def flip_outputs(model, dataset, task, outputs=None):
+def flip_outputs(model, dataset, task, outputs=None, mirrored=None):
     """(plain outputs, flip-TTA outputs, labels) of `model` on `dataset`; outputs: the
-    plain (outputs, labels) if already computed. The flipped pass reuses `model`'s
-    traced predict; `task.unflip` maps the mirrored outputs back and `task.average`
-    averages, as `with_tta`'s layers do in the saved model."""
+    plain (outputs, labels), mirrored: the outputs on the mirrored images, if already
+    computed (e.g. from a run's caches). The flipped pass reuses `model`'s traced
+    predict; `task.unflip` maps the mirrored outputs back and `task.average` averages,
+    as `with_tta`'s layers do in the saved model."""
     plain, labels = outputs if outputs is not None else predict_outputs(model, dataset)
-    mirrored, _ = predict_outputs(model, dataset.map(
-        lambda images, y: (tf.reverse(images, axis=[2]), y)))
+    if mirrored is None:
+        mirrored, _ = predict_outputs(model, dataset.map(
+            lambda images, y: (tf.reverse(images, axis=[2]), y)))
     return plain, task.average([plain, task.unflip(mirrored)]), labels
 
 

@@ -309,6 +309,31 @@ def write_report(out_dir, model, data, history, max_samples=18, novelty=None, *,
                       sections)
 
 
+def stages_html(record):
+    """A table of a run's stage timings (a `core.timing.StageTimer.to_json()` record):
+    wall and CPU seconds and each stage's share of the wall time."""
+    total = record["total"]["wall"] or 1.0
+    rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{v['wall']:.1f}</td>"
+                   f"<td>{v['wall'] / total:.0%}</td><td>{v['cpu']:.1f}</td></tr>"
+                   for name, v in record["stages"].items())
+    rows += (f"<tr><th>total</th><td>{record['total']['wall']:.1f}</td><td></td>"
+             f"<td>{record['total']['cpu']:.1f}</td></tr>")
+    side = "".join(f"<li>{html.escape(name)}: {v['wall']:.1f} s wall, {v['cpu']:.1f} s "
+                   "CPU, in a thread beside the stages</li>"
+                   for name, v in record.get("background", {}).items())
+    return ("<table><tr><th>stage</th><th>wall s</th><th>share</th><th>CPU s</th></tr>"
+            f"{rows}</table>" + (f"<ul>{side}</ul>" if side else ""))
+
+
+def add_section(path, heading, body):
+    """Append a section to a report.html written by `write_html` (e.g. what is known
+    only once the report has been drawn)."""
+    with open(path, encoding="utf-8") as f:
+        page = f.read()
+    end = page.rindex("\n</body>")
+    write_text(path, f"{page[:end]}\n<h2>{html.escape(heading)}</h2>\n{body}{page[end:]}")
+
+
 def _first_examples(dataset, n):
     """The first `n` (images, labels) of a batched dataset, across batches."""
     images, labels = [], []

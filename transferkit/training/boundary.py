@@ -131,11 +131,20 @@ class TopModel(keras.Model):
         self._full.set_weights(weights)
 
 
-def top_model(model, cut, parts=None):
-    """The `TopModel` of `model` above `cut` (boundary activations -> model output)."""
+def top_model(model, cut, parts=None, features=False):
+    """The `TopModel` of `model` above `cut` (boundary activations -> model output;
+    features=True: -> [the head's input features, the model output])."""
     resolved = resolve(model, parts)
     upper = keras.Model(cut.tensor, resolved.backbone.outputs[0], name="upper_backbone")
-    rest = keras.Model(resolved.backbone_output, model.outputs[0], name="above_backbone")
     activations = keras.Input(cut.shape, name="boundary")
+    if features:
+        inner = upper(activations)
+        if resolved.features is not resolved.backbone_output:  # e.g. a pooling layer
+            inner = keras.Model(resolved.backbone_output, resolved.features,
+                                name="to_features")(inner)
+        head = keras.Model(resolved.features, model.outputs[0], name="head")
+        return TopModel(activations, [inner, head(inner)], full=model,
+                        name="top_of_" + model.name)
+    rest = keras.Model(resolved.backbone_output, model.outputs[0], name="above_backbone")
     return TopModel(activations, rest(upper(activations)), full=model,
                     name="top_of_" + model.name)

@@ -36,6 +36,7 @@ import numpy as np
 from transferkit.core.errors import TransferkitError
 from transferkit.core.files import (MAX_JSON_BYTES, TEMP_MARK, atomic_path, read_regular_file,
                                     write_json)
+from transferkit.core.timing import stage
 # The config lives in the light `training.config`; importable from here as before.
 from transferkit.training.config import PHASES, CheckpointConfig
 from transferkit.training.freezing import count_params, trainable_signature
@@ -260,7 +261,8 @@ def _load_weights(model, path):
 
 
 class Checkpointer(PhaseCallback):
-    """Saves every N steps, at epoch ends and at each phase's end; stops on NaN loss.
+    """Saves every N steps, at the ends of live epochs and at each phase's end; stops
+    on NaN loss.
 
     target: the full model to save (phase 1 on cached features fits only the head,
         and is saved only when it ends; phase 2 on boundary activations trains the
@@ -325,7 +327,13 @@ class Checkpointer(PhaseCallback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch, self.step, self.skip = epoch + 1, 0, 0
-        self.save()
+        if self.run.live:
+            self.save()
+        # On cached tensors an epoch costs less than writing the full model and its
+        # optimizer (Lite0: 26 MB and more, every epoch), and a run killed mid-phase
+        # does better to redo the phase from its start on the cache (seconds) than to
+        # resume it live from a mid-phase checkpoint: the phase saves at its end
+        # (`every_steps` and SIGTERM still save mid-phase).
 
     def on_phase_end(self, run):
         self.save(phase_complete=True)
@@ -357,7 +365,8 @@ class Checkpointer(PhaseCallback):
                      "best": stopper.best, "best_epoch": stopper.best_epoch,
                      "wait": stopper.wait},
                  "history": self.history, "time": time.time()}
-        return self.manager.save(self.target, state, best_file, best_weights)
+        with stage("checkpointing"):
+            return self.manager.save(self.target, state, best_file, best_weights)
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ import numpy as np
 from transferkit.core.errors import ConfigError
 from transferkit.core.files import atomic_path, write_json
 from transferkit.core.rundir import lr_find_name
+from transferkit.core.timing import stage
 from transferkit.training.config import LRFindConfig
 from transferkit.training.orchestrator import PhaseCallback, prepare_phase
 from transferkit.training.schedule import ScheduleConfig, optimizer_paths, phase_optimizer
@@ -173,8 +174,9 @@ class AutoLR(PhaseCallback):
         saved = loop.model.get_weights()
         try:
             prepared = (*loop.runner(name, phase), loop.task)
-            finding = _range_test(loop.model, prepared, name, phase, loop.config,
-                                  loop.parts, *self.settings, self.verbose)
+            with stage("lr finder"):
+                finding = _range_test(loop.model, prepared, name, phase, loop.config,
+                                      loop.parts, *self.settings, self.verbose)
         finally:
             loop.model.set_weights(saved)
         if self.out_dir is not None:

@@ -28,6 +28,7 @@ import numpy as np
 
 from transferkit.core.errors import ConfigError, check_choice
 from transferkit.core.task_registry import get_task, task_for_model
+from transferkit.core.timing import stage
 from transferkit.data.pipeline import as_batches, make_dataset
 from transferkit.data.splits import DataSplits
 from transferkit.models.parts import resolve
@@ -37,9 +38,14 @@ from transferkit.training.boundary import find_cut, top_model
 from transferkit.training.freezing import RecompileGuard, freeze, mark_compiled
 from transferkit.training.schedule import PHASES, ScheduleConfig, compile_args, compile_phase
 
-# A head step on features takes microseconds, so Keras' per-step overhead dominates;
-# several steps per call cut an epoch's time by about half (measured at 5,000 images).
-FEATURE_STEPS_PER_EXECUTION = 8
+# On cached tensors an epoch takes milliseconds of compute, and Keras's per-call and
+# per-iterator costs dominate: a cached phase trains from one iterator over the
+# repeated data (phase 1 an epoch per call: steps per execution = steps per epoch) and
+# validates on validation tensors held in memory (`CachedValidation`) up to this many
+# bytes (above it, Keras's own validation pass).
+CACHED_VAL_BYTES = 512 * 2**20
+# How each phase is named among a run's stage timings (`core.timing`).
+STAGES = {"head": "phase 1", "finetune": "phase 2"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,8 +160,9 @@ class PreciseBatchNorm(PhaseCallback):
         layers = trained_batchnorm(run.model)
         if not layers or run.clean_train is None:
             return  # BN frozen (the transfer default): its statistics did not move
-        updated = recompute_batchnorm(run.model, run.clean_train(self.max_batches), layers,
-                                      self.max_batches)
+        with stage("batchnorm"):
+            updated = recompute_batchnorm(run.model, run.clean_train(self.max_batches),
+                                          layers, self.max_batches)
         if self.verbose:
             print(f"BatchNorm statistics of {updated} layer(s) recomputed over up to "
                   f"{self.max_batches} training batches (phase {run.name!r})")
@@ -207,6 +214,45 @@ class EpochRecorder(keras.callbacks.Callback):
         self.history.append(record)
 
 
+class CachedValidation(keras.callbacks.Callback):
+    """A phase on cached tensors: each epoch's validation from the validation features
+    (or boundary activations) held in memory, a few large calls, adding the `val_*`
+    logs Keras's own `validation_data` pass would (the same compiled loss and metrics,
+    accumulated over the same rows), without a new dataset iterator per epoch."""
+
+    def __init__(self, chunks):
+        super().__init__()
+        self.chunks = chunks
+
+    @classmethod
+    def of(cls, val, rows=1024):
+        """From a finite dataset of (x, y) batches of cached tensors, in chunks of about
+        `rows` rows; None without a val split or above CACHED_VAL_BYTES (Keras
+        validates then)."""
+        if val is None:
+            return None
+        xs, ys, size = [], [], 0
+        for x, y in val:
+            size += x.shape[0] * math.prod(x.shape[1:]) * 4
+            if size > CACHED_VAL_BYTES:
+                return None
+            xs.append(x)
+            ys.append(y)
+        if not xs:
+            return None
+        x, y = keras.ops.concatenate(xs), keras.ops.concatenate(ys)
+        return cls([(x[i:i + rows], y[i:i + rows]) for i in range(0, len(x), rows)])
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        model.make_test_function()
+        model.reset_metrics()  # the epoch's training metrics are in `logs` already
+        for chunk in self.chunks:
+            model.test_function([chunk])  # metrics accumulate over the chunks
+        if logs is not None:
+            logs.update({f"val_{k}": float(v) for k, v in model.get_metrics_result().items()})
+
+
 class StepProgbar(keras.callbacks.ProgbarLogger):
     """Keras's progress bar, never past the epoch's step count.
 
@@ -222,7 +268,7 @@ class StepProgbar(keras.callbacks.ProgbarLogger):
 
 
 def fine_tune(model, train, val=None, *, config=ScheduleConfig(), parts=None, task=None,
-              cache=None, start=Position(), stop_epoch=None, callbacks=(),
+              cache="auto", start=Position(), stop_epoch=None, callbacks=(),
               class_weight=None, verbose="auto"):
     """Run the two-phase schedule on `model`; returns a `FineTuneResult`.
 
@@ -235,11 +281,17 @@ def fine_tune(model, train, val=None, *, config=ScheduleConfig(), parts=None, ta
         `build_model`'s layout), for models built by hand.
     task: the task name or `Task` (default: the DataSplits' task, else read off the
         model's output layer).
-    cache: a `FeatureCache` to run phase 1 on cached backbone features (default None:
-        live); used when phase 1 starts from its beginning with the backbone frozen.
-        With `boundary=True`, phase 2 runs on cached activations at the freeze
-        boundary when it starts at an epoch's beginning and the graph has a cut (else
-        live, saying why).
+    cache: "auto" (default): the caches `transferkit train` uses (`cache.run_cache`:
+        phase 1 on cached backbone features, the clean view and one augmented view
+        per image when the data is augmented, phase 2 on activations cached at its
+        freeze boundary, kept in `FeatureStore.default()`), where `train` is a
+        `DataSplits` (from `load_data`: it says how its images are augmented and, for
+        file sources, which files they are) and the task trains on cached tensors;
+        else both phases run live, saying why. A `FeatureCache` to choose; None or
+        False: both phases live. A phase runs on cached tensors only when it starts
+        from its beginning (phase 1 with the backbone frozen; phase 2 where the graph
+        has a cut below its trainable layers, else live, saying why), and is then
+        sized by `PhaseConfig.on_cache()`.
     start: the `Position` to start from (default: the beginning).
     stop_epoch: stop before this global epoch (default: at the end of the schedule).
     callbacks: Keras callbacks for every fit; `PhaseCallback`s also hear phases.
@@ -257,6 +309,7 @@ def _make_loop(model, train, val, config, parts, task, cache, callbacks, class_w
         train, val = splits.train, splits.val if own_val else val
         class_weight = splits.class_weight if class_weight is None else class_weight
     task = get_task(task or (splits.task if splits else task_for_model(model)))
+    cache = _default_cache(cache, splits, task, verbose)
     # Keras applies class_weight per example; a dense task weighs pixels in its loss.
     task, class_weight = task.apply_class_weight(class_weight)
     resolved = resolve(model, parts)  # fails early, naming a missing part
@@ -272,6 +325,28 @@ def _make_loop(model, train, val, config, parts, task, cache, callbacks, class_w
         callbacks.insert(0, PreciseBatchNorm(config.batchnorm_stats_batches, verbose))
     return _Loop(model, parts, resolved, task, config, train, val, callbacks,
                  class_weight, verbose, cache, splits)
+
+
+def _default_cache(cache, splits, task, verbose):
+    """The FeatureCache `fine_tune` runs with: `cache` itself, None for None or False,
+    and for "auto" `run_cache`'s (as `transferkit train`'s) on a DataSplits."""
+    if isinstance(cache, str) and cache == "auto":
+        reason = cache_lib.cache_reason(task)
+        if splits is None:
+            reason = ("the training data is not a DataSplits (from load_data), which "
+                      "says how its images are augmented; pass one, or cache=FeatureCache()")
+        if reason is not None:
+            if verbose:
+                print(f"both phases run live, without the feature caches: {reason}.")
+            return None
+        return cache_lib.run_cache(task, splits.augment, splits.seed,
+                                   cache_lib.FeatureStore.default())
+    if cache is None or cache is False:
+        return None
+    if not isinstance(cache, cache_lib.FeatureCache):
+        raise ConfigError("The `cache` argument should be \"auto\", a FeatureCache, None "
+                          f"or False. Received: cache={cache!r}")
+    return cache
 
 
 def prepare_phase(model, train, val=None, *, phase="finetune", config=ScheduleConfig(),
@@ -342,6 +417,10 @@ class _Loop:
     def _phase(self, name, phase, first, end, epoch, last, skipped, state):
         """Train phase `name` over epochs [epoch, last); returns (next epoch, whether
         the phase finished: reached its end or stopped early)."""
+        with stage(STAGES[name]):  # extraction, checkpoints, ... are stages of their own
+            return self._run_phase(name, phase, first, end, epoch, last, skipped, state)
+
+    def _run_phase(self, name, phase, first, end, epoch, last, skipped, state):
         fit_model, train, val, mode = self.runner(name, phase, fresh=epoch == first
                                                   and not skipped)
         if mode != "live":  # on cached tensors epochs are cheap: the phase's cached sizing
@@ -362,6 +441,13 @@ class _Loop:
         bar = [] if own_bar else [StepProgbar()]
         pieces = [(train.skip(skipped), epoch + 1)] if skipped else []
         pieces.append((train, last))
+        fit_args = {}
+        if mode != "live" and _steps(train):  # a fresh cached phase: no batches to skip
+            fit_args = dict(steps_per_epoch=_steps(train))
+            pieces = [(train.repeat(), last)]  # one iterator for the whole phase
+            fast = CachedValidation.of(val)
+            if fast is not None:  # first, so the stopper and the records see val_*
+                val, cbs = None, [fast, *cbs]
         for data, until in pieces:
             if epoch >= until:
                 continue
@@ -369,7 +455,7 @@ class _Loop:
                           callbacks=cbs + self.callbacks + bar,
                           class_weight=self.class_weight,
                           shuffle=False,  # datasets arrive shuffled by the pipeline
-                          verbose=self.verbose)
+                          verbose=self.verbose, **fit_args)
             epoch = self.history[-1]["epoch"] if self.history else epoch
             if fit_model.stop_training:
                 break
@@ -420,19 +506,22 @@ class _Loop:
         self.audits["head"] = freeze(self.model, phase.freeze, parts=self.parts)
         source = self._source()
         bar = 1 if self.verbose == "auto" else int(self.verbose)
-        train_f, val_f = cache_lib.split_features(
-            self.model, source, parts=self.parts, views=options.views,
-            augment=options.augment, seed=options.seed, batch_size=self.config.batch_size,
-            store=options.store, verbose=bar, boundary=planned)
+        with stage("extraction"):
+            train_f, val_f = cache_lib.split_features(
+                self.model, source, parts=self.parts, views=options.views,
+                augment=options.augment, seed=options.seed,
+                batch_size=self.config.batch_size, store=options.store, verbose=bar,
+                boundary=planned)
         head = self.resolved.head()
         batch = self.config.batch_size
         train = cache_lib.feature_dataset(train_f, batch, training=True, seed=options.seed)
         # Validation batches can be large (nothing is learnt from them): fewer steps.
         val = None if val_f is None else cache_lib.feature_dataset(val_f, max(batch, 1024))
         head_paths = [v.path for v in head.weights]
+        steps = math.ceil(train_f.count / batch)
         head.compile(**compile_args(phase, self.config, self.task, self.model.output_shape[-1],
-                                    math.ceil(train_f.count / batch), head_paths),
-                     steps_per_execution=FEATURE_STEPS_PER_EXECUTION)
+                                    steps, head_paths),
+                     steps_per_execution=steps)  # an epoch per call (see CACHED_VAL_BYTES)
         mark_compiled(head)
         if self.verbose:
             views = options.views or "no"
@@ -450,7 +539,8 @@ class _Loop:
         cut, _ = find_cut(self.model, self.parts)
         if cut is None:
             return None
-        needed = cache_lib.boundary_bytes(self._source(), cut, self.cache.views)
+        needed = cache_lib.boundary_bytes(self._source(), cut, self.cache.views,
+                                          self.cache.mirror_val)
         if needed > self.cache.boundary_max_gb * 2**30:
             return None
         if self.verbose:
@@ -473,7 +563,7 @@ class _Loop:
         if cut is None:
             return self._no_boundary(reason)
         source = self._source()
-        needed = cache_lib.boundary_bytes(source, cut, options.views)
+        needed = cache_lib.boundary_bytes(source, cut, options.views, options.mirror_val)
         if self.verbose:
             print(f"boundary cache: {self._describe(cut, needed)}")
         if needed > options.boundary_max_gb * 2**30:
@@ -483,10 +573,12 @@ class _Loop:
         if [id(v) for v in top.trainable_variables] != \
                 [id(v) for v in self.model.trainable_variables]:
             return self._no_boundary("the top's trainable variables are not the model's")
-        train_b, val_b = cache_lib.split_boundary(
-            self.model, source, cut, parts=self.parts, views=options.views,
-            augment=options.augment, seed=options.seed, batch_size=batch,
-            store=options.store, verbose=1 if self.verbose == "auto" else int(self.verbose))
+        with stage("extraction"):
+            train_b, val_b = cache_lib.split_boundary(
+                self.model, source, cut, parts=self.parts, views=options.views,
+                augment=options.augment, seed=options.seed, batch_size=batch,
+                store=options.store, mirror_val=options.mirror_val,
+                verbose=1 if self.verbose == "auto" else int(self.verbose))
         steps = math.ceil(train_b.count / batch)
         self.audits["finetune"] = self._compile_live(phase, steps)
         # The top compiles with the full model's optimizer: one set of variables, one

@@ -67,21 +67,16 @@ class RecipeConfig:
         """The InputSpec of this recipe's model (its image_size, else the backbone's)."""
         return self.model.input_spec()
 
-    def feature_cache(self, store=None):
+    def feature_cache(self, store=None, *, mirror_val=False):
         """The FeatureCache of phase 1 (`cache_features`) and phase 2 (`boundary_cache`),
         or None when both are off or the task cannot train on cached tensors (e.g.
-        segmentation, whose decoder reads several encoder layers)."""
-        from transferkit.training.cache.config import FeatureCache
+        segmentation, whose decoder reads several encoder layers): `run_cache`, which
+        `fine_tune` calls too, on this recipe's settings. mirror_val: also store the val
+        files' mirrors (for a flip-TTA decision; default False)."""
+        from transferkit.training.cache.config import run_cache, runtime_cache
 
-        runtime = self.runtime
-        if not (runtime.cache_features or runtime.boundary_cache) or \
-                not get_task(self.task).caches_features:
-            return None
-        augment = augment_config(self.data.augment)
-        return FeatureCache(views=runtime.feature_views if augment else 0,
-                            augment=augment, store=store, seed=self.seed,
-                            head=runtime.cache_features, boundary=runtime.boundary_cache,
-                            boundary_max_gb=runtime.boundary_cache_max_gb)
+        return run_cache(self.task, augment_config(self.data.augment), self.seed, store,
+                         runtime_cache(self.runtime, mirror_val=mirror_val))
 
     def to_dict(self):
         """The nested JSON form (what config.json and --print-config hold)."""

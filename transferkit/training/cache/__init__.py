@@ -16,25 +16,34 @@ same way above a frozen bottom, on the activations at its boundary
 (`FeatureCache(boundary=True)`, see `training.boundary`), captured in phase 1's pass.
 
 The modules, one concern each:
-    config    `FeatureCache` (the option), `FeatureSource` (what is read), `Features`
+    config    `FeatureCache` (the option), `RUN_CACHE` and `run_cache` (a run's default,
+              for `train` and `fine_tune` alike), `FeatureSource` (what is read),
+              `Features`
     store     `FeatureStore`: memory and files, checksums, memory-mapped activations
     keys      fingerprints of model, boundary and data, and the cache key
-    extract   the backbone passes for both caches: `split_features`, `split_boundary`
+    extract   the backbone passes for both caches: `split_features`, `split_boundary`,
+              `split_mirror` (the val files' mirrors, for the flip-TTA decision)
     readers   batches of stored features for `fit`, and `merge`
+    frozen    what the end of a run reads back: `frozen_inputs` (the part below the
+              layers that trained, for the clean training images and the val images
+              and their mirrors), `store_features`
 """
 
-from transferkit.training.cache.config import (DEFAULT_VIEWS, FORMAT, Features,
-                                               FeatureCache, FeatureSource)
+from transferkit.training.cache.config import (DEFAULT_VIEWS, FORMAT, RUN_CACHE, Features,
+                                               FeatureCache, FeatureSource, cache_reason,
+                                               run_cache)
 from transferkit.training.cache.extract import (extract_features, has_features,
-                                                split_boundary, split_features)
+                                                split_boundary, split_features,
+                                                split_mirror)
 from transferkit.training.cache.keys import (boundary_fingerprint, data_fingerprint,
                                              feature_key, model_fingerprint)
+from transferkit.training.cache.frozen import FrozenInputs, frozen_inputs, store_features
 from transferkit.training.cache.readers import feature_dataset, mapped_dataset, merge
 from transferkit.training.cache.store import FeatureStore, boundary_bytes, cache_dir
 
 __all__ = ["DEFAULT_VIEWS", "FORMAT", "FeatureCache", "FeatureSource", "FeatureStore",
-           "Features", "boundary_bytes", "boundary_fingerprint", "cache_dir",
-           "data_fingerprint", "extract_features", "feature_dataset", "feature_key",
-           "has_features",
-           "mapped_dataset", "merge", "model_fingerprint", "split_boundary",
-           "split_features"]
+           "Features", "FrozenInputs", "RUN_CACHE", "boundary_bytes",
+           "boundary_fingerprint", "cache_dir", "cache_reason", "data_fingerprint",
+           "extract_features", "feature_dataset", "feature_key", "frozen_inputs",
+           "has_features", "mapped_dataset", "merge", "model_fingerprint", "run_cache",
+           "split_boundary", "split_features", "split_mirror", "store_features"]

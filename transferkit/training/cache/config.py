@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 
+from transferkit.core.task_registry import get_task
 from transferkit.data.splits import DataSplits
 from transferkit.training.config import RuntimeConfig
 
@@ -21,7 +22,8 @@ DEFAULT_VIEWS = RuntimeConfig.feature_views
 
 @dataclasses.dataclass(frozen=True)
 class FeatureCache:
-    """Phase 1 on cached features (`fine_tune(..., cache=FeatureCache())`).
+    """Phase 1 on cached features (`fine_tune(..., cache=FeatureCache())`); a run's
+    default is `RUN_CACHE`, fitted to its data by `run_cache`.
 
     views: augmented views per training image, stored beside the clean one (0: the
         clean pass only). augment: the
@@ -39,6 +41,49 @@ class FeatureCache:
     head: bool = True
     boundary: bool = False
     boundary_max_gb: float = RuntimeConfig.boundary_cache_max_gb
+    # Also store the val files' mirrors (`split_mirror`), at phase 2's start beside its
+    # boundary activations, so as not to delay phase 1: the flip-TTA decision at the end
+    # of `transferkit train` reads them back.
+    mirror_val: bool = False
+
+
+def runtime_cache(runtime=None, *, mirror_val=False):
+    """The FeatureCache a `RuntimeConfig` asks for (default: RuntimeConfig()'s, whose
+    settings cache_features, feature_views, boundary_cache, boundary_cache_max_gb own
+    the defaults), not yet fitted to data (see `run_cache`)."""
+    runtime = runtime or RuntimeConfig()
+    return FeatureCache(views=runtime.feature_views, head=runtime.cache_features,
+                        boundary=runtime.boundary_cache,
+                        boundary_max_gb=runtime.boundary_cache_max_gb,
+                        mirror_val=mirror_val)
+
+
+# The caches a run trains with unless told otherwise, `transferkit train` and
+# `fine_tune(model, data)` alike (both through `run_cache`): RuntimeConfig's defaults,
+# i.e. phase 1 on cached features (the clean view and DEFAULT_VIEWS augmented ones),
+# phase 2 on activations cached at its freeze boundary (up to boundary_max_gb of them).
+RUN_CACHE = runtime_cache()
+
+
+def run_cache(task, augment=None, seed=0, store=None, wanted=RUN_CACHE):
+    """The `FeatureCache` a run trains with: `wanted` (default RUN_CACHE) for data
+    augmented by `augment` (views only with it; they are drawn with `seed`), kept in
+    `store` (None: memory); None (both phases live) when `wanted` caches nothing or
+    `task` cannot train on cached tensors (`cache_reason` says why)."""
+    if cache_reason(task, wanted) is not None:
+        return None
+    return dataclasses.replace(wanted, views=wanted.views if augment else 0,
+                               augment=augment or None, store=store, seed=seed)
+
+
+def cache_reason(task, wanted=RUN_CACHE):
+    """Why a run of `task` trains without any cache (None: it may use one)."""
+    if not (wanted.head or wanted.boundary):
+        return "both caches are turned off"
+    if not get_task(task).caches_features:
+        return (f"task {get_task(task).name!r} does not train on cached tensors (e.g. a "
+                "decoder that reads several backbone layers)")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +124,7 @@ class Features:
     @property
     def count(self):
         return self.x.shape[1]
+
+    def view(self, index):
+        """The `Features` of one view ([1, N, ...]; a memory map stays one)."""
+        return Features(self.x[index:index + 1], self.y[index:index + 1])

@@ -25,8 +25,8 @@ from transferkit.data.pipeline import make_dataset
 from transferkit.models.parts import resolve
 from transferkit.training.boundary import boundary_extractor
 from transferkit.training.cache.config import Features, FeatureSource
-from transferkit.training.cache.keys import (boundary_fingerprint, feature_key,
-                                             model_fingerprint, split_fingerprint)
+from transferkit.training.cache.keys import (boundary_fingerprint, model_fingerprint,
+                                             split_key)
 from transferkit.training.cache.store import FeatureStore
 
 # What the file pipeline raises for a file it cannot read or decode.
@@ -41,7 +41,8 @@ def extract_features(extractor, dataset, verbose=1, sink=None):
     mixed batches stay aligned.
 
     sink: for a two-output extractor (features, boundary activations), called with each
-    batch of the second output, so large activations are written out as they come.
+    batch of the second output, so large activations are written out as they come; for
+    a one-output extractor, with its output, and features is then None.
     """
     steps = int(dataset.cardinality())
     bar = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose,
@@ -55,18 +56,20 @@ def extract_features(extractor, dataset, verbose=1, sink=None):
                                                  images.dtype)], axis=0)
         out = extractor.predict_on_batch(images)
         if sink is not None:
-            out, activations = out
+            out, activations = out if isinstance(out, (list, tuple)) else (None, out)
             sink(np.asarray(activations[:n]))
-        xs.append(np.asarray(out[:n], dtype=np.float32))
+        if out is not None:
+            xs.append(np.asarray(out[:n], dtype=np.float32))
         ys.append(np.asarray(labels, dtype=np.float32).reshape(n, -1))
         bar.add(1)
-    if not xs:
+    if not ys:
         raise DataError("extract_features: the dataset is empty.")
-    return np.concatenate(xs), np.concatenate(ys)
+    return np.concatenate(xs) if xs else None, np.concatenate(ys)
 
 
 def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
-                   batch_size=DEFAULT_BATCH_SIZE, store=None, verbose=1, boundary=None):
+                   batch_size=DEFAULT_BATCH_SIZE, store=None, verbose=1, boundary=None,
+                   mirror_val=False):
     """(train, val) `Features` of `data` (a DataSplits or FeatureSource) at the input of
     `model`'s head (see `models.parts`); val is None without a val split.
 
@@ -78,6 +81,7 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
 
     boundary: a `boundary.Cut`; the same passes also store the activations at the cut
     in `store` (file splits only), where `split_boundary` finds them in phase 2.
+    mirror_val: also store the val files' horizontal mirrors (`split_mirror`).
     """
     source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
     if views < 0 or (views and augment is None and source.train_files):
@@ -109,6 +113,9 @@ def split_features(model, data, *, parts=None, views=0, augment=None, seed=0,
             found = _file_features(model, parts, extractor, source, split, aug, views,
                                    passes, batch_size, seed, store, verbose, boundary, fps)
         out.append(found)
+    if mirror_val:
+        split_mirror(model, source, parts=parts, batch_size=batch_size, store=store,
+                     verbose=verbose)
     return tuple(out)
 
 
@@ -118,9 +125,7 @@ def has_features(model, data, store, split="train", *, parts=None):
     source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
     if not source.files(split)[0]:
         return False
-    key = feature_key(model_fingerprint(model, parts),
-                      split_fingerprint(source, split, None, 0, 0))
-    return store.get(key) is not None
+    return store.get(split_key(model_fingerprint(model, parts), source, split)) is not None
 
 
 def _without_undecodable(source, split, error):
@@ -146,10 +151,10 @@ def _file_features(model, parts, extractor, source, split, aug, views, passes,
                    batch_size, seed, store, verbose, boundary, fps):
     """Features of one file split (from `store`, or extracted and stored)."""
     model_fp, boundary_fp = fps
-    data_fp = split_fingerprint(source, split, aug, views, seed)
-    key = feature_key(model_fp, data_fp)
+    key = split_key(model_fp, source, split, aug, views, seed)
     found = store.get(key)
-    boundary_key = None if boundary is None else feature_key(boundary_fp, data_fp)
+    boundary_key = None if boundary is None else split_key(boundary_fp, source, split, aug,
+                                                            views, seed)
     needs_boundary = boundary_key is not None and store.get_mapped(boundary_key) is None
     if found is None or needs_boundary:
         datasets = _file_passes(source, split, aug, passes, batch_size, seed)
@@ -172,6 +177,67 @@ def _passes(split, views, files):
     if split != "train":
         return 1
     return views + 1 if views and files else max(1, views)
+
+
+def _mirrored(images, labels):
+    return tf.reverse(images, axis=[2]), labels
+
+
+def split_mirror(model, data, cut=None, *, parts=None, batch_size=DEFAULT_BATCH_SIZE,
+                 store=None, verbose=1):
+    """The val files' horizontal mirrors, one pass (x [1, N, ...]): at `cut` (float16,
+    memory-mapped, as `split_boundary` stores) or, without one, at the head's input (as
+    `split_features`), found in or added to `store` under the val split's key with
+    mirror=True. What the flip-TTA decision at the end of a run reads back; None
+    without val files (in-memory and TFDS splits are not stored)."""
+    source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
+    if not source.val_files:
+        return None
+    store = store if store is not None else FeatureStore()
+    try:
+        return _file_mirror(model, parts, source, cut, batch_size, store, verbose)
+    except DECODE_ERRORS as error:  # as in split_features: name, leave out, again
+        source = _without_undecodable(source, "val", error)
+        return _file_mirror(model, parts, source, cut, batch_size, store, verbose)
+
+
+def _file_mirror(model, parts, source, cut, batch_size, store, verbose):
+    def say():  # names what the progress line below it counts
+        if verbose:
+            print("caching backbone features: the val images' mirrors, one pass (for the "
+                  "flip-TTA decision)")
+
+    if cut is None:
+        key = split_key(model_fingerprint(model, parts), source, "val", mirror=True)
+        found = store.get(key)
+        if found is None:
+            say()
+            x, y = extract_features(resolve(model, parts).feature_extractor(),
+                                    _mirror_passes(source, batch_size)[0], verbose)
+            found = Features(x[None], y[None])
+            store.put(key, found)
+        return found
+    key = split_key(boundary_fingerprint(model, cut, parts), source, "val", mirror=True)
+    found = store.get_mapped(key)
+    if found is None:
+        say()
+        bottom = boundary_extractor(model, cut, parts, features=False)
+        with store.mapped_writer(key, (1, len(source.val_files), *cut.shape)) as (x, y):
+            offset = [0]
+
+            def sink(batch):  # written as they come: activations can be large
+                x[0, offset[0]:offset[0] + len(batch)] = batch
+                offset[0] += len(batch)
+
+            y[...] = extract_features(bottom, _mirror_passes(source, batch_size)[0],
+                                      verbose, sink=sink)[1][None]
+        found = store.get_mapped(key)
+    return found
+
+
+def _mirror_passes(source, batch_size):
+    return [dataset.map(_mirrored) for dataset in _file_passes(source, "val", None, 1,
+                                                                 batch_size, 0)]
 
 
 def _file_passes(source, split, aug, passes, batch_size, seed):
@@ -210,11 +276,12 @@ def _compute(extractor, datasets, verbose, boundary_out=None):
 
 
 def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=0,
-                   batch_size=DEFAULT_BATCH_SIZE, store=None, verbose=1):
+                   batch_size=DEFAULT_BATCH_SIZE, store=None, verbose=1, mirror_val=False):
     """(train, val) `Features` of the activations at `cut`: x [passes, N, *cut.shape] in
     float16 (memory-mapped when `store` has a directory), as `split_features` reads
     images (views, augmentation, file order); val is None without a val split. File
-    splits are looked up in `store` first (phase 1 may have stored them)."""
+    splits are looked up in `store` first (phase 1 may have stored them). mirror_val:
+    also store the val files' mirrors at the cut (`split_mirror`)."""
     source = data if isinstance(data, FeatureSource) else FeatureSource.of(data)
     store = store if store is not None else FeatureStore()
     two, model_fp, out = boundary_extractor(model, cut, parts), None, []
@@ -241,13 +308,16 @@ def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=
             source = _without_undecodable(source, split, error)
             found = _file_boundary(source, *args)
         out.append(found)
+    if mirror_val:
+        split_mirror(model, source, cut, parts=parts, batch_size=batch_size, store=store,
+                     verbose=verbose)
     return tuple(out)
 
 
 def _file_boundary(source, two, model_fp, split, aug, views, passes, batch_size, seed,
                    store, verbose, cut):
     """Boundary activations of one file split (from `store`, or extracted and stored)."""
-    key = feature_key(model_fp, split_fingerprint(source, split, aug, views, seed))
+    key = split_key(model_fp, source, split, aug, views, seed)
     found = store.get_mapped(key)
     if found is None:
         n = len(source.files(split)[0])

@@ -58,9 +58,11 @@ def _describe(layer):
     return [type(layer).__name__, config]
 
 
-def data_fingerprint(files, labels, image_size, *, augment=None, views=0, seed=0):
+def data_fingerprint(files, labels, image_size, *, augment=None, views=0, seed=0,
+                     mirror=False):
     """Hash of a split's identity: each file's path, size and mtime, the labels, the
-    image size, and the augmentation config, views and seed."""
+    image size, the augmentation config, views and seed, and `mirror` (the mirrored
+    images stored as a second view)."""
     digest = hashlib.blake2b(digest_size=20)
     for path in files:
         try:
@@ -73,18 +75,28 @@ def data_fingerprint(files, labels, image_size, *, augment=None, views=0, seed=0
     digest.update(np.ascontiguousarray(labels, dtype=np.float32).tobytes())
     digest.update(repr((tuple(image_size), augment if views else None, views,
                         seed if views else None)).encode())
+    if mirror:  # keys of unmirrored splits stay as they were
+        digest.update(b"\0mirror")
     return digest.hexdigest()
 
 
-def split_fingerprint(source, split, augment, views, seed):
+def split_fingerprint(source, split, augment=None, views=0, seed=0, mirror=False):
     """`data_fingerprint` of a FeatureSource's file split; views count only with
     `augment` (a clean pass is the same data whatever the views)."""
     files, labels = source.files(split)
     return data_fingerprint(files, labels, source.image_size, augment=augment,
-                            views=views if augment else 0, seed=seed)
+                            views=views if augment else 0, seed=seed, mirror=mirror)
 
 
 def feature_key(model_fp, data_fp):
     """The cache key of the features a model (`model_fp`) computes on data (`data_fp`)."""
     return hashlib.blake2b(f"{FORMAT}:{model_fp}:{data_fp}".encode(),
                            digest_size=20).hexdigest()
+
+
+def split_key(model_fp, source, split, augment=None, views=0, seed=0, mirror=False):
+    """The cache key of a FeatureSource's file `split` as the model or bottom with
+    fingerprint `model_fp` computes it: `feature_key` of `split_fingerprint`, the one
+    place a key is built from a split."""
+    return feature_key(model_fp, split_fingerprint(source, split, augment, views, seed,
+                                                   mirror))

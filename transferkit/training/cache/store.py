@@ -18,17 +18,18 @@ import warnings
 
 import numpy as np
 
-from transferkit.core.files import atomic_path, remove_stale_temp_files, write_json
+from transferkit.core.files import (atomic_path, cache_root, remove_stale_temp_files,
+                                    write_json)
 from transferkit.training.cache.config import FORMAT, Features
 
 
 def cache_dir(directory=None):
-    """The feature cache folder: `directory`, else $TRANSFERKIT_CACHE/features, else
-    ~/.cache/transferkit/features (the same root as the scan's normalised copies)."""
+    """The feature cache folder: `directory`, else "features" under `core.files.
+    cache_root()` ($TRANSFERKIT_CACHE or ~/.cache/transferkit, beside the scan's
+    normalised copies)."""
     if directory:
         return os.path.expanduser(directory)
-    root = os.environ.get("TRANSFERKIT_CACHE") or "~/.cache/transferkit"
-    return os.path.join(os.path.expanduser(root), "features")
+    return cache_root("features")
 
 
 class FeatureStore:
@@ -127,11 +128,14 @@ class FeatureStore:
         write_json(meta_path, {"format": FORMAT, "key": key, "x_shape": list(shape)})
 
 
-def boundary_bytes(source, cut, views):
-    """Estimated float16 storage of a FeatureSource's boundary activations: max(1, views)
-    per training image, one per validation image (uncounted datasets: by batches)."""
+def boundary_bytes(source, cut, views, mirror_val=False):
+    """Estimated float16 storage of a FeatureSource's boundary activations: a view per
+    pass over each image (see `extract`: training files clean + `views` augmented, other
+    training data max(1, views); validation once, twice with its mirror; uncounted
+    datasets by batches)."""
     total = 0
-    for split, passes in (("train", max(1, views)), ("val", 1)):
+    train = views + 1 if views and source.train_files else max(1, views)
+    for split, passes in (("train", train), ("val", 2 if mirror_val else 1)):
         files, dataset = getattr(source, f"{split}_files"), getattr(source, split)
         if files:
             count = len(files)
