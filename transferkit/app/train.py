@@ -74,8 +74,10 @@ class Job:
 
 def model_metadata(recipe, class_names):
     """What `model.keras` carries so every command can use it without the run folder."""
-    return {"class_names": list(class_names), "task": recipe.task,
+    meta = {"class_names": list(class_names), "task": recipe.task,
             "backbone": recipe.model.backbone, "input": recipe.input_spec().to_json()}
+    settings = recipe.task_config(bind=False).settings()
+    return {**meta, "task_settings": settings} if settings else meta
 
 
 def train(recipe, out_dir, *, callbacks=(), verbose="auto", resume=False,

@@ -91,6 +91,7 @@ def export_model(loaded, fmt, out_dir, *, quantize=None, representative=None,
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, artifact_name(fmt, quantize))
     meta = {"class_names": list(loaded.class_names), "task": loaded.task.name,
+            **({"task_settings": loaded.task.settings()} if loaded.task.settings() else {}),
             "input": loaded.input.to_json(), "input_format": INPUT_SPEC,
             "format": fmt, "quantize": quantize,
             "source": os.path.abspath(loaded.path), **(metadata or {})}

@@ -107,7 +107,8 @@ def load_run(path, *, trusted=False):
     run = RunDir(os.path.dirname(os.path.abspath(file)))  # a .keras file's folder too
     config = run_settings(run.read_config() or {})
     names = meta.get("class_names") or run.read_class_names()
-    task = get_task(meta.get("task") or task_for_model(model))
+    task = get_task(meta.get("task") or task_for_model(model)).with_settings(
+        meta.get("task_settings"))
     novelty = None
     if meta.get("novelty"):
         novelty = Novelty.from_parts(meta["novelty"], read_extra(file, ARRAYS_NAME) or b"")
@@ -154,7 +155,8 @@ def _load_tflite(file):
     novelty = Novelty(**meta["novelty"]) if meta.get("novelty") and \
         predictor.novelty_output is not None else None
     return LoadedModel(file, predictor, tuple(meta.get("class_names") or ()),
-                       InputSpec.from_json(meta["input"]), config, get_task(meta["task"]),
+                       InputSpec.from_json(meta["input"]), config,
+                       get_task(meta["task"]).with_settings(meta.get("task_settings")),
                        novelty)
 
 

@@ -256,8 +256,7 @@ def worst_images(dataset, task, outputs, labels, class_names, n=12):
             if offset + j in wanted:
                 images[wanted[offset + j]] = batch[j].numpy()
         offset += len(batch)
-    titles = [f"true {task.caption(labels[i], class_names)}\n"
-              f"pred {task.caption(outputs[i], class_names)}" for i in order]
+    titles = [task.compare_caption(labels[i], outputs[i], class_names) for i in order]
     # What the model said, on each image (segmentation: its predicted mask; boxes: the
     # true and the predicted one).
     return [task.compare_picture(image, labels[i], outputs[i])

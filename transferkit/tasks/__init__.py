@@ -4,7 +4,9 @@
     classification.py  multiclass, binary, multilabel
     regression.py      regression
     segmentation.py    segmentation (per-pixel classes, U-Net decoder)
-    localization.py    localization (one object's class and box per image)
+    detection.py       detection (every object's class and box, a dense head)
+    localization.py    localization (one object's class and box per image: detection
+                       with one object)
 
 Importing this package (which `import transferkit` does first) registers the built-in
 tasks in `core.task_registry`, where every lower layer looks them up by name. A new task
@@ -16,6 +18,7 @@ from transferkit.core.task_registry import (get_task, register_task, task_for_mo
                                            task_names)
 from transferkit.tasks.base import Task
 from transferkit.tasks.classification import Binary, Multiclass, Multilabel
+from transferkit.tasks.detection import Detection
 from transferkit.tasks.localization import Localization
 from transferkit.tasks.regression import Regression
 from transferkit.tasks.segmentation import Segmentation
@@ -23,8 +26,8 @@ from transferkit.tasks.segmentation import Segmentation
 # Registration order is the order `task_for_model` asks the tasks. (Lower layers look
 # tasks up only when called, never at import, so these imports may load them first.)
 for _task in (Multiclass(), Binary(), Multilabel(), Localization(), Regression(),
-              Segmentation()):
+              Segmentation(), Detection()):
     register_task(_task)
 
-__all__ = ["Binary", "Localization", "Multiclass", "Multilabel", "Regression", "Segmentation", "Task",
+__all__ = ["Binary", "Detection", "Localization", "Multiclass", "Multilabel", "Regression", "Segmentation", "Task",
            "get_task", "register_task", "task_for_model", "task_names"]

@@ -3,6 +3,7 @@
     RecipeConfig
       task, segmentation_loss, box_weight, seed
       data      DataConfig       (data.config)      data, val_data, val_split, augment ...
+      detection DetectionConfig  (models.detection) detection_width, score_threshold ...
       model     ModelConfig      (models.builder)   backbone, weights, image_size, ...
         head    HeadConfig       (models.heads)     pooling, head_units, dropout, ...
       schedule  ScheduleConfig   (training.schedule) batch_size, label_smoothing, ...
@@ -28,6 +29,8 @@ from transferkit.data.augment import augment_config
 from transferkit.data.config import DataConfig
 from transferkit.data.load import load_data
 from transferkit.models.builder import ModelConfig
+from transferkit.models.detection import DetectionConfig
+from transferkit.tasks.detection import BOX_WEIGHT
 from transferkit.training.cache import DEFAULT_VIEWS, FeatureCache
 from transferkit.training.distribute import STRATEGIES
 from transferkit.training.schedule import ScheduleConfig
@@ -82,31 +85,36 @@ class RecipeConfig:
     blocks at 1e-5 on boundary activations; see `ScheduleConfig`)."""
 
     task: str = setting("multiclass", "what the model predicts, a registered task: "
-                        "multiclass, binary, multilabel, localization, regression or "
-                        "segmentation")
+                        "multiclass, binary, multilabel, localization, regression, "
+                        "segmentation or detection")
     segmentation_loss: str = setting("crossentropy", "segmentation only: the loss, "
                                      "crossentropy, dice or both (their sum)")
-    box_weight: float = setting(3.0, "localization only: weight of the box loss (Huber + "
-                                "1 - CIoU) against the class cross-entropy")
+    box_weight: float = setting(BOX_WEIGHT, "detection and localization: weight of the "
+                                "box loss (1 - CIoU) against the focal class loss")
     seed: int = setting(0, "seed of the splits, the augmentation and the initial weights")
     data: DataConfig = section(DataConfig())
     model: ModelConfig = section(ModelConfig())
+    detection: DetectionConfig = section(DetectionConfig())
     schedule: ScheduleConfig = section(ScheduleConfig())
     runtime: RuntimeConfig = section(RuntimeConfig())
 
     def __post_init__(self):
-        self.task_config()  # a known task, with a loss it accepts
+        self.task_config(bind=False)  # a known task, with a loss it accepts
 
     @classmethod
     def from_keys(cls, **keys):
         """The defaults with flat recipe `keys` applied (see `recipe_from_dict`)."""
         return recipe_from_dict(keys)
 
-    def task_config(self):
-        """The `Task` this recipe trains (with its loss choice, for tasks that have one)."""
+    def task_config(self, bind=True):
+        """The `Task` this recipe trains: with its loss choice (tasks that have one),
+        box weight and detection settings, bound to the recipe's model (`Task.bind`:
+        a dense task's labels are encoded on that model's grid). The data pipeline,
+        the model and the loss all take this one object."""
         task = get_task(self.task)
         task = task.with_loss(self.segmentation_loss) if task.losses else task
-        return task.with_box_weight(self.box_weight)
+        task = task.with_box_weight(self.box_weight).with_detection(self.detection)
+        return task.bind(self.model) if bind else task
 
     def input_spec(self):
         """The InputSpec of this recipe's model (its image_size, else the backbone's)."""
@@ -206,7 +214,7 @@ def load_run_data(recipe, verbose=True, fixes=None):
     `data.fixes.Fixes` to use instead of reading the recipe's fixes file again."""
     data = recipe.data
     return load_data(data.source(), image_size=recipe.input_spec(),
-                     batch_size=recipe.schedule.batch_size, task=recipe.task,
+                     batch_size=recipe.schedule.batch_size, task=recipe.task_config(),
                      val_split=data.val_split, test_split=data.test_split, seed=recipe.seed,
                      augment=augment_config(data.augment), scan=data.scan,
                      class_weights=data.class_weights, follow_links=data.follow_links,

@@ -187,10 +187,15 @@ def detection_head(feature_size, grid, channels, num_classes, width=64):
     # class at any scale, and each sees twice the examples.
     tower = [layers.Conv2D(width, 3, padding="same", activation="relu",
                            name=f"head_tower{j}") for j in (1, 2)]
+    # Small initial weights (FCOS's N(0, 0.01)): every box starts one cell from its
+    # location on each side, and every score at PRIOR, so neither loss starts saturated.
+    small = keras.initializers.RandomNormal(stddev=0.01)
     classes = layers.Conv2D(num_classes, 3, padding="same", activation="sigmoid",
+                            kernel_initializer=small,
                             bias_initializer=keras.initializers.Constant(
                                 -math.log((1 - PRIOR) / PRIOR)), name="head_classes")
-    boxes = layers.Conv2D(4, 3, padding="same", name="head_boxes")
+    boxes = layers.Conv2D(4, 3, padding="same", kernel_initializer=small,
+                          name="head_boxes")
     rows = []
     for i, x in enumerate(levels):
         for conv in tower:

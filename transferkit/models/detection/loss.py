@@ -34,9 +34,10 @@ class DetectionLoss(keras.losses.Loss):
     """Focal loss over every location and class + box_weight x (1 - CIoU) over the
     positive ones, per image (see the module docstring). box_weight: 1.0."""
 
-    def __init__(self, box_weight=1.0, name="detection_loss", **kwargs):
+    def __init__(self, box_weight=1.0, quality=False, name="detection_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.box_weight = float(box_weight)
+        self.quality = bool(quality)
 
     def call(self, y_true, y_pred):
         ops = keras.ops
@@ -46,17 +47,25 @@ class DetectionLoss(keras.losses.Loss):
         target, scores = dense[..., :classes], y_pred[..., :classes]
         positive = ops.cast(ops.max(target, axis=-1) > 0, "float32")  # [B, L]
         count = ops.maximum(ops.sum(positive, axis=-1), 1.0)  # [B]
-        focal = keras.losses.binary_focal_crossentropy(
-            target[..., None], scores[..., None], apply_class_balancing=True,
-            alpha=ALPHA, gamma=GAMMA)  # [B, L, C]
-        focal = ops.sum(focal, axis=(1, 2)) / count
         ciou = keras.utils.bounding_boxes.compute_ciou(
             dense[..., classes:], y_pred[..., classes:], "xyxy")  # [B, L]
+        if self.quality:
+            iou = ops.stop_gradient(paired_iou(dense[..., classes:], y_pred[..., classes:]))
+            soft = target * ops.maximum(iou, 0.0)[..., None]
+            p = ops.clip(scores, 1e-6, 1 - 1e-6)
+            bce = -(soft * ops.log(p) + (1 - soft) * ops.log(1 - p))
+            focal = ops.sum(ops.square(soft - p) * bce, axis=(1, 2)) / count
+        else:
+            focal = keras.losses.binary_focal_crossentropy(
+                target[..., None], scores[..., None], apply_class_balancing=True,
+                alpha=ALPHA, gamma=GAMMA)  # [B, L, C]
+            focal = ops.sum(focal, axis=(1, 2)) / count
         box = ops.sum((1.0 - ciou) * positive, axis=-1) / count
         return focal + self.box_weight * box
 
     def get_config(self):
-        return {**super().get_config(), "box_weight": self.box_weight}
+        return {**super().get_config(), "box_weight": self.box_weight,
+                "quality": self.quality}
 
 
 def positive_iou(y_true, y_pred):
