@@ -112,3 +112,133 @@ def make_seg_folder(root, count=12, size=32, seed=0, classes=True):
         with open(os.path.join(root, "classes.txt"), "w") as f:
             f.write("background\nred\ngreen\n")
     return str(root)
+
+
+# Detection sample: each class drawn in one exact colour (PNG, no noise on objects), so
+# a test can find every object's box from the pixels alone.
+DETECTION_CLASSES = ("block", "disc", "wedge")
+DETECTION_COLOURS = np.array([[230, 40, 40], [40, 200, 40], [40, 60, 230]], np.uint8)
+DETECTION_FORMATS = ("csv", "voc", "coco", "yolo")
+
+
+def _detection_image(rng, width, height, n_objects):
+    """(uint8 upright image, [(class index, (x0, y0, x1, y1) pixel edges)]): objects
+    1 px apart at least, over a grey background with clutter in other colours."""
+    from PIL import ImageDraw
+
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:] = rng.integers(90, 140, 3)
+    clutter = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(clutter)
+    for _ in range(3):  # lines in colours no class uses
+        x0, x1 = rng.integers(0, width, 2)
+        y0, y1 = rng.integers(0, height, 2)
+        draw.line((int(x0), int(y0), int(x1), int(y1)),
+                  fill=tuple(int(v) for v in rng.integers(150, 200, 3)), width=1)
+    pixels = np.asarray(clutter).copy()
+    taken = np.zeros((height, width), bool)
+    objects = []
+    for _ in range(200):  # placement attempts
+        if len(objects) == n_objects:
+            break
+        cls = int(rng.integers(len(DETECTION_CLASSES)))
+        w, h = (int(v) for v in rng.integers(6, max(7, min(width, height) // 2), 2))
+        x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+        if taken[max(0, y - 1):y + h + 1, max(0, x - 1):x + w + 1].any():
+            continue
+        mask = Image.new("L", (width, height), 0)
+        shape = ImageDraw.Draw(mask)
+        if cls == 0:
+            shape.rectangle((x, y, x + w - 1, y + h - 1), fill=255)
+        elif cls == 1:
+            shape.ellipse((x, y, x + w - 1, y + h - 1), fill=255)
+        else:
+            shape.polygon([(x, y + h - 1), (x + w - 1, y + h - 1), (x + w // 2, y)],
+                          fill=255)
+        inside = np.asarray(mask) > 0
+        rows, cols = np.nonzero(inside)
+        pixels[inside] = DETECTION_COLOURS[cls]
+        taken[y:y + h, x:x + w] = True
+        objects.append((cls, (int(cols.min()), int(rows.min()), int(cols.max()) + 1,
+                              int(rows.max()) + 1)))
+    return pixels, objects
+
+
+def make_detection_folder(root, count=8, size=40, seed=0, fmt="csv"):
+    """Write `count` PNGs of 1-4 objects (DETECTION_CLASSES; image 0 has none) in three
+    sizes, every fifth stored turned with EXIF orientation 6, with their boxes in
+    `fmt` ("csv", "voc", "coco" or "yolo"); the same seed gives the same images and
+    objects in every format. Returns the source to read (a file or the folder)."""
+    import csv
+    import json
+
+    root = str(root)
+    rng = np.random.default_rng(seed)
+    sizes = ((size, size), (size * 5 // 4, size), (size, size * 3 // 2))
+    folder = {"voc": "JPEGImages"}.get(fmt, "images")
+    os.makedirs(os.path.join(root, folder), exist_ok=True)
+    images = []
+    for i in range(count):
+        width, height = sizes[i % 3]
+        pixels, objects = _detection_image(rng, width, height,
+                                           0 if i == 0 else int(rng.integers(1, 5)))
+        name = f"{i:03d}.png"
+        img = Image.fromarray(pixels)
+        if i % 5 == 4:  # stored a quarter turn back; viewers turn it upright
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            img.transpose(Image.Transpose.ROTATE_90).save(
+                os.path.join(root, folder, name), exif=exif)
+        else:
+            img.save(os.path.join(root, folder, name))
+        images.append((name, width, height, objects))
+    if fmt == "csv":
+        path = os.path.join(root, "boxes.csv")
+        with open(path, "w", newline="") as handle:
+            out = csv.writer(handle, lineterminator="\n")
+            out.writerow(["path", "label", "xmin", "ymin", "xmax", "ymax"])
+            for name, _, _, objects in images:
+                out.writerows([[f"images/{name}", DETECTION_CLASSES[c], *box]
+                               for c, box in objects] or [[f"images/{name}"]])
+        return path
+    if fmt == "voc":
+        os.makedirs(os.path.join(root, "Annotations"))
+        for name, width, height, objects in images:
+            parts = [f"<annotation><folder>JPEGImages</folder><filename>{name}</filename>"
+                     f"<size><width>{width}</width><height>{height}</height>"
+                     "<depth>3</depth></size>"]
+            for c, (x0, y0, x1, y1) in objects:  # 1-based inclusive corners
+                parts.append(f"<object><name>{DETECTION_CLASSES[c]}</name><difficult>0"
+                             f"</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}"
+                             f"</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+            with open(os.path.join(root, "Annotations", name[:-4] + ".xml"), "w") as f:
+                f.write("".join(parts) + "</annotation>\n")
+        return root
+    if fmt == "coco":
+        ids = [1, 3, 7]  # category ids need not be 0.. or contiguous
+        data = {"images": [], "annotations": [],
+                "categories": [{"id": ids[c], "name": n, "supercategory": "shape"}
+                               for c, n in enumerate(DETECTION_CLASSES)]}
+        for i, (name, width, height, objects) in enumerate(images):
+            data["images"].append({"id": 100 + i, "file_name": name, "width": width,
+                                   "height": height})
+            for c, (x0, y0, x1, y1) in objects:
+                data["annotations"].append({
+                    "id": len(data["annotations"]) + 1, "image_id": 100 + i,
+                    "category_id": ids[c], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+        path = os.path.join(root, "annotations.json")
+        with open(path, "w") as handle:
+            json.dump(data, handle)
+        return path
+    if fmt == "yolo":
+        os.makedirs(os.path.join(root, "labels"))
+        for name, width, height, objects in images:
+            with open(os.path.join(root, "labels", name[:-4] + ".txt"), "w") as f:
+                for c, (x0, y0, x1, y1) in objects:
+                    f.write(f"{c} {(x0 + x1) / 2 / width!r} {(y0 + y1) / 2 / height!r} "
+                            f"{(x1 - x0) / width!r} {(y1 - y0) / height!r}\n")
+        with open(os.path.join(root, "data.yaml"), "w") as handle:
+            handle.write(f"path: .\ntrain: images\nnames: {list(DETECTION_CLASSES)}\n")
+        return os.path.join(root, "data.yaml")
+    raise ValueError(f"fmt should be one of {DETECTION_FORMATS}; received {fmt!r}")

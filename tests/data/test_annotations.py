@@ -5,11 +5,16 @@ import threading
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
+from scipy import ndimage
+
+from conftest import (DETECTION_CLASSES, DETECTION_COLOURS, DETECTION_FORMATS,
+                      make_detection_folder)
 
 from transferkit.core.errors import DataError
-from transferkit.data.annotations import (MAX_BOXES, ImageObjects, Obj, choose_max_boxes,
-                                          drop_unknown, pad_objects, read_objects)
+from transferkit.data.annotations import (MAX_BOXES, ImageObjects, Obj, check_rows,
+                                          choose_max_boxes, drop_unknown, pad_objects,
+                                          read_objects)
 
 
 def _image(path, width, height, orientation=None):
@@ -144,7 +149,7 @@ def test_files_that_are_not_csv_text_are_data_errors(tmp_path):
     (tmp_path / "quote.csv").write_text('a.png,"unterminated\n' + "x" * 200_000)
     with pytest.raises(DataError, match="quote.csv line"):
         read_objects(tmp_path / "quote.csv")
-    with pytest.raises(DataError, match="not a boxes CSV"):
+    with pytest.raises(DataError, match="does not exist"):
         read_objects(tmp_path / "nowhere")
     with pytest.raises(DataError, match="Received: list"):
         read_objects([1, 2])
@@ -189,3 +194,58 @@ def test_max_boxes_is_the_datas_maximum_capped_with_a_warning():
     assert size == MAX_BOXES
     assert [(p.path, p.kind) for p in problems] == [("crowd.png", "too_many_boxes")]
     assert f"{MAX_BOXES + 5} objects" in problems[0].reason
+
+
+def _objects_from_pixels(path):
+    """Sorted (class, normalised box) of every object in an image, found from its
+    pixels alone: each class has one exact colour, objects never touch."""
+    with Image.open(path) as img:
+        pixels = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    height, width = pixels.shape[:2]
+    found = []
+    for name, colour in zip(DETECTION_CLASSES, DETECTION_COLOURS):
+        parts, _ = ndimage.label((pixels == colour).all(axis=-1), np.ones((3, 3)))
+        for rows, cols in ndimage.find_objects(parts):
+            found.append((name, (cols.start / width, rows.start / height,
+                                 cols.stop / width, rows.stop / height)))
+    return sorted(found)
+
+
+def test_all_four_formats_read_to_the_objects_in_the_pixels(tmp_path):
+    read = {}
+    for fmt in DETECTION_FORMATS:
+        source = make_detection_folder(tmp_path / fmt, count=10, size=40, seed=3, fmt=fmt)
+        paths, labels, problems, names = read_objects(source)
+        assert problems == [], (fmt, problems)
+        assert names == {"coco": DETECTION_CLASSES, "yolo": DETECTION_CLASSES}.get(fmt)
+        read[fmt] = {os.path.basename(p): (p, sorted((o.label, o.box) for o in l.objects))
+                     for p, l in zip(paths, labels)}
+    truth = {name: _objects_from_pixels(path) for name, (path, _) in read["csv"].items()}
+    assert len(truth) == 10 and truth["000.png"] == []  # one background image
+    assert sum(len(v) for v in truth.values()) >= 15
+    for fmt, found in read.items():
+        assert sorted(found) == sorted(truth), fmt
+        for name, (_, objects) in found.items():
+            assert [o[0] for o in objects] == [t[0] for t in truth[name]], (fmt, name)
+            np.testing.assert_allclose(np.reshape([o[1] for o in objects], (-1, 4)),
+                                       np.reshape([t[1] for t in truth[name]], (-1, 4)),
+                                       atol=1e-9, err_msg=f"{fmt} {name}")
+
+
+def test_check_rows_accepts_padded_rows_and_names_bad_ones():
+    labels = [_objects((0.1, 0.1, 0.5, 0.5), label="b"), _objects()]
+    rows = pad_objects(labels, ["a", "b"])
+    np.testing.assert_array_equal(check_rows(rows, 2), rows)
+    assert labels[0].classes == ("b",) and labels[1].classes == ()
+    bad = rows.copy()
+    bad[0, 0, 0] = 2
+    with pytest.raises(DataError, match=r"image 0 row 0 has a bad class id .* 0..1"):
+        check_rows(bad, 2)
+    bad = rows.copy()
+    bad[0, 0, 3] = 0.05  # xmax < xmin
+    with pytest.raises(DataError, match="image 0 row 0 has a bad box"):
+        check_rows(bad)
+    with pytest.raises(DataError, match=r"Received shape \(2, 5\)"):
+        check_rows(rows[:, 0])
+    with pytest.raises(DataError, match="not finite"):
+        check_rows(np.full((1, 1, 5), np.nan))

@@ -37,6 +37,11 @@ class AugmentConfig:
         shift in [0, 0.5], 0.0.
     mixup_alpha, cutmix_alpha: Beta(alpha, alpha) mixing of whole batches, 0.0; if
         both are set, each batch uses one of them at random.
+    box_min_visibility: boxes of several objects (`data.box_augment`) only: the
+        fraction of a box's area a crop, zoom or shift must leave in view for the box
+        to stay (clipped to the image); below it the object is dropped, 0.3. A sliver
+        of an object would ask for a box around a few ambiguous pixels; dropping a
+        larger part would teach background where most of an object shows.
     """
 
     crop_scale: tuple[float, float] | None = (0.6, 1.0)
@@ -51,6 +56,7 @@ class AugmentConfig:
     hue: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+    box_min_visibility: float = 0.3
 
     def __post_init__(self):
         if self.flip not in FLIP_MODES:
@@ -62,6 +68,12 @@ class AugmentConfig:
             if isinstance(value, float) and value < 0:
                 raise DataError(f"AugmentConfig: {f.name} must be >= 0. "
                                 f"Received: {f.name}={value}")
+        if self.zoom >= 1:
+            raise DataError(f"AugmentConfig: zoom must be < 1 (a zoom factor in "
+                            f"[1 - zoom, 1 + zoom]). Received: zoom={self.zoom}")
+        if self.box_min_visibility > 1:
+            raise DataError("AugmentConfig: box_min_visibility must be in [0, 1]. "
+                            f"Received: box_min_visibility={self.box_min_visibility}")
         if self.hue > 0.5:
             raise DataError(f"AugmentConfig: hue must be in [0, 0.5]. Received: hue={self.hue}")
         scale = self.crop_scale

@@ -47,6 +47,12 @@ class ImageObjects:
     objects: tuple[Obj, ...]
     where: str = ""
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The classes of its objects, each once, sorted (for the scan's per-class
+        image counts: `"|".join(item.classes)`)."""
+        return tuple(sorted({o.label for o in self.objects}))
+
 
 @dataclass
 class Listed:

@@ -57,3 +57,40 @@ def pad_objects(labels, class_names, max_boxes=None) -> np.ndarray:
             out[row, k, 0] = index[obj.label]
             out[row, k, 1:] = obj.box
     return out
+
+
+def check_rows(y, num_classes=None) -> np.ndarray:
+    """y as float32 rows [N, M, 5] (class id, xmin, ymin, xmax, ymax), the layout
+    `pad_objects` makes, checked: unused rows have class -1; a used row has an integer
+    class id below `num_classes` (if given) and a normalised box with 0 <= min < max
+    <= 1. DataError naming the image and row otherwise. A single [M, 5] image's rows,
+    or [N, 5] one object per image, are not guessed at: the shape must be [N, M, 5]."""
+    try:
+        rows = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError("Detection labels should be numeric rows [N, M, 5] (class id, "
+                        "xmin, ymin, xmax, ymax). Received: a ragged or non-numeric "
+                        "array") from None
+    if rows.ndim != 3 or rows.shape[2] != 5 or rows.shape[1] < 1:
+        raise DataError("Detection labels should be rows [N, M, 5] (class id, xmin, ymin, "
+                        "xmax, ymax; class -1 for unused rows), boxes normalised to "
+                        f"[0, 1]. Received shape {rows.shape}")
+    if not np.isfinite(rows).all():
+        n, m = np.argwhere(~np.isfinite(rows).all(axis=2))[0]
+        raise DataError(f"Detection labels: image {n} row {m} is not finite: "
+                        f"{rows[n, m].tolist()}")
+    cls, box = rows[..., 0], rows[..., 1:]
+    used = cls != PAD_CLASS
+    bad = used & ((cls < 0) | (cls != np.round(cls))
+                  | (False if num_classes is None else cls >= num_classes))
+    ordered = ((box[..., 0] >= 0) & (box[..., 0] < box[..., 2]) & (box[..., 2] <= 1)
+               & (box[..., 1] >= 0) & (box[..., 1] < box[..., 3]) & (box[..., 3] <= 1))
+    for what, wrong in (("class id", bad), ("box", used & ~ordered)):
+        if wrong.any():
+            n, m = np.argwhere(wrong)[0]
+            allowed = ("an integer 0.." + (str(num_classes - 1) if num_classes else "C-1")
+                       + ", or -1 for an unused row") if what == "class id" else \
+                "normalised (xmin, ymin, xmax, ymax) with 0 <= min < max <= 1"
+            raise DataError(f"Detection labels: image {n} row {m} has a bad {what} "
+                            f"{rows[n, m].tolist()}; expected {allowed}.")
+    return rows.astype(np.float32)
