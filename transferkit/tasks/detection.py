@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.data.annotations import MAX_BOXES, PAD_CLASS, pad_objects, read_objects
-from transferkit.data.augment import _color, _seeds, box_refusal
+from transferkit.data.box_augment import augment_rows, object_refusal
 from transferkit.data.scan import scan, with_problems
 from transferkit.models.detection import (EVAL_SCORE_THRESHOLD, OUTPUT, DetectionConfig,
                                           DetectionLoss, build_detector, feature_grid,
@@ -225,7 +225,7 @@ class Detection(Task):
                         "supported.")
 
     def check_augment(self, config):
-        reason = box_refusal(config)
+        reason = object_refusal(config)
         if reason:
             raise DataError(reason)
 
@@ -233,9 +233,9 @@ class Detection(Task):
         return tf.cast(label, tf.float32)
 
     def augment_example(self, image, label, seed, config):
-        """Crops, flips and scale jitter move the boxes with the image; an object
-        cropped out drops out (`data.augment.augment_boxes`)."""
-        return _flips_and_colour(image, label, seed, config)
+        """Crops, flips, zoom and translation move the boxes with the image; an object
+        cropped out drops out; colour leaves them alone (`data.box_augment`)."""
+        return augment_rows(image, label, seed, config)
 
     def encode_label(self, label, num_classes=None):
         """Object rows [max_objects, 5] -> [max_objects + L, C + 4] on the bound grid
@@ -433,22 +433,3 @@ def _image_size(path):
 
     return image_size(path)
 
-
-def _flips_and_colour(image, label, seed, config):
-    # Stand-in until data.augment's box-aware crops land (det-data): flips and colour.
-    s = _seeds(seed, 8)
-    boxes = label[:, 1:5]
-    if config.flip in ("horizontal", "horizontal_and_vertical"):
-        flip = tf.random.stateless_uniform([], s[1]) < 0.5
-        image = tf.where(flip, tf.reverse(image, axis=[1]), image)
-        boxes = tf.where(flip, tf.stack([1.0 - boxes[:, 2], boxes[:, 1],
-                                         1.0 - boxes[:, 0], boxes[:, 3]], axis=1), boxes)
-    if config.flip in ("vertical", "horizontal_and_vertical"):
-        flip = tf.random.stateless_uniform([], s[2]) < 0.5
-        image = tf.where(flip, tf.reverse(image, axis=[0]), image)
-        boxes = tf.where(flip, tf.stack([boxes[:, 0], 1.0 - boxes[:, 3], boxes[:, 2],
-                                         1.0 - boxes[:, 1]], axis=1), boxes)
-    if config.brightness or config.contrast or config.saturation or config.hue:
-        image = _color(image / 255.0, s[4:8], config) * 255.0
-    boxes = tf.where(label[:, :1] >= 0, boxes, 0.0)
-    return image, tf.concat([label[:, :1], boxes], axis=1)

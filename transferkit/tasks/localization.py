@@ -17,7 +17,6 @@ import numpy as np
 
 from transferkit.core.errors import DataError
 from transferkit.data import boxes as box_data
-from transferkit.data.augment import augment_boxed
 from transferkit.data.scan import scan, with_problems
 from transferkit.models.losses import class_and_box
 from transferkit.tasks.base import EPSILON, Task, _mean, _names, output_layer
@@ -108,11 +107,6 @@ class Localization(Detection):
     def read_tensors(self, source, **_):
         raise DataError("task='localization' reads a boxes CSV, a Pascal VOC folder or "
                         "(x, y) arrays; tf.data and TFDS sources are not supported.")
-
-    def augment_example(self, image, label, seed, config):
-        """Crop and flips move the box with the image; colour leaves it alone."""
-        image, row = augment_boxed(image, label[0], seed, config)
-        return image, row[None]
 
     # --- outputs: the best location of each image -------------------------------------
 

@@ -60,7 +60,13 @@ class DetectionLoss(keras.losses.Loss):
                 target[..., None], scores[..., None], apply_class_balancing=True,
                 alpha=ALPHA, gamma=GAMMA)  # [B, L, C]
             focal = ops.sum(focal, axis=(1, 2)) / count
-        box = ops.sum((1.0 - ciou) * positive, axis=-1) / count
+        true_box, pred_box = dense[..., classes:], y_pred[..., classes:]
+        # Each corner's error relative to the object's side: unlike (1 - CIoU), it
+        # still pulls a box that has shrunk to nothing (no overlap, no IoU gradient).
+        side = ops.maximum(ops.concatenate([true_box[..., 2:] - true_box[..., :2]] * 2,
+                                           axis=-1), 1e-3)
+        relative = ops.mean(ops.abs(pred_box - true_box) / side, axis=-1)
+        box = ops.sum((1.0 - ciou + relative) * positive, axis=-1) / count
         return focal + self.box_weight * box
 
     def get_config(self):
