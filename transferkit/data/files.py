@@ -97,7 +97,7 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
     train_y = parts["train"][1]
     return DataSplits(
         train=built["train"], val=built.get("val"), test=built.get("test"),
-        class_names=tuple(names), task=task.name,
+        class_names=tuple(names), task=task,
         num_classes=task.output_units(len(names) or train_y.shape[1]),
         image_size=pipe["image_size"],
         class_weight=task.class_weight(train_y, len(names)) if class_weights else None,

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from transferkit.core.errors import DataError
+from transferkit.core.task_registry import get_task
 from transferkit.models.parts import resolve
 from transferkit.training.boundary import boundary_extractor
 from transferkit.training.cache.config import FORMAT
@@ -58,9 +59,12 @@ def _describe(layer):
     return [type(layer).__name__, config]
 
 
-def data_fingerprint(files, labels, image_size, *, augment=None, views=0, seed=0):
+def data_fingerprint(files, labels, image_size, *, augment=None, views=0, seed=0,
+                     encoding=""):
     """Hash of a split's identity: each file's path, size and mtime, the labels, the
-    image size, and the augmentation config, views and seed."""
+    image size, and the augmentation config, views and seed; encoding: how the task
+    encodes the labels in the pipeline, when that depends on more than the labels
+    (`Task.label_encoding`; "" adds nothing, so other keys stay as they were)."""
     digest = hashlib.blake2b(digest_size=20)
     for path in files:
         try:
@@ -73,6 +77,8 @@ def data_fingerprint(files, labels, image_size, *, augment=None, views=0, seed=0
     digest.update(np.ascontiguousarray(labels, dtype=np.float32).tobytes())
     digest.update(repr((tuple(image_size), augment if views else None, views,
                         seed if views else None)).encode())
+    if encoding:
+        digest.update(f"\0encoding:{encoding}".encode())
     return digest.hexdigest()
 
 
@@ -80,8 +86,10 @@ def split_fingerprint(source, split, augment, views, seed):
     """`data_fingerprint` of a FeatureSource's file split; views count only with
     `augment` (a clean pass is the same data whatever the views)."""
     files, labels = source.files(split)
+    task = get_task(source.task)
     return data_fingerprint(files, labels, source.image_size, augment=augment,
-                            views=views if augment else 0, seed=seed)
+                            views=views if augment else 0, seed=seed,
+                            encoding=task.label_encoding())
 
 
 def feature_key(model_fp, data_fp):

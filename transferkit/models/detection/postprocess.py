@@ -1,0 +1,56 @@
+"""Post-processing: a dense head's [B, L, C + 4] outputs -> the detections.
+
+    {"boxes": [B, N, 4] normalised xyxy, "classes": [B, N] int32 class ids,
+     "scores": [B, N] float32, "count": [B] int32}
+
+N = max_detections; rows past an image's `count` are padding (boxes and scores 0,
+class -1), sorted by score. Per location the best class is its prediction (its score
+the location's score); locations under `score_threshold` are dropped, and
+non-maximum suppression per class (`iou_threshold`) keeps the best of overlapping
+boxes. The boxes are already decoded in the model (`head.GridBoxes`); here they are
+clipped to the image. Graph ops only: `tf.image.non_max_suppression_with_scores`
+converts to TFLite's builtin NON_MAX_SUPPRESSION_V5 (`combined_non_max_suppression`
+would need Flex ops), so the same function serves predict, evaluate, the SavedModel
+and a .tflite file (batch 1: `detect_one`).
+"""
+
+import tensorflow as tf
+
+# Class-aware NMS in one call: each class's boxes moved this far apart (normalised
+# boxes span at most 1), so boxes of different classes never overlap.
+CLASS_OFFSET = 2.0
+
+
+def detect_one(outputs, *, score_threshold, max_detections, iou_threshold=0.5):
+    """One image's detections from its outputs [L, C + 4]: boxes [N, 4], classes [N],
+    scores [N], count [] (see the module docstring)."""
+    outputs = tf.cast(outputs, tf.float32)
+    classes_all = outputs[:, :-4]
+    boxes = tf.clip_by_value(outputs[:, -4:], 0.0, 1.0)
+    scores = tf.reduce_max(classes_all, axis=1)
+    classes = tf.argmax(classes_all, axis=1, output_type=tf.int32)
+    shifted = boxes + CLASS_OFFSET * tf.cast(classes, tf.float32)[:, None]
+    # NMS takes (y1, x1, y2, x2); IoU is the same for x and y swapped.
+    keep, kept_scores = tf.image.non_max_suppression_with_scores(
+        shifted, scores, max_output_size=max_detections, iou_threshold=iou_threshold,
+        score_threshold=score_threshold)
+    count = tf.shape(keep)[0]
+    pad = max_detections - count
+    return {"boxes": tf.pad(tf.gather(boxes, keep), [[0, pad], [0, 0]]),
+            "classes": tf.pad(tf.gather(classes, keep), [[0, pad]], constant_values=-1),
+            "scores": tf.pad(kept_scores, [[0, pad]]),
+            "count": count}
+
+
+def postprocess(outputs, *, score_threshold, max_detections, iou_threshold=0.5):
+    """The detections of a batch of outputs [B, L, C + 4] (see the module docstring)."""
+    outputs = tf.convert_to_tensor(outputs, tf.float32)
+    n = int(max_detections)
+    signature = {"boxes": tf.TensorSpec([n, 4], tf.float32),
+                 "classes": tf.TensorSpec([n], tf.int32),
+                 "scores": tf.TensorSpec([n], tf.float32),
+                 "count": tf.TensorSpec([], tf.int32)}
+    return tf.map_fn(lambda row: detect_one(row, score_threshold=score_threshold,
+                                            max_detections=n,
+                                            iou_threshold=iou_threshold),
+                     outputs, fn_output_signature=signature)
