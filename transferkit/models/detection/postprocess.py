@@ -30,15 +30,18 @@ def detect_one(outputs, *, score_threshold, max_detections, iou_threshold=0.5):
     scores = tf.reduce_max(classes_all, axis=1)
     classes = tf.argmax(classes_all, axis=1, output_type=tf.int32)
     shifted = boxes + CLASS_OFFSET * tf.cast(classes, tf.float32)[:, None]
-    # NMS takes (y1, x1, y2, x2); IoU is the same for x and y swapped.
-    keep, kept_scores = tf.image.non_max_suppression_with_scores(
-        shifted, scores, max_output_size=max_detections, iou_threshold=iou_threshold,
-        score_threshold=score_threshold)
-    count = tf.shape(keep)[0]
-    pad = max_detections - count
-    return {"boxes": tf.pad(tf.gather(boxes, keep), [[0, pad], [0, 0]]),
-            "classes": tf.pad(tf.gather(classes, keep), [[0, pad]], constant_values=-1),
-            "scores": tf.pad(kept_scores, [[0, pad]]),
+    # NMS takes (y1, x1, y2, x2); IoU is the same for x and y swapped. Padded to
+    # max_detections with the count beside: TFLite's kernel always pads, and the
+    # converter takes the length of an unpadded result for max_detections, so counting
+    # the kept rows with tf.shape would report max_detections in a .tflite file.
+    keep, kept_scores, count = tf.raw_ops.NonMaxSuppressionV5(
+        boxes=shifted, scores=scores, max_output_size=max_detections,
+        iou_threshold=iou_threshold, score_threshold=score_threshold,
+        soft_nms_sigma=0.0, pad_to_max_output_size=True)
+    valid = tf.range(max_detections) < count
+    return {"boxes": tf.where(valid[:, None], tf.gather(boxes, keep), 0.0),
+            "classes": tf.where(valid, tf.gather(classes, keep), -1),
+            "scores": tf.where(valid, kept_scores, 0.0),
             "count": count}
 
 
