@@ -242,15 +242,37 @@ def tflite_bytes(saved_model_dir, quantize=None, representative=None, float_name
 def _quantized_outside(converter, images, names):
     """int8 but for the operations under `names` and those after them: TFLite's
     selective quantization (the QuantizationDebugger's denylisted nodes, named in the
-    calibrated model)."""
+    calibrated model). Their calibration statistics go too: with them the quantizer
+    still puts int8 round trips on some denylisted tensors (a sigmoid's fixed [0, 1]
+    range rounds every score to 1/256, which ties neighbouring locations; a slice of
+    the boxes), and a tensor without statistics it cannot quantize."""
     def data():
         return ([image] for image in images)
 
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
                                                          debug_dataset=data)
+    nodes = _nodes_from(debugger.calibrated_model, names)
+    debugger.calibrated_model = _without_statistics(debugger.calibrated_model, nodes)
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_nodes=_nodes_from(debugger.calibrated_model, names))
+        denylisted_nodes=nodes)
     return debugger.get_nondebug_quantized_model()
+
+
+def _without_statistics(content, names):
+    """A calibrated .tflite (`content`) with the calibration ranges of the tensors
+    named `names` removed."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as model_fb
+
+    model = model_fb.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    names = set(names)
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            if tensor.name.decode() in names:
+                tensor.quantization = None
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), b"TFL3")
+    return bytes(builder.Output())
 
 
 def _nodes_from(content, names):
