@@ -302,7 +302,7 @@ def test_a_one_channel_segmenter_reads_as_mediapipe_reads_one_channel(tmp_path):
 
 DETECTOR_SIZE = 64
 # Each test image's content at the model's size, stretched by whole factors (x, y):
-# sizes from 96x96 to 240x96, all aspect ratios differing from the model's.
+# 192x128, 128x256, 256x192, 192x192 and 320x128 pixels.
 STRETCH = ((3, 2), (2, 4), (4, 3), (3, 3), (5, 2))
 
 
@@ -352,7 +352,7 @@ def _mediapipe_pixels(box, width, height):
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
-    """A detector trained on generated images (tiny backbone, 48 px), exported to fp32
+    """A detector trained on generated images (tiny backbone, 64 px), exported to fp32
     and int8 .tflite, predicted by transferkit on unseen images and run by MediaPipe's
     ObjectDetector in one client process."""
     root = str(tmp_path_factory.mktemp("detector"))
@@ -379,16 +379,24 @@ def detector(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_detector_finds_the_objects(detector):
-    """Not a vacuous comparison: predict finds many of the unseen images' objects."""
-    found = [d for row in detector["rows"] for d in row["detections"]]
+    """Not a vacuous comparison: predict's detections on the unseen images are most of
+    their objects (same class, IoU >= 0.5), and mostly objects."""
+    rows, truth = detector["rows"], detector["objects"]
+    found = [d for row in rows for d in row["detections"]]
     assert len(found) >= 20 and len({d["class"] for d in found}) > 1
-    hits = total = 0
-    for row, objects in zip(detector["rows"], detector["objects"]):
-        for name, box in objects:
-            total += 1
-            hits += any(d["class"] == name and _iou(d["box_normalized"], box) >= 0.5
-                        for d in row["detections"])
-    assert hits / total >= 0.3, (hits, total)
+
+    def hit(d, objects):
+        return any(d["class"] == name and _iou(d["box_normalized"], box) >= 0.5
+                   for name, box in objects)
+
+    true = sum(hit(d, objects) for row, objects in zip(rows, truth)
+               for d in row["detections"])
+    recalled = sum(hit({"class": name, "box_normalized": box}, [
+        (d["class"], d["box_normalized"]) for d in row["detections"]])
+        for row, objects in zip(rows, truth) for name, box in objects)
+    total = sum(len(objects) for objects in truth)
+    assert true / len(found) >= 0.4 and recalled / total >= 0.5, (
+        true, len(found), recalled, total)
 
 
 @pytest.mark.slow

@@ -18,6 +18,10 @@ file keeps it, the SavedModel's `serving_default` returns `novelty` and `unknown
 a .tflite file returns `novelty` [B, 1] as its second output, its threshold in the
 file's metadata (`tflite_metadata`). Both compute it in the graph with
 `novelty.novelty_model`.
+A detector's .tflite (its task's TfliteOutput kind "detections") computes the
+detections in the graph, for one image at a time (`Task.tflite_detections`: MediaPipe
+ObjectDetector's four outputs); int8 keeps that post-processing and the layers the task
+names (`TfliteOutput.float_layers`) in float32 (`tflite_bytes`).
 Class names travel with every artifact: `labels.txt` (one per line, output order) and
 `<artifact>.json` (class names, image size, input spec) are written beside it, inside
 a SavedModel's `assets/` too, and inside the .keras file (see saving.save_model).

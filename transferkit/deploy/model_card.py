@@ -56,8 +56,10 @@ def model_card(loaded, artifacts, *, rows=None, tolerance=None):
     if rows:
         lines += ["", "## Accuracy per format", "",
                   f"Scored by `transferkit export --check` on the same images; agreement "
-                  f"is the fraction of images on which an artifact's prediction matches "
-                  f"the source Keras model's (tolerance {tolerance}).", "",
+                  f"is how much of an artifact's predictions match the source Keras "
+                  f"model's: the share of images with the same prediction, or for a "
+                  f"detector the share of detections paired by class, IoU >= 0.9 and "
+                  f"score (tolerance {tolerance}).", "",
                   f"| artifact | format | size (MB) | {task.headline} | agreement | "
                   f"ms/image | max abs diff | verdict |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['artifact']} | {r['format']} | {r['size_mb']:.2f} | "

@@ -2,6 +2,11 @@
 
     predict = load_predictor("exports/model_int8.tflite")   # LiteRT's interpreter
     probs = predict(images)
+
+A detector's .tflite returns its own detections (non-max suppression in its graph), as
+the model's output layout with one row per detection (`tasks.outputs.
+detections_as_outputs`), so the task's post-processing reads them as they are;
+`load_predictor(path).detections(images)` gives the file's four outputs.
 """
 
 import os

@@ -10,9 +10,10 @@ the model's name, description, version and author; the input image tensor (RGB,
 normalisation mean 0 / std 1 since transferkit models take RGB 0-255 floats and
 normalise inside the graph, value range 0-255, the size it was trained at); the output
 tensor as the task describes it (`Task.tflite_output`: scores with a labels file of type
-TENSOR_AXIS_LABELS, or a segmentation mask); with a novelty score, the second output
-`novelty` with its threshold (`_novelty_output`); and the associated files zip-appended
-to the model (ZIP_STORED, as tflite-support's MetadataPopulator does): the labels and
+TENSOR_AXIS_LABELS, or a segmentation mask; a detector's four outputs as MediaPipe's
+ObjectDetector writer describes them, `_detection_outputs`); with a novelty score, the
+second output `novelty` with its threshold (`_novelty_output`); and the associated files
+zip-appended to the model (ZIP_STORED, as tflite-support's MetadataPopulator does): the labels and
 `transferkit.json` (the export's metadata: task, class names, input, version, novelty).
 
 Written with the FlatBuffers object API of two generated schemas: the metadata schema
