@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -253,13 +254,17 @@ def _quantized_outside(converter, images, names):
     def data():
         return ([image] for image in images)
 
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
-                                                         debug_dataset=data)
-    nodes = _nodes_from(debugger.calibrated_model, names)
-    debugger.calibrated_model = _without_statistics(debugger.calibrated_model, nodes)
-    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_nodes=nodes)
-    return debugger.get_nondebug_quantized_model()
+    with warnings.catch_warnings():
+        # The debugger checks its model on TF's own interpreter, which warns that it
+        # is deprecated: nothing the person exporting can act on.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
+                                                             debug_dataset=data)
+        nodes = _nodes_from(debugger.calibrated_model, names)
+        debugger.calibrated_model = _without_statistics(debugger.calibrated_model, nodes)
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=nodes)
+        return debugger.get_nondebug_quantized_model()
 
 
 def _without_statistics(content, names):

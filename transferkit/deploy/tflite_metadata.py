@@ -13,8 +13,9 @@ tensor as the task describes it (`Task.tflite_output`: scores with a labels file
 TENSOR_AXIS_LABELS, or a segmentation mask; a detector's four outputs as MediaPipe's
 ObjectDetector writer describes them, `_detection_outputs`); with a novelty score, the
 second output `novelty` with its threshold (`_novelty_output`); and the associated files
-zip-appended to the model (ZIP_STORED, as tflite-support's MetadataPopulator does): the labels and
-`transferkit.json` (the export's metadata: task, class names, input, version, novelty).
+zip-appended to the model (ZIP_STORED, as tflite-support's MetadataPopulator does): the
+labels and `transferkit.json` (the export's metadata: task, class names, input,
+version, novelty).
 
 Written with the FlatBuffers object API of two generated schemas: the metadata schema
 (vendored from the mediapipe wheel, `_vendor`) and TensorFlow's model schema.
