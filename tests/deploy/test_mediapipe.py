@@ -364,7 +364,7 @@ def detector(tmp_path_factory):
         _cli("train", "--data", data, "--task", "detection", "--out", run, "--backbone",
              "tiny_test", "--weights", "none", "--image-size", DETECTOR_SIZE,
              "--batch-size", 8, "--augment", "none", "--head-epochs", 10, "--head-lr",
-             0.01, "--finetune-epochs", 60, "--finetune-lr", 0.003, "--finetune-unfreeze",
+             0.01, "--finetune-epochs", 35, "--finetune-lr", 0.003, "--finetune-unfreeze",
              "none", "--early-stopping-patience", 0, "--no-report")
     files, objects = _stretched_images(os.path.join(root, "test"))
     exports = {"fp32": _export(run, os.path.join(root, "exp")),
