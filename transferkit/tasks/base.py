@@ -62,9 +62,6 @@ class Task:
     # outputs name left and right (e.g. box coordinates) sets it False.
     flip_tta = True
     adds_classes = False  # add-class may grow its output layer (one unit per class)
-    # The MediaPipe Tasks API that runs this task's TFLite file (None: none does); the
-    # model card names it.
-    mediapipe_api = None
     box_output = False  # outputs end in a normalised xyxy box: TTA un-mirrors it
     # The output layer is one softmax over the classes, so its pre-activation are logits
     # the energy novelty score can take (`models.novelty.head_logits`).

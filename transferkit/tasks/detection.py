@@ -36,13 +36,22 @@ from transferkit.data.box_augment import augment_rows, object_refusal
 from transferkit.data.scan import scan, with_problems
 from transferkit.models.detection import (BOX_WEIGHT, EVAL_SCORE_THRESHOLD, OUTPUT,
                                           DetectionConfig, DetectionLoss, build_detector,
-                                          feature_grid, positive_iou, postprocess)
+                                          detect_one, feature_grid, positive_iou,
+                                          postprocess)
 from transferkit.models.detection import targets
 from transferkit.tasks.base import Task, _mean, _names
-from transferkit.tasks.boxes import (PRED_COLOUR, TRUE_COLOUR, draw_boxes, save_drawing,
-                                     upright_image)
+from transferkit.tasks.boxes import (PRED_COLOUR, TRUE_COLOUR, draw_boxes, iou_matrix,
+                                     save_drawing, upright_image)
 from transferkit.tasks.coco import coco_eval, match
+from transferkit.tasks.outputs import DETECTION_OUTPUTS, TfliteOutput
 
+# `export --check`: an artifact's detection is the source's at this IoU (same class), as
+# the MediaPipe client's detections are judged against predict's.
+PARITY_IOU = 0.9
+# The dense head's per-location class and box predictors (`models.detection.head`),
+# which an int8 .tflite keeps float: their int8 rounding moves which of neighbouring,
+# near-tied locations survives non-max suppression, and so the box reported.
+PREDICTORS = ("head_classes", "head_boxes")
 
 
 class Detection(Task):
@@ -323,12 +332,35 @@ class Detection(Task):
         return float(np.mean(self.example_losses(outputs, labels))) if len(outputs) else 0.0
 
     def agreement(self, reference, outputs, tolerance):
-        """Fraction of `reference`'s detections (at the score threshold) that one of
-        `outputs`' matches: same class, IoU >= 0.9 (1.0 when there are none)."""
-        pairs = [match(d, (r[0], r[1]), iou=0.9) for r, d in
-                 zip(self.detections(reference), self.detections(outputs))]
-        total = sum(len(o) for _, o in pairs)
-        return sum(int(o.sum()) for _, o in pairs) / total if total else 1.0
+        """The share of the detections of either side (at the score threshold) that
+        pair with one of the other's: same class, IoU >= PARITY_IOU, scores within
+        `tolerance` (1.0 when neither has any)."""
+        return self._paired(reference, outputs, tolerance)[0]
+
+    def parity(self, reference, outputs, labels, tolerance=0.01):
+        """`export --check` on what every artifact reports, the detections at the
+        score threshold (a .tflite file keeps no others): ok when their COCO mAP
+        moves by at most `tolerance` and `agreement` is at least 1 - `tolerance`;
+        max_abs_diff is the largest score difference of two detections paired by
+        class and IoU alone."""
+        agreement, worst = self._paired(reference, outputs, tolerance)
+        objects, num = self.objects(labels), np.asarray(reference).shape[-1] - 4
+        before, after = (coco_eval(self.detections(o), objects, num)[self.headline]
+                         for o in (reference, outputs))
+        moved = 0.0 if np.isnan(before) and np.isnan(after) else abs(after - before)
+        return {self.headline: after, "agreement": agreement, "max_abs_diff": worst,
+                "ok": bool(moved <= tolerance and agreement >= 1 - tolerance)}
+
+    def _paired(self, reference, outputs, tolerance):
+        """(share of detections paired, largest score difference of a class-and-IoU
+        pair) of two outputs' detections at the score threshold (`_pair`)."""
+        paired = total = 0
+        worst = 0.0
+        for ref, out in zip(self.detections(reference), self.detections(outputs)):
+            n, diff = _pair(ref, out, PARITY_IOU, tolerance)
+            paired, total = paired + n, total + len(ref[1]) + len(out[1]) - n
+            worst = max(worst, diff)
+        return (paired / total if total else 1.0), worst
 
     def describe(self, outputs_row, class_names, top_k=3):
         """{"label": the classes found, "detections": [{"class", "score",
@@ -375,9 +407,32 @@ class Detection(Task):
         return {**found, "class_names": tf.gather(names, ids)}
 
     def tflite_output(self, class_names, units):
-        raise ConfigError(f"A .tflite export of task={self.name!r} (MediaPipe "
-                          "ObjectDetector outputs and metadata) is not built yet; "
-                          "export keras or savedmodel.")
+        """MediaPipe ObjectDetector's four outputs (`tflite_detections`), the class
+        names as the categories' labels and the score threshold."""
+        return TfliteOutput(
+            "detections", f"Scores of the detections (classes of {units - 4}), above "
+            f"{self.config.score_threshold}, best first, after non-max suppression.",
+            tuple(_names(class_names, units - 4)),
+            score_threshold=self.config.score_threshold, float_layers=PREDICTORS)
+
+    def tflite_detections(self, outputs):
+        """What an exported .tflite returns for one image's outputs [1, L, C + 4]
+        (graph ops): {`DETECTION_OUTPUTS` name: tensor}, MediaPipe ObjectDetector's
+        locations [1, N, 4] (normalised xyxy), categories [1, N], scores [1, N] and
+        number of detections [1], float32 as it reads them (N = max_detections): the
+        detections `postprocess` gives. Kept from the score threshold in the graph:
+        MediaPipe's own score_threshold option (0 unless set) overrides the one the
+        metadata holds, so only the graph makes a plain client report what predict
+        does."""
+        n = self.config.max_detections
+        found = detect_one(outputs[0], score_threshold=self.config.score_threshold,
+                           max_detections=n, iou_threshold=self.config.nms_iou)
+        # Static shapes: MediaPipe and LiteRT's output details see [1, N, 4].
+        values = (tf.reshape(found["boxes"], [1, n, 4]),
+                  tf.reshape(tf.cast(found["classes"], tf.float32), [1, n]),
+                  tf.reshape(found["scores"], [1, n]),
+                  tf.reshape(tf.cast(found["count"], tf.float32), [1]))
+        return dict(zip(DETECTION_OUTPUTS, values))
 
     # --- what people see ----------------------------------------------------------------
 
@@ -418,6 +473,29 @@ class Detection(Task):
                                [PRED_COLOUR] * len(boxes), labels)
             written.append(save_drawing(drawn, out_dir, i, path, "boxes"))
         return f"detections: {len(written)} images with their boxes drawn in {out_dir}"
+
+
+def _pair(reference, outputs, iou, tolerance):
+    """(pairs, largest score difference of a pair by class and IoU) of one image's
+    detections (boxes, class ids, scores) of two models: each of `reference`'s, best
+    first, takes the unpaired one of `outputs` of its class with the highest IoU at
+    >= `iou`; a pair counts when the scores are within `tolerance` too."""
+    (r_boxes, r_ids, r_scores), (o_boxes, o_ids, o_scores) = reference, outputs
+    if not len(r_ids) or not len(o_ids):
+        return 0, 0.0
+    ious = iou_matrix(r_boxes, o_boxes)
+    ious[np.asarray(r_ids)[:, None] != np.asarray(o_ids)[None]] = -1.0
+    taken = np.zeros(len(o_ids), bool)
+    pairs, worst = 0, 0.0
+    for i in np.argsort(-np.asarray(r_scores), kind="stable"):
+        candidates = np.where(taken, -1.0, ious[i])
+        j = int(np.argmax(candidates))
+        if candidates[j] >= iou:
+            taken[j] = True
+            diff = abs(float(r_scores[i]) - float(o_scores[j]))
+            worst = max(worst, diff)
+            pairs += diff <= tolerance
+    return pairs, worst
 
 
 def _last_layer_name(model):

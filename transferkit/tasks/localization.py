@@ -189,9 +189,11 @@ class Localization(Detection):
         iou = box_ious(self.boxes(reference), self.boxes(outputs))
         return _mean(same & (iou >= 1.0 - 5.0 * tolerance))
 
-    def parity(self, reference, outputs, labels, tolerance):
-        """The task's parity, plus the two models' mean box IoU with each other."""
-        out = super().parity(reference, outputs, labels, tolerance)
+    def parity(self, reference, outputs, labels, tolerance=0.01):
+        """The task's parity on the best locations (`Task.parity`, not detection's:
+        every artifact returns the dense outputs), plus the two models' mean box IoU
+        with each other."""
+        out = Task.parity(self, reference, outputs, labels, tolerance)
         out["box_iou"] = _mean(box_ious(self.boxes(reference), self.boxes(outputs)))
         return out
 
