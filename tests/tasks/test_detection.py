@@ -147,8 +147,11 @@ def test_unbound_labels_hold_the_objects_and_bound_ones_the_grid_too(tmp_path):
     assert grid.levels == ((16, 16, 2), (8, 8, 4))
     assert y.shape == (6, 100 + grid.size, len(DETECTION_CLASSES) + 4)
     # The object rows are the same either way (what scoring reads).
-    np.testing.assert_array_equal(np.sort(y.numpy()[:, :100, 0], axis=1),
-                                  np.sort(next(iter(plain.train))[1].numpy()[:, :, 0], axis=1))
+    # (The two pipelines shuffle the images apart: compare them as sets of images.)
+    def images(rows):
+        return sorted(tuple(np.sort(r)) for r in rows[:, :100, 0])
+
+    assert images(y.numpy()) == images(next(iter(plain.train))[1].numpy())
 
 
 def test_cached_views_keep_the_maps_and_each_views_moved_boxes(tmp_path):
@@ -243,8 +246,6 @@ def test_train_evaluate_predict_and_export_on_a_tiny_run(tiny_run):
     assert int(served["count"][0]) == len(found[0])
     np.testing.assert_allclose(served["boxes"][0, :len(found[0])].numpy(), found[0],
                                atol=1e-4)
-    code, printed = _cli("export", root / "run", "--format", "tflite", "--out", root / "t")
-    assert code == 2 and "not built yet" in printed + ""
 
 
 def test_add_class_and_novelty_refuse_detection(tiny_run, tmp_path):

@@ -20,6 +20,7 @@ from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.task_registry import get_task, task_for_model
 from transferkit.data.augment import AugmentConfig
 from transferkit.data.load import load_data
+from transferkit.data.pipeline import decode_image
 from transferkit.models.builder import ModelConfig
 from transferkit.models.detection import DetectionLoss, Grid, encode
 from transferkit.models.tta import with_tta
@@ -240,7 +241,7 @@ def test_train_evaluate_predict_and_export_on_a_tiny_run(tiny_run):
     code, printed = _cli("predict", root / "run", image, "--json")
     row = json.loads(printed.strip().splitlines()[-1])
     model = keras.saving.load_model(root / "run" / "model.keras")
-    x = tf.image.resize(np.asarray(Image.open(image), "float32"), (32, 32)).numpy()
+    x = decode_image(str(image), (32, 32)).numpy()  # predict's decoder
     out = model.predict(x[None], verbose=0)[0]
     box = out[out[:, :-4].max(axis=1).argmax(), -4:]  # the best location's
     np.testing.assert_allclose(row["box"], np.sort(box.reshape(2, 2), axis=0).ravel()

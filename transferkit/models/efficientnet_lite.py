@@ -65,15 +65,12 @@ def _pyramid(width, depth):
     and of stage 7 (stride 32, 320), before the 1x1 top convolution, as EfficientDet
     takes them (Tan et al. 2020): the top's 1280 ImageNet channels would quadruple
     the cached maps for a layer trained for classification."""
-    import os
-    stages = (2, 4, 6) if os.environ.get("TK_P3") == "1" else (4, 6)
-    strides = (8, 16, 32) if len(stages) == 3 else (16, 32)
     names = []
-    for stage in stages:
+    for stage in (4, 6):
         repeats = _stages(width, depth)[stage][1]
         last = f"block{stage + 1}{chr(96 + repeats)}_"
         names.append(last + ("add" if repeats > 1 else "project_bn"))
-    return tuple(zip(names, strides))
+    return tuple(zip(names, (16, 32)))
 
 
 def _relu6(name):

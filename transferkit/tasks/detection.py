@@ -141,8 +141,7 @@ class Detection(Task):
                               backbone_kwargs=dict(config.backbone_kwargs))
 
     def loss(self, label_smoothing=0.0):
-        import os
-        return DetectionLoss(self.box_weight, quality=os.environ.get("TK_QUALITY") == "1")
+        return DetectionLoss(self.box_weight)
 
     def metrics(self, units):
         import keras

@@ -185,23 +185,8 @@ def detection_head(feature_size, grid, channels, num_classes, width=64):
         levels.insert(0, layers.Add(name=f"head_merge{i}")([laterals[i], up]))
     # One tower and one pair of predictors for every level: an object is the same
     # class at any scale, and each sees twice the examples.
-    import os
-    sep, bn = os.environ.get("TK_SEP") == "1", os.environ.get("TK_BN") == "1"
-
-    def make_tower(kind):
-        out = []
-        for j in (1, 2):
-            out.append(layers.Conv2D(width, 3, padding="same", use_bias=not bn,
-                                     activation=None if bn else "relu",
-                                     name=f"head_{kind}tower{j}"))
-            if bn:
-                out.append(layers.BatchNormalization(momentum=0.9,
-                                                     name=f"head_{kind}bn{j}"))
-                out.append(layers.ReLU(name=f"head_{kind}relu{j}"))
-        return out
-
-    tower = make_tower("")
-    box_tower = make_tower("box_") if sep else tower
+    tower = [layers.Conv2D(width, 3, padding="same", activation="relu",
+                           name=f"head_tower{j}") for j in (1, 2)]
     # Small initial weights (FCOS's N(0, 0.01)): every box starts one cell from its
     # location on each side, and every score at PRIOR, so neither loss starts saturated.
     small = keras.initializers.RandomNormal(stddev=0.01)
@@ -212,15 +197,11 @@ def detection_head(feature_size, grid, channels, num_classes, width=64):
     boxes = layers.Conv2D(4, 3, padding="same", kernel_initializer=small,
                           name="head_boxes")
     rows = []
-    for i, level in enumerate(levels):
-        x = level
+    for i, x in enumerate(levels):
         for conv in tower:
             x = conv(x)
-        y = level
-        for conv in box_tower:
-            y = conv(y)
         h, w, _ = grid.levels[i]
-        located = GridBoxes(grid.levels[i], grid.image, name=f"head_decode{i}")(boxes(y))
+        located = GridBoxes(grid.levels[i], grid.image, name=f"head_decode{i}")(boxes(x))
         both = layers.Concatenate(name=f"head_level{i}")([classes(x), located])
         rows.append(layers.Reshape((h * w, num_classes + 4), name=f"head_rows{i}")(both))
     # float32 output so mixed precision never rounds the scores (as in build_head).

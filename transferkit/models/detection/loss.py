@@ -4,7 +4,8 @@ Classification is the sigmoid focal loss of every location and class (Lin et al.
 alpha 0.25, gamma 2: the many easy background locations count little), summed and
 divided by the image's positive locations; the box term is 1 - CIoU (Zheng et al.
 2020, `keras.utils.bounding_boxes.compute_ciou`) of each positive location's decoded
-box against its object's, averaged over the positives and weighted by `box_weight`.
+box against its object's plus the mean absolute error of its corners relative to the
+object's width and height, averaged over the positives and weighted by `box_weight`.
 `y_true` is the target encoder's [M + L, C + 4] (object rows, then dense targets,
 `targets.encode`); `y_pred` the model's [L, C + 4].
 """
@@ -34,10 +35,9 @@ class DetectionLoss(keras.losses.Loss):
     """Focal loss over every location and class + box_weight x (1 - CIoU) over the
     positive ones, per image (see the module docstring). box_weight: 1.0."""
 
-    def __init__(self, box_weight=1.0, quality=False, name="detection_loss", **kwargs):
+    def __init__(self, box_weight=1.0, name="detection_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.box_weight = float(box_weight)
-        self.quality = bool(quality)
 
     def call(self, y_true, y_pred):
         ops = keras.ops
@@ -49,17 +49,10 @@ class DetectionLoss(keras.losses.Loss):
         count = ops.maximum(ops.sum(positive, axis=-1), 1.0)  # [B]
         ciou = keras.utils.bounding_boxes.compute_ciou(
             dense[..., classes:], y_pred[..., classes:], "xyxy")  # [B, L]
-        if self.quality:
-            iou = ops.stop_gradient(paired_iou(dense[..., classes:], y_pred[..., classes:]))
-            soft = target * ops.maximum(iou, 0.0)[..., None]
-            p = ops.clip(scores, 1e-6, 1 - 1e-6)
-            bce = -(soft * ops.log(p) + (1 - soft) * ops.log(1 - p))
-            focal = ops.sum(ops.square(soft - p) * bce, axis=(1, 2)) / count
-        else:
-            focal = keras.losses.binary_focal_crossentropy(
-                target[..., None], scores[..., None], apply_class_balancing=True,
-                alpha=ALPHA, gamma=GAMMA)  # [B, L, C]
-            focal = ops.sum(focal, axis=(1, 2)) / count
+        focal = keras.losses.binary_focal_crossentropy(
+            target[..., None], scores[..., None], apply_class_balancing=True,
+            alpha=ALPHA, gamma=GAMMA)  # [B, L, C]
+        focal = ops.sum(focal, axis=(1, 2)) / count
         true_box, pred_box = dense[..., classes:], y_pred[..., classes:]
         # Each corner's error relative to the object's side: unlike (1 - CIoU), it
         # still pulls a box that has shrunk to nothing (no overlap, no IoU gradient).
@@ -70,10 +63,10 @@ class DetectionLoss(keras.losses.Loss):
         return focal + self.box_weight * box
 
     def get_config(self):
-        return {**super().get_config(), "box_weight": self.box_weight,
-                "quality": self.quality}
+        return {**super().get_config(), "box_weight": self.box_weight}
 
 
+@keras.saving.register_keras_serializable(package="transferkit")
 def positive_iou(y_true, y_pred):
     """Per image, the mean IoU of the boxes predicted at positive locations with their
     objects' (a training metric: how well the assigned locations box)."""

@@ -159,11 +159,15 @@ def test_loss_is_small_for_the_targets_and_grows_with_wrong_scores_and_boxes():
     classes_only = float(DetectionLoss(box_weight=0.0)(y, perfect))
     assert float(DetectionLoss(box_weight=0.0)(y, moved)) == pytest.approx(classes_only,
                                                                            abs=1e-7)
-    # The box term alone (weight 1): mean (1 - CIoU) over the positive locations.
+    # The box term alone (weight 1): mean (1 - CIoU) over the positive locations plus
+    # the corners' mean absolute error relative to the object's width and height.
+    true_box = dense[0, pos, 3:]
     ciou = keras.ops.convert_to_numpy(keras.utils.bounding_boxes.compute_ciou(
-        dense[0, pos, 3:], moved[0, pos, 3:], "xyxy"))
+        true_box, moved[0, pos, 3:], "xyxy"))
+    side = np.concatenate([true_box[:, 2:] - true_box[:, :2]] * 2, axis=1)
+    relative = np.mean(np.abs(moved[0, pos, 3:] - true_box) / side, axis=1)
     assert float(loss(y, moved)) - float(DetectionLoss(box_weight=0.0)(y, moved)) == \
-        pytest.approx(float(np.mean(1 - ciou)), rel=1e-4)
+        pytest.approx(float(np.mean(1 - ciou + relative)), rel=1e-4)
     with pytest.raises(ConfigError, match="without the model's grid"):
         loss(encode(rows, None, 3).numpy()[None], perfect)
 
