@@ -5,9 +5,10 @@
     python benchmarks/detection.py --smoke                # wiring only: tiny, 1 epoch
 
 Parts (`--part`, default all):
-  detection     the multi-object set (benchmarks/detection_data.py: 300 images of 3
-                sizes, 1-6 objects of 3 classes, 8-48 px, clutter), `transferkit train
-                --task detection` with defaults (EfficientNet-Lite0, ImageNet weights):
+  detection     the multi-object set of recipes/make_detection_sample.py (300 images of
+                3 sizes, 1-6 objects of 3 classes, 8-48 px, clutter; drawn from
+                SAMPLE_SEED, not the sample's own seed), `transferkit train --task
+                detection` with defaults (EfficientNet-Lite0, ImageNet weights):
                 validation COCO mAP@[.5:.95] and AP50 per seed, mean and spread; then
                 the same from scratch (random weights, every layer training for the
                 same epochs), the transfer / scratch ratio
@@ -39,16 +40,21 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import detection_data  # noqa: E402
+import _detection_sets as detection_sets  # noqa: E402
+import make_detection_sample  # noqa: E402
 from transferkit import cli  # noqa: E402
 from transferkit.app.train import train  # noqa: E402
 from transferkit.training.recipe import recipe_from_dict  # noqa: E402
 
 DATA_SEED = 0  # the sets are fixed; seeds vary the split and the training
+# The detection set: recipes/make_detection_sample.py's scenes from a seed of their own
+# (the sample's default seed is the set the head was developed on).
+SAMPLE_SEED = 31
 
 
 def spread(values):
@@ -191,10 +197,15 @@ def assignment_part(args, data, out):
     # RetinaNet's defaults (keras_hub RetinaNetObjectDetector): anchors of 4 x stride at
     # 3 scales and 3 aspect ratios, on the levels of this grid's strides.
     levels = [int(np.log2(s)) for s in grid.strides]
+    # Pixel yxyx: the anchor generator makes absolute boxes (it knows no image size).
     anchors = keras_hub.layers.AnchorGenerator(
-        "rel_yxyx", min_level=min(levels), max_level=max(levels), num_scales=3,
+        "yxyx", min_level=min(levels), max_level=max(levels), num_scales=3,
         aspect_ratios=[0.5, 1.0, 2.0], anchor_size=4)
-    encoder = keras_hub.layers.RetinaNetLabelEncoder(anchors, "rel_yxyx")
+    # The label encoder RetinaNetObjectDetector builds (not in keras_hub's public API).
+    from keras_hub.src.models.retinanet.retinanet_label_encoder import (
+        RetinaNetLabelEncoder)
+
+    encoder = RetinaNetLabelEncoder(anchors, "yxyx")
     images = tf.zeros((1, height, width, 3))
     found = {"anchors": [], "centre sampling": []}
     sizes = []
@@ -202,12 +213,13 @@ def assignment_part(args, data, out):
         valid = row[row[:, 0] >= 0]
         if not len(valid):
             continue
-        yxyx = valid[:, [2, 1, 4, 3]][None]
-        _, classes = encoder(images, tf.constant(yxyx), tf.constant(valid[:, :1][None]))
+        yxyx = (valid[:, [2, 1, 4, 3]] * [height, width, height, width])[None]
+        _, classes = encoder(images, tf.constant(yxyx, tf.float32),
+                             tf.constant(valid[:, :1][None]))
         # Which object each positive anchor matched: re-match by IoU, as the encoder did.
         anchor_boxes = tf.concat(list(anchors(images).values()), axis=0).numpy()
         anchor_boxes = anchor_boxes / [height, width, height, width]
-        positive = classes.numpy()[0, :, 0] >= 0
+        positive = classes.numpy().reshape(-1) >= 0  # [anchors]: -1 background, -2 ignored
         from transferkit.tasks.boxes import iou_matrix
         ious = iou_matrix(anchor_boxes[positive][:, [1, 0, 3, 2]], valid[:, 1:5])
         hit_anchor = np.zeros(len(valid), bool)
@@ -252,8 +264,9 @@ def main(argv=None):
         else (args.part,)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or tmp
-        data = detection_data.objects_set(os.path.join(out, "objects"), count, DATA_SEED)
-        one = detection_data.one_object_set(os.path.join(out, "one"), one_count, DATA_SEED)
+        data = make_detection_sample.write_sample(os.path.join(out, "objects"), count,
+                                                  SAMPLE_SEED)
+        one = detection_sets.one_object_set(os.path.join(out, "one"), one_count, DATA_SEED)
         backbone = args.keys.get("backbone", "efficientnet_lite0 (ImageNet)")
         print(f"detection benchmark: {backbone}, seeds {args.seeds}"
               + (" (smoke: a wiring check, not a measurement)" if args.smoke else ""))
