@@ -79,8 +79,9 @@ def detection_part(args, data, out):
     scratch = {**base, "weights": "none", "head_epochs": 0, "unfreeze": "none",
                "finetune_epochs": args.scratch_epochs, "finetune_lr": 1e-3}
     found = {"transfer": [], "scratch": []}
+    sides = (("transfer", base),) + ((("scratch", scratch),) if args.scratch else ())
     for seed in args.seeds:
-        for side, keys in (("transfer", base), ("scratch", scratch)):
+        for side, keys in sides:
             start = time.perf_counter()
             val = run(keys, os.path.join(out, f"det_{side}_{seed}"), seed).metrics["val"]
             found[side].append(val)
@@ -88,10 +89,12 @@ def detection_part(args, data, out):
                   f"AP75 {val['ap75']:.3f}, recall {val['recall']:.3f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
     n = len(args.seeds)
-    for side in found:
+    for side, _ in sides:
         print(f"detection {side} (mean of {n} seed(s)): mAP "
               f"{spread(v['map'] for v in found[side])}, AP50 "
               f"{spread(v['ap50'] for v in found[side])}")
+    if not args.scratch:
+        return
     ratio = np.mean([v["map"] for v in found["transfer"]]) / max(
         np.mean([v["map"] for v in found["scratch"]]), 1e-9)
     print(f"mAP ratio transfer / scratch (mean of {n} seed(s)): {ratio:.2f}x")
@@ -251,6 +254,8 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true",
                    help="tiny_test at 32 px, 1 epoch, 24 images, one seed: wiring only")
     p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
+    p.add_argument("--no-scratch", dest="scratch", action="store_false",
+                   help="detection: the defaults only, without the from-scratch side")
     args = p.parse_args(argv)
     args.keys, args.scratch_epochs, args.timing_epochs = {}, 30, 3
     count, one_count = 300, 240

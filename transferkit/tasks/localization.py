@@ -23,7 +23,7 @@ from transferkit.tasks.base import EPSILON, Task, _mean, _names, output_layer
 from transferkit.tasks.boxes import (HIT_IOU, IOU_BINS, PRED_COLOUR, TRUE_COLOUR,
                                      box_ious, draw_boxes, ordered, save_drawing,
                                      upright_image)
-from transferkit.tasks.detection import Detection
+from transferkit.tasks.detection import PREDICTORS, Detection
 from transferkit.tasks.outputs import TfliteOutput
 
 BOX = 4
@@ -239,10 +239,13 @@ class Localization(Detection):
 
     def tflite_output(self, class_names, units):
         """The dense output [1, L, C + 4]: per location C class scores, then the box
-        (normalised xyxy); the image's prediction is its best location."""
+        (normalised xyxy); the image's prediction is its best location. int8 keeps the
+        predictors float (`detection.PREDICTORS`): near-tied locations' order moves
+        with their rounding, and with it the box."""
         return TfliteOutput("values", f"Per location the scores of the {units - BOX} "
                             "classes, then the box (xmin, ymin, xmax, ymax) normalised; "
-                            "the prediction is the location with the highest score.")
+                            "the prediction is the location with the highest score.",
+                            float_layers=PREDICTORS)
 
     # --- what people see ------------------------------------------------------------
 

@@ -44,7 +44,8 @@ class RecipeConfig:
     segmentation_loss: str = setting("crossentropy", "segmentation only: the loss, "
                                      "crossentropy, dice or both (their sum)")
     box_weight: float = setting(BOX_WEIGHT, "detection and localization: weight of the "
-                                "box loss (1 - CIoU) against the focal class loss")
+                                "box loss (1 - CIoU + relative corner error) against "
+                                "the focal class loss")
     seed: int = setting(0, "seed of the splits, the augmentation and the initial weights")
     data: DataConfig = section(DataConfig())
     model: ModelConfig = section(ModelConfig())
