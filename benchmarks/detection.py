@@ -18,6 +18,12 @@ Parts (`--part`, default all):
                 `predict --json`'s boxes (image pixels) against the CSV's
   timing        phase 1 per epoch on cached feature maps vs live, side by side in
                 one process (Lite0, the multi-object set)
+  mediapipe     the detection part's runs (trained here when --out does not hold them)
+                exported to .tflite fp32 and int8, run by MediaPipe's ObjectDetector
+                (tests/deploy/mediapipe_client.py, a process without TensorFlow) on 60
+                unseen images of the detection set's kind at their own sizes: the
+                share of `predict --json`'s detections matched by one of MediaPipe's
+                (same class name, IoU >= 0.9 in MediaPipe's whole pixels), per seed
   assignment    how many objects get a positive location: KerasHub's RetinaNet
                 anchors (its label encoder, IoU >= 0.5) vs the centre sampling of
                 `models.detection.targets`, on the multi-object set at Lite0's grid
@@ -124,11 +130,74 @@ def localization_part(args, data, out):
           f"{spread(iou)}, predict boxes vs CSV {spread(agree)}")
 
 
+def mediapipe_part(args, data, out):
+    """MediaPipe ObjectDetector on the exported defaults vs predict (see the docstring)."""
+    import subprocess
+
+    from PIL import Image
+
+    client = Path(__file__).resolve().parents[1] / "tests" / "deploy" / "mediapipe_client.py"
+    unseen = make_detection_sample.write_sample(os.path.join(out, "unseen"),
+                                                args.unseen, SAMPLE_SEED + 1)
+    images = sorted(str(p) for p in (Path(unseen).parent / "images").glob("*.jpg"))
+    base = {"data": str(data), "task": "detection", **args.keys}
+    found = {"fp32": [], "int8": []}
+    for seed in args.seeds:
+        folder = os.path.join(out, f"det_transfer_{seed}")
+        if not os.path.exists(os.path.join(folder, "model.keras")):
+            run(base, folder, seed)
+        files = {}
+        for name, extra in (("fp32", ()), ("int8", ("--quantize", "int8", "--data",
+                                                      str(data)))):
+            target = os.path.join(out, f"mp_{name}_{seed}")
+            with contextlib.redirect_stdout(io.StringIO()):
+                cli.main(["export", folder, "--format", "tflite", "--out", target, *extra])
+            files[name] = os.path.join(target, "model_int8.tflite" if extra
+                                       else "model.tflite")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            cli.main(["predict", folder, *images, "--json"])
+        rows = [json.loads(line) for line in printed.getvalue().splitlines()]
+        jobs = os.path.join(out, f"mp_jobs_{seed}.json")
+        Path(jobs).write_text(json.dumps([{"kind": "detector", "model": f, "images": images}
+                                          for f in files.values()]))
+        done = subprocess.run([sys.executable, str(client), jobs], capture_output=True,
+                              text=True, timeout=1200, env={**os.environ, "PYTHONPATH": ""})
+        if done.returncode:
+            raise SystemExit(f"MediaPipe client failed:\n{done.stderr[-3000:]}")
+        results = json.loads(done.stdout.strip().splitlines()[-1])
+        line = []
+        for name, result in zip(files, results):
+            matched = total = 0
+            for row, path, theirs in zip(rows, images, result["detections"]):
+                width, height = Image.open(path).size
+                for d in row["detections"]:
+                    box = _mediapipe_pixels(d["box_normalized"], width, height)
+                    total += 1
+                    matched += any(c == d["class"] and _iou(box, b) >= 0.9
+                                   for c, _, b in theirs)
+            found[name].append(matched / max(total, 1))
+            line.append(f"{name} {found[name][-1]:.1%} of {total}")
+        print(f"  seed {seed}: MediaPipe matches predict's detections: " + ", ".join(line),
+              flush=True)
+    n = len(args.seeds)
+    print(f"MediaPipe ObjectDetector agreement (mean of {n} seed(s)): fp32 "
+          f"{spread(found['fp32'])}, int8 {spread(found['int8'])}")
+
+
+def _mediapipe_pixels(box, width, height):
+    """A normalised box as MediaPipe reports one: whole pixels, the origin and the size
+    each truncated (as tests/deploy/test_mediapipe.py compares them)."""
+    x, y = int(box[0] * width), int(box[1] * height)
+    return [x, y, x + int((box[2] - box[0]) * width), y + int((box[3] - box[1]) * height)]
+
+
 def _iou(a, b):
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
-    return w * h / (area(a) + area(b) - w * h)
+    union = area(a) + area(b) - w * h
+    return w * h / union if union > 0 else 0.0
 
 
 class EpochTimes(keras.callbacks.Callback):
@@ -250,14 +319,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--part", choices=("all", "detection", "localization", "timing",
-                                      "assignment"), default="all")
+                                      "assignment", "mediapipe"), default="all")
     p.add_argument("--smoke", action="store_true",
                    help="tiny_test at 32 px, 1 epoch, 24 images, one seed: wiring only")
     p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
     p.add_argument("--no-scratch", dest="scratch", action="store_false",
                    help="detection: the defaults only, without the from-scratch side")
     args = p.parse_args(argv)
-    args.keys, args.scratch_epochs, args.timing_epochs = {}, 30, 3
+    args.keys, args.scratch_epochs, args.timing_epochs, args.unseen = {}, 30, 3, 60
     count, one_count = 300, 240
     if args.smoke:
         args.seeds = args.seeds[:1]
@@ -265,7 +334,9 @@ def main(argv=None):
                      "head_epochs": 1, "finetune_epochs": 1, "batch_size": 8,
                      "head_cached_epochs": 1, "finetune_cached_epochs": 1}
         args.scratch_epochs, args.timing_epochs, count, one_count = 1, 2, 24, 24
-    parts = ("assignment", "detection", "localization", "timing") if args.part == "all" \
+        args.unseen = 6
+    parts = ("assignment", "detection", "mediapipe", "localization", "timing") \
+        if args.part == "all" \
         else (args.part,)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or tmp
@@ -278,7 +349,8 @@ def main(argv=None):
         for part in parts:
             print(f"--- {part}", flush=True)
             {"detection": detection_part, "localization": localization_part,
-             "timing": timing_part, "assignment": assignment_part}[part](
+             "timing": timing_part, "assignment": assignment_part,
+             "mediapipe": mediapipe_part}[part](
                 args, one if part == "localization" else data, out)
     return 0
 

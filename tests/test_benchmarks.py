@@ -65,6 +65,8 @@ EXPECTED = {
         rf"detection transfer \(mean of 1 seed\(s\)\): mAP {NUMBER} ± {NUMBER} "
         rf"\({NUMBER}-{NUMBER}\), AP50 {NUMBER} ± {NUMBER}",
         rf"mAP ratio transfer / scratch \(mean of 1 seed\(s\)\): {NUMBER}x",
+        rf"MediaPipe ObjectDetector agreement \(mean of 1 seed\(s\)\): fp32 {NUMBER} ± "
+        rf"{NUMBER} .*, int8 {NUMBER} ± {NUMBER}",
         rf"localization \(mean of 1 seed\(s\)\): accuracy {NUMBER} ± {NUMBER} .*, mean "
         rf"box IoU {NUMBER} ± {NUMBER} .*, predict boxes vs CSV {NUMBER} ± {NUMBER}",
         rf"phase 1 per epoch: live {NUMBER} s / cached maps {NUMBER} s = {NUMBER}x"],
