@@ -45,7 +45,7 @@ def _scrambled(images, share=0.02, seed=0):
     cells."""
     keras.utils.set_random_seed(seed)
     model = build_detector("tiny_test", len(DETECTION_CLASSES), weights=None,
-                           image_size=SIZE, width=16)
+                           input_shape=SIZE, width=16)
     rng = np.random.default_rng(seed)
     head = model.get_layer("head")
     for name, scale in (("head_classes", 3.0), ("head_boxes", 0.2)):

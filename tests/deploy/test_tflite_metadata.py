@@ -172,7 +172,7 @@ def test_a_detectors_metadata_is_what_mediapipes_object_detector_writer_writes(t
     from transferkit.models.detection import build_detector
     from transferkit.tasks.outputs import DETECTION_OUTPUTS
 
-    model = build_detector("tiny_test", 3, weights=None, image_size=32, width=8)
+    model = build_detector("tiny_test", 3, weights=None, input_shape=32, width=8)
     loaded = load_run(save_model(model, str(tmp_path / "model.keras"), metadata={
         "class_names": CLASSES, "image_size": 32, "task": "detection"}))
     content = open(ex.export_model(loaded, "tflite", str(tmp_path / "out")), "rb").read()

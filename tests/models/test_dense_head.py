@@ -59,7 +59,7 @@ def test_grid_boxes_decodes_distances_around_each_location():
 @pytest.mark.parametrize("backbone,size,classes", [
     ("tiny_test", 32, 1), ("tiny_test", (40, 56), 3), ("compact_cnn", 64, 2)])
 def test_detector_outputs_one_row_per_grid_location(backbone, size, classes):
-    model = build_detector(backbone, classes, weights=None, image_size=size)
+    model = build_detector(backbone, classes, weights=None, input_shape=size)
     sides = (size, size) if isinstance(size, int) else size
     grid = feature_grid(backbone, sides)
     assert model.output_shape == (None, grid.size, classes + 4)
@@ -81,7 +81,7 @@ def test_every_family_with_maps_names_a_pyramid_and_vectors_refuse():
     assert "efficientnet_lite0" in with_maps and "tiny_test" in with_maps
     assert not get_spec("lenet").pyramid
     with pytest.raises(ConfigError, match="no feature maps"):
-        build_detector("lenet", 2, weights=None, image_size=32)
+        build_detector("lenet", 2, weights=None, input_shape=32)
 
 
 # --- target encoder ---------------------------------------------------------------------

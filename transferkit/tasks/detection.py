@@ -136,9 +136,16 @@ class Detection(Task):
             raise ConfigError(f"task={self.name!r} needs an output width of classes + 4; "
                               f"received {num_outputs}.")
         return build_detector(config.backbone, num_outputs - 4, weights=config.weights_arg(),
-                              image_size=image_size or config.input_spec(),
-                              width=self.config.width, task=self, trusted=trusted,
+                              input_shape=image_size or config.input_spec(),
+                              width=self.config.width, task=self, safe_mode=not trusted,
                               backbone_kwargs=dict(config.backbone_kwargs))
+
+    def output_activation(self, units):
+        """No pooled head fits (`models.build_model`): the dense head is the model."""
+        raise ConfigError(f"task={self.name!r} is a dense head on the backbone's feature "
+                          "maps, not a head on pooled features: build it with "
+                          "`models.detection.build_detector` (or the task's "
+                          "`build_model`, as `train` does).")
 
     def loss(self, label_smoothing=0.0):
         return DetectionLoss(self.box_weight)

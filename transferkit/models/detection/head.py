@@ -23,6 +23,7 @@ import math
 import keras
 from keras import layers
 
+from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError
 from transferkit.core.inputs import InputSpec
 from transferkit.models.backbones import create_backbone
@@ -92,23 +93,24 @@ class GridBoxes(keras.layers.Layer):
                 "image": list(self.image)}
 
 
-def build_detector(backbone, num_classes, *, weights="imagenet", image_size=None,
-                   width=64, task="detection", trusted=False, backbone_kwargs=None):
+@renamed(image_size="input_shape", **TRUSTED)
+def build_detector(backbone, num_classes, *, weights="imagenet", input_shape=None,
+                   width=64, task="detection", safe_mode=True, backbone_kwargs=None):
     """A dense detection model on registered backbone `backbone`: [B, L, C + 4] out.
 
     num_classes: C, the object classes (no background class: scores are sigmoids).
     width: filters of the head's lateral, tower and top-down convolutions (64).
-    weights, image_size, trusted, backbone_kwargs: as in `build_model`.
+    weights, input_shape, safe_mode, backbone_kwargs: as in `build_model`.
     """
     spec = get_spec(backbone)
     if int(width) < 1 or int(num_classes) < 1:
         raise ConfigError(f"A detection head needs `width` >= 1 and `num_classes` >= 1. "
                           f"Received: width={width!r}, num_classes={num_classes!r}")
-    size = image_size if isinstance(image_size, InputSpec) else resolve_input(spec,
-                                                                              image_size)
+    size = input_shape if isinstance(input_shape, InputSpec) else resolve_input(
+        spec, input_shape)
     grid = feature_grid(spec, size)
-    base = create_backbone(spec, weights=weights, input_shape=size.shape, trusted=trusted,
-                           **dict(backbone_kwargs or {}))
+    base = create_backbone(spec, weights=weights, input_shape=size.shape,
+                           safe_mode=safe_mode, **dict(backbone_kwargs or {}))
     inputs = keras.Input(shape=size.shape, name="image")
     x = Preprocess(spec.preprocessing, name="preprocess")(inputs)
     encoder, channels = pyramid_backbone(spec, base, grid)
