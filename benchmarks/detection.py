@@ -24,6 +24,11 @@ Parts (`--part`, default all):
                 unseen images of the detection set's kind at their own sizes: the
                 share of `predict --json`'s detections matched by one of MediaPipe's
                 (same class name, IoU >= 0.9 in MediaPipe's whole pixels), per seed
+  variants      the defaults on sets they were not developed on, one seed each:
+                localization with 5 classes, 8-20 px objects in 96-128 px images;
+                detection on benchmarks/_detection_sets.py's scenes (another
+                generator: 4 classes with crescents and frames, 1-6 objects of 8-48
+                px, clutter shapes and lines, images of 64x64, 112x80 and 96x128)
   assignment    how many objects get a positive location: KerasHub's RetinaNet
                 anchors (its label encoder, IoU >= 0.5) vs the centre sampling of
                 `models.detection.targets`, on the multi-object set at Lite0's grid
@@ -128,6 +133,28 @@ def localization_part(args, data, out):
     n = len(args.seeds)
     print(f"localization (mean of {n} seed(s)): accuracy {spread(accuracy)}, mean box IoU "
           f"{spread(iou)}, predict boxes vs CSV {spread(agree)}")
+
+
+def variants_part(args, data, out):
+    """The defaults on other object sizes, image sizes and class counts (one seed)."""
+    seed = args.seeds[0]
+    count = 24 if args.smoke else 240
+    one = detection_sets.one_object_set(
+        os.path.join(out, "variant_one"), count, DATA_SEED + 1,
+        sizes=((96, 96), (128, 96), (112, 128)), side_range=(8, 20),
+        classes=("arrow", "cross", "ring", "crescent", "frame"))
+    val = run({"data": str(one), "task": "localization", **args.keys},
+              os.path.join(out, "variant_loc"), seed).metrics["val"]
+    print(f"variant localization (5 classes, 8-20 px objects in 96-128 px images, seed "
+          f"{seed}): accuracy {val['accuracy']:.3f}, mean box IoU {val['mean_iou']:.3f}",
+          flush=True)
+    many = detection_sets.objects_set(
+        os.path.join(out, "variant_many"), 24 if args.smoke else 300, DATA_SEED + 1,
+        classes=("arrow", "cross", "crescent", "frame"))  # none a clutter shape
+    val = run({"data": str(many), "task": "detection", **args.keys},
+              os.path.join(out, "variant_det"), seed).metrics["val"]
+    print(f"variant detection (4 classes, another generator, seed {seed}): mAP "
+          f"{val['map']:.3f}, AP50 {val['ap50']:.3f}", flush=True)
 
 
 def mediapipe_part(args, data, out):
@@ -319,7 +346,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--part", choices=("all", "detection", "localization", "timing",
-                                      "assignment", "mediapipe"), default="all")
+                                      "assignment", "mediapipe", "variants"),
+                   default="all")
     p.add_argument("--smoke", action="store_true",
                    help="tiny_test at 32 px, 1 epoch, 24 images, one seed: wiring only")
     p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
@@ -335,7 +363,8 @@ def main(argv=None):
                      "head_cached_epochs": 1, "finetune_cached_epochs": 1}
         args.scratch_epochs, args.timing_epochs, count, one_count = 1, 2, 24, 24
         args.unseen = 6
-    parts = ("assignment", "detection", "mediapipe", "localization", "timing") \
+    parts = ("assignment", "detection", "mediapipe", "localization", "variants",
+             "timing") \
         if args.part == "all" \
         else (args.part,)
     with tempfile.TemporaryDirectory() as tmp:
@@ -350,7 +379,7 @@ def main(argv=None):
             print(f"--- {part}", flush=True)
             {"detection": detection_part, "localization": localization_part,
              "timing": timing_part, "assignment": assignment_part,
-             "mediapipe": mediapipe_part}[part](
+             "mediapipe": mediapipe_part, "variants": variants_part}[part](
                 args, one if part == "localization" else data, out)
     return 0
 

@@ -69,6 +69,9 @@ EXPECTED = {
         rf"{NUMBER} .*, int8 {NUMBER} ± {NUMBER}",
         rf"localization \(mean of 1 seed\(s\)\): accuracy {NUMBER} ± {NUMBER} .*, mean "
         rf"box IoU {NUMBER} ± {NUMBER} .*, predict boxes vs CSV {NUMBER} ± {NUMBER}",
+        rf"variant localization \(5 classes, .*\): accuracy {NUMBER}, mean box IoU "
+        rf"{NUMBER}",
+        rf"variant detection \(4 classes, .*\): mAP {NUMBER}, AP50 {NUMBER}",
         rf"phase 1 per epoch: live {NUMBER} s / cached maps {NUMBER} s = {NUMBER}x"],
     "kill_harness.py": [r"killed at save .*\n", r"1/1 runs survived",
                         r"5 kills, all files loadable: yes, next run completed: yes"],
