@@ -21,9 +21,10 @@ Parts (`--part`, default all):
   mediapipe     the detection part's runs (trained here when --out does not hold them)
                 exported to .tflite fp32 and int8, run by MediaPipe's ObjectDetector
                 (tests/deploy/mediapipe_client.py, a process without TensorFlow) on 60
-                unseen images of the detection set's kind at their own sizes: the
-                share of `predict --json`'s detections matched by one of MediaPipe's
-                (same class name, IoU >= 0.9 in MediaPipe's whole pixels), per seed
+                unseen images of the detection set's kind, at their own sizes and
+                resized to the model input beforehand: the share of `predict
+                --json`'s detections matched by one of MediaPipe's (same class name,
+                IoU >= 0.9, and 0.5, in MediaPipe's whole pixels), per seed
   variants      the defaults on sets they were not developed on, one seed each:
                 localization with 5 classes, 8-20 px objects in 96-128 px images;
                 detection on benchmarks/_detection_sets.py's scenes (another
@@ -158,7 +159,10 @@ def variants_part(args, data, out):
 
 
 def mediapipe_part(args, data, out):
-    """MediaPipe ObjectDetector on the exported defaults vs predict (see the docstring)."""
+    """MediaPipe ObjectDetector on the exported defaults vs predict (see the docstring):
+    on the unseen images at their own sizes (each side resamples them its own way), and
+    on the same images resized to the model's input beforehand (PNG: no resampling on
+    either side, so only the export can differ)."""
     import subprocess
 
     from PIL import Image
@@ -166,9 +170,9 @@ def mediapipe_part(args, data, out):
     client = Path(__file__).resolve().parents[1] / "tests" / "deploy" / "mediapipe_client.py"
     unseen = make_detection_sample.write_sample(os.path.join(out, "unseen"),
                                                 args.unseen, SAMPLE_SEED + 1)
-    images = sorted(str(p) for p in (Path(unseen).parent / "images").glob("*.jpg"))
+    native = sorted(str(p) for p in (Path(unseen).parent / "images").glob("*.jpg"))
     base = {"data": str(data), "task": "detection", **args.keys}
-    found = {"fp32": [], "int8": []}
+    found = {}
     for seed in args.seeds:
         folder = os.path.join(out, f"det_transfer_{seed}")
         if not os.path.exists(os.path.join(folder, "model.keras")):
@@ -181,35 +185,60 @@ def mediapipe_part(args, data, out):
                 cli.main(["export", folder, "--format", "tflite", "--out", target, *extra])
             files[name] = os.path.join(target, "model_int8.tflite" if extra
                                        else "model.tflite")
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            cli.main(["predict", folder, *images, "--json"])
-        rows = [json.loads(line) for line in printed.getvalue().splitlines()]
-        jobs = os.path.join(out, f"mp_jobs_{seed}.json")
-        Path(jobs).write_text(json.dumps([{"kind": "detector", "model": f, "images": images}
-                                          for f in files.values()]))
-        done = subprocess.run([sys.executable, str(client), jobs], capture_output=True,
-                              text=True, timeout=1200, env={**os.environ, "PYTHONPATH": ""})
-        if done.returncode:
-            raise SystemExit(f"MediaPipe client failed:\n{done.stderr[-3000:]}")
-        results = json.loads(done.stdout.strip().splitlines()[-1])
+        size = json.loads(Path(files["fp32"] + ".json").read_text())["input"]
+        sized = os.path.join(out, f"mp_sized_{seed}")
+        os.makedirs(sized, exist_ok=True)
+        at_input = []
+        for path in native:
+            at_input.append(os.path.join(sized, Path(path).stem + ".png"))
+            with Image.open(path) as img:
+                img.convert("RGB").resize((size["width"], size["height"]),
+                                          Image.BILINEAR).save(at_input[-1])
         line = []
-        for name, result in zip(files, results):
-            matched = total = 0
-            for row, path, theirs in zip(rows, images, result["detections"]):
-                width, height = Image.open(path).size
-                for d in row["detections"]:
-                    box = _mediapipe_pixels(d["box_normalized"], width, height)
-                    total += 1
-                    matched += any(c == d["class"] and _iou(box, b) >= 0.9
-                                   for c, _, b in theirs)
-            found[name].append(matched / max(total, 1))
-            line.append(f"{name} {found[name][-1]:.1%} of {total}")
-        print(f"  seed {seed}: MediaPipe matches predict's detections: " + ", ".join(line),
-              flush=True)
+        for where, images in (("own size", native), ("input size", at_input)):
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                cli.main(["predict", folder, *images, "--json"])
+            rows = [json.loads(x) for x in printed.getvalue().splitlines()]
+            jobs = os.path.join(out, f"mp_jobs_{seed}.json")
+            Path(jobs).write_text(json.dumps([{"kind": "detector", "model": f,
+                                               "images": images} for f in files.values()]))
+            done = subprocess.run([sys.executable, str(client), jobs], capture_output=True,
+                                  text=True, timeout=1200,
+                                  env={**os.environ, "PYTHONPATH": ""})
+            if done.returncode:
+                raise SystemExit(f"MediaPipe client failed:\n{done.stderr[-3000:]}")
+            results = json.loads(done.stdout.strip().splitlines()[-1])
+            line.append(f"{where}: {sum(len(r['detections']) for r in rows)} detections")
+            for name, result in zip(files, results):
+                for iou in (0.9, 0.5):
+                    share, _ = _matched(rows, images, result["detections"], iou)
+                    found.setdefault((where, name, iou), []).append(share)
+                    line.append(f"{where} {name} IoU>={iou} {share:.1%}")
+        print(f"  seed {seed}: share of predict's detections MediaPipe matches: "
+              + ", ".join(line), flush=True)
     n = len(args.seeds)
-    print(f"MediaPipe ObjectDetector agreement (mean of {n} seed(s)): fp32 "
-          f"{spread(found['fp32'])}, int8 {spread(found['int8'])}")
+    for where in ("own size", "input size"):
+        print(f"MediaPipe ObjectDetector agreement, images at their {where} (mean of {n} "
+              f"seed(s), IoU >= 0.9): fp32 {spread(found[where, 'fp32', 0.9])}, int8 "
+              f"{spread(found[where, 'int8', 0.9])}; at IoU >= 0.5: fp32 "
+              f"{spread(found[where, 'fp32', 0.5])}, int8 {spread(found[where, 'int8', 0.5])}")
+
+
+def _matched(rows, images, theirs_per_image, iou):
+    """(share of predict's detections matched by one of MediaPipe's: same class, IoU >=
+    `iou` in MediaPipe's whole pixels, and how many there were)."""
+    from PIL import Image
+
+    matched = total = 0
+    for row, path, theirs in zip(rows, images, theirs_per_image):
+        with Image.open(path) as img:
+            width, height = img.size
+        for d in row["detections"]:
+            box = _mediapipe_pixels(d["box_normalized"], width, height)
+            total += 1
+            matched += any(c == d["class"] and _iou(box, b) >= iou for c, _, b in theirs)
+    return matched / max(total, 1), total
 
 
 def _mediapipe_pixels(box, width, height):

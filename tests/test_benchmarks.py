@@ -65,8 +65,9 @@ EXPECTED = {
         rf"detection transfer \(mean of 1 seed\(s\)\): mAP {NUMBER} ± {NUMBER} "
         rf"\({NUMBER}-{NUMBER}\), AP50 {NUMBER} ± {NUMBER}",
         rf"mAP ratio transfer / scratch \(mean of 1 seed\(s\)\): {NUMBER}x",
-        rf"MediaPipe ObjectDetector agreement \(mean of 1 seed\(s\)\): fp32 {NUMBER} ± "
-        rf"{NUMBER} .*, int8 {NUMBER} ± {NUMBER}",
+        *(rf"MediaPipe ObjectDetector agreement, images at their {where} \(mean of 1 "
+          rf"seed\(s\), IoU >= 0.9\): fp32 {NUMBER} ± {NUMBER} .*, int8 {NUMBER} ± "
+          for where in ("own size", "input size")),
         rf"localization \(mean of 1 seed\(s\)\): accuracy {NUMBER} ± {NUMBER} .*, mean "
         rf"box IoU {NUMBER} ± {NUMBER} .*, predict boxes vs CSV {NUMBER} ± {NUMBER}",
         rf"variant localization \(5 classes, .*\): accuracy {NUMBER}, mean box IoU "
