@@ -287,3 +287,29 @@ def test_training_runs_on_other_backbones_sizes_and_class_counts(tmp_path, backb
     assert result.model.output_shape == (None, recipe.task_config().grid.size, classes + 4)
     assert 0.0 <= result.metrics["val"]["map"] <= 1.0
     assert task_for_model(result.model).name == "detection"
+
+
+@pytest.mark.parametrize("cells,named", [("disc,12,abc,25,32", "'abc'"),
+                                         ("disc,12,3", "4 cells"),
+                                         ("disc,1,2,nan,6", "'nan'")])
+def test_unreadable_box_rows_stop_train_naming_file_line_and_value(tmp_path, capsys,
+                                                                   cells, named):
+    source = make_detection_folder(tmp_path / "d", count=2, size=32)
+    bad = tmp_path / "d" / "bad.csv"
+    bad.write_text(f"path,label,xmin,ymin,xmax,ymax\nimages/001.png,{cells}\n")
+    code, _ = _cli("train", "--task", "detection", "--data", bad, "--backbone",
+                   "tiny_test", "--weights", "none", "--image-size", 32, "--out",
+                   tmp_path / "run")
+    message = capsys.readouterr().err
+    assert code == 2 and f"{bad} line 2" in message and named in message, message
+    assert "Traceback" not in message and source.endswith("boxes.csv")
+
+
+def test_a_boxes_csv_is_named_as_such_by_classification_and_the_pooled_builder(tmp_path):
+    source = make_detection_folder(tmp_path / "d", count=3, size=32)
+    with pytest.raises(DataError, match="is a boxes CSV .*--task detection"):
+        load_data(source, image_size=32, verbose=False)  # multiclass: path,label rows
+    from transferkit.models.builder import build_model
+
+    with pytest.raises(ConfigError, match="dense head .*build_detector"):
+        build_model("tiny_test", 3, task="detection", weights=None, input_shape=32)
