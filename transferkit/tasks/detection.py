@@ -20,11 +20,11 @@ backbone and input size. Unbound (evaluation, prediction), labels are the object
 alone.
 
 Why anchor-free (FCOS-style centre sampling) rather than KerasHub's anchors: with the
-objects this task is judged on (8-48 px in 64-128 px images, resized to the model
+objects this task is judged on (8-48 px in 120-160 px images, resized to the model
 input) IoU matching against anchors at strides 16 and 32 leaves small objects without
 a positive anchor, while centre sampling gives every object at least the cell holding
-its centre; see benchmarks/detection.py --assignment for the measurement and the
-README for its figures.
+its centre; `python benchmarks/detection.py --part assignment` measures it (figures
+in docs/detection.md).
 """
 
 import numpy as np

@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 
+from transferkit.core.task_registry import DEFAULT_TASK
 from transferkit.data.splits import DataSplits
 from transferkit.training.config import RuntimeConfig
 
@@ -56,7 +57,7 @@ class FeatureSource:
     skipped: object = None  # the DataSplits' SkipWatch: files named here go in it
     # The task whose pipeline re-reads the files (its labels move with augmented
     # views: a box with its crop) and its number of classes.
-    task: object = "multiclass"
+    task: object = DEFAULT_TASK
     num_classes: int = None
 
     @classmethod
