@@ -15,7 +15,8 @@ Parts (`--part`, default all):
   localization  the one-object set (240 images, 12-32 px objects in 64-96 px images,
                 3 classes), `train --task localization` with defaults: validation
                 class accuracy and mean box IoU per seed, and the mean IoU of
-                `predict --json`'s boxes (image pixels) against the CSV's
+                `predict --json`'s boxes (image pixels) against the CSV's on the
+                validation images
   timing        phase 1 per epoch on cached feature maps vs live, side by side in
                 one process (Lite0, the multi-object set)
   mediapipe     the detection part's runs (trained here when --out does not hold them)
@@ -34,6 +35,8 @@ Parts (`--part`, default all):
                 anchors (its label encoder, IoU >= 0.5) vs the centre sampling of
                 `models.detection.targets`, on the multi-object set at Lite0's grid
 Every image is generated from its seed, so each figure regenerates with its command.
+With --out, a detection or localization run already there (its metrics.json and
+model.keras) is reused instead of trained again.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def detection_part(args, data, out):
     for seed in args.seeds:
         for side, keys in sides:
             start = time.perf_counter()
-            val = run(keys, os.path.join(out, f"det_{side}_{seed}"), seed).metrics["val"]
+            val = trained(keys, os.path.join(out, f"det_{side}_{seed}"), seed)
             found[side].append(val)
             print(f"  seed {seed} {side:8s}: mAP {val['map']:.3f}, AP50 {val['ap50']:.3f}, "
                   f"AP75 {val['ap75']:.3f}, recall {val['recall']:.3f} "
@@ -113,27 +116,44 @@ def detection_part(args, data, out):
 
 
 def localization_part(args, data, out):
+    from transferkit.training.recipe import load_run_data
+
     base = {"data": str(data), "task": "localization", **args.keys}
     rows = [r.split(",") for r in Path(data).read_text().splitlines()[1:]]
-    truth = {str(Path(data).parent / r[0]): [float(v) for v in r[2:6]] for r in rows}
+    truth = {str((Path(data).parent / r[0]).resolve()): [float(v) for v in r[2:6]]
+             for r in rows}
     accuracy, iou, agree = [], [], []
     for seed in args.seeds:
         folder = os.path.join(out, f"loc_{seed}")
-        val = run(base, folder, seed).metrics["val"]
+        val = trained(base, folder, seed)
         accuracy.append(val["accuracy"])
         iou.append(val["mean_iou"])
-        # predict --json on the first 60 images: boxes in each image's own pixels.
-        images = list(truth)[:60]
+        # predict --json on the validation images (the run's split, drawn again from
+        # its seed): boxes in each image's own pixels against the CSV's.
+        recipe = recipe_from_dict({**base, "seed": seed})
+        with contextlib.redirect_stdout(io.StringIO()):
+            images = list(load_run_data(recipe, verbose=False).val_files)
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             cli.main(["predict", folder, *images, "--json"])
         boxes = [json.loads(line)["box"] for line in printed.getvalue().splitlines()]
-        agree.append(float(np.mean([_iou(truth[p], b) for p, b in zip(images, boxes)])))
+        agree.append(float(np.mean([_iou(truth[str(Path(p).resolve())], b)
+                                    for p, b in zip(images, boxes)])))
         print(f"  seed {seed}: accuracy {accuracy[-1]:.3f}, mean box IoU {iou[-1]:.3f}, "
-              f"predict --json boxes vs CSV (pixels) mean IoU {agree[-1]:.3f}", flush=True)
+              f"predict --json boxes vs CSV on the {len(images)} validation images "
+              f"(pixels) mean IoU {agree[-1]:.3f}", flush=True)
     n = len(args.seeds)
     print(f"localization (mean of {n} seed(s)): accuracy {spread(accuracy)}, mean box IoU "
           f"{spread(iou)}, predict boxes vs CSV {spread(agree)}")
+
+
+def trained(keys, folder, seed):
+    """The validation metrics of the run of `keys` at `seed` in `folder`: the run kept
+    there by an earlier call with the same --out (its metrics.json), else a new one."""
+    metrics = os.path.join(folder, "metrics.json")
+    if os.path.exists(metrics) and os.path.exists(os.path.join(folder, "model.keras")):
+        return json.loads(Path(metrics).read_text())["val"]
+    return run(keys, folder, seed).metrics["val"]
 
 
 def variants_part(args, data, out):
