@@ -217,7 +217,8 @@ def _lazy_exports():
     """Names of `transferkit.__all__` loaded on first use (not statically visible to
     mkdocstrings), each with the dotted path of the object it resolves to."""
     import transferkit
-    lazy = getattr(transferkit, "_LAZY", {})
+    # `core.lazy.lazy_package` keeps the table as `_lazy_names` (`_LAZY` before).
+    lazy = getattr(transferkit, "_lazy_names", None) or getattr(transferkit, "_LAZY", {})
     out = []
     for name in transferkit.__all__:
         if name in lazy:
@@ -237,12 +238,16 @@ def api_pages(root=ROOT):
               f"::: {PACKAGE}", "    options:", "      show_root_heading: false",
               "      members_order: alphabetical", ""]
     if lazy:
+        # Each name gets an anchor `transferkit.NAME` (what `[x][transferkit.NAME]`
+        # links resolve to) on a heading that links to where the object is documented:
+        # its module's entry on the subpackage's page (rendering it here too would give
+        # the object two primary URLs).
         public += ["## Loaded on first use", "",
-                   "These names of `__all__` load their module (and keras-tuner) when "
-                   f"first used: " + ", ".join(f"`{PACKAGE}.{name}`" for name, _ in lazy)
-                   + ".", ""]
-        public += [f"::: {target}\n    options:\n      heading_level: 3\n"
-                   for _, target in lazy]
+                   "These names of `__all__` load their module (and TensorFlow) when "
+                   "first used; each is documented in its module.", ""]
+        for name, target in lazy:
+            public += [f"[](){{#{PACKAGE}.{name}}}", f"### `{PACKAGE}.{name}`", "",
+                       f"[`{target}`][{target}]", ""]
     public += ["", "Every subpackage has its own page: "
                + ", ".join(f"[`{p}`]({p.removeprefix(PACKAGE + '.')}.md)"
                            for p, _ in api_packages(root)) + "."]

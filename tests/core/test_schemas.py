@@ -132,7 +132,7 @@ def test_a_tampered_novelty_member_is_refused_naming_the_file(model, folder, tmp
 
 @pytest.mark.parametrize("meta, field", [
     ({"class_names": "ab"}, "class_names"),
-    ({"task": "detection"}, "task"),
+    ({"task": "panoptic"}, "task"),  # no registered task
     ({"input": {"height": "16", "width": 16}}, "input.height"),
     ({"input": {"height": 16, "width": 10**9}}, "input.width"),
     ({"novelty": {"detector": "msp", "threshold": "x", "false_rejection": 0.05,

@@ -57,7 +57,7 @@ def test_folder_source_labels_and_fields(tmp_path):
                        normalized_dir=tmp_path / "n", verbose=False)
     assert isinstance(splits, DataSplits)
     assert splits.class_names == ("blue", "green", "red") and splits.num_classes == 3
-    assert splits.image_size == (8, 9) and splits.task == "multiclass"
+    assert splits.image_size == (8, 9) and splits.task.name == "multiclass"
     assert splits.train.element_spec[0].shape.as_list() == [None, 8, 9, 3]
     n = _assert_colour_labels(splits.train, splits.class_names)
     n += _assert_colour_labels(splits.val, splits.class_names)

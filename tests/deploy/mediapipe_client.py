@@ -8,6 +8,8 @@ kind "classifier": vision.ImageClassifier, every category (name, score) per imag
 head 0, and the further heads' names and categories (a novelty output).
 kind "segmenter": vision.ImageSegmenter's category mask per image, saved as .npy at the
 job's "masks" paths, and the segmenter's labels.
+kind "detector": vision.ObjectDetector's detections per image (category name, score,
+box in pixels), with the options it reads from the file (score threshold, labels).
 Only mediapipe, numpy and the standard library are imported: TensorFlow and transferkit
 are blocked, so this proves a client without them loads the files.
 """
@@ -50,11 +52,30 @@ def segment(job):
         return {"labels": list(segmenter.labels)}
 
 
+def detect(job):
+    """Every detection MediaPipe reports per image: (category name, score, box as
+    [xmin, ymin, xmax, ymax] in the image's pixels)."""
+    options = vision.ObjectDetectorOptions(
+        base_options=BaseOptions(model_asset_path=job["model"]))
+    rows = []
+    with vision.ObjectDetector.create_from_options(options) as detector:
+        for path in job["images"]:
+            result = detector.detect(mp.Image.create_from_file(path))
+            rows.append([[d.categories[0].category_name, d.categories[0].score,
+                          [d.bounding_box.origin_x, d.bounding_box.origin_y,
+                           d.bounding_box.origin_x + d.bounding_box.width,
+                           d.bounding_box.origin_y + d.bounding_box.height]]
+                         for d in result.detections])
+    return {"detections": rows}
+
+
+KINDS = {"classifier": classify, "segmenter": segment, "detector": detect}
+
+
 def main(jobs_file):
     with open(jobs_file) as f:
         jobs = json.load(f)
-    results = [classify(job) if job["kind"] == "classifier" else segment(job)
-               for job in jobs]
+    results = [KINDS[job["kind"]](job) for job in jobs]
     print(json.dumps(results))
 
 

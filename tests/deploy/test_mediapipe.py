@@ -5,8 +5,10 @@ MediaPipe runs in a separate process (tests/deploy/mediapipe_client.py) that imp
 mediapipe and numpy, with TensorFlow and transferkit blocked: a plain client with
 nothing but the file. The classifier reads the class names, the input normalisation
 and (multilabel) the score threshold from the file's metadata; the segmenter reads the
-class names and returns the category mask. Expected labels come from
-`transferkit predict --json` (classes) and `predict --out` (masks).
+class names and returns the category mask; the object detector reads the four outputs
+the file computes (locations, categories, scores, count) by their metadata and names
+the categories from the labels file. Expected labels come from
+`transferkit predict --json` (classes, detections) and `predict --out` (masks).
 """
 
 import contextlib
@@ -22,13 +24,13 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from transferkit import cli
 from transferkit.core.task_registry import get_task
 from transferkit.data.files import image_dataset
 
-from conftest import make_seg_folder
+from conftest import make_detection_folder, make_seg_folder
 
 # Looked up, not imported: MediaPipe runs only in the client process.
 if importlib.util.find_spec("mediapipe") is None:
@@ -294,3 +296,126 @@ def test_a_one_channel_segmenter_reads_as_mediapipe_reads_one_channel(tmp_path):
         assert np.mean((got == 0) == (want == 1)) >= 0.95
         seen |= set(np.unique(want).tolist())
     assert seen == {0, 1}  # both sides of the threshold were compared
+
+
+# --- a trained detector (slow) ----------------------------------------------------------
+
+DETECTOR_SIZE = 64
+# Each test image's content at the model's size, stretched by whole factors (x, y):
+# 192x128, 128x256, 256x192, 192x192 and 320x128 pixels.
+STRETCH = ((3, 2), (2, 4), (4, 3), (3, 3), (5, 2))
+
+
+def _stretched_images(root, n=30, seed=5):
+    """(files, true objects per file: (class name, normalised box)): generated
+    detection images (`make_detection_folder`, upright), resized to the model's size
+    and stretched by whole factors with nearest-neighbour sampling. Both sides'
+    bilinear resizing then gives back exactly the model-size image, so neither
+    transferkit's nor MediaPipe's resampling takes part, while MediaPipe still maps
+    its boxes back to images of other sizes and shapes."""
+    source = make_detection_folder(os.path.join(root, "source"), count=n, size=56,
+                                   seed=seed)
+    truth = {}
+    with open(source) as f:
+        for row in csv.DictReader(f):
+            if row["label"]:
+                truth.setdefault(row["path"], []).append(
+                    (row["label"], [float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")]))
+    files, objects = [], []
+    for i in range(n):
+        name = f"images/{i:03d}.png"
+        with Image.open(os.path.join(root, "source", name)) as img:
+            image = ImageOps.exif_transpose(img).convert("RGB")
+        width, height = image.size  # the boxes are the upright image's pixels
+        objects.append([(c, [b[0] / width, b[1] / height, b[2] / width, b[3] / height])
+                        for c, b in truth.get(name, [])])
+        kx, ky = STRETCH[i % len(STRETCH)]
+        files.append(os.path.join(root, f"{i:03d}.png"))
+        image.resize((DETECTOR_SIZE, DETECTOR_SIZE), Image.BILINEAR).resize(
+            (DETECTOR_SIZE * kx, DETECTOR_SIZE * ky), Image.NEAREST).save(files[-1])
+    return files, objects
+
+
+def _iou(a, b):
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * \
+        max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _mediapipe_pixels(box, width, height):
+    """A normalised box as MediaPipe reports one: whole pixels, the origin and the size
+    each truncated (origin_x = int(xmin * width), width = int((xmax - xmin) * width))."""
+    x, y = int(box[0] * width), int(box[1] * height)
+    return [x, y, x + int((box[2] - box[0]) * width), y + int((box[3] - box[1]) * height)]
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """A detector trained on generated images (tiny backbone, 64 px), exported to fp32
+    and int8 .tflite, predicted by transferkit on unseen images and run by MediaPipe's
+    ObjectDetector in one client process."""
+    root = str(tmp_path_factory.mktemp("detector"))
+    data = make_detection_folder(os.path.join(root, "data"), count=48, size=56, seed=1)
+    run = os.path.join(root, "run")
+    with warnings.catch_warnings():  # "weights=none with head_epochs": known here
+        warnings.simplefilter("ignore", UserWarning)
+        keras.utils.set_random_seed(0)
+        _cli("train", "--data", data, "--task", "detection", "--out", run, "--backbone",
+             "tiny_test", "--weights", "none", "--image-size", DETECTOR_SIZE,
+             "--batch-size", 8, "--augment", "none", "--head-epochs", 10, "--head-lr",
+             0.01, "--finetune-epochs", 35, "--finetune-lr", 0.003, "--finetune-unfreeze",
+             "none", "--early-stopping-patience", 0, "--no-report")
+    files, objects = _stretched_images(os.path.join(root, "test"))
+    exports = {"fp32": _export(run, os.path.join(root, "exp")),
+               "int8": _export(run, os.path.join(root, "exp8"), "--quantize", "int8",
+                               "--data", data)}
+    results = _mediapipe([{"kind": "detector", "model": path, "images": files}
+                          for path in exports.values()], root)
+    return {"rows": _predict(run, files), "files": files, "objects": objects,
+            "class_names": json.load(open(exports["fp32"] + ".json"))["class_names"],
+            "mediapipe": dict(zip(exports, results))}
+
+
+@pytest.mark.slow
+def test_the_detector_finds_the_objects(detector):
+    """Not a vacuous comparison: predict's detections on the unseen images are most of
+    their objects (same class, IoU >= 0.5), and mostly objects."""
+    rows, truth = detector["rows"], detector["objects"]
+    found = [d for row in rows for d in row["detections"]]
+    assert len(found) >= 20 and len({d["class"] for d in found}) > 1
+
+    def hit(d, objects):
+        return any(d["class"] == name and _iou(d["box_normalized"], box) >= 0.5
+                   for name, box in objects)
+
+    true = sum(hit(d, objects) for row, objects in zip(rows, truth)
+               for d in row["detections"])
+    recalled = sum(hit({"class": name, "box_normalized": box}, [
+        (d["class"], d["box_normalized"]) for d in row["detections"]])
+        for row, objects in zip(rows, truth) for name, box in objects)
+    total = sum(len(objects) for objects in truth)
+    assert true / len(found) >= 0.4 and recalled / total >= 0.5, (
+        true, len(found), recalled, total)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, least, score", [("fp32", 0.95, 1e-4), ("int8", 0.9, None)])
+def test_mediapipe_detects_like_predict(detector, name, least, score):
+    """The detections `predict --json` reports (score above the threshold) matched by
+    one of MediaPipe's: the same class name, IoU >= 0.9 in the image's pixels (and for
+    fp32 the same score: the file computes what the Keras model does)."""
+    detections = detector["mediapipe"][name]["detections"]
+    names = {category for image in detections for category, _, _ in image}
+    assert names and names <= set(detector["class_names"])  # named from the labels file
+    matched = total = 0
+    for row, path, theirs in zip(detector["rows"], detector["files"], detections):
+        width, height = Image.open(path).size
+        for d in row["detections"]:
+            box = _mediapipe_pixels(d["box_normalized"], width, height)
+            total += 1
+            matched += any(category == d["class"] and _iou(box, their_box) >= 0.9 and (
+                score is None or abs(their_score - d["score"]) <= score)
+                for category, their_score, their_box in theirs)
+    assert total >= 20
+    assert matched / total >= least, (matched, total)

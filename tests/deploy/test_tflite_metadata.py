@@ -157,3 +157,59 @@ def test_the_vendored_schema_is_mediapipes():
     vendored = open(meta_fb.__file__).read()
     marker = "# --- vendored file starts below this line ---\n"
     assert vendored[vendored.index(marker) + len(marker):] == open(installed).read()
+
+
+def test_a_detectors_metadata_is_what_mediapipes_object_detector_writer_writes(tmp_path):
+    """The four outputs described field by field as MediaPipe's own writer for models
+    with in-graph non-max suppression (`create_for_models_with_nms`) describes them,
+    built from its metadata_info classes (its populator needs a compiled module the
+    wheel lacks). Differences by design: the box order (xyxy here, its writer assumes
+    TFLite's post-processing op, ymin first), descriptions, and the score threshold."""
+    if importlib.util.find_spec("mediapipe") is None:
+        pytest.skip("mediapipe is not installed: nothing to compare with")
+    from mediapipe.tasks.python.metadata.metadata_writers import metadata_info as mp_info
+
+    from transferkit.models.detection import build_detector
+    from transferkit.tasks.outputs import DETECTION_OUTPUTS
+
+    model = build_detector("tiny_test", 3, weights=None, input_shape=32, width=8)
+    loaded = load_run(save_model(model, str(tmp_path / "model.keras"), metadata={
+        "class_names": CLASSES, "image_size": 32, "task": "detection"}))
+    content = open(ex.export_model(loaded, "tflite", str(tmp_path / "out")), "rb").read()
+    ours = tm.read_metadata(content).subgraphMetadata[0]
+    labels = mp_info.LabelFileMd(file_path=tm.LABELS_FILE)
+    theirs = [md.create_metadata() for md in mp_info.DetectionOutputTensorsMd(
+        bytearray(content), label_files=[labels]).output_mds]
+    assert len(ours.outputTensorMetadata) == len(theirs) == 4
+    for mine, want in zip(ours.outputTensorMetadata, theirs):
+        assert mine.name.decode() == want.name  # what MediaPipe looks the tensors up by
+        assert mine.content.contentPropertiesType == want.content.contentPropertiesType
+        assert (mine.content.range is None) == (want.content.range is None)
+        if want.content.range is not None:
+            assert (mine.content.range.min, mine.content.range.max) == (
+                want.content.range.min, want.content.range.max)
+        assert [(f.name.decode(), f.type) for f in mine.associatedFiles or []] == [
+            (f.name, f.type) for f in want.associatedFiles or []]
+    box, want_box = (m.content.contentProperties for m in (ours.outputTensorMetadata[0],
+                                                           theirs[0]))
+    assert (box.type, box.coordinateType) == (want_box.type, want_box.coordinateType)
+    assert list(box.index) == [0, 1, 2, 3] and list(want_box.index) == [1, 0, 3, 2]
+    # The category labels: the class names, a TENSOR_VALUE_LABELS file in the zip.
+    assert theirs[1].associatedFiles[0].type == meta_fb.AssociatedFileType.TENSOR_VALUE_LABELS
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        assert archive.read(tm.LABELS_FILE).decode().split() == CLASSES
+    # No score calibration; the score threshold MediaPipe's option overrides.
+    units = ours.outputTensorMetadata[2].processUnits
+    assert [u.optionsType for u in units] == [
+        meta_fb.ProcessUnitOptions.ScoreThresholdingOptions]
+    assert units[0].options.globalScoreThreshold == loaded.task.config.score_threshold
+    (group,) = ours.outputTensorGroups
+    assert (group.name, [n.decode() for n in group.tensorNames]) == (
+        b"detection_result", [m.name for m in theirs[:3]])
+    assert tm.read_metadata(content).minParserVersion == b"1.2.0"  # tensor groups
+    # The graph's outputs are in that order (the signature names say which is which).
+    from tensorflow.lite.python import schema_py_generated as model_fb
+
+    graph_model = model_fb.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    by_name = {m.name.decode(): m.tensorIndex for m in graph_model.signatureDefs[0].outputs}
+    assert list(graph_model.subgraphs[0].outputs) == [by_name[n] for n in DETECTION_OUTPUTS]

@@ -116,10 +116,11 @@ def test_predict_decodes_files_exactly_as_training_does(tmp_path):
     assert got["red"] == pytest.approx(float(expected[1]), abs=1e-5)
 
 
-@pytest.mark.parametrize("task_name", ["segmentation", "localization"])
+# (Localization, a dense head now, takes no flip TTA: tests/tasks/test_localization.py.)
+@pytest.mark.parametrize("task_name", ["segmentation"])
 def test_the_decision_scores_mirrored_outputs_as_the_saved_wrapper_predicts(task_name):
-    # Masks are mirrored back and a box's x-range is mirrored back (Task.unflip) before
-    # the mean, as with_tta's layers do in the model that would be saved.
+    # Masks are mirrored back (Task.unflip) before the mean, as with_tta's layers do in
+    # the model that would be saved.
     from transferkit.models.segmentation import build_segmenter
 
     task, rng = get_task(task_name), np.random.default_rng(0)

@@ -1,4 +1,5 @@
-"""Localization: one object's class and box per image (task="localization")."""
+"""Localization: one object's class and box per image (task="localization"), on the
+dense detection head: the image's prediction is its best location."""
 
 import contextlib
 import csv
@@ -17,11 +18,12 @@ from conftest import tiny_recipe
 from transferkit import cli
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.task_registry import get_task, task_for_model
-from transferkit.data.augment import AugmentConfig, augment_boxed
+from transferkit.data.augment import AugmentConfig
 from transferkit.data.load import load_data
+from transferkit.data.pipeline import decode_image
+from transferkit.models.builder import ModelConfig
+from transferkit.models.detection import DetectionLoss, Grid, encode
 from transferkit.models.tta import with_tta
-from transferkit.models import build_model
-from transferkit.models.losses import LocalizationLoss
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = get_task("localization")
@@ -93,7 +95,8 @@ def test_csv_boxes_are_normalised_by_each_images_own_size_and_checked(tmp_path):
     np.testing.assert_allclose(kept["a.png"], (8 / 64, 4 / 40, 40 / 64, 20 / 40))
     np.testing.assert_allclose(kept["b.png"], (30 / 40, 50 / 64, 1.0, 1.0))
     rows = TASK.source_labels(labels, ("sq",))
-    assert rows.shape == (2, 5) and (rows[:, 0] == 1).all()
+    assert rows.shape == (2, 1, 5) and (rows[:, 0, 0] == 0).all()
+    np.testing.assert_allclose(rows[0, 0, 1:], (8 / 64, 4 / 40, 40 / 64, 20 / 40))
     code, printed = _cli("scan", tmp_path / "boxes.csv", "--task", "localization")
     assert code == 0 and "line 6" in printed and "2 usable" in printed
 
@@ -117,19 +120,20 @@ def test_voc_folder_is_read_with_its_one_based_corners(tmp_path):
 def test_crops_and_flips_move_the_box_with_the_image_and_colour_does_not():
     image = np.full((40, 60, 3), 0.0, np.float32)
     image[10:22, 30:50] = 255.0
-    label = tf.constant([0.0, 1.0, 30 / 60, 10 / 40, 50 / 60, 22 / 40])
+    label = tf.constant([[1.0, 30 / 60, 10 / 40, 50 / 60, 22 / 40]])  # one object row
     config = AugmentConfig(crop_scale=(0.4, 1.0), flip="horizontal_and_vertical")
     for seed in range(12):
-        out, moved = augment_boxed(tf.constant(image), label,
-                                   tf.constant([seed, 7], tf.int64), config)
-        ys, xs = np.nonzero(out.numpy()[..., 0] > 127)
+        out, moved = TASK.augment_example(tf.constant(image), label,
+                                          tf.constant([seed, 7], tf.int64), config)
+        ys, xs = np.nonzero(out.numpy()[..., 0] > 191)
         drawn = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)  # the shape's pixels
-        box = moved.numpy()[2:] * [60, 40, 60, 40]
+        box = moved.numpy()[0, 1:] * [60, 40, 60, 40]
         np.testing.assert_allclose(box, drawn, atol=2.0)
-        np.testing.assert_array_equal(moved.numpy()[:2], [0.0, 1.0])
+        assert moved.numpy()[0, 0] == 1.0
     colour = AugmentConfig(crop_scale=None, flip=None, brightness=0.3, hue=0.1)
-    _, same = augment_boxed(tf.constant(image), label, tf.constant([1, 2], tf.int64), colour)
-    np.testing.assert_array_equal(same.numpy(), label.numpy())
+    _, same = TASK.augment_example(tf.constant(image), label,
+                                   tf.constant([1, 2], tf.int64), colour)
+    np.testing.assert_allclose(same.numpy(), label.numpy(), atol=1e-6)
     with pytest.raises(DataError, match="rotation"):
         TASK.check_augment(AugmentConfig(rotation=0.1))
     with pytest.raises(DataError, match="mixup"):
@@ -138,43 +142,63 @@ def test_crops_and_flips_move_the_box_with_the_image_and_colour_does_not():
 
 # --- loss, metrics, outputs ------------------------------------------------------------
 
+GRID = Grid((32, 32), ((2, 2, 16),))  # 4 locations
+
+
+def _dense(rows, best=(1, 3, 0)):
+    """Dense outputs [N, 4, C + 4] whose best location (`best[i]`) holds row i and
+    whose other locations score 0.05 with a box elsewhere."""
+    rows = np.asarray(rows, np.float32)
+    out = np.zeros((len(rows), GRID.size, rows.shape[1]), np.float32)
+    out[..., :-4] = 0.05
+    out[..., -4:] = [0.0, 0.0, 0.05, 0.05]
+    out[np.arange(len(rows)), best[:len(rows)]] = rows
+    return out
+
+
 def test_score_and_keras_metrics_against_an_independent_computation():
-    labels = np.array([[1, 0, .1, .1, .5, .5], [0, 1, .2, .2, .6, .9],
-                       [0, 1, .0, .0, .4, .4]], np.float32)
-    outputs = np.array([[.9, .1, .1, .1, .5, .6], [.3, .7, .3, .3, .6, .9],
-                        [.8, .2, .0, .0, .4, .4]], np.float32)
-    ious = [_iou(lab[2:], out[2:]) for lab, out in zip(labels, outputs)]
+    truth = np.array([[1, 0, .1, .1, .5, .5], [0, 1, .2, .2, .6, .9],
+                      [0, 1, .0, .0, .4, .4]], np.float32)
+    rows = np.array([[.9, .1, .1, .1, .5, .6], [.3, .7, .3, .3, .6, .9],
+                     [.8, .2, .0, .0, .4, .4]], np.float32)
+    objects = np.concatenate([truth[:, :2].argmax(axis=1)[:, None], truth[:, 2:]], 1)
+    labels = np.stack([encode(o[None], GRID, 2).numpy() for o in objects])
+    outputs = _dense(rows)
+    ious = [_iou(lab[2:], out[2:]) for lab, out in zip(truth, rows)]
     report = TASK.score(outputs, labels, ("a", "b"))
     assert report["accuracy"] == pytest.approx(2 / 3)
     assert report["mean_iou"] == pytest.approx(np.mean(ious), abs=1e-5)
     hits = [i >= 0.5 and o[:2].argmax() == y[:2].argmax()
-            for i, o, y in zip(ious, outputs, labels)]
+            for i, o, y in zip(ious, rows, truth)]
     assert report["correct_iou50"] == pytest.approx(np.mean(hits))
     assert sum(report["histograms"]["box IoU"]["counts"]) == 3
     for metric in TASK.metrics(6):  # the Keras metrics training reports agree
         metric.update_state(labels, outputs)
         assert float(metric.result()) == pytest.approx(report[metric.name], abs=1e-5)
-    loss = float(LocalizationLoss(box_weight=0.0)(labels, outputs))
-    ce = -np.mean(np.log((outputs[:, :2] * labels[:, :2]).sum(axis=1)))
-    assert loss == pytest.approx(ce, rel=1e-4)  # weight 0: the class term alone
+    # The pooled layout of earlier versions ([N, C + 4] rows) scores the same.
+    assert TASK.score(rows, truth, ("a", "b"))["mean_iou"] == \
+        pytest.approx(report["mean_iou"])
+    assert float(DetectionLoss(box_weight=0.0)(labels, outputs)) > 0
     with pytest.raises(ConfigError, match="Temperature calibration"):
         TASK.fit_temperature(outputs, labels)
 
 
-def test_model_output_is_class_probabilities_then_a_box_and_flip_tta_unflips_it():
-    model = build_model("tiny_test", 3, task="localization", weights=None, input_shape=32)
-    assert model.output_shape == (None, 7) and task_for_model(model) is TASK
+def test_model_is_the_dense_detector_and_takes_no_tta():
+    recipe_task = TASK.bind(ModelConfig(backbone="tiny_test", weights="none",
+                                        image_size=32))
+    model = recipe_task.build_model(ModelConfig(backbone="tiny_test", weights="none",
+                                                image_size=32), 3 + 4)
+    grid = recipe_task.grid
+    assert model.output_shape == (None, grid.size, 7)
+    assert task_for_model(model).name == "detection"  # without metadata: a detector
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     out = model.predict(x, verbose=0)
-    np.testing.assert_allclose(out[:, :3].sum(axis=1), 1.0, atol=1e-5)
-    assert ((out[:, 3:] > 0) & (out[:, 3:] < 1)).all()
-    mirrored = model.predict(x[:, :, ::-1], verbose=0)
-    unmirrored = mirrored.copy()
-    unmirrored[:, 3], unmirrored[:, 5] = 1 - mirrored[:, 5], 1 - mirrored[:, 3]
-    tta = with_tta(model, "flip", task=TASK)
-    np.testing.assert_allclose(tta.predict(x, verbose=0), (out + unmirrored) / 2, atol=1e-5)
-    with pytest.raises(ConfigError, match="tta='flip'"):
-        with_tta(model, "five_crop", task=TASK)
+    best = TASK.rows(out)
+    assert best.shape == (2, 7) and (TASK.boxes(out)[:, :2] <= TASK.boxes(out)[:, 2:]).all()
+    top = out[..., :3].max(axis=-1).argmax(axis=-1)
+    np.testing.assert_allclose(best, out[np.arange(2), top])
+    with pytest.raises(ConfigError, match="no TTA"):
+        with_tta(model, "flip", task=TASK)
 
 
 def test_describe_file_gives_the_box_in_the_files_own_pixels(tmp_path):
@@ -207,6 +231,7 @@ def test_train_evaluate_predict_and_export_on_a_tiny_run(tiny_run):
     assert "phase 2 on cached activations" in printed
     history = json.loads((root / "run" / "history.json").read_text())
     assert {"accuracy", "mean_iou", "correct_iou50", "val_mean_iou"} <= set(history[-1])
+    assert json.loads((root / "run" / "config.json").read_text())["task"] == "localization"
     code, printed = _cli("evaluate", root / "run", "--data", data, "--out", root / "eval")
     assert code == 0 and "mean_iou=" in printed
     assert (root / "eval" / "report" / "histogram_box_IoU.png").is_file()
@@ -216,11 +241,12 @@ def test_train_evaluate_predict_and_export_on_a_tiny_run(tiny_run):
     code, printed = _cli("predict", root / "run", image, "--json")
     row = json.loads(printed.strip().splitlines()[-1])
     model = keras.saving.load_model(root / "run" / "model.keras")
-    x = tf.image.resize(np.asarray(Image.open(image), "float32"), (32, 32)).numpy()
-    box = model.predict(x[None], verbose=0)[0, -4:]
+    x = decode_image(str(image), (32, 32)).numpy()  # predict's decoder
+    out = model.predict(x[None], verbose=0)[0]
+    box = out[out[:, :-4].max(axis=1).argmax(), -4:]  # the best location's
     np.testing.assert_allclose(row["box"], np.sort(box.reshape(2, 2), axis=0).ravel()
                                * [64, 40, 64, 40], atol=0.05)
-    code, printed = _cli("predict", root / "run", image, "--tta", "--out", root / "pred")
+    code, printed = _cli("predict", root / "run", image, "--out", root / "pred")
     assert code == 0 and (root / "pred" / "000_003_box.png").is_file()
     assert Image.open(root / "pred" / "000_003_box.png").size == (64, 40)
     code, printed = _cli("export", root / "run", "--format", "keras", "--out", root / "exp",
@@ -267,8 +293,9 @@ def test_recipe_resolves_and_builds_tiny(tmp_path):
     recipe, _ = resolve_recipe("localization_compact_cnn", [
         "--data", str(tmp_path), "--weights", "none", "--backbone", "tiny_test",
         "--image-size", "32", "--backbone-kwargs", ""])
-    assert (recipe.task, recipe.model.head.pooling) == ("localization", "flatten")
-    assert build_run_model(recipe, 3 + 4).output_shape == (None, 7)
+    assert recipe.task == "localization"
+    grid = recipe.task_config().grid
+    assert build_run_model(recipe, 3 + 4).output_shape == (None, grid.size, 7)
 
 
 def test_shipped_sample_regenerates_byte_for_byte(tmp_path):

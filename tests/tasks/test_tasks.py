@@ -13,7 +13,8 @@ from transferkit.tasks import Multiclass, Task
 
 def test_an_unknown_task_name_lists_the_registered_ones():
     with pytest.raises(ConfigError, match=r"one of \['multiclass', 'binary', 'multilabel', "
-                       r"'localization', 'regression', 'segmentation'\].*task='segmentaton'.*Did you "
+                       r"'localization', 'regression', 'segmentation', 'detection'\]"
+                       r".*task='segmentaton'.*Did you "
                        r"mean 'segmentation'"):
         get_task("segmentaton")
     task = get_task("binary")

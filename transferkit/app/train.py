@@ -87,8 +87,8 @@ class Job:
 def model_metadata(recipe, class_names, **extra):
     """What `model.keras` carries so every command can use it without the run folder
     (`models.bundle.bundle_metadata` for the recipe's task, input and backbone)."""
-    return bundle_metadata(class_names, recipe.task, recipe.input_spec(),
-                           backbone=recipe.model.backbone, **extra)
+    return bundle_metadata(class_names, recipe.task_config(bind=False),
+                           recipe.input_spec(), backbone=recipe.model.backbone, **extra)
 
 
 @renamed(**TRUSTED)

@@ -64,7 +64,9 @@ def run(args):
     first, task = members[0], members[0].task
     if args.unknown_data and first.novelty is None:
         raise ConfigError(f"--unknown-data needs a model with a novelty score; "
-                          f"{first.path} has none (train it again with novelty on).")
+                          f"{first.path} (task {task.name!r}) has none: `train` fits one "
+                          "for tasks with one class per image (multiclass, binary), "
+                          "unless novelty is off.")
     if args.calibrate:
         task.check_calibratable()
     # Every input read and checked before the first pass of a model over them.

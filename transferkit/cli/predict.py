@@ -25,7 +25,8 @@ def register(sub):
     p.add_argument("--gradcam", metavar="DIR", help="write Grad-CAM overlays here")
     p.add_argument("--json", action="store_true", help="print JSON lines instead")
     p.add_argument("--out", metavar="DIR", help="segmentation: write each image's "
-                   "predicted mask (class-index palette PNG) and an overlay here")
+                   "predicted mask (class-index palette PNG) and an overlay here; "
+                   "detection and localization: each image with its boxes drawn")
     p.set_defaults(func=run)
 
 
@@ -44,8 +45,7 @@ def run(args):
         if args.json:
             print(json.dumps(row))
         else:
-            scores = ", ".join(f"{s['class']} {s['probability']:.3f}" if isinstance(s, dict)
-                               else f"{s:.4f}" for s in row["scores"])
+            scores = loaded.task.prediction_line(row)
             unknown = "unknown (none of the classes?); " if row.get("unknown") else ""
             print(f"{row['image']}: {unknown}{scores}")
     if args.gradcam:
@@ -65,7 +65,7 @@ def _prediction_files(args, loaded):
         images.extend(batch.numpy())
         outputs.append(loaded.model.predict_on_batch(batch.numpy()))
     print(loaded.task.write_predictions(np.concatenate(outputs), images, args.images,
-                                        args.out))
+                                        args.out, loaded.class_names))
 
 
 def _gradcam(args, loaded, rows):

@@ -11,6 +11,7 @@ EPILOG = """examples:
   transferkit scan ~/photos --json scan.json
   transferkit scan data/segmentation --task segmentation   # images/ + masks/
   transferkit scan data/localization/boxes.csv --task localization   # + box checks
+  transferkit scan data/detection/boxes.csv --task detection   # many boxes per image
 """
 
 
@@ -26,7 +27,8 @@ def register(sub):
                    help="segmentation: DIR holds images/ and masks/, and every mask is "
                    "checked too (missing, extra, size, class range); localization: "
                    "DIR is a boxes CSV, a folder holding boxes.csv or a Pascal VOC "
-                   "folder, and every box is checked too")
+                   "folder, and every box is checked too; detection: the same, or a "
+                   "COCO JSON, a YOLO folder or data.yaml")
     p.set_defaults(func=run)
 
 
@@ -34,7 +36,8 @@ def run(args):
     folder = os.path.expanduser(args.data)
     if not (os.path.isdir(folder) or os.path.isfile(folder)):
         raise DataError(f"The DIR argument {folder} is not a folder of class subfolders "
-                        "(nor a CSV file, which segmentation and localization read).")
+                        "(nor a file, such as the CSV or JSON segmentation, "
+                        "localization and detection read).")
     if args.workers is not None and args.workers < 1:
         raise DataError(f"The `--workers` argument should be at least 1. Received: "
                         f"--workers {args.workers}")

@@ -219,10 +219,11 @@ def _checked_box(path, label, box, size, where, problems):
 
 
 def encode_boxes(raw, class_names) -> np.ndarray:
-    """Raw labels -> float32 rows [N, C + 4]: one-hot class then the normalised box.
+    """Raw labels -> float32 object rows [N, 1, 5]: (class index, xmin, ymin, xmax,
+    ymax), the box normalised (the one-object case of `data.annotations.pad_objects`).
     raw: BoxLabels, or numeric rows (class index, xmin, ymin, xmax, ymax)."""
     index = {name: i for i, name in enumerate(class_names)}
-    out = np.zeros((len(raw), len(class_names) + 4), dtype=np.float32)
+    out = np.zeros((len(raw), 1, 5), dtype=np.float32)
     for row, item in enumerate(raw):
         if isinstance(item, BoxLabel):
             if item.label not in index:
@@ -241,6 +242,6 @@ def encode_boxes(raw, class_names) -> np.ndarray:
             if not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
                 raise DataError(f"box {box.tolist()} (row {row}) is not a normalised "
                                 "(xmin, ymin, xmax, ymax) with 0 <= min < max <= 1.")
-        out[row, cls] = 1.0
-        out[row, -4:] = box
+        out[row, 0, 0] = cls
+        out[row, 0, 1:] = box
     return out

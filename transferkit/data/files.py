@@ -38,11 +38,14 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
                         f"{suggest(bad, SPLIT_NAMES) if bad else ''}")
     listed = {k: task.read_files(v, scanned=scan, follow_links=follow_links)
               for k, v in named.items()}
-    for split, (paths, *_) in listed.items():
+    for split, (paths, _, found, _) in listed.items():
         if not paths:
+            # Every entry refused (e.g. an annotation file's bad rows): say why.
+            why = "; ".join(p.reason for p in (found or ())[:3])
             raise DataError(f"no image files found in {str(named[split])!r} ({split}); "
-                            "expected class subfolders with images, or CSV rows "
-                            "`path,label`.")
+                            + (f"every entry was refused: {why}" if why else
+                               "expected class subfolders with images, or CSV rows "
+                               "`path,label`."))
     if class_names is None:  # the source may name them (e.g. a classes.txt)
         class_names = listed["train"][3]
     files = {k: (paths, labels) for k, (paths, labels, *_) in listed.items()}
@@ -97,7 +100,7 @@ def from_files(source, *, task, class_names, val_split, test_split, augment, cac
     train_y = parts["train"][1]
     return DataSplits(
         train=built["train"], val=built.get("val"), test=built.get("test"),
-        class_names=tuple(names), task=task.name,
+        class_names=tuple(names), task=task,
         num_classes=task.output_units(len(names) or train_y.shape[1]),
         image_size=pipe["image_size"],
         class_weight=task.class_weight(train_y, len(names)) if class_weights else None,
@@ -213,9 +216,17 @@ def list_source(src, *, scanned: bool = True, follow_links: bool = False):
                     "a CSV file (nor 'tfds:NAME', an (x, y) tuple or a tf.data.Dataset).")
 
 
+BOX_COLUMNS = {"xmin", "ymin", "xmax", "ymax"}
+
+
 def _read_csv(path: Path):
     rows = csv_rows(path, "label CSV")
     if rows and is_header(rows[0][1]):
+        header = [c.strip().lower() for c in rows[0][1]]
+        if BOX_COLUMNS <= set(header):  # not labels: one box per row
+            raise DataError(f"{path} is a boxes CSV (columns {','.join(header)}), read "
+                            "with --task detection or --task localization; a class label "
+                            "CSV has the columns path,label.")
         rows = rows[1:]
     for line, row in rows:
         if len(row) < 2 or not row[0].strip():

@@ -41,6 +41,11 @@ from transferkit.data.listing import os_problem as _os_problem
 from transferkit.data.pipeline import tf_decodes
 
 CLASS_KINDS = ("empty_class", "small_class", "imbalance")
+# Label-file problems that leave an object or a file out, or change a box, without
+# skipping the image: shown by `summary` with the file and line they name.
+ANNOTATION_KINDS = ("bad_annotation", "bad_box", "box_clipped", "unknown_class",
+                    "too_many_boxes", "several_objects", "missing_image",
+                    "no_label_file")
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class ScanReport:
         return frozenset(p.path for p in self.problems if p.action == SKIPPED)
 
     def summary(self, max_lines: int = 50) -> str:
-        """Counts, class warnings, then skipped files with reasons (up to max_lines;
+        """Counts, class warnings, then skipped files and annotation problems with reasons (up to max_lines;
         the full list is in to_json)."""
         kept = len(self.decode_paths)
         lines = [f"Scanned {self.num_files} files in {self.seconds:.1f} s: {kept} usable, "
@@ -78,7 +83,8 @@ class ScanReport:
         if self.class_counts:
             lines.append("  classes: " + _counts(self.class_counts))
         shown = [p for p in self.problems if p.kind in CLASS_KINDS]
-        shown += [p for p in self.problems if p.action == SKIPPED]
+        shown += [p for p in self.problems if p.action == SKIPPED or (
+            p.kind in ANNOTATION_KINDS and p.action == WARNING)]
         lines += [f"  [{p.kind}] {p.path}: {p.reason}" for p in shown[:max_lines]]
         if len(shown) > max_lines:
             lines.append(f"  ... and {len(shown) - max_lines} more (see to_json)")

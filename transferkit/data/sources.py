@@ -202,7 +202,7 @@ def _tensor_splits(parts, names, task, augment, cache, class_weights, pipe, size
 def _splits(built, names, task, units, pipe, train_y, counts):
     return DataSplits(
         train=built["train"], val=built.get("val"), test=built.get("test"),
-        class_names=tuple(names), task=task.name, num_classes=units,
+        class_names=tuple(names), task=task, num_classes=units,
         image_size=pipe["image_size"],
         class_weight=None if train_y is None else task.class_weight(train_y, len(names)),
         counts=counts)

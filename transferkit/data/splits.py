@@ -25,7 +25,7 @@ class DataSplits:
     val: tf.data.Dataset | None
     test: tf.data.Dataset | None
     class_names: tuple[str, ...]
-    task: str
+    task: object  # the Task whose pipeline encoded the labels (bound to a model's grid)
     num_classes: int  # output units: C, 1 for binary, k for regression
     image_size: tuple[int, int]
     class_weight: dict[int, float] | None = None

@@ -18,6 +18,10 @@ file keeps it, the SavedModel's `serving_default` returns `novelty` and `unknown
 a .tflite file returns `novelty` [B, 1] as its second output, its threshold in the
 file's metadata (`tflite_metadata`). Both compute it in the graph with
 `novelty.novelty_model`.
+A detector's .tflite (its task's TfliteOutput kind "detections") computes the
+detections in the graph, for one image at a time (`Task.tflite_detections`: MediaPipe
+ObjectDetector's four outputs); int8 keeps that post-processing and the layers the task
+names (`TfliteOutput.float_layers`) in float32 (`tflite_bytes`).
 Class names travel with every artifact: `labels.txt` (one per line, output order) and
 `<artifact>.json` (class names, image size, input spec) are written beside it, inside
 a SavedModel's `assets/` too, and inside the .keras file: the bundle `models.bundle`
@@ -26,14 +30,17 @@ writes for train and add-class too.
 
 import ctypes
 import os
+import re
 import shutil
 import tempfile
+import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from transferkit.core.compat import renamed
-from transferkit.core.errors import ConfigError, check_choice
+from transferkit.core.errors import ConfigError, TransferkitError, check_choice
 from transferkit.core.files import atomic_path
 from transferkit.core.rundir import MODEL_FILE
 from transferkit.data.load import load_data
@@ -48,6 +55,7 @@ from transferkit.models.bundle import (bundle_metadata, save_bundle, write_asset
 from transferkit.models.novelty import novelty_model
 
 INPUT_SPEC = "float32 RGB 0-255, shape [batch, height, width, 3]"
+FLOAT_SCOPE = "float_postprocess"  # graph ops an int8 .tflite keeps float (detections)
 
 
 @renamed(fmt="format")
@@ -108,14 +116,15 @@ def export_model(loaded, format, out_dir, *, quantize=None, representative=None,
     if format == "savedmodel":
         meta["signatures"] = _export_savedmodel(loaded, path, meta)
     else:
+        output = loaded.task.tflite_output(loaded.class_names, loaded.model.output_shape[-1])
         with tempfile.TemporaryDirectory() as tmp:
             saved = os.path.join(tmp, "saved_model")
-            _tflite_source(loaded, saved)
-            content = tflite_bytes(saved, quantize, representative)
+            _tflite_source(loaded, saved, output)
+            content = tflite_bytes(saved, quantize, representative, float_names=(
+                (FLOAT_SCOPE, *output.float_layers) if output.kind == "detections"
+                else output.float_layers))
         # Model metadata + labels inside the file: MediaPipe Tasks load it as it is.
-        content = export_metadata(content, loaded.task.tflite_output(
-            loaded.class_names, loaded.model.output_shape[-1]), meta,
-            novelty=loaded.novelty)
+        content = export_metadata(content, output, meta, novelty=loaded.novelty)
         with atomic_path(path) as tmp_file:
             with open(tmp_file, "wb") as f:
                 f.write(content)
@@ -123,29 +132,46 @@ def export_model(loaded, format, out_dir, *, quantize=None, representative=None,
     return path
 
 
-def _tflite_source(loaded, folder):
-    """The SavedModel the TFLite converter reads: the model's `serve` signature; with a
+def _tflite_source(loaded, folder, output):
+    """The SavedModel the TFLite converter reads, for the task's TfliteOutput `output`:
+    the model's `serve` signature; for "detections", the task's post-processing on it
+    (`Task.tflite_detections`, batch 1: MediaPipe's ObjectDetector outputs); with a
     novelty score, a second output `novelty` [B, 1] (`novelty.novelty_model`, as the
     SavedModel's), after the model's own output. [B, 1], not [B]: MediaPipe's
     ImageClassifier takes every output as a classification head [B, classes], so a
     one-"class" head it reads like any other (see tflite_metadata)."""
-    model = loaded.model
-    if loaded.novelty is None:
+    model, task = loaded.model, loaded.task
+    if loaded.novelty is None and output.kind != "detections":
         model.export(folder, format="tf_saved_model", verbose=False)
         return
-    both = novelty_model(model, loaded.task, loaded.novelty)
+    if output.kind == "detections":
+        if loaded.novelty is not None:
+            raise ConfigError(f"A .tflite of task={task.name!r} has MediaPipe's four "
+                              "detection outputs and no room for a novelty score; "
+                              "export the model without one.")
 
-    def serve(images):
-        outputs, score = both(images)
-        # Named: the converter orders the graph's outputs as it likes, and the metadata
-        # puts them back in order by these names (`with_metadata`).
-        return {"output_0": outputs, NOVELTY_OUTPUT: score[:, None]}
+        def serve(images):
+            outputs = model(images, training=False)
+            # Named (`DETECTION_OUTPUTS`): the metadata orders the graph's outputs by
+            # these names, as the converter orders them as it likes. Scoped: an int8
+            # file keeps the post-processing float (`tflite_bytes`).
+            with tf.name_scope(FLOAT_SCOPE):
+                return task.tflite_detections(outputs)
+    else:
+        both = novelty_model(model, task, loaded.novelty)
+
+        def serve(images):
+            outputs, score = both(images)
+            # Named: the metadata puts the outputs in order by these names.
+            return {"output_0": outputs, NOVELTY_OUTPUT: score[:, None]}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    # The input as `model.export` writes it (the model's own input shape).
+    # The input as `model.export` writes it (the model's own input shape), at the
+    # output's batch size where it has one.
+    shape = model.inputs[0].shape
     archive.add_endpoint("serve", tf.function(serve), input_signature=[
-        tf.TensorSpec(model.inputs[0].shape, tf.float32, name="images")])
+        tf.TensorSpec([output.batch or shape[0], *shape[1:]], tf.float32, name="images")])
     archive.write_out(folder, verbose=False)
 
 
@@ -196,11 +222,16 @@ def _remove_stale_exports(folder):
             shutil.rmtree(path, ignore_errors=True)
 
 
-def tflite_bytes(saved_model_dir, quantize=None, representative=None):
+def tflite_bytes(saved_model_dir, quantize=None, representative=None, float_names=()):
     """Convert a SavedModel with the TFLite converter; inputs and outputs stay float32.
 
     fp16 stores float16 weights; int8 quantizes weights and activations, calibrated on
     `representative`, and keeps float I/O so every artifact takes the same images.
+    float_names: for int8, name scopes or Keras layer names whose operations (and all
+    that follow them) stay float32 (default: none, all are quantized): a task's
+    post-processing in the graph, where int8 would round class ids and counts
+    (MediaPipe reads a category of 0.996 as class 0), and the layers the task's
+    TfliteOutput names (`float_layers`).
     """
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     if quantize:
@@ -210,7 +241,75 @@ def tflite_bytes(saved_model_dir, quantize=None, representative=None):
     if quantize == "int8":
         images = list(representative)
         converter.representative_dataset = lambda: ([image] for image in images)
+        if float_names:
+            return _quantized_outside(converter, images, float_names)
     return converter.convert()
+
+
+def _quantized_outside(converter, images, names):
+    """int8 but for the operations under `names` and those after them: TFLite's
+    selective quantization (the QuantizationDebugger's denylisted nodes, named in the
+    calibrated model). Their calibration statistics go too: with them the quantizer
+    still puts int8 round trips on some denylisted tensors (a sigmoid's fixed [0, 1]
+    range rounds every score to 1/256, which ties neighbouring locations; a slice of
+    the boxes), and a tensor without statistics it cannot quantize."""
+    def data():
+        return ([image] for image in images)
+
+    with warnings.catch_warnings():
+        # The debugger checks its model on TF's own interpreter, which warns that it
+        # is deprecated: nothing the person exporting can act on.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
+                                                             debug_dataset=data)
+        nodes = _nodes_from(debugger.calibrated_model, names)
+        debugger.calibrated_model = _without_statistics(debugger.calibrated_model, nodes)
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=nodes)
+        return debugger.get_nondebug_quantized_model()
+
+
+def _without_statistics(content, names):
+    """A calibrated .tflite (`content`) with the calibration ranges of the tensors
+    named `names` removed."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as model_fb
+
+    model = model_fb.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    names = set(names)
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            if tensor.name.decode() in names:
+                tensor.quantization = None
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), b"TFL3")
+    return bytes(builder.Output())
+
+
+def _nodes_from(content, names):
+    """The output tensor names of the operations of a .tflite (`content`) under one of
+    `names` and of every operation that follows one (graph outputs, which the
+    converter renames, included). A name matches a whole path component of a tensor's
+    name, with the "_1" Keras adds per call: "head_boxes" matches
+    "model_1/head_1/head_boxes_1/BiasAdd", not "head_boxes2/..."."""
+    from tensorflow.lite.python import schema_py_generated as model_fb
+
+    graph = model_fb.ModelT.InitFromPackedBuf(bytearray(content), 0).subgraphs[0]
+    pattern = re.compile(r"(^|/|;)(" + "|".join(re.escape(n) for n in names) +
+                         r")(_\d+)?/")
+    after, found, matched = set(), set(), set()
+    for op in graph.operators:  # in execution order: producers come first
+        outs = [graph.tensors[t].name.decode() for t in op.outputs]
+        hits = {m.group(2) for n in outs for m in pattern.finditer(n)}
+        if hits or any(t in after for t in op.inputs if t >= 0):
+            after.update(op.outputs)
+            found.update(outs)
+            matched |= hits
+    missing = sorted(set(names) - matched)
+    if missing:
+        raise TransferkitError(f"No operation of the converted model is named under "
+                               f"{missing}: nothing to keep in float there.")
+    return sorted(found)
 
 
 def representative_images(loaded, data, n=64):
@@ -222,7 +321,10 @@ def representative_images(loaded, data, n=64):
                        seed=cfg.get("seed", 0), val_split=cfg.get("val_split", 0.2),
                        test_split=cfg.get("test_split", 0.0), verbose=False)
     labels = splits.train_labels
-    strata = [tuple(row) for row in labels] if loaded.task.has_classes else [0] * len(labels)
+    # A label's bytes: one stratum per distinct label, whatever its shape (a one-hot
+    # row, a detection's object rows, a mask's path).
+    strata = ([np.asarray(row).tobytes() for row in labels] if loaded.task.has_classes
+              else [0] * len(labels))
     chosen = stratified_sample(strata, n, seed=cfg.get("seed", 0))
     dataset = make_dataset([splits.train_files[i] for i in chosen], labels[chosen],
                            image_size=loaded.input.size, batch_size=1, training=False,

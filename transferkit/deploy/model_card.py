@@ -5,7 +5,7 @@ scores, and how to load it (Keras, TF Serving REST, LiteRT, MediaPipe).
 
 Everything task-specific comes from the model's `Task`: its headline metric, the
 outputs of the SavedModel's encoded-image signature (`Task.serving_outputs`) and the
-MediaPipe API that runs it (`Task.mediapipe_api`).
+MediaPipe API that runs its .tflite (`TfliteOutput.mediapipe_api`).
 """
 
 import os
@@ -57,8 +57,10 @@ def model_card(loaded, artifacts, *, rows=None, tolerance=None):
     if rows:
         lines += ["", "## Accuracy per format", "",
                   f"Scored by `transferkit export --check` on the same images; agreement "
-                  f"is the fraction of images on which an artifact's prediction matches "
-                  f"the source Keras model's (tolerance {tolerance}).", "",
+                  f"is how much of an artifact's predictions match the source Keras "
+                  f"model's: the share of images with the same prediction, or for a "
+                  f"detector the share of detections paired by class, IoU >= 0.9 and "
+                  f"score (tolerance {tolerance}).", "",
                   f"| artifact | format | size (MB) | {task.headline} | agreement | "
                   f"ms/image | max abs diff | verdict |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['artifact']} | {r['format']} | {r['size_mb']:.2f} | "
@@ -122,6 +124,12 @@ def _usage(loaded, files):
                 "```", ""]
     tflite = [name for fmt, name in files.items() if fmt.startswith("tflite")]
     if tflite:
+        output = task.tflite_output(loaded.class_names, loaded.model.output_shape[-1])
+        detections = output.kind == "detections"
+        read = (["outputs = {d['name']: interpreter.get_tensor(d['index']) for d in "
+                 "interpreter.get_output_details()}"] if detections else
+                ["outputs = interpreter.get_tensor("
+                 "interpreter.get_output_details()[0]['index'])"])
         out += ["**LiteRT** (`pip install ai-edge-litert`; "
                 f"{', '.join(f'`{n}`' for n in tflite)} all take float32 input):", "",
                 "```python", "import numpy as np",
@@ -133,27 +141,54 @@ def _usage(loaded, files):
                 f"({width}, {height}), Image.BILINEAR)",
                 "x = np.asarray(image, np.float32)[None]  # 0-255, no normalisation",
                 "interpreter.set_tensor(interpreter.get_input_details()[0]['index'], x)",
-                "interpreter.invoke()",
-                "outputs = interpreter.get_tensor("
-                "interpreter.get_output_details()[0]['index'])",
-                "```", ""]
-        if task.mediapipe_api:
-            out += [f"**MediaPipe {task.mediapipe_api}** (`pip install mediapipe`; it "
-                    "reads class names and input normalisation from the file's TFLite "
-                    "metadata, so use a file exported with that metadata):", "",
-                    "```python", "import mediapipe as mp",
-                    "from mediapipe.tasks.python import BaseOptions, vision",
-                    f"options = vision.{task.mediapipe_api}Options(base_options="
-                    f"BaseOptions(model_asset_path={tflite[0]!r}), max_results=3)",
-                    f"with vision.{task.mediapipe_api}.create_from_options(options) as "
-                    "classifier:",
-                    "    result = classifier.classify(mp.Image.create_from_file("
-                    "'image.jpg'))",
-                    "print([(c.category_name, c.score) for c in "
-                    "result.classifications[0].categories])", "```", ""]
+                "interpreter.invoke()", *read, "```", ""]
+        if detections:
+            out += [_DETECTION_OUTPUTS.format(threshold=output.score_threshold), ""]
+        if output.mediapipe_api:
+            out += _mediapipe_usage(output.mediapipe_api, tflite[0])
     if loaded.novelty is not None:
         out += _novelty_usage(loaded.novelty, tflite)
     return out
+
+
+_DETECTION_OUTPUTS = (
+    "A detector's file computes the detections in its graph (non-max suppression "
+    "included, scores above {threshold}) for one image at a time (batch 1), as four "
+    "outputs in this order: `location` [1, N, 4] (xmin, ymin, xmax, ymax normalised to "
+    "the image: multiply by its width and height), `category` [1, N] (the line of "
+    "`labels.txt`, 0-based, as a float), `score` [1, N] and `number_of_detections` [1]: "
+    "how many rows of the others hold a detection, best first (N: the most detections "
+    "per image).")
+
+# What each MediaPipe Tasks API takes and what its result holds (the file's output
+# kind decides the API: `TfliteOutput.mediapipe_api`).
+_MEDIAPIPE_CALLS = {
+    "ImageClassifier": ("max_results=3", "classifier", "classify",
+                        "print([(c.category_name, c.score) for c in "
+                        "result.classifications[0].categories])"),
+    "ImageSegmenter": ("output_category_mask=True", "segmenter", "segment",
+                       "mask = result.category_mask.numpy_view()  # a class index per "
+                       "pixel (labels: segmenter.labels)"),
+    "ObjectDetector": ("max_results=-1", "detector", "detect",
+                       "print([(d.categories[0].category_name, d.categories[0].score, "
+                       "d.bounding_box) for d in result.detections])  # boxes in the "
+                       "image's pixels"),
+}
+
+
+def _mediapipe_usage(api, path):
+    """How MediaPipe Tasks' `api` runs the .tflite file `path`."""
+    option, name, method, show = _MEDIAPIPE_CALLS[api]
+    return [f"**MediaPipe {api}** (`pip install mediapipe`; it reads the class names and "
+            "the input normalisation from the file's TFLite metadata, so use a file "
+            "exported with that metadata):", "",
+            "```python", "import mediapipe as mp",
+            "from mediapipe.tasks.python import BaseOptions, vision",
+            f"options = vision.{api}Options(base_options="
+            f"BaseOptions(model_asset_path={path!r}), {option})",
+            f"with vision.{api}.create_from_options(options) as {name}:",
+            f"    result = {name}.{method}(mp.Image.create_from_file('image.jpg'))",
+            show, "```", ""]
 
 
 def _novelty_usage(novelty, tflite):

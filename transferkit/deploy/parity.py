@@ -85,10 +85,11 @@ def _timed_predictions(predict, dataset):
 def format_parity(rows, tolerance, task):
     """The parity table as text."""
     metric = task.headline
-    lines = [f"{'artifact':<24}{'format':<13}{'MB':>8}{metric:>10}{'agree':>8}"
+    width = max(10, len(metric) + 2)  # e.g. correct_iou50
+    lines = [f"{'artifact':<24}{'format':<13}{'MB':>8}{metric:>{width}}{'agree':>8}"
              f"{'ms/image':>10}{'max|d|':>10}  (tolerance {tolerance})"]
     lines += [f"{r['artifact'][:23]:<24}{r.get('format', '')[:12]:<13}"
-              f"{r.get('size_mb', float('nan')):>8.2f}{r[metric]:>10.4f}"
+              f"{r.get('size_mb', float('nan')):>8.2f}{r[metric]:>{width}.4f}"
               f"{r['agreement']:>8.3f}{r['ms_per_image']:>10.2f}{r['max_abs_diff']:>10.4f}"
               f"  {'ok' if r['ok'] else 'FAIL'}" for r in rows]
     return "\n".join(lines)

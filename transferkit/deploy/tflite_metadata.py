@@ -10,10 +10,12 @@ the model's name, description, version and author; the input image tensor (RGB,
 normalisation mean 0 / std 1 since transferkit models take RGB 0-255 floats and
 normalise inside the graph, value range 0-255, the size it was trained at); the output
 tensor as the task describes it (`Task.tflite_output`: scores with a labels file of type
-TENSOR_AXIS_LABELS, or a segmentation mask); with a novelty score, the second output
-`novelty` with its threshold (`_novelty_output`); and the associated files zip-appended
-to the model (ZIP_STORED, as tflite-support's MetadataPopulator does): the labels and
-`transferkit.json` (the export's metadata: task, class names, input, version, novelty).
+TENSOR_AXIS_LABELS, or a segmentation mask; a detector's four outputs as MediaPipe's
+ObjectDetector writer describes them, `_detection_outputs`); with a novelty score, the
+second output `novelty` with its threshold (`_novelty_output`); and the associated files
+zip-appended to the model (ZIP_STORED, as tflite-support's MetadataPopulator does): the
+labels and `transferkit.json` (the export's metadata: task, class names, input,
+version, novelty).
 
 Written with the FlatBuffers object API of two generated schemas: the metadata schema
 (vendored from the mediapipe wheel, `_vendor`) and TensorFlow's model schema.
@@ -32,6 +34,7 @@ from transferkit.core.errors import TransferkitError
 from transferkit.deploy._vendor import metadata_schema_py_generated as meta_fb
 from transferkit.models.bundle import LABELS_NAME
 from transferkit.models.saving import METADATA_NAME as JSON_FILE
+from transferkit.tasks.outputs import DETECTION_METADATA_NAMES, DETECTION_OUTPUTS
 
 
 METADATA_NAME = "TFLITE_METADATA"  # the Model.metadata entry clients look for
@@ -45,8 +48,15 @@ NOVELTY_OUTPUT = "novelty"  # its name in the model's signature
 
 # min_parser_version, as the real populator records it: the newest schema version among
 # the fields written (metadata_schema.fbs history). Every field written here is a 1.0.0
-# one (no tensor groups, subgraph process units, file versions or custom metadata).
+# one (no subgraph process units, file versions or custom metadata), except output
+# tensor groups (1.2.0), which a detector's metadata has, as MediaPipe's writer's does.
 MIN_PARSER_VERSION = "1.0.0"
+GROUPS_PARSER_VERSION = "1.2.0"
+DETECTION_GROUP = "detection_result"  # MediaPipe's writer's name for the group
+# Where each BOUNDARIES element (left, top, right, bottom) sits in a location row: the
+# boxes are xmin, ymin, xmax, ymax (MediaPipe's writer, for TFLite's detection
+# post-processing op, writes (1, 0, 3, 2): ymin first).
+XYXY_INDEX = (0, 1, 2, 3)
 
 
 def export_metadata(content, output, meta, novelty=None):
@@ -82,23 +92,29 @@ def with_metadata(content, *, name, output, version="", description="", author="
                   extra=None, novelty=None):
     """`content` (a .tflite flatbuffer, bytes) with model metadata and associated files.
 
-    output: a TfliteOutput (the task's). version: the model's version string.
+    output: a TfliteOutput (the task's); for kind "detections" the model has the four
+        outputs of `DETECTION_OUTPUTS`, named so in its signature, which end up in
+        that order, described as MediaPipe's ObjectDetector reads them.
+        version: the model's version string.
     extra: JSON-able dict written into the model as `transferkit.json` (default none).
     novelty: the model's novelty score (an `models.novelty.Novelty`: its detector,
         threshold, false_rejection), whose values are the model's second output
         [B, 1]; None (default): the model has one output.
     Raises TransferkitError if the model is not one image in, one tensor out (two with
-    `novelty`).
+    `novelty`, four "detections").
     """
     model = model_fb.ModelT.InitFromPackedBuf(bytearray(content), 0)
     graph = model.subgraphs[0]
-    outputs = 1 if novelty is None else 2
+    detections = output.kind == "detections"
+    outputs = len(DETECTION_OUTPUTS) if detections else 1 if novelty is None else 2
     if len(model.subgraphs) != 1 or len(graph.inputs) != 1 or len(graph.outputs) != outputs:
         raise TransferkitError(
             f"TFLite metadata needs a model with one subgraph, one input and {outputs} "
             f"output(s); this one has {len(model.subgraphs)} subgraph(s), "
             f"{len(graph.inputs)} input(s) and {len(graph.outputs)} output(s).")
-    if novelty is not None:
+    if detections:
+        _in_order(model, DETECTION_OUTPUTS)
+    elif novelty is not None:
         _novelty_last(model)
     image = graph.tensors[graph.inputs[0]]
     shape = [int(s) for s in image.shape]
@@ -123,7 +139,15 @@ def with_metadata(content, *, name, output, version="", description="", author="
     metadata.author = author
     sub = meta_fb.SubGraphMetadataT()
     sub.inputTensorMetadata = [_image_input(shape[1], shape[2], image.type)]
-    sub.outputTensorMetadata = [_output(output)]
+    if detections:
+        sub.outputTensorMetadata = _detection_outputs(output)
+        group = meta_fb.TensorGroupT()
+        # Location, category and score, one element each per detection (not the count).
+        group.name = DETECTION_GROUP
+        group.tensorNames = list(DETECTION_METADATA_NAMES[:3])
+        sub.outputTensorGroups = [group]
+    else:
+        sub.outputTensorMetadata = [_output(output)]
     if novelty is not None:
         sub.outputTensorMetadata.append(_novelty_output(novelty))
     metadata.subgraphMetadata = [sub]
@@ -131,7 +155,7 @@ def with_metadata(content, *, name, output, version="", description="", author="
         metadata.associatedFiles = [_file(JSON_FILE, "The export's metadata (JSON): task, "
                                           "class names, input size, version.",
                                           meta_fb.AssociatedFileType.DESCRIPTIONS)]
-    metadata.minParserVersion = MIN_PARSER_VERSION
+    metadata.minParserVersion = GROUPS_PARSER_VERSION if detections else MIN_PARSER_VERSION
 
     builder = flatbuffers.Builder(0)
     builder.Finish(metadata.Pack(builder), METADATA_IDENTIFIER)
@@ -209,14 +233,75 @@ def _novelty_last(model):
     ImageClassifier reads output 0 as head 0 (the classes clients ask for), each
     further one as a further head. Raises TransferkitError without that output."""
     graph = model.subgraphs[0]
-    names = {m.name.decode(): m.tensorIndex for sig in model.signatureDefs or []
-             for m in sig.outputs or []}
-    if NOVELTY_OUTPUT not in names or names[NOVELTY_OUTPUT] not in list(graph.outputs):
-        raise TransferkitError(f"A TFLite model with a novelty score needs a signature "
-                               f"output named {NOVELTY_OUTPUT!r}; this one has "
-                               f"{sorted(names)}.")
-    index = names[NOVELTY_OUTPUT]
+    index = _signature_outputs(model, (NOVELTY_OUTPUT,))[NOVELTY_OUTPUT]
     graph.outputs = [i for i in graph.outputs if i != index] + [index]
+
+
+def _in_order(model, names):
+    """Order the graph's outputs as `names` (its signature's output names): the
+    converter orders them as it likes, and clients that take outputs by position
+    (MediaPipe's defaults, `get_output_details()`) get the documented order."""
+    found = _signature_outputs(model, names)
+    model.subgraphs[0].outputs = [found[name] for name in names]
+
+
+def _signature_outputs(model, names):
+    """{name: tensor index} of the signature outputs `names`; TransferkitError if one
+    is missing or not among the graph's outputs."""
+    graph = model.subgraphs[0]
+    found = {m.name.decode(): m.tensorIndex for sig in model.signatureDefs or []
+             for m in sig.outputs or []}
+    missing = [n for n in names if found.get(n) not in list(graph.outputs)]
+    if missing:
+        raise TransferkitError(f"This TFLite model needs signature outputs named "
+                               f"{list(names)}; it has {sorted(found)}.")
+    return {n: found[n] for n in names}
+
+
+def _detection_outputs(output):
+    """The four output tensors' metadata, as MediaPipe's ObjectDetector metadata writer
+    (`create_for_models_with_nms`) writes them and its graph reads them: looked up by
+    name; locations as BoundingBoxProperties (BOUNDARIES in RATIO coordinates, the
+    order of XYXY_INDEX); the labels as the categories' TENSOR_VALUE_LABELS (a
+    category value indexes them); the scores with no calibration and, as
+    ScoreThresholdingOptions, the threshold MediaPipe reports detections from; each
+    of the first three one element per detection (content range: dimension 2)."""
+    location, category, score, count = (meta_fb.TensorMetadataT() for _ in range(4))
+    for tensor, name in zip((location, category, score, count), DETECTION_METADATA_NAMES):
+        tensor.name = name
+    location.description = ("The boxes of the detections: xmin, ymin, xmax, ymax, "
+                            "normalised to the image (0-1).")
+    box = meta_fb.BoundingBoxPropertiesT()
+    box.index = list(XYXY_INDEX)
+    box.type = meta_fb.BoundingBoxType.BOUNDARIES
+    box.coordinateType = meta_fb.CoordinateType.RATIO
+    location.content = _content(meta_fb.ContentProperties.BoundingBoxProperties, box)
+    category.description = ("The class of each detection: an index into the labels "
+                            "file (0-based).")
+    category.content = _content(meta_fb.ContentProperties.FeatureProperties,
+                                meta_fb.FeaturePropertiesT())
+    if output.labels is not None:
+        category.associatedFiles = [_file(
+            LABELS_FILE, "Class names, one per line: a category value is a line index.",
+            meta_fb.AssociatedFileType.TENSOR_VALUE_LABELS)]
+    score.description = output.description
+    score.content = _content(meta_fb.ContentProperties.FeatureProperties,
+                             meta_fb.FeaturePropertiesT())
+    score.stats = _stats(0.0, 1.0)
+    if output.score_threshold is not None:
+        threshold = meta_fb.ScoreThresholdingOptionsT()
+        threshold.globalScoreThreshold = float(output.score_threshold)
+        score.processUnits = [_process_unit(
+            meta_fb.ProcessUnitOptions.ScoreThresholdingOptions, threshold)]
+    for tensor in (location, category, score):
+        tensor.content.range = meta_fb.ValueRangeT()
+        tensor.content.range.min = tensor.content.range.max = 2
+        tensor.stats = tensor.stats or meta_fb.StatsT()
+    count.description = "The number of detections: the rows of the others that hold one."
+    count.content = _content(meta_fb.ContentProperties.FeatureProperties,
+                             meta_fb.FeaturePropertiesT())
+    count.stats = meta_fb.StatsT()
+    return [location, category, score, count]
 
 
 def _novelty_output(novelty):

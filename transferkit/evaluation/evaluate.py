@@ -116,7 +116,8 @@ def load_run(path, *, safe_mode=True):
     names = meta.get("class_names") or run.read_class_names()
     # compile=False: scoring needs no optimizer, and its state would only be skipped.
     model = load_model(file, safe_mode=safe_mode, compile=False)
-    task = get_task(meta.get("task") or task_for_model(model))
+    task = get_task(meta.get("task") or task_for_model(model)).with_settings(
+        meta.get("task_settings"))
     if novelty is not None:
         check_novelty_fits(novelty, model, file)
     return LoadedModel(file, model, tuple(names or ()), input_spec(model, meta), config,
@@ -193,7 +194,8 @@ def _load_tflite(file):
     novelty = Novelty(**meta["novelty"]) if meta.get("novelty") and \
         predictor.novelty_output is not None else None  # settings checked by the schema
     return LoadedModel(file, predictor, tuple(meta.get("class_names") or ()),
-                       InputSpec.from_json(meta["input"]), config, get_task(meta["task"]),
+                       InputSpec.from_json(meta["input"]), config,
+                       get_task(meta["task"]).with_settings(meta.get("task_settings")),
                        novelty)
 
 

@@ -119,6 +119,23 @@ def plot_histogram(name, edges, counts, folder):
         c if c.isalnum() else "_" for c in name) + ".png")
 
 
+def plot_curves(name, curve, folder):
+    """One line per series of a report's curve ({"x", "xlabel", "ylabel", "series":
+    {name: y}}), e.g. a detector's precision-recall curve per class."""
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.add_subplot()
+    for label, ys in curve["series"].items():
+        ax.plot(curve["x"], ys, label=_plain(label))
+    ax.set_xlabel(curve.get("xlabel", ""))
+    ax.set_ylabel(curve.get("ylabel", ""))
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(0, 1.05)
+    if curve["series"]:
+        ax.legend(fontsize=8)
+    return _save(fig, folder, "curve_" + "".join(
+        c if c.isalnum() else "_" for c in name) + ".png")
+
+
 def plot_novelty(summary, folder):
     """The novelty scores' histogram (known images; unknown ones when scored), the
     threshold marked: a `novelty_summary`."""
@@ -227,8 +244,11 @@ def evaluation_sections(folder, report, worst=None, reliability=None):
         sections.append(("Confusion matrix", _img(plot_confusion(
             report["confusion_matrix"], report["class_names"], folder), "confusion matrix")))
     if "per_class" in report:
-        sections.append(("Per-class precision and recall",
+        sections.append(("Per-class scores",
                          _img(plot_per_class(report["per_class"], folder), "per-class")))
+    for name, curve in report.get("curves", {}).items():
+        sections.append((name[:1].upper() + name[1:], _img(plot_curves(name, curve, folder),
+                                                          name)))
     for name, hist in report.get("histograms", {}).items():
         sections.append((f"Histogram of {name}", _img(plot_histogram(
             name, hist["edges"], hist["counts"], folder), f"histogram of {name}")))
@@ -257,8 +277,7 @@ def worst_images(dataset, task, outputs, labels, class_names, n=12):
             if offset + j in wanted:
                 images[wanted[offset + j]] = batch[j].numpy()
         offset += len(batch)
-    titles = [f"true {task.caption(labels[i], class_names)}\n"
-              f"pred {task.caption(outputs[i], class_names)}" for i in order]
+    titles = [task.compare_caption(labels[i], outputs[i], class_names) for i in order]
     # What the model said, on each image (segmentation: its predicted mask; boxes: the
     # true and the predicted one).
     return [task.compare_picture(image, labels[i], outputs[i])

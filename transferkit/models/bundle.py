@@ -37,10 +37,14 @@ MAX_SIDE = 16384  # a stored input size above this is not one transferkit wrote
 
 def bundle_metadata(class_names, task, input_spec, *, backbone=None, novelty=None, **extra):
     """The metadata dict every model file and export carries: class names (output
-    order), the task's name, the input spec, the backbone (when known), the novelty
+    order), the task's name (`task`: a name or a Task) and settings, the input spec, the backbone (when known), the novelty
     score's settings (a `Novelty`, when given) and `extra` keys (e.g. tta, format)."""
     meta = {"class_names": [str(n) for n in class_names],
             "task": getattr(task, "name", task), "input": input_spec.to_json()}
+    # A Task's own settings (`Task.settings`, e.g. detection's post-processing).
+    settings = task.settings() if hasattr(task, "settings") else {}
+    if settings:
+        meta["task_settings"] = settings
     if backbone is not None:
         meta["backbone"] = backbone
     meta.update(extra)
@@ -104,6 +108,11 @@ def metadata_schema():
         "tta": AnyOf(Null(), Str(), Map()),  # the decision record, or a preset name
         "novelty": SETTINGS_SCHEMA,
         "temperature": Num(above=0),
+        # `Task.settings` of the tasks that have any (detection's post-processing);
+        # the task checks the values again when it applies them.
+        "task_settings": Obj({"score_threshold": Num(min=0, below=1),
+                              "max_detections": Int(min=1), "nms_iou": Num(above=0, max=1),
+                              "detection_width": Int(min=1)}),
         "format": Str(), "quantize": AnyOf(Null(), Str()), "source": Str(),
         "input_format": Str(), "signatures": Map(), "transferkit_version": Str(),
     })

@@ -60,6 +60,19 @@ def _stages(width, depth):
             for i, (kernel, repeats, _, out, expand, stride) in enumerate(_BLOCKS)]
 
 
+def _pyramid(width, depth):
+    """The dense head's maps: the output of stage 5 (stride 16; 112 channels in Lite0)
+    and of stage 7 (stride 32, 320), before the 1x1 top convolution, as EfficientDet
+    takes them (Tan et al. 2020): the top's 1280 ImageNet channels would quadruple
+    the cached maps for a layer trained for classification."""
+    names = []
+    for stage in (4, 6):
+        repeats = _stages(width, depth)[stage][1]
+        last = f"block{stage + 1}{chr(96 + repeats)}_"
+        names.append(last + ("add" if repeats > 1 else "project_bn"))
+    return tuple(zip(names, (16, 32)))
+
+
 def _relu6(name):
     return layers.ReLU(6.0, name=name)
 
@@ -163,5 +176,5 @@ for _name, (_width, _depth, _size, _) in _VARIANTS.items():
         preprocessing="lite", feature_size=_HEAD, block_pattern=r"^(block\d+[a-z])_",
         family="efficientnet_lite", imagenet=lite_weights.has_weights(_name),
         offline_weights=lite_weights.status_callback(_name), tags=("lite",),
-        operations=_OPERATIONS[_name]))
+        operations=_OPERATIONS[_name], pyramid=_pyramid(_width, _depth)))
 

@@ -38,7 +38,8 @@ def build_head(feature_size, num_outputs, config=HeadConfig(), task=DEFAULT_TASK
             x = layers.Dropout(config.dropout, name=f"head_dropout_{i}")(x)
     if config.dropout and not config.units:
         x = layers.Dropout(config.dropout, name="head_dropout")(x)
-    outputs = layers.Dense(num_outputs, activation=get_task(task).activation,
+    activation = get_task(task).output_activation(num_outputs)
+    outputs = layers.Dense(num_outputs, activation=activation,
                            kernel_regularizer=regularizer, dtype="float32",
                            name="head_predictions")(x)
     return keras.Model(inputs, outputs, name="head")

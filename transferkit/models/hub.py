@@ -77,7 +77,10 @@ def _make_spec(preset):
         # are each a block.
         block_pattern=r"^(.+)$", nested_blocks=True, family="keras_hub", imagenet=True,
         offline_weights=lambda: "preset", tags=("hub",),
-        operations=len(backbone.operations))
+        operations=len(backbone.operations),
+        # A dense head reads a CNN's output map alone (its layers are nested inside
+        # KerasHub's model, where no stride-16 map can be named); tokens: none.
+        pyramid=((None, 32),) if len(features.shape) == 4 else ())
 
 
 def _features(backbone, inputs=None):

@@ -29,6 +29,10 @@ from transferkit.models.saving import load_model
 # gives its input and weights (input_shape, input_tensor, weights) and names it
 # "backbone" (name), the head pools it (pooling), and the spec's `preprocessing` says
 # whether it normalises internally (include_preprocessing).
+# The feature pyramid of a dense head (see `BackboneSpec.pyramid`): the map at stride
+# 16 and the backbone's output at 32, both read off the graph.
+DEFAULT_PYRAMID = ((None, 16), (None, 32))
+
 OWN_ARGUMENTS = ("include_top", "weights", "input_shape", "input_tensor", "pooling",
                  "classes", "classifier_activation", "include_preprocessing", "name")
 
@@ -63,6 +67,14 @@ class BackboneSpec:
     skips: layer names whose outputs a segmentation decoder joins (U-Net skip
         connections), shallow to deep, at strides 2 to 32 below the backbone's output
         (); empty: the backbone has no segmentation decoder yet.
+    pyramid: the feature maps a dense (detection) head reads, as (layer name, stride)
+        pairs, fine to coarse: the stride is the map's nominal downsampling of the
+        input, which fixes the head's grid of locations (`models.detection.grid`). A
+        name of None reads the layer off the graph: the last map at that stride on the
+        main path (as segmentation skips are found) or, for the coarsest, the
+        backbone's output. Default: the stride-16 map and the stride-32 output, as
+        every ImageNet network of the registry has; () : no dense head (the backbone
+        outputs a vector).
     """
 
     name: str
@@ -81,6 +93,7 @@ class BackboneSpec:
     skips: tuple = ()
     nested_blocks: bool = False
     operations: int = 0
+    pyramid: tuple = DEFAULT_PYRAMID
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -94,6 +107,13 @@ class BackboneSpec:
                 f"Received: block_boundary={self.block_boundary!r}"
             )
         self.check_kwargs(dict(self.kwargs), argument="kwargs")
+        object.__setattr__(self, "pyramid", tuple((name, int(stride))
+                                                  for name, stride in self.pyramid))
+        strides = [s for _, s in self.pyramid]
+        if any(s < 1 for s in strides) or strides != sorted(set(strides)):
+            raise ConfigError(f"Backbone {self.name!r}: `pyramid` should list (layer, "
+                              "stride) pairs fine to coarse, strides increasing. "
+                              f"Received: pyramid={self.pyramid!r}")
 
     def accepted_kwargs(self):
         """The constructor arguments a caller may give (`backbone_kwargs`), sorted:
@@ -228,6 +248,10 @@ def spec_from_model(model, *, name=None, preprocessing="none", block_pattern=Non
                           f"(batch, c). Model {default_name!r} outputs "
                           f"{probe.output_shape}.")
     fixed = shape[1]
+    out = probe.output_shape
+    # One level, its own output, for a dense head: the stride read off the shapes when
+    # both are known (else 32, an ImageNet network's; the head resizes to its grid).
+    stride = round(fixed / out[1]) if len(out) == 4 and fixed and out[1] else 32
     return BackboneSpec(
         name=re.sub(r"\W", "_", name or default_name),
         constructor=_own_constructor(make, fixed), default_size=fixed or default_size,
@@ -235,7 +259,8 @@ def spec_from_model(model, *, name=None, preprocessing="none", block_pattern=Non
         feature_size=int(probe.output_shape[-1]),
         # Every layer its own block: `last_blocks:K` then means the last K layers.
         block_pattern=block_pattern or r"^(.+)$", family="own", imagenet=True,
-        offline_weights=lambda: "own", tags=("own",), operations=len(probe.operations))
+        offline_weights=lambda: "own", tags=("own",), operations=len(probe.operations),
+        pyramid=((None, max(1, stride)),) if len(out) == 4 else ())
 
 
 def _copy(model):

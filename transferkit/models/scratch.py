@@ -109,7 +109,7 @@ _BLOCKS = r"^(block\d+)_"
 register_backbone(BackboneSpec(
     name="lenet", constructor=LeNet, default_size=32, min_size=16, preprocessing="unit",
     feature_size=84, block_pattern=_BLOCKS, family="scratch", imagenet=False,
-    tags=("scratch",), operations=8))
+    tags=("scratch",), operations=8, pyramid=()))
 register_backbone(BackboneSpec(
     name="alexnet", constructor=AlexNet, default_size=224, min_size=32,
     preprocessing="unit", feature_size=256, block_pattern=_BLOCKS, family="scratch",
@@ -117,9 +117,11 @@ register_backbone(BackboneSpec(
 register_backbone(BackboneSpec(
     name="tiny_test", constructor=TinyTest, default_size=32, min_size=8,
     preprocessing="tf", feature_size=16, block_pattern=_BLOCKS, family="test",
-    imagenet=False, tags=("test",), operations=10, skips=("block2_relu",)))
+    imagenet=False, tags=("test",), operations=10, skips=("block2_relu",),
+    pyramid=(("block2_relu", 2), ("block3_relu", 4))))
 register_backbone(BackboneSpec(
     name="compact_cnn", constructor=CompactCNN, default_size=64, min_size=16,
     preprocessing="tf", feature_size=128, block_pattern=_BLOCKS, family="scratch",
     imagenet=False, tags=("scratch",), operations=28,
-    skips=("block1_relu2", "block2_relu2", "block3_relu2")))
+    skips=("block1_relu2", "block2_relu2", "block3_relu2"),
+    pyramid=(("block3_relu2", 8), ("block4_relu2", 16))))

@@ -4,7 +4,9 @@
     classification.py  multiclass, binary, multilabel
     regression.py      regression
     segmentation.py    segmentation (per-pixel classes, U-Net decoder)
-    localization.py    localization (one object's class and box per image)
+    detection.py       detection (every object's class and box, a dense head)
+    localization.py    localization (one object's class and box per image: detection
+                       with one object)
 
 Importing this package (which `import transferkit` does first) registers the built-in
 tasks' names in `core.task_registry`, where every lower layer looks them up; a task's
@@ -24,7 +26,8 @@ BUILTIN_TASKS = {"multiclass": ("classification", "Multiclass"),
                  "multilabel": ("classification", "Multilabel"),
                  "localization": ("localization", "Localization"),
                  "regression": ("regression", "Regression"),
-                 "segmentation": ("segmentation", "Segmentation")}
+                 "segmentation": ("segmentation", "Segmentation"),
+                 "detection": ("detection", "Detection")}
 
 
 def _loader(module, cls):

@@ -62,9 +62,6 @@ class Task:
     # outputs name left and right (e.g. box coordinates) sets it False.
     flip_tta = True
     adds_classes = False  # add-class may grow its output layer (one unit per class)
-    # The MediaPipe Tasks API that runs this task's TFLite file (None: none does); the
-    # model card names it.
-    mediapipe_api = None
     box_output = False  # outputs end in a normalised xyxy box: TTA un-mirrors it
     # The output layer is one softmax over the classes, so its pre-activation are logits
     # the energy novelty score can take (`models.novelty.head_logits`).
@@ -135,6 +132,26 @@ class Task:
 
     def with_box_weight(self, weight):
         """This task with `weight` on a box loss (tasks without a box: itself)."""
+        return self
+
+    def with_detection(self, config):
+        """This task with a dense box head's settings (a `models.detection.
+        DetectionConfig`; tasks without one: itself)."""
+        return self
+
+    def bind(self, model_config):
+        """This task for the model `model_config` (a `models.ModelConfig`) describes:
+        a dense task's target encoder assigns objects to that model's grid of
+        locations. Default: itself (labels do not depend on the model)."""
+        return self
+
+    def settings(self):
+        """What a saved model's metadata keeps of this task beyond its name (JSON-able;
+        default none): e.g. detection's post-processing settings."""
+        return {}
+
+    def with_settings(self, settings):
+        """This task with `settings` (what `settings` wrote) applied: default itself."""
         return self
 
     def output_units(self, num_classes):
@@ -242,6 +259,11 @@ class Task:
         """A decoded (and augmented) label as the model's target (default: as is)."""
         return label
 
+    def label_encoding(self):
+        """What, beyond the raw labels, decides the targets `encode_label` makes and
+        the feature cache stores (a short string in its key): default "" (nothing)."""
+        return ""
+
     # --- training --------------------------------------------------------------------
 
     def loss(self, label_smoothing=0.0):
@@ -299,6 +321,12 @@ class Task:
         """`describe` of the prediction for the image file at `path` (`predict`): by
         default the file plays no part."""
         return self.describe(outputs_row, class_names, top_k)
+
+    def prediction_line(self, row):
+        """One line of `predict`'s text output for a `describe_file` row (default: the
+        top classes and their probabilities, or the predicted values)."""
+        return ", ".join(f"{s['class']} {s['probability']:.3f}" if isinstance(s, dict)
+                         else f"{s:.4f}" for s in row["scores"])
 
     def example_losses(self, outputs, labels):
         """Per-example loss, to pick the worst-predicted examples."""
@@ -362,6 +390,12 @@ class Task:
         `row`: by default the image itself (the caption says the rest)."""
         return image
 
+    def compare_caption(self, label_row, output_row, class_names):
+        """The caption of an example's label and the model's output side by side (the
+        report's worst predictions)."""
+        return (f"true {self.caption(label_row, class_names)}\n"
+                f"pred {self.caption(output_row, class_names)}")
+
     def compare_picture(self, image, label_row, output_row):
         """An example's picture with its label and the model's output (the report's
         worst predictions): by default `picture` of the output."""
@@ -371,7 +405,7 @@ class Task:
         """Raise ConfigError for a TTA preset ("flip", "five_crop", "ten_crop") whose
         views this task's outputs cannot be averaged over (default: all work)."""
 
-    def write_predictions(self, outputs, images, paths, out_dir):
+    def write_predictions(self, outputs, images, paths, out_dir, class_names=()):
         """Write per-image prediction files (`predict --out`); returns a line saying
         what was written. Only tasks with `writes_predictions` have any."""
         raise ConfigError(f"--out writes per-image prediction files, which "

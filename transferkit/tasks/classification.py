@@ -77,7 +77,6 @@ class _SingleLabel(Task):
 class Multiclass(_SingleLabel):
     name, activation, calibration, min_classes = "multiclass", "softmax", "softmax", 2
     adds_classes = True
-    mediapipe_api = "ImageClassifier"
     softmax_logits = True
 
     def matches_output(self, model):
@@ -138,7 +137,6 @@ class Multilabel(Task):
     name, activation, calibration, headline = "multilabel", "sigmoid", "sigmoid", "accuracy"
     adds_classes = True
     min_classes = 1
-    mediapipe_api = "ImageClassifier"  # one score per class, as the model gives them
     summary_metrics = ("accuracy", "exact_match", "nll", "macro_f1")
 
     def matches_output(self, model):

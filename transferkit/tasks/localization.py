@@ -1,130 +1,54 @@
-"""Localization: one object's class and bounding box per image, on a transferred
-backbone.
+"""Localization: one object's class and bounding box per image, found on the
+backbone's feature maps: detection (`tasks.detection`) with one object per image.
 
-The model has one output, [B, C + 4]: C softmax class probabilities, then one box as
-sigmoid (xmin, ymin, xmax, ymax) normalised to the model input (`models.losses
-.class_and_box`). One tensor keeps every generic path working with one array: the
-feature and boundary caches, TTA, ensembles, export parity, predict. Label rows have
-the same layout: one-hot class, then the normalised box (`data.boxes`). Images are
-resized to the model input without keeping their aspect ratio, so a normalised box
-maps back to any image by that image's own width and height.
-
-Multi-object detection (several boxes per image, anchors, non-max suppression) is out
-of scope: KerasHub's detectors (e.g. `keras_hub.models.RetinaNetObjectDetector`, YOLO
-and D-FINE presets) are the route for it.
+The model is the detection model (`models.detection`): per location of its grid C
+class scores and a decoded box, [B, L, C + 4]. The image's prediction is its best
+location: the class scores there and its box (`rows` gives them as [N, C + 4], the
+layout of the pooled-feature localization this replaces, whose boxes collapsed
+towards the whole image once objects were small: mean IoU 0.24 on 12-32 px objects).
+Labels are one object row (class index, xmin, ymin, xmax, ymax) per image, the box
+normalised (`data.boxes`); the pipeline adds the dense targets of the grid.
+Images are resized to the model input without keeping their aspect ratio, so a
+normalised box maps back to any image by that image's own width and height.
 """
-
-import os
 
 import keras
 import numpy as np
 
-from transferkit.core.errors import ConfigError, DataError
-from transferkit.core.files import atomic_path
+from transferkit.core.errors import DataError
 from transferkit.data import boxes as box_data
-from transferkit.data.augment import augment_boxed, box_refusal
 from transferkit.data.scan import scan, with_problems
-from transferkit.models.losses import (BOX, LocalizationLoss, class_accuracy,
-                                       class_and_box, correct_iou50, mean_box_iou)
+from transferkit.models.losses import class_and_box
 from transferkit.tasks.base import EPSILON, Task, _mean, _names, output_layer
+from transferkit.tasks.boxes import (HIT_IOU, IOU_BINS, PRED_COLOUR, TRUE_COLOUR,
+                                     box_ious, draw_boxes, ordered, save_drawing,
+                                     upright_image)
+from transferkit.tasks.detection import PREDICTORS, Detection
+from transferkit.tasks.outputs import TfliteOutput
 
-IOU_BINS = np.linspace(0.0, 1.0, 11)  # the IoU histogram's bin edges
-HIT_IOU = 0.5  # a box counts as found at IoU >= this (Pascal VOC's criterion)
-TRUE_COLOUR, PRED_COLOUR = (0, 220, 0), (255, 40, 40)
-
-
-def box_ious(a, b):
-    """Per-row IoU of two [N, 4] arrays of xyxy boxes (`keras.utils.bounding_boxes
-    .compute_iou`, one box against one box)."""
-    a = np.asarray(a, np.float32).reshape(-1, 1, BOX)
-    b = _ordered(np.asarray(b, np.float32)).reshape(-1, 1, BOX)
-    if not len(a):
-        return np.zeros(0)
-    iou = keras.utils.bounding_boxes.compute_iou(a, b, "xyxy")
-    return np.asarray(keras.ops.convert_to_numpy(iou), np.float64).reshape(-1)
+BOX = 4
 
 
-def _ordered(box):
-    box = np.asarray(box)
-    return np.concatenate([np.minimum(box[..., :2], box[..., 2:]),
-                           np.maximum(box[..., :2], box[..., 2:])], axis=-1)
-
-
-def draw_boxes(image, boxes, colours, labels=None):
-    """`image` (RGB 0-255 [H, W, 3]) with `boxes` (normalised xyxy, one per colour)
-    drawn (`keras.visualization.draw_bounding_boxes`; Pillow when OpenCV, which it
-    needs, is missing). labels: a caption per box, or None."""
-    image = np.clip(np.asarray(image, np.float32), 0, 255).astype(np.uint8)
-    height, width = image.shape[:2]
-    scale = np.array([width, height, width, height], np.float32)
-    thickness = max(1, round(min(height, width) / 64))
-    for i, (box, colour) in enumerate(zip(boxes, colours)):
-        pixels = _ordered(np.asarray(box, np.float32)) * scale
-        try:
-            drawn = keras.visualization.draw_bounding_boxes(
-                image[None], {"boxes": pixels[None, None], "labels": np.zeros((1, 1))},
-                "xyxy", class_mapping={0: labels[i]} if labels else None,
-                color=colour, line_thickness=thickness,
-                font_scale=max(0.3, min(height, width) / 256))
-            image = np.asarray(keras.ops.convert_to_numpy(drawn))[0].astype(np.uint8)
-        except ImportError:  # keras draws with OpenCV
-            from PIL import Image, ImageDraw
-            picture = Image.fromarray(image)
-            ImageDraw.Draw(picture).rectangle([float(v) for v in pixels], outline=colour,
-                                              width=thickness)
-            image = np.asarray(picture)
-    return image
-
-
-class Localization(Task):
-    """One object per image: its class (softmax) and its box (normalised xyxy).
-
-    Loss: class cross-entropy + box_weight x (Huber + 1 - CIoU) (`LocalizationLoss`;
-    box_weight 3.0: the class term converges well before the box at 1.0).
-    Scored by accuracy, mean box IoU and `correct_iou50`, the fraction with the right
-    class and a box at IoU >= 0.5 (the headline)."""
+class Localization(Detection):
+    """One object per image: its class and its box (normalised xyxy), from the best
+    location of a dense head. Loss: the detection loss (focal + box_weight x (1 -
+    CIoU) at the object's locations). Scored by accuracy, mean box IoU and
+    `correct_iou50`, the fraction with the right class and a box at IoU >= 0.5 (the
+    headline)."""
 
     name, headline = "localization", "correct_iou50"
-    activation = staticmethod(class_and_box)  # a registered function, not a method
-    calibration = None  # the box is no probability: temperature scaling is refused
-    single_label = False  # rows are class + box: Keras's class_weight would misread them
-    has_classes, min_classes = True, 1
     summary_metrics = ("accuracy", "mean_iou", "correct_iou50", "nll")
     per_class_columns = (("accuracy", "accuracy"), ("mean_iou", "mean IoU"),
                          ("support", "support"))
-    writes_predictions = True
-    box_output = True  # TTA mirrors a flipped view's box back
-
-    def __init__(self, box_weight=3.0):
-        if not float(box_weight) >= 0:
-            raise ConfigError(f"The `box_weight` argument should be >= 0. Received: "
-                              f"box_weight={box_weight!r}")
-        self.box_weight = float(box_weight)
-
-    def __repr__(self):
-        return f"Localization(box_weight={self.box_weight})"
-
-    def with_box_weight(self, weight):
-        """This task with `weight` on the box loss (the recipe's `box_weight`)."""
-        return self if float(weight) == self.box_weight else Localization(weight)
+    max_objects = 1
 
     # --- labels and the model ----------------------------------------------------------
 
-    def output_units(self, num_classes):
-        return super().output_units(num_classes) + BOX
-
     def matches_output(self, model):
+        """The pooled-feature layout of earlier versions ([B, C + 4], `class_and_box`):
+        a dense model without metadata is taken for detection."""
         activation, rank, _ = output_layer(model)
         return rank == 2 and activation == class_and_box.__name__
-
-    def build_model(self, config, num_outputs, *, image_size=None, trusted=False):
-        """A head on the pooled features (`config.head`) with C + 4 outputs;
-        num_outputs: the output width (`output_units`), as data splits give it."""
-        if num_outputs <= BOX:
-            raise ConfigError(f"task='localization' needs an output width of classes + "
-                              f"{BOX}; received {num_outputs}.")
-        return super().build_model(config, num_outputs - BOX, image_size=image_size,
-                                   trusted=trusted)
 
     def label_parts(self, label):
         if isinstance(label, box_data.BoxLabel):
@@ -132,26 +56,18 @@ class Localization(Task):
         return [str(label)]
 
     def stratum(self, raw_labels):
-        return [r.label if isinstance(r, box_data.BoxLabel) else str(int(np.ravel(r)[0]))
-                for r in raw_labels]
+        return [r.label if isinstance(r, box_data.BoxLabel)
+                else str(int(np.ravel(r)[0])) for r in raw_labels]
 
     def encode(self, raw, class_names):
         """BoxLabels or rows (class index, xmin, ymin, xmax, ymax normalised) ->
-        float32 [N, C + 4]: one-hot class, then the box."""
+        float32 object rows [N, 1, 5]."""
         return box_data.encode_boxes(raw, class_names)
-
-    def class_weight(self, labels, num_classes=None):
-        raise DataError("class_weights=True needs task 'multiclass' or 'binary'; "
-                        "task='localization' rows hold a box too. Received: "
-                        "task='localization'")
-
-    def loss(self, label_smoothing=0.0):
-        return LocalizationLoss(self.box_weight, label_smoothing)
 
     def metrics(self, units):
         wrap = keras.metrics.MeanMetricWrapper
-        return [wrap(class_accuracy, name="accuracy"), wrap(mean_box_iou, name="mean_iou"),
-                wrap(correct_iou50, name="correct_iou50")]
+        return [wrap(top_accuracy, name="accuracy"), wrap(top_iou, name="mean_iou"),
+                wrap(top_correct_iou50, name="correct_iou50")]
 
     # --- data ---------------------------------------------------------------------
 
@@ -192,32 +108,35 @@ class Localization(Task):
         raise DataError("task='localization' reads a boxes CSV, a Pascal VOC folder or "
                         "(x, y) arrays; tf.data and TFDS sources are not supported.")
 
-    def check_augment(self, config):
-        reason = box_refusal(config)
-        if reason:
-            raise DataError(reason)
+    # --- outputs: the best location of each image -------------------------------------
 
-    def augment_example(self, image, label, seed, config):
-        """Crop and flips move the box with the image; colour leaves it alone."""
-        return augment_boxed(image, label, seed, config)
+    def rows(self, outputs):
+        """Each image's prediction [N, C + 4]: the class scores and box of its best
+        location (the highest class score); [N, C + 4] outputs pass as they are."""
+        outputs = np.asarray(outputs, dtype=np.float64)
+        if outputs.ndim == 2:
+            return outputs
+        best = outputs[..., :-BOX].max(axis=-1).argmax(axis=-1)
+        return outputs[np.arange(len(outputs)), best]
 
-    def check_tta(self, preset):
-        """A horizontal flip is un-flipped on the box; crops are refused."""
-        if preset != "flip":
-            raise ConfigError(f"TTA {preset!r} crops the image, and a box predicted on a "
-                              "crop covers only part of the object: averaged with the "
-                              "whole image's it would shrink the box. Localization takes "
-                              f"tta='flip' (--tta flip). Received: tta={preset!r}")
-
-    # --- outputs ------------------------------------------------------------------
+    def truth(self, labels):
+        """Labels as rows [N, C + 4]: one-hot class, then the box."""
+        labels = np.asarray(labels, dtype=np.float64)
+        if labels.ndim == 2:  # a row already
+            return labels
+        first = labels[:, 0]
+        out = np.zeros((len(labels), labels.shape[-1]))
+        out[np.arange(len(labels)), first[:, 0].astype(int)] = 1.0
+        out[:, -BOX:] = first[:, 1:5]
+        return out
 
     def probabilities(self, outputs):
-        """The class columns [N, C]."""
-        return np.asarray(outputs, dtype=np.float64)[..., :-BOX]
+        """The class scores of each image's best location [N, C]."""
+        return self.rows(outputs)[..., :-BOX]
 
     def boxes(self, outputs):
-        """The boxes [N, 4], normalised xyxy (corners put in order)."""
-        return _ordered(np.asarray(outputs, dtype=np.float64)[..., -BOX:])
+        """The box of each image's best location [N, 4], normalised xyxy."""
+        return ordered(self.rows(outputs)[..., -BOX:])
 
     def predicted(self, outputs):
         return self.probabilities(outputs).argmax(axis=-1)
@@ -225,10 +144,10 @@ class Localization(Task):
     def score(self, outputs, labels, class_names=()):
         """Accuracy, mean box IoU, correct_iou50 (right class, IoU >= 0.5), NLL, per
         class accuracy and mean IoU, the confusion matrix and the IoU histogram."""
-        outputs, labels = np.asarray(outputs), np.asarray(labels)
-        probs = self.probabilities(outputs)
-        true, pred = self.predicted(labels), probs.argmax(axis=1)
-        iou = box_ious(self.boxes(labels), self.boxes(outputs))
+        rows, truth = self.rows(outputs), self.truth(labels)
+        probs = self.probabilities(rows)
+        true, pred = self.predicted(truth), probs.argmax(axis=1)
+        iou = box_ious(self.boxes(truth), self.boxes(rows))
         num = probs.shape[1]
         names = _names(class_names, num)
         matrix = np.zeros((num, num), dtype=np.int64)
@@ -237,7 +156,7 @@ class Localization(Task):
         return {"num_images": int(len(true)), "accuracy": _mean(pred == true),
                 "mean_iou": _mean(iou),
                 "correct_iou50": _mean((pred == true) & (iou >= HIT_IOU)),
-                "nll": self.nll(outputs, labels),
+                "nll": self.nll(rows, truth),
                 "per_class": {n: {"accuracy": _mean(pred[true == i] == i),
                                   "mean_iou": _mean(iou[true == i]),
                                   "support": int((true == i).sum())}
@@ -248,16 +167,20 @@ class Localization(Task):
 
     def example_losses(self, outputs, labels):
         """Class NLL + (1 - box IoU): the worst are wrong or badly boxed."""
-        iou = box_ious(self.boxes(labels), self.boxes(outputs))
-        return self._class_nll(outputs, labels) + (1.0 - iou)
+        rows, truth = self.rows(outputs), self.truth(labels)
+        iou = box_ious(self.boxes(truth), self.boxes(rows))
+        return self._class_nll(rows, truth) + (1.0 - iou)
 
-    def _class_nll(self, outputs, labels):
-        probs = self.probabilities(outputs)
-        picked = probs[np.arange(len(probs)), self.predicted(labels)]
+    def _class_nll(self, rows, truth):
+        probs = self.probabilities(rows)
+        picked = probs[np.arange(len(probs)), self.predicted(truth)]
         return -np.log(np.clip(picked, EPSILON, 1.0))
 
     def nll(self, outputs, labels):
-        return float(np.mean(self._class_nll(outputs, labels))) if len(outputs) else 0.0
+        """Mean -log of the true class's score at the best location."""
+        if not len(outputs):
+            return 0.0
+        return float(np.mean(self._class_nll(self.rows(outputs), self.truth(labels))))
 
     def agreement(self, reference, outputs, tolerance):
         """Fraction with the same class and boxes at IoU >= 1 - 5 x tolerance (0.95 at
@@ -266,16 +189,18 @@ class Localization(Task):
         iou = box_ious(self.boxes(reference), self.boxes(outputs))
         return _mean(same & (iou >= 1.0 - 5.0 * tolerance))
 
-    def parity(self, reference, outputs, labels, tolerance):
-        """The task's parity, plus the two models' mean box IoU with each other."""
-        out = super().parity(reference, outputs, labels, tolerance)
+    def parity(self, reference, outputs, labels, tolerance=0.01):
+        """The task's parity on the best locations (`Task.parity`, not detection's:
+        every artifact returns the dense outputs), plus the two models' mean box IoU
+        with each other."""
+        out = Task.parity(self, reference, outputs, labels, tolerance)
         out["box_iou"] = _mean(box_ious(self.boxes(reference), self.boxes(outputs)))
         return out
 
     def describe(self, outputs_row, class_names, top_k=3):
-        """{"label", "scores": top classes, "box_normalized": [xmin, ymin, xmax, ymax]
-        in [0, 1]}."""
-        row = np.asarray(outputs_row, dtype=np.float64)[None]
+        """{"label", "scores": top classes at the best location, "box_normalized":
+        [xmin, ymin, xmax, ymax] in [0, 1]}."""
+        row = self.rows(np.asarray(outputs_row, dtype=np.float64)[None])
         probs = self.probabilities(row)[0]
         names = _names(class_names, len(probs))
         top = np.argsort(probs, kind="stable")[::-1][:max(1, top_k)]
@@ -294,38 +219,104 @@ class Localization(Task):
             out["box"] = [round(v * s, 2) for v, s in zip(out["box_normalized"], scale)]
         return out
 
+    def prediction_line(self, row):
+        return Task.prediction_line(self, row)
+
+    def serving_outputs(self, outputs, class_names):
+        """`scores` [B, C] (the class scores at the best location), `classes` [B, C]
+        their names, `label` [B] the top class and `box` [B, 4] normalised xyxy."""
+        import tensorflow as tf
+
+        outputs = tf.cast(outputs, tf.float32)
+        best = tf.argmax(tf.reduce_max(outputs[..., :-BOX], axis=-1), axis=-1)
+        row = tf.gather(outputs, best, batch_dims=1)
+        scores, box = row[:, :-BOX], row[:, -BOX:]
+        names = tf.constant(_names(class_names, scores.shape[-1]))
+        return {"scores": scores, "classes": tf.tile(names[None], [tf.shape(scores)[0], 1]),
+                "label": tf.gather(names, tf.argmax(scores, axis=-1)),
+                "box": tf.concat([tf.minimum(box[:, :2], box[:, 2:]),
+                                  tf.maximum(box[:, :2], box[:, 2:])], axis=-1)}
+
+    def tflite_output(self, class_names, units):
+        """The dense output [1, L, C + 4]: per location C class scores, then the box
+        (normalised xyxy); the image's prediction is its best location. int8 keeps the
+        predictors float (`detection.PREDICTORS`): near-tied locations' order moves
+        with their rounding, and with it the box."""
+        return TfliteOutput("values", f"Per location the scores of the {units - BOX} "
+                            "classes, then the box (xmin, ymin, xmax, ymax) normalised; "
+                            "the prediction is the location with the highest score.",
+                            float_layers=PREDICTORS)
+
     # --- what people see ------------------------------------------------------------
 
     def caption(self, row, class_names):
-        top = self.describe(row, class_names, top_k=1)["scores"][0]
-        return top["class"] if top["probability"] >= 0.99 else \
-            f"{top['class']} {top['probability']:.2f}"
+        """A label's class (outputs: `compare_caption`)."""
+        names = _names(class_names, max(len(class_names), 1))
+        return names[int(np.asarray(row)[0, 0])]
+
+    def compare_caption(self, label_row, output_row, class_names):
+        truth = self.truth(np.asarray(label_row)[None])
+        names = _names(class_names, truth.shape[-1] - BOX)
+        top = self.describe(output_row, class_names, top_k=1)["scores"][0]
+        return f"true {names[int(truth[0, :-BOX].argmax())]}\npred {top['class']} " \
+               f"{top['probability']:.2f}"
 
     def picture(self, image, row):
-        """The image with the box of `row` (label or output) drawn."""
-        return draw_boxes(image, self.boxes(np.asarray(row)[None]), [PRED_COLOUR])
+        """The image with the box of a label row drawn."""
+        return draw_boxes(image, self.boxes(self.truth(np.asarray(row)[None])),
+                          [TRUE_COLOUR])
 
     def compare_picture(self, image, label_row, output_row):
         """The true box (green) and the predicted one (red) on the image."""
-        both = self.boxes(np.stack([np.asarray(label_row), np.asarray(output_row)]))
+        both = [self.boxes(self.truth(np.asarray(label_row)[None]))[0],
+                self.boxes(np.asarray(output_row)[None])[0]]
         return draw_boxes(image, both, [TRUE_COLOUR, PRED_COLOUR])
 
-    def write_predictions(self, outputs, images, paths, out_dir):
-        """Each image file at its own size with its predicted box and class drawn."""
-        from PIL import Image, ImageOps
-
-        os.makedirs(out_dir, exist_ok=True)
+    def write_predictions(self, outputs, images, paths, out_dir, class_names=()):
+        """Each image file at its own size with its predicted box drawn."""
         written = []
         for i, (row, path) in enumerate(zip(outputs, paths)):
-            try:
-                with Image.open(path) as img:  # upright, as the box was predicted
-                    original = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-            except OSError:  # decoded by TF but not by Pillow: the model-size image
-                original = np.asarray(images[i])
-            drawn = draw_boxes(original, self.boxes(np.asarray(row)[None]), [PRED_COLOUR])
-            name = f"{i:03d}_{os.path.splitext(os.path.basename(path))[0]}_box.png"
-            target = os.path.join(out_dir, name)
-            with atomic_path(target) as tmp:
-                Image.fromarray(drawn).save(tmp, format="PNG")
-            written.append(target)
+            drawn = draw_boxes(upright_image(path, images[i]),
+                               self.boxes(np.asarray(row)[None]), [PRED_COLOUR])
+            written.append(save_drawing(drawn, out_dir, i, path, "box"))
         return f"boxes: {len(written)} images with their predicted box in {out_dir}"
+
+
+# --- training metrics on the best location (Keras ops) ------------------------------
+
+def _best(y_true, y_pred):
+    """(true class [B], predicted class [B], IoU of the best location's box with the
+    object's [B]) of localization targets and outputs."""
+    from transferkit.models.detection import paired_iou
+
+    ops = keras.ops
+    y_pred = ops.cast(y_pred, "float32")
+    classes = y_pred.shape[-1] - BOX
+    best = ops.argmax(ops.max(y_pred[..., :classes], axis=-1), axis=-1)
+    row = ops.take_along_axis(y_pred, best[:, None, None], axis=1)[:, 0]
+    obj = ops.cast(y_true[:, 0], "float32")  # the object row
+    box = ops.concatenate([ops.minimum(row[:, -BOX:-2], row[:, -2:]),
+                           ops.maximum(row[:, -BOX:-2], row[:, -2:])], axis=-1)
+    iou = paired_iou(obj[:, 1:5], box)
+    return ops.cast(obj[:, 0], "int32"), ops.cast(ops.argmax(row[:, :classes], axis=-1),
+                                                  "int32"), iou
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+def top_accuracy(y_true, y_pred):
+    """1 where the best location's class is the object's."""
+    true, pred, _ = _best(y_true, y_pred)
+    return keras.ops.cast(keras.ops.equal(true, pred), "float32")
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+def top_iou(y_true, y_pred):
+    """IoU of the best location's box with the object's."""
+    return _best(y_true, y_pred)[2]
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+def top_correct_iou50(y_true, y_pred):
+    """1 where the best location has the right class and a box at IoU >= 0.5."""
+    true, pred, iou = _best(y_true, y_pred)
+    return keras.ops.cast(keras.ops.equal(true, pred) & (iou >= HIT_IOU), "float32")

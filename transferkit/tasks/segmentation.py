@@ -88,7 +88,7 @@ class Segmentation(Task):
         row = np.asarray(row)[None]
         return overlay(image, self.predicted(row)[0], self.probabilities(row).shape[-1])
 
-    def write_predictions(self, outputs, images, paths, out_dir):
+    def write_predictions(self, outputs, images, paths, out_dir, class_names=()):
         """Each image's predicted mask (class-index palette PNG) and an overlay."""
         written = write_masks(self, outputs, images, paths, out_dir)
         return f"masks: {len(written)} mask PNGs and overlays in {out_dir}"

@@ -3,6 +3,7 @@
     RecipeConfig
       task, segmentation_loss, box_weight, seed
       data      DataConfig       (data.config)      data, val_data, val_split, augment ...
+      detection DetectionConfig  (models.detection) detection_width, score_threshold ...
       model     ModelConfig      (models.config)    backbone, weights, image_size, ...
         head    HeadConfig       (models.config)    pooling, head_units, dropout, ...
       schedule  ScheduleConfig   (training.config)  batch_size, label_smoothing, ...
@@ -27,6 +28,7 @@ from transferkit.core.files import read_json_object
 from transferkit.core.task_registry import DEFAULT_TASK, get_task, task_names
 from transferkit.data.config import DataConfig, augment_config
 from transferkit.models.config import ModelConfig
+from transferkit.models.detection.config import BOX_WEIGHT, DetectionConfig
 # RuntimeConfig is importable from here as before.
 from transferkit.training.config import RuntimeConfig, ScheduleConfig  # noqa: F401
 
@@ -41,27 +43,33 @@ class RecipeConfig:
                         f"{', '.join(task_names())}")
     segmentation_loss: str = setting("crossentropy", "segmentation only: the loss, "
                                      "crossentropy, dice or both (their sum)")
-    box_weight: float = setting(3.0, "localization only: weight of the box loss (Huber + "
-                                "1 - CIoU) against the class cross-entropy")
+    box_weight: float = setting(BOX_WEIGHT, "detection and localization: weight of the "
+                                "box loss (1 - CIoU + relative corner error) against "
+                                "the focal class loss")
     seed: int = setting(0, "seed of the splits, the augmentation and the initial weights")
     data: DataConfig = section(DataConfig())
     model: ModelConfig = section(ModelConfig())
+    detection: DetectionConfig = section(DetectionConfig())
     schedule: ScheduleConfig = section(ScheduleConfig())
     runtime: RuntimeConfig = section(RuntimeConfig())
 
     def __post_init__(self):
-        self.task_config()  # a known task, with a loss it accepts
+        self.task_config(bind=False)  # a known task, with a loss it accepts
 
     @classmethod
     def from_keys(cls, **keys):
         """The defaults with flat recipe `keys` applied (see `recipe_from_dict`)."""
         return recipe_from_dict(keys)
 
-    def task_config(self):
-        """The `Task` this recipe trains (with its loss choice, for tasks that have one)."""
+    def task_config(self, bind=True):
+        """The `Task` this recipe trains: with its loss choice (tasks that have one),
+        box weight and detection settings, bound to the recipe's model (`Task.bind`:
+        a dense task's labels are encoded on that model's grid). The data pipeline,
+        the model and the loss all take this one object."""
         task = get_task(self.task)
         task = task.with_loss(self.segmentation_loss) if task.losses else task
-        return task.with_box_weight(self.box_weight)
+        task = task.with_box_weight(self.box_weight).with_detection(self.detection)
+        return task.bind(self.model) if bind else task
 
     def input_spec(self):
         """The InputSpec of this recipe's model (its image_size, else the backbone's)."""
@@ -128,8 +136,8 @@ def flat_values(values):
         raise ConfigError("`trusted` is not a recipe key: only the person running "
                           "transferkit can vouch for a model file, with --trusted on the "
                           "command line (or safe_mode=False in the call), never a file.")
-    if any(isinstance(values.get(name), dict) for name in ("data", "model", "schedule",
-                                                           "runtime")):
+    if any(isinstance(values.get(name), dict) for name in ("data", "model", "detection",
+                                                           "schedule", "runtime")):
         values = unnest(RecipeConfig, values)
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
@@ -167,7 +175,7 @@ def load_run_data(recipe, verbose=True, fixes=None):
 
     data = recipe.data
     return load_data(data.source(), image_size=recipe.input_spec(),
-                     batch_size=recipe.schedule.batch_size, task=recipe.task,
+                     batch_size=recipe.schedule.batch_size, task=recipe.task_config(),
                      val_split=data.val_split, test_split=data.test_split, seed=recipe.seed,
                      augment=augment_config(data.augment), scan=data.scan,
                      class_weights=data.class_weights, follow_links=data.follow_links,

@@ -333,16 +333,17 @@ register_recipe(Recipe('unet_mobilenet_v2', (
 register_recipe(Recipe('localization_compact_cnn', (
     "One object's class and box on the shipped compact_cnn checkpoint (transferkit's "
     "own localization benchmark)."), (
-    ('task', 'localization', 'one class and one box per image (multi-object detection: '
-                             "KerasHub's detectors)"),
+    ('task', 'localization', 'one class and one box per image, on the dense head '
+                             '(several objects per image: --task detection)'),
     ('backbone', 'compact_cnn', 'the shipped source network (data/source_compact_cnn.keras)'),
     ('weights', 'data/source_compact_cnn.keras', 'the demo checkpoint; --weights PATH'),
     ('image_size', 64, 'the checkpoint was trained at 64 px (96 px scored worse here)'),
     ('augment', 'light', 'crops and flips move the box with the image'),
-    ('pooling', 'flatten', 'benchmarks/localization.py: averaged feature maps lose where '
-                           'the object is (val IoU ~0.2 with avg pooling)'),
-    ('head_units', (256,), 'benchmarks/localization.py: a hidden layer turns the flattened '
-                           'maps into corners (IoU 0.48 -> 0.53)'),
+    ('pooling', 'flatten', 'measured with the pooled-feature head localization had '
+                           'before (avg pooling lost where the object is: IoU ~0.2); '
+                           'the dense head reads the maps and ignores it'),
+    ('head_units', (256,), 'the pooled-feature head (IoU 0.48 -> 0.53); ignored by the '
+                           'dense head'),
     ('head_epochs', 20, 'benchmarks/localization.py: a box regresses slowly'),
     ('head_lr', 0.003, 'benchmarks/localization.py (1e-2 for one Dense layer elsewhere)'),
     ('finetune_epochs', 30, 'benchmarks/localization.py'),

@@ -83,6 +83,12 @@ class TransferHyperModel(keras_tuner.HyperModel):
             model.save_weights(checkpoint.filepath)
         final = model.evaluate(data.val, verbose=0, return_dict=True)
         out = {f"val_{k}": float(v) for k, v in final.items()}
+        task = recipe.task_config()
+        if f"val_{task.headline}" not in out:  # scored, not a Keras metric (e.g. mAP)
+            from transferkit.evaluation.evaluate import evaluate_splits
+
+            report = evaluate_splits(model, data, task, ("val",))["val"]
+            out[f"val_{task.headline}"] = float(report[task.headline])
         if result.history:
             out["loss"] = float(result.history[-1].get("loss", out["val_loss"]))
         return out

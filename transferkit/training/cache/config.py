@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from transferkit.core.task_registry import get_task
+from transferkit.core.task_registry import DEFAULT_TASK, get_task
 from transferkit.data.splits import DataSplits
 from transferkit.training.config import RuntimeConfig
 
@@ -99,13 +99,18 @@ class FeatureSource:
     val_labels: object = None
     image_size: object = None
     skipped: object = None  # the DataSplits' SkipWatch: files named here go in it
+    # The task whose pipeline re-reads the files (its labels move with augmented
+    # views: a box with its crop) and its number of classes.
+    task: object = DEFAULT_TASK
+    num_classes: int = None
 
     @classmethod
     def of(cls, data, val=None):
         """From a DataSplits, or from (train, val) datasets."""
         if isinstance(data, DataSplits):
             return cls(data.train, data.val, data.train_files, data.train_labels,
-                       data.val_files, data.val_labels, data.image_size, data.skipped)
+                       data.val_files, data.val_labels, data.image_size, data.skipped,
+                       data.task, len(data.class_names))
         return cls(data, val)
 
     def files(self, split):

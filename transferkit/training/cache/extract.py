@@ -60,7 +60,9 @@ def extract_features(extractor, dataset, verbose=1, sink=None):
             sink(np.asarray(activations[:n]))
         if out is not None:
             xs.append(np.asarray(out[:n], dtype=np.float32))
-        ys.append(np.asarray(labels, dtype=np.float32).reshape(n, -1))
+        # Labels keep their shape ([N, C] rows; a dense task's [N, rows, C + 4]).
+        labels = np.asarray(labels, dtype=np.float32)
+        ys.append(labels.reshape(n, -1) if labels.ndim < 2 else labels)
         bar.add(1)
     if not ys:
         raise DataError("extract_features: the dataset is empty.")
@@ -252,7 +254,8 @@ def _file_passes(source, split, aug, passes, batch_size, seed):
     # left out), or the features would not line up with the files that key them.
     return [make_dataset(files, labels, image_size=source.image_size, batch_size=batch_size,
                          training=aug is not None and v > 0, augment=aug if v else None,
-                         seed=seed * 1009 + v, deterministic=True, skip_errors=False)
+                         seed=seed * 1009 + v, deterministic=True, skip_errors=False,
+                         task=source.task, num_classes=source.num_classes)
             for v in range(passes)]
 
 

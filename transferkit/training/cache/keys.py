@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from transferkit.core.errors import DataError
+from transferkit.core.task_registry import get_task
 from transferkit.models.parts import resolve
 from transferkit.training.boundary import boundary_extractor
 from transferkit.training.cache.config import FORMAT
@@ -59,10 +60,12 @@ def _describe(layer):
 
 
 def data_fingerprint(files, labels, image_size, *, augment=None, views=0, seed=0,
-                     mirror=False):
+                     mirror=False, encoding=""):
     """Hash of a split's identity: each file's path, size and mtime, the labels, the
     image size, the augmentation config, views and seed, and `mirror` (the mirrored
-    images stored as a second view)."""
+    images stored as a second view); encoding: how the task encodes the labels in the
+    pipeline, when that depends on more than the labels (`Task.label_encoding`; ""
+    adds nothing, so other keys stay as they were)."""
     digest = hashlib.blake2b(digest_size=20)
     for path in files:
         try:
@@ -77,6 +80,8 @@ def data_fingerprint(files, labels, image_size, *, augment=None, views=0, seed=0
                         seed if views else None)).encode())
     if mirror:  # keys of unmirrored splits stay as they were
         digest.update(b"\0mirror")
+    if encoding:
+        digest.update(f"\0encoding:{encoding}".encode())
     return digest.hexdigest()
 
 
@@ -84,8 +89,10 @@ def split_fingerprint(source, split, augment=None, views=0, seed=0, mirror=False
     """`data_fingerprint` of a FeatureSource's file split; views count only with
     `augment` (a clean pass is the same data whatever the views)."""
     files, labels = source.files(split)
+    task = get_task(source.task)
     return data_fingerprint(files, labels, source.image_size, augment=augment,
-                            views=views if augment else 0, seed=seed, mirror=mirror)
+                            views=views if augment else 0, seed=seed, mirror=mirror,
+                            encoding=task.label_encoding())
 
 
 def feature_key(model_fp, data_fp):

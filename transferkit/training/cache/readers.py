@@ -18,8 +18,10 @@ def feature_dataset(features, batch_size=DEFAULT_BATCH_SIZE, *, training=False, 
     """Batches of (feature, label); training: reshuffled each epoch, every image once
     per epoch in one of its views drawn at random."""
     views, n = features.x.shape[:2]
-    x = tf.constant(features.x.reshape(views * n, -1))
-    y = tf.constant(features.y.reshape(views * n, -1))
+    # Rows keep their shape: a vector per image, or a dense task's spatial maps and
+    # per-location targets.
+    x = tf.constant(features.x.reshape(views * n, *features.x.shape[2:]))
+    y = tf.constant(features.y.reshape(views * n, *features.y.shape[2:]))
     ids = _epoch_ids(views, n, training, seed)
     batches = ids.batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
     return batches.prefetch(tf.data.AUTOTUNE)
@@ -32,7 +34,7 @@ def mapped_dataset(features, batch_size=DEFAULT_BATCH_SIZE, *, training=False, s
     views, n = features.x.shape[:2]
     shape = features.x.shape[2:]
     x = features.x.reshape(views * n, *shape)  # a view of the map, not a copy
-    y = tf.constant(features.y.reshape(views * n, -1))
+    y = tf.constant(features.y.reshape(views * n, *features.y.shape[2:]))
     ids = _epoch_ids(views, n, training, seed)
 
     def read(i):
