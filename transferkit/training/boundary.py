@@ -56,7 +56,9 @@ def find_cut(model, parts=None):
                   if getattr(layer, "trainable_weights", None)), None)
     if first is None:
         return None, "the whole backbone is frozen (phase 1's feature cache applies)"
-    if not any(getattr(layer, "weights", None) for layer in layers[:first]):
+    # Nothing frozen at all (a nested layer with frozen parts inside is another case).
+    if not any(getattr(layer, "weights", None) for layer in layers[:first]) and \
+            len(layers[first].trainable_weights) == len(layers[first].weights):
         return None, (f"nothing is frozen below {layers[first].name!r}, the first "
                       "trainable layer (the whole network trains)")
     where = {id(layer): i for i, layer in enumerate(layers)}
