@@ -13,8 +13,6 @@ its own image. Byte-for-byte reproducible for a seed.
 """
 
 import argparse
-import csv
-import shutil
 import sys
 from pathlib import Path
 
@@ -100,22 +98,9 @@ def render_scene(rng, size):
 def write_sample(out, count=360, seed=SEED):
     """Write `count` images and boxes.csv under `out` (replacing it); returns the
     CSV's path."""
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)  # regenerate from scratch: no stale files survive
-    (out / "images").mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(count):
-        pixels, objects = render_scene(rng, SIZES[i % len(SIZES)])
-        name = f"images/{i:04d}.jpg"
-        Image.fromarray(pixels).save(out / name, quality=85)
-        rows += [[name, kind, *box] for kind, box in objects]
-    with open(out / "boxes.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["path", "label", "xmin", "ymin", "xmax", "ymax"])
-        writer.writerows(rows)
-    return out / "boxes.csv"
+    return procedural.write_box_sample(
+        out, count, seed, lambda i, rng: render_scene(rng, SIZES[i % len(SIZES)]),
+        quality=85, digits=4)
 
 
 def main(argv=None):

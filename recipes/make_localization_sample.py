@@ -11,13 +11,10 @@ own image. Byte-for-byte reproducible for a seed.
 """
 
 import argparse
-import csv
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -47,24 +44,15 @@ def render_boxed(kind, rng, size):
 
 
 def write_sample(out, count=240, seed=SEED):
-    """Write `count` images and boxes.csv under `out`; returns the CSV's path."""
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)  # regenerate from scratch: no stale files survive
-    (out / "images").mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(count):
-        kind, size = CLASSES[i % len(CLASSES)], SIZES[(i // len(CLASSES)) % len(SIZES)]
-        pixels, box = render_boxed(kind, rng, size)
-        name = f"images/{i:03d}.jpg"
-        Image.fromarray(pixels).save(out / name, quality=80)
-        rows.append([name, kind, *box])
-    with open(out / "boxes.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["path", "label", "xmin", "ymin", "xmax", "ymax"])
-        writer.writerows(rows)
-    return out / "boxes.csv"
+    """Write `count` images and boxes.csv under `out` (replacing it); returns the
+    CSV's path."""
+
+    def scene(i, rng):
+        kind = CLASSES[i % len(CLASSES)]
+        pixels, box = render_boxed(kind, rng, SIZES[(i // len(CLASSES)) % len(SIZES)])
+        return pixels, [(kind, box)]
+
+    return procedural.write_box_sample(out, count, seed, scene, quality=80, digits=3)
 
 
 def main(argv=None):

@@ -16,7 +16,10 @@ Images", ACCV 2020) learns edge, corner and curvature filters that transfer; tha
 what the demo measures against training from scratch.
 """
 
+import csv
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -54,6 +57,28 @@ def make_arrays(classes, per_class, seed, size=64):
 
 
 # --- backgrounds and colours ---------------------------------------------------------
+
+def write_box_sample(out, count, seed, scene, *, quality, digits):
+    """Write `count` JPEGs to `out`/images and their boxes to `out`/boxes.csv (replacing
+    `out`); returns the CSV's path. scene(i, rng) -> (uint8 image, [(label, (xmin, ymin,
+    xmax, ymax)), ...]): the boxed samples' one writer."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)  # regenerate from scratch: no stale files survive
+    (out / "images").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(count):
+        pixels, objects = scene(i, rng)
+        name = f"images/{i:0{digits}d}.jpg"
+        Image.fromarray(pixels).save(out / name, quality=quality)
+        rows += [[name, label, *box] for label, box in objects]
+    with open(out / "boxes.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["path", "label", "xmin", "ymin", "xmax", "ymax"])
+        writer.writerows(rows)
+    return out / "boxes.csv"
+
 
 def _colour(rng, away_from=None):
     # Redraw until the colour stands out from the background: a shape of the same

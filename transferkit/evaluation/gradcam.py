@@ -26,8 +26,12 @@ def grad_cam(model, image, class_index=None, parts=None):
     resolved = resolve(model, parts)
     maps_tensor = resolved.backbone_output
     if len(maps_tensor.shape) != 4:
-        raise ConfigError(f"Grad-CAM needs feature maps; the backbone of {model.name!r} "
-                          f"outputs shape {maps_tensor.shape}.")
+        # e.g. a detection or localization model: its dense head packs the pyramid's
+        # maps into one vector, and no single class score explains the image.
+        raise ConfigError(f"Grad-CAM explains a model whose backbone outputs feature maps "
+                          f"[batch, height, width, channels]; the backbone of "
+                          f"{model.name!r} outputs shape {tuple(maps_tensor.shape)}, so "
+                          "Grad-CAM does not apply to it.")
     # Image -> backbone maps, and maps -> outputs, both sharing the model's layers.
     to_maps = keras.Model(model.inputs, maps_tensor)
     from_maps = keras.Model(maps_tensor, model.outputs)
