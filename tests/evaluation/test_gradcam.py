@@ -113,3 +113,15 @@ def test_the_overlay_blends_the_jet_colours_into_the_image():
     # jet(1.0) is dark red, jet(0.0) dark blue: the hot pixel turns red, the others blue.
     assert blended[0, 0, 0] > 100 > blended[0, 0, 2]
     assert blended[1, 1, 2] > 100 > blended[1, 1, 0]
+
+
+def test_a_model_without_feature_maps_is_refused_with_its_shape():
+    # A dense detection head packs the pyramid's maps into one vector: no class map to
+    # weigh, so Grad-CAM refuses instead of drawing a meaningless heat map.
+    from transferkit.core.errors import ConfigError
+    from transferkit.models.detection import build_detector
+
+    detector = build_detector("tiny_test", 2, weights=None, input_shape=32, width=8)
+    image = np.zeros((32, 32, 3), "float32")
+    with pytest.raises(ConfigError, match=r"outputs shape \(None, \d+\), so Grad-CAM does not apply"):
+        grad_cam(detector, image)
