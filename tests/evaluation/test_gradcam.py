@@ -123,5 +123,6 @@ def test_a_model_without_feature_maps_is_refused_with_its_shape():
 
     detector = build_detector("tiny_test", 2, weights=None, input_shape=32, width=8)
     image = np.zeros((32, 32, 3), "float32")
-    with pytest.raises(ConfigError, match=r"outputs shape \(None, \d+\), so Grad-CAM does not apply"):
+    refusal = r"outputs shape \(None, \d+\), so Grad-CAM does not apply"
+    with pytest.raises(ConfigError, match=refusal):
         grad_cam(detector, image)
