@@ -201,15 +201,29 @@ def run_transferkit(train_dir, val_dir, weights, args, cache_dir, **overrides):
     return clock.points, time.perf_counter() - start[0], clock.durations, result
 
 
-def run_floor(train_dir, val_dir, weights, args, **overrides):
-    """(seconds, passes) of the floor of `run_transferkit`'s run, in this process: its
-    data listed (no health scan), its model built and every image passed once per view
-    the run stores (clean and augmented training views, val and its mirror) through
-    the backbone on the same input pipeline, into memory."""
+def floor_passes(recipe):
+    """The floor of a run of `recipe`: its data listed, its model built and every image
+    passed once per view the run stores (clean and augmented training views, val and
+    its mirror) through the backbone on the same input pipeline, into memory; returns
+    the number of passes."""
     from transferkit.app.train import train_cache
     from transferkit.training.cache import FeatureStore, split_features
-    from transferkit.training.recipe import (build_run_model, load_run_data,
-                                             recipe_from_dict)
+    from transferkit.training.recipe import build_run_model, load_run_data
+
+    data = load_run_data(recipe, verbose=False)
+    model = build_run_model(recipe, data.num_classes)
+    cache = dataclasses.replace(train_cache(recipe), store=FeatureStore())  # memory
+    train, val = split_features(model, data, views=cache.views, augment=cache.augment,
+                                seed=cache.seed, batch_size=recipe.schedule.batch_size,
+                                store=cache.store, verbose=0, mirror_val=cache.mirror_val)
+    return train.x.shape[0] * train.count + (0 if val is None else val.count * (
+        2 if cache.mirror_val else 1))
+
+
+def run_floor(train_dir, val_dir, weights, args, **overrides):
+    """(seconds, passes) of the floor (`floor_passes`) of `run_transferkit`'s run, in
+    this process, its data listed without a health scan."""
+    from transferkit.training.recipe import recipe_from_dict
 
     epochs = dict(head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs) \
         if args.kit_epochs == "same" else {}
@@ -218,13 +232,7 @@ def run_floor(train_dir, val_dir, weights, args, **overrides):
         image_size=args.size, batch_size=args.batch_size, **epochs, seed=args.seed,
         augment=args.kit_augment, scan=False), **overrides})
     start = time.perf_counter()
-    data = load_run_data(recipe, verbose=False)
-    model = build_run_model(recipe, data.num_classes)
-    cache = dataclasses.replace(train_cache(recipe), store=FeatureStore())  # memory
-    train, val = split_features(model, data, views=cache.views, augment=cache.augment,
-                                seed=cache.seed, batch_size=recipe.schedule.batch_size,
-                                store=cache.store, verbose=0, mirror_val=cache.mirror_val)
-    passes = train.x.shape[0] * train.count + val.count * (2 if cache.mirror_val else 1)
+    passes = floor_passes(recipe)
     return time.perf_counter() - start, passes
 
 

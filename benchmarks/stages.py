@@ -25,7 +25,6 @@ to other jobs on a shared machine than wall seconds.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
@@ -157,21 +156,13 @@ def floor_run(argv):
     import transferkit.cli.main  # noqa: F401 - the imports a train run pays for
     from transferkit.cli.train import recipe_from_args
     from transferkit.cli.main import build_parser
-    from transferkit.app.train import train_cache
-    from transferkit.training.cache import FeatureStore, split_features
-    from transferkit.training.recipe import (build_run_model, load_run_data,
-                                             recipe_from_dict)
+    from transferkit.training.recipe import recipe_from_dict
+
+    from end_to_end import floor_passes  # the one floor, end_to_end's too
 
     args = build_parser().parse_args(["train", *argv, "--out", "unused"])
     recipe = recipe_from_dict({"scan": False}, recipe_from_args(args))  # no health scan
-    data = load_run_data(recipe, verbose=False)
-    model = build_run_model(recipe, data.num_classes)
-    cache = dataclasses.replace(train_cache(recipe), store=FeatureStore())  # memory
-    train, val = split_features(model, data, views=cache.views, augment=cache.augment,
-                                seed=cache.seed, batch_size=recipe.schedule.batch_size,
-                                store=cache.store, verbose=0, mirror_val=cache.mirror_val)
-    passes = train.x.shape[0] * train.count + (0 if val is None else val.count * (
-        2 if cache.mirror_val else 1))
+    passes = floor_passes(recipe)
     print(json.dumps({"passes": int(passes)}))
     return 0
 

@@ -62,25 +62,33 @@ def make_linked_class_folder(root):
     return folder
 
 
-def backbone_params(names, max_operations, one_per_family=False):
+def backbone_params(names, max_operations, one_per_family=False, slow_per_family=False):
     """pytest parameters over backbone `names`, the heavy ones marked slow.
 
     Heavy, from the registry: more operations than `max_operations`
     (`BackboneSpec.operations`, what building it costs; 0, unknown, counts as heavy).
     one_per_family=True keeps each family's lightest member in the default run all the
-    same, so every family is tested there. Each test file picks its budget for what
-    one entry costs it; `-m slow` runs the rest.
+    same, so every family is tested there. slow_per_family=True keeps, of each family's
+    heavy members, only the lightest (a family's members come from one Keras builder,
+    so its lightest heavy one stands for the graph shapes of the rest). Each test file
+    picks its budget for what one entry costs it; `-m slow` runs the rest.
     """
     from transferkit.models.registry import get_spec
 
     specs = [get_spec(name) for name in names]
+    cost = lambda spec: spec.operations or float("inf")  # noqa: E731
     light = {spec.name for spec in specs if 0 < spec.operations <= max_operations}
     if one_per_family:
-        cost = lambda spec: spec.operations or float("inf")  # noqa: E731
         for family in {spec.family for spec in specs}:
             light.add(min((s for s in specs if s.family == family), key=cost).name)
-    return [name if get_spec(name).name in light else pytest.param(name, marks=pytest.mark.slow)
-            for name in names]
+    heavy = {spec.name for spec in specs if spec.name not in light}
+    if slow_per_family:
+        heavy = {min((s for s in specs if s.family == family and s.name in heavy),
+                     key=cost).name
+                 for family in {get_spec(name).family for name in heavy}}
+    return [name if get_spec(name).name in light else
+            pytest.param(name, marks=pytest.mark.slow)
+            for name in names if get_spec(name).name in light | heavy]
 
 
 # The recipe of a run that trains in seconds: the registered tiny backbone from random
