@@ -65,7 +65,8 @@ def loaded_model(path, args):
 
 def check_out(out, model, writes, suggestion="exports"):
     """Refuse an `--out` folder where the command would replace a run's files (`writes`,
-    e.g. ("model.keras",)) or the MODEL file itself: never a silent overwrite."""
+    names from `core.rundir`, e.g. (MODEL_FILE,)) or the MODEL file itself: never a
+    silent overwrite."""
     if not out:
         return
     from transferkit.evaluation.evaluate import model_file

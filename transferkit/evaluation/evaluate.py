@@ -88,7 +88,8 @@ def model_file(path):
         inner = RunDir(path).model_file
         if not os.path.exists(inner):
             raise ConfigError(f"The MODEL argument {path} is a directory without "
-                              "model.keras; pass a run directory or a .keras file.")
+                              f"{os.path.basename(inner)}; pass a run directory or a "
+                              ".keras file.")
         return inner
     if not os.path.exists(path):
         raise ConfigError(f"The MODEL argument {path} does not exist; pass a run "
