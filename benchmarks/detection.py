@@ -28,7 +28,7 @@ Parts (`--part`, default all):
                 IoU >= 0.9, and 0.5, in MediaPipe's whole pixels), per seed
   variants      the defaults on sets they were not developed on, one seed each:
                 localization with 5 classes, 8-20 px objects in 96-128 px images;
-                detection on benchmarks/_detection_sets.py's scenes (another
+                detection on recipes/detection_sets.py's scenes (another
                 generator: 4 classes with crescents and frames, 1-6 objects of 8-48
                 px, clutter shapes and lines, images of 64x64, 112x80 and 96x128)
   assignment    how many objects get a positive location: KerasHub's RetinaNet
@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import _detection_sets as detection_sets  # noqa: E402
+import detection_sets  # noqa: E402
 import make_detection_sample  # noqa: E402
 from transferkit import cli  # noqa: E402
 from transferkit.app.train import train  # noqa: E402

@@ -1,4 +1,4 @@
-"""The generated sets benchmarks/detection.py measures on (and the tests train on).
+"""The generated sets benchmarks/detection.py measures on.
 
     objects_set(out, count, seed)   1-6 objects of 3 classes per image, 8-48 px, over
                                     clutter (shapes of other classes, lines), images of
@@ -12,14 +12,12 @@ size, position and angle over a textured background); every image is drawn from 
 seed alone, so a set regenerates byte for byte.
 """
 
-import csv
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import procedural  # noqa: E402
 
@@ -83,21 +81,9 @@ def render_objects(rng, size, count, side_range, clutter=True, classes=CLASSES):
 
 
 def _write(out, rows_of, count, seed, sizes):
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(count):
-        size = sizes[i % len(sizes)]
-        pixels, objects = rows_of(rng, size, i)
-        name = f"images/{i:04d}.png"
-        Image.fromarray(pixels).save(out / name)
-        rows += [[name, kind, *box] for kind, box in objects] or [[name]]
-    with open(out / "boxes.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["path", "label", "xmin", "ymin", "xmax", "ymax"])
-        writer.writerows(rows)
-    return out / "boxes.csv"
+    """PNG images of `sizes` in turn, drawn by rows_of(rng, size, i)."""
+    return procedural.write_box_sample(
+        out, count, seed, lambda i, rng: rows_of(rng, sizes[i % len(sizes)], i), digits=4)
 
 
 def objects_set(out, count=300, seed=0, sizes=OBJECT_SIZES, side_range=(8, 48),

@@ -12,7 +12,6 @@ triangles and lines, partly under the objects), and boxes.csv: one row
 its own image. Byte-for-byte reproducible for a seed.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -104,13 +103,7 @@ def write_sample(out, count=360, seed=SEED):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="default: data/detection")
-    p.add_argument("--count", type=int, default=360, help="images, default 360")
-    p.add_argument("--seed", type=int, default=SEED, help=f"default {SEED}")
-    args = p.parse_args(argv)
-    path = write_sample(args.out, args.count, args.seed)
-    print(f"wrote {args.count} images and {path}")
+    procedural.box_sample_main(__doc__, write_sample, DEFAULT_OUT, 360, SEED, argv)
 
 
 if __name__ == "__main__":

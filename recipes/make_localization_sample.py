@@ -10,7 +10,6 @@ boxes.csv: `path,label,xmin,ymin,xmax,ymax`, the shape's tight box in pixels of 
 own image. Byte-for-byte reproducible for a seed.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -56,13 +55,7 @@ def write_sample(out, count=240, seed=SEED):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="default: data/localization")
-    p.add_argument("--count", type=int, default=240, help="default 240")
-    p.add_argument("--seed", type=int, default=SEED, help=f"default {SEED}")
-    args = p.parse_args(argv)
-    path = write_sample(args.out, args.count, args.seed)
-    print(f"wrote {args.count} images and {path}")
+    procedural.box_sample_main(__doc__, write_sample, DEFAULT_OUT, 240, SEED, argv)
 
 
 if __name__ == "__main__":

@@ -58,10 +58,11 @@ def make_arrays(classes, per_class, seed, size=64):
 
 # --- backgrounds and colours ---------------------------------------------------------
 
-def write_box_sample(out, count, seed, scene, *, quality, digits):
-    """Write `count` JPEGs to `out`/images and their boxes to `out`/boxes.csv (replacing
-    `out`); returns the CSV's path. scene(i, rng) -> (uint8 image, [(label, (xmin, ymin,
-    xmax, ymax)), ...]): the boxed samples' one writer."""
+def write_box_sample(out, count, seed, scene, *, digits, quality=None):
+    """Write `count` images to `out`/images and their boxes to `out`/boxes.csv
+    (replacing `out`); returns the CSV's path. scene(i, rng) -> (uint8 image, [(label,
+    (xmin, ymin, xmax, ymax)), ...]): the boxed sets' one writer. quality: JPEG files
+    of this quality (None: PNG). An image without objects is a row of its path alone."""
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)  # regenerate from scratch: no stale files survive
@@ -70,14 +71,29 @@ def write_box_sample(out, count, seed, scene, *, quality, digits):
     rows = []
     for i in range(count):
         pixels, objects = scene(i, rng)
-        name = f"images/{i:0{digits}d}.jpg"
-        Image.fromarray(pixels).save(out / name, quality=quality)
-        rows += [[name, label, *box] for label, box in objects]
+        name = f"images/{i:0{digits}d}.{'png' if quality is None else 'jpg'}"
+        options = {} if quality is None else {"quality": quality}
+        Image.fromarray(pixels).save(out / name, **options)
+        rows += [[name, label, *box] for label, box in objects] or [[name]]
     with open(out / "boxes.csv", "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "label", "xmin", "ymin", "xmax", "ymax"])
         writer.writerows(rows)
     return out / "boxes.csv"
+
+
+def box_sample_main(doc, write_sample, default_out, count, seed, argv=None):
+    """The command line of a boxed sample's generator (--out, --count, --seed)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--out", default=str(default_out),
+                   help=f"default: {Path(default_out).parent.name}/{Path(default_out).name}")
+    p.add_argument("--count", type=int, default=count, help=f"images, default {count}")
+    p.add_argument("--seed", type=int, default=seed, help=f"default {seed}")
+    args = p.parse_args(argv)
+    path = write_sample(args.out, args.count, args.seed)
+    print(f"wrote {args.count} images and {path}")
 
 
 def _colour(rng, away_from=None):

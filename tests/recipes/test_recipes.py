@@ -32,7 +32,7 @@ BACKBONE_RECIPES = ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
                     "densenet121", "convnext_tiny", "mobilenet", "nasnet_mobile",
                     "efficientnet_lite0", "efficientnet_v2_s")
 HELPERS = {"pretrain_source", "make_sample", "procedural", "make_segmentation_sample",
-           "make_localization_sample", "make_detection_sample"}
+           "make_localization_sample", "make_detection_sample", "detection_sets"}
 # Tested in tests/tasks/test_segmentation.py and tests/tasks/test_localization.py.
 TASK_RECIPES = ("unet_mobilenet_v2", "localization_compact_cnn")
 
