@@ -1,7 +1,5 @@
 """`python -m transferkit` is the `transferkit` command."""
 
-import sys
+from transferkit.cli.main import console
 
-from transferkit.cli.main import main
-
-sys.exit(main())
+console()

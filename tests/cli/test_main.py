@@ -51,3 +51,20 @@ def test_the_console_command_answers_help_without_tensorflow():
     assert done.returncode == 0, done.stderr[-3000:]
     assert "--head-epochs" in done.stdout and done.stdout.rstrip().endswith("TF False")
     assert done.stderr == ""
+
+
+def test_the_console_command_ends_with_its_code_and_all_its_output_once_tensorflow_loaded(
+        tmp_path):
+    # Once TensorFlow is loaded, `console` ends the process without the interpreter's
+    # shutdown: the exit code and every line written to a pipe must still arrive.
+    env = {**os.environ, "PYTHONPATH": REPO}
+    sample = os.path.join(REPO, "data", "sample")
+    done = subprocess.run([sys.executable, "-m", "transferkit", "scan", sample], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("Scanned 200 files") and len(lines) >= 2, done.stdout
+    missing = str(tmp_path / "nowhere")
+    done = subprocess.run([sys.executable, "-m", "transferkit", "scan", missing], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and missing in done.stderr, (done.returncode, done.stderr)

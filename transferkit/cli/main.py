@@ -12,6 +12,8 @@ it imported quietly first (`cli.quiet`), unless it says `tensorflow=False`.
 """
 
 import argparse
+import logging
+import os
 import sys
 
 from transferkit.cli import (add_class, backbones, demo, doctor, evaluate, export,
@@ -62,6 +64,26 @@ def main(argv=None):
               "bug in transferkit; run again with --debug for the traceback and report "
               "it)", file=sys.stderr)
         return 1
+
+
+def console():
+    """The `transferkit` console script: `main`, then the process ends at once.
+
+    Once TensorFlow is loaded, the interpreter's own shutdown (tearing down
+    TensorFlow's and Keras's modules) takes about a second of nothing the user asked
+    for; every file is written and closed by then (atomically), and every thread
+    joined, so the output streams are flushed and the process exits with `main`'s
+    code without it. Without TensorFlow the exit is the ordinary one."""
+    code = main()
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): nothing more to say
+            pass
+    os._exit(code)
 
 
 def _is_op_error(error):

@@ -219,6 +219,13 @@ def dataset_from_arrays(x, y, *, image_size=None, batch_size: int = DEFAULT_BATC
                      drop_remainder=drop_remainder, task=task, num_classes=num_classes)
 
 
+def _map(ds, fn, **kwargs):
+    """`ds.map(fn)` without autograph: the pipeline's functions are graph ops with no
+    Python control flow on tensors, and converting them cost about a second of every
+    command's start (measured: `benchmarks/add_class.py`)."""
+    return ds.map(tf.autograph.experimental.do_not_convert(fn), **kwargs)
+
+
 def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
           augment: AugmentConfig | None, seed: int | None, cache,
           shuffle_buffer: int | None, deterministic: bool, drop_remainder: bool,
@@ -267,21 +274,21 @@ def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
         cast_later = cache is not None and skip_errors and count is not None
         if cache is not None and not cast_later:
             first = (lambda *e: _to_uint8(*decoded(*e)))
-        ds = ds.map(first, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+        ds = _map(ds, first, num_parallel_calls=AUTOTUNE, deterministic=ordered)
         ds = _skipping(ds, skip_errors, count, n)
         if cache is not None:
             if cast_later:
-                ds = ds.map(_to_uint8, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+                ds = _map(ds, _to_uint8, num_parallel_calls=AUTOTUNE, deterministic=ordered)
             ds = ds.cache("" if cache == "memory" else os.fspath(cache))
             if training:
                 ds = ds.shuffle(shuffle_buffer or min(n or DEFAULT_IMAGE_BUFFER,
                                                       DEFAULT_IMAGE_BUFFER),
                                 seed=seed, reshuffle_each_iteration=True)
-            ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y) if augmenting
+            ds = _map(ds, lambda x, y: (tf.cast(x, tf.float32), y) if augmenting
                         else encoded(tf.cast(x, tf.float32), y),
                         num_parallel_calls=AUTOTUNE, deterministic=ordered)
         if augmenting:  # the task augments image and label alike, then encodes
-            ds = with_seeds(ds, seed, 0).map(
+            ds = _map(with_seeds(ds, seed, 0),
                 lambda xy, s: encoded(*task.augment_example(xy[0], xy[1], s, augment)),
                 num_parallel_calls=AUTOTUNE, deterministic=ordered)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -290,7 +297,7 @@ def build(ds, prepare, *, n: int | None, batch_size: int, training: bool,
             # it the filter costs ~20% of a small-image pipeline; with it, noise).
             ds = watch.count(ds.prefetch(AUTOTUNE), n)
         if training and augment is not None and augment.mixes:
-            ds = with_seeds(ds, seed, 1).map(
+            ds = _map(with_seeds(ds, seed, 1),
                 lambda xy, s: mix_batch(xy[0], xy[1], s, augment),
                 num_parallel_calls=AUTOTUNE, deterministic=ordered)
         options = tf.data.Options()
@@ -314,7 +321,7 @@ def with_seeds(ds, seed, stream: int):
     sequence for the same seed (stateless ops then make augmentation reproducible)."""
     randoms = tf.data.Dataset.random(
         seed=None if seed is None else seed * 2 + stream, rerandomize_each_iteration=True)
-    seeds = randoms.map(lambda r: tf.stack([r, tf.constant(stream, tf.int64)]))
+    seeds = _map(randoms, lambda r: tf.stack([r, tf.constant(stream, tf.int64)]))
     return tf.data.Dataset.zip((ds, seeds))
 
 
