@@ -402,14 +402,25 @@ def main(argv=None):
     p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
     p.add_argument("--no-scratch", dest="scratch", action="store_false",
                    help="detection: the defaults only, without the from-scratch side")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="recipe keys to change from their defaults (e.g. finetune_lr=1e-4), "
+                        "to measure a candidate default the same way")
     args = p.parse_args(argv)
     args.keys, args.scratch_epochs, args.timing_epochs, args.unseen = {}, 30, 3, 60
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--set takes KEY=VALUE; received {item!r}")
+        try:
+            args.keys[key] = json.loads(value)
+        except ValueError:  # a word: the recipe reads it as a string
+            args.keys[key] = value
     count, one_count = 300, 240
     if args.smoke:
         args.seeds = args.seeds[:1]
         args.keys = {"backbone": "tiny_test", "weights": "none", "image_size": 32,
                      "head_epochs": 1, "finetune_epochs": 1, "batch_size": 8,
-                     "head_cached_epochs": 1, "finetune_cached_epochs": 1}
+                     "head_cached_epochs": 1, "finetune_cached_epochs": 1, **args.keys}
         args.scratch_epochs, args.timing_epochs, count, one_count = 1, 2, 24, 24
         args.unseen = 6
     parts = ("assignment", "detection", "mediapipe", "localization", "variants",

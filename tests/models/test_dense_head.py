@@ -45,6 +45,43 @@ def test_grid_follows_the_specs_strides_and_numbers_locations_level_by_level():
 
 # --- head -------------------------------------------------------------------------------
 
+def test_dense_tasks_default_to_a_larger_input_and_every_entry_point_agrees():
+    from transferkit.models.config import ModelConfig
+    from transferkit.models.detection import INPUT_SCALE
+    from transferkit.models.registry import default_size, resolve_input
+    from transferkit.training.recipe import recipe_from_dict
+
+    # The rule on its own: side x scale to a multiple of 32; one-size backbones keep it.
+    expected = {"efficientnet_lite0": 320, "efficientnet_lite2": 384, "mobilenet_v2": 320,
+                "tiny_test": 32}
+    for name, side in expected.items():
+        assert default_size(get_spec(name), INPUT_SCALE) == side, name
+        assert default_size(get_spec(name)) == get_spec(name).default_size
+    fixed = get_spec("tiny_test").__class__(**{**get_spec("tiny_test").__dict__,
+                                               "name": "fixed_test", "min_size": 48,
+                                               "default_size": 48})
+    assert default_size(fixed, INPUT_SCALE) == 48
+    # The recipe, the task's grid, the built model and build_detector's own default.
+    for task, side in (("detection", 320), ("localization", 320), ("multiclass", 224),
+                       ("segmentation", 224)):
+        recipe = recipe_from_dict({"task": task, "backbone": "efficientnet_lite0"})
+        assert recipe.input_spec().shape == (side, side, 3), task
+        bound = recipe.task_config()
+        if getattr(bound, "grid", None) is not None:
+            assert bound.grid.image == (side, side)
+    recipe = recipe_from_dict({"task": "detection", "backbone": "mobilenet_v2",
+                               "weights": "none"})
+    model = recipe.task_config().build_model(recipe.model, 3 + 4)
+    assert tuple(model.input_shape[1:]) == (320, 320, 3)
+    assert tuple(build_detector("mobilenet_v2", 3, weights=None).input_shape[1:]) == (
+        320, 320, 3)
+    # An explicit size is taken as it is.
+    assert recipe_from_dict({"task": "detection", "image_size": 224}).input_spec().shape \
+        == (224, 224, 3)
+    assert resolve_input("efficientnet_lite0", 96, INPUT_SCALE).shape == (96, 96, 3)
+    assert ModelConfig().input_spec().shape == (224, 224, 3)
+
+
 def test_grid_boxes_decodes_distances_around_each_location():
     layer = GridBoxes((2, 2, 16), (32, 32))
     raw = np.zeros((1, 2, 2, 4), np.float32)  # exp(0) = one cell on every side

@@ -53,7 +53,9 @@ class ModelConfig:
                             "backbones` lists them), hub:PRESET, or a .keras model file")
     weights: str = setting("imagenet", "imagenet, none (random init) or the path of a "
                            "weights file or .keras model")
-    image_size: int = setting(0, "input side in pixels (0: the backbone's default size)")
+    image_size: int = setting(0, "input side in pixels (0: the backbone's default size; "
+                              "for detection and localization 10/7 of it, to a multiple "
+                              "of 32)")
     backbone_kwargs: tuple = setting((), "extra backbone constructor arguments as "
                                      "key=value pairs, e.g. alpha=0.35")
     head: HeadConfig = section(HeadConfig())
@@ -74,8 +76,9 @@ class ModelConfig:
                               f"image_size={self.image_size}, "
                               f"decoder_width={self.decoder_width}")
 
-    def input_spec(self):
-        """The InputSpec of this model (its image_size, else the backbone's).
+    def input_spec(self, task=None):
+        """The InputSpec of this model (its image_size, else the backbone's default
+        size, scaled by `task`'s `input_scale` when a task is given).
 
         Resolving the backbone also checks `backbone_kwargs` against it, so `train` and
         `tune`, which ask this first, refuse an unknown one before any slow work."""
@@ -84,7 +87,8 @@ class ModelConfig:
 
         spec = get_spec(self.backbone)
         spec.check_kwargs(dict(self.backbone_kwargs))
-        return resolve_input(spec, self.image_size or None)
+        return resolve_input(spec, self.image_size or None,
+                             getattr(task, "input_scale", 1.0))
 
     def weights_arg(self):
         """`weights` as `build_model` takes it (None for "none")."""

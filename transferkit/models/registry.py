@@ -329,23 +329,33 @@ def get_spec(name):
     return spec
 
 
-def resolve_input(backbone, image_size=None):
+def resolve_input(backbone, image_size=None, scale=1.0):
     """The `InputSpec` a model on `backbone` takes: `image_size` (an int, (height,
     width) or Keras's input_shape (height, width, 3); None or 0: the spec's default
-    size), checked against the spec's minimum size. Every entry point resolves the
-    input size here, once."""
+    size, times `scale` (a task's `input_scale`, default 1) rounded to a multiple of
+    32, unless the backbone takes one size only), checked against the spec's minimum
+    size. Every entry point resolves the input size here, once."""
     spec = get_spec(backbone)
     if isinstance(image_size, (tuple, list)) and len(image_size) == 3:
         if image_size[2] != 3:
             raise ConfigError(f"Models take RGB images: the `input_shape` argument should "
                               f"end in 3 channels. Received: input_shape={image_size!r}")
         image_size = tuple(image_size[:2])
-    height, width = parse_size(image_size or spec.default_size)
+    height, width = parse_size(image_size or default_size(spec, scale))
     if min(height, width) < spec.min_size or max(height, width) > MAX_IMAGE_SIDE:
         raise ConfigError(f"Backbone {spec.name!r} takes images of {spec.min_size} to "
                           f"{MAX_IMAGE_SIDE} pixels a side. Received: "
                           f"image_size={image_size!r}")
     return InputSpec(height, width, 3)
+
+
+def default_size(spec, scale=1.0):
+    """`spec`'s default input side times `scale`, rounded to a multiple of 32 (the
+    coarsest stride, so every map divides evenly), at least `spec.min_size`; a
+    backbone of one size only (min_size == default_size) keeps it."""
+    if scale == 1.0 or spec.min_size >= spec.default_size:
+        return spec.default_size
+    return max(spec.min_size, 32 * round(spec.default_size * scale / 32))
 
 
 def list_backbones(pattern="*", tag=None):

@@ -66,6 +66,8 @@ class Task:
     # The output layer is one softmax over the classes, so its pre-activation are logits
     # the energy novelty score can take (`models.novelty.head_logits`).
     softmax_logits = False
+    # The default input side against the backbone's own (`models.resolve_input`).
+    input_scale = 1.0
 
     def __repr__(self):
         return f"get_task({self.name!r})"
@@ -189,7 +191,7 @@ class Task:
         safe_mode=False)."""
         return build_model(config.backbone, num_outputs, task=self,
                            weights=config.weights_arg(),
-                           input_shape=image_size or config.input_spec(),
+                           input_shape=image_size or config.input_spec(self),
                            head=config.head, safe_mode=not trusted,
                            backbone_kwargs=dict(config.backbone_kwargs))
 

@@ -34,8 +34,8 @@ from transferkit.core.errors import ConfigError, DataError
 from transferkit.data.annotations import MAX_BOXES, PAD_CLASS, pad_objects, read_objects
 from transferkit.data.box_augment import augment_rows, object_refusal
 from transferkit.data.scan import scan, with_problems
-from transferkit.models.detection import (BOX_WEIGHT, EVAL_SCORE_THRESHOLD, OUTPUT,
-                                          DetectionConfig, DetectionLoss, build_detector,
+from transferkit.models.detection import (BOX_WEIGHT, EVAL_SCORE_THRESHOLD, INPUT_SCALE,
+                                          OUTPUT, DetectionConfig, DetectionLoss, build_detector,
                                           detect_one, feature_grid, positive_iou,
                                           postprocess)
 from transferkit.models.detection import targets
@@ -69,6 +69,7 @@ class Detection(Task):
     # A mirrored image's outputs sit at mirrored locations: averaging them location by
     # location with the original's would mix different places.
     flip_tta = False
+    input_scale = INPUT_SCALE  # boxes of small objects need more cells than classes
     max_objects = MAX_BOXES  # object rows per label (COCO's and MediaPipe's 100)
 
     def __init__(self, config=DetectionConfig(), grid=None, box_weight=BOX_WEIGHT):
@@ -100,7 +101,7 @@ class Detection(Task):
     def bind(self, model_config):
         """This task on the grid of a model as `model_config` (a `models.ModelConfig`)
         builds it: what `encode_label` assigns objects to."""
-        grid = feature_grid(model_config.backbone, model_config.input_spec())
+        grid = feature_grid(model_config.backbone, model_config.input_spec(self))
         return self if grid == self.grid else self._replace(grid=grid)
 
     def settings(self):
@@ -136,7 +137,7 @@ class Detection(Task):
             raise ConfigError(f"task={self.name!r} needs an output width of classes + 4; "
                               f"received {num_outputs}.")
         return build_detector(config.backbone, num_outputs - 4, weights=config.weights_arg(),
-                              input_shape=image_size or config.input_spec(),
+                              input_shape=image_size or config.input_spec(self),
                               width=self.config.width, task=self, safe_mode=not trusted,
                               backbone_kwargs=dict(config.backbone_kwargs))
 

@@ -74,7 +74,7 @@ class Segmentation(Task):
         apply."""
         return build_segmenter(config.backbone, num_outputs,
                                weights=config.weights_arg(),
-                               input_shape=image_size or config.input_spec(),
+                               input_shape=image_size or config.input_spec(self),
                                decoder_width=config.decoder_width, task=self,
                                safe_mode=not trusted,
                                backbone_kwargs=dict(config.backbone_kwargs))

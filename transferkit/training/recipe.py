@@ -72,8 +72,9 @@ class RecipeConfig:
         return task.bind(self.model) if bind else task
 
     def input_spec(self):
-        """The InputSpec of this recipe's model (its image_size, else the backbone's)."""
-        return self.model.input_spec()
+        """The InputSpec of this recipe's model (its image_size, else the backbone's
+        default scaled for its task: `Task.input_scale`)."""
+        return self.model.input_spec(get_task(self.task))
 
     def feature_cache(self, store=None, *, mirror_val=False):
         """The FeatureCache of phase 1 (`cache_features`) and phase 2 (`boundary_cache`),

@@ -14,7 +14,7 @@ one grid of locations (as detection libraries split FCOS, CenterNet and RetinaNe
 from transferkit.core.lazy import lazy_package
 
 __all__ = lazy_package(__name__, {
-    **dict.fromkeys(("BOX_WEIGHT", "EVAL_SCORE_THRESHOLD", "DetectionConfig"),
+    **dict.fromkeys(("BOX_WEIGHT", "EVAL_SCORE_THRESHOLD", "INPUT_SCALE", "DetectionConfig"),
                     f"{__name__}.config"),
     **dict.fromkeys(("Grid", "feature_grid"), f"{__name__}.grid"),
     **dict.fromkeys(("OUTPUT", "build_detector"), f"{__name__}.head"),

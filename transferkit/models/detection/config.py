@@ -10,6 +10,12 @@ from transferkit.core.errors import ConfigError
 EVAL_SCORE_THRESHOLD = 0.05
 # The CIoU term against the focal term in `DetectionLoss` (the `box_weight` recipe key).
 BOX_WEIGHT = 2.0
+# A dense box head's default input side against its backbone's (`resolve_input`'s
+# scale): EfficientDet-Lite0 runs EfficientNet-Lite0 (224 px) at 320 px, since boxes of
+# small objects need more cells than a class does. Measured on the detection benchmark
+# (`benchmarks/detection.py --part detection`, docs/detection.md): COCO mAP at 224 px
+# below 0.5, at 320 px above it.
+INPUT_SCALE = 10 / 7
 
 
 @dataclasses.dataclass(frozen=True)

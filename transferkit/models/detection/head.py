@@ -28,6 +28,7 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.inputs import InputSpec
 from transferkit.models.backbones import create_backbone
 from transferkit.models.builder import resolve_input
+from transferkit.models.detection.config import INPUT_SCALE
 from transferkit.models.detection.grid import feature_grid, pyramid_of
 from transferkit.models.layers import Preprocess
 from transferkit.models.registry import get_spec
@@ -100,14 +101,15 @@ def build_detector(backbone, num_classes, *, weights="imagenet", input_shape=Non
 
     num_classes: C, the object classes (no background class: scores are sigmoids).
     width: filters of the head's lateral, tower and top-down convolutions (64).
-    weights, input_shape, safe_mode, backbone_kwargs: as in `build_model`.
+    input_shape: default the backbone's size times `INPUT_SCALE` (320 px on Lite0).
+    weights, safe_mode, backbone_kwargs: as in `build_model`.
     """
     spec = get_spec(backbone)
     if int(width) < 1 or int(num_classes) < 1:
         raise ConfigError(f"A detection head needs `width` >= 1 and `num_classes` >= 1. "
                           f"Received: width={width!r}, num_classes={num_classes!r}")
     size = input_shape if isinstance(input_shape, InputSpec) else resolve_input(
-        spec, input_shape)
+        spec, input_shape, INPUT_SCALE)
     grid = feature_grid(spec, size)
     base = create_backbone(spec, weights=weights, input_shape=size.shape,
                            safe_mode=safe_mode, **dict(backbone_kwargs or {}))
