@@ -22,7 +22,8 @@ Parts (`--part`, default all):
   mediapipe     the detection part's runs (trained here when --out does not hold them)
                 exported to .tflite fp32 and int8, run by MediaPipe's ObjectDetector
                 (tests/deploy/mediapipe_client.py, a process without TensorFlow) on 60
-                unseen images of the detection set's kind, at their own sizes and
+                unseen images of the detection set's kind, at their own sizes, as the
+                same pixels (TF's decoding saved as PNG: only the resize differs) and
                 resized to the model input beforehand: the share of `predict
                 --json`'s detections matched by one of MediaPipe's (same class name,
                 IoU >= 0.9, and 0.5, in MediaPipe's whole pixels), per seed
@@ -214,8 +215,17 @@ def mediapipe_part(args, data, out):
             with Image.open(path) as img:
                 img.convert("RGB").resize((size["width"], size["height"]),
                                           Image.BILINEAR).save(at_input[-1])
+        # The same pixels on both sides: TF's decoding of each JPEG, saved as PNG, so
+        # only the resize to the model input can differ (not the JPEG decoder).
+        same = os.path.join(out, f"mp_same_{seed}")
+        os.makedirs(same, exist_ok=True)
+        same_pixels = []
+        for path in native:
+            same_pixels.append(os.path.join(same, Path(path).stem + ".png"))
+            Image.fromarray(_tf_decoded(path)).save(same_pixels[-1])
         line = []
-        for where, images in (("own size", native), ("input size", at_input)):
+        for where, images in (("own size", native), ("same pixels", same_pixels),
+                              ("input size", at_input)):
             printed = io.StringIO()
             with contextlib.redirect_stdout(printed):
                 cli.main(["predict", folder, *images, "--json"])
@@ -230,6 +240,11 @@ def mediapipe_part(args, data, out):
                 raise SystemExit(f"MediaPipe client failed:\n{done.stderr[-3000:]}")
             results = json.loads(done.stdout.strip().splitlines()[-1])
             line.append(f"{where}: {sum(len(r['detections']) for r in rows)} detections")
+            if where == "own size":
+                # What whole pixels alone cost: predict's boxes against themselves
+                # truncated as MediaPipe reports them.
+                line.append(f"own size whole-pixel truncation IoU>=0.9 "
+                            f"{_truncation_share(rows, images, 0.9):.1%}")
             for name, result in zip(files, results):
                 for iou in (0.9, 0.5):
                     share, _ = _matched(rows, images, result["detections"], iou)
@@ -238,7 +253,7 @@ def mediapipe_part(args, data, out):
         print(f"  seed {seed}: share of predict's detections MediaPipe matches: "
               + ", ".join(line), flush=True)
     n = len(args.seeds)
-    for where in ("own size", "input size"):
+    for where in ("own size", "same pixels", "input size"):
         print(f"MediaPipe ObjectDetector agreement, images at their {where} (mean of {n} "
               f"seed(s), IoU >= 0.9): fp32 {spread(found[where, 'fp32', 0.9])}, int8 "
               f"{spread(found[where, 'int8', 0.9])}; at IoU >= 0.5: fp32 "
@@ -259,6 +274,30 @@ def _matched(rows, images, theirs_per_image, iou):
             total += 1
             matched += any(c == d["class"] and _iou(box, b) >= iou for c, _, b in theirs)
     return matched / max(total, 1), total
+
+
+def _tf_decoded(path):
+    """The RGB pixels TF's decoder (the one predict uses) reads from an image file."""
+    import tensorflow as tf
+
+    return tf.io.decode_image(tf.io.read_file(path), channels=3,
+                              expand_animations=False).numpy()
+
+
+def _truncation_share(rows, images, iou):
+    """Share of predict's detections whose box, truncated to whole pixels as MediaPipe
+    reports boxes, keeps IoU >= `iou` with its exact (float pixel) self."""
+    from PIL import Image
+
+    kept = []
+    for row, path in zip(rows, images):
+        with Image.open(path) as img:
+            width, height = img.size
+        for d in row["detections"]:
+            exact = [v * s for v, s in zip(d["box_normalized"], (width, height) * 2)]
+            kept.append(_iou(_mediapipe_pixels(d["box_normalized"], width, height),
+                             exact) >= iou)
+    return float(np.mean(kept)) if kept else 0.0
 
 
 def _mediapipe_pixels(box, width, height):

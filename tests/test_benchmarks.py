@@ -71,7 +71,8 @@ EXPECTED = {
         rf"mAP ratio transfer / scratch \(mean of 1 seed\(s\)\): {NUMBER}x",
         *(rf"MediaPipe ObjectDetector agreement, images at their {where} \(mean of 1 "
           rf"seed\(s\), IoU >= 0.9\): fp32 {NUMBER} ± {NUMBER} .*, int8 {NUMBER} ± "
-          for where in ("own size", "input size")),
+          for where in ("own size", "same pixels", "input size")),
+        rf"own size whole-pixel truncation IoU>=0.9 {NUMBER}%",
         rf"localization \(mean of 1 seed\(s\)\): accuracy {NUMBER} ± {NUMBER} .*, mean "
         rf"box IoU {NUMBER} ± {NUMBER} .*, predict boxes vs CSV {NUMBER} ± {NUMBER}",
         rf"variant localization \(5 classes, .*\): accuracy {NUMBER}, mean box IoU "

@@ -109,10 +109,11 @@ def test_a_fifo_in_a_voc_folder_is_skipped_as_image_and_as_annotation(tmp_path):
     with no_hang():
         paths, labels, problems = list_boxes(str(tmp_path))
     kinds = {os.path.basename(p.path): p.kind for p in problems}
-    assert kinds["a_fifo.xml"] == "bad_annotation"
-    assert "FIFO" in next(p.reason for p in problems if p.path.endswith("a_fifo.xml"))
-    # The FIFO image stays listed with a placeholder box: the scan names and skips it.
-    assert sorted(os.path.basename(p) for p in paths) == ["f.png", "x.png"]
+    # Both read through the guarded opener (detection's VOC reader): named, never opened.
+    assert kinds["a_fifo.xml"] == kinds["f.png"] == "not_regular"
+    assert all("FIFO" in p.reason for p in problems if "f" in os.path.basename(p.path))
+    assert [os.path.basename(p) for p in paths] == ["x.png"]
+    assert [label.label for label in labels] == ["cat"]
 
 
 @pytest.mark.parametrize("where", ["folder", "label_csv"])

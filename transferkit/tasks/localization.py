@@ -72,9 +72,10 @@ class Localization(Detection):
     # --- data ---------------------------------------------------------------------
 
     def read_files(self, source, *, scanned=True, follow_links=False):
-        """A boxes CSV (path,label,xmin,ymin,xmax,ymax in pixels) or a Pascal VOC
-        folder (`data.boxes`): the raw labels are BoxLabels, boxes normalised."""
-        return (*box_data.list_boxes(source, follow_links), None)
+        """Any annotation source detection reads (boxes CSV, Pascal VOC, COCO, YOLO;
+        `data.boxes.read_boxes`), one object per image: the raw labels are BoxLabels,
+        boxes normalised; the class names those the source declares, if any."""
+        return box_data.read_boxes(source, follow_links)
 
     def check_files(self, paths, labels, *, scanned=True, splits=None, problems=(),
                     class_names=None, workers=None, normalized_dir=None):
@@ -105,8 +106,9 @@ class Localization(Detection):
         return names, ids, self.encode(y, names)
 
     def read_tensors(self, source, **_):
-        raise DataError("task='localization' reads a boxes CSV, a Pascal VOC folder or "
-                        "(x, y) arrays; tf.data and TFDS sources are not supported.")
+        raise DataError("task='localization' reads annotation files (a boxes CSV, Pascal "
+                        "VOC, COCO or YOLO) or (x, y) arrays; tf.data and TFDS sources "
+                        "are not supported.")
 
     # --- outputs: the best location of each image -------------------------------------
 
