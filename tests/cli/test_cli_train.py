@@ -34,6 +34,19 @@ def test_bad_train_arguments_exit_2_naming_the_value_before_any_work(tmp_path, c
     assert not os.path.exists(tmp_path / "run")  # refused before touching --out
 
 
+def test_a_damaged_weights_file_exits_2_naming_it_before_the_scan(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "images", per_class=2, size=16)
+    cut = tmp_path / "source.keras"
+    cut.write_bytes(b"PK\x03\x04 stopped early")  # a zip header, then nothing usable
+    args = ["train", "--data", folder, "--backbone", "tiny_test", "--weights", str(cut),
+            "--out", str(tmp_path / "run")]
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    assert str(cut) in captured.err and "not a Keras .keras archive" in captured.err
+    assert "Scanned" not in captured.out  # refused before the scan
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_train_and_recipes_take_follow_links(tmp_path):
     assert RecipeConfig().data.follow_links is False
     assert recipe_from_dict({"follow_links": True}).data.follow_links is True

@@ -49,6 +49,32 @@ def test_missing_local_weights_file_echoes_the_value(tmp_path):
     assert repr(missing) in str(info.value) and "imagenet" in str(info.value)
 
 
+def test_a_damaged_weights_file_is_named_before_any_model_is_built(tmp_path):
+    import zipfile
+
+    from transferkit.models.backbones import check_weights_path
+
+    source = tmp_path / "good.keras"
+    save_model(build_model("tiny_test", 2, weights=None, input_shape=(16, 16, 3)), source)
+    check_weights_path(str(source))  # a real one passes
+    create_backbone("tiny_test", input_shape=(16, 16, 3)).save_weights(
+        tmp_path / "good.weights.h5")
+    check_weights_path(str(tmp_path / "good.weights.h5"))
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(source.read_bytes()[:200])  # a download that stopped early
+    hollow = tmp_path / "hollow.keras"
+    with zipfile.ZipFile(hollow, "w") as archive:
+        archive.writestr("metadata.json", "{}")
+    text = tmp_path / "text.weights.h5"
+    text.write_text("not weights")
+    for path, says in ((cut, "not a Keras .keras archive"),
+                       (hollow, "lacks config.json, model.weights.h5"),
+                       (text, "not an HDF5 weights file")):
+        with pytest.raises(WeightsError) as info:
+            check_weights_path(str(path))
+        assert repr(str(path)) in str(info.value) and says in str(info.value), path
+
+
 @pytest.mark.filterwarnings("ignore:Skipping nested container")  # Keras, on the mismatch
 def test_mismatched_weights_file_names_the_file(tmp_path):
     path = tmp_path / "wide.weights.h5"

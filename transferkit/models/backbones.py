@@ -96,13 +96,44 @@ def _build_imagenet(spec, input_shape, kwargs):
 
 def check_weights_path(path):
     """Raise WeightsError unless `path` (a `weights` value other than None/"imagenet")
-    is an existing file: callers check it before any slow work."""
-    if not os.path.isfile(path):
+    is an existing file in the format its name says: a .keras archive holding a
+    model's config and weights, or an HDF5 file (.h5, .weights.h5). Reads its header
+    only (no TensorFlow), so callers check it before any slow work: a damaged file is
+    named before the scan, not found when the model is built."""
+    problem = None if os.path.isfile(path) else "no such file"
+    if problem is None:
+        problem = _weights_file_problem(path)
+    if problem is not None:
         raise WeightsError(
             "The `weights` argument should be either None, 'imagenet', or the path to a "
             "weights file (.weights.h5, .h5) or a saved model (.keras) to be loaded. "
-            f"Received: weights={path!r} (no such file)"
+            f"Received: weights={path!r} ({problem})"
         )
+
+
+KERAS_MEMBERS = ("config.json", "model.weights.h5")  # what every Keras 3 .keras holds
+
+
+def _weights_file_problem(path):
+    """Why `path` is not the weights file its name says, or None."""
+    import zipfile
+
+    if path.endswith(".keras"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                missing = [m for m in KERAS_MEMBERS if m not in archive.namelist()]
+        except (zipfile.BadZipFile, OSError) as error:
+            return f"not a Keras .keras archive: {error}"
+        return (f"not a Keras .keras archive: it lacks {', '.join(missing)}" if missing
+                else None)
+    if path.endswith(".h5"):
+        import h5py
+
+        try:
+            return None if h5py.is_hdf5(path) else "not an HDF5 weights file"
+        except OSError as error:
+            return f"could not be read: {error}"
+    return None  # another suffix: Keras decides when it loads the file
 
 
 def _load_local_weights(model, spec, path, safe_mode):
