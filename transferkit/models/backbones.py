@@ -13,7 +13,7 @@ import keras
 from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError, WeightsError
 from transferkit.models.registry import get_spec
-from transferkit.models.saving import load_model
+from transferkit.models.saving import KERAS_CONFIG, KERAS_WEIGHTS, load_model
 
 
 @renamed(**TRUSTED)
@@ -111,9 +111,6 @@ def check_weights_path(path):
         )
 
 
-KERAS_MEMBERS = ("config.json", "model.weights.h5")  # what every Keras 3 .keras holds
-
-
 def _weights_file_problem(path):
     """Why `path` is not the weights file its name says, or None."""
     import zipfile
@@ -121,7 +118,8 @@ def _weights_file_problem(path):
     if path.endswith(".keras"):
         try:
             with zipfile.ZipFile(path) as archive:
-                missing = [m for m in KERAS_MEMBERS if m not in archive.namelist()]
+                missing = [m for m in (KERAS_CONFIG, KERAS_WEIGHTS)
+                           if m not in archive.namelist()]
         except (zipfile.BadZipFile, OSError) as error:
             return f"not a Keras .keras archive: {error}"
         return (f"not a Keras .keras archive: it lacks {', '.join(missing)}" if missing

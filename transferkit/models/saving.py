@@ -29,6 +29,8 @@ KERAS_OBJECT_MODULES = ("transferkit.models.layers", "transferkit.models.losses"
                         "transferkit.models.temperature", "transferkit.models.tta",
                         "transferkit.training.optimizers")
 MAX_MEMBER_BYTES = 2**30  # a member of a .keras file this large is not transferkit's
+# What every Keras 3 .keras archive holds: the model's config and its weights.
+KERAS_CONFIG, KERAS_WEIGHTS = "config.json", "model.weights.h5"
 
 
 def save_model(model, path, metadata=None, extras=None):
@@ -119,7 +121,7 @@ def _import_layer_packages(path):
     # still decides what the file may do).
     try:
         with zipfile.ZipFile(path) as archive:
-            uses_hub = b'"keras_hub' in archive.read("config.json")
+            uses_hub = b'"keras_hub' in archive.read(KERAS_CONFIG)
     except (zipfile.BadZipFile, KeyError, OSError):
         return
     if uses_hub and importlib.util.find_spec("keras_hub") is not None:
