@@ -146,8 +146,6 @@ def test_temp_files_of_a_kill_are_removed_and_others_kept(tmp_path):
 # Constants equal to a run-directory name that mean something else (module, value).
 NOT_FILE_NAMES = {
     ("transferkit/app/train.py", "report"),  # the recipe key `report` a resume may change
-    ("transferkit/models/saving.py", "config.json"),  # a member of every .keras archive
-                                                      # (KERAS_CONFIG)
 }
 
 

@@ -60,6 +60,11 @@ def test_a_damaged_weights_file_is_named_before_any_model_is_built(tmp_path):
     create_backbone("tiny_test", input_shape=(16, 16, 3)).save_weights(
         tmp_path / "good.weights.h5")
     check_weights_path(str(tmp_path / "good.weights.h5"))
+    npz = tmp_path / "npz.keras"  # Keras's loader also takes npz weights
+    with zipfile.ZipFile(npz, "w") as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.npz", b"")
+    check_weights_path(str(npz))
     cut = tmp_path / "cut.keras"
     cut.write_bytes(source.read_bytes()[:200])  # a download that stopped early
     hollow = tmp_path / "hollow.keras"

@@ -13,7 +13,7 @@ import keras
 from transferkit.core.compat import TRUSTED, renamed
 from transferkit.core.errors import ConfigError, WeightsError
 from transferkit.models.registry import get_spec
-from transferkit.models.saving import KERAS_CONFIG, KERAS_WEIGHTS, load_model
+from transferkit.models.saving import archive_members, load_model
 
 
 @renamed(**TRUSTED)
@@ -116,12 +116,14 @@ def _weights_file_problem(path):
     import zipfile
 
     if path.endswith(".keras"):
+        config, weights = archive_members()
         try:
             with zipfile.ZipFile(path) as archive:
-                missing = [m for m in (KERAS_CONFIG, KERAS_WEIGHTS)
-                           if m not in archive.namelist()]
+                names = set(archive.namelist())
         except (zipfile.BadZipFile, OSError) as error:
             return f"not a Keras .keras archive: {error}"
+        missing = ([] if config in names else [config]) + (
+            [] if names & set(weights) else [" or ".join(weights)])
         return (f"not a Keras .keras archive: it lacks {', '.join(missing)}" if missing
                 else None)
     if path.endswith(".h5"):

@@ -29,8 +29,16 @@ KERAS_OBJECT_MODULES = ("transferkit.models.layers", "transferkit.models.losses"
                         "transferkit.models.temperature", "transferkit.models.tta",
                         "transferkit.training.optimizers")
 MAX_MEMBER_BYTES = 2**30  # a member of a .keras file this large is not transferkit's
-# What every Keras 3 .keras archive holds: the model's config and its weights.
-KERAS_CONFIG, KERAS_WEIGHTS = "config.json", "model.weights.h5"
+
+
+def archive_members():
+    """(the config member, (the weights members, one of which is present)) of a Keras
+    3 .keras archive, as Keras's own saving code names them (weights are HDF5, or
+    NumPy's npz when saved with weights_format="npz")."""
+    from keras.src.saving import saving_lib  # Keras's names, not copies of them
+
+    return saving_lib._CONFIG_FILENAME, (saving_lib._VARS_FNAME_H5,
+                                         saving_lib._VARS_FNAME_NPZ)
 
 
 def save_model(model, path, metadata=None, extras=None):
@@ -121,7 +129,7 @@ def _import_layer_packages(path):
     # still decides what the file may do).
     try:
         with zipfile.ZipFile(path) as archive:
-            uses_hub = b'"keras_hub' in archive.read(KERAS_CONFIG)
+            uses_hub = b'"keras_hub' in archive.read(archive_members()[0])
     except (zipfile.BadZipFile, KeyError, OSError):
         return
     if uses_hub and importlib.util.find_spec("keras_hub") is not None:
