@@ -73,7 +73,9 @@ class RunResult:
 class Job:
     """A prepared run, handed from step to step: its RunDir, recipe, tf.distribute
     strategy, checkpoint manager, the checkpoint state it resumes from (or None), its
-    data and the unknown-data images (a dataset, checked up front; or None)."""
+    data, the unknown-data images (a dataset, checked up front; or None) and the
+    feature store its phases fill and its end reads back (one instance: what it holds
+    in memory is not read from disk again)."""
 
     run: RunDir
     recipe: object
@@ -82,6 +84,7 @@ class Job:
     state: dict
     data: object
     unknown: object = None
+    store: object = None
 
 
 def model_metadata(recipe, class_names, **extra):
@@ -175,7 +178,7 @@ def prepare(recipe, out_dir, *, resume=False, overwrite=False, keep=CheckpointCo
     run.write_class_names(data.class_names)
     if data.scan_report is not None:
         data.scan_report.to_json(run.scan_file)
-    return Job(run, recipe, strategy, manager, state, data, unknown)
+    return Job(run, recipe, strategy, manager, state, data, unknown, FeatureStore.default())
 
 
 def unknown_images(recipe, data, verbose=True):
@@ -241,7 +244,7 @@ def run_schedule(job, model, start, saver, *, callbacks=(), verbose="auto"):
     # A resumed run trains phase 1 live: its cached features would not know where the
     # interrupted run stood. Phase 2 may use the boundary cache when it starts afresh
     # (the orchestrator decides; mid-phase it runs live).
-    cache = train_cache(recipe)
+    cache = train_cache(recipe, job.store)
     if job.state is not None and cache is not None:
         cache = dataclasses.replace(cache, head=False)
     auto = AutoLR(run.path, verbose=verbose, on_found=lambda rates: run.write_config(
@@ -253,11 +256,12 @@ def run_schedule(job, model, start, saver, *, callbacks=(), verbose="auto"):
                   verbose=verbose)
 
 
-def train_cache(recipe):
-    """The FeatureCache of a `train` run: the recipe's, in the default store, also
-    keeping the val files' mirrors when the flip-TTA decision at its end reads them."""
+def train_cache(recipe, store=None):
+    """The FeatureCache of a `train` run: the recipe's, in `store` (default: a new
+    default store), also keeping the val files' mirrors when the flip-TTA decision at
+    its end reads them."""
     flip = recipe.runtime.auto_tta and recipe.task_config().flip_tta
-    return recipe.feature_cache(FeatureStore.default(), mirror_val=flip)
+    return recipe.feature_cache(store or FeatureStore.default(), mirror_val=flip)
 
 
 def finish(job, model, history):
@@ -280,7 +284,8 @@ def finish(job, model, history):
         # The part of the model below the layers that trained is in the run's caches:
         # the end of the run reads its images back from there, without backbone passes
         # (None: no cache, or it does not hold them; the steps then pass over images).
-        frozen = steps.run("cached inputs", frozen_inputs, plain, data, train_cache(recipe))
+        frozen = steps.run("cached inputs", frozen_inputs, plain, data,
+                           train_cache(recipe, job.store))
         val, mirrored = steps.run("validation outputs", validation_outputs, plain, data,
                                   frozen, fallback=(None, None))
         tta, val = steps.run("flip TTA decision", decide_tta, recipe, plain, data, task,
