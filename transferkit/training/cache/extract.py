@@ -203,36 +203,26 @@ def split_mirror(model, data, cut=None, *, parts=None, batch_size=DEFAULT_BATCH_
         return _file_mirror(model, parts, source, cut, batch_size, store, verbose)
 
 
-def _file_mirror(model, parts, source, cut, batch_size, store, verbose):
-    def say():  # names what the progress line below it counts
-        if verbose:
-            print("caching backbone features: the val images' mirrors, one pass (for the "
-                  "flip-TTA decision)")
+MIRROR_PASS = ("caching backbone features: the val images' mirrors, one pass (for the "
+               "flip-TTA decision)")
 
+
+def _file_mirror(model, parts, source, cut, batch_size, store, verbose):
+    passes = _mirror_passes(source, batch_size)
     if cut is None:
         key = split_key(model_fingerprint(model, parts), source, "val", mirror=True)
         found = store.get(key)
         if found is None:
-            say()
-            x, y = extract_features(resolve(model, parts).feature_extractor(),
-                                    _mirror_passes(source, batch_size)[0], verbose)
-            found = Features(x[None], y[None])
+            found = _compute(resolve(model, parts).feature_extractor(), passes, verbose,
+                             what=MIRROR_PASS)
             store.put(key, found)
         return found
     key = split_key(boundary_fingerprint(model, cut, parts), source, "val", mirror=True)
     found = store.get_mapped(key)
     if found is None:
-        say()
         bottom = boundary_extractor(model, cut, parts, features=False)
         with store.mapped_writer(key, (1, len(source.val_files), *cut.shape)) as (x, y):
-            offset = [0]
-
-            def sink(batch):  # written as they come: activations can be large
-                x[0, offset[0]:offset[0] + len(batch)] = batch
-                offset[0] += len(batch)
-
-            y[...] = extract_features(bottom, _mirror_passes(source, batch_size)[0],
-                                      verbose, sink=sink)[1][None]
+            y[...] = _compute(bottom, passes, verbose, x, what=MIRROR_PASS).y
         found = store.get_mapped(key)
     return found
 
@@ -259,14 +249,16 @@ def _file_passes(source, split, aug, passes, batch_size, seed):
             for v in range(passes)]
 
 
-def _compute(extractor, datasets, verbose, boundary_out=None):
+def _compute(extractor, datasets, verbose, boundary_out=None, what=None):
     """Features [views, N, D] of each dataset; with `boundary_out` (an array
-    [views, N, ...]), a two-output extractor's activations are written into it."""
+    [views, N, ...]), the extractor's activations (its second output, or its only one:
+    then x is None) are written into it as they come. what: the line naming each pass
+    (default: its number over the split's images)."""
     pairs = []
     for v, dataset in enumerate(datasets):
         if verbose:  # names what the progress line below it counts
-            print(f"caching backbone features: pass {v + 1} of {len(datasets)} over the "
-                  f"split's images")
+            print(what or f"caching backbone features: pass {v + 1} of {len(datasets)} "
+                  "over the split's images")
         sink = None
         if boundary_out is not None:
             offset = [0]
@@ -275,7 +267,8 @@ def _compute(extractor, datasets, verbose, boundary_out=None):
                 boundary_out[v, offset[0]:offset[0] + len(batch)] = batch
                 offset[0] += len(batch)
         pairs.append(extract_features(extractor, dataset, verbose, sink=sink))
-    return Features(np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs]))
+    xs = [x for x, _ in pairs]
+    return Features(None if xs[0] is None else np.stack(xs), np.stack([y for _, y in pairs]))
 
 
 def split_boundary(model, data, cut, *, parts=None, views=0, augment=None, seed=0,
